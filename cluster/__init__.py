@@ -1,0 +1,1 @@
+"""Settings, the local stack (PostgreSQL, Redis, Ray head) and the `nextflow` CLI."""

@@ -1,0 +1,123 @@
+"""One place for every port, path and secret, read from `NEXTFLOW_*` variables.
+
+`StackSettings` is what the local stack needs to start servers; `Settings` adds the
+secrets the application needs and refuses to start without them. The local stack
+generates the secrets once into `<data_dir>/secrets.env` and hands them to Ray, so
+every Serve replica and actor reads the same values from its environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PREFIX = "NEXTFLOW_"
+
+
+def _default_data_dir() -> Path:
+    # PostgreSQL runs as the `postgres` user when we are root, and it cannot enter
+    # /root; a root install therefore keeps its data under /var/lib.
+    if os.geteuid() == 0:
+        return Path("/var/lib/nextflow")
+    return Path.home() / ".local" / "share" / "nextflow"
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    name: str
+    host: str
+    port: int
+
+
+class StackSettings(BaseSettings):
+    """Ports, paths and sizes; nothing secret."""
+
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+
+    # PostgreSQL: one catalog server (shard_map, auth, product) and N shard servers.
+    pg_user: str = "nextflow"
+    catalog_port: int = 55432
+    shard_servers: int = Field(default=5, ge=1, le=64)
+    shard_base_port: int = 55433
+    logical_shards: int = Field(default=10, ge=1, le=1024)
+
+    redis_port: int = 56379
+
+    # Ray: every port explicit, so two stacks (yours and the tests') never collide.
+    ray_gcs_port: int = 56380
+    ray_dashboard_port: int = 8265
+    ray_client_port: int = 56381
+    ray_dashboard_agent_port: int = 56382
+    ray_metrics_port: int = 56383
+    ray_num_cpus: int | None = None
+    ai_resource: float = 1.0
+    serve_http_port: int = 8000
+
+    # Pools: every ShardManager actor owns one pool per database, capped here.
+    pool_min_size: int = 1
+    pool_max_size: int = Field(default=8, ge=1, le=200)
+
+    def shard_server_addresses(self) -> list[ServerAddress]:
+        return [
+            ServerAddress(f"shard{i + 1}", self.host, self.shard_base_port + i)
+            for i in range(self.shard_servers)
+        ]
+
+    def catalog_address(self) -> ServerAddress:
+        return ServerAddress("catalog", self.host, self.catalog_port)
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.data_dir / "secrets.env"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.host}:{self.ray_gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.ray_dashboard_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.host}:{self.serve_http_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+
+class Settings(StackSettings):
+    """Everything a replica or actor needs, secrets included (no defaults for them)."""
+
+    pg_password: SecretStr
+    jwt_secret: SecretStr = Field(min_length=32)
+    jwt_issuer: str = "nextflow"
+    jwt_audience: str = "nextflow-api"
+    access_token_ttl_s: int = Field(default=900, ge=30)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+
+    # Gateway rate limits (GCRA in Redis): a sustained rate and a burst, per caller.
+    rate_limit_enabled: bool = True
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    rate_limit_burst: int = Field(default=300, ge=1)
+    login_limit_per_minute: int = Field(default=20, ge=1)
+    login_limit_burst: int = Field(default=10, ge=1)
+
+    def dsn_for(self, host: str, port: int, database: str) -> str:
+        password = self.pg_password.get_secret_value()
+        return f"postgresql://{self.pg_user}:{password}@{host}:{port}/{database}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once per process from the environment)."""
+    return Settings()  # type: ignore[call-arg]  # secrets come from the environment

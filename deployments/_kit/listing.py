@@ -1,0 +1,172 @@
+"""Cursor pages over sharded data.
+
+Every list is ordered by one sort key plus the id as tie-breaker. Each server returns
+up to `limit + 1` rows strictly after the cursor's position in that order; merging
+those runs and taking the first `limit` gives exactly the next page of the global
+order, so no record is skipped or repeated however the records spread over shards.
+The cursor is the position of the last row returned (base64 of sort, value and id).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deployments._kit.errors import Validation
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = None
+    total: int | None = Field(default=None, description="Only when `count=true` was asked.")
+
+
+class ListQuery(BaseModel):
+    """Base for every list query; subclasses add filters and name their HTTP params."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=1000)
+    count: bool = False
+    sort: str = "-created_at"
+
+    # HTTP query parameter -> field name; anything else in the query string is a 422.
+    query_params: ClassVar[dict[str, str]] = {
+        "limit": "limit",
+        "cursor": "cursor",
+        "count": "count",
+        "sort": "sort",
+    }
+    list_params: ClassVar[frozenset[str]] = frozenset()  # fields that take a,b,c
+    # Sort field -> kind of value, for decoding cursors.
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
+
+    @property
+    def order(self) -> Order:
+        descending = self.sort.startswith("-")
+        return Order(self.sort.lstrip("-"), descending)
+
+
+@dataclass(frozen=True)
+class Order:
+    field: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page starts: strictly after (value, id) in the query's order."""
+
+    value: Any
+    id: int
+
+
+def validate_sort(query: ListQuery) -> Order:
+    order = query.order
+    if order.field not in query.sort_fields:
+        allowed = ", ".join(sorted(query.sort_fields))
+        raise Validation(
+            f"cannot sort by {order.field!r}",
+            [{"field": "sort", "message": f"sort by one of: {allowed} (prefix - for descending)"}],
+        )
+    return order
+
+
+def parse_list_params(params: Iterable[tuple[str, str]], model: type[ListQuery]) -> ListQuery:
+    """Turn `?name[prefix]=Ac&tag[in]=a,b&sort=-name` into `model`, or a 422 naming
+    every unknown or invalid parameter (never ignoring one)."""
+    values: dict[str, Any] = {}
+    errors = []
+    for key, value in params:
+        target = model.query_params.get(key)
+        if target is None:
+            errors.append({"field": key, "message": "unknown filter or parameter"})
+            continue
+        if target in model.list_params:
+            values.setdefault(target, []).extend(v for v in value.split(",") if v)
+        elif target in values:
+            errors.append({"field": key, "message": "given more than once"})
+        else:
+            values[target] = value
+    if errors:
+        raise Validation("invalid list parameters", errors)
+    try:
+        query = model.model_validate(values)
+    except ValidationError as exc:
+        raise Validation("invalid list parameters", field_errors(exc, _reverse(model))) from None
+    validate_sort(query)
+    return query
+
+
+def _reverse(model: type[ListQuery]) -> dict[str, str]:
+    reverse: dict[str, str] = {}
+    for param, name in model.query_params.items():
+        reverse.setdefault(name, param)
+    return reverse
+
+
+def field_errors(
+    exc: ValidationError, rename: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    rename = rename or {}
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if p not in ("body", "query")]
+        field = ".".join(loc) or "body"
+        out.append({"field": rename.get(field, field), "message": err["msg"]})
+    return out
+
+
+def encode_cursor(order: Order, value: Any, row_id: int) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = orjson.dumps(
+        {"s": ("-" if order.descending else "") + order.field, "v": value, "i": row_id}
+    )
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(query: ListQuery) -> Position | None:
+    if query.cursor is None:
+        return None
+    order = validate_sort(query)
+    bad = Validation(
+        "invalid cursor", [{"field": "cursor", "message": "not a cursor from this list"}]
+    )
+    try:
+        padded = query.cursor + "=" * (-len(query.cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data["s"] != query.sort:
+            raise bad
+        kind = query.sort_fields[order.field]
+        value = datetime.fromisoformat(data["v"]) if kind is datetime else kind(data["v"])
+        row_id = int(data["i"])
+    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise bad from None
+    return Position(value, row_id)
+
+
+def merge_pages(
+    runs: Sequence[Sequence[T]],
+    key: Callable[[T], tuple[Any, int]],
+    order: Order,
+    limit: int,
+) -> tuple[list[T], str | None]:
+    """Merge per-shard runs (each already sorted in `order`) into one page."""
+    merged = list(heapq.merge(*runs, key=key, reverse=order.descending))
+    page = merged[:limit]
+    if len(merged) <= limit or not page:
+        return page, None
+    value, row_id = key(page[-1])
+    return page, encode_cursor(order, value, row_id)

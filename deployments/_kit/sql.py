@@ -1,0 +1,49 @@
+"""Small helpers for repos that build a statement from validated filters.
+
+Column names only ever come from a repo's own whitelist; values always go through
+numbered parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deployments._kit.listing import Order, Position
+
+
+class Params:
+    """Collects statement parameters and hands out `$n` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def keyset_after(
+    column: str, order: Order, position: Position | None, params: Params
+) -> str | None:
+    """`(column, id) > (v, i)` in the order's direction, or None on the first page."""
+    if position is None:
+        return None
+    op = "<" if order.descending else ">"
+    return f"({column}, id) {op} ({params(position.value)}, {params(position.id)})"
+
+
+def order_by(column: str, order: Order) -> str:
+    direction = "DESC" if order.descending else "ASC"
+    return f"ORDER BY {column} {direction}, id {direction}"
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Stale:
+    """An update or delete whose `If-Match` version is no longer current."""
+
+    current_version: int

@@ -1,0 +1,1 @@
+"""Users, roles, permissions, refresh tokens and API keys (unsharded `auth` database)."""

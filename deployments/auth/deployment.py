@@ -1,0 +1,101 @@
+"""`AuthService` as a Ray Serve deployment (thin; logic in service.py).
+
+handle = serve.get_deployment_handle("AuthService", app_name="nextflow")
+tokens = await handle.login.remote(LoginRequest(email=..., password=...))
+"""
+
+from __future__ import annotations
+
+from ray import serve
+
+from cluster.settings import get_settings
+from deployments._kit.boundary import service_errors
+from deployments._kit.listing import Page
+from deployments._kit.principal import Principal
+from deployments.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RoleRead,
+    TokenPair,
+    UserCreate,
+    UserListQuery,
+    UserRead,
+    UserUpdate,
+)
+from deployments.auth.service import AuthService as _Logic
+from shards.client import Database
+
+
+@serve.deployment(name="AuthService")
+class AuthDeployment:
+    def __init__(self) -> None:
+        self._svc = _Logic(Database("auth"), get_settings())
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: the databases answer through their managers."""
+        await self._svc.db.ping()
+
+    async def ready(self) -> None:
+        await self.check_health()
+
+    @service_errors
+    async def login(self, request: LoginRequest) -> TokenPair:
+        return await self._svc.login(request)
+
+    @service_errors
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        return await self._svc.refresh(refresh_token)
+
+    @service_errors
+    async def logout(self, refresh_token: str) -> None:
+        await self._svc.logout(refresh_token)
+
+    @service_errors
+    async def authenticate_api_key(self, key: str) -> Principal:
+        return await self._svc.authenticate_api_key(key)
+
+    @service_errors
+    async def me(self, principal: Principal) -> UserRead:
+        return await self._svc.me(principal)
+
+    @service_errors
+    async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
+        return await self._svc.create_user(principal, data)
+
+    @service_errors
+    async def get_user(self, principal: Principal, user_id: int) -> UserRead:
+        return await self._svc.get_user(principal, user_id)
+
+    @service_errors
+    async def list_users(self, principal: Principal, query: UserListQuery) -> Page[UserRead]:
+        return await self._svc.list_users(principal, query)
+
+    @service_errors
+    async def update_user(
+        self, principal: Principal, user_id: int, data: UserUpdate, if_version: int | None = None
+    ) -> UserRead:
+        return await self._svc.update_user(principal, user_id, data, if_version)
+
+    @service_errors
+    async def deactivate_user(
+        self, principal: Principal, user_id: int, if_version: int | None = None
+    ) -> None:
+        await self._svc.deactivate_user(principal, user_id, if_version)
+
+    @service_errors
+    async def roles(self, principal: Principal) -> list[RoleRead]:
+        return await self._svc.roles(principal)
+
+    @service_errors
+    async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
+        return await self._svc.create_api_key(principal, data)
+
+    @service_errors
+    async def list_api_keys(self, principal: Principal) -> list[ApiKeyRead]:
+        return await self._svc.list_api_keys(principal)
+
+    @service_errors
+    async def revoke_api_key(self, principal: Principal, key_id: int) -> ApiKeyRead:
+        return await self._svc.revoke_api_key(principal, key_id)

@@ -1,0 +1,269 @@
+"""All SQL of the auth service (the unsharded `auth` database)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from deployments._kit.listing import Order, Position
+from deployments._kit.sql import Params, Stale, keyset_after, order_by
+from deployments.auth.schemas import ApiKeyRead, RoleRead, UserListQuery, UserRead
+from shards import ReadConn, WriteConn
+
+_USER = "id, email, name, role, is_active, version, created_at, updated_at, last_login_at"
+_KEY = "id, user_id, name, prefix, permissions, expires_at, created_at, last_used_at, revoked_at"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user_id: int
+    password_hash: str
+    role: str
+    permissions: list[str]
+    is_active: bool
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    key_id: int
+    user_id: int
+    role: str
+    key_permissions: list[str]
+    role_permissions: list[str]
+
+
+# -- users ---------------------------------------------------------------------------
+async def credentials_by_email(conn: ReadConn, email: str) -> Credentials | None:
+    row = await conn.fetchrow(
+        """SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions
+           FROM users u JOIN roles r ON r.name = u.role WHERE lower(u.email) = lower($1)""",
+        email,
+    )
+    if row is None:
+        return None
+    return Credentials(
+        row["id"], row["password_hash"], row["role"], list(row["permissions"]), row["is_active"]
+    )
+
+
+async def credentials_by_id(conn: ReadConn, user_id: int) -> Credentials | None:
+    row = await conn.fetchrow(
+        """SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions
+           FROM users u JOIN roles r ON r.name = u.role WHERE u.id = $1""",
+        user_id,
+    )
+    if row is None:
+        return None
+    return Credentials(
+        row["id"], row["password_hash"], row["role"], list(row["permissions"]), row["is_active"]
+    )
+
+
+async def create_user(
+    conn: WriteConn, email: str, name: str, password_hash: str, role: str
+) -> UserRead:
+    row = await conn.fetchrow(
+        f"""INSERT INTO users (email, name, password_hash, role) VALUES ($1, $2, $3, $4)
+            RETURNING {_USER}""",
+        email,
+        name,
+        password_hash,
+        role,
+    )
+    return UserRead.model_validate(dict(row))
+
+
+async def get_user(conn: ReadConn, user_id: int) -> UserRead | None:
+    row = await conn.fetchrow(f"SELECT {_USER} FROM users WHERE id = $1", user_id)
+    return None if row is None else UserRead.model_validate(dict(row))
+
+
+async def update_user(
+    conn: WriteConn, user_id: int, changes: dict[str, Any], if_version: int | None
+) -> UserRead | Stale | None:
+    params = Params()
+    sets = [f"{name} = {params(value)}" for name, value in changes.items()]
+    sets += ["version = version + 1", "updated_at = now()"]
+    where = [f"id = {params(user_id)}"]
+    if if_version is not None:
+        where.append(f"version = {params(if_version)}")
+    row = await conn.fetchrow(
+        f"UPDATE users SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {_USER}",
+        *params.values,
+    )
+    if row is not None:
+        if changes.get("is_active") is False or "password_hash" in changes or "role" in changes:
+            await revoke_user_sessions(conn, user_id)
+        return UserRead.model_validate(dict(row))
+    version = await conn.fetchval("SELECT version FROM users WHERE id = $1", user_id)
+    return None if version is None else Stale(version)
+
+
+async def record_login(conn: WriteConn, user_id: int, new_hash: str | None) -> None:
+    await conn.execute(
+        "UPDATE users SET last_login_at = now(), password_hash = coalesce($2, password_hash)"
+        " WHERE id = $1",
+        user_id,
+        new_hash,
+    )
+
+
+async def list_users(
+    conn: ReadConn, query: UserListQuery, order: Order, position: Position | None
+) -> list[UserRead]:
+    params = Params()
+    where = ["true"]
+    if query.role is not None:
+        where.append(f"role = {params(query.role)}")
+    if query.is_active is not None:
+        where.append(f"is_active = {params(query.is_active)}")
+    after = keyset_after("created_at", order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_USER} FROM users WHERE {' AND '.join(where)}"
+        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return [UserRead.model_validate(dict(r)) for r in rows]
+
+
+async def list_roles(conn: ReadConn) -> list[RoleRead]:
+    rows = await conn.fetch("SELECT name, description, permissions FROM roles ORDER BY name")
+    return [RoleRead.model_validate(dict(r)) for r in rows]
+
+
+async def revoke_user_sessions(conn: WriteConn, user_id: int) -> None:
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+    )
+
+
+# -- refresh tokens --------------------------------------------------------------------
+async def store_refresh_token(
+    conn: WriteConn, token_hash: bytes, user_id: int, family_id: uuid.UUID | None, ttl_s: int
+) -> None:
+    await conn.execute(
+        """INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)
+           VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
+        token_hash,
+        family_id or uuid.uuid4(),
+        user_id,
+        ttl_s,
+    )
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """`user_id` and `family_id` when the token was valid and is now spent; `reused`
+    when an already spent token came back (its whole family is then revoked)."""
+
+    user_id: int | None = None
+    family_id: uuid.UUID | None = None
+    reused: bool = False
+
+
+async def spend_refresh_token(conn: WriteConn, token_hash: bytes) -> RefreshOutcome:
+    row = await conn.fetchrow(
+        """SELECT id, user_id, family_id, used_at, revoked_at, expires_at < now() AS expired
+           FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE""",
+        token_hash,
+    )
+    if row is None or row["expired"]:
+        return RefreshOutcome()
+    if row["used_at"] is not None or row["revoked_at"] is not None:
+        # A spent token presented again: someone holds a copy. Revoke the family.
+        await revoke_family(conn, row["family_id"])
+        return RefreshOutcome(reused=row["used_at"] is not None)
+    await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
+    return RefreshOutcome(user_id=row["user_id"], family_id=row["family_id"])
+
+
+async def revoke_family(conn: WriteConn, family_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+        family_id,
+    )
+
+
+async def revoke_refresh_token(conn: WriteConn, token_hash: bytes) -> bool:
+    family = await conn.fetchval(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash
+    )
+    if family is None:
+        return False
+    await revoke_family(conn, family)
+    return True
+
+
+# -- API keys ------------------------------------------------------------------------
+async def create_api_key(
+    conn: WriteConn,
+    user_id: int,
+    name: str,
+    prefix: str,
+    secret_hash: bytes,
+    permissions: list[str],
+    expires_at: datetime | None,
+) -> ApiKeyRead:
+    row = await conn.fetchrow(
+        f"""INSERT INTO api_keys (user_id, name, prefix, secret_hash, permissions, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_KEY}""",
+        user_id,
+        name,
+        prefix,
+        secret_hash,
+        permissions,
+        expires_at,
+    )
+    return ApiKeyRead.model_validate(dict(row))
+
+
+async def list_api_keys(conn: ReadConn, user_id: int | None) -> list[ApiKeyRead]:
+    if user_id is None:
+        rows = await conn.fetch(f"SELECT {_KEY} FROM api_keys ORDER BY id")
+    else:
+        rows = await conn.fetch(
+            f"SELECT {_KEY} FROM api_keys WHERE user_id = $1 ORDER BY id", user_id
+        )
+    return [ApiKeyRead.model_validate(dict(r)) for r in rows]
+
+
+async def get_api_key(conn: ReadConn, key_id: int) -> ApiKeyRead | None:
+    row = await conn.fetchrow(f"SELECT {_KEY} FROM api_keys WHERE id = $1", key_id)
+    return None if row is None else ApiKeyRead.model_validate(dict(row))
+
+
+async def revoke_api_key(conn: WriteConn, key_id: int) -> ApiKeyRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+            RETURNING {_KEY}""",
+        key_id,
+    )
+    return None if row is None else ApiKeyRead.model_validate(dict(row))
+
+
+async def use_api_key(conn: WriteConn, prefix: str, secret_hash: bytes) -> KeyOwner | None:
+    """The live key matching prefix and secret hash, with its owner's role; marks it
+    used. (Comparing sha256 digests in SQL leaks nothing about the secret itself.)"""
+    row = await conn.fetchrow(
+        """UPDATE api_keys k SET last_used_at = now()
+           FROM users u JOIN roles r ON r.name = u.role
+           WHERE k.prefix = $1 AND k.secret_hash = $2 AND u.id = k.user_id AND u.is_active
+             AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
+           RETURNING k.id, k.user_id, u.role, k.permissions, r.permissions AS role_permissions""",
+        prefix,
+        secret_hash,
+    )
+    if row is None:
+        return None
+    return KeyOwner(
+        row["id"],
+        row["user_id"],
+        row["role"],
+        list(row["permissions"]),
+        list(row["role_permissions"]),
+    )

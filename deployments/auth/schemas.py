@@ -1,0 +1,98 @@
+"""Auth models, shared by HTTP routes and deployment handles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+
+from deployments._kit.listing import ListQuery
+from deployments._kit.types import Id
+
+Role = Literal["admin", "manager", "agent", "viewer"]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LoginRequest(_Input):
+    email: EmailStr
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(_Input):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class UserCreate(_Input):
+    email: EmailStr
+    name: str = Field(default="", max_length=200)
+    password: SecretStr = Field(min_length=12, max_length=1024)
+    role: Role = "agent"
+
+
+class UserUpdate(_Input):
+    name: str | None = Field(default=None, max_length=200)
+    password: SecretStr | None = Field(default=None, min_length=12, max_length=1024)
+    role: Role | None = None
+    is_active: bool | None = None
+
+
+class UserRead(BaseModel):
+    id: Id
+    email: str
+    name: str
+    role: Role
+    is_active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+
+
+class UserListQuery(ListQuery):
+    role: Role | None = None
+    is_active: bool | None = None
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "role": "role",
+        "is_active": "is_active",
+    }
+
+
+class ApiKeyCreate(_Input):
+    name: str = Field(min_length=1, max_length=100)
+    permissions: list[str] = Field(min_length=1, max_length=100)
+    expires_at: datetime | None = None
+
+
+class ApiKeyRead(BaseModel):
+    id: Id
+    user_id: Id
+    name: str
+    prefix: str
+    permissions: list[str]
+    expires_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The secret key. Shown once; store it now.")
+
+
+class RoleRead(BaseModel):
+    name: str
+    description: str
+    permissions: list[str]

@@ -1,0 +1,207 @@
+"""Auth logic: login, rotating refresh tokens, users, API keys.
+No SQL here (repo.py) and no Ray or FastAPI (deployment.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from cluster.settings import Settings
+from deployments._kit.errors import (
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+    Validation,
+)
+from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
+from deployments._kit.principal import Principal
+from deployments._kit.sql import Stale
+from deployments.auth import passwords, repo, tokens
+from deployments.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RoleRead,
+    TokenPair,
+    UserCreate,
+    UserListQuery,
+    UserRead,
+    UserUpdate,
+)
+from shards.client import Database
+
+_BAD_LOGIN = "invalid e-mail or password"
+
+
+class AuthService:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self._settings = settings
+        self.jwt = tokens.JwtConfig(
+            secret=settings.jwt_secret.get_secret_value(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_s=settings.access_token_ttl_s,
+        )
+
+    # -- sessions --------------------------------------------------------------------
+    async def login(self, request: LoginRequest) -> TokenPair:
+        found = await self.db.read(repo.credentials_by_email, request.email)
+        plain = request.password.get_secret_value()
+        # argon2 is deliberately slow CPU work: keep it off the event loop.
+        ok = await asyncio.to_thread(
+            passwords.verify_password, found.password_hash if found else None, plain
+        )
+        if found is None or not ok or not found.is_active:
+            raise Unauthenticated(_BAD_LOGIN)
+        rehash = None
+        if passwords.needs_rehash(found.password_hash):
+            rehash = await asyncio.to_thread(passwords.hash_password, plain)
+        await self.db.write(repo.record_login, found.user_id, rehash)
+        return await self._issue(found, family_id=None)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        outcome = await self.db.write(repo.spend_refresh_token, tokens.digest(refresh_token))
+        if outcome.user_id is None:
+            detail = (
+                "refresh token reused; all sessions of this login were revoked"
+                if (outcome.reused)
+                else "invalid or expired refresh token"
+            )
+            raise Unauthenticated(detail)
+        found = await self.db.read(repo.credentials_by_id, outcome.user_id)
+        if found is None or not found.is_active:
+            raise Unauthenticated("invalid or expired refresh token")
+        return await self._issue(found, family_id=outcome.family_id)
+
+    async def logout(self, refresh_token: str) -> None:
+        await self.db.write(repo.revoke_refresh_token, tokens.digest(refresh_token))
+
+    async def _issue(self, who: repo.Credentials, family_id: uuid.UUID | None) -> TokenPair:
+        refresh = tokens.new_refresh_token()
+        await self.db.write(
+            repo.store_refresh_token,
+            tokens.digest(refresh),
+            who.user_id,
+            family_id,
+            self._settings.refresh_token_ttl_s,
+        )
+        access = tokens.issue_access_token(self.jwt, who.user_id, who.role, who.permissions)
+        return TokenPair(access_token=access, expires_in=self.jwt.ttl_s, refresh_token=refresh)
+
+    async def authenticate_api_key(self, key: str) -> Principal:
+        parts = tokens.split_api_key(key)
+        if parts is None:
+            raise Unauthenticated("invalid API key")
+        prefix, secret = parts
+        owner = await self.db.write(repo.use_api_key, prefix, tokens.digest(secret))
+        if owner is None:
+            raise Unauthenticated("invalid API key")
+        # A key never grants more than its owner's role has today.
+        granted = frozenset(owner.key_permissions) & frozenset(owner.role_permissions)
+        return Principal(
+            user_id=owner.user_id,
+            role=owner.role,
+            permissions=granted,
+            kind="api_key",
+            api_key_id=owner.key_id,
+        )
+
+    # -- users -----------------------------------------------------------------------
+    async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
+        principal.require("user:write")
+        hashed = await asyncio.to_thread(passwords.hash_password, data.password.get_secret_value())
+        return await self.db.write(repo.create_user, str(data.email), data.name, hashed, data.role)
+
+    async def get_user(self, principal: Principal, user_id: int) -> UserRead:
+        if user_id != principal.user_id:
+            principal.require("user:read")
+        found = await self.db.read(repo.get_user, user_id)
+        if found is None:
+            raise NotFound(f"user {user_id} not found")
+        return found
+
+    async def list_users(self, principal: Principal, query: UserListQuery) -> Page[UserRead]:
+        principal.require("user:read")
+        order = validate_sort(query)
+        rows = await self.db.read(repo.list_users, query, order, decode_cursor(query))
+        items, cursor = merge_pages([rows], lambda u: (u.created_at, u.id), order, query.limit)
+        return Page[UserRead](data=items, next_cursor=cursor)
+
+    async def update_user(
+        self, principal: Principal, user_id: int, data: UserUpdate, if_version: int | None = None
+    ) -> UserRead:
+        principal.require("user:write")
+        changes = data.model_dump(exclude_unset=True, exclude={"password"})
+        if None in (changes.get("role", ""), changes.get("is_active", ""), changes.get("name", "")):
+            raise Validation("fields cannot be null", [{"field": "body", "message": "null given"}])
+        if user_id == principal.user_id and (
+            changes.get("is_active") is False or changes.get("role", "admin") != "admin"
+        ):
+            raise Validation(
+                "you cannot demote or deactivate yourself",
+                [{"field": "role", "message": "ask another admin"}],
+            )
+        if data.password is not None:
+            plain = data.password.get_secret_value()
+            changes["password_hash"] = await asyncio.to_thread(passwords.hash_password, plain)
+        outcome = await self.db.write(repo.update_user, user_id, changes, if_version)
+        if outcome is None:
+            raise NotFound(f"user {user_id} not found")
+        if isinstance(outcome, Stale):
+            raise PreconditionFailed(f"user {user_id} is at version {outcome.current_version}")
+        return outcome
+
+    async def deactivate_user(
+        self, principal: Principal, user_id: int, if_version: int | None = None
+    ) -> None:
+        await self.update_user(principal, user_id, UserUpdate(is_active=False), if_version)
+
+    async def me(self, principal: Principal) -> UserRead:
+        return await self.get_user(principal, principal.user_id)
+
+    async def roles(self, principal: Principal) -> list[RoleRead]:
+        principal.require("user:read")
+        return await self.db.read(repo.list_roles)
+
+    # -- API keys --------------------------------------------------------------------
+    async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
+        principal.require("api_key:write")
+        if principal.kind != "user":
+            raise Forbidden("API keys cannot create API keys; sign in as a user")
+        beyond = sorted(set(data.permissions) - principal.permissions)
+        if beyond:
+            raise Validation(
+                "an API key cannot hold permissions its owner lacks",
+                [{"field": "permissions", "message": f"not yours to grant: {', '.join(beyond)}"}],
+            )
+        key = tokens.new_api_key()
+        stored = await self.db.write(
+            repo.create_api_key,
+            principal.user_id,
+            data.name,
+            key.prefix,
+            key.secret_hash,
+            sorted(set(data.permissions)),
+            data.expires_at,
+        )
+        return ApiKeyCreated(**stored.model_dump(), key=key.plaintext)
+
+    async def list_api_keys(self, principal: Principal) -> list[ApiKeyRead]:
+        principal.require("api_key:read")
+        owner = None if principal.can("api_key:admin") else principal.user_id
+        return await self.db.read(repo.list_api_keys, owner)
+
+    async def revoke_api_key(self, principal: Principal, key_id: int) -> ApiKeyRead:
+        principal.require("api_key:write")
+        found = await self.db.read(repo.get_api_key, key_id)
+        if found is None or (
+            found.user_id != principal.user_id and not principal.can("api_key:admin")
+        ):
+            raise NotFound(f"API key {key_id} not found")
+        revoked = await self.db.write(repo.revoke_api_key, key_id)
+        if revoked is None:
+            raise NotFound(f"API key {key_id} not found")
+        return revoked

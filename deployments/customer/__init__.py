@@ -1,0 +1,1 @@
+"""Customers (accounts) and their contacts, sharded by customer."""

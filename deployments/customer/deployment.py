@@ -1,0 +1,106 @@
+"""`CustomerService` as a Ray Serve deployment: thin; every method takes the caller's
+`Principal` first and the same pydantic models the HTTP routes use.
+
+    handle = serve.get_deployment_handle("CustomerService", app_name="nextflow")
+    customer = await handle.create.remote(principal, CustomerCreate(name="Acme"))
+"""
+
+from __future__ import annotations
+
+from ray import serve
+
+from deployments._kit.boundary import service_errors
+from deployments._kit.listing import ListQuery, Page
+from deployments._kit.principal import Principal
+from deployments.customer.schemas import (
+    ContactCreate,
+    ContactRead,
+    ContactUpdate,
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerUpdate,
+)
+from deployments.customer.service import CustomerService as _Logic
+from shards.client import Shards
+
+
+@serve.deployment(name="CustomerService")
+class CustomerDeployment:
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
+        self._svc = _Logic(await Shards.connect("customer"))
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: the databases answer through their managers."""
+        await self._svc.shards.ping()
+
+    async def ready(self) -> None:
+        await self.check_health()
+
+    @service_errors
+    async def create(self, principal: Principal, data: CustomerCreate) -> CustomerRead:
+        return await self._svc.create(principal, data)
+
+    @service_errors
+    async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
+        return await self._svc.get(principal, customer_id)
+
+    @service_errors
+    async def update(
+        self,
+        principal: Principal,
+        customer_id: int,
+        data: CustomerUpdate,
+        if_version: int | None = None,
+    ) -> CustomerRead:
+        return await self._svc.update(principal, customer_id, data, if_version)
+
+    @service_errors
+    async def delete(
+        self, principal: Principal, customer_id: int, if_version: int | None = None
+    ) -> None:
+        await self._svc.delete(principal, customer_id, if_version)
+
+    @service_errors
+    async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
+        return await self._svc.restore(principal, customer_id)
+
+    @service_errors
+    async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
+        return await self._svc.list(principal, query)
+
+    @service_errors
+    async def create_contact(
+        self, principal: Principal, customer_id: int, data: ContactCreate
+    ) -> ContactRead:
+        return await self._svc.create_contact(principal, customer_id, data)
+
+    @service_errors
+    async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
+        return await self._svc.get_contact(principal, contact_id)
+
+    @service_errors
+    async def update_contact(
+        self,
+        principal: Principal,
+        contact_id: int,
+        data: ContactUpdate,
+        if_version: int | None = None,
+    ) -> ContactRead:
+        return await self._svc.update_contact(principal, contact_id, data, if_version)
+
+    @service_errors
+    async def delete_contact(
+        self, principal: Principal, contact_id: int, if_version: int | None = None
+    ) -> None:
+        await self._svc.delete_contact(principal, contact_id, if_version)
+
+    @service_errors
+    async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
+        return await self._svc.restore_contact(principal, contact_id)
+
+    @service_errors
+    async def list_contacts(
+        self, principal: Principal, customer_id: int, query: ListQuery
+    ) -> Page[ContactRead]:
+        return await self._svc.list_contacts(principal, customer_id, query)

@@ -1,0 +1,275 @@
+"""All SQL of the customer service. Each function runs inside the one transaction
+that the ShardManager opened on the record's shard."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from deployments._kit.listing import Order, Position
+from deployments._kit.sql import Params, Stale, escape_like, keyset_after, order_by
+from deployments.customer.schemas import (
+    ContactCreate,
+    ContactRead,
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+)
+from shards import ReadConn, WriteConn
+
+_CUSTOMER = (
+    "id, name, email, phone, website, industry, tags, custom_fields, owner_id,"
+    " version, created_at, updated_at"
+)
+_CONTACT = (
+    "id, customer_id, first_name, last_name, email, phone, title, version, created_at, updated_at"
+)
+M = TypeVar("M", bound=BaseModel)
+_SORT_COLUMNS = {"created_at": "created_at", "name": "name"}
+_CUSTOMER_UPDATABLE = {
+    "name",
+    "email",
+    "phone",
+    "website",
+    "industry",
+    "tags",
+    "custom_fields",
+    "owner_id",
+}
+_CONTACT_UPDATABLE = {"first_name", "last_name", "email", "phone", "title"}
+
+
+# -- customers ---------------------------------------------------------------------
+async def create_customer(
+    conn: WriteConn, shard: int, data: CustomerCreate, owner_id: int | None
+) -> CustomerRead:
+    row = await conn.fetchrow(
+        f"""INSERT INTO customers
+               (id, name, email, phone, website, industry, tags, custom_fields, owner_id)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9)
+            RETURNING {_CUSTOMER}""",
+        shard,
+        data.name,
+        data.email,
+        data.phone,
+        data.website,
+        data.industry,
+        data.tags,
+        data.custom_fields,
+        owner_id,
+    )
+    return CustomerRead.model_validate(dict(row))
+
+
+async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_CUSTOMER} FROM customers WHERE id = $1 AND deleted_at IS NULL", customer_id
+    )
+    return None if row is None else CustomerRead.model_validate(dict(row))
+
+
+async def update_customer(
+    conn: WriteConn, customer_id: int, changes: dict[str, Any], if_version: int | None
+) -> CustomerRead | Stale | None:
+    return await _update(
+        conn,
+        "customers",
+        _CUSTOMER,
+        _CUSTOMER_UPDATABLE,
+        customer_id,
+        changes,
+        if_version,
+        CustomerRead,
+    )
+
+
+async def delete_customer(
+    conn: WriteConn, customer_id: int, if_version: int | None
+) -> Stale | bool:
+    return await _soft_delete(conn, "customers", customer_id, if_version)
+
+
+async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE customers SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CUSTOMER}""",
+        customer_id,
+    )
+    if row is None:
+        return await get_customer(conn, customer_id)
+    return CustomerRead.model_validate(dict(row))
+
+
+def _customer_filters(query: CustomerListQuery, params: Params) -> list[str]:
+    where = ["deleted_at IS NULL"]
+    if query.name_prefix:
+        where.append(f"lower(name) LIKE {params(escape_like(query.name_prefix.lower()) + '%')}")
+    if query.tags:
+        where.append(f"tags && {params(list(query.tags))}::text[]")
+    if query.owner_id is not None:
+        where.append(f"owner_id = {params(query.owner_id)}")
+    if query.created_from is not None:
+        where.append(f"created_at >= {params(query.created_from)}")
+    if query.created_before is not None:
+        where.append(f"created_at < {params(query.created_before)}")
+    return where
+
+
+async def list_customers(
+    conn: ReadConn, query: CustomerListQuery, order: Order, position: Position | None
+) -> list[CustomerRead]:
+    """Up to `limit + 1` customers on this server after `position` (the caller merges)."""
+    params = Params()
+    column = _SORT_COLUMNS[order.field]
+    where = _customer_filters(query, params)
+    after = keyset_after(column, order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_CUSTOMER} FROM customers WHERE {' AND '.join(where)}"
+        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return [CustomerRead.model_validate(dict(r)) for r in rows]
+
+
+async def count_customers(conn: ReadConn, query: CustomerListQuery) -> int:
+    params = Params()
+    where = _customer_filters(query, params)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM customers WHERE {' AND '.join(where)}", *params.values
+        )
+    )
+
+
+# -- contacts ----------------------------------------------------------------------
+async def create_contact(
+    conn: WriteConn, shard: int, customer_id: int, data: ContactCreate
+) -> ContactRead | None:
+    """None when the customer does not exist (or is deleted)."""
+    alive = await conn.fetchval(
+        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE", customer_id
+    )
+    if not alive:
+        return None
+    row = await conn.fetchrow(
+        f"""INSERT INTO contacts (id, customer_id, first_name, last_name, email, phone, title)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7) RETURNING {_CONTACT}""",
+        shard,
+        customer_id,
+        data.first_name,
+        data.last_name,
+        data.email,
+        data.phone,
+        data.title,
+    )
+    return ContactRead.model_validate(dict(row))
+
+
+async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_CONTACT} FROM contacts c
+            WHERE id = $1 AND deleted_at IS NULL
+              AND EXISTS (SELECT 1 FROM customers p
+                          WHERE p.id = c.customer_id AND p.deleted_at IS NULL)""",
+        contact_id,
+    )
+    return None if row is None else ContactRead.model_validate(dict(row))
+
+
+async def update_contact(
+    conn: WriteConn, contact_id: int, changes: dict[str, Any], if_version: int | None
+) -> ContactRead | Stale | None:
+    return await _update(
+        conn, "contacts", _CONTACT, _CONTACT_UPDATABLE, contact_id, changes, if_version, ContactRead
+    )
+
+
+async def delete_contact(conn: WriteConn, contact_id: int, if_version: int | None) -> Stale | bool:
+    return await _soft_delete(conn, "contacts", contact_id, if_version)
+
+
+async def restore_contact(conn: WriteConn, contact_id: int) -> ContactRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE contacts SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CONTACT}""",
+        contact_id,
+    )
+    if row is None:
+        return await get_contact(conn, contact_id)
+    return ContactRead.model_validate(dict(row))
+
+
+async def list_contacts(
+    conn: ReadConn, customer_id: int, limit: int, order: Order, position: Position | None
+) -> list[ContactRead] | None:
+    """None when the customer is absent; else up to `limit + 1` contacts after `position`."""
+    alive = await conn.fetchval(
+        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL", customer_id
+    )
+    if not alive:
+        return None
+    params = Params()
+    where = [f"customer_id = {params(customer_id)}", "deleted_at IS NULL"]
+    after = keyset_after("created_at", order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_CONTACT} FROM contacts WHERE {' AND '.join(where)}"
+        f" {order_by('created_at', order)} LIMIT {params(limit + 1)}",
+        *params.values,
+    )
+    return [ContactRead.model_validate(dict(r)) for r in rows]
+
+
+# -- shared by both tables -----------------------------------------------------------
+async def _update(
+    conn: WriteConn,
+    table: str,
+    columns: str,
+    updatable: set[str],
+    record_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    model: type[M],
+) -> M | Stale | None:
+    params = Params()
+    sets = [f"{name} = {params(value)}" for name, value in changes.items() if name in updatable]
+    sets += ["version = version + 1", "updated_at = now()"]
+    where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
+    if if_version is not None:
+        where.append(f"version = {params(if_version)}")
+    row = await conn.fetchrow(
+        f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {columns}",
+        *params.values,
+    )
+    if row is not None:
+        return model.model_validate(dict(row))
+    return await _missing_or_stale(conn, table, record_id)
+
+
+async def _soft_delete(
+    conn: WriteConn, table: str, record_id: int, if_version: int | None
+) -> Stale | bool:
+    params = Params()
+    where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
+    if if_version is not None:
+        where.append(f"version = {params(if_version)}")
+    done = await conn.fetchval(
+        f"UPDATE {table} SET deleted_at = now(), version = version + 1, updated_at = now()"
+        f" WHERE {' AND '.join(where)} RETURNING true",
+        *params.values,
+    )
+    if done:
+        return True
+    missing = await _missing_or_stale(conn, table, record_id)
+    return missing if isinstance(missing, Stale) else False
+
+
+async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:
+    version = await conn.fetchval(
+        f"SELECT version FROM {table} WHERE id = $1 AND deleted_at IS NULL", record_id
+    )
+    return None if version is None else Stale(version)

@@ -1,0 +1,144 @@
+"""Customer and contact models, shared by HTTP routes and deployment handles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from deployments._kit.listing import ListQuery
+from deployments._kit.types import Id
+
+
+class _Input(BaseModel):
+    # Server-owned fields (id, version, timestamps) are refused, not ignored.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CustomerCreate(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    website: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=100)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    owner_id: Id | None = Field(
+        default=None, description="Defaults to the caller; needs `customer:assign` otherwise."
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return _check_tags(tags)
+
+
+class CustomerUpdate(_Input):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    website: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=100)
+    tags: list[str] | None = Field(default=None, max_length=50)
+    custom_fields: dict[str, Any] | None = Field(default=None, max_length=100)
+    owner_id: Id | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str] | None) -> list[str] | None:
+        return None if tags is None else _check_tags(tags)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str:
+        if name is None:
+            raise ValueError("name cannot be null")
+        return name
+
+
+class CustomerRead(BaseModel):
+    id: Id
+    name: str
+    email: str | None
+    phone: str | None
+    website: str | None
+    industry: str | None
+    tags: list[str]
+    custom_fields: dict[str, Any]
+    owner_id: Id | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CustomerListQuery(ListQuery):
+    name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[str] | None = Field(default=None, max_length=20, description="Any of these tags.")
+    owner_id: Id | None = None
+    created_from: datetime | None = Field(default=None, description="created_at >= this")
+    created_before: datetime | None = Field(default=None, description="created_at < this")
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "name[prefix]": "name_prefix",
+        "tag": "tags",
+        "tag[in]": "tags",
+        "owner_id": "owner_id",
+        "owner_id[eq]": "owner_id",
+        "created_at[gte]": "created_from",
+        "created_at[lt]": "created_before",
+    }
+    list_params: ClassVar[frozenset[str]] = frozenset({"tags"})
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
+
+
+class ContactCreate(_Input):
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    title: str | None = Field(default=None, max_length=100)
+
+
+class ContactUpdate(_Input):
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    title: str | None = Field(default=None, max_length=100)
+
+    @field_validator("first_name")
+    @classmethod
+    def _first_name(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("first_name cannot be null")
+        return value
+
+
+class ContactRead(BaseModel):
+    id: Id
+    customer_id: Id
+    first_name: str
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    title: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactListQuery(ListQuery):
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    cleaned = []
+    for tag in tags:
+        tag = tag.strip()
+        if not tag or len(tag) > 50 or "," in tag:
+            raise ValueError("tags are 1-50 characters without commas")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    return cleaned

@@ -1,0 +1,196 @@
+"""Customer and contact logic: permissions, routing to shards, merging pages.
+No SQL here (that is repo.py) and no Ray or FastAPI (that is deployment.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+from deployments._kit.errors import NotFound, PreconditionFailed, Validation
+from deployments._kit.listing import ListQuery, Page, decode_cursor, merge_pages, validate_sort
+from deployments._kit.principal import Principal
+from deployments._kit.sql import Stale
+from deployments.customer import repo
+from deployments.customer.schemas import (
+    ContactCreate,
+    ContactRead,
+    ContactUpdate,
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerUpdate,
+)
+from shards import ShardNotFound
+from shards.client import Shards
+
+T = TypeVar("T")
+
+
+class CustomerService:
+    def __init__(self, shards: Shards) -> None:
+        self.shards = shards
+
+    def _shard(self, record_id: int, kind: str) -> int:
+        try:
+            return self.shards.shard_for_id(record_id)
+        except ShardNotFound:
+            raise NotFound(f"{kind} {record_id} not found") from None
+
+    # -- customers -----------------------------------------------------------------
+    async def create(self, principal: Principal, data: CustomerCreate) -> CustomerRead:
+        principal.require("customer:write")
+        owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+        if owner_id != principal.user_id:
+            principal.require("customer:assign")
+        shard = self.shards.place()
+        return await self.shards.write(shard, repo.create_customer, shard, data, owner_id)
+
+    async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
+        principal.require("customer:read")
+        shard = self._shard(customer_id, "customer")
+        found = await self.shards.read(shard, repo.get_customer, customer_id)
+        if found is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return found
+
+    async def update(
+        self,
+        principal: Principal,
+        customer_id: int,
+        data: CustomerUpdate,
+        if_version: int | None = None,
+    ) -> CustomerRead:
+        principal.require("customer:write")
+        changes = data.model_dump(exclude_unset=True)
+        if "owner_id" in changes and changes["owner_id"] != principal.user_id:
+            principal.require("customer:assign")
+        shard = self._shard(customer_id, "customer")
+        outcome = await self.shards.write(
+            shard, repo.update_customer, customer_id, changes, if_version
+        )
+        return _updated(outcome, "customer", customer_id)
+
+    async def delete(
+        self, principal: Principal, customer_id: int, if_version: int | None = None
+    ) -> None:
+        principal.require("customer:delete")
+        shard = self._shard(customer_id, "customer")
+        outcome = await self.shards.write(shard, repo.delete_customer, customer_id, if_version)
+        _deleted(outcome, "customer", customer_id)
+
+    async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
+        principal.require("customer:delete")
+        shard = self._shard(customer_id, "customer")
+        restored = await self.shards.write(shard, repo.restore_customer, customer_id)
+        if restored is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return restored
+
+    async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
+        """Customers across every shard, in one global order, a page at a time."""
+        principal.require("customer:read")
+        order = validate_sort(query)
+        position = decode_cursor(query)
+        runs_call = self.shards.gather(repo.list_customers, query, order, position)
+        if query.count:
+            runs, counts = await asyncio.gather(
+                runs_call, self.shards.gather(repo.count_customers, query)
+            )
+            total: int | None = sum(counts)
+        else:
+            runs, total = await runs_call, None
+        items, cursor = merge_pages(runs, _key(order.field), order, query.limit)
+        return Page[CustomerRead](data=items, next_cursor=cursor, total=total)
+
+    # -- contacts ------------------------------------------------------------------
+    async def create_contact(
+        self, principal: Principal, customer_id: int, data: ContactCreate
+    ) -> ContactRead:
+        principal.require("contact:write")
+        shard = self._shard(customer_id, "customer")
+        created = await self.shards.write(shard, repo.create_contact, shard, customer_id, data)
+        if created is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return created
+
+    async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
+        principal.require("contact:read")
+        shard = self._shard(contact_id, "contact")
+        found = await self.shards.read(shard, repo.get_contact, contact_id)
+        if found is None:
+            raise NotFound(f"contact {contact_id} not found")
+        return found
+
+    async def update_contact(
+        self,
+        principal: Principal,
+        contact_id: int,
+        data: ContactUpdate,
+        if_version: int | None = None,
+    ) -> ContactRead:
+        principal.require("contact:write")
+        shard = self._shard(contact_id, "contact")
+        changes = data.model_dump(exclude_unset=True)
+        outcome = await self.shards.write(
+            shard, repo.update_contact, contact_id, changes, if_version
+        )
+        return _updated(outcome, "contact", contact_id)
+
+    async def delete_contact(
+        self, principal: Principal, contact_id: int, if_version: int | None = None
+    ) -> None:
+        principal.require("contact:delete")
+        shard = self._shard(contact_id, "contact")
+        outcome = await self.shards.write(shard, repo.delete_contact, contact_id, if_version)
+        _deleted(outcome, "contact", contact_id)
+
+    async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
+        principal.require("contact:delete")
+        shard = self._shard(contact_id, "contact")
+        restored = await self.shards.write(shard, repo.restore_contact, contact_id)
+        if restored is None:
+            raise NotFound(f"contact {contact_id} not found")
+        return restored
+
+    async def list_contacts(
+        self, principal: Principal, customer_id: int, query: ListQuery
+    ) -> Page[ContactRead]:
+        """A customer's contacts; one shard, since contacts live with their customer."""
+        principal.require("contact:read")
+        if query.count:
+            raise Validation(
+                "count is not offered on contacts", [{"field": "count", "message": "not supported"}]
+            )
+        order = validate_sort(query)
+        position = decode_cursor(query)
+        shard = self._shard(customer_id, "customer")
+        rows = await self.shards.read(
+            shard, repo.list_contacts, customer_id, query.limit, order, position
+        )
+        if rows is None:
+            raise NotFound(f"customer {customer_id} not found")
+        items, cursor = merge_pages([rows], _key(order.field), order, query.limit)
+        return Page[ContactRead](data=items, next_cursor=cursor)
+
+
+def _key(field: str) -> Any:
+    return lambda row: (getattr(row, field), row.id)
+
+
+def _updated(outcome: T | Stale | None, kind: str, record_id: int) -> T:
+    if outcome is None:
+        raise NotFound(f"{kind} {record_id} not found")
+    if isinstance(outcome, Stale):
+        raise PreconditionFailed(
+            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
+        )
+    return outcome
+
+
+def _deleted(outcome: Stale | bool, kind: str, record_id: int) -> None:
+    if isinstance(outcome, Stale):
+        raise PreconditionFailed(
+            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
+        )
+    if not outcome:
+        raise NotFound(f"{kind} {record_id} not found")

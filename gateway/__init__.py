@@ -1,0 +1,1 @@
+"""The ingress deployment: FastAPI app, routes per domain, auth, rate limits, errors."""

@@ -1,0 +1,96 @@
+"""The Serve application: the `Gateway` ingress in front of the domain deployments.
+
+`serve_config.yaml` points at `gateway.app:build_app`; the builder binds every
+deployment and hands their handles to the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from cluster.settings import Settings, get_settings
+from deployments.auth.deployment import AuthDeployment
+from deployments.auth.tokens import JwtConfig
+from deployments.customer.deployment import CustomerDeployment
+from gateway import problems
+from gateway.context import GatewayState, Services
+from gateway.middleware import RequestContext
+from gateway.ratelimit import RateLimiter
+from gateway.routes import api_keys, auth, customers, health, users
+
+
+class AppArgs(BaseModel):
+    """Arguments from `serve_config.yaml` (`applications[].args`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = "NextFlow CRM API"
+
+
+def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
+    app = FastAPI(
+        title=args.title,
+        version="1.0",
+        description=(
+            "NextFlow CRM. Ids are 64-bit integers written as strings. Errors are RFC 9457 "
+            "problem+json. Lists use cursor pages. Updates take `If-Match`."
+        ),
+    )
+    app.state.gateway = state
+    app.add_middleware(RequestContext)
+    problems.install(app)
+    for module in (health, auth, users, api_keys, customers):
+        app.include_router(module.router)
+    return app
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway:
+    def __init__(
+        self, auth: DeploymentHandle[Any], customers: DeploymentHandle[Any], args: dict[str, Any]
+    ) -> None:
+        settings = get_settings()
+        self._args = AppArgs.model_validate(args)
+        self._redis = aioredis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._state = GatewayState(
+            services=Services(auth=auth, customers=customers),
+            jwt=JwtConfig(
+                secret=settings.jwt_secret.get_secret_value(),
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                ttl_s=settings.access_token_ttl_s,
+            ),
+            limiter=_limiter(self._redis, settings, login=False),
+            login_limiter=_limiter(self._redis, settings, login=True),
+            redis=self._redis,
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self._state, self._args)
+
+
+def _limiter(redis: aioredis.Redis, settings: Settings, login: bool) -> RateLimiter | None:
+    if not settings.rate_limit_enabled:
+        return None
+    if login:
+        return RateLimiter(redis, settings.login_limit_per_minute, settings.login_limit_burst)
+    return RateLimiter(redis, settings.rate_limit_per_minute, settings.rate_limit_burst)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Typed application builder named by `serve_config.yaml`."""
+    parsed = AppArgs.model_validate(args or {})
+    return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
+        AuthDeployment.bind(),  # type: ignore[attr-defined]
+        CustomerDeployment.bind(),  # type: ignore[attr-defined]
+        parsed.model_dump(),
+    )

@@ -1,0 +1,115 @@
+"""What every route needs: the service handles, the caller, version headers, and
+fast JSON responses. Routes get them as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
+from deployments._kit.principal import Principal
+from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
+from gateway.ratelimit import RateLimiter
+
+
+@dataclass
+class Services:
+    """Deployment handles (typed loosely: a handle's methods are dynamic)."""
+
+    auth: Any
+    customers: Any
+
+
+@dataclass
+class GatewayState:
+    services: Services
+    jwt: JwtConfig
+    limiter: RateLimiter | None
+    login_limiter: RateLimiter | None
+    redis: Any
+
+
+def state(request: Request) -> GatewayState:
+    gateway_state: GatewayState = request.app.state.gateway
+    return gateway_state
+
+
+def services(request: Request) -> Services:
+    return state(request).services
+
+
+async def current_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`.
+    JWTs are verified here, in process; API keys are checked by the Auth service."""
+    st = state(request)
+    token = x_api_key
+    if token is None and authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise Unauthenticated("use `Authorization: Bearer <token>`")
+        token = credentials.strip()
+    if not token:
+        raise Unauthenticated("authentication required")
+    if token.startswith(API_KEY_PREFIX):
+        principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
+    else:
+        principal = verify_access_token(st.jwt, token)
+    if st.limiter is not None:
+        caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
+        await enforce(request, st.limiter, caller)
+    return principal
+
+
+async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
+    decision = await limiter.check(caller)
+    if decision is None:
+        return
+    request.state.rate_limit_headers = decision.headers()
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit of {limiter.per_minute} requests per minute exceeded",
+            retry_after=decision.retry_after_s,
+        )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+ServicesDep = Annotated[Services, Depends(services)]
+
+_ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,10})"\s*$')
+
+
+def if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    """The version named by `If-Match: "<version>"` (None when absent or `*`)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    found = _ETAG.match(if_match)
+    if not found:
+        raise BadRequest('If-Match must be an ETag such as "3"')
+    return int(found[1])
+
+
+IfMatch = Annotated[int | None, Depends(if_match)]
+
+
+def json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialise with pydantic directly (ids as strings, RFC 3339 times)."""
+    return Response(
+        model.model_dump_json(), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def record(model: BaseModel, status: int = 200, location: str | None = None) -> Response:
+    """A single versioned record: body plus `ETag` (and `Location` after a create)."""
+    headers = {"ETag": f'"{getattr(model, "version")}"'}  # noqa: B009
+    if location:
+        headers["Location"] = location
+    return json(model, status, headers)

@@ -1,0 +1,75 @@
+"""Rate limits in Redis with GCRA (the generic cell rate algorithm): one key per
+caller, one atomic script call per request, smooth limits with a burst allowance."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("nextflow.gateway")
+
+# KEYS[1]: the caller's key. ARGV: emission interval (µs), burst.
+# Returns: allowed (0/1), remaining, retry-after (µs), reset (µs).
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, 0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+local remaining = math.floor((tolerance - (new_tat - now)) / interval)
+return {1, remaining, 0, new_tat - now}
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(self.remaining, 0)),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis, per_minute: int, burst: int) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_GCRA)
+        self.per_minute = per_minute
+        self.burst = burst
+        self._interval_us = 60_000_000 // per_minute
+
+    async def check(self, caller: str) -> Decision | None:
+        """The decision for one request; None when Redis cannot be asked (fail open:
+        an outage of the limiter must not become an outage of the API)."""
+        try:
+            allowed, remaining, retry_us, reset_us = await self._script(
+                keys=[f"rl:{caller}"], args=[self._interval_us, self.burst]
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("rate limiter unavailable: %s", exc)
+            return None
+        return Decision(
+            allowed=bool(allowed),
+            limit=self.burst,
+            remaining=int(remaining),
+            retry_after_s=max(1, -(-int(retry_us) // 1_000_000)) if not allowed else 0,
+            reset_s=-(-int(reset_us) // 1_000_000),
+        )

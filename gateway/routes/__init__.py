@@ -1,0 +1,2 @@
+"""One router per domain; each handler authenticates, calls one service method,
+and maps the result to a response."""

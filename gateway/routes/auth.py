@@ -1,0 +1,56 @@
+"""Sign in, refresh, sign out, who am I, and roles."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from deployments.auth.schemas import LoginRequest, RefreshRequest, RoleRead, TokenPair, UserRead
+from gateway.context import CurrentPrincipal, ServicesDep, enforce, json, state
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/login", response_model=TokenPair)
+async def login(body: LoginRequest, request: Request, services: ServicesDep) -> Response:
+    """Exchange e-mail and password for a short-lived access token (JWT) and a
+    rotating refresh token. Throttled per client address and per account."""
+    limiter = state(request).login_limiter
+    if limiter is not None:
+        await enforce(request, limiter, f"login-ip:{_client(request)}")
+        await enforce(request, limiter, f"login-user:{str(body.email).lower()}")
+    return json(await services.auth.login.remote(body))
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, request: Request, services: ServicesDep) -> Response:
+    """Spend a refresh token for a new pair. A token works once: presenting a spent
+    one revokes every token of that sign-in."""
+    limiter = state(request).login_limiter
+    if limiter is not None:
+        await enforce(request, limiter, f"refresh-ip:{_client(request)}")
+    return json(await services.auth.refresh.remote(body.refresh_token))
+
+
+@router.post("/logout", status_code=204)
+async def logout(body: RefreshRequest, services: ServicesDep) -> Response:
+    """Revoke the refresh token and every token rotated from the same sign-in."""
+    await services.auth.logout.remote(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=UserRead)
+async def me(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+    """The signed-in user."""
+    return json(await services.auth.me.remote(principal))
+
+
+@router.get("/roles", response_model=list[RoleRead])
+async def roles(principal: CurrentPrincipal, services: ServicesDep) -> list[RoleRead]:
+    """The roles and the permission strings each grants."""
+    found: list[RoleRead] = await services.auth.roles.remote(principal)
+    return found

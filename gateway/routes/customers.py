@@ -1,0 +1,143 @@
+"""Customers and their contacts. Path: this file -> deployments/customer/service.py
+-> deployments/customer/repo.py -> shards/."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from deployments._kit.listing import Page, parse_list_params
+from deployments.customer.schemas import (
+    ContactCreate,
+    ContactListQuery,
+    ContactRead,
+    ContactUpdate,
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerUpdate,
+)
+from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, record
+from shards.ids import MAX_ID
+
+router = APIRouter(tags=["customers"])
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+
+
+@router.post("/customers", status_code=201, response_model=CustomerRead)
+async def create_customer(
+    body: CustomerCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Create a customer. It is placed on a logical shard that its id carries."""
+    customer = await services.customers.create.remote(principal, body)
+    return record(customer, 201, f"/customers/{customer.id}")
+
+
+@router.get("/customers", response_model=Page[CustomerRead])
+async def list_customers(
+    request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Customers across all shards, cursor-paged. Filters: `name[prefix]`,
+    `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
+    `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
+    `limit` (max 200), `cursor`, `count=true` for a total."""
+    query = parse_list_params(request.query_params.multi_items(), CustomerListQuery)
+    return json(await services.customers.list.remote(principal, query))
+
+
+@router.post("/customers/search", response_model=Page[CustomerRead])
+async def search_customers(
+    body: CustomerListQuery, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """The same filters as the list, as a JSON body (`name_prefix`, `tags`, ...)."""
+    return json(await services.customers.list.remote(principal, body))
+
+
+@router.get("/customers/{customer_id}", response_model=CustomerRead)
+async def get_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.customers.get.remote(principal, customer_id))
+
+
+@router.patch("/customers/{customer_id}", response_model=CustomerRead)
+async def update_customer(
+    customer_id: RecordId,
+    body: CustomerUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    version: IfMatch,
+) -> Response:
+    """Partial update. Send `If-Match: "<version>"` to refuse a stale write (412)."""
+    return record(await services.customers.update.remote(principal, customer_id, body, version))
+
+
+@router.delete("/customers/{customer_id}", status_code=204)
+async def delete_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
+) -> Response:
+    """Soft delete (restore with `POST /customers/{id}/restore`)."""
+    await services.customers.delete.remote(principal, customer_id, version)
+    return Response(status_code=204)
+
+
+@router.post("/customers/{customer_id}/restore", response_model=CustomerRead)
+async def restore_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.customers.restore.remote(principal, customer_id))
+
+
+@router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactRead)
+async def create_contact(
+    customer_id: RecordId, body: ContactCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Add a contact; it lives on its customer's shard."""
+    contact = await services.customers.create_contact.remote(principal, customer_id, body)
+    return record(contact, 201, f"/contacts/{contact.id}")
+
+
+@router.get("/customers/{customer_id}/contacts", response_model=Page[ContactRead])
+async def list_contacts(
+    customer_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """A customer's contacts; `sort` = `created_at` or `-created_at`, cursor pages."""
+    query = parse_list_params(request.query_params.multi_items(), ContactListQuery)
+    return json(await services.customers.list_contacts.remote(principal, customer_id, query))
+
+
+@router.get("/contacts/{contact_id}", response_model=ContactRead)
+async def get_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.customers.get_contact.remote(principal, contact_id))
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactRead)
+async def update_contact(
+    contact_id: RecordId,
+    body: ContactUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    version: IfMatch,
+) -> Response:
+    return record(
+        await services.customers.update_contact.remote(principal, contact_id, body, version)
+    )
+
+
+@router.delete("/contacts/{contact_id}", status_code=204)
+async def delete_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
+) -> Response:
+    await services.customers.delete_contact.remote(principal, contact_id, version)
+    return Response(status_code=204)
+
+
+@router.post("/contacts/{contact_id}/restore", response_model=ContactRead)
+async def restore_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.customers.restore_contact.remote(principal, contact_id))

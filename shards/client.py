@@ -1,0 +1,147 @@
+"""What services use to reach data: route to a logical shard, run a repo function
+there in one transaction, or scatter a function over every server and gather.
+
+    shards = await Shards.connect("customer")
+    shard = shards.place()                          # a new customer's logical shard
+    row = await shards.write(shard, repo.create_customer, shard, data)
+    row = await shards.read(shards.shard_for_id(customer_id), repo.get_customer, customer_id)
+
+The shard map is read from the catalog once per process (not per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import asyncpg
+
+from cluster.settings import Settings, get_settings
+from shards.connections import ReadConn, WriteConn
+from shards.databases import CATALOG_DATABASES
+from shards.manager import manager_handle
+from shards.routing import ServerSpec, ShardMap
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def load_shard_map(conn: asyncpg.Connection) -> ShardMap:
+    """Repo function for the catalog database: the current map as one snapshot."""
+    servers = {
+        r["name"]: ServerSpec(r["name"], r["host"], r["port"])
+        for r in await conn.fetch("SELECT name, host, port FROM shard_servers")
+    }
+    rows = await conn.fetch("SELECT shard_key, shard_server, version FROM shard_map")
+    by_shard = {int(r["shard_key"]): r["shard_server"] for r in rows}
+    if sorted(by_shard) != list(range(len(by_shard))) or not by_shard:
+        raise RuntimeError("shard_map keys must be the numbers 0..N-1")
+    return ShardMap(
+        version=max(r["version"] for r in rows),
+        shard_to_server=tuple(by_shard[i] for i in range(len(by_shard))),
+        servers=servers,
+    )
+
+
+class Database:
+    """One unsharded database on the catalog server (auth, product, catalog)."""
+
+    def __init__(self, database: str, settings: Settings | None = None) -> None:
+        if database not in CATALOG_DATABASES:
+            raise ValueError(f"{database} is not a catalog database")
+        s = settings or get_settings()
+        self.database = database
+        self._manager = manager_handle(ServerSpec("catalog", s.host, s.catalog_port))
+
+    async def write(
+        self,
+        fn: Callable[Concatenate[WriteConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        result: T = await self._manager.run.remote(self.database, fn, args, kwargs, False)
+        return result
+
+    async def read(
+        self,
+        fn: Callable[Concatenate[ReadConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        result: T = await self._manager.run.remote(self.database, fn, args, kwargs, True)
+        return result
+
+    async def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._manager.ping.remote([self.database])
+        return result
+
+
+class Shards:
+    """A sharded database (e.g. `customer`) across every shard server."""
+
+    def __init__(self, database: str, shard_map: ShardMap) -> None:
+        self.database = database
+        self.map = shard_map
+        self._managers = {name: manager_handle(spec) for name, spec in shard_map.servers.items()}
+
+    @classmethod
+    async def connect(cls, database: str, settings: Settings | None = None) -> Shards:
+        shard_map = await Database("catalog", settings).read(load_shard_map)
+        return cls(database, shard_map)
+
+    # -- routing -----------------------------------------------------------------
+    def shard_for_id(self, global_id: int) -> int:
+        """The logical shard of a record; raises ShardNotFound for a foreign id."""
+        return self.map.shard_for_id(global_id)
+
+    def place(self, key: str | None = None) -> int:
+        """The logical shard for a new root record: by stable hash of `key` when given
+        (so the same natural key always lands together), else uniformly at random."""
+        if key is None:
+            return secrets.randbelow(self.map.logical_shards)
+        return self.map.shard_for_key(key)
+
+    def _manager_for(self, shard: int) -> Any:
+        return self._managers[self.map.server_for_shard(shard).name]
+
+    # -- running -----------------------------------------------------------------
+    async def write(
+        self,
+        shard: int,
+        fn: Callable[Concatenate[WriteConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        result: T = await self._manager_for(shard).run.remote(
+            self.database, fn, args, kwargs, False
+        )
+        return result
+
+    async def read(
+        self,
+        shard: int,
+        fn: Callable[Concatenate[ReadConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        result: T = await self._manager_for(shard).run.remote(self.database, fn, args, kwargs, True)
+        return result
+
+    async def gather(
+        self,
+        fn: Callable[Concatenate[ReadConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> list[T]:
+        """Run a read on every server at once; one result per server."""
+        calls = [
+            self._managers[name].run.remote(self.database, fn, args, kwargs, True)
+            for name in self.map.server_names()
+        ]
+        return list(await asyncio.gather(*calls))
+
+    async def ping(self) -> list[dict[str, Any]]:
+        calls = [self._managers[n].ping.remote([self.database]) for n in self.map.server_names()]
+        return list(await asyncio.gather(*calls))

@@ -1,0 +1,11 @@
+"""Which databases live where. A new service adds its database name here and a
+folder of migrations under `shards/migrations/<name>/`."""
+
+from __future__ import annotations
+
+# Small, unsharded databases on the catalog server.
+CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth")
+# One database per sharded service on every shard server.
+SHARDED_DATABASES: tuple[str, ...] = ("customer",)
+# Migrations every sharded database gets first (the global id function).
+SHARDED_BASE = "_sharded"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shards import ids
+from shards.routing import ServerSpec, ShardMap, ShardNotFound, default_layout, stable_hash
+
+
+def _map(logical: int = 10, servers: int = 5) -> ShardMap:
+    names = [f"shard{i + 1}" for i in range(servers)]
+    return ShardMap(
+        version=1,
+        shard_to_server=tuple(default_layout(logical, names)),
+        servers={n: ServerSpec(n, "127.0.0.1", 6000 + i) for i, n in enumerate(names)},
+    )
+
+
+def test_default_layout_is_the_architecture_documents() -> None:
+    layout = default_layout(10, [f"shard{i}" for i in range(1, 6)])
+    assert layout == [
+        "shard1", "shard1", "shard2", "shard2", "shard3",
+        "shard3", "shard4", "shard4", "shard5", "shard5",
+    ]  # fmt: skip
+
+
+def test_stable_hash_is_fixed_across_processes() -> None:
+    # Constants, not a call to hash(): routing must never change between runs or machines.
+    assert stable_hash("acme") == 0x302657B33C4DA281
+    assert _map().shard_for_key("customer-42") == 4
+
+
+@given(st.integers(0, 9), st.integers(0, 2**41 - 1), st.integers(0, 4095))
+def test_id_carries_its_shard(shard: int, millis: int, seq: int) -> None:
+    global_id = ids.make_id(ids.EPOCH_MS + millis, shard, seq)
+    assert ids.is_valid_id(global_id) or global_id == 0
+    if global_id:
+        assert _map().shard_for_id(global_id) == shard
+
+
+def test_id_naming_a_missing_shard_is_not_found() -> None:
+    foreign = ids.make_id(ids.EPOCH_MS + 1000, 700, 1)
+    with pytest.raises(ShardNotFound):
+        _map().shard_for_id(foreign)
+    with pytest.raises(ShardNotFound):
+        _map().shard_for_id(-5)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_keys_route_to_an_existing_shard(key: str) -> None:
+    shard_map = _map()
+    shard = shard_map.shard_for_key(key)
+    assert 0 <= shard < 10
+    assert shard_map.shard_for_key(key) == shard
+    assert shard_map.server_for_shard(shard).name == shard_map.shard_to_server[shard]
+
+
+def test_more_logical_shards_than_servers_spread_evenly() -> None:
+    shard_map = _map(logical=64, servers=5)
+    counts = [len(shard_map.shards_on(n)) for n in shard_map.server_names()]
+    assert sum(counts) == 64
+    assert max(counts) - min(counts) <= 1

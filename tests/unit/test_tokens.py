@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pickle
+import time
+
+import jwt
+import pytest
+
+from deployments._kit.errors import AppError, NotFound, RateLimited, Unauthenticated
+from deployments._kit.principal import Principal
+from deployments.auth import passwords, tokens
+
+CONFIG = tokens.JwtConfig(secret="s" * 40, issuer="nextflow", audience="nextflow-api", ttl_s=60)
+
+
+def test_access_token_round_trip() -> None:
+    token = tokens.issue_access_token(CONFIG, 7, "agent", ["customer:read"])
+    principal = tokens.verify_access_token(CONFIG, token)
+    assert principal == Principal(user_id=7, role="agent", permissions=frozenset({"customer:read"}))
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda c: jwt.encode({**c, "exp": int(time.time()) - 5}, "s" * 40, algorithm="HS256"),
+        lambda c: jwt.encode(c, "another secret of enough length!!", algorithm="HS256"),
+        lambda c: jwt.encode({**c, "aud": "someone-else"}, "s" * 40, algorithm="HS256"),
+        lambda c: jwt.encode({**c, "iss": "evil"}, "s" * 40, algorithm="HS256"),
+        lambda c: jwt.encode(c, None, algorithm="none"),
+        lambda c: "not.a.jwt",
+    ],
+)
+def test_forged_expired_or_foreign_tokens_are_refused(forge) -> None:  # type: ignore[no-untyped-def]
+    now = int(time.time())
+    claims = {"iss": "nextflow", "aud": "nextflow-api", "sub": "1", "role": "admin",
+              "perms": ["user:write"], "iat": now, "exp": now + 60}  # fmt: skip
+    with pytest.raises(Unauthenticated):
+        tokens.verify_access_token(CONFIG, forge(claims))
+
+
+def test_api_keys_split_and_differ() -> None:
+    a, b = tokens.new_api_key(), tokens.new_api_key()
+    assert a.plaintext != b.plaintext
+    assert tokens.split_api_key(a.plaintext) is not None
+    prefix, secret = tokens.split_api_key(a.plaintext)  # type: ignore[misc]
+    assert prefix == a.prefix and tokens.digest(secret) == a.secret_hash
+    assert tokens.split_api_key("nf_short_x") is None
+    assert tokens.split_api_key("bearer-something") is None
+
+
+def test_passwords_use_argon2id() -> None:
+    hashed = passwords.hash_password("correct horse battery")
+    assert hashed.startswith("$argon2id$")
+    assert passwords.verify_password(hashed, "correct horse battery")
+    assert not passwords.verify_password(hashed, "wrong")
+    assert not passwords.verify_password(None, "anything")
+
+
+@pytest.mark.parametrize("error", [NotFound("gone", [{"field": "id", "message": "x"}]),
+                                   RateLimited("slow down", retry_after=7), AppError("boom")])  # fmt: skip
+def test_app_errors_survive_pickling(error: AppError) -> None:
+    # They cross Ray between replicas and the gateway by pickling.
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert (copy.detail, copy.errors, copy.status) == (error.detail, error.errors, error.status)
+    assert getattr(copy, "retry_after", None) == getattr(error, "retry_after", None)
+
+
+def test_principal_require() -> None:
+    viewer = Principal(user_id=1, role="viewer", permissions=frozenset({"customer:read"}))
+    viewer.require("customer:read")
+    with pytest.raises(AppError) as err:
+        viewer.require("customer:write")
+    assert err.value.status == 403
