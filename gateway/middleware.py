@@ -12,8 +12,11 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContext:
-    """Accepts or makes `X-Request-Id`, echoes it, and adds rate-limit headers that
-    the auth dependency decided on."""
+    """Puts the request id in the request state (for problems and logs) and adds the
+    rate-limit headers that the auth dependency decided on.
+
+    Serve's proxy already accepts or generates `X-Request-Id` and echoes it on the
+    response, so this only reads it (and makes one when run outside Serve)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -34,7 +37,6 @@ class RequestContext:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
                 for key, value in state.get("rate_limit_headers", {}).items():
                     headers.append((key.lower().encode(), value.encode()))
                 message["headers"] = headers

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import orjson
 import ray
 
 from cluster.settings import get_settings
@@ -30,6 +31,18 @@ _CONNECTION_ERRORS = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
 )
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: json/jsonb as Python objects (via orjson)."""
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog", format="text"
+        )
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def actor_name(server: str) -> str:
@@ -57,6 +70,7 @@ class ShardManager:
                     min_size=s.pool_min_size,
                     max_size=s.pool_max_size,
                     command_timeout=30,
+                    init=init_connection,
                     server_settings={"application_name": f"nextflow-{self._server.name}"},
                 )
             return self._pools[database]

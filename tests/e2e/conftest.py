@@ -1,0 +1,74 @@
+"""The real Serve application, deployed from serve_config.yaml by LocalStack on the
+session's stack; one instance for the whole session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cluster.settings import Settings
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+@pytest.fixture(scope="session")
+def serve_app(stack: object, stack_settings: Settings) -> Iterator[Settings]:
+    stack.start_ray()  # type: ignore[attr-defined]
+    stack.deploy()  # type: ignore[attr-defined]
+    nextflow = Path(sys.executable).with_name("nextflow")
+    subprocess.run(
+        [str(nextflow), "create-admin", "--email", ADMIN_EMAIL, "--name", "Admin",
+         "--password-stdin"],
+        input=ADMIN_PASSWORD, text=True, check=True, env=os.environ.copy(), timeout=60,
+    )  # fmt: skip
+    yield stack_settings
+
+
+@pytest.fixture(scope="session")
+def http(serve_app: Settings) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_app.serve_url, timeout=30) as client:
+        yield client
+
+
+def login(http: httpx.Client, email: str, password: str) -> dict[str, str]:
+    response = http.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    tokens: dict[str, str] = response.json()
+    return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def admin(http: httpx.Client) -> dict[str, str]:
+    return bearer(login(http, ADMIN_EMAIL, ADMIN_PASSWORD)["access_token"])
+
+
+def make_user(http: httpx.Client, admin: dict[str, str], role: str) -> dict[str, str]:
+    """A fresh user with `role`; returns its auth header."""
+    email = f"{role}-{os.urandom(4).hex()}@example.com"
+    password = f"{role}-password-123"
+    created = http.post(
+        "/users", headers=admin, json={"email": email, "password": password, "role": role}
+    )
+    assert created.status_code == 201, created.text
+    return bearer(login(http, email, password)["access_token"])
+
+
+@pytest.fixture(scope="session")
+def agent(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
+    return make_user(http, admin, "agent")
+
+
+@pytest.fixture(scope="session")
+def viewer(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
+    return make_user(http, admin, "viewer")

@@ -1,0 +1,164 @@
+"""Migrations, global ids, the shard map and the customer repo against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from cluster.settings import Settings
+from deployments._kit.listing import Order, Position
+from deployments._kit.sql import Stale
+from deployments.customer import repo
+from deployments.customer.schemas import ContactCreate, CustomerCreate, CustomerListQuery
+from shards import ids
+from shards.client import load_shard_map
+from shards.errors import DatabaseError, ShardUnavailable
+from shards.manager import ShardManager
+from shards.migrate import MigrationError, apply, migrate_all
+from shards.routing import ServerSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+def _servers(s: Settings) -> list[tuple[str, str, int]]:
+    return [(a.name, a.host, a.port) for a in s.shard_server_addresses()]
+
+
+async def test_migrations_are_idempotent_and_guarded(stack: object, stack_settings: Settings) -> None:
+    s = stack_settings
+    lines: list[str] = []
+    catalog = (s.catalog_address().name, s.host, s.catalog_port)
+    await migrate_all(s.dsn_for, catalog, _servers(s), s.logical_shards, lines.append)
+    assert any("shard_map kept" in line for line in lines)
+    assert all("up to date" in line for line in lines if "/" in line and "shard_map" not in line)
+
+    conn = await asyncpg.connect(s.dsn_for(s.host, s.shard_base_port, "customer"))
+    where = "WHERE source = 'customer' AND version = 1"
+    real = await conn.fetchval(f"SELECT checksum FROM schema_migrations {where}")
+    try:
+        await conn.execute(f"UPDATE schema_migrations SET checksum = 'edited' {where}")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await apply(conn, ("_sharded", "customer"))
+    finally:
+        await conn.execute(f"UPDATE schema_migrations SET checksum = $1 {where}", real)
+        await conn.close()
+
+
+async def test_shard_map_has_the_documents_shape(stack: object, stack_settings: Settings) -> None:
+    s = stack_settings
+    conn = await asyncpg.connect(s.dsn_for(s.host, s.catalog_port, "catalog"))
+    try:
+        shard_map = await load_shard_map(conn)
+        keys = await conn.fetch("SELECT shard_key FROM shard_map ORDER BY shard_key")
+    finally:
+        await conn.close()
+    assert [r["shard_key"] for r in keys] == [str(i) for i in range(10)]
+    assert shard_map.logical_shards == 10
+    assert shard_map.shard_to_server == ("shard1",) * 5 + ("shard2",) * 5
+    assert shard_map.servers["shard2"].port == s.shard_base_port + 1
+
+
+async def test_database_ids_carry_their_shard(customer_db: asyncpg.Connection) -> None:
+    made = await customer_db.fetch("SELECT nextflow_id(7) AS id FROM generate_series(1, 5000)")
+    values = [r["id"] for r in made]
+    assert len(set(values)) == len(values)
+    assert {ids.shard_of(v) for v in values} == {7}
+    with pytest.raises(asyncpg.RaiseError):
+        await customer_db.fetchval("SELECT nextflow_id(1024)")
+
+
+async def test_customer_repo_versions_and_soft_delete(customer_db: asyncpg.Connection) -> None:
+    conn = customer_db
+    created = await repo.create_customer(
+        conn, 3, CustomerCreate(name="Acme", tags=["vip"], custom_fields={"tier": 1}), 11
+    )
+    assert ids.shard_of(created.id) == 3
+    assert (created.version, created.custom_fields, created.owner_id) == (1, {"tier": 1}, 11)
+
+    stale = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, if_version=9)
+    assert stale == Stale(1)
+    updated = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, if_version=1)
+    assert not isinstance(updated, Stale) and updated is not None
+    assert (updated.name, updated.version) == ("Acme Ltd", 2)
+
+    contact = await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="Ana"))
+    assert contact is not None and ids.shard_of(contact.id) == 3
+
+    assert await repo.delete_customer(conn, created.id, if_version=1) == Stale(2)
+    assert await repo.delete_customer(conn, created.id, if_version=2) is True
+    assert await repo.get_customer(conn, created.id) is None
+    assert await repo.get_contact(conn, contact.id) is None  # hidden with its customer
+    assert await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="B")) is None
+    restored = await repo.restore_customer(conn, created.id)
+    assert restored is not None and restored.version == 4
+
+
+async def test_list_order_matches_python_order(customer_db: asyncpg.Connection) -> None:
+    """The merge in Python must agree with PostgreSQL's order (COLLATE "C")."""
+    names = ["beta", "Beta", "Été", "alpha", "Zulu", "_under", "émile", "10", "9"]
+    for name in names:
+        await repo.create_customer(conn := customer_db, 0, CustomerCreate(name=name, tags=["order"]), 1)
+    order = Order("name", False)
+    query = CustomerListQuery(tags=["order"], sort="name", limit=50)
+    rows = await repo.list_customers(conn, query, order, None)
+    assert [r.name for r in rows] == sorted(names)
+    after = await repo.list_customers(conn, query, order, Position(rows[2].name, rows[2].id))
+    assert [r.name for r in after] == sorted(names)[3:]
+    prefixed = await repo.list_customers(
+        conn, CustomerListQuery(name_prefix="BE", tags=["order"], sort="name"), order, None
+    )
+    assert sorted(r.name for r in prefixed) == ["Beta", "beta"]
+    assert await repo.count_customers(conn, CustomerListQuery(tags=["order"])) == len(names)
+    created_from = await repo.count_customers(
+        conn, CustomerListQuery(tags=["order"], created_from=datetime(2100, 1, 1, tzinfo=UTC))
+    )
+    assert created_from == 0
+
+
+async def test_shard_manager_translates_errors(stack: object, stack_settings: Settings) -> None:
+    s = stack_settings
+    manager = ShardManager(ServerSpec("shard1", s.host, s.shard_base_port))
+    with pytest.raises(DatabaseError) as err:
+        await manager.run("customer", _insert_twice, (), {}, False)
+    assert err.value.is_unique_violation
+    assert await manager.run("customer", _count_dupes, (), {}, True) == 0  # rolled back
+
+    dead = ShardManager(ServerSpec("nowhere", s.host, 1))
+    with pytest.raises(ShardUnavailable):
+        await dead.run("customer", _count_dupes, (), {}, True)
+
+
+async def _insert_twice(conn: asyncpg.Connection) -> None:
+    for _ in range(2):
+        await conn.execute(
+            "INSERT INTO customers (id, name) VALUES (nextflow_id(0) & 0 | 4242, 'dupe')"
+        )
+
+
+async def _count_dupes(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM customers WHERE id = 4242"))
+
+
+async def test_rate_limiter_against_redis(stack: object, stack_settings: Settings) -> None:
+    import redis.asyncio as aioredis
+
+    from gateway.ratelimit import RateLimiter
+
+    client = aioredis.from_url(stack_settings.redis_url)
+    try:
+        limiter = RateLimiter(client, per_minute=60, burst=3)
+        decisions = [await limiter.check("test-caller") for _ in range(5)]
+        allowed = [d.allowed for d in decisions if d is not None]
+        assert allowed == [True, True, True, False, False]
+        assert decisions[-1] is not None and decisions[-1].retry_after_s >= 1
+        other = await limiter.check("someone-else")
+        assert other is not None and other.allowed
+    finally:
+        await client.aclose()
+
+    down = RateLimiter(aioredis.from_url("redis://127.0.0.1:1/0"), per_minute=60, burst=3)
+    assert await down.check("x") is None  # fails open
+    await asyncio.sleep(0)
