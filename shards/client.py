@@ -77,6 +77,9 @@ class Database:
         result: dict[str, Any] = await self._manager.ping.remote([self.database])
         return result
 
+    async def alive(self) -> None:
+        await self._manager.stats.remote()
+
 
 class Shards:
     """A sharded database (e.g. `customer`) across every shard server."""
@@ -143,5 +146,11 @@ class Shards:
         return list(await asyncio.gather(*calls))
 
     async def ping(self) -> list[dict[str, Any]]:
+        """`SELECT 1` on this database on every server (readiness)."""
         calls = [self._managers[n].ping.remote([self.database]) for n in self.map.server_names()]
         return list(await asyncio.gather(*calls))
+
+    async def alive(self) -> None:
+        """Every manager actor answers (liveness: a database being down is not a
+        reason to restart the replica that calls it)."""
+        await asyncio.gather(*(m.stats.remote() for m in self._managers.values()))

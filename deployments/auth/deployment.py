@@ -34,11 +34,13 @@ class AuthDeployment:
         self._svc = _Logic(Database("auth"), get_settings())
 
     async def check_health(self) -> None:
-        """Serve's periodic health check: the databases answer through their managers."""
-        await self._svc.db.ping()
+        """Serve's periodic liveness check: the shard manager actors answer. A database
+        that is down is reported by `ready()`, not fixed by restarting this replica."""
+        await self._svc.db.alive()
 
     async def ready(self) -> None:
-        await self.check_health()
+        """Readiness: every database this service uses answers `SELECT 1`."""
+        await self._svc.db.ping()
 
     @service_errors
     async def login(self, request: LoginRequest) -> TokenPair:

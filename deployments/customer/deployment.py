@@ -31,11 +31,13 @@ class CustomerDeployment:
         self._svc = _Logic(await Shards.connect("customer"))
 
     async def check_health(self) -> None:
-        """Serve's periodic health check: the databases answer through their managers."""
-        await self._svc.shards.ping()
+        """Serve's periodic liveness check: the shard manager actors answer. A database
+        that is down is reported by `ready()`, not fixed by restarting this replica."""
+        await self._svc.shards.alive()
 
     async def ready(self) -> None:
-        await self.check_health()
+        """Readiness: every database this service uses answers `SELECT 1`."""
+        await self._svc.shards.ping()
 
     @service_errors
     async def create(self, principal: Principal, data: CustomerCreate) -> CustomerRead:

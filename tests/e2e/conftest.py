@@ -19,16 +19,27 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 @pytest.fixture(scope="session")
-def serve_app(stack: object, stack_settings: Settings) -> Iterator[Settings]:
+def serve_app(stack: object, stack_settings: Settings) -> Settings:
     stack.start_ray()  # type: ignore[attr-defined]
     stack.deploy()  # type: ignore[attr-defined]
     nextflow = Path(sys.executable).with_name("nextflow")
     subprocess.run(
-        [str(nextflow), "create-admin", "--email", ADMIN_EMAIL, "--name", "Admin",
-         "--password-stdin"],
-        input=ADMIN_PASSWORD, text=True, check=True, env=os.environ.copy(), timeout=60,
-    )  # fmt: skip
-    yield stack_settings
+        [
+            str(nextflow),
+            "create-admin",
+            "--email",
+            ADMIN_EMAIL,
+            "--name",
+            "Admin",
+            "--password-stdin",
+        ],
+        input=ADMIN_PASSWORD,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
+    return stack_settings  # the stack fixture tears everything down
 
 
 @pytest.fixture(scope="session")

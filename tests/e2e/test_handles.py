@@ -33,11 +33,14 @@ def test_create_and_read_through_handles(
 ) -> None:
     me = http.get("/auth/me", headers=admin).json()
     principal = Principal(
-        user_id=int(me["id"]), role="admin",
+        user_id=int(me["id"]),
+        role="admin",
         permissions=frozenset({"customer:read", "customer:write"}),
-    )  # fmt: skip
+    )
     handle = serve.get_deployment_handle("CustomerService", app_name="nextflow")
-    created = handle.create.remote(principal, CustomerCreate(name="Handle Co", tags=["handle"])).result()
+    created = handle.create.remote(
+        principal, CustomerCreate(name="Handle Co", tags=["handle"])
+    ).result()
     assert isinstance(created, CustomerRead)
 
     fetched = handle.get.remote(principal, created.id).result()

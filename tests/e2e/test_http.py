@@ -38,11 +38,19 @@ def test_login_refresh_rotation_and_logout(http: httpx.Client) -> None:
     # The spent token comes back: refused, and the whole family is revoked.
     reuse = http.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert reuse.status_code == 401 and reuse.headers["content-type"] == PROBLEM
-    assert http.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code == 401
+    assert (
+        http.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code
+        == 401
+    )
 
     third = login(http, ADMIN_EMAIL, ADMIN_PASSWORD)
-    assert http.post("/auth/logout", json={"refresh_token": third["refresh_token"]}).status_code == 204
-    assert http.post("/auth/refresh", json={"refresh_token": third["refresh_token"]}).status_code == 401
+    assert (
+        http.post("/auth/logout", json={"refresh_token": third["refresh_token"]}).status_code == 204
+    )
+    assert (
+        http.post("/auth/refresh", json={"refresh_token": third["refresh_token"]}).status_code
+        == 401
+    )
 
     wrong = http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": "nope"})
     assert wrong.status_code == 401
@@ -67,7 +75,10 @@ def test_roles_gate_writes(
     assert created.status_code == 201
     customer_id = created.json()["id"]
     assert http.get(f"/customers/{customer_id}", headers=viewer).status_code == 200
-    assert http.patch(f"/customers/{customer_id}", headers=viewer, json={"name": "x"}).status_code == 403
+    assert (
+        http.patch(f"/customers/{customer_id}", headers=viewer, json={"name": "x"}).status_code
+        == 403
+    )
     assert http.delete(f"/customers/{customer_id}", headers=viewer).status_code == 403
     assert http.delete(f"/customers/{customer_id}", headers=agent).status_code == 403  # no delete
     assert http.post("/users", headers=agent, json={}).status_code in (403, 422)
@@ -79,9 +90,10 @@ def test_roles_gate_writes(
 
 def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, str]) -> None:
     created = http.post(
-        "/customers", headers={**admin, "X-Request-Id": "req-123"},
+        "/customers",
+        headers={**admin, "X-Request-Id": "req-123"},
         json={"name": "Acme", "email": "ops@acme.com", "tags": ["vip"]},
-    )  # fmt: skip
+    )
     assert created.status_code == 201, created.text
     assert created.headers["x-request-id"] == "req-123"
     body = created.json()
@@ -96,7 +108,9 @@ def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, s
     assert fresh.status_code == 200 and fresh.json()["version"] == 2
     assert fresh.headers["etag"] == '"2"'
     # The stale version is still refused after the update.
-    assert http.patch(url, headers={**admin, "If-Match": '"1"'}, json={"name": "x"}).status_code == 412
+    assert (
+        http.patch(url, headers={**admin, "If-Match": '"1"'}, json={"name": "x"}).status_code == 412
+    )
     assert http.delete(url, headers={**admin, "If-Match": '"1"'}).status_code == 412
 
     assert http.delete(url, headers=admin).status_code == 204
@@ -107,7 +121,9 @@ def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, s
 
 
 def test_bad_input_gets_clear_problems(http: httpx.Client, admin: dict[str, str]) -> None:
-    bad = http.post("/customers", headers=admin, json={"name": "", "email": "not-an-email", "version": 3})
+    bad = http.post(
+        "/customers", headers=admin, json={"name": "", "email": "not-an-email", "version": 3}
+    )
     assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
     fields = {e["field"] for e in bad.json()["errors"]}
     assert {"name", "email", "version"} <= fields
@@ -127,7 +143,9 @@ def test_bad_input_gets_clear_problems(http: httpx.Client, admin: dict[str, str]
     assert http.get("/customers?sort=-email", headers=admin).status_code == 422
     assert http.get("/customers?limit=500", headers=admin).status_code == 422
     assert http.get("/customers?cursor=garbage", headers=admin).status_code == 422
-    assert http.patch("/customers/1", headers={**admin, "If-Match": "v1"}, json={}).status_code == 400
+    assert (
+        http.patch("/customers/1", headers={**admin, "If-Match": "v1"}, json={}).status_code == 400
+    )
     assert http.get("/nowhere", headers=admin).status_code == 404
 
 
@@ -135,7 +153,9 @@ def test_records_land_on_the_shard_their_id_names(
     http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:
     made = [
-        http.post("/customers", headers=admin, json={"name": f"Routed {i}", "tags": ["routed"]}).json()
+        http.post(
+            "/customers", headers=admin, json={"name": f"Routed {i}", "tags": ["routed"]}
+        ).json()
         for i in range(12)
     ]
     contact = http.post(
@@ -170,7 +190,9 @@ def test_records_land_on_the_shard_their_id_names(
     assert len({ids.shard_of(int(c["id"])) for c in made}) > 1  # really spread over shards
 
 
-def test_pages_cover_every_record_once_across_shards(http: httpx.Client, admin: dict[str, str]) -> None:
+def test_pages_cover_every_record_once_across_shards(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
     tag = f"page-{os.urandom(3).hex()}"
     names = [f"{chr(65 + (i * 7) % 26)}-{i:02d}" for i in range(33)]
     created = {}
@@ -194,7 +216,9 @@ def test_pages_cover_every_record_once_across_shards(http: httpx.Client, admin: 
         field, reverse = sort.lstrip("-"), sort.startswith("-")
         keys = [(c[field], int(c["id"])) for c in seen]  # type: ignore[call-overload]
         assert keys == sorted(keys, reverse=reverse)
-    counted = http.get("/customers", headers=admin, params={"tag": tag, "count": "true", "limit": "1"})
+    counted = http.get(
+        "/customers", headers=admin, params={"tag": tag, "count": "true", "limit": "1"}
+    )
     assert counted.json()["total"] == 33
     prefix = http.get("/customers", headers=admin, params={"tag": tag, "name[prefix]": "a-"})
     assert {c["name"][:2] for c in prefix.json()["data"]} == {"A-"}
@@ -208,19 +232,35 @@ def test_contacts_live_with_their_customer(http: httpx.Client, agent: dict[str, 
     made = [http.post(base, headers=agent, json={"first_name": f"P{i}"}).json() for i in range(5)]
     listed = http.get(base, headers=agent, params={"limit": "2", "sort": "created_at"}).json()
     assert [c["id"] for c in listed["data"]] == [c["id"] for c in made[:2]]
-    second = http.get(base, headers=agent, params={"limit": "2", "sort": "created_at",
-                                                   "cursor": listed["next_cursor"]}).json()  # fmt: skip
+    second = http.get(
+        base,
+        headers=agent,
+        params={"limit": "2", "sort": "created_at", "cursor": listed["next_cursor"]},
+    ).json()
     assert [c["id"] for c in second["data"]] == [c["id"] for c in made[2:4]]
     one = f"/contacts/{made[0]['id']}"
-    assert http.patch(one, headers={**agent, "If-Match": '"5"'}, json={"title": "CTO"}).status_code == 412
-    assert http.patch(one, headers={**agent, "If-Match": '"1"'}, json={"title": "CTO"}).json()["title"] == "CTO"
-    assert http.post(f"/customers/12345/contacts", headers=agent, json={"first_name": "X"}).status_code == 404
+    assert (
+        http.patch(one, headers={**agent, "If-Match": '"5"'}, json={"title": "CTO"}).status_code
+        == 412
+    )
+    assert (
+        http.patch(one, headers={**agent, "If-Match": '"1"'}, json={"title": "CTO"}).json()["title"]
+        == "CTO"
+    )
+    assert (
+        http.post("/customers/12345/contacts", headers=agent, json={"first_name": "X"}).status_code
+        == 404
+    )
 
 
 def test_api_keys_are_scoped_and_revocable(http: httpx.Client, agent: dict[str, str]) -> None:
-    too_much = http.post("/api-keys", headers=agent, json={"name": "k", "permissions": ["user:write"]})
+    too_much = http.post(
+        "/api-keys", headers=agent, json={"name": "k", "permissions": ["user:write"]}
+    )
     assert too_much.status_code == 422
-    created = http.post("/api-keys", headers=agent, json={"name": "ro", "permissions": ["customer:read"]})
+    created = http.post(
+        "/api-keys", headers=agent, json={"name": "ro", "permissions": ["customer:read"]}
+    )
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("nf_")
@@ -228,24 +268,38 @@ def test_api_keys_are_scoped_and_revocable(http: httpx.Client, agent: dict[str, 
     assert all("key" not in k for k in listed)
     assert http.get("/customers", headers={"X-API-Key": key}).status_code == 200
     assert http.get("/customers", headers=bearer(key)).status_code == 200
-    assert http.post("/customers", headers={"X-API-Key": key}, json={"name": "n"}).status_code == 403
+    assert (
+        http.post("/customers", headers={"X-API-Key": key}, json={"name": "n"}).status_code == 403
+    )
     assert http.delete(f"/api-keys/{created.json()['id']}", headers=agent).status_code == 200
     assert http.get("/customers", headers={"X-API-Key": key}).status_code == 401
 
 
 def test_user_admin(http: httpx.Client, admin: dict[str, str]) -> None:
     email = f"temp-{os.urandom(3).hex()}@example.com"
-    made = http.post("/users", headers=admin, json={"email": email, "password": "a-long-password", "role": "viewer"})
+    made = http.post(
+        "/users",
+        headers=admin,
+        json={"email": email, "password": "a-long-password", "role": "viewer"},
+    )
     assert made.status_code == 201
-    dup = http.post("/users", headers=admin, json={"email": email.upper(), "password": "a-long-password"})
+    dup = http.post(
+        "/users", headers=admin, json={"email": email.upper(), "password": "a-long-password"}
+    )
     assert dup.status_code == 409
     user_url = f"/users/{made.json()['id']}"
     tokens = login(http, email, "a-long-password")
     promoted = http.patch(user_url, headers={**admin, "If-Match": '"1"'}, json={"role": "manager"})
     assert promoted.status_code == 200 and promoted.json()["role"] == "manager"
     # A role change revokes refresh tokens so the new role takes effect at once on refresh.
-    assert http.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        http.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 401
+    )
     assert http.delete(user_url, headers=admin).status_code == 204
-    assert http.post("/auth/login", json={"email": email, "password": "a-long-password"}).status_code == 401
+    assert (
+        http.post("/auth/login", json={"email": email, "password": "a-long-password"}).status_code
+        == 401
+    )
     page = http.get("/users", headers=admin, params={"role": "manager", "limit": "200"}).json()
     assert any(u["email"] == email for u in page["data"])

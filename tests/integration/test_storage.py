@@ -27,7 +27,9 @@ def _servers(s: Settings) -> list[tuple[str, str, int]]:
     return [(a.name, a.host, a.port) for a in s.shard_server_addresses()]
 
 
-async def test_migrations_are_idempotent_and_guarded(stack: object, stack_settings: Settings) -> None:
+async def test_migrations_are_idempotent_and_guarded(
+    stack: object, stack_settings: Settings
+) -> None:
     s = stack_settings
     lines: list[str] = []
     catalog = (s.catalog_address().name, s.host, s.catalog_port)
@@ -100,7 +102,9 @@ async def test_list_order_matches_python_order(customer_db: asyncpg.Connection) 
     """The merge in Python must agree with PostgreSQL's order (COLLATE "C")."""
     names = ["beta", "Beta", "Été", "alpha", "Zulu", "_under", "émile", "10", "9"]
     for name in names:
-        await repo.create_customer(conn := customer_db, 0, CustomerCreate(name=name, tags=["order"]), 1)
+        await repo.create_customer(
+            conn := customer_db, 0, CustomerCreate(name=name, tags=["order"]), 1
+        )
     order = Order("name", False)
     query = CustomerListQuery(tags=["order"], sort="name", limit=50)
     rows = await repo.list_customers(conn, query, order, None)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _forbid_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _forbid_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("unit tests must not start or join a Ray cluster")
 
     monkeypatch.setattr(ray, "init", refuse)
-    yield

@@ -46,9 +46,14 @@ rows_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows_strategy, st.sampled_from(["created_at", "-created_at", "name", "-name"]),
-       st.integers(1, 7))  # fmt: skip
-def test_pages_never_skip_or_repeat(spec: list[tuple[int, str, int]], sort: str, limit: int) -> None:
+@given(
+    rows_strategy,
+    st.sampled_from(["created_at", "-created_at", "name", "-name"]),
+    st.integers(1, 7),
+)
+def test_pages_never_skip_or_repeat(
+    spec: list[tuple[int, str, int]], sort: str, limit: int
+) -> None:
     shards: list[list[Row]] = [[] for _ in range(5)]
     for i, (shard, name, t) in enumerate(spec):
         shards[shard].append(Row(i + 1, name, BASE + timedelta(seconds=t)))
@@ -64,8 +69,9 @@ def test_pages_never_skip_or_repeat(spec: list[tuple[int, str, int]], sort: str,
         seen.extend(page)
         if cursor is None:
             break
-    everything = sorted((r for s in shards for r in s), key=lambda r: (getattr(r, field), r.id),
-                        reverse=desc)  # fmt: skip
+    everything = sorted(
+        (r for s in shards for r in s), key=lambda r: (getattr(r, field), r.id), reverse=desc
+    )
     assert [r.id for r in seen] == [r.id for r in everything]
 
 
@@ -83,10 +89,16 @@ def test_unknown_filters_and_sorts_are_refused() -> None:
 
 def test_filters_map_to_the_query() -> None:
     query = parse_list_params(
-        [("name[prefix]", "Ac"), ("tag[in]", "vip,eu"), ("tag", "new"), ("sort", "name"),
-         ("created_at[gte]", "2026-01-01T00:00:00Z"), ("owner_id", "17")],
+        [
+            ("name[prefix]", "Ac"),
+            ("tag[in]", "vip,eu"),
+            ("tag", "new"),
+            ("sort", "name"),
+            ("created_at[gte]", "2026-01-01T00:00:00Z"),
+            ("owner_id", "17"),
+        ],
         CustomerListQuery,
-    )  # fmt: skip
+    )
     assert query.name_prefix == "Ac"
     assert query.tags == ["vip", "eu", "new"]
     assert query.owner_id == 17

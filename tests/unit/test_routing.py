@@ -20,9 +20,17 @@ def _map(logical: int = 10, servers: int = 5) -> ShardMap:
 def test_default_layout_is_the_architecture_documents() -> None:
     layout = default_layout(10, [f"shard{i}" for i in range(1, 6)])
     assert layout == [
-        "shard1", "shard1", "shard2", "shard2", "shard3",
-        "shard3", "shard4", "shard4", "shard5", "shard5",
-    ]  # fmt: skip
+        "shard1",
+        "shard1",
+        "shard2",
+        "shard2",
+        "shard3",
+        "shard3",
+        "shard4",
+        "shard4",
+        "shard5",
+        "shard5",
+    ]
 
 
 def test_stable_hash_is_fixed_across_processes() -> None:

@@ -32,8 +32,15 @@ def test_access_token_round_trip() -> None:
 )
 def test_forged_expired_or_foreign_tokens_are_refused(forge) -> None:  # type: ignore[no-untyped-def]
     now = int(time.time())
-    claims = {"iss": "nextflow", "aud": "nextflow-api", "sub": "1", "role": "admin",
-              "perms": ["user:write"], "iat": now, "exp": now + 60}  # fmt: skip
+    claims = {
+        "iss": "nextflow",
+        "aud": "nextflow-api",
+        "sub": "1",
+        "role": "admin",
+        "perms": ["user:write"],
+        "iat": now,
+        "exp": now + 60,
+    }
     with pytest.raises(Unauthenticated):
         tokens.verify_access_token(CONFIG, forge(claims))
 
@@ -56,8 +63,14 @@ def test_passwords_use_argon2id() -> None:
     assert not passwords.verify_password(None, "anything")
 
 
-@pytest.mark.parametrize("error", [NotFound("gone", [{"field": "id", "message": "x"}]),
-                                   RateLimited("slow down", retry_after=7), AppError("boom")])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("gone", [{"field": "id", "message": "x"}]),
+        RateLimited("slow down", retry_after=7),
+        AppError("boom"),
+    ],
+)
 def test_app_errors_survive_pickling(error: AppError) -> None:
     # They cross Ray between replicas and the gateway by pickling.
     copy = pickle.loads(pickle.dumps(error))
