@@ -13,8 +13,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# Ray reads its auth mode when it is first imported; every Ray client here uses tokens.
+# Ray reads these when it is first imported. Every Ray client here uses tokens, and
+# nothing may quietly start a local cluster of its own (a handle touched after
+# `ray.shutdown()` would, with auto-connect on).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 
 # Imported early: its pytest plugin otherwise imports it at the very end, deep in the
 # stack, which trips a Python 3.11 AST bug.

@@ -1,0 +1,25 @@
+.PHONY: setup up down status test lint bench
+
+VENV := .venv/bin
+
+setup:
+	scripts/setup.sh
+
+up: setup
+	$(VENV)/nextflow up
+
+down:
+	$(VENV)/nextflow down
+
+status:
+	$(VENV)/nextflow status
+
+test: setup
+	$(VENV)/python -m pytest -q
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/mypy
+
+bench:
+	$(VENV)/python bench/get_customer.py

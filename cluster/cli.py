@@ -1,0 +1,208 @@
+"""`nextflow`: start, stop and inspect the local stack; deploy; create the first admin."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import asyncpg
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+from rich.table import Table
+
+from cluster.procs import StackError
+from cluster.settings import Settings, StackSettings
+from cluster.stack import LocalStack
+
+app = typer.Typer(
+    help="NextFlow local stack: PostgreSQL shards, Redis, Ray head and the Serve app.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+MIN_PASSWORD = 12  # as for every user (deployments/auth/schemas.py)
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="Serve config (default: ./serve_config.yaml, else the repo's)."),
+]
+
+
+class RichReporter:
+    """Shows each step with a spinner, then a tick or a cross."""
+
+    def __init__(self, out: Console) -> None:
+        self._console = out
+        self._status: Status | None = None
+        self._title = ""
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self._title = title
+        with self._console.status(f"{escape(title)}…") as status:
+            self._status = status
+            try:
+                yield
+            except BaseException:
+                self._console.print(f"[red]✗[/] {escape(title)}")
+                raise
+            finally:
+                self._status = None
+        self._console.print(f"[green]✓[/] {escape(title)}")
+
+    def note(self, line: str) -> None:
+        self._console.print(f"  [dim]{escape(line)}[/]")
+
+    def update(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(f"{escape(self._title)}: {escape(text)}")
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Expected failures become one line on stderr and exit code 1, never a traceback."""
+    try:
+        yield
+    except StackError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        fields = ", ".join(
+            f"NEXTFLOW_{'_'.join(str(p) for p in e['loc']).upper()} ({e['msg']})"
+            for e in exc.errors()
+        )
+        _fail(f"invalid settings: {fields}")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _fail(f"database: {exc}")
+    except subprocess.SubprocessError as exc:
+        _fail(str(exc))
+    except yaml.YAMLError as exc:
+        _fail(f"YAML: {exc}")
+    except OSError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _stack(config: Path | None = None) -> LocalStack:
+    return LocalStack(StackSettings(), serve_config=config)
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    no_deploy: Annotated[bool, typer.Option("--no-deploy", help="Skip serve deploy.")] = False,
+) -> None:
+    """Start PostgreSQL, migrate, start Redis and the Ray head, deploy the Serve app."""
+    with _errors():
+        _stack(config).up(RichReporter(console), deploy=not no_deploy)
+
+
+@app.command()
+def down() -> None:
+    """Stop the Ray head, Redis and PostgreSQL (data is kept)."""
+    with _errors():
+        _stack().down(RichReporter(console))
+
+
+@app.command()
+def status() -> None:
+    """Show every component; exit code 0 only when all are healthy."""
+    with _errors():
+        rows = _stack().status()
+    table = Table(show_edge=False)
+    for column in ("component", "address", "state", "detail"):
+        table.add_column(column)
+    for row in rows:
+        colour = "green" if row.healthy else "red"
+        table.add_row(
+            row.component, row.address, f"[{colour}]{escape(row.state)}[/]", escape(row.detail)
+        )
+    console.print(table)
+    raise typer.Exit(0 if all(row.healthy for row in rows) else 1)
+
+
+@app.command()
+def migrate() -> None:
+    """Create databases and apply migrations on the running PostgreSQL servers."""
+    with _errors():
+        stack = _stack()
+        reporter = RichReporter(console)
+        with reporter.step("migrations"):
+            stack.migrate(reporter)
+
+
+@app.command()
+def deploy(config: ConfigOption = None) -> None:
+    """Render the Serve config for this stack, deploy it and wait until it runs."""
+    with _errors():
+        stack = _stack(config)
+        reporter = RichReporter(console)
+        with reporter.step("Serve application"):
+            stack.deploy(reporter)
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option("--email", help="The admin's e-mail (login).")],
+    name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+) -> None:
+    """Create the first admin user directly in the `auth` database."""
+    email = email.strip()
+    if "@" not in email:
+        _fail(f"not an e-mail address: {email!r}")
+    with _errors():
+        settings = _stack().app_settings()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        _fail(f"the password needs at least {MIN_PASSWORD} characters")
+    with _errors():
+        user_id = asyncio.run(_insert_admin(settings, email, name, password))
+    console.print(f"created admin {escape(email)} (id {user_id})")
+
+
+async def _insert_admin(settings: Settings, email: str, name: str, password: str) -> int:
+    # Imported here: only this command needs argon2 and the auth package.
+    from deployments.auth import repo
+    from deployments.auth.passwords import hash_password
+
+    catalog = settings.catalog_address()
+    conn = await asyncpg.connect(settings.dsn_for(catalog.host, catalog.port, "auth"))
+    try:
+        async with conn.transaction():
+            user = await repo.create_user(conn, email, name, hash_password(password), "admin")
+        return user.id
+    except asyncpg.UniqueViolationError:
+        raise StackError(f"a user with e-mail {email} already exists") from None
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the local stack needs (PostgreSQL and Redis binaries) and the project's
+# virtualenv. Idempotent: run it as often as you like, from the repository root.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
+have_postgres() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null
+}
+
+if have_postgres && command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    say "PostgreSQL and Redis binaries present"
+else
+    # The Debian package also starts a cluster on 5432; the stack uses its own ports.
+    say "installing postgresql and redis-server with apt-get"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql redis-server
+fi
+
+if [ -x .venv/bin/python ]; then
+    say "virtualenv .venv exists"
+else
+    if command -v python3.11 >/dev/null; then
+        python=python3.11
+    elif python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        python=python3
+    else
+        echo "error: Python 3.11 is required (python3.11 not found)" >&2
+        exit 1
+    fi
+    say "creating .venv with $python"
+    "$python" -m venv .venv
+fi
+
+say "installing the project into .venv (editable, with dev extras)"
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev]'
+
+say "done: .venv/bin/nextflow up"
