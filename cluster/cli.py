@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from rich.status import Status
 from rich.table import Table
 
 from cluster.procs import StackError
+from cluster.replication import format_bytes
 from cluster.settings import Settings, StackSettings
 from cluster.stack import LocalStack
 
@@ -29,6 +32,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+shards_app = typer.Typer(
+    help="The PostgreSQL servers behind the shards: map, replicas, failover.",
+    no_args_is_help=True,
+)
+app.add_typer(shards_app, name="shards")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -198,6 +206,100 @@ async def _insert_admin(settings: Settings, email: str, name: str, password: str
         raise StackError(f"a user with e-mail {email} already exists") from None
     finally:
         await conn.close()
+
+
+@shards_app.command("status")
+def shards_status() -> None:
+    """The shard map, and each server's primary and standby with replication lag."""
+    with _errors():
+        stack = _stack()
+        view = stack.read_catalog()
+        if view is None:
+            _fail("the catalog is not migrated yet; run `nextflow up` first")
+        _, nodes = stack.replication_status(view)
+    shard_table = Table(title="shard map", show_edge=False)
+    for column in ("logical shard", "server", "primary", "version"):
+        shard_table.add_column(column)
+    for row in view.shard_map:
+        host, port = view.primaries.get(row.server, ("?", 0))
+        shard_table.add_row(row.shard_key, row.server, f"{host}:{port}", str(row.version))
+    console.print(shard_table)
+    node_table = Table(title="servers", show_edge=False)
+    for column in ("server", "node", "address", "role", "state", "lag", "detail"):
+        node_table.add_column(column)
+    for n in nodes:
+        colour = "green" if n.healthy else "red"
+        lag = "" if n.lag_bytes is None else format_bytes(n.lag_bytes)
+        node_table.add_row(
+            n.server,
+            n.node,
+            n.address,
+            n.role,
+            f"[{colour}]{escape(n.state)}[/]",
+            lag,
+            escape(n.detail),
+        )
+    console.print(node_table)
+    raise typer.Exit(0 if all(n.healthy for n in nodes) else 1)
+
+
+@shards_app.command("failover")
+def shards_failover(
+    server: Annotated[str, typer.Argument(help="The server whose primary is lost, e.g. shard2.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Fail over even though the primary still answers (stops it)."),
+    ] = False,
+) -> None:
+    """Promote SERVER's streaming replica, point the catalog at it, refresh its manager."""
+    with _errors():
+        stack = _stack()
+        result = stack.failover(server, force=force, reporter=RichReporter(console))
+    versions = sorted({row.version for row in result.shard_map})
+    console.print(
+        f"{escape(result.server)}: failed over from {escape(result.old_primary)} to "
+        f"{escape(result.new_primary)} ({escape(result.new_address)}) in {result.total_s:.1f}s "
+        f"(promotion {result.promote_s:.1f}s); {len(result.shard_map)} logical shards now at "
+        f"version {', '.join(map(str, versions)) or '-'}"
+    )
+    console.print(_refresh_manager(stack, result.server))
+    console.print(
+        f"{escape(result.old_primary)} is fenced (DEMOTED); `nextflow up` rebuilds it as the "
+        "new standby"
+    )
+
+
+def _refresh_manager(stack: LocalStack, server: str) -> str:
+    """Ask `server`'s ShardManager actor to re-read its addresses, if Ray runs."""
+    if not stack.ray_head().is_running():
+        return "ray head not running: no shard manager to refresh"
+    os.environ["RAY_AUTH_MODE"] = "token"  # before ray is imported
+    import ray
+    from ray.exceptions import RayError
+
+    name = f"shard-manager:{server}"
+    try:
+        ray.init(
+            address=stack.settings.ray_address,
+            namespace="nextflow",
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    except Exception as exc:  # any failure to attach is only a warning
+        return f"warning: could not attach to Ray to refresh {name}: {exc}"
+    try:
+        try:
+            actor = ray.get_actor(name, namespace="nextflow")
+        except ValueError:
+            return f"{name}: no such actor yet (it will read the catalog when it starts)"
+        try:
+            ray.get(actor.refresh.remote(), timeout=30)
+        except (AttributeError, RayError) as exc:
+            gist = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            return f"warning: {name}.refresh() failed: {gist}"
+        return f"{name}: refreshed"
+    finally:
+        ray.shutdown()
 
 
 def main() -> None:

@@ -2,6 +2,11 @@
 
 Layout of `data_path`: `data/` (PGDATA), `postgres.log`, and the unix socket. When we
 are root the server runs as the `postgres` system user, since PostgreSQL refuses root.
+
+A node is either made by `initdb` (`init`) or cloned from a running primary by
+`pg_basebackup` as a streaming standby (`init_standby`); `promote` turns a standby
+into a primary. A primary that lost a failover carries a `DEMOTED` marker and
+refuses to start until it is rebuilt as a standby (no split brain).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from cluster.procs import StackError, port_open, run, system_user, wait_until
@@ -20,6 +26,15 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _CONF_NAME = "nextflow.conf"
+_DEMOTED_MARKER = "DEMOTED"
+REPLICATION_USER = "replicator"
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def slot_name(server: str) -> str:
+    """The physical replication slot of `server`'s standby: `replica_<server>`."""
+    name = "replica_" + re.sub(r"[^a-z0-9_]", "_", server.lower())
+    return name[:63]
 
 
 def find_bin_dir() -> Path:
@@ -54,6 +69,7 @@ class PostgresServer:
         user: str,
         password: str,
         bin_dir: Path | None = None,
+        synchronous_standbys: bool = False,
     ) -> None:
         self.name = name
         self.data_path = Path(data_path).absolute()
@@ -61,6 +77,7 @@ class PostgresServer:
         self.port = port
         self.user = user
         self.password = password
+        self.synchronous_standbys = synchronous_standbys
         self._bin_dir = bin_dir
         self._as_root = os.geteuid() == 0
 
@@ -78,25 +95,34 @@ class PostgresServer:
             self._bin_dir = find_bin_dir()
         return self._bin_dir
 
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def is_initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
+
+    def is_standby(self) -> bool:
+        """True when the data folder is a standby's (`standby.signal`, written by -R)."""
+        return (self.pgdata / "standby.signal").exists()
+
+    @property
+    def demoted_marker(self) -> Path:
+        return self.data_path / _DEMOTED_MARKER
+
+    def is_demoted(self) -> bool:
+        return self.demoted_marker.exists()
+
+    def mark_demoted(self, reason: str) -> None:
+        """Forbid starting this node until it is rebuilt as a standby (after a failover)."""
+        if self.data_path.is_dir():
+            self.demoted_marker.write_text(reason.rstrip() + "\n")
 
     def init(self) -> bool:
         """Create the cluster if it does not exist yet; True when it was created."""
         if self.is_initialized():
             return False
-        socket_path = self.data_path / f".s.PGSQL.{self.port}"
-        if len(str(socket_path)) > _MAX_SOCKET_PATH:
-            raise StackError(
-                f"{self.name}: folder path too long for a unix socket ({socket_path}); "
-                "use a shorter data directory"
-            )
-        self.data_path.mkdir(parents=True, exist_ok=True)
-        if self._as_root:
-            _check_traversable(self.data_path.parent, PG_SYSTEM_USER)
-            owner = system_user(PG_SYSTEM_USER)
-            os.chown(self.data_path, owner.pw_uid, owner.pw_gid)
-        self.data_path.chmod(0o700)
+        self._prepare_folder()
 
         fd, pwfile = tempfile.mkstemp(prefix=".pw-", dir=self.data_path)
         try:
@@ -124,7 +150,57 @@ class PostgresServer:
         if self.host not in _LOOPBACK:
             with (self.pgdata / "pg_hba.conf").open("a") as hba:
                 hba.write("host    all    all    samenet    scram-sha-256\n")
+                hba.write("host    replication    all    samenet    scram-sha-256\n")
         return True
+
+    def init_standby(
+        self, primary_host: str, primary_port: int, slot: str, replication_password: str
+    ) -> None:
+        """Clone a running primary into this (empty) node as a streaming standby.
+
+        `pg_basebackup -R` writes `standby.signal` and a `primary_conninfo` carrying
+        the password (from PGPASSWORD, given in the environment, never on a command
+        line), so the standby reconnects by itself after any restart; `-C -S` creates
+        the physical slot that keeps the primary's WAL until this standby has it.
+        """
+        if self.is_initialized():
+            raise StackError(f"{self.name}: {self.pgdata} already holds a cluster")
+        if not _SLOT_NAME.match(slot):
+            raise StackError(f"{self.name}: not a valid replication slot name: {slot!r}")
+        self._prepare_folder()
+        conninfo = (
+            f"host={primary_host} port={primary_port} user={REPLICATION_USER} "
+            f"application_name={self.name} connect_timeout=10"
+        )
+        self._pg(
+            "pg_basebackup",
+            "-d",
+            conninfo,
+            "-D",
+            str(self.pgdata),
+            "-R",
+            "-X",
+            "stream",
+            "-C",
+            "-S",
+            slot,
+            "-c",
+            "fast",
+            "--no-password",
+            timeout=1800,
+            env={"PGPASSWORD": replication_password},
+        )
+
+    def move_aside(self) -> Path:
+        """Rename the whole node folder to `<name>.old-<timestamp>`; returns the new path."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.data_path.with_name(f"{self.data_path.name}.old-{stamp}")
+        suffix = 1
+        while target.exists():
+            target = self.data_path.with_name(f"{self.data_path.name}.old-{stamp}-{suffix}")
+            suffix += 1
+        self.data_path.rename(target)
+        return target
 
     def start(self) -> bool:
         """Start the server unless it already runs; True when it was started."""
@@ -132,6 +208,11 @@ class PostgresServer:
             raise StackError(f"{self.name}: not initialised ({self.pgdata})")
         if self.is_running():
             return False
+        if self.is_demoted() and not self.is_standby():
+            raise StackError(
+                f"{self.name}: demoted by a failover ({self.demoted_marker}); it must be "
+                "rebuilt as a standby (`nextflow up` does it), never started as a primary"
+            )
         if port_open(self.host, self.port):
             raise StackError(f"{self.name}: port {self.port} on {self.host} is already in use")
         # Rewritten on every start: ports and host are configuration, not data.
@@ -151,14 +232,27 @@ class PostgresServer:
         wait_until(self.accepts_connections, 30, f"{self.name} to accept connections")
         return True
 
-    def stop(self) -> bool:
-        """Stop the server (fast shutdown) if it runs; True when it was stopped."""
+    def stop(self, mode: str = "fast") -> bool:
+        """Stop the server (`fast` shutdown by default) if it runs; True when it was stopped."""
         if not self.is_running():
             return False
         self._pg(
-            "pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "90", "stop", timeout=120
+            "pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "-t", "90", "stop", timeout=120
         )
         return True
+
+    def promote(self, timeout: float = 60) -> None:
+        """`pg_ctl promote -w`: end recovery; returns once the node accepts writes."""
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "promote",
+            timeout=timeout + 30,
+        )
 
     def is_running(self) -> bool:
         if not (self.pgdata / "postmaster.pid").exists():
@@ -196,9 +290,21 @@ class PostgresServer:
             "logging_collector": "off",
             "shared_buffers": "64MB",
             "max_connections": "200",
-            "wal_level": "replica",
-            "max_wal_senders": "10",
+            # Streaming replication now; logical replication later moves shards.
+            "wal_level": "logical",
+            "max_wal_senders": "20",
+            "max_replication_slots": "20",
+            "wal_keep_size": "256MB",
+            "hot_standby": "on",
+            "hot_standby_feedback": "on",
         }
+        if self.synchronous_standbys:
+            # A commit returns once one standby has the WAL (written, not yet flushed);
+            # with no standby connected, commits wait.
+            settings["synchronous_standby_names"] = "ANY 1 (*)"
+            settings["synchronous_commit"] = "remote_write"
+        else:
+            settings["synchronous_commit"] = "on"
         path = self.pgdata / _CONF_NAME
         path.write_text("".join(f"{key} = '{value}'\n" for key, value in settings.items()))
         self._give_to_owner(path)
@@ -209,12 +315,30 @@ class PostgresServer:
             owner = system_user(PG_SYSTEM_USER)
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
-    def _pg(self, tool: str, *args: str, timeout: float) -> None:
+    def _prepare_folder(self) -> None:
+        socket_path = self.data_path / f".s.PGSQL.{self.port}"
+        if len(str(socket_path)) > _MAX_SOCKET_PATH:
+            raise StackError(
+                f"{self.name}: folder path too long for a unix socket ({socket_path}); "
+                "use a shorter data directory"
+            )
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        if self._as_root:
+            _check_traversable(self.data_path.parent, PG_SYSTEM_USER)
+            owner = system_user(PG_SYSTEM_USER)
+            os.chown(self.data_path, owner.pw_uid, owner.pw_gid)
+        self.data_path.chmod(0o700)
+
+    def _pg(self, tool: str, *args: str, timeout: float, env: dict[str, str] | None = None) -> None:
         command = [str(self.bin_dir / tool), *args]
         if self._as_root:
+            # runuser without --login keeps the environment (it resets HOME, SHELL,
+            # USER and LOGNAME only), so `env` reaches the tool without showing up
+            # on a command line.
             command = ["runuser", "-u", PG_SYSTEM_USER, "--", *command]
+        full_env = {**os.environ, **env} if env else None
         # cwd: the postgres user may not be allowed into our working directory.
-        run(command, cwd=self.data_path, timeout=timeout, what=f"{self.name}: {tool}")
+        run(command, env=full_env, cwd=self.data_path, timeout=timeout, what=f"{self.name}: {tool}")
 
 
 def _check_traversable(folder: Path, user: str) -> None:

@@ -49,6 +49,13 @@ class StackSettings(BaseSettings):
     shard_base_port: int = 55433
     logical_shards: int = Field(default=10, ge=1, le=1024)
 
+    # Every PostgreSQL server has a streaming replica on its port + this offset.
+    replica_port_offset: int = Field(default=100, ge=1)
+    # False: asynchronous streaming (a commit is on the primary's disk; a failover may
+    # lose what had not streamed yet). True: a commit also waits until one standby has
+    # written it (`ANY 1 (*)`, `remote_write`); with no standby connected, commits wait.
+    synchronous_replicas: bool = False
+
     redis_port: int = 56379
 
     # Ray: every port explicit, so two stacks (yours and the tests') never collide.
@@ -65,6 +72,10 @@ class StackSettings(BaseSettings):
     pool_min_size: int = 1
     pool_max_size: int = Field(default=8, ge=1, le=200)
 
+    # Replica reads: a replica further behind than this (or down) is skipped.
+    max_replica_lag_s: float = Field(default=5.0, gt=0)
+    replica_poll_interval_s: float = Field(default=0.2, gt=0)
+
     def shard_server_addresses(self) -> list[ServerAddress]:
         return [
             ServerAddress(f"shard{i + 1}", self.host, self.shard_base_port + i)
@@ -73,6 +84,12 @@ class StackSettings(BaseSettings):
 
     def catalog_address(self) -> ServerAddress:
         return ServerAddress("catalog", self.host, self.catalog_port)
+
+    def replica_address(self, primary: ServerAddress) -> ServerAddress:
+        """Where `primary`'s first streaming replica runs in the local stack."""
+        return ServerAddress(
+            f"{primary.name}-replica", primary.host, primary.port + self.replica_port_offset
+        )
 
     @property
     def secrets_file(self) -> Path:

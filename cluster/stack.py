@@ -1,6 +1,8 @@
 """The whole local stack on one machine: PostgreSQL servers, Redis, a Ray head, Serve.
 
 `up` is idempotent (what runs is left alone) and `down` keeps every byte of data.
+Every PostgreSQL server is a primary with one streaming standby (`cluster.replication`);
+`failover` promotes the standby of a dead primary.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import asyncpg
 import yaml
 from pydantic import SecretStr
 
-from cluster.postgres import PostgresServer
+from cluster import replication
+from cluster.postgres import PostgresServer, slot_name
 from cluster.procs import StackError, port_open, run
 from cluster.ray_head import RayHead, ray_env, ray_executable
 from cluster.redis_server import RedisServer
+from cluster.replication import CATALOG_SERVER, CatalogView, NodeStatus, ServerNodes, ShardMapRow
 from cluster.settings import Settings, StackSettings
 
 SERVE_CONFIG_NAME = "serve_config.yaml"
@@ -61,6 +65,19 @@ class ComponentStatus:
     state: str
     healthy: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    server: str
+    old_primary: str
+    new_primary: str
+    new_address: str
+    stopped_old: bool
+    replayed_lsn: str | None
+    promote_s: float
+    total_s: float
+    shard_map: list[ShardMapRow]
 
 
 def settings_env(settings: StackSettings) -> dict[str, str]:
@@ -159,12 +176,51 @@ class LocalStack:
     # -- components -----------------------------------------------------------------
 
     def postgres_servers(self) -> list[PostgresServer]:
+        """Every PostgreSQL node: each server's home node, then its replica node."""
+        return [node for group in self.server_nodes() for node in group.nodes]
+
+    def server_nodes(self, view: CatalogView | None = None) -> list[ServerNodes]:
+        """Each server's two nodes; the primary is the one the catalog (`view`) names,
+        else the home node (the address in settings). The catalog is always home."""
+        s = self.settings
+        groups = []
+        for address in [s.catalog_address(), *s.shard_server_addresses()]:
+            other = s.replica_address(address)
+            home = self._node(address.name, address.host, address.port)
+            replica = self._node(other.name, other.host, other.port)
+            primary = home
+            named = view.primaries.get(address.name) if view else None
+            if named is not None and address.name != CATALOG_SERVER:
+                found = next((n for n in (home, replica) if (n.host, n.port) == named), None)
+                if found is None:
+                    raise StackError(
+                        f"the catalog names {named[0]}:{named[1]} as {address.name}'s primary, "
+                        f"which is neither of its nodes ({home.address}, {replica.address})"
+                    )
+                primary = found
+            groups.append(ServerNodes(address.name, home, replica, primary))
+        return groups
+
+    def _node(self, name: str, host: str, port: int) -> PostgresServer:
         s = self.settings
         password = self._app_settings.pg_password.get_secret_value() if self._app_settings else ""
-        return [
-            PostgresServer(a.name, s.data_dir / "pg" / a.name, a.host, a.port, s.pg_user, password)
-            for a in [s.catalog_address(), *s.shard_server_addresses()]
-        ]
+        return PostgresServer(
+            name,
+            s.data_dir / "pg" / name,
+            host,
+            port,
+            s.pg_user,
+            password,
+            synchronous_standbys=s.synchronous_replicas,
+        )
+
+    def _dsn(self, node: PostgresServer, database: str = "postgres") -> str:
+        return self.app_settings().dsn_for(node.host, node.port, database)
+
+    def read_catalog(self) -> CatalogView | None:
+        """The catalog's topology (None before the first migration)."""
+        catalog = self.server_nodes()[0].home
+        return asyncio.run(replication.read_catalog(self._dsn(catalog, "catalog")))
 
     def redis(self) -> RedisServer:
         return RedisServer(
@@ -224,46 +280,246 @@ class LocalStack:
             stopped = self.redis().stop()
             reporter.note(f"redis: {'stopped' if stopped else 'not running'}")
         with reporter.step("PostgreSQL servers"):
-            for server in self.postgres_servers():
-                stopped = server.stop()
-                reporter.note(f"{server.name}: {'stopped' if stopped else 'not running'}")
+            nodes = self.postgres_servers()
+            with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+                for node, stopped in zip(nodes, pool.map(lambda n: n.stop(), nodes), strict=True):
+                    reporter.note(f"{node.name}: {'stopped' if stopped else 'not running'}")
 
     def start_databases(self, reporter: Reporter | None = None) -> None:
+        """Every server's primary, then its streaming standby (created by pg_basebackup
+        the first time; a demoted ex-primary is rebuilt as a standby, never started).
+
+        Standbys come up before migrations so that with synchronous replicas on, the
+        migrations' commits have a standby to wait for."""
         reporter = reporter or QuietReporter()
-        self.app_settings(create_secrets=True)
-        servers = self.postgres_servers()
+        settings = self.app_settings(create_secrets=True)
+        catalog = self.server_nodes()[0]
+        # The catalog first: it says which node of every other server is the primary.
+        reporter.note(_bring_up_primary(catalog))
+        view = self.read_catalog()
+        groups = self.server_nodes(view)
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            for line in pool.map(_bring_up_primary, groups[1:]):
+                reporter.note(line)
 
-        def bring_up(server: PostgresServer) -> str:
-            created = server.init()
-            started = server.start()
-            what = "initialised, started" if created else "started" if started else "running"
-            return f"{server.name}: {what} on {server.host}:{server.port}"
+        password = settings.pg_password.get_secret_value()
 
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            futures = [pool.submit(bring_up, server) for server in servers]
+        async def roles() -> None:
+            await asyncio.gather(
+                *(
+                    replication.ensure_replication_role(self._dsn(g.primary), password)
+                    for g in groups
+                    if not g.primary.is_standby()
+                )
+            )
+
+        asyncio.run(roles())
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            futures = [pool.submit(self._bring_up_standby, g, view, password) for g in groups]
             for future in as_completed(futures):
                 reporter.note(future.result())
 
+    def _bring_up_standby(self, group: ServerNodes, view: CatalogView | None, password: str) -> str:
+        node, primary = group.standby, group.primary
+        notes = []
+        rebuilt = False
+        if node.is_initialized() and not node.is_standby():
+            # A primary the catalog no longer names (a failover happened): starting it
+            # would give two primaries. Its data is kept aside; it comes back as a
+            # standby of the current primary.
+            if view is None:
+                raise StackError(
+                    f"{node.name}: holds a primary's data but the catalog cannot say which "
+                    f"node of {group.server} is primary; refusing to touch it"
+                )
+            if node.stop(mode="fast"):
+                notes.append("stopped")
+            moved = node.move_aside()
+            notes.append(f"demoted ex-primary moved aside to {moved.name}")
+            rebuilt = True
+        if not node.is_initialized():
+            slot = slot_name(group.server)
+            asyncio.run(replication.drop_idle_slot(self._dsn(primary), slot))
+            began = time.monotonic()
+            node.init_standby(primary.host, primary.port, slot, password)
+            notes.append(
+                f"cloned from {primary.name} by pg_basebackup in {time.monotonic() - began:.1f}s"
+            )
+        started = node.start()
+        if rebuilt and view is not None:
+            catalog = self.server_nodes()[0].home
+            asyncio.run(
+                replication.register_standby(self._dsn(catalog, "catalog"), group.server, node)
+            )
+            notes.append("registered in shard_replicas")
+        what = "started" if started else "running"
+        detail = f" ({'; '.join(notes)})" if notes else ""
+        return f"{node.name}: {what} on {node.address} as standby of {primary.name}{detail}"
+
     def migrate(self, reporter: Reporter | None = None) -> None:
+        """Migrate every server's current primary (standbys follow by streaming) and
+        register servers and standbys in the catalog (only those not registered yet)."""
         from shards.migrate import MigrationError, migrate_all
 
         reporter = reporter or QuietReporter()
         settings = self.app_settings()
-        catalog = settings.catalog_address()
         try:
+            groups = self.server_nodes(self.read_catalog())
+            catalog, shards = groups[0], groups[1:]
             asyncio.run(
                 migrate_all(
                     settings.dsn_for,
-                    catalog=(catalog.name, catalog.host, catalog.port),
-                    shard_servers=[
-                        (a.name, a.host, a.port) for a in settings.shard_server_addresses()
-                    ],
+                    catalog=(catalog.server, catalog.primary.host, catalog.primary.port),
+                    shard_servers=[(g.server, g.primary.host, g.primary.port) for g in shards],
                     logical_shards=settings.logical_shards,
                     progress=reporter.note,
+                    replicas=[
+                        (g.standby.name, g.server, g.standby.host, g.standby.port)
+                        for g in groups
+                        # a demoted ex-primary is registered once it is rebuilt
+                        if not g.standby.is_initialized() or g.standby.is_standby()
+                    ],
                 )
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
             raise StackError(f"migrate: {exc}") from exc
+
+    # -- replication ----------------------------------------------------------------
+
+    def replication_status(
+        self, view: CatalogView | None = None
+    ) -> tuple[CatalogView | None, list[NodeStatus]]:
+        """Every node: the role the catalog gives it, what it is, its replication lag."""
+        if view is None:
+            try:
+                view = self.read_catalog()
+            except StackError:
+                view = None  # catalog down: show the configured layout
+        groups = self.server_nodes(view)
+        nodes = [node for group in groups for node in group.nodes]
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            running = dict(
+                zip(
+                    (n.name for n in nodes),
+                    pool.map(lambda n: n.is_running() and n.accepts_connections(), nodes),
+                    strict=True,
+                )
+            )
+        try:
+            self.app_settings()
+            have_password = True
+        except StackError:
+            have_password = False
+
+        async def probe_all() -> dict[str, replication.NodeProbe | None]:
+            async def one(node: PostgresServer) -> replication.NodeProbe | None:
+                if not running[node.name] or not have_password:
+                    return None
+                try:
+                    return await replication.probe(self._dsn(node))
+                except (StackError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    return None
+
+            found = await asyncio.gather(*(one(n) for n in nodes))
+            return {n.name: p for n, p in zip(nodes, found, strict=True)}
+
+        probes = asyncio.run(probe_all())
+        return view, replication.node_statuses(groups, probes, running)
+
+    def failover(
+        self, server: str, force: bool = False, reporter: Reporter | None = None
+    ) -> FailoverResult:
+        """Promote `server`'s standby and point the catalog at it.
+
+        Refused, with nothing changed: the catalog server, an unknown server, a server
+        with no registered replica or no running standby, a primary that still
+        accepts connections (unless `force`: it is stopped first)."""
+        reporter = reporter or QuietReporter()
+        began = time.monotonic()
+        if server == CATALOG_SERVER:
+            raise StackError(
+                "the catalog server cannot be failed over by this command: its address is "
+                "configuration (NEXTFLOW_CATALOG_PORT), not catalog data; see the README, "
+                "'Replication and durability', for the manual procedure"
+            )
+        view = self.read_catalog()
+        if view is None:
+            raise StackError("the catalog is not migrated yet; run `nextflow up` first")
+        if server not in view.primaries:
+            known = ", ".join(sorted(n for n in view.primaries if n != CATALOG_SERVER))
+            raise StackError(f"unknown server {server!r} (known: {known})")
+        registered = view.replicas.get(server) or []
+        if not registered:
+            raise StackError(f"{server} has no registered replica to promote")
+        group = next((g for g in self.server_nodes(view) if g.server == server), None)
+        if group is None:
+            raise StackError(f"{server} is in the catalog but not a server of this local stack")
+        old = group.primary
+        target = registered[0]
+        new = group.node_at(target.host, target.port)
+        if new is None or new is old:
+            raise StackError(
+                f"{server}'s registered replica {target.name} ({target.host}:{target.port}) "
+                "is not a node of this local stack"
+            )
+        if old.accepts_connections() and not force:
+            raise StackError(
+                f"{server}'s primary {old.name} ({old.address}) is healthy (accepts "
+                "connections); refusing to fail over (use --force to stop it and promote "
+                f"{new.name})"
+            )
+        if not (new.is_running() and new.accepts_connections()):
+            raise StackError(
+                f"{server}'s replica {new.name} ({new.address}) is not running; nothing to promote"
+            )
+        state = asyncio.run(replication.probe(self._dsn(new)))
+
+        # Fence the old primary first: once the standby is promoted it must never
+        # accept writes again (the marker stops any later start until it is rebuilt).
+        stopped_old = False
+        if old.is_running():
+            try:
+                stopped_old = old.stop(mode="fast")
+            except StackError:
+                # Stuck (or it died meanwhile): make sure nothing of it survives.
+                stopped_old = old.stop(mode="immediate")
+            if stopped_old:
+                reporter.note(f"{old.name}: stopped")
+        old.mark_demoted(
+            f"{server} failed over to {new.name} ({new.address}) at "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}; `nextflow up` rebuilds this node "
+            "as a standby"
+        )
+
+        promote_began = time.monotonic()
+        if state.in_recovery:
+            new.promote()
+            reporter.note(f"{new.name}: promoted (replayed up to {state.replay_lsn})")
+        else:
+            reporter.note(f"{new.name}: already out of recovery (promoted earlier)")
+        after = asyncio.run(replication.probe(self._dsn(new)))
+        if after.in_recovery:
+            raise StackError(f"{new.name}: still in recovery after promotion")
+        promote_s = time.monotonic() - promote_began
+
+        catalog = self.server_nodes()[0].home
+        shard_map = asyncio.run(
+            replication.record_failover(self._dsn(catalog, "catalog"), server, new, target.name)
+        )
+        reporter.note(
+            f"catalog: {server} -> {new.address}; {len(shard_map)} logical shards re-versioned"
+        )
+        return FailoverResult(
+            server=server,
+            old_primary=old.name,
+            new_primary=new.name,
+            new_address=new.address,
+            stopped_old=stopped_old,
+            replayed_lsn=state.replay_lsn,
+            promote_s=promote_s,
+            total_s=time.monotonic() - began,
+            shard_map=shard_map,
+        )
 
     def start_redis(self) -> bool:
         return self.redis().start()
@@ -328,16 +584,10 @@ class LocalStack:
 
     def status(self) -> list[ComponentStatus]:
         s = self.settings
-        rows = []
-        for server in self.postgres_servers():
-            running = server.is_running()
-            accepting = running and server.accepts_connections()
-            state = "stopped" if not running else "accepting" if accepting else "not accepting"
-            rows.append(
-                ComponentStatus(
-                    f"postgres {server.name}", f"{server.host}:{server.port}", state, accepting
-                )
-            )
+        rows = [
+            ComponentStatus(f"postgres {n.node}", n.address, n.state, n.healthy, n.detail)
+            for n in self.replication_status()[1]
+        ]
         redis = self.redis()
         running = redis.is_running()
         answering = running and redis.ping()
@@ -394,6 +644,23 @@ class LocalStack:
                     ComponentStatus(f"  {deployment}", "-", dstatus, dstatus == "HEALTHY", detail)
                 )
         return rows
+
+
+def _bring_up_primary(group: ServerNodes) -> str:
+    node = group.primary
+    if not node.is_initialized():
+        if node is not group.home:
+            raise StackError(
+                f"the catalog names {node.name} ({node.address}) as {group.server}'s "
+                f"primary but {node.pgdata} holds no data"
+            )
+        created = node.init()
+    else:
+        created = False
+    started = node.start()
+    what = "initialised, started" if created else "started" if started else "running"
+    warning = " (WARNING: it is a standby; fail it over)" if node.is_standby() else ""
+    return f"{node.name}: {what} on {node.address} as primary of {group.server}{warning}"
 
 
 def _replica_counts(deployment: dict[str, Any]) -> str:

@@ -28,6 +28,9 @@ class MigrationError(RuntimeError):
     pass
 
 
+Node = tuple[str, str, int]  # (name, host, port)
+
+
 @dataclass(frozen=True)
 class Migration:
     source: str
@@ -65,9 +68,7 @@ def load_migrations(source: str) -> list[Migration]:
     return found
 
 
-def plan_targets(
-    catalog: tuple[str, str, int], shard_servers: Sequence[tuple[str, str, int]]
-) -> list[Target]:
+def plan_targets(catalog: Node, shard_servers: Sequence[Node]) -> list[Target]:
     name, host, port = catalog
     targets = [Target(name, host, port, db, (db,)) for db in CATALOG_DATABASES]
     for name, host, port in shard_servers:
@@ -135,23 +136,29 @@ async def apply(conn: asyncpg.Connection, sources: Sequence[str]) -> list[str]:
 
 
 async def seed_shard_map(
-    conn: asyncpg.Connection, servers: Sequence[tuple[str, str, int]], logical_shards: int
+    conn: asyncpg.Connection,
+    servers: Sequence[Node],
+    logical_shards: int,
+    replicas: Sequence[tuple[str, str, str, int]] = (),
 ) -> str:
     """Write the default layout into an empty `shard_map`; keep an existing one.
 
-    Server addresses are refreshed from settings every run (ports are configuration);
-    the assignment of logical shards to servers is data and only resharding moves it.
+    Servers and replicas are registered once. After that the catalog is the truth
+    about addresses (a failover moves a server's primary to its replica's address),
+    so a later run never overwrites them from settings.
     """
     async with conn.transaction():
         await conn.execute("LOCK TABLE shard_map IN EXCLUSIVE MODE")
-        for name, host, port in servers:
-            await conn.execute(
-                "INSERT INTO shard_servers (name, host, port) VALUES ($1, $2, $3)"
-                " ON CONFLICT (name) DO UPDATE SET host = excluded.host, port = excluded.port",
-                name,
-                host,
-                port,
-            )
+        await conn.executemany(
+            "INSERT INTO shard_servers (name, host, port) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO NOTHING",
+            servers,
+        )
+        await conn.executemany(
+            "INSERT INTO shard_replicas (name, server, host, port) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (name) DO NOTHING",
+            replicas,
+        )
         existing = await conn.fetchval("SELECT count(*) FROM shard_map")
         if existing:
             if existing != logical_shards:
@@ -160,22 +167,26 @@ async def seed_shard_map(
                     f"{logical_shards}; changing the count needs a reshard, not a migration"
                 )
             return f"shard_map kept ({existing} logical shards)"
-        layout = default_layout(logical_shards, [name for name, _, _ in servers])
+        shard_names = [name for name, _, _ in servers if name != "catalog"]
+        layout = default_layout(logical_shards, shard_names)
         await conn.executemany(
             "INSERT INTO shard_map (shard_key, shard_server, version) VALUES ($1, $2, 1)",
             [(str(shard), server) for shard, server in enumerate(layout)],
         )
-        return f"shard_map seeded: {logical_shards} logical shards on {len(servers)} servers"
+        return f"shard_map seeded: {logical_shards} logical shards on {len(shard_names)} servers"
 
 
 async def migrate_all(
     dsn_for: Callable[[str, int, str], str],
-    catalog: tuple[str, str, int],
-    shard_servers: Sequence[tuple[str, str, int]],
+    catalog: Node,
+    shard_servers: Sequence[Node],
     logical_shards: int,
     progress: Callable[[str], None] = lambda _: None,
+    replicas: Sequence[tuple[str, str, str, int]] = (),
 ) -> None:
-    """Create every database, apply every migration, seed the shard map."""
+    """Create every database, apply every migration (on primaries: replicas follow
+    by streaming), seed the shard map and register the replicas
+    (`replicas`: (name, server, host, port))."""
     for target in plan_targets(catalog, shard_servers):
         created = await ensure_database(
             dsn_for(target.host, target.port, "postgres"), target.database
@@ -184,7 +195,8 @@ async def migrate_all(
         try:
             done = await apply(conn, target.sources)
             if target.database == "catalog":
-                progress(await seed_shard_map(conn, shard_servers, logical_shards))
+                registered = [catalog, *shard_servers]
+                progress(await seed_shard_map(conn, registered, logical_shards, replicas))
         finally:
             await conn.close()
         state = "created, " if created else ""

@@ -1,7 +1,7 @@
 """One throwaway stack per test session, started for real on free ports:
-PostgreSQL servers (catalog + shard servers), Redis, and, for e2e, a Ray head with
-the Serve application deployed from `serve_config.yaml` through `LocalStack`, the
-same code `nextflow up` runs."""
+PostgreSQL servers (catalog + shard servers, each with a streaming standby), Redis,
+and, for e2e, a Ray head with the Serve application deployed from
+`serve_config.yaml` through `LocalStack`, the same code `nextflow up` runs."""
 
 from __future__ import annotations
 
@@ -30,18 +30,6 @@ TEST_LOGICAL_SHARDS = 10
 TEST_SHARD_SERVERS = 2
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """Settings for the session's stack, also exported as NEXTFLOW_* variables so that
@@ -49,14 +37,17 @@ def stack_settings() -> Iterator[Settings]:
     # PostgreSQL runs as `postgres` when we are root: the folder must be enterable.
     root = Path(tempfile.mkdtemp(prefix="nft-", dir="/tmp"))
     root.chmod(0o755)
-    (catalog, redis, gcs, dash, client, agent, metrics, http) = _free_ports(8)
-    # Shard servers take consecutive ports from shard_base.
-    shard_base = _consecutive_free(TEST_SHARD_SERVERS)
+    (redis, gcs, dash, client, agent, metrics, http), catalog, replica_offset = _port_plan(
+        7, TEST_SHARD_SERVERS + 1
+    )
     values = {
         "NEXTFLOW_DATA_DIR": str(root),
+        # The catalog and the shard servers take consecutive ports; each one's
+        # streaming replica runs at its port + the offset (another free run).
         "NEXTFLOW_CATALOG_PORT": str(catalog),
         "NEXTFLOW_SHARD_SERVERS": str(TEST_SHARD_SERVERS),
-        "NEXTFLOW_SHARD_BASE_PORT": str(shard_base),
+        "NEXTFLOW_SHARD_BASE_PORT": str(catalog + 1),
+        "NEXTFLOW_REPLICA_PORT_OFFSET": str(replica_offset),
         "NEXTFLOW_LOGICAL_SHARDS": str(TEST_LOGICAL_SHARDS),
         "NEXTFLOW_REDIS_PORT": str(redis),
         "NEXTFLOW_RAY_GCS_PORT": str(gcs),
@@ -68,6 +59,7 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "NEXTFLOW_POOL_MAX_SIZE": "4",
+        "NEXTFLOW_MAX_REPLICA_LAG_S": "2",
         "NEXTFLOW_RATE_LIMIT_BURST": "100000",
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
     }
@@ -86,29 +78,55 @@ def stack_settings() -> Iterator[Settings]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _consecutive_free(count: int) -> int:
-    for _ in range(50):
-        (start,) = _free_ports(1)
-        if start + count >= 65535:
-            continue
-        held: list[socket.socket] = []
+def _port_plan(singles: int, run: int) -> tuple[list[int], int, int]:
+    """`singles` free ports, plus two runs of `run` consecutive free ports (the
+    PostgreSQL primaries and their replicas), all distinct: every socket stays bound
+    until the whole plan is chosen. Returns (singles, first run's start, offset of the
+    second run from the first, > 0)."""
+    held: list[socket.socket] = []
+
+    def bind(port: int) -> int:
+        s = socket.socket()
         try:
-            for port in range(start, start + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                held.append(s)
-            for s in held:
-                s.close()
-            return start
+            s.bind(("127.0.0.1", port))
         except OSError:
-            for s in held:
-                s.close()
-    raise RuntimeError("no run of free ports found")
+            s.close()
+            raise
+        held.append(s)
+        return int(s.getsockname()[1])
+
+    def free_run(count: int) -> int:
+        for _ in range(50):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            start = probe.getsockname()[1]
+            probe.close()
+            if start + count >= 65535:
+                continue
+            mark = len(held)
+            try:
+                for port in range(start, start + count):
+                    bind(port)
+                return int(start)
+            except OSError:
+                for s in held[mark:]:
+                    s.close()
+                del held[mark:]
+        raise RuntimeError("no run of free ports found")
+
+    try:
+        ports = [bind(0) for _ in range(singles)]
+        first, second = sorted((free_run(run), free_run(run)))
+        return ports, first, second - first
+    finally:
+        for s in held:
+            s.close()
 
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings) -> Iterator[object]:
-    """PostgreSQL servers and Redis, migrated (no Ray yet)."""
+    """PostgreSQL servers (each a primary with a streaming standby) and Redis,
+    migrated (no Ray yet)."""
     from cluster.stack import LocalStack
 
     local = LocalStack(stack_settings)
