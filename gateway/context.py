@@ -13,8 +13,10 @@ from starlette.responses import Response
 
 from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
 from deployments._kit.principal import Principal
+from deployments._kit.records import Record
 from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
 from gateway.ratelimit import RateLimiter
+from shards import consistency
 
 
 @dataclass
@@ -47,9 +49,11 @@ async def current_principal(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
+    nextflow_read_after: Annotated[str | None, Header()] = None,
 ) -> Principal:
     """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`.
-    JWTs are verified here, in process; API keys are checked by the Auth service."""
+    JWTs are verified here, in process; API keys are checked by the Auth service.
+    `NextFlow-Read-After` (returned by writes) makes later reads see those writes."""
     st = state(request)
     token = x_api_key
     if token is None and authorization:
@@ -66,6 +70,12 @@ async def current_principal(
     if st.limiter is not None:
         caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
         await enforce(request, st.limiter, caller)
+    if nextflow_read_after:
+        try:
+            read_after = consistency.decode(nextflow_read_after)
+        except consistency.BadToken as exc:
+            raise BadRequest(str(exc)) from None
+        principal = principal.model_copy(update={"read_after": read_after})
     return principal
 
 
@@ -103,8 +113,23 @@ IfMatch = Annotated[int | None, Depends(if_match)]
 def json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Serialise with pydantic directly (ids as strings, RFC 3339 times)."""
     return Response(
-        model.model_dump_json(), status_code=status, media_type="application/json", headers=headers
+        model.model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers={**(headers or {}), **_read_after_header(model)},
     )
+
+
+def no_content(model: BaseModel) -> Response:
+    """204 after a write whose record the client does not need (a delete)."""
+    return Response(status_code=204, headers=_read_after_header(model))
+
+
+def _read_after_header(model: BaseModel) -> dict[str, str]:
+    # The middleware merges this with the token the request brought.
+    if isinstance(model, Record) and model.read_after:
+        return {consistency.HEADER: consistency.encode(model.read_after)}
+    return {}
 
 
 def record(model: BaseModel, status: int = 200, location: str | None = None) -> Response:

@@ -8,12 +8,30 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shards import consistency
+
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TOKEN = consistency.HEADER.lower().encode()
+
+
+def _merge_tokens(headers: list[tuple[bytes, bytes]], brought: str) -> list[tuple[bytes, bytes]]:
+    for i, (name, value) in enumerate(headers):
+        if name == _TOKEN:
+            try:
+                merged = consistency.merge(
+                    consistency.decode(brought), consistency.decode(value.decode())
+                )
+            except consistency.BadToken:
+                return headers  # the request was refused for it already
+            headers[i] = (name, consistency.encode(merged).encode())
+    return headers
 
 
 class RequestContext:
-    """Puts the request id in the request state (for problems and logs) and adds the
-    rate-limit headers that the auth dependency decided on.
+    """Puts the request id in the request state (for problems and logs), adds the
+    rate-limit headers that the auth dependency decided on, and merges the
+    read-your-writes token of a write's response with the one the request brought,
+    so a client that always sends back the last token it got never loses a write.
 
     Serve's proxy already accepts or generates `X-Request-Id` and echoes it on the
     response, so this only reads it (and makes one when run outside Serve)."""
@@ -25,11 +43,12 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = None
+        given = brought = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = value.decode("latin-1")
-                break
+            elif name == _TOKEN:
+                brought = value.decode("latin-1")
         request_id = given if given and _VALID_ID.match(given) else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -39,6 +58,8 @@ class RequestContext:
                 headers = list(message.get("headers", []))
                 for key, value in state.get("rate_limit_headers", {}).items():
                     headers.append((key.lower().encode(), value.encode()))
+                if brought:
+                    headers = _merge_tokens(headers, brought)
                 message["headers"] = headers
             await send(message)
 

@@ -19,6 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import asyncpg
 
 from cluster.settings import Settings, get_settings
+from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import CATALOG_DATABASES
 from shards.manager import manager_handle
@@ -45,6 +46,35 @@ async def load_shard_map(conn: asyncpg.Connection) -> ShardMap:
     )
 
 
+_CATALOG = "catalog"
+
+
+async def _write(
+    manager: Any,
+    server: str,
+    database: str,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    value, lsn = await manager.run.remote(database, fn, args, kwargs, False)
+    consistency.record_write(server, lsn)
+    return value  # type: ignore[no-any-return]
+
+
+async def _read(
+    manager: Any,
+    server: str,
+    database: str,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    min_lsn = consistency.min_lsn_for(server)
+    value, _ = await manager.run.remote(database, fn, args, kwargs, True, min_lsn)
+    return value  # type: ignore[no-any-return]
+
+
 class Database:
     """One unsharded database on the catalog server (auth, product, catalog)."""
 
@@ -53,7 +83,7 @@ class Database:
             raise ValueError(f"{database} is not a catalog database")
         s = settings or get_settings()
         self.database = database
-        self._manager = manager_handle(ServerSpec("catalog", s.host, s.catalog_port))
+        self._manager = manager_handle(ServerSpec(_CATALOG, s.host, s.catalog_port))
 
     async def write(
         self,
@@ -61,8 +91,7 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        result: T = await self._manager.run.remote(self.database, fn, args, kwargs, False)
-        return result
+        return await _write(self._manager, _CATALOG, self.database, fn, args, kwargs)
 
     async def read(
         self,
@@ -70,8 +99,7 @@ class Database:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        result: T = await self._manager.run.remote(self.database, fn, args, kwargs, True)
-        return result
+        return await _read(self._manager, _CATALOG, self.database, fn, args, kwargs)
 
     async def ping(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._manager.ping.remote([self.database])
@@ -106,9 +134,6 @@ class Shards:
             return secrets.randbelow(self.map.logical_shards)
         return self.map.shard_for_key(key)
 
-    def _manager_for(self, shard: int) -> Any:
-        return self._managers[self.map.server_for_shard(shard).name]
-
     # -- running -----------------------------------------------------------------
     async def write(
         self,
@@ -117,10 +142,8 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        result: T = await self._manager_for(shard).run.remote(
-            self.database, fn, args, kwargs, False
-        )
-        return result
+        server = self.map.server_for_shard(shard).name
+        return await _write(self._managers[server], server, self.database, fn, args, kwargs)
 
     async def read(
         self,
@@ -129,8 +152,8 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        result: T = await self._manager_for(shard).run.remote(self.database, fn, args, kwargs, True)
-        return result
+        server = self.map.server_for_shard(shard).name
+        return await _read(self._managers[server], server, self.database, fn, args, kwargs)
 
     async def gather(
         self,
@@ -140,7 +163,7 @@ class Shards:
     ) -> list[T]:
         """Run a read on every server at once; one result per server."""
         calls = [
-            self._managers[name].run.remote(self.database, fn, args, kwargs, True)
+            _read(self._managers[name], name, self.database, fn, args, kwargs)
             for name in self.map.server_names()
         ]
         return list(await asyncio.gather(*calls))

@@ -1,5 +1,9 @@
 """The edge of a service deployment: what leaves it is a model or an `AppError`.
 
+Each call is one request scope for read-your-writes: reads honour the caller's
+`Principal.read_after`, and a returned record carries the positions of the writes
+the call made.
+
 Storage errors become problems a caller can act on (503 with retry for a server that
 is down) without leaking SQL or host names; the detail goes to the replica's log.
 """
@@ -12,6 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from deployments._kit.errors import AppError, Conflict, Unavailable
+from deployments._kit.principal import Principal
+from deployments._kit.records import Record
+from shards import consistency
 from shards.errors import DatabaseError, ShardUnavailable
 
 P = ParamSpec("P")
@@ -19,18 +26,29 @@ T = TypeVar("T")
 log = logging.getLogger("nextflow.service")
 
 
-def service_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except ShardUnavailable as exc:
-            log.warning("storage unavailable in %s: %s", fn.__qualname__, exc)
-            raise Unavailable("storage is temporarily unavailable; retry shortly") from None
-        except DatabaseError as exc:
-            if exc.is_unique_violation:
-                raise Conflict("a record with these values already exists") from None
-            log.error("database error in %s: %s", fn.__qualname__, exc)
-            raise AppError("the request could not be completed") from None
+        # args[0] is the deployment itself; the caller's Principal, when any, is next.
+        principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
+        with consistency.request_scope(principal.read_after if principal else {}) as written:
+            result = await _translated(fn, *args, **kwargs)
+        if written and isinstance(result, Record):
+            result._read_after = dict(written)
+        return result
 
     return wrapper
+
+
+async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Storage errors become problems a caller can act on, without SQL or hosts."""
+    try:
+        return await fn(*args, **kwargs)
+    except ShardUnavailable as exc:
+        log.warning("storage unavailable in %s: %s", fn.__qualname__, exc)
+        raise Unavailable("storage is temporarily unavailable; retry shortly") from None
+    except DatabaseError as exc:
+        if exc.is_unique_violation:
+            raise Conflict("a record with these values already exists") from None
+        log.error("database error in %s: %s", fn.__qualname__, exc)
+        raise AppError("the request could not be completed") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployments._kit.errors import Forbidden
 
@@ -17,6 +17,9 @@ class Principal(BaseModel):
     permissions: frozenset[str]
     kind: Literal["user", "api_key", "system"] = "user"
     api_key_id: int | None = None
+    # Read-your-writes: the highest write position (LSN) per server this caller has
+    # seen; reads use a replica only once it has replayed that far.
+    read_after: dict[str, int] = Field(default_factory=dict)
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ray import serve
 
 from cluster.settings import get_settings
-from deployments._kit.boundary import service_errors
+from deployments._kit.boundary import boundary
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
 from deployments.auth.schemas import (
@@ -42,62 +42,62 @@ class AuthDeployment:
         """Readiness: every database this service uses answers `SELECT 1`."""
         await self._svc.db.ping()
 
-    @service_errors
+    @boundary
     async def login(self, request: LoginRequest) -> TokenPair:
         return await self._svc.login(request)
 
-    @service_errors
+    @boundary
     async def refresh(self, refresh_token: str) -> TokenPair:
         return await self._svc.refresh(refresh_token)
 
-    @service_errors
+    @boundary
     async def logout(self, refresh_token: str) -> None:
         await self._svc.logout(refresh_token)
 
-    @service_errors
+    @boundary
     async def authenticate_api_key(self, key: str) -> Principal:
         return await self._svc.authenticate_api_key(key)
 
-    @service_errors
+    @boundary
     async def me(self, principal: Principal) -> UserRead:
         return await self._svc.me(principal)
 
-    @service_errors
+    @boundary
     async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
         return await self._svc.create_user(principal, data)
 
-    @service_errors
+    @boundary
     async def get_user(self, principal: Principal, user_id: int) -> UserRead:
         return await self._svc.get_user(principal, user_id)
 
-    @service_errors
+    @boundary
     async def list_users(self, principal: Principal, query: UserListQuery) -> Page[UserRead]:
         return await self._svc.list_users(principal, query)
 
-    @service_errors
+    @boundary
     async def update_user(
         self, principal: Principal, user_id: int, data: UserUpdate, if_version: int | None = None
     ) -> UserRead:
         return await self._svc.update_user(principal, user_id, data, if_version)
 
-    @service_errors
+    @boundary
     async def deactivate_user(
         self, principal: Principal, user_id: int, if_version: int | None = None
-    ) -> None:
-        await self._svc.deactivate_user(principal, user_id, if_version)
+    ) -> UserRead:
+        return await self._svc.deactivate_user(principal, user_id, if_version)
 
-    @service_errors
+    @boundary
     async def roles(self, principal: Principal) -> list[RoleRead]:
         return await self._svc.roles(principal)
 
-    @service_errors
+    @boundary
     async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
         return await self._svc.create_api_key(principal, data)
 
-    @service_errors
+    @boundary
     async def list_api_keys(self, principal: Principal) -> list[ApiKeyRead]:
         return await self._svc.list_api_keys(principal)
 
-    @service_errors
+    @boundary
     async def revoke_api_key(self, principal: Principal, key_id: int) -> ApiKeyRead:
         return await self._svc.revoke_api_key(principal, key_id)

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
 from deployments._kit.listing import ListQuery
+from deployments._kit.records import Record
 from deployments._kit.types import Id
 
 Role = Literal["admin", "manager", "agent", "viewer"]
@@ -47,7 +48,7 @@ class UserUpdate(_Input):
     is_active: bool | None = None
 
 
-class UserRead(BaseModel):
+class UserRead(Record):
     id: Id
     email: str
     name: str
@@ -76,7 +77,7 @@ class ApiKeyCreate(_Input):
     expires_at: datetime | None = None
 
 
-class ApiKeyRead(BaseModel):
+class ApiKeyRead(Record):
     id: Id
     user_id: Id
     name: str

@@ -156,8 +156,8 @@ class AuthService:
 
     async def deactivate_user(
         self, principal: Principal, user_id: int, if_version: int | None = None
-    ) -> None:
-        await self.update_user(principal, user_id, UserUpdate(is_active=False), if_version)
+    ) -> UserRead:
+        return await self.update_user(principal, user_id, UserUpdate(is_active=False), if_version)
 
     async def me(self, principal: Principal) -> UserRead:
         return await self.get_user(principal, principal.user_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments._kit.boundary import service_errors
+from deployments._kit.boundary import boundary
 from deployments._kit.listing import ListQuery, Page
 from deployments._kit.principal import Principal
 from deployments.customer.schemas import (
@@ -39,15 +39,15 @@ class CustomerDeployment:
         """Readiness: every database this service uses answers `SELECT 1`."""
         await self._svc.shards.ping()
 
-    @service_errors
+    @boundary
     async def create(self, principal: Principal, data: CustomerCreate) -> CustomerRead:
         return await self._svc.create(principal, data)
 
-    @service_errors
+    @boundary
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         return await self._svc.get(principal, customer_id)
 
-    @service_errors
+    @boundary
     async def update(
         self,
         principal: Principal,
@@ -57,31 +57,31 @@ class CustomerDeployment:
     ) -> CustomerRead:
         return await self._svc.update(principal, customer_id, data, if_version)
 
-    @service_errors
+    @boundary
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
-    ) -> None:
-        await self._svc.delete(principal, customer_id, if_version)
+    ) -> CustomerRead:
+        return await self._svc.delete(principal, customer_id, if_version)
 
-    @service_errors
+    @boundary
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         return await self._svc.restore(principal, customer_id)
 
-    @service_errors
+    @boundary
     async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
         return await self._svc.list(principal, query)
 
-    @service_errors
+    @boundary
     async def create_contact(
         self, principal: Principal, customer_id: int, data: ContactCreate
     ) -> ContactRead:
         return await self._svc.create_contact(principal, customer_id, data)
 
-    @service_errors
+    @boundary
     async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         return await self._svc.get_contact(principal, contact_id)
 
-    @service_errors
+    @boundary
     async def update_contact(
         self,
         principal: Principal,
@@ -91,17 +91,17 @@ class CustomerDeployment:
     ) -> ContactRead:
         return await self._svc.update_contact(principal, contact_id, data, if_version)
 
-    @service_errors
+    @boundary
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
-    ) -> None:
-        await self._svc.delete_contact(principal, contact_id, if_version)
+    ) -> ContactRead:
+        return await self._svc.delete_contact(principal, contact_id, if_version)
 
-    @service_errors
+    @boundary
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         return await self._svc.restore_contact(principal, contact_id)
 
-    @service_errors
+    @boundary
     async def list_contacts(
         self, principal: Principal, customer_id: int, query: ListQuery
     ) -> Page[ContactRead]:

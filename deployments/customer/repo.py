@@ -86,8 +86,8 @@ async def update_customer(
 
 async def delete_customer(
     conn: WriteConn, customer_id: int, if_version: int | None
-) -> Stale | bool:
-    return await _soft_delete(conn, "customers", customer_id, if_version)
+) -> CustomerRead | Stale | None:
+    return await _soft_delete(conn, "customers", _CUSTOMER, customer_id, if_version, CustomerRead)
 
 
 async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | None:
@@ -187,8 +187,10 @@ async def update_contact(
     )
 
 
-async def delete_contact(conn: WriteConn, contact_id: int, if_version: int | None) -> Stale | bool:
-    return await _soft_delete(conn, "contacts", contact_id, if_version)
+async def delete_contact(
+    conn: WriteConn, contact_id: int, if_version: int | None
+) -> ContactRead | Stale | None:
+    return await _soft_delete(conn, "contacts", _CONTACT, contact_id, if_version, ContactRead)
 
 
 async def restore_contact(conn: WriteConn, contact_id: int) -> ContactRead | None:
@@ -251,21 +253,26 @@ async def _update(
 
 
 async def _soft_delete(
-    conn: WriteConn, table: str, record_id: int, if_version: int | None
-) -> Stale | bool:
+    conn: WriteConn,
+    table: str,
+    columns: str,
+    record_id: int,
+    if_version: int | None,
+    model: type[M],
+) -> M | Stale | None:
+    """The record as deleted, Stale for a stale `if_version`, None when absent."""
     params = Params()
     where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
     if if_version is not None:
         where.append(f"version = {params(if_version)}")
-    done = await conn.fetchval(
+    row = await conn.fetchrow(
         f"UPDATE {table} SET deleted_at = now(), version = version + 1, updated_at = now()"
-        f" WHERE {' AND '.join(where)} RETURNING true",
+        f" WHERE {' AND '.join(where)} RETURNING {columns}",
         *params.values,
     )
-    if done:
-        return True
-    missing = await _missing_or_stale(conn, table, record_id)
-    return missing if isinstance(missing, Stale) else False
+    if row is not None:
+        return model.model_validate(dict(row))
+    return await _missing_or_stale(conn, table, record_id)
 
 
 async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from deployments._kit.listing import ListQuery
+from deployments._kit.records import Record
 from deployments._kit.types import Id
 
 
@@ -57,7 +58,7 @@ class CustomerUpdate(_Input):
         return name
 
 
-class CustomerRead(BaseModel):
+class CustomerRead(Record):
     id: Id
     name: str
     email: str | None
@@ -116,7 +117,7 @@ class ContactUpdate(_Input):
         return value
 
 
-class ContactRead(BaseModel):
+class ContactRead(Record):
     id: Id
     customer_id: Id
     first_name: str

@@ -68,15 +68,16 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.update_customer, customer_id, changes, if_version
         )
-        return _updated(outcome, "customer", customer_id)
+        return _written(outcome, "customer", customer_id)
 
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
-    ) -> None:
+    ) -> CustomerRead:
+        """Soft delete; returns the record as deleted."""
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(shard, repo.delete_customer, customer_id, if_version)
-        _deleted(outcome, "customer", customer_id)
+        return _written(outcome, "customer", customer_id)
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
@@ -134,15 +135,15 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.update_contact, contact_id, changes, if_version
         )
-        return _updated(outcome, "contact", contact_id)
+        return _written(outcome, "contact", contact_id)
 
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
-    ) -> None:
+    ) -> ContactRead:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
         outcome = await self.shards.write(shard, repo.delete_contact, contact_id, if_version)
-        _deleted(outcome, "contact", contact_id)
+        return _written(outcome, "contact", contact_id)
 
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
@@ -177,7 +178,8 @@ def _key(field: str) -> Any:
     return lambda row: (getattr(row, field), row.id)
 
 
-def _updated(outcome: T | Stale | None, kind: str, record_id: int) -> T:
+def _written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
+    """The record a guarded write returned, or the error its absence means."""
     if outcome is None:
         raise NotFound(f"{kind} {record_id} not found")
     if isinstance(outcome, Stale):
@@ -185,12 +187,3 @@ def _updated(outcome: T | Stale | None, kind: str, record_id: int) -> T:
             f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
         )
     return outcome
-
-
-def _deleted(outcome: Stale | bool, kind: str, record_id: int) -> None:
-    if isinstance(outcome, Stale):
-        raise PreconditionFailed(
-            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
-        )
-    if not outcome:
-        raise NotFound(f"{kind} {record_id} not found")

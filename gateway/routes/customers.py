@@ -19,7 +19,7 @@ from deployments.customer.schemas import (
     CustomerRead,
     CustomerUpdate,
 )
-from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, record
+from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["customers"])
@@ -79,8 +79,7 @@ async def delete_customer(
     customer_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
 ) -> Response:
     """Soft delete (restore with `POST /customers/{id}/restore`)."""
-    await services.customers.delete.remote(principal, customer_id, version)
-    return Response(status_code=204)
+    return no_content(await services.customers.delete.remote(principal, customer_id, version))
 
 
 @router.post("/customers/{customer_id}/restore", response_model=CustomerRead)
@@ -132,8 +131,9 @@ async def update_contact(
 async def delete_contact(
     contact_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
 ) -> Response:
-    await services.customers.delete_contact.remote(principal, contact_id, version)
-    return Response(status_code=204)
+    return no_content(
+        await services.customers.delete_contact.remote(principal, contact_id, version)
+    )
 
 
 @router.post("/contacts/{contact_id}/restore", response_model=ContactRead)

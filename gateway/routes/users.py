@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from deployments._kit.listing import Page, parse_list_params
 from deployments.auth.schemas import UserCreate, UserListQuery, UserRead, UserUpdate
-from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, record
+from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
 from shards.ids import MAX_ID
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -57,5 +57,4 @@ async def deactivate_user(
     user_id: UserId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
 ) -> Response:
     """Deactivate a user (kept for history; sign-in and their API keys stop working)."""
-    await services.auth.deactivate_user.remote(principal, user_id, version)
-    return Response(status_code=204)
+    return no_content(await services.auth.deactivate_user.remote(principal, user_id, version))

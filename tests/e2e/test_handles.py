@@ -43,8 +43,10 @@ def test_create_and_read_through_handles(
     ).result()
     assert isinstance(created, CustomerRead)
 
-    fetched = handle.get.remote(principal, created.id).result()
-    assert fetched == created
+    assert created.read_after  # the write's position, for read-your-writes
+    after_write = principal.model_copy(update={"read_after": created.read_after})
+    fetched = handle.get.remote(after_write, created.id).result()
+    assert fetched.model_dump() == created.model_dump()
     page = handle.list.remote(principal, CustomerListQuery(tags=["handle"], limit=10)).result()
     assert [c.id for c in page.data] == [created.id]
 

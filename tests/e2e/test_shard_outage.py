@@ -1,5 +1,6 @@
-"""A shard server that dies takes down only its own shards, with 503s a client can
-retry, and the service recovers by itself when the server is back."""
+"""A shard primary that dies takes down only writes to its own shards, with 503s a
+client can retry; reads go on from its replica; the service recovers by itself when
+the primary is back."""
 
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack:
     (shard2,) = [s for s in stack.postgres_servers() if s.name == "shard2"]  # type: ignore[attr-defined]
     shard2.stop()
     try:
-        down = http.get(f"/customers/{by_server['shard2']}", headers=admin)
+        read = http.get(f"/customers/{by_server['shard2']}", headers=admin)
+        assert read.status_code == 200  # served by shard2's streaming replica
+        down = http.patch(f"/customers/{by_server['shard2']}", headers=admin, json={"name": "x"})
         assert down.status_code == 503
         assert down.headers["content-type"] == "application/problem+json"
         assert "Retry-After" in down.headers
         assert str(shard2.port) not in down.text and "shard2" not in down.text  # no internals
-        up = http.get(f"/customers/{by_server['shard1']}", headers=admin)
+        up = http.patch(f"/customers/{by_server['shard1']}", headers=admin, json={"name": "y"})
         assert up.status_code == 200
         ready = http.get("/ready")
         assert ready.status_code == 503
@@ -41,7 +44,7 @@ def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack:
 
     deadline = time.monotonic() + 60
     while True:
-        back = http.get(f"/customers/{by_server['shard2']}", headers=admin)
+        back = http.patch(f"/customers/{by_server['shard2']}", headers=admin, json={"name": "z"})
         if back.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

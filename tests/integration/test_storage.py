@@ -90,7 +90,8 @@ async def test_customer_repo_versions_and_soft_delete(customer_db: asyncpg.Conne
     assert contact is not None and ids.shard_of(contact.id) == 3
 
     assert await repo.delete_customer(conn, created.id, if_version=1) == Stale(2)
-    assert await repo.delete_customer(conn, created.id, if_version=2) is True
+    deleted = await repo.delete_customer(conn, created.id, if_version=2)
+    assert not isinstance(deleted, Stale) and deleted is not None and deleted.version == 3
     assert await repo.get_customer(conn, created.id) is None
     assert await repo.get_contact(conn, contact.id) is None  # hidden with its customer
     assert await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="B")) is None
@@ -128,11 +129,14 @@ async def test_shard_manager_translates_errors(stack: object, stack_settings: Se
     with pytest.raises(DatabaseError) as err:
         await manager.run("customer", _insert_twice, (), {}, False)
     assert err.value.is_unique_violation
-    assert await manager.run("customer", _count_dupes, (), {}, True) == 0  # rolled back
+    assert await manager.run("customer", _count_dupes, (), {}, True) == (0, None)  # rolled back
+
+    await manager.close()
 
     dead = ShardManager(ServerSpec("nowhere", s.host, 1))
     with pytest.raises(ShardUnavailable):
         await dead.run("customer", _count_dupes, (), {}, True)
+    await dead.close()
 
 
 async def _insert_twice(conn: asyncpg.Connection) -> None:
