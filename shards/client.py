@@ -157,14 +157,17 @@ class Shards:
 
     async def gather(
         self,
-        fn: Callable[Concatenate[ReadConn, P], Awaitable[T]],
+        fn: Callable[Concatenate[ReadConn, list[int], P], Awaitable[T]],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> list[T]:
-        """Run a read on every server at once; one result per server."""
+        """Run a read on every server at once, one result per server. `fn` gets the
+        logical shards the map gives that server and must keep to them: a server can
+        still hold rows of a shard that moved away (until the move drops them)."""
         calls = [
-            _read(self._managers[name], name, self.database, fn, args, kwargs)
+            _read(self._managers[name], name, self.database, fn, (owned, *args), kwargs)
             for name in self.map.server_names()
+            if (owned := self.map.shards_on(name))
         ]
         return list(await asyncio.gather(*calls))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments._kit.listing import Order, Position
+from shards.ids import SEQUENCE_BITS, SHARD_BITS
 
 
 class Params:
@@ -36,6 +37,12 @@ def keyset_after(
 def order_by(column: str, order: Order) -> str:
     direction = "DESC" if order.descending else "ASC"
     return f"ORDER BY {column} {direction}, id {direction}"
+
+
+def on_shards(params: Params, shards: list[int], column: str = "id") -> str:
+    """Rows whose global id carries one of these logical shards (see shards/ids.py)."""
+    mask = (1 << SHARD_BITS) - 1
+    return f"(({column} >> {SEQUENCE_BITS}) & {mask}) = ANY({params(shards)}::int[])"
 
 
 def escape_like(text: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, escape_like, keyset_after, order_by
+from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
 from deployments.customer.schemas import (
     ContactCreate,
     ContactRead,
@@ -101,8 +101,8 @@ async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | 
     return CustomerRead.model_validate(dict(row))
 
 
-def _customer_filters(query: CustomerListQuery, params: Params) -> list[str]:
-    where = ["deleted_at IS NULL"]
+def _customer_filters(query: CustomerListQuery, shards: list[int], params: Params) -> list[str]:
+    where = ["deleted_at IS NULL", on_shards(params, shards)]
     if query.name_prefix:
         where.append(f"lower(name) LIKE {params(escape_like(query.name_prefix.lower()) + '%')}")
     if query.tags:
@@ -117,12 +117,16 @@ def _customer_filters(query: CustomerListQuery, params: Params) -> list[str]:
 
 
 async def list_customers(
-    conn: ReadConn, query: CustomerListQuery, order: Order, position: Position | None
+    conn: ReadConn,
+    shards: list[int],
+    query: CustomerListQuery,
+    order: Order,
+    position: Position | None,
 ) -> list[CustomerRead]:
     """Up to `limit + 1` customers on this server after `position` (the caller merges)."""
     params = Params()
     column = _SORT_COLUMNS[order.field]
-    where = _customer_filters(query, params)
+    where = _customer_filters(query, shards, params)
     after = keyset_after(column, order, position, params)
     if after:
         where.append(after)
@@ -134,9 +138,9 @@ async def list_customers(
     return [CustomerRead.model_validate(dict(r)) for r in rows]
 
 
-async def count_customers(conn: ReadConn, query: CustomerListQuery) -> int:
+async def count_customers(conn: ReadConn, shards: list[int], query: CustomerListQuery) -> int:
     params = Params()
-    where = _customer_filters(query, params)
+    where = _customer_filters(query, shards, params)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM customers WHERE {' AND '.join(where)}", *params.values

@@ -108,19 +108,25 @@ async def test_list_order_matches_python_order(customer_db: asyncpg.Connection) 
         )
     order = Order("name", False)
     query = CustomerListQuery(tags=["order"], sort="name", limit=50)
-    rows = await repo.list_customers(conn, query, order, None)
+    owned = [0, 1]
+    rows = await repo.list_customers(conn, owned, query, order, None)
     assert [r.name for r in rows] == sorted(names)
-    after = await repo.list_customers(conn, query, order, Position(rows[2].name, rows[2].id))
+    after = await repo.list_customers(conn, owned, query, order, Position(rows[2].name, rows[2].id))
     assert [r.name for r in after] == sorted(names)[3:]
     prefixed = await repo.list_customers(
-        conn, CustomerListQuery(name_prefix="BE", tags=["order"], sort="name"), order, None
+        conn, owned, CustomerListQuery(name_prefix="BE", tags=["order"], sort="name"), order, None
     )
     assert sorted(r.name for r in prefixed) == ["Beta", "beta"]
-    assert await repo.count_customers(conn, CustomerListQuery(tags=["order"])) == len(names)
+    assert await repo.count_customers(conn, owned, CustomerListQuery(tags=["order"])) == len(names)
     created_from = await repo.count_customers(
-        conn, CustomerListQuery(tags=["order"], created_from=datetime(2100, 1, 1, tzinfo=UTC))
+        conn,
+        owned,
+        CustomerListQuery(tags=["order"], created_from=datetime(2100, 1, 1, tzinfo=UTC)),
     )
     assert created_from == 0
+    # Rows of a logical shard this server no longer owns (moved away) are not listed.
+    assert await repo.list_customers(conn, [1], query, order, None) == []
+    assert await repo.count_customers(conn, [1], CustomerListQuery(tags=["order"])) == 0
 
 
 async def test_shard_manager_translates_errors(stack: object, stack_settings: Settings) -> None:
