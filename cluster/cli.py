@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import asyncpg
 import typer
@@ -18,6 +18,14 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.status import Status
 from rich.table import Table
 
@@ -26,6 +34,9 @@ from cluster.replication import format_bytes
 from cluster.settings import Settings, StackSettings
 from cluster.stack import LocalStack
 
+if TYPE_CHECKING:
+    from shards.moves import MoveProgress, MoveResult
+
 app = typer.Typer(
     help="NextFlow local stack: PostgreSQL shards, Redis, Ray head and the Serve app.",
     no_args_is_help=True,
@@ -33,7 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 shards_app = typer.Typer(
-    help="The PostgreSQL servers behind the shards: map, replicas, failover.",
+    help="The PostgreSQL servers behind the shards: map, replicas, failover, moves.",
     no_args_is_help=True,
 )
 app.add_typer(shards_app, name="shards")
@@ -266,6 +277,177 @@ def shards_failover(
     console.print(
         f"{escape(result.old_primary)} is fenced (DEMOTED); `nextflow up` rebuilds it as the "
         "new standby"
+    )
+
+
+@shards_app.command("move")
+def shards_move(
+    logical: Annotated[int, typer.Argument(help="The logical shard to move, e.g. 3.")],
+    to: Annotated[str, typer.Option("--to", help="The server to move it to, e.g. shard2.")],
+) -> None:
+    """Move one logical shard to another server while writes go on (a short pause of
+    that shard's writes at the switch)."""
+    _run_moves([(logical, to)])
+
+
+@shards_app.command("rebalance")
+def shards_rebalance(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show the moves it would make.")
+    ] = False,
+) -> None:
+    """Spread the logical shards evenly over every shard server (at most one apart),
+    one online move after another."""
+    from shards.moves import plan_rebalance
+
+    with _errors():
+        view = _stack().read_catalog()
+        if view is None:
+            _fail("the catalog is not migrated yet; run `nextflow up` first")
+    owner = {int(row.shard_key): row.server for row in view.shard_map}
+    servers = sorted(n for n in view.primaries if n != "catalog")
+    plan = plan_rebalance(owner, servers)
+    if not plan:
+        console.print(f"balanced: {len(owner)} logical shards over {len(servers)} servers")
+        return
+    table = Table(title="planned moves", show_edge=False)
+    for column in ("logical shard", "from", "to"):
+        table.add_column(column)
+    for shard, source, target in plan:
+        table.add_row(str(shard), source, target)
+    console.print(table)
+    if dry_run:
+        return
+    _run_moves([(shard, target) for shard, _, target in plan])
+
+
+def _run_moves(moves: list[tuple[int, str]]) -> None:
+    """Run moves one after another with progress; stop at the first that fails."""
+    with _errors():
+        stack = _stack()
+        settings = stack.app_settings()
+        view = stack.read_catalog()
+        if view is None:
+            _fail("the catalog is not migrated yet; run `nextflow up` first")
+        attached = _attach_ray(stack)
+    from shards.moves import MoveError, NoManagers, RayControls, move_shard
+    from shards.routing import ServerSpec
+
+    controls: Any = NoManagers()
+    if attached:
+        controls = RayControls(
+            {name: ServerSpec(name, h, p) for name, (h, p) in view.primaries.items()}
+        )
+    else:
+        console.print("[dim]ray head not running: no shard manager holds writes[/]")
+    try:
+        for shard, target in moves:
+            with _errors(), _MoveBar(console, shard, target) as bar:
+                try:
+                    result = asyncio.run(move_shard(settings, shard, target, controls, bar.update))
+                except MoveError as exc:
+                    bar.stop()
+                    _fail(str(exc))
+            _report_move(result)
+    finally:
+        if attached:
+            import ray
+
+            ray.shutdown()
+
+
+def _report_move(r: MoveResult) -> None:
+    rows = sum(r.rows.values())
+    console.print(
+        f"logical shard {r.shard}: {escape(r.source)} -> {escape(r.target)} (move {r.move_id}, "
+        f"map version {r.version}): {rows} rows copied in {r.copy_s:.1f}s; writes paused "
+        f"{r.pause_ms:.0f} ms ({r.held_writes} held); {r.deleted} rows deleted from "
+        f"{escape(r.source)}; {r.total_s:.1f}s in all"
+    )
+    for warning in r.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+class _MoveBar:
+    """A rich progress bar per phase of one move: rows copied of rows to copy, WAL
+    caught up, rows deleted from the source."""
+
+    _TITLES = {
+        "copy": "copy rows",
+        "catch-up": "catch up",
+        "pause": "switch",
+        "cleanup": "delete from source",
+    }
+
+    def __init__(self, out: Console, shard: int, target: str) -> None:
+        self._progress = Progress(
+            TextColumn(f"shard {shard} -> {escape(target)}: {{task.description}}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _MoveBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+    def update(self, event: MoveProgress) -> None:
+        task = self._tasks.get(event.phase)
+        title = self._TITLES.get(event.phase, event.phase)
+        if task is None:
+            task = self._progress.add_task(title, total=event.total, detail="")
+            self._tasks[event.phase] = task
+        self._progress.update(
+            task, completed=event.done, total=event.total, detail=escape(event.detail)
+        )
+
+
+def _attach_ray(stack: LocalStack) -> bool:
+    """Connect this process to the stack's Ray head, if it runs (False when not)."""
+    if not stack.ray_head().is_running():
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"  # before ray is imported
+    import ray
+
+    try:
+        ray.init(
+            address=stack.settings.ray_address,
+            namespace="nextflow",
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    except Exception as exc:
+        gist = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise StackError(
+            f"the Ray head runs but this process cannot attach to it ({gist}); without "
+            "it no shard manager can hold writes, so nothing was moved"
+        ) from None
+    return True
+
+
+@shards_app.command("add-server")
+def shards_add_server() -> None:
+    """Add a shard server (a primary and its streaming replica) to the local stack,
+    migrate it and register it in the catalog; it holds no logical shard until
+    `shards move` or `shards rebalance` gives it some."""
+    with _errors():
+        stack = _stack()
+        reporter = RichReporter(console)
+        with reporter.step("new shard server"):
+            added = stack.add_server(reporter)
+    console.print(
+        f"{escape(added.server)}: primary {escape(added.primary)}, standby "
+        f"{escape(added.standby)}; no logical shards yet (`nextflow shards rebalance`)"
     )
 
 

@@ -212,6 +212,33 @@ async def register_standby(dsn: str, server: str, node: PostgresServer) -> None:
         await conn.close()
 
 
+async def register_server(
+    dsn: str, server: str, primary: PostgresServer, standby: PostgresServer
+) -> None:
+    """Register a new shard server and its standby in one catalog transaction."""
+    conn = await connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = local")
+            await conn.execute(
+                "INSERT INTO shard_servers (name, host, port) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING",
+                server,
+                primary.host,
+                primary.port,
+            )
+            await conn.execute(
+                "INSERT INTO shard_replicas (name, server, host, port) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (name) DO NOTHING",
+                standby.name,
+                server,
+                standby.host,
+                standby.port,
+            )
+    finally:
+        await conn.close()
+
+
 async def record_failover(
     dsn: str, server: str, promoted: PostgresServer, replica_name: str
 ) -> list[ShardMapRow]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -28,11 +29,12 @@ from cluster.procs import StackError, port_open, run
 from cluster.ray_head import RayHead, ray_env, ray_executable
 from cluster.redis_server import RedisServer
 from cluster.replication import CATALOG_SERVER, CatalogView, NodeStatus, ServerNodes, ShardMapRow
-from cluster.settings import Settings, StackSettings
+from cluster.settings import ServerAddress, Settings, StackSettings
 
 SERVE_CONFIG_NAME = "serve_config.yaml"
 _ENV_PREFIX = "NEXTFLOW_"
 _SECRET_NAMES = ("pg_password", "jwt_secret")
+_SHARD_SERVER = re.compile(r"^shard([1-9][0-9]*)$")
 
 
 class Reporter(Protocol):
@@ -65,6 +67,13 @@ class ComponentStatus:
     state: str
     healthy: bool
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class AddedServer:
+    server: str
+    primary: str
+    standby: str
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,7 @@ class LocalStack:
         else the home node (the address in settings). The catalog is always home."""
         s = self.settings
         groups = []
-        for address in [s.catalog_address(), *s.shard_server_addresses()]:
+        for address in [s.catalog_address(), *self.shard_addresses(view)]:
             other = s.replica_address(address)
             home = self._node(address.name, address.host, address.port)
             replica = self._node(other.name, other.host, other.port)
@@ -200,6 +209,22 @@ class LocalStack:
                 primary = found
             groups.append(ServerNodes(address.name, home, replica, primary))
         return groups
+
+    def shard_addresses(self, view: CatalogView | None = None) -> list[ServerAddress]:
+        """The shard servers: those of the settings, plus any the catalog (`view`)
+        registers or this data folder holds (`shards add-server` made them). Server
+        `shardN`'s home node listens on shard_base_port + N - 1, like the settings'."""
+        s = self.settings
+        found = {a.name: a for a in s.shard_server_addresses()}
+        names = set(view.primaries) if view else set()
+        pg = s.data_dir / "pg"
+        if pg.is_dir():
+            names |= {p.name for p in pg.iterdir() if p.is_dir()}
+        for name in names:
+            match = _SHARD_SERVER.match(name)
+            if match and name not in found:
+                found[name] = ServerAddress(name, s.host, s.shard_base_port + int(match[1]) - 1)
+        return sorted(found.values(), key=lambda a: int(a.name[len("shard") :]))
 
     def _node(self, name: str, host: str, port: int) -> PostgresServer:
         s = self.settings
@@ -383,6 +408,59 @@ class LocalStack:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, MigrationError) as exc:
             raise StackError(f"migrate: {exc}") from exc
+
+    def add_server(self, reporter: Reporter | None = None) -> AddedServer:
+        """A new shard server `shardN` (N after the last), primary and streaming
+        standby, migrated, then registered in the catalog (so managers never see a
+        server without its schema). It owns no logical shard yet."""
+        from shards.databases import SHARDED_BASE, SHARDED_DATABASES
+        from shards.migrate import apply, ensure_database
+
+        reporter = reporter or QuietReporter()
+        settings = self.app_settings()
+        view = self.read_catalog()
+        if view is None:
+            raise StackError("the catalog is not migrated yet; run `nextflow up` first")
+        address = self.shard_addresses(view)[-1]
+        registered = address.name in view.primaries
+        if registered:
+            index = int(address.name[len("shard") :]) + 1
+            address = ServerAddress(f"shard{index}", address.host, address.port + 1)
+        other = self.settings.replica_address(address)
+        home = self._node(address.name, address.host, address.port)
+        replica = self._node(other.name, other.host, other.port)
+        for node in (home, replica):
+            if not node.is_initialized() and port_open(node.host, node.port):
+                raise StackError(
+                    f"{address.name}: port {node.port} on {node.host} is in use by something "
+                    "else; free it and try again"
+                )
+        group = ServerNodes(address.name, home, replica, home)
+        reporter.note(_bring_up_primary(group))
+        password = settings.pg_password.get_secret_value()
+        asyncio.run(replication.ensure_replication_role(self._dsn(home), password))
+        reporter.note(self._bring_up_standby(group, view, password))
+
+        async def migrate() -> None:
+            for database in SHARDED_DATABASES:
+                created = await ensure_database(self._dsn(home), database)
+                conn = await replication.connect(self._dsn(home, database))
+                try:
+                    done = await apply(conn, (SHARDED_BASE, database))
+                finally:
+                    await conn.close()
+                what = ", ".join(done) if done else "up to date"
+                reporter.note(
+                    f"{address.name}/{database}: {'created, ' if created else ''}{what}"
+                )
+
+        asyncio.run(migrate())
+        catalog = self.server_nodes()[0].home
+        asyncio.run(
+            replication.register_server(self._dsn(catalog, "catalog"), address.name, home, replica)
+        )
+        reporter.note(f"catalog: {address.name} registered with its standby {replica.name}")
+        return AddedServer(address.name, home.address, replica.address)
 
     # -- replication ----------------------------------------------------------------
 

@@ -6,14 +6,17 @@ there in one transaction, or scatter a function over every server and gather.
     row = await shards.write(shard, repo.create_customer, shard, data)
     row = await shards.read(shards.shard_for_id(customer_id), repo.get_customer, customer_id)
 
-The shard map is read from the catalog once per process (not per request).
+The shard map is read from the catalog once per process (not per request), and again
+when a ShardManager refuses a call as routed by a stale map (`StaleShardMap`, or
+`ShardMoved` after an online shard move): the refused call never ran, so it is
+retried once on the server the fresh map names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
@@ -22,6 +25,7 @@ from cluster.settings import Settings, get_settings
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import CATALOG_DATABASES
+from shards.errors import StaleShardMap
 from shards.manager import manager_handle
 from shards.routing import ServerSpec, ShardMap
 
@@ -37,13 +41,31 @@ async def load_shard_map(conn: asyncpg.Connection) -> ShardMap:
     }
     rows = await conn.fetch("SELECT shard_key, shard_server, version FROM shard_map")
     by_shard = {int(r["shard_key"]): r["shard_server"] for r in rows}
+    versions = {int(r["shard_key"]): int(r["version"]) for r in rows}
     if sorted(by_shard) != list(range(len(by_shard))) or not by_shard:
         raise RuntimeError("shard_map keys must be the numbers 0..N-1")
     return ShardMap(
-        version=max(r["version"] for r in rows),
+        version=max(versions.values()),
         shard_to_server=tuple(by_shard[i] for i in range(len(by_shard))),
         servers=servers,
+        versions=tuple(versions[i] for i in range(len(by_shard))),
     )
+
+
+class InProcess:
+    """An in-process `ShardManager` that answers like its actor handle
+    (`manager.run.remote(...)` is awaitable), so `Shards` runs without Ray."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    def __getattr__(self, name: str) -> _Method:
+        return _Method(getattr(self.manager, name))
+
+
+class _Method:
+    def __init__(self, method: Callable[..., Awaitable[Any]]) -> None:
+        self.remote = method
 
 
 _CATALOG = "catalog"
@@ -56,8 +78,9 @@ async def _write(
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    route: Mapping[int, int] | None = None,
 ) -> T:
-    value, lsn = await manager.run.remote(database, fn, args, kwargs, False)
+    value, lsn = await manager.run.remote(database, fn, args, kwargs, False, route=route)
     consistency.record_write(server, lsn)
     return value  # type: ignore[no-any-return]
 
@@ -69,9 +92,10 @@ async def _read(
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    route: Mapping[int, int] | None = None,
 ) -> T:
     min_lsn = consistency.min_lsn_for(server)
-    value, _ = await manager.run.remote(database, fn, args, kwargs, True, min_lsn)
+    value, _ = await manager.run.remote(database, fn, args, kwargs, True, min_lsn, route=route)
     return value  # type: ignore[no-any-return]
 
 
@@ -109,18 +133,52 @@ class Database:
         await self._manager.stats.remote()
 
 
+def _catalog_loader(settings: Settings | None) -> Callable[[], Awaitable[ShardMap]]:
+    async def load() -> ShardMap:
+        return await Database("catalog", settings).read(load_shard_map)
+
+    return load
+
+
 class Shards:
     """A sharded database (e.g. `customer`) across every shard server."""
 
-    def __init__(self, database: str, shard_map: ShardMap) -> None:
+    def __init__(
+        self,
+        database: str,
+        shard_map: ShardMap,
+        *,
+        manager_for: Callable[[ServerSpec], Any] = manager_handle,
+        loader: Callable[[], Awaitable[ShardMap]] | None = None,
+    ) -> None:
+        """`manager_for` gives the manager of a server (default: its Ray actor; tests
+        pass in-process managers wrapped in `InProcess`); `loader` reads the current
+        map (default: from the catalog through its manager)."""
         self.database = database
         self.map = shard_map
-        self._managers = {name: manager_handle(spec) for name, spec in shard_map.servers.items()}
+        self._manager_for = manager_for
+        self._managers = {name: manager_for(spec) for name, spec in shard_map.servers.items()}
+        self._loader = loader or _catalog_loader(None)
+        self._reload_lock = asyncio.Lock()
+        self.reloads = 0
 
     @classmethod
     async def connect(cls, database: str, settings: Settings | None = None) -> Shards:
-        shard_map = await Database("catalog", settings).read(load_shard_map)
-        return cls(database, shard_map)
+        loader = _catalog_loader(settings)
+        return cls(database, await loader(), loader=loader)
+
+    async def reload(self, seen: ShardMap | None = None) -> ShardMap:
+        """Read the map again (once for concurrent callers that all saw `seen`)."""
+        async with self._reload_lock:
+            if seen is not None and self.map is not seen:
+                return self.map
+            fresh = await self._loader()
+            for name, spec in fresh.servers.items():
+                if name not in self._managers:
+                    self._managers[name] = self._manager_for(spec)
+            self.map = fresh
+            self.reloads += 1
+            return fresh
 
     # -- routing -----------------------------------------------------------------
     def shard_for_id(self, global_id: int) -> int:
@@ -142,8 +200,19 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        server = self.map.server_for_shard(shard).name
-        return await _write(self._managers[server], server, self.database, fn, args, kwargs)
+        for attempt in (1, 2):
+            seen = self.map
+            server = seen.server_for_shard(shard).name
+            try:
+                return await _write(
+                    self._managers[server], server, self.database, fn, args, kwargs,
+                    seen.route([shard]),
+                )  # fmt: skip
+            except StaleShardMap:
+                if attempt == 2:
+                    raise
+                await self.reload(seen)  # the call never ran: safe to repeat
+        raise AssertionError("unreachable")
 
     async def read(
         self,
@@ -152,8 +221,19 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        server = self.map.server_for_shard(shard).name
-        return await _read(self._managers[server], server, self.database, fn, args, kwargs)
+        for attempt in (1, 2):
+            seen = self.map
+            server = seen.server_for_shard(shard).name
+            try:
+                return await _read(
+                    self._managers[server], server, self.database, fn, args, kwargs,
+                    seen.route([shard]),
+                )  # fmt: skip
+            except StaleShardMap:
+                if attempt == 2:
+                    raise
+                await self.reload(seen)
+        raise AssertionError("unreachable")
 
     async def gather(
         self,
@@ -164,12 +244,23 @@ class Shards:
         """Run a read on every server at once, one result per server. `fn` gets the
         logical shards the map gives that server and must keep to them: a server can
         still hold rows of a shard that moved away (until the move drops them)."""
-        calls = [
-            _read(self._managers[name], name, self.database, fn, (owned, *args), kwargs)
-            for name in self.map.server_names()
-            if (owned := self.map.shards_on(name))
-        ]
-        return list(await asyncio.gather(*calls))
+        for attempt in (1, 2):
+            seen = self.map
+            calls = [
+                _read(
+                    self._managers[name], name, self.database, fn, (owned, *args), kwargs,
+                    seen.route(owned),
+                )  # fmt: skip
+                for name in seen.server_names()
+                if (owned := seen.shards_on(name))
+            ]
+            try:
+                return list(await asyncio.gather(*calls))
+            except StaleShardMap:
+                if attempt == 2:
+                    raise
+                await self.reload(seen)
+        raise AssertionError("unreachable")
 
     async def ping(self) -> list[dict[str, Any]]:
         """`SELECT 1` on this database on every server (readiness)."""

@@ -9,3 +9,7 @@ CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth")
 SHARDED_DATABASES: tuple[str, ...] = ("customer",)
 # Migrations every sharded database gets first (the global id function).
 SHARDED_BASE = "_sharded"
+# The tables of each sharded database whose rows belong to the logical shard in
+# their id (`shards.ids`), parents first: a shard move copies them in this order
+# and deletes in the reverse one (foreign keys).
+SHARDED_TABLES: dict[str, tuple[str, ...]] = {"customer": ("customers", "contacts")}

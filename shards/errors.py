@@ -32,3 +32,33 @@ class DatabaseError(RuntimeError):
     @property
     def is_unique_violation(self) -> bool:
         return self.sqlstate == "23505"
+
+
+class StaleShardMap(RuntimeError):
+    """The caller routed by an older shard map than the manager holds. Nothing ran:
+    reload the map and call again."""
+
+    def __init__(self, shard: int, server: str, have: int, current: int) -> None:
+        super().__init__(
+            f"logical shard {shard} on {server}: caller's map version {have} is older "
+            f"than {current}"
+        )
+        self.shard = shard
+        self.server = server
+        self.have = have
+        self.current = current
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, int, int]]:
+        return (type(self), (self.shard, self.server, self.have, self.current))
+
+
+class ShardMoved(StaleShardMap):
+    """`server` no longer owns the logical shard (a move flipped the map). Nothing ran:
+    reload the map and call the new owner."""
+
+    def __init__(self, shard: int, server: str, have: int = 0, current: int = 0) -> None:
+        RuntimeError.__init__(self, f"logical shard {shard} is no longer on {server}")
+        self.shard = shard
+        self.server = server
+        self.have = have
+        self.current = current

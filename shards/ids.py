@@ -6,6 +6,14 @@ Layout (Instagram/Snowflake style, always positive in a signed bigint):
 
 PostgreSQL makes the ids (`nextflow_id(shard)` in every sharded database, see the
 migrations), so ids stay unique however many processes write. This module reads them.
+
+Ids stay unique when a logical shard moves to another server (`shards.moves`): the
+new server makes ids of that shard with its own sequence but with the current time,
+and it makes none before the move's switch, which comes after every write to the
+shard on the old server has finished (they are held during the switch). Each new id
+therefore has a newer millisecond part than any id of that shard the old server
+made, provided clocks do not go back (and, across machines, are not further apart
+than the switch takes).
 """
 
 from __future__ import annotations

@@ -11,6 +11,15 @@ Anything else reads from the primary. The manager learns its server's addresses
 from the catalog (`shard_servers`, `shard_replicas`), at start, every few seconds,
 and at once when told to `refresh()` (after a failover). If the actor dies, Ray
 restarts it (`max_restarts=-1`) and the pools are rebuilt on first use.
+
+Ownership (online shard moves, `shards.moves`): the manager also learns from the
+catalog which logical shards its server owns and each one's map version. A call
+that names its logical shards (`route`: shard -> the map version the caller routed
+by) is refused, before anything runs, with `ShardMoved` when the server no longer
+owns one of them and with `StaleShardMap` when the caller's version is older; the
+caller reloads its map and calls again. `freeze(shard)` holds new writes to one
+logical shard and waits for those in flight; `thaw(shard)` releases them, and they
+then see the map the manager holds by then (after a move: `ShardMoved`).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +39,7 @@ import orjson
 import ray
 
 from cluster.settings import get_settings
-from shards.errors import DatabaseError, ShardUnavailable
+from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
 from shards.routing import ServerSpec
 
 NAMESPACE = "nextflow"
@@ -47,6 +56,7 @@ _CONNECTION_ERRORS = (
 _LSN = "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLAY = "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
 _REFRESH_EVERY_S = 5.0
+DEFAULT_FREEZE_LEASE_S = 30.0
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -77,6 +87,20 @@ class _Replica:
 
 
 @dataclass
+class _Freeze:
+    """Writes to one logical shard are held until `thawed` is set or the lease ends
+    (a mover that died must not block a shard for ever)."""
+
+    thawed: asyncio.Event
+    deadline: float
+    frozen_at: float
+    held: int = 0
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+@dataclass
 class _Topology:
     primary: tuple[str, int]
     replicas: dict[str, _Replica] = field(default_factory=dict)
@@ -97,6 +121,17 @@ class ShardManager:
         # (monotonic time, primary LSN) samples, to turn a replay LSN into seconds of lag.
         self._history: deque[tuple[float, int]] = deque()
         self._round_robin = itertools.count()
+        # Logical shards this server owns -> map version (None: not known yet, so
+        # routes are not checked), from the catalog's shard_map.
+        self._owned: dict[int, int] | None = None
+        # Shards gained at runtime (moved in): replica reads of them need the
+        # replica past the primary's LSN at that moment (None: not measured yet).
+        self._floors: dict[int, int | None] = {}
+        self._routes_loaded = 0  # bumped by every successful catalog read
+        self._route_lock = asyncio.Lock()
+        self._frozen: dict[int, _Freeze] = {}
+        self._in_flight: dict[int, int] = {}
+        self._write_done = asyncio.Condition()
 
     # -- topology ----------------------------------------------------------------------
     async def _ensure_started(self) -> None:
@@ -131,6 +166,9 @@ class ShardManager:
                 "SELECT name, host, port FROM shard_replicas WHERE server = $1 ORDER BY name",
                 self._name,
             )
+            owned_rows = await conn.fetch(
+                "SELECT shard_key, version FROM shard_map WHERE shard_server = $1", self._name
+            )
         except asyncpg.PostgresError as exc:  # e.g. before migrations ran
             log.warning("%s: cannot read topology: %r", self._name, exc)
             return
@@ -155,6 +193,35 @@ class ShardManager:
         for name, (host, port) in wanted.items():
             if name not in self._topology.replicas and (host, port) != self._topology.primary:
                 self._topology.replicas[name] = _Replica(name, host, port)
+        await self._set_owned({int(r["shard_key"]): int(r["version"]) for r in owned_rows})
+
+    async def _set_owned(self, owned: dict[int, int]) -> None:
+        if self._owned is not None:
+            for shard in owned.keys() - self._owned.keys():
+                self._floors[shard] = None
+        for shard in [s for s in self._floors if s not in owned]:
+            del self._floors[shard]
+        missing = [s for s, floor in self._floors.items() if floor is None]
+        if missing:
+            # Measured before the new ownership shows: rows a move brought here are on
+            # the primary by now, maybe not yet on a replica.
+            lsn = await self._primary_lsn()
+            for shard in missing:
+                self._floors[shard] = lsn
+        self._owned = owned
+        self._routes_loaded += 1
+
+    async def _primary_lsn(self) -> int | None:
+        try:
+            conn = await self._connect(*self._topology.primary, "postgres")
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            return None
+        try:
+            return int(await conn.fetchval(f"SELECT {_LSN}"))
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            return None
+        finally:
+            await _close(conn)
 
     async def _drop_pools(self, node: tuple[str, int]) -> None:
         for key in [k for k in self._pools if k[:2] == node]:
@@ -220,6 +287,107 @@ class ShardManager:
             return 0.0
         return now - oldest_missing if oldest_missing != self._history[0][0] else math.inf
 
+    # -- ownership, freezes --------------------------------------------------------------
+    async def _refresh_routes(self) -> None:
+        """Re-read the catalog, once for however many callers ask at the same time."""
+        seen = self._routes_loaded
+        async with self._route_lock:
+            if self._routes_loaded == seen:
+                await self._load_topology()
+
+    async def _check_route(self, route: Mapping[int, int]) -> None:
+        """Raise ShardMoved / StaleShardMap unless this server owns every shard of the
+        route at the caller's version (a newer caller makes us re-read the catalog)."""
+        if self._owned is None:
+            return  # the catalog has not answered yet: nothing to check against
+        owned = self._owned
+        if any(owned.get(s) is None or have > owned[s] for s, have in route.items()):
+            await self._refresh_routes()
+            owned = self._owned or {}
+        for shard, have in route.items():
+            current = owned.get(shard)
+            if current is None:
+                raise ShardMoved(shard, self._name, have)
+            if have < current:
+                raise StaleShardMap(shard, self._name, have, current)
+
+    async def _admit_write(self, route: Mapping[int, int]) -> list[int]:
+        """Wait while a shard of the route is frozen, then count the write in flight."""
+        while True:
+            await self._check_route(route)
+            freeze = next((self._frozen[s] for s in route if s in self._frozen), None)
+            if freeze is None:
+                shards = list(route)
+                for shard in shards:
+                    self._in_flight[shard] = self._in_flight.get(shard, 0) + 1
+                return shards
+            freeze.held += 1
+            try:
+                await asyncio.wait_for(freeze.thawed.wait(), max(freeze.remaining(), 0))
+            except TimeoutError:
+                self._expire(freeze)
+                await self._refresh_routes()
+            finally:
+                freeze.held -= 1
+
+    def _expire(self, freeze: _Freeze) -> None:
+        for shard, held in list(self._frozen.items()):
+            if held is freeze:
+                log.warning("%s: freeze of logical shard %s ended by its lease", self._name, shard)
+                del self._frozen[shard]
+        freeze.thawed.set()
+
+    async def _release(self, shards: list[int]) -> None:
+        for shard in shards:
+            left = self._in_flight.get(shard, 0) - 1
+            if left > 0:
+                self._in_flight[shard] = left
+            else:
+                self._in_flight.pop(shard, None)
+        async with self._write_done:
+            self._write_done.notify_all()
+
+    async def freeze(self, shard: int, lease_s: float = DEFAULT_FREEZE_LEASE_S) -> dict[str, Any]:
+        """Hold new writes to `shard` and return once the writes in flight on it have
+        finished. The hold ends with `thaw(shard)`, or by itself after `lease_s`."""
+        await self._ensure_started()
+        began = time.monotonic()
+        freeze = self._frozen.get(shard)
+        if freeze is None:
+            freeze = _Freeze(asyncio.Event(), began + lease_s, began)
+            self._frozen[shard] = freeze
+        else:
+            freeze.deadline = began + lease_s
+        try:
+            async with self._write_done:
+                await asyncio.wait_for(
+                    self._write_done.wait_for(lambda: not self._in_flight.get(shard)),
+                    timeout=max(lease_s, 0.001),
+                )
+        except TimeoutError:
+            await self.thaw(shard)
+            raise ShardUnavailable(
+                self._name, f"writes in flight on logical shard {shard} did not finish"
+            ) from None
+        return {
+            "server": self._name,
+            "shard": shard,
+            "drain_ms": (time.monotonic() - began) * 1e3,
+        }
+
+    async def thaw(self, shard: int) -> dict[str, Any]:
+        """Release the writes held for `shard` (they re-check the route first)."""
+        freeze = self._frozen.pop(shard, None)
+        if freeze is None:
+            return {"server": self._name, "shard": shard, "held": 0, "frozen_ms": 0.0}
+        freeze.thawed.set()
+        return {
+            "server": self._name,
+            "shard": shard,
+            "held": freeze.held,
+            "frozen_ms": (time.monotonic() - freeze.frozen_at) * 1e3,
+        }
+
     def _pick_replica(self, min_lsn: int | None) -> _Replica | None:
         usable = [
             r
@@ -265,10 +433,42 @@ class ShardManager:
         kwargs: dict[str, Any],
         readonly: bool,
         min_lsn: int | None = None,
+        *,
+        route: Mapping[int, int] | None = None,
     ) -> tuple[Any, int | None]:
         """Run `fn(conn, *args, **kwargs)` in one transaction. Returns its result and,
-        for a write, the LSN of the commit (None for a read)."""
+        for a write, the LSN of the commit (None for a read).
+
+        `route`: the logical shards the call touches -> the map version the caller
+        routed by; when given, a stale route raises ShardMoved/StaleShardMap before
+        anything runs, and a write waits while one of its shards is frozen."""
         await self._ensure_started()
+        if not route:
+            return await self._run(database, fn, args, kwargs, readonly, min_lsn)
+        if readonly:
+            await self._check_route(route)
+            floors = [self._floors.get(s) for s in route if s in self._floors]
+            if floors:
+                if None in floors:
+                    min_lsn = 1 << 62  # not measured: only the primary is safe
+                else:
+                    min_lsn = max([min_lsn or 0, *(f for f in floors if f is not None)])
+            return await self._run(database, fn, args, kwargs, readonly, min_lsn)
+        admitted = await self._admit_write(route)
+        try:
+            return await self._run(database, fn, args, kwargs, readonly, min_lsn)
+        finally:
+            await self._release(admitted)
+
+    async def _run(
+        self,
+        database: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        readonly: bool,
+        min_lsn: int | None,
+    ) -> tuple[Any, int | None]:
         if readonly:
             replica = self._pick_replica(min_lsn)
             if replica is not None:
@@ -337,6 +537,8 @@ class ShardManager:
     def stats(self) -> dict[str, Any]:
         return {
             "server": self._name,
+            "owned": None if self._owned is None else dict(sorted(self._owned.items())),
+            "frozen": sorted(self._frozen),
             "primary": "{}:{}".format(*self._topology.primary),
             "replicas": {
                 r.name: {

@@ -31,9 +31,11 @@ class ServerSpec:
 class ShardMap:
     """An immutable snapshot of the catalog's `shard_map` at one version."""
 
-    version: int
+    version: int  # the highest version of any row
     shard_to_server: tuple[str, ...]  # index = logical shard number
     servers: dict[str, ServerSpec] = field(default_factory=dict)
+    # Each logical shard's row version (a move or failover bumps it); empty: `version`.
+    versions: tuple[int, ...] = ()
 
     @property
     def logical_shards(self) -> int:
@@ -54,6 +56,14 @@ class ShardMap:
         if not 0 <= shard < self.logical_shards:
             raise ShardNotFound(f"logical shard {shard} does not exist")
         return self.servers[self.shard_to_server[shard]]
+
+    def version_of(self, shard: int) -> int:
+        return self.versions[shard] if self.versions else self.version
+
+    def route(self, shards: list[int]) -> dict[int, int]:
+        """What a call sends its ShardManager: each logical shard it touches and the
+        map version it routed by, so a manager can refuse a stale route."""
+        return {shard: self.version_of(shard) for shard in shards}
 
     def shards_on(self, server: str) -> list[int]:
         return [s for s, name in enumerate(self.shard_to_server) if name == server]

@@ -19,7 +19,7 @@ from deployments._kit.errors import AppError, Conflict, Unavailable
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from shards import consistency
-from shards.errors import DatabaseError, ShardUnavailable
+from shards.errors import DatabaseError, ShardUnavailable, StaleShardMap
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,7 +44,8 @@ async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.
     """Storage errors become problems a caller can act on, without SQL or hosts."""
     try:
         return await fn(*args, **kwargs)
-    except ShardUnavailable as exc:
+    except (ShardUnavailable, StaleShardMap) as exc:
+        # StaleShardMap here: the map changed again while the call was retried.
         log.warning("storage unavailable in %s: %s", fn.__qualname__, exc)
         raise Unavailable("storage is temporarily unavailable; retry shortly") from None
     except DatabaseError as exc:
