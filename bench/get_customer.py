@@ -235,6 +235,9 @@ def stack_env(root: Path) -> dict[str, str]:
         "NEXTFLOW_RAY_DASHBOARD_AGENT_PORT": str(agent),
         "NEXTFLOW_RAY_METRICS_PORT": str(metrics),
         "NEXTFLOW_SERVE_HTTP_PORT": str(http),
+        # Each variant sets Serve's RAY_SERVE_* switches itself (see variants()).
+        "NEXTFLOW_SERVE_INGRESS": "proxy",
+        "NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED": "false",
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "NEXTFLOW_ACCESS_TOKEN_TTL_S": "7200",

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,12 @@ class StackSettings(BaseSettings):
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
     serve_http_port: int = 8000
+    # Serve's ingress. Measured in docs/benchmarks.md: HAProxy in front of the Gateway
+    # replicas plus throughput-optimized mode serves 2-3x the default proxy actor.
+    serve_ingress: Literal["haproxy", "proxy"] = "haproxy"
+    serve_throughput_optimized: bool = True
+    haproxy_stats_port: int = 56384
+    haproxy_metrics_port: int = 56385
 
     # Pools: every ShardManager actor owns one pool per database, capped here.
     pool_min_size: int = 1

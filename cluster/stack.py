@@ -105,6 +105,38 @@ def settings_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
+# HAProxy refuses socket paths over 97 characters and Ray appends a 56-character node
+# id to the ones it configures: the folder holding them must have a short path.
+_HAPROXY_PATH_MAX = 97 - 56 - len("/metrics.sock")
+
+
+def serve_env(settings: StackSettings) -> dict[str, str]:
+    """Ray Serve's ingress switches (Ray 2.60 names) for the Ray head and `serve deploy`.
+    HAProxy's files live in our Ray temp dir, so stopping our head stops it too."""
+    env: dict[str, str] = {}
+    if settings.serve_throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if settings.serve_ingress == "haproxy":
+        folder = settings.data_dir.absolute() / "ray" / "hap"
+        if len(str(folder)) > _HAPROXY_PATH_MAX:
+            raise StackError(
+                f"HAProxy ingress needs a short data folder ({folder} is too long); "
+                "use a shorter NEXTFLOW_DATA_DIR or NEXTFLOW_SERVE_INGRESS=proxy"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        env.update(
+            RAY_SERVE_ENABLE_HA_PROXY="1",
+            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(folder / "haproxy.cfg"),
+            RAY_SERVE_HAPROXY_SOCKET_PATH=str(folder / "admin.sock"),
+            RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(folder / "metrics.sock"),
+            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(folder),
+            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(folder / "server-state"),
+            RAY_SERVE_HAPROXY_STATS_PORT=str(settings.haproxy_stats_port),
+            RAY_SERVE_HAPROXY_METRICS_PORT=str(settings.haproxy_metrics_port),
+        )
+    return env
+
+
 def find_serve_config(option: Path | None = None) -> Path:
     """`--config`, else ./serve_config.yaml, else the one at the repository root."""
     if option is not None:
@@ -450,9 +482,7 @@ class LocalStack:
                 finally:
                     await conn.close()
                 what = ", ".join(done) if done else "up to date"
-                reporter.note(
-                    f"{address.name}/{database}: {'created, ' if created else ''}{what}"
-                )
+                reporter.note(f"{address.name}/{database}: {'created, ' if created else ''}{what}")
 
         asyncio.run(migrate())
         catalog = self.server_nodes()[0].home
@@ -603,7 +633,8 @@ class LocalStack:
         return self.redis().start()
 
     def start_ray(self) -> bool:
-        return self.ray_head(env=settings_env(self.app_settings())).start()
+        settings = self.app_settings()
+        return self.ray_head(env={**settings_env(settings), **serve_env(settings)}).start()
 
     def deploy(self, reporter: Reporter | None = None, timeout: float = 300) -> None:
         reporter = reporter or QuietReporter()

@@ -37,9 +37,11 @@ def stack_settings() -> Iterator[Settings]:
     # PostgreSQL runs as `postgres` when we are root: the folder must be enterable.
     root = Path(tempfile.mkdtemp(prefix="nft-", dir="/tmp"))
     root.chmod(0o755)
-    (redis, gcs, dash, client, agent, metrics, http), catalog, replica_offset = _port_plan(
-        7, TEST_SHARD_SERVERS + 1
-    )
+    (
+        (redis, gcs, dash, client, agent, metrics, http, hap_stats, hap_metrics),
+        catalog,
+        replica_offset,
+    ) = _port_plan(9, TEST_SHARD_SERVERS + 1)
     values = {
         "NEXTFLOW_DATA_DIR": str(root),
         # The catalog and the shard servers take consecutive ports; each one's
@@ -56,6 +58,8 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_RAY_DASHBOARD_AGENT_PORT": str(agent),
         "NEXTFLOW_RAY_METRICS_PORT": str(metrics),
         "NEXTFLOW_SERVE_HTTP_PORT": str(http),
+        "NEXTFLOW_HAPROXY_STATS_PORT": str(hap_stats),
+        "NEXTFLOW_HAPROXY_METRICS_PORT": str(hap_metrics),
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "NEXTFLOW_POOL_MAX_SIZE": "4",
