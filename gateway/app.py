@@ -24,6 +24,7 @@ from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import api_keys, auth, customers, health, users
+from gateway.sessions import SessionPositions
 
 
 class AppArgs(BaseModel):
@@ -71,6 +72,7 @@ class Gateway:
             ),
             limiter=_limiter(self._redis, settings, login=False),
             login_limiter=_limiter(self._redis, settings, login=True),
+            sessions=SessionPositions(self._redis, ttl_s=settings.max_replica_lag_s * 2 + 5),
             redis=self._redis,
         )
 

@@ -3,6 +3,7 @@ fast JSON responses. Routes get them as FastAPI dependencies."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
 from gateway.ratelimit import RateLimiter
+from gateway.sessions import SessionPositions
 from shards import consistency
 
 
@@ -33,6 +35,7 @@ class GatewayState:
     jwt: JwtConfig
     limiter: RateLimiter | None
     login_limiter: RateLimiter | None
+    sessions: SessionPositions
     redis: Any
 
 
@@ -53,7 +56,9 @@ async def current_principal(
 ) -> Principal:
     """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`.
     JWTs are verified here, in process; API keys are checked by the Auth service.
-    `NextFlow-Read-After` (returned by writes) makes later reads see those writes."""
+    Reads see the caller's own recent writes: the positions the gateway remembered
+    for this caller, plus a `NextFlow-Read-After` token the client sends back (from
+    another session or device, say)."""
     st = state(request)
     token = x_api_key
     if token is None and authorization:
@@ -67,14 +72,22 @@ async def current_principal(
         principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
     else:
         principal = verify_access_token(st.jwt, token)
-    if st.limiter is not None:
-        caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
-        await enforce(request, st.limiter, caller)
+    brought: dict[str, int] = {}
     if nextflow_read_after:
         try:
-            read_after = consistency.decode(nextflow_read_after)
+            brought = consistency.decode(nextflow_read_after)
         except consistency.BadToken as exc:
             raise BadRequest(str(exc)) from None
+    caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
+    request.state.caller = caller
+    if st.limiter is not None:
+        recalled, _ = await asyncio.gather(
+            st.sessions.recall(caller), enforce(request, st.limiter, caller)
+        )
+    else:
+        recalled = await st.sessions.recall(caller)
+    read_after = consistency.merge(recalled, brought)
+    if read_after:
         principal = principal.model_copy(update={"read_after": read_after})
     return principal
 

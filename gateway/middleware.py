@@ -14,24 +14,25 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TOKEN = consistency.HEADER.lower().encode()
 
 
-def _merge_tokens(headers: list[tuple[bytes, bytes]], brought: str) -> list[tuple[bytes, bytes]]:
+def _written(headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, int]] | None:
+    """Where the response's read-your-writes token is, and what it says."""
     for i, (name, value) in enumerate(headers):
         if name == _TOKEN:
             try:
-                merged = consistency.merge(
-                    consistency.decode(brought), consistency.decode(value.decode())
-                )
+                return i, consistency.decode(value.decode())
             except consistency.BadToken:
-                return headers  # the request was refused for it already
-            headers[i] = (name, consistency.encode(merged).encode())
-    return headers
+                return None
+    return None
 
 
 class RequestContext:
-    """Puts the request id in the request state (for problems and logs), adds the
-    rate-limit headers that the auth dependency decided on, and merges the
-    read-your-writes token of a write's response with the one the request brought,
-    so a client that always sends back the last token it got never loses a write.
+    """Puts the request id in the request state (for problems and logs) and adds the
+    rate-limit headers that the auth dependency decided on.
+
+    After a write (its response carries a read-your-writes token) it remembers the
+    write's positions for the caller (`gateway.sessions`) before answering, so the
+    caller's next request sees the write, and it merges the token with the one the
+    request brought, so a client that sends back the last token it got loses none.
 
     Serve's proxy already accepts or generates `X-Request-Id` and echoes it on the
     response, so this only reads it (and makes one when run outside Serve)."""
@@ -58,8 +59,18 @@ class RequestContext:
                 headers = list(message.get("headers", []))
                 for key, value in state.get("rate_limit_headers", {}).items():
                     headers.append((key.lower().encode(), value.encode()))
-                if brought:
-                    headers = _merge_tokens(headers, brought)
+                written = _written(headers)
+                if written is not None:
+                    index, positions = written
+                    caller = state.get("caller")
+                    if caller is not None:
+                        await scope["app"].state.gateway.sessions.remember(caller, positions)
+                    if brought:
+                        try:
+                            merged = consistency.merge(consistency.decode(brought), positions)
+                        except consistency.BadToken:
+                            merged = positions  # the request was refused for it already
+                        headers[index] = (_TOKEN, consistency.encode(merged).encode())
                 message["headers"] = headers
             await send(message)
 

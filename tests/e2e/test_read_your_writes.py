@@ -53,3 +53,24 @@ def test_token_makes_reads_see_the_write(
     assert TOKEN not in http.get(url, headers=admin).headers  # reads issue no token
     bad = http.get(url, headers={**admin, TOKEN: "not-a-token"})
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_a_caller_sees_its_own_writes_without_sending_the_token(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    s = serve_app
+    customer = http.post("/customers", headers=admin, json={"name": "Plain client"}).json()
+    server_index = 0 if ids.shard_of(int(customer["id"])) < 5 else 1
+    primary_port = s.shard_base_port + server_index
+    url = f"/customers/{customer['id']}"
+
+    asyncio.run(_set_replay(s, primary_port, paused=True))
+    try:
+        # A client that ignores NextFlow-Read-After: the gateway remembers for it.
+        assert http.patch(url, headers=admin, json={"name": "Changed"}).status_code == 200
+        for _ in range(5):
+            assert http.get(url, headers=admin).json()["name"] == "Changed"
+        assert http.delete(url, headers=admin).status_code == 204
+        assert http.get(url, headers=admin).status_code == 404
+    finally:
+        asyncio.run(_set_replay(s, primary_port, paused=False))

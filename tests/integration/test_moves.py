@@ -303,4 +303,3 @@ async def test_a_failed_move_is_undone(cluster: Cluster) -> None:
         cluster.shards.write(4, repo.update_customer, row.id, {"name": "after-fail"}, None), 5
     )
     assert again.name == "after-fail"
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 
 import asyncpg
@@ -176,3 +177,25 @@ async def test_rate_limiter_against_redis(stack: object, stack_settings: Setting
     down = RateLimiter(aioredis.from_url("redis://127.0.0.1:1/0"), per_minute=60, burst=3)
     assert await down.check("x") is None  # fails open
     await asyncio.sleep(0)
+
+
+async def test_session_positions_keep_the_highest(stack: object, stack_settings: Settings) -> None:
+    import redis.asyncio as aioredis
+
+    from gateway.sessions import SessionPositions
+
+    caller = f"test-{os.urandom(4).hex()}"  # not a real caller of the e2e tests
+    client = aioredis.from_url(stack_settings.redis_url)
+    try:
+        sessions = SessionPositions(client, ttl_s=0.5)
+        await sessions.remember(caller, {"shard1": 100, "shard2": 7})
+        await sessions.remember(caller, {"shard1": 90, "catalog": 3})
+        assert await sessions.recall(caller) == {"shard1": 100, "shard2": 7, "catalog": 3}
+        assert await sessions.recall(f"{caller}-other") == {}
+        await asyncio.sleep(0.7)
+        assert await sessions.recall(caller) == {}  # forgotten once replicas caught up anyway
+    finally:
+        await client.aclose()
+    down = SessionPositions(aioredis.from_url("redis://127.0.0.1:1/0"), ttl_s=1)
+    assert await down.recall(caller) == {}
+    await down.remember(caller, {"shard1": 1})  # no error: reads fall back to the primary rules
