@@ -248,7 +248,12 @@ class Shards:
             seen = self.map
             calls = [
                 _read(
-                    self._managers[name], name, self.database, fn, (owned, *args), kwargs,
+                    self._managers[name],
+                    name,
+                    self.database,
+                    fn,
+                    (owned, *args),
+                    kwargs,
                     seen.route(owned),
                 )  # fmt: skip
                 for name in seen.server_names()

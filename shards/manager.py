@@ -480,9 +480,35 @@ class ShardManager:
                 except DatabaseError as exc:
                     if exc.sqlstate != "40001":  # cancelled by replay: use the primary
                         raise
-        return await self._execute(
-            self._topology.primary, database, fn, args, kwargs, readonly, with_lsn=not readonly
-        )
+        try:
+            return await self._execute(
+                self._topology.primary, database, fn, args, kwargs, readonly, with_lsn=not readonly
+            )
+        except ShardUnavailable:
+            if not readonly or min_lsn is None:
+                raise
+            # The primary is down and our view of the replicas' replay is a poll old:
+            # a replica that has in fact replayed the caller's writes can still answer.
+            return await self._read_caught_up_replica(database, fn, args, kwargs, min_lsn)
+
+    async def _read_caught_up_replica(
+        self,
+        database: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        min_lsn: int,
+    ) -> tuple[Any, int | None]:
+        for replica in self._topology.replicas.values():
+            if not replica.healthy:
+                continue
+            try:
+                node = (replica.host, replica.port)
+                guarded = (fn, min_lsn, *args)
+                return await self._execute(node, database, _if_replayed, guarded, kwargs, True)
+            except (ShardUnavailable, _Behind):
+                continue
+        raise ShardUnavailable(self._name, "primary down and no replica has the caller's writes")
 
     async def _execute(
         self,
@@ -558,6 +584,23 @@ class ShardManager:
                 for (host, port, db), p in self._pools.items()
             },
         }
+
+
+class _Behind(Exception):
+    """A replica has not replayed far enough for this read."""
+
+
+async def _if_replayed(
+    conn: asyncpg.Connection,
+    fn: Callable[..., Awaitable[Any]],
+    min_lsn: int,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    replayed = await conn.fetchval(f"SELECT {_REPLAY}")
+    if replayed is None or replayed < min_lsn:
+        raise _Behind
+    return await fn(conn, *args, **kwargs)
 
 
 async def _select_one(conn: asyncpg.Connection) -> int:
