@@ -125,6 +125,19 @@ class Database:
     ) -> T:
         return await _read(self._manager, _CATALOG, self.database, fn, args, kwargs)
 
+    async def read_primary(
+        self,
+        fn: Callable[Concatenate[ReadConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """A read that must see every committed write, whoever made it (sign-in checks
+        credentials that may have changed a moment ago)."""
+        value, _ = await self._manager.run.remote(
+            self.database, fn, args, kwargs, True, consistency.PRIMARY_ONLY
+        )
+        return value  # type: ignore[no-any-return]
+
     async def ping(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._manager.ping.remote([self.database])
         return result

@@ -19,6 +19,8 @@ from contextvars import ContextVar
 import orjson
 
 HEADER = "NextFlow-Read-After"
+# A position no replica reaches: reads that must go to the primary ask for it.
+PRIMARY_ONLY = 1 << 62
 
 _read_after: ContextVar[Mapping[str, int] | None] = ContextVar("read_after", default=None)
 _written: ContextVar[dict[str, int] | None] = ContextVar("written", default=None)

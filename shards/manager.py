@@ -39,6 +39,7 @@ import orjson
 import ray
 
 from cluster.settings import get_settings
+from shards import consistency
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
 from shards.routing import ServerSpec
 
@@ -450,7 +451,7 @@ class ShardManager:
             floors = [self._floors.get(s) for s in route if s in self._floors]
             if floors:
                 if None in floors:
-                    min_lsn = 1 << 62  # not measured: only the primary is safe
+                    min_lsn = consistency.PRIMARY_ONLY  # not measured: primary only
                 else:
                     min_lsn = max([min_lsn or 0, *(f for f in floors if f is not None)])
             return await self._run(database, fn, args, kwargs, readonly, min_lsn)

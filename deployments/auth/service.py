@@ -48,7 +48,7 @@ class AuthService:
 
     # -- sessions --------------------------------------------------------------------
     async def login(self, request: LoginRequest) -> TokenPair:
-        found = await self.db.read(repo.credentials_by_email, request.email)
+        found = await self.db.read_primary(repo.credentials_by_email, request.email)
         plain = request.password.get_secret_value()
         # argon2 is deliberately slow CPU work: keep it off the event loop.
         ok = await asyncio.to_thread(
@@ -71,7 +71,7 @@ class AuthService:
                 else "invalid or expired refresh token"
             )
             raise Unauthenticated(detail)
-        found = await self.db.read(repo.credentials_by_id, outcome.user_id)
+        found = await self.db.read_primary(repo.credentials_by_id, outcome.user_id)
         if found is None or not found.is_active:
             raise Unauthenticated("invalid or expired refresh token")
         return await self._issue(found, family_id=outcome.family_id)
