@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench
+.PHONY: setup up down status test lint bench bench-shards
 
 VENV := .venv/bin
 
@@ -23,3 +23,6 @@ lint:
 
 bench:
 	$(VENV)/python bench/get_customer.py
+
+bench-shards:
+	$(VENV)/python bench/shard_moves.py
