@@ -213,19 +213,7 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        for attempt in (1, 2):
-            seen = self.map
-            server = seen.server_for_shard(shard).name
-            try:
-                return await _write(
-                    self._managers[server], server, self.database, fn, args, kwargs,
-                    seen.route([shard]),
-                )  # fmt: skip
-            except StaleShardMap:
-                if attempt == 2:
-                    raise
-                await self.reload(seen)  # the call never ran: safe to repeat
-        raise AssertionError("unreachable")
+        return await self._on_shard(_write, shard, fn, args, kwargs)
 
     async def read(
         self,
@@ -234,18 +222,30 @@ class Shards:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
+        return await self._on_shard(_read, shard, fn, args, kwargs)
+
+    async def _on_shard(
+        self,
+        call: Callable[..., Awaitable[T]],
+        shard: int,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """`call` on the server the map names for `shard`; once more after reloading
+        the map if that server says the map was stale (the call never ran there)."""
+        seen = self.map
         for attempt in (1, 2):
-            seen = self.map
             server = seen.server_for_shard(shard).name
             try:
-                return await _read(
+                return await call(
                     self._managers[server], server, self.database, fn, args, kwargs,
                     seen.route([shard]),
                 )  # fmt: skip
             except StaleShardMap:
                 if attempt == 2:
                     raise
-                await self.reload(seen)
+                seen = await self.reload(seen)
         raise AssertionError("unreachable")
 
     async def gather(
