@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
+from ray.exceptions import RayActorError
 
 from cluster.settings import Settings, get_settings
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import CATALOG_DATABASES
-from shards.errors import StaleShardMap
+from shards.errors import ShardUnavailable, StaleShardMap
 from shards.manager import manager_handle
 from shards.routing import ServerSpec, ShardMap
 
@@ -69,6 +70,7 @@ class _Method:
 
 
 _CATALOG = "catalog"
+_READ_ATTEMPTS = 4
 
 
 async def _write(
@@ -80,7 +82,12 @@ async def _write(
     kwargs: dict[str, Any],
     route: Mapping[int, int] | None = None,
 ) -> T:
-    value, lsn = await manager.run.remote(database, fn, args, kwargs, False, route=route)
+    try:
+        value, lsn = await manager.run.remote(database, fn, args, kwargs, False, route=route)
+    except RayActorError:
+        # The manager died with the write in flight: whether it committed is unknown,
+        # so it is not repeated here; the caller gets a clean 503 and may retry.
+        raise ShardUnavailable(server, "shard manager restarting") from None
     consistency.record_write(server, lsn)
     return value  # type: ignore[no-any-return]
 
@@ -93,10 +100,22 @@ async def _read(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     route: Mapping[int, int] | None = None,
+    min_lsn: int | None = None,
 ) -> T:
-    min_lsn = consistency.min_lsn_for(server)
-    value, _ = await manager.run.remote(database, fn, args, kwargs, True, min_lsn, route=route)
-    return value  # type: ignore[no-any-return]
+    """A read; `min_lsn` defaults to the request's read-your-writes position."""
+    min_lsn = min_lsn or consistency.min_lsn_for(server)
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            value, _ = await manager.run.remote(
+                database, fn, args, kwargs, True, min_lsn, route=route
+            )
+            return value  # type: ignore[no-any-return]
+        except RayActorError:
+            # A read changes nothing: repeat it once Ray has restarted the manager.
+            if attempt == _READ_ATTEMPTS - 1:
+                raise ShardUnavailable(server, "shard manager restarting") from None
+            await asyncio.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class Database:
@@ -133,10 +152,10 @@ class Database:
     ) -> T:
         """A read that must see every committed write, whoever made it (sign-in checks
         credentials that may have changed a moment ago)."""
-        value, _ = await self._manager.run.remote(
-            self.database, fn, args, kwargs, True, consistency.PRIMARY_ONLY
-        )
-        return value  # type: ignore[no-any-return]
+        return await _read(
+            self._manager, _CATALOG, self.database, fn, args, kwargs,
+            min_lsn=consistency.PRIMARY_ONLY,
+        )  # fmt: skip
 
     async def ping(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._manager.ping.remote([self.database])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,6 +15,7 @@ from cluster.settings import Settings
 from deployments._kit.errors import Forbidden, NotFound
 from deployments._kit.principal import Principal
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
+from shards import ids
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +70,32 @@ def test_serve_status_shows_the_deployments(ray_driver: None) -> None:
     assert {"Gateway", "AuthService", "CustomerService"} <= set(app.deployments)
     for deployment in app.deployments.values():
         assert deployment.status == "HEALTHY"
+
+
+def test_a_killed_shard_manager_comes_back_with_fresh_pools(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    made = http.post("/customers", headers=admin, json={"name": "Manager restart"}).json()
+    url = f"/customers/{made['id']}"
+    assert http.get(url, headers=admin).status_code == 200
+    server = "shard1" if ids.shard_of(int(made["id"])) < 5 else "shard2"
+    manager = ray.get_actor(f"shard-manager:{server}", namespace="nextflow")
+    before = ray.get(manager.stats.remote(), timeout=30)
+    assert before["pools"]
+
+    ray.kill(manager, no_restart=False)  # Ray restarts it (max_restarts=-1)
+    statuses = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        read = http.get(url, headers=admin)
+        write = http.patch(url, headers=admin, json={"name": "After restart"})
+        statuses.append((read.status_code, write.status_code))
+        # Never a 500: a read is retried, a write in flight fails cleanly with 503.
+        assert {read.status_code, write.status_code} <= {200, 503}, statuses
+        if (read.status_code, write.status_code) == (200, 200):
+            break
+        time.sleep(0.5)
+    assert statuses[-1] == (200, 200), statuses
+    after = ray.get(ray.get_actor(f"shard-manager:{server}", namespace="nextflow").stats.remote())
+    assert after["pools"]  # rebuilt in the restarted actor
+    assert http.get(url, headers=admin).json()["name"] == "After restart"
