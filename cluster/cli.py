@@ -329,7 +329,12 @@ def _run_moves(moves: list[tuple[int, str]]) -> None:
         view = stack.read_catalog()
         if view is None:
             _fail("the catalog is not migrated yet; run `nextflow up` first")
-        attached = _attach_ray(stack)
+        try:
+            attached = _attach_ray(stack)
+        except StackError as exc:
+            raise StackError(
+                f"{exc}; without it no shard manager can hold writes, so nothing was moved"
+            ) from None
     from shards.moves import MoveError, NoManagers, RayControls, move_shard
     from shards.routing import ServerSpec
 
@@ -427,12 +432,15 @@ def _attach_ray(stack: LocalStack) -> bool:
             log_to_driver=False,
         )
     except Exception as exc:
-        gist = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise StackError(
-            f"the Ray head runs but this process cannot attach to it ({gist}); without "
-            "it no shard manager can hold writes, so nothing was moved"
+            f"the Ray head runs but this process cannot attach to it ({_gist(exc)})"
         ) from None
     return True
+
+
+def _gist(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 @shards_app.command("add-server")
@@ -453,22 +461,15 @@ def shards_add_server() -> None:
 
 def _refresh_manager(stack: LocalStack, server: str) -> str:
     """Ask `server`'s ShardManager actor to re-read its addresses, if Ray runs."""
-    if not stack.ray_head().is_running():
-        return "ray head not running: no shard manager to refresh"
-    os.environ["RAY_AUTH_MODE"] = "token"  # before ray is imported
+    name = f"shard-manager:{server}"
+    try:
+        if not _attach_ray(stack):
+            return "ray head not running: no shard manager to refresh"
+    except StackError as exc:  # the failover is done; the manager finds out by itself
+        return f"warning: could not refresh {name}: {exc}"
     import ray
     from ray.exceptions import RayError
 
-    name = f"shard-manager:{server}"
-    try:
-        ray.init(
-            address=stack.settings.ray_address,
-            namespace="nextflow",
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
-    except Exception as exc:  # any failure to attach is only a warning
-        return f"warning: could not attach to Ray to refresh {name}: {exc}"
     try:
         try:
             actor = ray.get_actor(name, namespace="nextflow")
@@ -477,8 +478,7 @@ def _refresh_manager(stack: LocalStack, server: str) -> str:
         try:
             ray.get(actor.refresh.remote(), timeout=30)
         except (AttributeError, RayError) as exc:
-            gist = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            return f"warning: {name}.refresh() failed: {gist}"
+            return f"warning: {name}.refresh() failed: {_gist(exc)}"
         return f"{name}: refreshed"
     finally:
         ray.shutdown()
