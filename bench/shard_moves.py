@@ -273,14 +273,13 @@ async def spread(settings: Settings, shard_map: ShardMap) -> Spread:
     """Counted in the databases, not taken from the generator."""
     rows = [0] * shard_map.logical_shards
     per_server: dict[str, int] = {}
-    mask = (1 << ids.SHARD_BITS) - 1
     for name in shard_map.server_names():
         conn = await asyncpg.connect(customer_dsn(settings, shard_map, name))
         try:
             total = 0
             for table in ("customers", "contacts"):
                 for r in await conn.fetch(
-                    f"SELECT (id >> {ids.SEQUENCE_BITS}) & {mask} AS shard, count(*) AS n"
+                    f"SELECT {ids.shard_sql()} AS shard, count(*) AS n"
                     f" FROM {table} GROUP BY 1"
                 ):
                     rows[r["shard"]] += r["n"]

@@ -31,6 +31,11 @@ def shard_of(global_id: int) -> int:
     return (global_id >> SEQUENCE_BITS) & _SHARD_MASK
 
 
+def shard_sql(column: str = "id") -> str:
+    """SQL for the logical shard a global-id column carries (what `shard_of` does)."""
+    return f"(({column} >> {SEQUENCE_BITS}) & {_SHARD_MASK})"
+
+
 def make_id(timestamp_ms: int, shard: int, sequence: int) -> int:
     """Compose an id the way `nextflow_id()` does (used by tests and tools)."""
     if not 0 <= shard < MAX_LOGICAL_SHARDS:

@@ -44,7 +44,7 @@ import asyncpg
 
 from cluster.settings import Settings
 from shards.databases import SHARDED_TABLES
-from shards.ids import SEQUENCE_BITS, SHARD_BITS
+from shards.ids import shard_sql
 from shards.manager import DEFAULT_FREEZE_LEASE_S, NAMESPACE, actor_name, manager_handle
 from shards.routing import ServerSpec
 
@@ -61,8 +61,7 @@ class MoveError(RuntimeError):
 
 def shard_filter(shard: int, column: str = "id") -> str:
     """SQL: rows whose global id carries logical shard `shard` (see shards/ids.py)."""
-    mask = (1 << SHARD_BITS) - 1
-    return f"((({column} >> {SEQUENCE_BITS}) & {mask}) = {int(shard)})"
+    return f"({shard_sql(column)} = {int(shard)})"
 
 
 # -- who holds writes ----------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments._kit.listing import Order, Position
-from shards.ids import SEQUENCE_BITS, SHARD_BITS
+from shards.ids import shard_sql
 
 
 class Params:
@@ -41,8 +41,7 @@ def order_by(column: str, order: Order) -> str:
 
 def on_shards(params: Params, shards: list[int], column: str = "id") -> str:
     """Rows whose global id carries one of these logical shards (see shards/ids.py)."""
-    mask = (1 << SHARD_BITS) - 1
-    return f"(({column} >> {SEQUENCE_BITS}) & {mask}) = ANY({params(shards)}::int[])"
+    return f"{shard_sql(column)} = ANY({params(shards)}::int[])"
 
 
 def escape_like(text: str) -> str:
