@@ -294,6 +294,11 @@ class PostgresServer:
             "wal_level": "logical",
             "max_wal_senders": "20",
             "max_replication_slots": "20",
+            # A shard move runs one subscription per sharded database at once, each
+            # an apply worker plus table-sync workers; the defaults (4) starve them.
+            "max_worker_processes": "48",
+            "max_logical_replication_workers": "32",
+            "max_sync_workers_per_subscription": "2",
             "wal_keep_size": "256MB",
             "hot_standby": "on",
             "hot_standby_feedback": "on",

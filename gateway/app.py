@@ -54,16 +54,15 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
 @serve.deployment(name="Gateway")
 @serve.ingress()
 class Gateway:
-    def __init__(
-        self, auth: DeploymentHandle[Any], customers: DeploymentHandle[Any], args: dict[str, Any]
-    ) -> None:
+    def __init__(self, args: dict[str, Any], **handles: DeploymentHandle[Any]) -> None:
+        """`handles`: one per domain deployment, named as the fields of `Services`."""
         settings = get_settings()
         self._args = AppArgs.model_validate(args)
         self._redis = aioredis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         self._state = GatewayState(
-            services=Services(auth=auth, customers=customers),
+            services=Services(**handles),
             jwt=JwtConfig(
                 secret=settings.jwt_secret.get_secret_value(),
                 issuer=settings.jwt_issuer,
@@ -91,8 +90,9 @@ def _limiter(redis: aioredis.Redis, settings: Settings, login: bool) -> RateLimi
 def build_app(args: dict[str, Any]) -> Application:
     """Typed application builder named by `serve_config.yaml`."""
     parsed = AppArgs.model_validate(args or {})
+    customers = CustomerDeployment.bind()  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
-        AuthDeployment.bind(),  # type: ignore[attr-defined]
-        CustomerDeployment.bind(),  # type: ignore[attr-defined]
         parsed.model_dump(),
+        auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
+        customers=customers,
     )

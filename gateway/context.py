@@ -27,6 +27,10 @@ class Services:
 
     auth: Any
     customers: Any
+    products: Any = None
+    sales: Any = None
+    marketing: Any = None
+    support: Any = None
 
 
 @dataclass

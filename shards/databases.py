@@ -4,12 +4,19 @@ folder of migrations under `shards/migrations/<name>/`."""
 from __future__ import annotations
 
 # Small, unsharded databases on the catalog server.
-CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth")
+CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth", "product")
 # One database per sharded service on every shard server.
-SHARDED_DATABASES: tuple[str, ...] = ("customer",)
-# Migrations every sharded database gets first (the global id function).
+SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
+# Migrations every sharded database gets first (the global id function and the
+# change history table).
 SHARDED_BASE = "_sharded"
 # The tables of each sharded database whose rows belong to the logical shard in
 # their id (`shards.ids`), parents first: a shard move copies them in this order
-# and deletes in the reverse one (foreign keys).
-SHARDED_TABLES: dict[str, tuple[str, ...]] = {"customer": ("customers", "contacts")}
+# and deletes in the reverse one (foreign keys). Every row of every table listed
+# here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
+SHARDED_TABLES: dict[str, tuple[str, ...]] = {
+    "customer": ("customers", "contacts", "record_changes"),
+    "sales": ("record_changes",),
+    "marketing": ("record_changes",),
+    "support": ("record_changes",),
+}

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from shards.ids import MAX_ID
 
@@ -24,3 +32,32 @@ Id = Annotated[
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["1234567890123"]}),
 ]
+
+
+def _no_float(value: object) -> object:
+    # A JSON number with a fraction arrives as a binary float, already inexact.
+    if isinstance(value, float):
+        raise ValueError('send amounts as decimal strings, such as "1234.50"')
+    return value
+
+
+# Money amounts: exact decimals, accepted as a string or an integer (never a float),
+# always written as a string. At most 18 digits with 4 after the point.
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(max_digits=18, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,4})?$"}),
+]
+# ISO 4217 code.
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "USD", "VND"])]
+
+
+class Money(BaseModel):
+    """`{"amount": "123.45", "currency": "EUR"}` (API.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Amount
+    currency: Currency
