@@ -299,6 +299,29 @@ def test_permissions_validation_and_versions(
     assert actions[:2] == ["restored", "deleted"] and actions[-1] == "created"
 
 
+def test_the_periodic_sweep_stores_breaches_without_a_call(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """The test stack sweeps every 3 s (NEXTFLOW_SLA_SWEEP_INTERVAL_S in conftest)."""
+    http.put("/sla-policies/high", headers=admin,
+             json={"first_response_s": 1, "resolution_s": 1})  # fmt: skip
+    try:
+        made = ticket(http, admin, customer_id=customer(http, admin, "Sweep Co"), priority="high")
+    finally:
+        http.put("/sla-policies/high", headers=admin,
+                 json={"first_response_s": 4 * 3600, "resolution_s": 24 * 3600})  # fmt: skip
+    deadline = time.monotonic() + 15
+    stored: set[str] = set()
+    while time.monotonic() < deadline and len(stored) < 2:
+        time.sleep(1)
+        history = http.get(f"/tickets/{made['id']}/history", headers=admin).json()["data"]
+        stored = {f for h in history if h["action"] == "sla_breached" for f in h["changes"]}
+    assert stored == {"first_response_breached", "resolution_breached"}
+    got = http.get(f"/tickets/{made['id']}", headers=admin).json()
+    assert got["first_response_breached"] and got["resolution_breached"]
+    assert got["version"] > made["version"]  # the sweep's write shows in the ETag
+
+
 @pytest.fixture(scope="module")
 def ray_driver(serve_app: Settings) -> Iterator[None]:
     os.environ["RAY_AUTH_MODE"] = "token"
