@@ -136,6 +136,10 @@ class Settings(StackSettings):
     login_limit_per_minute: int = Field(default=20, ge=1)
     login_limit_burst: int = Field(default=10, ge=1)
 
+    # Support: how often each SupportService replica stores SLA breach flags (0: never;
+    # reads still show the live breach state).
+    sla_sweep_interval_s: float = Field(default=30.0, ge=0)
+
     def dsn_for(self, host: str, port: int, database: str) -> str:
         password = self.pg_password.get_secret_value()
         return f"postgresql://{self.pg_user}:{password}@{host}:{port}/{database}"

@@ -20,11 +20,21 @@ from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.product.deployment import ProductDeployment
+from deployments.support.deployment import SupportDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
-from gateway.routes import api_keys, auth, customers, health, products, users
+from gateway.routes import (
+    api_keys,
+    auth,
+    customers,
+    health,
+    products,
+    queues,
+    tickets,
+    users,
+)
 from gateway.sessions import SessionPositions
 
 
@@ -47,7 +57,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers, products):
+    for module in (health, auth, users, api_keys, customers, products, tickets, queues):
         app.include_router(module.router)
     return app
 
@@ -98,4 +108,5 @@ def build_app(args: dict[str, Any]) -> Application:
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
         products=products,
+        support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
     )

@@ -66,6 +66,8 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_MAX_REPLICA_LAG_S": "2",
         "NEXTFLOW_RATE_LIMIT_BURST": "100000",
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
+        # Short, so the e2e support test sees a periodic SLA sweep within seconds.
+        "NEXTFLOW_SLA_SWEEP_INTERVAL_S": "3",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
