@@ -153,8 +153,9 @@ class ShardManager:
     async def _load_topology(self) -> None:
         s = self._settings
         try:
+            catalog = s.catalog_address()
             conn = await asyncpg.connect(
-                s.dsn_for(s.host, s.catalog_port, "catalog"), timeout=5, command_timeout=5
+                s.dsn_for(catalog.host, catalog.port, "catalog"), timeout=5, command_timeout=5
             )
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("%s: catalog unreachable, keeping topology: %r", self._name, exc)
