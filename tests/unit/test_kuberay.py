@@ -183,9 +183,23 @@ def test_dashboard_metrics_exist_in_the_installed_ray() -> None:
         "ray_serve_deployment_replica_healthy",
     } <= used
     patterns = _ray_metric_patterns()
+    ours = _nextflow_metrics()
     for metric in used:
         base = re.sub(r"_(total|bucket|sum|count)$", "", metric.removeprefix("ray_"))
+        if base.startswith("nextflow_"):
+            assert base in ours, f"{metric} is not a metric the project defines"
+            continue
         assert any(p.match(base) for p in patterns), f"{metric} is not a Ray 2.60 metric"
+
+
+def _nextflow_metrics() -> set[str]:
+    """The names of the project's own series (Ray exports them as `ray_<name>`)."""
+    root = Path(__file__).resolve().parents[2]
+    names: set[str] = set()
+    for package in ("gateway", "shards", "deployments", "cluster"):
+        for source in (root / package).rglob("*.py"):
+            names |= set(re.findall(r"""["'](nextflow_[a-z_]+)["']""", source.read_text()))
+    return names
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
