@@ -159,7 +159,12 @@ def decode_cursor(query: ListQuery) -> Position | None:
             value = kind(data["v"])
         row_id = int(data["i"])
     except (
-        ValueError, ArithmeticError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError
+        ValueError,
+        ArithmeticError,
+        KeyError,
+        TypeError,
+        binascii.Error,
+        orjson.JSONDecodeError,
     ):
         raise bad from None
     return Position(value, row_id)
