@@ -19,12 +19,22 @@ from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
+from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
-from gateway.routes import api_keys, auth, customers, deals, health, pipelines, users
+from gateway.routes import (
+    api_keys,
+    auth,
+    customers,
+    deals,
+    health,
+    pipelines,
+    products,
+    users,
+)
 from gateway.sessions import SessionPositions
 
 
@@ -47,7 +57,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers, pipelines, deals):
+    for module in (health, auth, users, api_keys, customers, products, pipelines, deals):
         app.include_router(module.router)
     return app
 
@@ -92,9 +102,11 @@ def build_app(args: dict[str, Any]) -> Application:
     """Typed application builder named by `serve_config.yaml`."""
     parsed = AppArgs.model_validate(args or {})
     customers = CustomerDeployment.bind()  # type: ignore[attr-defined]
+    products = ProductDeployment.bind()  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
-        sales=SalesDeployment.bind(customers),  # type: ignore[attr-defined]
+        products=products,
+        sales=SalesDeployment.bind(customers, products),  # type: ignore[attr-defined]
     )

@@ -62,7 +62,10 @@ class _CustomerHandle:
 
 @serve.deployment(name="SalesService")
 class SalesDeployment:
-    async def __init__(self, customers: DeploymentHandle[Any]) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]  # Serve awaits async inits
+        self, customers: DeploymentHandle[Any], products: DeploymentHandle[Any]
+    ) -> None:
+        self._products = products  # prices for order lines
         self._svc = _Logic(
             await Shards.connect("sales"), Database("sales_config"), _CustomerHandle(customers)
         )

@@ -35,14 +35,10 @@ async def ready(request: Request) -> Response:
         except Exception as exc:  # any failure means not ready, and says which
             checks[name] = f"unavailable: {type(unwrap(exc)).__name__}"
 
-    calls = [
+    await asyncio.gather(
         check("redis", st.redis.ping()),
-        check("auth", st.services.auth.ready.remote()),
-        check("customer", st.services.customers.ready.remote()),
-    ]
-    if st.services.sales is not None:
-        calls.append(check("sales", st.services.sales.ready.remote()))
-    await asyncio.gather(*calls)
+        *(check(name, handle.ready.remote()) for name, handle in st.services.bound()),
+    )
     if all(v == "ok" for v in checks.values()):
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
