@@ -31,6 +31,7 @@ from gateway.routes import (
     customers,
     deals,
     health,
+    orders,
     pipelines,
     products,
     users,
@@ -57,7 +58,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers, products, pipelines, deals):
+    for module in (health, auth, users, api_keys, customers, products, pipelines, deals, orders):
         app.include_router(module.router)
     return app
 

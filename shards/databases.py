@@ -16,7 +16,7 @@ SHARDED_BASE = "_sharded"
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": ("customers", "contacts", "record_changes"),
-    "sales": ("deals", "deal_stage_changes", "record_changes"),
+    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes"),
     "marketing": ("record_changes",),
     "support": ("record_changes",),
 }

@@ -17,12 +17,18 @@ from deployments._kit.errors import NotFound
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
+from deployments.product.schemas import Quote
 from deployments.sales.schemas import (
     DealCreate,
     DealListQuery,
+    DealOrderCreate,
     DealRead,
     DealUpdate,
     LostRequest,
+    OrderCreate,
+    OrderListQuery,
+    OrderRead,
+    OrderUpdate,
     PipelineCreate,
     PipelineListQuery,
     PipelineMove,
@@ -60,14 +66,27 @@ class _CustomerHandle:
         return int(contact.customer_id)
 
 
+class _ProductHandle:
+    """The Product service's prices for order lines, over its deployment handle."""
+
+    def __init__(self, handle: DeploymentHandle[Any]) -> None:
+        self._handle = handle
+
+    async def quote(self, principal: Principal, book_id: int, product_ids: list[int]) -> Quote:
+        quote: Quote = await self._handle.quote.remote(principal, book_id, product_ids)
+        return quote
+
+
 @serve.deployment(name="SalesService")
 class SalesDeployment:
     async def __init__(  # type: ignore[misc]  # Serve awaits async inits
         self, customers: DeploymentHandle[Any], products: DeploymentHandle[Any]
     ) -> None:
-        self._products = products  # prices for order lines
         self._svc = _Logic(
-            await Shards.connect("sales"), Database("sales_config"), _CustomerHandle(customers)
+            await Shards.connect("sales"),
+            Database("sales_config"),
+            _CustomerHandle(customers),
+            _ProductHandle(products),
         )
 
     async def check_health(self) -> None:
@@ -215,3 +234,66 @@ class SalesDeployment:
         self, principal: Principal, deal_id: int, if_version: int | None = None
     ) -> DealRead:
         return await self._svc.reopen(principal, deal_id, if_version)
+
+    # -- orders ----------------------------------------------------------------------
+    @boundary
+    async def create_order(self, principal: Principal, data: OrderCreate) -> OrderRead:
+        return await self._svc.create_order(principal, data)
+
+    @boundary
+    async def create_deal_order(
+        self, principal: Principal, deal_id: int, data: DealOrderCreate
+    ) -> OrderRead:
+        return await self._svc.create_deal_order(principal, deal_id, data)
+
+    @boundary
+    async def get_order(self, principal: Principal, order_id: int) -> OrderRead:
+        return await self._svc.get_order(principal, order_id)
+
+    @boundary
+    async def update_order(
+        self,
+        principal: Principal,
+        order_id: int,
+        data: OrderUpdate,
+        if_version: int | None = None,
+    ) -> OrderRead:
+        return await self._svc.update_order(principal, order_id, data, if_version)
+
+    @boundary
+    async def confirm_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        return await self._svc.set_order_status(principal, order_id, "confirmed", if_version)
+
+    @boundary
+    async def cancel_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        return await self._svc.set_order_status(principal, order_id, "cancelled", if_version)
+
+    @boundary
+    async def delete_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        return await self._svc.delete_order(principal, order_id, if_version)
+
+    @boundary
+    async def restore_order(self, principal: Principal, order_id: int) -> OrderRead:
+        return await self._svc.restore_order(principal, order_id)
+
+    @boundary
+    async def list_orders(self, principal: Principal, query: OrderListQuery) -> Page[OrderRead]:
+        return await self._svc.list_orders(principal, query)
+
+    @boundary
+    async def list_customer_orders(
+        self, principal: Principal, customer_id: int, query: OrderListQuery
+    ) -> Page[OrderRead]:
+        return await self._svc.list_customer_orders(principal, customer_id, query)
+
+    @boundary
+    async def order_history(
+        self, principal: Principal, order_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.order_history(principal, order_id, query)

@@ -19,6 +19,9 @@ from deployments.sales.schemas import (
     ComputedMoney,
     DealListQuery,
     DealRead,
+    OrderLineRead,
+    OrderListQuery,
+    OrderRead,
     PipelineCreate,
     PipelineListQuery,
     PipelineRead,
@@ -586,3 +589,270 @@ async def list_stage_changes(
         *params.values,
     )
     return [StageChangeRead.model_validate(dict(r)) for r in rows]
+
+
+# -- orders (sales, on the customer's shard) ---------------------------------------
+_ORDER = (
+    "id, customer_id, deal_id, price_book_id, currency, status, notes, owner_id, subtotal,"
+    " discount_total, tax_total, total, confirmed_at, cancelled_at, version, created_at,"
+    " updated_at"
+)
+_LINE_COLUMNS = (
+    "position",
+    "product_id",
+    "sku",
+    "name",
+    "unit_price",
+    "quantity",
+    "discount_percent",
+    "tax_percent",
+    "subtotal",
+    "discount",
+    "tax",
+    "total",
+)
+_LINE = "id, order_id, " + ", ".join(_LINE_COLUMNS)
+_TOTALS = ("subtotal", "discount_total", "tax_total", "total")
+ORDER_AUDITED = ("status", "price_book_id", "currency", *_TOTALS, "notes")
+_ORDER_SORT = {"created_at": "created_at", "total": "total"}
+
+
+async def _orders(conn: ReadConn, rows: list[asyncpg.Record]) -> list[OrderRead]:
+    lines = await conn.fetch(
+        f"SELECT {_LINE} FROM order_lines WHERE order_id = ANY($1::bigint[])"
+        " ORDER BY order_id, position",
+        [r["id"] for r in rows],
+    )
+    by_order: dict[int, list[OrderLineRead]] = {r["id"]: [] for r in rows}
+    for line in lines:
+        by_order[line["order_id"]].append(OrderLineRead.model_validate(dict(line)))
+    out = []
+    for r in rows:
+        data = dict(r)
+        currency = data["currency"] = data["currency"].strip()
+        for name in _TOTALS:
+            data[name] = ComputedMoney(amount=data[name], currency=currency)
+        out.append(OrderRead.model_validate({**data, "lines": by_order[r["id"]]}))
+    return out
+
+
+async def _order(conn: ReadConn, row: asyncpg.Record) -> OrderRead:
+    return (await _orders(conn, [row]))[0]
+
+
+def _order_audited(row: asyncpg.Record) -> dict[str, Any]:
+    out = {name: row[name] for name in ORDER_AUDITED}
+    out["currency"] = out["currency"].strip()
+    out["price_book_id"] = str(out["price_book_id"])
+    return out
+
+
+async def _insert_lines(conn: WriteConn, order_id: int, lines: list[dict[str, Any]]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO order_lines (id, order_id, {", ".join(_LINE_COLUMNS)})
+            VALUES (nextflow_id({shard_sql("$1::bigint")}::int), $1,
+                    {", ".join(f"${i}" for i in range(2, len(_LINE_COLUMNS) + 2))})""",
+        [(order_id, *(line[c] for c in _LINE_COLUMNS)) for line in lines],
+    )
+
+
+async def create_order(
+    conn: WriteConn,
+    shard: int,
+    header: dict[str, Any],
+    lines: list[dict[str, Any]],
+    actor_id: int | None,
+) -> OrderRead | Refused:
+    """An order and its priced lines; from a deal only while that deal is won."""
+    if header["deal_id"] is not None:
+        status = await conn.fetchval(
+            "SELECT status FROM deals WHERE id = $1 AND deleted_at IS NULL FOR SHARE",
+            header["deal_id"],
+        )
+        if status != "won":
+            return Refused("deal_id", "only a won deal can be ordered")
+    row = await conn.fetchrow(
+        f"""INSERT INTO orders (id, customer_id, deal_id, price_book_id, currency, notes,
+                                owner_id, subtotal, discount_total, tax_total, total)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            RETURNING {_ORDER}""",
+        shard,
+        header["customer_id"],
+        header["deal_id"],
+        header["price_book_id"],
+        header["currency"],
+        header["notes"],
+        header["owner_id"],
+        *(header[t] for t in _TOTALS),
+    )
+    await _insert_lines(conn, row["id"], lines)
+    await record_change(
+        conn,
+        "order",
+        row["id"],
+        "created",
+        diff(None, _order_audited(row), ORDER_AUDITED),
+        actor_id,
+    )
+    return await _order(conn, row)
+
+
+async def get_order(conn: ReadConn, order_id: int) -> OrderRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL", order_id
+    )
+    return None if row is None else await _order(conn, row)
+
+
+async def _locked_order(
+    conn: WriteConn, order_id: int, if_version: int | None
+) -> asyncpg.Record | Stale | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", order_id
+    )
+    if row is None:
+        return None
+    if if_version is not None and row["version"] != if_version:
+        return Stale(row["version"])
+    return row
+
+
+async def update_order(
+    conn: WriteConn,
+    order_id: int,
+    header: dict[str, Any],
+    lines: list[dict[str, Any]] | None,
+    if_version: int | None,
+    actor_id: int | None,
+) -> OrderRead | Stale | Refused | None:
+    """A draft's notes, or its price book and lines (replaced, totals with them)."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] != "draft":
+        return Refused("status", f"a {before['status']} order cannot be changed")
+    params = Params()
+    allowed = {"notes", "price_book_id", "currency", *_TOTALS}
+    sets = [f"{k} = {params(v)}" for k, v in header.items() if k in allowed]
+    sets += ["version = version + 1", "updated_at = now()"]
+    row = await conn.fetchrow(
+        f"UPDATE orders SET {', '.join(sets)} WHERE id = {params(order_id)} RETURNING {_ORDER}",
+        *params.values,
+    )
+    if lines is not None:
+        await conn.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
+        await _insert_lines(conn, order_id, lines)
+    changed = diff(_order_audited(before), _order_audited(row), ORDER_AUDITED)
+    await record_change(conn, "order", order_id, "updated", changed, actor_id)
+    return await _order(conn, row)
+
+
+_STATUS_MOVES = {"confirmed": ("draft",), "cancelled": ("draft", "confirmed")}
+
+
+async def set_order_status(
+    conn: WriteConn, order_id: int, status: str, if_version: int | None, actor_id: int | None
+) -> OrderRead | Stale | Refused | None:
+    """draft -> confirmed; draft or confirmed -> cancelled."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] not in _STATUS_MOVES[status]:
+        return Refused("status", f"a {before['status']} order cannot become {status}")
+    stamp = "confirmed_at" if status == "confirmed" else "cancelled_at"
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET status = $2, {stamp} = now(), version = version + 1,
+                              updated_at = now()
+            WHERE id = $1 RETURNING {_ORDER}""",
+        order_id,
+        status,
+    )
+    action = "confirmed" if status == "confirmed" else "cancelled"
+    changed = diff(_order_audited(before), _order_audited(row), ORDER_AUDITED)
+    await record_change(conn, "order", order_id, action, changed, actor_id)
+    return await _order(conn, row)
+
+
+async def delete_order(
+    conn: WriteConn, order_id: int, if_version: int | None, actor_id: int | None
+) -> OrderRead | Stale | Refused | None:
+    """Soft delete of a draft or cancelled order (a confirmed one is cancelled first)."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] == "confirmed":
+        return Refused("status", "a confirmed order is cancelled, not deleted")
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET deleted_at = now(), version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_ORDER}""",
+        order_id,
+    )
+    await record_change(conn, "order", order_id, "deleted", {}, actor_id)
+    return await _order(conn, row)
+
+
+async def restore_order(conn: WriteConn, order_id: int, actor_id: int | None) -> OrderRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_ORDER}""",
+        order_id,
+    )
+    if row is None:
+        return await get_order(conn, order_id)
+    await record_change(conn, "order", order_id, "restored", {}, actor_id)
+    return await _order(conn, row)
+
+
+def _order_filters(query: OrderListQuery, shards: list[int], params: Params) -> list[str]:
+    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    for name in ("status", "customer_id", "deal_id", "price_book_id", "owner_id"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(f"{name} = {params(value)}")
+    bounds = (
+        ("total", ">=", query.total_gte),
+        ("total", "<=", query.total_lte),
+        ("created_at", ">=", query.created_from),
+        ("created_at", "<", query.created_before),
+    )
+    for column, op, bound in bounds:
+        if bound is not None:
+            where.append(f"{column} {op} {params(bound)}")
+    return where
+
+
+async def list_orders(
+    conn: ReadConn,
+    shards: list[int],
+    query: OrderListQuery,
+    order: Order,
+    position: Position | None,
+) -> list[OrderRead]:
+    params = Params()
+    column = _ORDER_SORT[order.field]
+    where = _order_filters(query, shards, params)
+    after = keyset_after(column, order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_ORDER} FROM orders WHERE {' AND '.join(where)}"
+        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return await _orders(conn, list(rows)) if rows else []
+
+
+async def count_orders(conn: ReadConn, shards: list[int], query: OrderListQuery) -> int:
+    params = Params()
+    where = _order_filters(query, shards, params)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM orders WHERE {' AND '.join(where)}", *params.values
+        )
+    )
+
+
+def order_sort_key(field: str) -> Any:
+    if field == "total":
+        return lambda o: (o.total.amount, o.id)
+    return lambda o: (o.created_at, o.id)

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -274,3 +275,141 @@ class DealListQuery(ListQuery):
         "amount": Decimal,
         "expected_close_date": date,
     }
+
+
+# -- orders ------------------------------------------------------------------------
+def _no_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError('send decimals as strings, such as "2.5"')
+    return value
+
+
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(gt=0, max_digits=12, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,4})?$"}),
+]
+Percent = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, le=100, max_digits=7, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,4})?$"}),
+]
+OrderStatus = Literal["draft", "confirmed", "cancelled"]
+
+
+class OrderLineInput(_Input):
+    product_id: Id
+    quantity: Quantity
+    discount_percent: Percent = Decimal(0)
+    tax_percent: Percent | None = Field(default=None, description="Default: the product's.")
+    unit_price: Amount | None = Field(
+        default=None,
+        description="Default (and normally): the price book's. An explicit price needs "
+        "`product:write` (people who may set prices).",
+    )
+
+    @field_validator("unit_price")
+    @classmethod
+    def _price(cls, price: Decimal | None) -> Decimal | None:
+        if price is not None and price < 0:
+            raise ValueError("must not be negative")
+        return price
+
+
+class OrderCreate(_Input):
+    customer_id: Id
+    price_book_id: Id = Field(description="Prices and the order's currency come from it.")
+    lines: list[OrderLineInput] = Field(min_length=1, max_length=200)
+    notes: str | None = Field(default=None, max_length=5000)
+
+
+class DealOrderCreate(_Input):
+    """An order from a won deal: its customer is the deal's."""
+
+    price_book_id: Id
+    lines: list[OrderLineInput] = Field(min_length=1, max_length=200)
+    notes: str | None = Field(default=None, max_length=5000)
+
+
+class OrderUpdate(_Input):
+    """Drafts only. `lines` replaces every line (re-priced from the price book)."""
+
+    price_book_id: Id | None = None
+    lines: list[OrderLineInput] | None = Field(default=None, min_length=1, max_length=200)
+    notes: str | None = Field(default=None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _book_with_lines(self) -> OrderUpdate:
+        if self.price_book_id is not None and self.lines is None:
+            raise ValueError("send `lines` with a new price_book_id (they are re-priced)")
+        for name in ("price_book_id", "lines"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class OrderLineRead(BaseModel):
+    id: Id
+    position: int
+    product_id: Id
+    sku: str
+    name: str
+    unit_price: Exact
+    quantity: Exact
+    discount_percent: Exact
+    tax_percent: Exact
+    subtotal: Exact
+    discount: Exact
+    tax: Exact
+    total: Exact
+
+
+class OrderRead(Record):
+    id: Id
+    customer_id: Id
+    deal_id: Id | None
+    price_book_id: Id
+    currency: str
+    status: OrderStatus
+    notes: str | None
+    owner_id: Id | None
+    lines: list[OrderLineRead]
+    subtotal: ComputedMoney
+    discount_total: ComputedMoney
+    tax_total: ComputedMoney
+    total: ComputedMoney
+    confirmed_at: datetime | None
+    cancelled_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderListQuery(ListQuery):
+    status: OrderStatus | None = None
+    customer_id: Id | None = None
+    deal_id: Id | None = None
+    price_book_id: Id | None = None
+    owner_id: Id | None = None
+    total_gte: Amount | None = Field(default=None, description="total >= this")
+    total_lte: Amount | None = Field(default=None, description="total <= this")
+    created_from: datetime | None = Field(default=None, description="created_at >= this")
+    created_before: datetime | None = Field(default=None, description="created_at < this")
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "status": "status",
+        "customer_id": "customer_id",
+        "deal_id": "deal_id",
+        "price_book_id": "price_book_id",
+        "owner_id": "owner_id",
+        "total[gte]": "total_gte",
+        "total[lte]": "total_lte",
+        "created_at[gte]": "created_from",
+        "created_at[lt]": "created_before",
+    }
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "total": Decimal}

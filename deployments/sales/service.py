@@ -14,14 +14,21 @@ from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
 from deployments._kit.sql import Stale
+from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
 from deployments.sales.schemas import (
     DealCreate,
     DealListQuery,
+    DealOrderCreate,
     DealRead,
     DealUpdate,
     LostRequest,
+    OrderCreate,
+    OrderLineInput,
+    OrderListQuery,
+    OrderRead,
+    OrderUpdate,
     PipelineCreate,
     PipelineListQuery,
     PipelineMove,
@@ -34,11 +41,19 @@ from deployments.sales.schemas import (
     StageUpdate,
     WonRequest,
 )
+from deployments.sales.totals import order_totals
 from shards import ShardNotFound
 from shards.client import Database, Shards
 
 T = TypeVar("T")
 _STALE_RETRIES = 3
+
+
+class ProductCatalog(Protocol):
+    """What sales asks the Product service: live prices of products in a price book
+    (422 naming `product_id` for a product without an active price there)."""
+
+    async def quote(self, principal: Principal, book_id: int, product_ids: list[int]) -> Quote: ...
 
 
 class CustomerDirectory(Protocol):
@@ -100,10 +115,17 @@ class PipelineCache:
 
 
 class SalesService:
-    def __init__(self, shards: Shards, config: Database, customers: CustomerDirectory) -> None:
+    def __init__(
+        self,
+        shards: Shards,
+        config: Database,
+        customers: CustomerDirectory,
+        products: ProductCatalog,
+    ) -> None:
         self.shards = shards
         self.config = config
         self.customers = customers
+        self.products = products
         self.pipelines = PipelineCache(config)
 
     def _shard(self, record_id: int, kind: str) -> int:
@@ -457,6 +479,202 @@ class SalesService:
             if if_version is not None:
                 raise _stale("deal", deal_id, outcome.current_version)
         raise Conflict(f"deal {deal_id} is being changed concurrently; retry")
+
+    # -- orders ----------------------------------------------------------------------
+    async def _price(
+        self, principal: Principal, book_id: int, lines: list[OrderLineInput]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The order's currency and totals, and its lines priced from the price book
+        (sku, name, price and default tax snapshotted now)."""
+        if any(line.unit_price is not None for line in lines):
+            principal.require("product:write")  # an explicit price: people who set prices
+        quote = await self.products.quote(principal, book_id, [x.product_id for x in lines])
+        by_id = {q.product_id: q for q in quote.lines}
+        inputs = []
+        for line in lines:
+            q = by_id[line.product_id]
+            price = q.unit_price if line.unit_price is None else line.unit_price
+            tax = q.tax_percent if line.tax_percent is None else line.tax_percent
+            inputs.append((price, line.quantity, line.discount_percent, tax))
+        totals = order_totals(inputs)
+        priced = [
+            {
+                "position": i,
+                "product_id": line.product_id,
+                "sku": by_id[line.product_id].sku,
+                "name": by_id[line.product_id].name,
+                "unit_price": price,
+                "quantity": quantity,
+                "discount_percent": discount,
+                "tax_percent": tax,
+                "subtotal": t.subtotal,
+                "discount": t.discount,
+                "tax": t.tax,
+                "total": t.total,
+            }
+            for i, (line, (price, quantity, discount, tax), t) in enumerate(
+                zip(lines, inputs, totals.lines, strict=True), start=1
+            )
+        ]
+        header = {
+            "price_book_id": book_id,
+            "currency": quote.currency,
+            "subtotal": totals.subtotal,
+            "discount_total": totals.discount_total,
+            "tax_total": totals.tax_total,
+            "total": totals.total,
+        }
+        return header, priced
+
+    async def create_order(
+        self, principal: Principal, data: OrderCreate, deal_id: int | None = None
+    ) -> OrderRead:
+        """A draft order on its customer's shard, priced from the price book."""
+        principal.require("order:write")
+        shard = self._customer_shard(data.customer_id)
+        if deal_id is None and not await self.customers.customer_exists(
+            principal, data.customer_id
+        ):
+            raise _invalid("customer_id", f"customer {data.customer_id} does not exist")
+        header, lines = await self._price(principal, data.price_book_id, data.lines)
+        header.update(
+            customer_id=data.customer_id,
+            deal_id=deal_id,
+            notes=data.notes,
+            owner_id=principal.user_id,
+        )
+        created = await self.shards.write(
+            shard, repo.create_order, shard, header, lines, principal.user_id
+        )
+        if isinstance(created, Refused):
+            raise Conflict(created.reason, [{"field": created.field, "message": created.reason}])
+        return created
+
+    async def create_deal_order(
+        self, principal: Principal, deal_id: int, data: DealOrderCreate
+    ) -> OrderRead:
+        """An order from a won deal, for the deal's customer (409 unless won; one live
+        order per deal)."""
+        principal.require("order:write")
+        deal = await self.get_deal(principal, deal_id)
+        if deal.status != "won":
+            raise Conflict(
+                f"deal {deal_id} is {deal.status}; only a won deal can be ordered",
+                [{"field": "status", "message": "the deal is not won"}],
+            )
+        order = OrderCreate(customer_id=deal.customer_id, **data.model_dump(exclude_unset=True))
+        return await self.create_order(principal, order, deal_id=deal_id)
+
+    async def get_order(self, principal: Principal, order_id: int) -> OrderRead:
+        principal.require("order:read")
+        found = await self.shards.read(self._shard(order_id, "order"), repo.get_order, order_id)
+        if found is None:
+            raise NotFound(f"order {order_id} not found")
+        return found
+
+    async def update_order(
+        self,
+        principal: Principal,
+        order_id: int,
+        data: OrderUpdate,
+        if_version: int | None = None,
+    ) -> OrderRead:
+        """Drafts only (409 otherwise); new `lines` are re-priced, totals recomputed."""
+        principal.require("order:write")
+        shard = self._shard(order_id, "order")
+        header: dict[str, Any] = {}
+        lines = None
+        if data.lines is not None:
+            book_id = data.price_book_id
+            if book_id is None:
+                book_id = (await self.get_order(principal, order_id)).price_book_id
+            header, lines = await self._price(principal, book_id, data.lines)
+        if "notes" in data.model_fields_set:
+            header["notes"] = data.notes
+        outcome = await self.shards.write(
+            shard, repo.update_order, order_id, header, lines, if_version, principal.user_id
+        )
+        return _written(outcome, "order", order_id)
+
+    async def set_order_status(
+        self, principal: Principal, order_id: int, status: str, if_version: int | None = None
+    ) -> OrderRead:
+        """`confirmed` (from draft; then immutable) or `cancelled` (draft or confirmed)."""
+        principal.require("order:write")
+        outcome = await self.shards.write(
+            self._shard(order_id, "order"), repo.set_order_status, order_id, status, if_version,
+            principal.user_id,
+        )  # fmt: skip
+        return _written(outcome, "order", order_id)
+
+    async def delete_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        principal.require("order:delete")
+        outcome = await self.shards.write(
+            self._shard(order_id, "order"), repo.delete_order, order_id, if_version,
+            principal.user_id,
+        )  # fmt: skip
+        return _written(outcome, "order", order_id)
+
+    async def restore_order(self, principal: Principal, order_id: int) -> OrderRead:
+        principal.require("order:delete")
+        restored = await self.shards.write(
+            self._shard(order_id, "order"), repo.restore_order, order_id, principal.user_id
+        )
+        if restored is None:
+            raise NotFound(f"order {order_id} not found")
+        return restored
+
+    async def list_orders(self, principal: Principal, query: OrderListQuery) -> Page[OrderRead]:
+        """Orders across every shard in one global order (one shard with `customer_id`)."""
+        principal.require("order:read")
+        order = validate_sort(query)
+        position = decode_cursor(query)
+        total: int | None = None
+        if query.customer_id is not None:
+            shard = self._customer_shard(query.customer_id)
+            runs = [
+                await self.shards.read(shard, repo.list_orders, [shard], query, order, position)
+            ]
+            if query.count:
+                total = await self.shards.read(shard, repo.count_orders, [shard], query)
+        elif query.count:
+            runs, counts = await asyncio.gather(
+                self.shards.gather(repo.list_orders, query, order, position),
+                self.shards.gather(repo.count_orders, query),
+            )
+            total = sum(counts)
+        else:
+            runs = await self.shards.gather(repo.list_orders, query, order, position)
+        items, cursor = merge_pages(runs, repo.order_sort_key(order.field), order, query.limit)
+        return Page[OrderRead](data=items, next_cursor=cursor, total=total)
+
+    async def list_customer_orders(
+        self, principal: Principal, customer_id: int, query: OrderListQuery
+    ) -> Page[OrderRead]:
+        principal.require("order:read")
+        try:
+            self.shards.shard_for_id(customer_id)
+        except ShardNotFound:
+            raise NotFound(f"customer {customer_id} not found") from None
+        if not await self.customers.customer_exists(principal, customer_id):
+            raise NotFound(f"customer {customer_id} not found")
+        return await self.list_orders(
+            principal, query.model_copy(update={"customer_id": customer_id})
+        )
+
+    async def order_history(
+        self, principal: Principal, order_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        order = validate_sort(query)
+        shard = self._shard(order_id, "order")
+        await self.get_order(principal, order_id)
+        rows = await self.shards.read(
+            shard, list_changes, "order", order_id, query.limit, order, decode_cursor(query)
+        )
+        items, cursor = merge_pages([rows], lambda c: (c.created_at, c.id), order, query.limit)
+        return Page[ChangeRead](data=items, next_cursor=cursor)
 
 
 def _stale(kind: str, record_id: int, version: int) -> PreconditionFailed:

@@ -312,3 +312,135 @@ def test_create_deal_through_the_handle_is_idempotent_by_source_key(
     assert first.source_key == "lead:42"
     page = http.get(f"/customers/{customer_id}/deals", headers=admin).json()
     assert [d["id"] for d in page["data"]] == [str(first.id)]
+
+
+def _priced_product(
+    http: httpx.Client, admin: dict[str, str], book: str, price: str, tax: str = "0"
+) -> str:
+    made = http.post(
+        "/products",
+        headers=admin,
+        json={"sku": f"S-{os.urandom(4).hex()}", "name": f"P {price}", "tax_percent": tax},
+    )
+    assert made.status_code == 201, made.text
+    pid = str(made.json()["id"])
+    priced = http.put(
+        f"/price-books/{book}/prices/{pid}", headers=admin, json={"unit_price": price}
+    )
+    assert priced.status_code in (200, 201), priced.text
+    return pid
+
+
+def test_order_from_a_won_deal_with_exact_totals(
+    http: httpx.Client, admin: dict[str, str], agent: dict[str, str], viewer: dict[str, str]
+) -> None:
+    book = http.post(
+        "/price-books", headers=admin, json={"name": f"B {os.urandom(3).hex()}", "currency": "EUR"}
+    )
+    assert book.status_code == 201, book.text
+    book_id = str(book.json()["id"])
+    gadget = _priced_product(http, admin, book_id, "19.99", tax="7.5")
+    dime = _priced_product(http, admin, book_id, "0.10")
+    fifth = _priced_product(http, admin, book_id, "0.20")
+    customer_id = _customer(http, agent, "Order Co")
+    deal = http.post(
+        "/deals",
+        headers=agent,
+        json={
+            "customer_id": customer_id,
+            "name": "O",
+            "amount": {"amount": "65", "currency": "EUR"},
+        },
+    ).json()
+    lines = [
+        {"product_id": gadget, "quantity": "3"},  # 59.97 + 7.5% tax 4.49775 -> 4.50
+        {"product_id": dime, "quantity": "1"},
+        {"product_id": fifth, "quantity": "2.5", "discount_percent": "10"},  # 0.50 - 0.05
+    ]
+    order_url = f"/deals/{deal['id']}/order"
+    body = {"price_book_id": book_id, "lines": lines}
+    not_won = http.post(order_url, headers=agent, json=body)
+    assert not_won.status_code == 409, not_won.text
+    assert http.post(f"/deals/{deal['id']}/won", headers=agent, json={}).status_code == 200
+
+    assert http.post(order_url, headers=viewer, json=body).status_code == 403
+    made = http.post(order_url, headers=agent, json=body)
+    assert made.status_code == 201, made.text
+    order = made.json()
+    assert ids.shard_of(int(order["id"])) == ids.shard_of(int(customer_id))
+    assert (order["customer_id"], order["deal_id"]) == (customer_id, deal["id"])
+    assert (order["currency"], order["status"]) == ("EUR", "draft")
+    assert [
+        (x["unit_price"], x["tax_percent"], x["subtotal"], x["discount"], x["tax"], x["total"])
+        for x in order["lines"]
+    ] == [
+        ("19.99", "7.5", "59.97", "0.00", "4.50", "64.47"),
+        ("0.10", "0", "0.10", "0.00", "0.00", "0.10"),
+        ("0.20", "0", "0.50", "0.05", "0.00", "0.45"),
+    ]
+    assert order["lines"][0]["name"] == "P 19.99" and order["lines"][0]["sku"].startswith("S-")
+    assert {
+        k: order[k]["amount"] for k in ("subtotal", "discount_total", "tax_total", "total")
+    } == {
+        "subtotal": "60.57",
+        "discount_total": "0.05",
+        "tax_total": "4.50",
+        "total": "65.02",
+    }
+    assert order["total"]["currency"] == "EUR"
+    assert http.post(order_url, headers=agent, json=body).status_code == 409  # one per deal
+
+    def unprocessable(response: httpx.Response, field: str) -> None:
+        assert response.status_code == 422, response.text
+        assert any(field in e["field"] for e in response.json()["errors"]), response.text
+
+    new = {"customer_id": customer_id, "price_book_id": book_id, "lines": lines}
+    unprocessable(http.post("/orders", headers=agent, json={**new, "total": "1.00"}), "total")
+    unprocessable(
+        http.post(
+            "/orders", headers=agent, json={**new, "lines": [{"product_id": dime, "quantity": 1.5}]}
+        ),
+        "quantity",
+    )
+    unprocessable(
+        http.post(
+            "/orders", headers=agent, json={**new, "lines": [{"product_id": dime, "quantity": "0"}]}
+        ),
+        "quantity",
+    )
+    unprocessable(
+        http.post(
+            "/orders",
+            headers=agent,
+            json={**new, "lines": [{"product_id": "12345", "quantity": "1"}]},
+        ),
+        "product_id",
+    )
+    unprocessable(
+        http.post("/orders", headers=agent, json={**new, "customer_id": "12345"}), "customer_id"
+    )
+    explicit = {**new, "lines": [{"product_id": dime, "quantity": "1", "unit_price": "0.01"}]}
+    assert http.post("/orders", headers=agent, json=explicit).status_code == 403
+    by_admin = http.post("/orders", headers=admin, json=explicit)
+    assert by_admin.status_code == 201 and by_admin.json()["total"]["amount"] == "0.01"
+
+    url = f"/orders/{order['id']}"
+    stale = http.patch(url, headers={**agent, "If-Match": '"9"'}, json={"notes": "x"})
+    assert stale.status_code == 412
+    noted = http.patch(url, headers={**agent, "If-Match": '"1"'}, json={"notes": "ship fast"})
+    assert noted.status_code == 200 and noted.json()["version"] == 2
+    confirmed = http.post(f"{url}/confirm", headers=agent)
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "confirmed"
+    assert http.patch(url, headers=agent, json={"notes": "late"}).status_code == 409
+    assert http.post(f"{url}/confirm", headers=agent).status_code == 409
+    assert http.delete(url, headers=admin).status_code == 409
+    cancelled = http.post(f"{url}/cancel", headers=agent)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+    listed = http.get(f"/customers/{customer_id}/orders?sort=total", headers=viewer).json()
+    assert [o["total"]["amount"] for o in listed["data"]] == ["0.01", "65.02"]
+    everywhere = http.get("/orders?status=cancelled&limit=200", headers=viewer).json()
+    assert order["id"] in {o["id"] for o in everywhere["data"]}
+    assert http.get("/orders?colour=red", headers=viewer).status_code == 422
+    actions = [c["action"] for c in http.get(f"{url}/history", headers=viewer).json()["data"]]
+    assert actions == ["cancelled", "confirmed", "updated", "created"]
