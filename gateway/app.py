@@ -20,6 +20,7 @@ from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.product.deployment import ProductDeployment
+from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
@@ -29,7 +30,10 @@ from gateway.routes import (
     api_keys,
     auth,
     customers,
+    deals,
     health,
+    orders,
+    pipelines,
     products,
     queues,
     tickets,
@@ -57,7 +61,10 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers, products, tickets, queues):
+    for module in (
+        health, auth, users, api_keys, customers, products,
+        pipelines, deals, orders, tickets, queues,
+    ):  # fmt: skip
         app.include_router(module.router)
     return app
 
@@ -108,5 +115,6 @@ def build_app(args: dict[str, Any]) -> Application:
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
         products=products,
+        sales=SalesDeployment.bind(customers, products),  # type: ignore[attr-defined]
         support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
     )

@@ -4,7 +4,13 @@ folder of migrations under `shards/migrations/<name>/`."""
 from __future__ import annotations
 
 # Small, unsharded databases on the catalog server.
-CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth", "product", "support_config")
+CATALOG_DATABASES: tuple[str, ...] = (
+    "catalog",
+    "auth",
+    "product",
+    "sales_config",
+    "support_config",
+)
 # One database per sharded service on every shard server.
 SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
 # Migrations every sharded database gets first (the global id function and the
@@ -16,7 +22,7 @@ SHARDED_BASE = "_sharded"
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": ("customers", "contacts", "record_changes"),
-    "sales": ("record_changes",),
+    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes"),
     "marketing": ("record_changes",),
     "support": ("tickets", "ticket_comments", "record_changes"),
 }
