@@ -132,10 +132,16 @@ def _stack(config: Path | None = None) -> LocalStack:
 def up(
     config: ConfigOption = None,
     no_deploy: Annotated[bool, typer.Option("--no-deploy", help="Skip serve deploy.")] = False,
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring", help="Also start Prometheus (scrapes Ray, loads the alert rules)."
+        ),
+    ] = False,
 ) -> None:
     """Start PostgreSQL, migrate, start Redis and the Ray head, deploy the Serve app."""
     with _errors():
-        _stack(config).up(RichReporter(console), deploy=not no_deploy)
+        _stack(config).up(RichReporter(console), deploy=not no_deploy, monitoring=monitoring)
 
 
 @app.command()

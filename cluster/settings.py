@@ -74,6 +74,8 @@ class StackSettings(BaseSettings):
     ray_client_port: int = 56381
     ray_dashboard_agent_port: int = 56382
     ray_metrics_port: int = 56383
+    # Prometheus (`nextflow up --monitoring`); the Ray dashboard reads its metrics here.
+    prometheus_port: int = 56386
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
     serve_http_port: int = 8000

@@ -24,6 +24,7 @@ import yaml
 from pydantic import SecretStr
 
 from cluster import replication
+from cluster.monitoring import RULES, PrometheusServer
 from cluster.postgres import PostgresServer, slot_name
 from cluster.procs import StackError, port_open, run
 from cluster.ray_head import RayHead, ray_env, ray_executable
@@ -108,6 +109,12 @@ def settings_env(settings: StackSettings) -> dict[str, str]:
 # HAProxy refuses socket paths over 97 characters and Ray appends a 56-character node
 # id to the ones it configures: the folder holding them must have a short path.
 _HAPROXY_PATH_MAX = 97 - 56 - len("/metrics.sock")
+
+
+def _dashboard_env(settings: StackSettings) -> dict[str, str]:
+    """The Ray dashboard reads its metrics charts from the stack's Prometheus (running
+    when the stack was started with `--monitoring`; the charts are empty otherwise)."""
+    return {"RAY_PROMETHEUS_HOST": f"http://{settings.host}:{settings.prometheus_port}"}
 
 
 def serve_env(settings: StackSettings) -> dict[str, str]:
@@ -284,6 +291,13 @@ class LocalStack:
             self.settings.data_dir / "redis", self.settings.host, self.settings.redis_port
         )
 
+    def prometheus(self) -> PrometheusServer:
+        s = self.settings
+        haproxy = f"{s.host}:{s.haproxy_metrics_port}" if s.serve_ingress == "haproxy" else None
+        return PrometheusServer(
+            s.data_dir / "prometheus", s.host, s.prometheus_port, s.data_dir / "ray", haproxy
+        )
+
     def ray_head(self, env: dict[str, str] | None = None) -> RayHead:
         s = self.settings
         return RayHead(
@@ -301,7 +315,9 @@ class LocalStack:
 
     # -- up / down --------------------------------------------------------------------
 
-    def up(self, reporter: Reporter | None = None, deploy: bool = True) -> None:
+    def up(
+        self, reporter: Reporter | None = None, deploy: bool = True, monitoring: bool = False
+    ) -> None:
         reporter = reporter or QuietReporter()
         with reporter.step("secrets"):
             # Settings handed in whole (tests) carry their own secrets: no file then.
@@ -327,9 +343,21 @@ class LocalStack:
             with reporter.step("Serve application"):
                 self.deploy(reporter)
             reporter.note(f"serve: {self.settings.serve_url}")
+        if monitoring:
+            with reporter.step("Prometheus"):
+                started = self.start_monitoring()
+                reporter.note(
+                    f"prometheus: {'started' if started else 'already running'} on "
+                    f"{self.prometheus().url} (alerts: {RULES})"
+                )
 
     def down(self, reporter: Reporter | None = None) -> None:
         reporter = reporter or QuietReporter()
+        prometheus = self.prometheus()
+        if prometheus.is_running():
+            with reporter.step("Prometheus"):
+                prometheus.stop()
+                reporter.note("prometheus: stopped")
         with reporter.step("Ray head"):
             stopped = self.ray_head().stop()
             reporter.note(f"ray: {'stopped' if stopped else 'not running'}")
@@ -634,7 +662,12 @@ class LocalStack:
 
     def start_ray(self) -> bool:
         settings = self.app_settings()
-        return self.ray_head(env={**settings_env(settings), **serve_env(settings)}).start()
+        env = {**settings_env(settings), **serve_env(settings), **_dashboard_env(settings)}
+        return self.ray_head(env=env).start()
+
+    def start_monitoring(self) -> bool:
+        """Prometheus scraping this stack's Ray nodes, with the alert rules loaded."""
+        return self.prometheus().start()
 
     def deploy(self, reporter: Reporter | None = None, timeout: float = 300) -> None:
         reporter = reporter or QuietReporter()
@@ -718,6 +751,11 @@ class LocalStack:
         rows.append(
             ComponentStatus("serve http", s.serve_url, "up" if http_up else "down", http_up)
         )
+        prometheus = self.prometheus()
+        if prometheus.is_running():  # optional: only started by `up --monitoring`
+            ready = prometheus.ready()
+            state = "up" if ready else "not answering"
+            rows.append(ComponentStatus("prometheus", prometheus.url, state, ready))
         return rows
 
     def _serve_rows(self, reachable: bool) -> list[ComponentStatus]:

@@ -20,13 +20,16 @@ have_postgres() {
         && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null
 }
 
-if have_postgres && command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
-    say "PostgreSQL and Redis binaries present"
+if have_postgres && command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+    && command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    say "PostgreSQL, Redis and Prometheus binaries present"
 else
-    # The Debian package also starts a cluster on 5432; the stack uses its own ports.
-    say "installing postgresql and redis-server with apt-get"
+    # The Debian packages also start servers on their default ports; the stack uses its
+    # own ports (Prometheus only runs with `nextflow up --monitoring`).
+    say "installing postgresql, redis-server and prometheus with apt-get"
     as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql redis-server
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        postgresql redis-server prometheus
 fi
 
 if [ -x .venv/bin/python ]; then

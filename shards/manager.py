@@ -291,6 +291,7 @@ class ShardManager:
             metrics.pool_connections.set(size, tags={**tags, "state": "open"})
             in_use = size - pool.get_idle_size()
             metrics.pool_connections.set(in_use, tags={**tags, "state": "in_use"})
+            metrics.pool_connections.set(pool.get_max_size(), tags={**tags, "state": "max"})
 
     def _lag_seconds(self, replay_lsn: int, now: float) -> float:
         """How long ago the primary wrote the oldest WAL the replica has not replayed."""

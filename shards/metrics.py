@@ -22,7 +22,7 @@ query_errors = metrics.Counter(
 )
 pool_connections = metrics.Gauge(
     "nextflow_pool_connections",
-    description="asyncpg pool connections per node and database, `state` = open or in_use.",
+    description="asyncpg pool connections per node and database, `state` = open, in_use or max.",
     tag_keys=("server", "node", "database", "state"),
 )
 replica_lag = metrics.Gauge(
