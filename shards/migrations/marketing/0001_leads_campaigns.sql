@@ -58,7 +58,7 @@ CREATE TABLE leads (
     status        text NOT NULL,
     owner_id      bigint,
     campaign_id   bigint,
-    score         numeric(7, 3),
+    score         double precision,
     notes         text,
     custom_fields jsonb NOT NULL DEFAULT '{}',
     capture_count integer NOT NULL DEFAULT 0,
@@ -77,7 +77,7 @@ CREATE TABLE leads (
 -- a deleted lead is refused (restore that one instead), and a restore never collides.
 CREATE UNIQUE INDEX leads_email ON leads ((lower(email))) WHERE email IS NOT NULL;
 CREATE INDEX leads_by_created ON leads (created_at, id) WHERE deleted_at IS NULL;
-CREATE INDEX leads_by_score ON leads (score, id) WHERE deleted_at IS NULL;
+CREATE INDEX leads_by_score ON leads ((coalesce(score, -1)), id) WHERE deleted_at IS NULL;
 CREATE INDEX leads_by_status ON leads (status, created_at, id) WHERE deleted_at IS NULL;
 CREATE INDEX leads_by_owner ON leads (owner_id, created_at, id) WHERE deleted_at IS NULL;
 CREATE INDEX leads_by_campaign ON leads (campaign_id, created_at, id) WHERE deleted_at IS NULL;
