@@ -346,10 +346,13 @@ async def restore_campaign(
 
 def _campaign_filters(query: CampaignListQuery, shards: list[int], params: Params) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
-    for name in ("status", "type", "owner_id"):
-        value = getattr(query, name)
+    for column, value in (
+        ("status", query.status),
+        ("type", query.campaign_type),
+        ("owner_id", query.owner_id),
+    ):
         if value is not None:
-            where.append(f"{name} = {params(value)}")
+            where.append(f"{column} = {params(value)}")
     if query.name_prefix:
         where.append(f"name LIKE {params(escape_like(query.name_prefix) + '%')}")
     if query.created_from is not None:

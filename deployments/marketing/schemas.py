@@ -3,6 +3,7 @@ by the HTTP routes and the deployment handle."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal
 
@@ -209,7 +210,7 @@ class CampaignRead(Record):
 
 class CampaignListQuery(ListQuery):
     status: CampaignStatus | None = None
-    type: CampaignType | None = None
+    campaign_type: CampaignType | None = None
     owner_id: Id | None = None
     name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
     created_from: datetime | None = None
@@ -218,7 +219,7 @@ class CampaignListQuery(ListQuery):
     query_params: ClassVar[dict[str, str]] = {
         **ListQuery.query_params,
         "status": "status",
-        "type": "type",
+        "type": "campaign_type",
         "owner_id": "owner_id",
         "name[prefix]": "name_prefix",
         "created_at[gte]": "created_from",
@@ -261,7 +262,11 @@ class MemberListQuery(ListQuery):
 
 
 # -- capture forms -------------------------------------------------------------------
-def _check_fields(fields: list[str] | None, required: list[str] | None) -> None:
+_REQUIRED: tuple[CaptureField, ...] = ("email",)
+_DEFAULT_FIELDS: tuple[CaptureField, ...] = ("first_name", "last_name", "email", "company")
+
+
+def _check_fields(fields: Sequence[str] | None, required: Sequence[str] | None) -> None:
     if fields is not None and "email" not in fields:
         raise ValueError("a capture form collects `email` (leads are de-duplicated by it)")
     if fields is not None and required is not None and not set(required) <= set(fields):
@@ -270,10 +275,8 @@ def _check_fields(fields: list[str] | None, required: list[str] | None) -> None:
 
 class FormCreate(_Input):
     name: str = Field(min_length=1, max_length=200)
-    fields: list[CaptureField] = Field(
-        default_factory=lambda: ["first_name", "last_name", "email", "company"], min_length=1
-    )
-    required_fields: list[CaptureField] = Field(default_factory=lambda: ["email"])
+    fields: list[CaptureField] = Field(default_factory=lambda: list(_DEFAULT_FIELDS), min_length=1)
+    required_fields: list[CaptureField] = Field(default_factory=lambda: list(_REQUIRED))
     default_source: LeadSource = "web_form"
     campaign_id: Id | None = Field(default=None, description="Captured leads join it.")
     owner_id: Id | None = Field(default=None, description="Owner of captured leads.")
