@@ -19,11 +19,12 @@ from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
+from deployments.product.deployment import ProductDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
-from gateway.routes import api_keys, auth, customers, health, users
+from gateway.routes import api_keys, auth, customers, health, products, users
 from gateway.sessions import SessionPositions
 
 
@@ -46,7 +47,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers):
+    for module in (health, auth, users, api_keys, customers, products):
         app.include_router(module.router)
     return app
 
@@ -91,8 +92,10 @@ def build_app(args: dict[str, Any]) -> Application:
     """Typed application builder named by `serve_config.yaml`."""
     parsed = AppArgs.model_validate(args or {})
     customers = CustomerDeployment.bind()  # type: ignore[attr-defined]
+    products = ProductDeployment.bind()  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
+        products=products,
     )

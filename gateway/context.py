@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -31,6 +31,10 @@ class Services:
     sales: Any = None
     marketing: Any = None
     support: Any = None
+
+    def bound(self) -> list[tuple[str, Any]]:
+        """(name, handle) of every deployment this gateway was given."""
+        return [(f.name, h) for f in fields(self) if (h := getattr(self, f.name)) is not None]
 
 
 @dataclass

@@ -37,8 +37,7 @@ async def ready(request: Request) -> Response:
 
     await asyncio.gather(
         check("redis", st.redis.ping()),
-        check("auth", st.services.auth.ready.remote()),
-        check("customer", st.services.customers.ready.remote()),
+        *(check(name, handle.ready.remote()) for name, handle in st.services.bound()),
     )
     if all(v == "ok" for v in checks.values()):
         return Response(

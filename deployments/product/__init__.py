@@ -1,0 +1,1 @@
+"""Product service: products, price books and prices (unsharded, cached in Redis)."""

@@ -1,0 +1,170 @@
+"""Product, price book and price models, shared by HTTP routes and deployment handles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deployments._kit.listing import ListQuery
+from deployments._kit.records import Record
+from deployments._kit.types import Amount, Currency, Id
+
+Percent = Field(ge=0, le=100, max_digits=7, decimal_places=4)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _not_null(value: object, name: str) -> object:
+    if value is None:
+        raise ValueError(f"{name} cannot be null")
+    return value
+
+
+# -- products ----------------------------------------------------------------------
+class ProductCreate(_Input):
+    sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    family: str | None = Field(default=None, max_length=100)
+    unit: str = Field(default="each", min_length=1, max_length=20)
+    tax_percent: Decimal = Field(default=Decimal(0), ge=0, le=100, max_digits=7, decimal_places=4)
+    is_active: bool = True
+
+
+class ProductUpdate(_Input):
+    sku: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$"
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    family: str | None = Field(default=None, max_length=100)
+    unit: str | None = Field(default=None, min_length=1, max_length=20)
+    tax_percent: Decimal | None = Field(default=None, ge=0, le=100, max_digits=7, decimal_places=4)
+    is_active: bool | None = None
+
+    @field_validator("sku", "name", "unit", "tax_percent", "is_active")
+    @classmethod
+    def _required(cls, value: object, info: object) -> object:
+        return _not_null(value, getattr(info, "field_name", "value"))
+
+
+class ProductRead(Record):
+    id: Id
+    sku: str
+    name: str
+    description: str | None
+    family: str | None
+    unit: str
+    tax_percent: Decimal
+    is_active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductListQuery(ListQuery):
+    sku: str | None = Field(default=None, min_length=1, max_length=64)
+    name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
+    family: str | None = Field(default=None, min_length=1, max_length=100)
+    is_active: bool | None = None
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "sku": "sku",
+        "name[prefix]": "name_prefix",
+        "family": "family",
+        "is_active": "is_active",
+    }
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str, "sku": str}
+
+
+# -- price books ---------------------------------------------------------------------
+class PriceBookCreate(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    currency: Currency
+    description: str | None = Field(default=None, max_length=2000)
+    is_active: bool = True
+
+
+class PriceBookUpdate(_Input):
+    """The currency of a book is fixed: its prices are amounts in it."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    is_active: bool | None = None
+
+    @field_validator("name", "is_active")
+    @classmethod
+    def _required(cls, value: object, info: object) -> object:
+        return _not_null(value, getattr(info, "field_name", "value"))
+
+
+class PriceBookRead(Record):
+    id: Id
+    name: str
+    currency: str
+    description: str | None
+    is_active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PriceBookListQuery(ListQuery):
+    currency: Currency | None = None
+    is_active: bool | None = None
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "currency": "currency",
+        "is_active": "is_active",
+    }
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
+
+
+# -- prices --------------------------------------------------------------------------
+class PriceSet(_Input):
+    """`PUT /price-books/{id}/prices/{product_id}`: the price of a product in a book."""
+
+    unit_price: Amount = Field(ge=0)
+    is_active: bool = True
+
+
+class PriceRead(Record):
+    price_book_id: Id
+    product_id: Id
+    currency: str
+    unit_price: Amount
+    is_active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PriceListQuery(ListQuery):
+    """Prices of one book, in product id order."""
+
+    sort: str = "product_id"
+    sort_fields: ClassVar[dict[str, type]] = {"product_id": int}
+
+
+class QuoteLine(BaseModel):
+    product_id: Id
+    sku: str
+    name: str
+    unit: str
+    tax_percent: Decimal
+    unit_price: Amount
+
+
+class Quote(BaseModel):
+    """What an order needs to price its lines: every product's live price in a book."""
+
+    price_book_id: Id
+    currency: str
+    lines: list[QuoteLine]

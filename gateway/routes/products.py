@@ -1,0 +1,195 @@
+"""Products, price books and prices. Path: this file -> deployments/product/service.py
+-> deployments/product/repo.py -> the `product` database (reads through Redis)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from deployments._kit.history import ChangeRead, HistoryQuery
+from deployments._kit.listing import Page, parse_list_params
+from deployments.product.schemas import (
+    PriceBookCreate,
+    PriceBookListQuery,
+    PriceBookRead,
+    PriceBookUpdate,
+    PriceListQuery,
+    PriceRead,
+    PriceSet,
+    ProductCreate,
+    ProductListQuery,
+    ProductRead,
+    ProductUpdate,
+)
+from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from shards.ids import MAX_ID
+
+router = APIRouter(tags=["products"])
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+
+
+# -- products ------------------------------------------------------------------------
+@router.post("/products", status_code=201, response_model=ProductRead)
+async def create_product(
+    body: ProductCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Create a product; its SKU must be unused by any live product (409 otherwise)."""
+    product = await services.products.create_product.remote(principal, body)
+    return record(product, 201, f"/products/{product.id}")
+
+
+@router.get("/products", response_model=Page[ProductRead])
+async def list_products(
+    request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Filters: `sku`, `name[prefix]`, `family`, `is_active`; `sort` = `created_at`,
+    `name`, `sku` (prefix `-` for descending); `limit`, `cursor`."""
+    query = parse_list_params(request.query_params.multi_items(), ProductListQuery)
+    return json(await services.products.list_products.remote(principal, query))
+
+
+@router.get("/products/{product_id}", response_model=ProductRead)
+async def get_product(
+    product_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.products.get_product.remote(principal, product_id))
+
+
+@router.patch("/products/{product_id}", response_model=ProductRead)
+async def update_product(
+    product_id: RecordId,
+    body: ProductUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    version: IfMatch,
+) -> Response:
+    return record(
+        await services.products.update_product.remote(principal, product_id, body, version)
+    )
+
+
+@router.delete("/products/{product_id}", status_code=204)
+async def delete_product(
+    product_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
+) -> Response:
+    """Soft delete: the SKU becomes free; the product drops out of quotes."""
+    return no_content(await services.products.delete_product.remote(principal, product_id, version))
+
+
+@router.post("/products/{product_id}/restore", response_model=ProductRead)
+async def restore_product(
+    product_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.products.restore_product.remote(principal, product_id))
+
+
+@router.get("/products/{product_id}/history", response_model=Page[ChangeRead])
+async def product_history(
+    product_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.products.product_history.remote(principal, product_id, query))
+
+
+@router.get("/products/{product_id}/prices", response_model=list[PriceRead])
+async def product_prices(
+    product_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """The product's price in every price book."""
+    prices = await services.products.product_prices.remote(principal, product_id)
+    body = b"[" + b",".join(p.model_dump_json().encode() for p in prices) + b"]"
+    return Response(body, media_type="application/json")
+
+
+# -- price books ---------------------------------------------------------------------
+@router.post("/price-books", status_code=201, response_model=PriceBookRead)
+async def create_price_book(
+    body: PriceBookCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """A price book holds prices in one currency (fixed once created)."""
+    book = await services.products.create_price_book.remote(principal, body)
+    return record(book, 201, f"/price-books/{book.id}")
+
+
+@router.get("/price-books", response_model=Page[PriceBookRead])
+async def list_price_books(
+    request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Filters: `currency`, `is_active`; `sort` = `created_at`, `name` (±)."""
+    query = parse_list_params(request.query_params.multi_items(), PriceBookListQuery)
+    return json(await services.products.list_price_books.remote(principal, query))
+
+
+@router.get("/price-books/{book_id}", response_model=PriceBookRead)
+async def get_price_book(
+    book_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.products.get_price_book.remote(principal, book_id))
+
+
+@router.patch("/price-books/{book_id}", response_model=PriceBookRead)
+async def update_price_book(
+    book_id: RecordId,
+    body: PriceBookUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    version: IfMatch,
+) -> Response:
+    return record(
+        await services.products.update_price_book.remote(principal, book_id, body, version)
+    )
+
+
+@router.delete("/price-books/{book_id}", status_code=204)
+async def delete_price_book(
+    book_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
+) -> Response:
+    return no_content(await services.products.delete_price_book.remote(principal, book_id, version))
+
+
+@router.post("/price-books/{book_id}/restore", response_model=PriceBookRead)
+async def restore_price_book(
+    book_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.products.restore_price_book.remote(principal, book_id))
+
+
+@router.get("/price-books/{book_id}/history", response_model=Page[ChangeRead])
+async def price_book_history(
+    book_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.products.price_book_history.remote(principal, book_id, query))
+
+
+# -- prices --------------------------------------------------------------------------
+@router.get("/price-books/{book_id}/prices", response_model=Page[PriceRead])
+async def list_prices(
+    book_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """The book's prices in product id order; `limit`, `cursor`."""
+    query = parse_list_params(request.query_params.multi_items(), PriceListQuery)
+    return json(await services.products.list_prices.remote(principal, book_id, query))
+
+
+@router.put("/price-books/{book_id}/prices/{product_id}", response_model=PriceRead)
+async def set_price(
+    book_id: RecordId,
+    product_id: RecordId,
+    body: PriceSet,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> Response:
+    """Set (create or replace) the product's unit price in this book:
+    `{"unit_price": "19.99", "is_active": true}`, in the book's currency."""
+    price = await services.products.set_price.remote(principal, book_id, product_id, body)
+    return record(price)
+
+
+@router.delete("/price-books/{book_id}/prices/{product_id}", status_code=204)
+async def delete_price(
+    book_id: RecordId, product_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return no_content(await services.products.delete_price.remote(principal, book_id, product_id))
