@@ -423,6 +423,7 @@ class MarketingService:
             form.campaign_id,
         )  # fmt: skip
         if form.campaign_id is not None:
+            principal.require("campaign:write")
             await self._join_campaign(form.campaign_id, lead_id)
         return CaptureAccepted()
 
