@@ -137,13 +137,13 @@ class Settings(StackSettings):
     login_limit_burst: int = Field(default=10, ge=1)
     # Public lead capture (`POST /capture/{form_key}`, no token): limited per form and
     # per client address. The address is the socket peer; only when the peer is one of
-    # `trusted_proxies` (CIDRs, as JSON: '["10.0.0.0/8"]') is `X-Forwarded-For` read,
+    # `trusted_proxies` (comma-separated CIDRs: "10.0.0.0/8,::1") is `X-Forwarded-For` read,
     # from the right, skipping trusted hops (its left part is whatever the client sent).
     capture_form_limit_per_minute: int = Field(default=600, ge=1)
     capture_form_limit_burst: int = Field(default=100, ge=1)
     capture_client_limit_per_minute: int = Field(default=30, ge=1)
     capture_client_limit_burst: int = Field(default=10, ge=1)
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: str = ""
 
     def dsn_for(self, host: str, port: int, database: str) -> str:
         password = self.pg_password.get_secret_value()

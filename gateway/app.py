@@ -77,7 +77,7 @@ class Gateway:
             redis=self._redis,
             capture_form_limiter=_capture_limiter(self._redis, settings, per_form=True),
             capture_client_limiter=_capture_limiter(self._redis, settings, per_form=False),
-            trusted_proxies=capture.trusted_networks(settings.trusted_proxies),
+            trusted_proxies=capture.trusted_networks(settings.trusted_proxies.split(",")),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -72,7 +72,7 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_CAPTURE_FORM_LIMIT_BURST": "5",
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_PER_MINUTE": "8",
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_BURST": "8",
-        "NEXTFLOW_TRUSTED_PROXIES": '["127.0.0.0/8", "::1/128"]',
+        "NEXTFLOW_TRUSTED_PROXIES": "127.0.0.0/8,::1/128",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
