@@ -48,6 +48,11 @@ shards_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(shards_app, name="shards")
+kuberay_app = typer.Typer(
+    help="The Kubernetes deployment (kuberay/): render serveConfigV2, check the manifests.",
+    no_args_is_help=True,
+)
+app.add_typer(kuberay_app, name="kuberay")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -482,6 +487,43 @@ def _refresh_manager(stack: LocalStack, server: str) -> str:
         return f"{name}: refreshed"
     finally:
         ray.shutdown()
+
+
+@kuberay_app.command("render")
+def kuberay_render(config: ConfigOption = None) -> None:
+    """Write serve_config.yaml, rendered for the cluster, into the RayService's
+    serveConfigV2 (kuberay/base/rayservice.yaml)."""
+    from cluster import kuberay
+    from cluster.stack import find_serve_config
+
+    with _errors():
+        source = find_serve_config(config)
+        try:
+            changed = kuberay.render(source)
+        except kuberay.KubeRayError as exc:
+            _fail(str(exc))
+    where = kuberay.RAYSERVICE_FILE.relative_to(kuberay.REPO_ROOT)
+    console.print(f"{where}: {'rendered' if changed else 'already up to date'}")
+
+
+@kuberay_app.command("check")
+def kuberay_check(config: ConfigOption = None) -> None:
+    """Check without a cluster: serveConfigV2 equals the rendered serve_config.yaml,
+    the worker groups can hold every deployment at max_replicas, and the Ray image is
+    the Ray and Python of pyproject.toml. Exit code 1 on any problem."""
+    from cluster import kuberay
+    from cluster.stack import find_serve_config
+
+    with _errors():
+        try:
+            problems = kuberay.check(find_serve_config(config))
+        except kuberay.KubeRayError as exc:
+            _fail(str(exc))
+    for problem in problems:
+        err_console.print(f"[red]✗[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]✓[/] kuberay: serveConfigV2, capacity and image pins agree")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,14 @@ class StackSettings(BaseSettings):
 
     redis_port: int = 56379
 
+    # Where the servers are when they do not all run on `host` (Kubernetes: a Service
+    # per PostgreSQL cluster). `{server}` becomes the server's name (`catalog`,
+    # `shard1`, ...); with a template every server listens on its own host, so shard
+    # servers all use `shard_base_port` and a replica its primary's port.
+    server_host_template: str | None = None  # e.g. "nextflow-{server}-rw"
+    replica_host_template: str | None = None  # e.g. "nextflow-{server}-ro"
+    redis_host: str | None = None
+
     # Ray: every port explicit, so two stacks (yours and the tests') never collide.
     ray_gcs_port: int = 56380
     ray_dashboard_port: int = 8265
@@ -84,19 +93,31 @@ class StackSettings(BaseSettings):
     replica_poll_interval_s: float = Field(default=0.2, gt=0)
 
     def shard_server_addresses(self) -> list[ServerAddress]:
+        if self.server_host_template is not None:
+            return [
+                ServerAddress(name, self.server_host_template.format(server=name), port)
+                for name, port in (
+                    (f"shard{i + 1}", self.shard_base_port) for i in range(self.shard_servers)
+                )
+            ]
         return [
             ServerAddress(f"shard{i + 1}", self.host, self.shard_base_port + i)
             for i in range(self.shard_servers)
         ]
 
     def catalog_address(self) -> ServerAddress:
-        return ServerAddress("catalog", self.host, self.catalog_port)
+        host = self.host
+        if self.server_host_template is not None:
+            host = self.server_host_template.format(server="catalog")
+        return ServerAddress("catalog", host, self.catalog_port)
 
     def replica_address(self, primary: ServerAddress) -> ServerAddress:
-        """Where `primary`'s first streaming replica runs in the local stack."""
-        return ServerAddress(
-            f"{primary.name}-replica", primary.host, primary.port + self.replica_port_offset
-        )
+        """Where `primary`'s first streaming replica runs (local stack: port + offset)."""
+        name = f"{primary.name}-replica"
+        if self.replica_host_template is not None:
+            host = self.replica_host_template.format(server=primary.name)
+            return ServerAddress(name, host, primary.port)
+        return ServerAddress(name, primary.host, primary.port + self.replica_port_offset)
 
     @property
     def secrets_file(self) -> Path:
@@ -116,7 +137,7 @@ class StackSettings(BaseSettings):
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
+        return f"redis://{self.redis_host or self.host}:{self.redis_port}/0"
 
 
 class Settings(StackSettings):
@@ -144,6 +165,21 @@ class Settings(StackSettings):
     capture_client_limit_per_minute: int = Field(default=30, ge=1)
     capture_client_limit_burst: int = Field(default=10, ge=1)
     trusted_proxies: str = ""
+
+    # Support: how often each SupportService replica stores SLA breach flags (0: never;
+    # reads still show the live breach state).
+    sla_sweep_interval_s: float = Field(default=30.0, ge=0)
+
+    # The local Redis has no password; a shared one (Kubernetes) does.
+    redis_password: SecretStr | None = None
+
+    @property
+    def redis_url(self) -> str:
+        url = super().redis_url
+        if self.redis_password is None:
+            return url
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return url.replace("redis://", f"redis://:{password}@", 1)
 
     def dsn_for(self, host: str, port: int, database: str) -> str:
         password = self.pg_password.get_secret_value()

@@ -21,11 +21,23 @@ from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.product.deployment import ProductDeployment
+from deployments.support.deployment import SupportDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
-from gateway.routes import api_keys, auth, capture, customers, health, marketing, products, users
+from gateway.routes import (
+    api_keys,
+    auth,
+    capture,
+    customers,
+    health,
+    marketing,
+    products,
+    queues,
+    tickets,
+    users,
+)
 from gateway.sessions import SessionPositions
 
 
@@ -48,7 +60,18 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.state.gateway = state
     app.add_middleware(RequestContext)
     problems.install(app)
-    for module in (health, auth, users, api_keys, customers, products, marketing, capture):
+    for module in (
+        health,
+        auth,
+        users,
+        api_keys,
+        customers,
+        products,
+        tickets,
+        queues,
+        marketing,
+        capture,
+    ):
         app.include_router(module.router)
     return app
 
@@ -117,5 +140,6 @@ def build_app(args: dict[str, Any]) -> Application:
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
         products=products,
+        support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
         marketing=marketing,
     )

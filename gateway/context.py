@@ -16,6 +16,7 @@ from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
+from gateway import metrics
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
@@ -111,6 +112,9 @@ async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
         return
     request.state.rate_limit_headers = decision.headers()
     if not decision.allowed:
+        # Keys are "u<id>"/"k<id>" for API callers, "<limiter>:<subject>" otherwise.
+        limiter_name = caller.partition(":")[0] if ":" in caller else "api"
+        metrics.rate_limited(limiter_name)
         raise RateLimited(
             f"rate limit of {limiter.per_minute} requests per minute exceeded",
             retry_after=decision.retry_after_s,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics
 from shards import consistency
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,8 +28,9 @@ def _written(headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, int]] |
 
 
 class RequestContext:
-    """Puts the request id in the request state (for problems and logs) and adds the
-    rate-limit headers that the auth dependency decided on.
+    """Puts the request id in the request state (for problems and logs), adds the
+    rate-limit headers that the auth dependency decided on, and counts and times the
+    request by route template (`gateway.metrics`).
 
     After a write (its response carries a read-your-writes token) it remembers the
     write's positions for the caller (`gateway.sessions`) before answering, so the
@@ -53,9 +56,13 @@ class RequestContext:
         request_id = given if given and _VALID_ID.match(given) else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        began = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 for key, value in state.get("rate_limit_headers", {}).items():
                     headers.append((key.lower().encode(), value.encode()))
@@ -74,4 +81,16 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            _observe(scope, status, time.perf_counter() - began)
+
+
+def _observe(scope: Scope, status: int, seconds: float) -> None:
+    route = scope.get("route")
+    # The template (`/customers/{customer_id}`), never the raw path: ids would make
+    # a series per record.
+    template = getattr(route, "path", None) or "unmatched"
+    method = scope.get("method", "")
+    metrics.request_done(template, method, status, seconds * 1000)

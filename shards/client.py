@@ -126,7 +126,8 @@ class Database:
             raise ValueError(f"{database} is not a catalog database")
         s = settings or get_settings()
         self.database = database
-        self._manager = manager_handle(ServerSpec(_CATALOG, s.host, s.catalog_port))
+        catalog = s.catalog_address()
+        self._manager = manager_handle(ServerSpec(_CATALOG, catalog.host, catalog.port))
 
     async def write(
         self,

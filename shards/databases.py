@@ -4,7 +4,13 @@ folder of migrations under `shards/migrations/<name>/`."""
 from __future__ import annotations
 
 # Small, unsharded databases on the catalog server.
-CATALOG_DATABASES: tuple[str, ...] = ("catalog", "auth", "product", "marketing_config")
+CATALOG_DATABASES: tuple[str, ...] = (
+    "catalog",
+    "auth",
+    "product",
+    "support_config",
+    "marketing_config",
+)
 # One database per sharded service on every shard server.
 SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
 # Migrations every sharded database gets first (the global id function and the
@@ -18,5 +24,5 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": ("customers", "contacts", "record_changes"),
     "sales": ("record_changes",),
     "marketing": ("campaigns", "campaign_members", "leads", "lead_conversions", "record_changes"),
-    "support": ("record_changes",),
+    "support": ("tickets", "ticket_comments", "record_changes"),
 }

@@ -39,7 +39,7 @@ import orjson
 import ray
 
 from cluster.settings import get_settings
-from shards import consistency
+from shards import consistency, metrics
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
 from shards.routing import ServerSpec
 
@@ -153,8 +153,9 @@ class ShardManager:
     async def _load_topology(self) -> None:
         s = self._settings
         try:
+            catalog = s.catalog_address()
             conn = await asyncpg.connect(
-                s.dsn_for(s.host, s.catalog_port, "catalog"), timeout=5, command_timeout=5
+                s.dsn_for(catalog.host, catalog.port, "catalog"), timeout=5, command_timeout=5
             )
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("%s: catalog unreachable, keeping topology: %r", self._name, exc)
@@ -235,6 +236,7 @@ class ShardManager:
         while True:
             try:
                 await self._poll()
+                self._publish()
                 if time.monotonic() - last_refresh > _REFRESH_EVERY_S:
                     last_refresh = time.monotonic()
                     await self._load_topology()
@@ -274,6 +276,21 @@ class ShardManager:
         replica.replay_lsn = int(row["l"])
         replica.lag_s = self._lag_seconds(replica.replay_lsn, now)
         replica.healthy = replica.lag_s <= self._settings.max_replica_lag_s
+
+    def _publish(self) -> None:
+        """Gauges for Prometheus, once per poll (`shards.metrics`)."""
+        server = self._name
+        metrics.manager_up.set(0 if self._primary_monitor is None else 1, tags={"server": server})
+        for r in self._topology.replicas.values():
+            tags = {"server": server, "replica": r.name}
+            metrics.replica_lag.set(r.lag_s, tags=tags)
+            metrics.replica_usable.set(1 if r.healthy else 0, tags=tags)
+        for (host, port, db), pool in self._pools.items():
+            tags = {"server": server, "node": f"{host}:{port}", "database": db}
+            size = pool.get_size()
+            metrics.pool_connections.set(size, tags={**tags, "state": "open"})
+            in_use = size - pool.get_idle_size()
+            metrics.pool_connections.set(in_use, tags={**tags, "state": "in_use"})
 
     def _lag_seconds(self, replay_lsn: int, now: float) -> float:
         """How long ago the primary wrote the oldest WAL the replica has not replayed."""
@@ -521,24 +538,34 @@ class ShardManager:
         readonly: bool,
         with_lsn: bool = False,
     ) -> tuple[Any, int | None]:
+        tags = {
+            "server": self._name,
+            "database": database,
+            "role": "primary" if node == self._topology.primary else "replica",
+        }
+        began = time.perf_counter()
         try:
             pool = await self._pool(*node, database)
             async with pool.acquire(timeout=10) as conn:
                 async with conn.transaction(readonly=readonly):
                     value = await fn(conn, *args, **kwargs)
-                if not with_lsn:
-                    return value, None
-                # After commit: this position is at or past our commit record.
-                return value, int(await conn.fetchval(f"SELECT {_LSN}"))
+                lsn = int(await conn.fetchval(f"SELECT {_LSN}")) if with_lsn else None
+            # After commit: that position is at or past our commit record.
+            took_ms = (time.perf_counter() - began) * 1e3
+            metrics.queries.observe(took_ms, tags={**tags, "kind": "read" if readonly else "write"})
+            return value, lsn
         except asyncpg.PostgresError as exc:
             if isinstance(exc, _CONNECTION_ERRORS):
+                metrics.query_errors.inc(tags={**tags, "error": "unavailable"})
                 raise ShardUnavailable(self._name, type(exc).__name__) from None
+            metrics.query_errors.inc(tags={**tags, "error": exc.sqlstate or "XX000"})
             raise DatabaseError(
                 exc.sqlstate or "XX000",
                 str(exc),
                 getattr(exc, "constraint_name", None),
             ) from None
         except _CONNECTION_ERRORS as exc:
+            metrics.query_errors.inc(tags={**tags, "error": "unavailable"})
             raise ShardUnavailable(self._name, type(exc).__name__) from None
 
     async def close(self) -> None:

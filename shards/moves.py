@@ -193,7 +193,8 @@ async def move_shard(
 ) -> MoveResult:
     """Move logical shard `shard` to server `target` online; raises MoveError."""
     began = time.monotonic()
-    catalog = await _connect(settings.dsn_for(settings.host, settings.catalog_port, CATALOG))
+    address = settings.catalog_address()
+    catalog = await _connect(settings.dsn_for(address.host, address.port, CATALOG))
     try:
         move = await _begin(settings, catalog, shard, target)
         try:

@@ -66,6 +66,8 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_MAX_REPLICA_LAG_S": "2",
         "NEXTFLOW_RATE_LIMIT_BURST": "100000",
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
+        # Short, so the e2e support test sees a periodic SLA sweep within seconds.
+        "NEXTFLOW_SLA_SWEEP_INTERVAL_S": "3",
         # Public capture: low limits, so tests/e2e/test_marketing.py can reach them; the
         # loopback ingress is trusted to pass X-Forwarded-For (one "client" per test).
         "NEXTFLOW_CAPTURE_FORM_LIMIT_PER_MINUTE": "5",

@@ -17,11 +17,17 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from ray.util import metrics
 from redis.exceptions import RedisError
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("nextflow.product.cache")
 _GEN = "product:gen"
+_lookups = metrics.Counter(
+    "nextflow_cache_lookups",
+    description="Cache lookups by cache and result (hit or miss): the hit ratio.",
+    tag_keys=("cache", "result"),
+)
 
 
 class CatalogCache:
@@ -76,6 +82,10 @@ class CatalogCache:
                 found[key] = None if data is None else model.model_validate(data)
         self.hits += len(found)
         self.misses += len(missing)
+        if found:
+            _lookups.inc(len(found), tags={"cache": self._prefix, "result": "hit"})
+        if missing:
+            _lookups.inc(len(missing), tags={"cache": self._prefix, "result": "miss"})
         if missing:
             loaded = await fill(missing)
             found.update(loaded)

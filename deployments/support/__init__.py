@@ -1,0 +1,1 @@
+"""Support: tickets, comments, queues and assignment, SLA clocks."""

@@ -1,0 +1,427 @@
+"""All SQL of tickets and comments (the sharded `support` database). Each function
+runs inside the one transaction the ShardManager opened on the ticket's shard; the
+workflow and SLA arithmetic come from `rules` (pure), applied to the locked row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from deployments._kit.history import diff, record_change
+from deployments._kit.listing import Order, Position
+from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
+from deployments.support import rules
+from deployments.support.schemas import (
+    CommentCreate,
+    CommentRead,
+    TicketCreate,
+    TicketListQuery,
+    TicketRead,
+)
+from shards import ReadConn, WriteConn
+from shards.ids import shard_sql
+
+_TICKET = (
+    "id, customer_id, contact_id, subject, description, priority, status, queue_id,"
+    " assignee_id, channel, tags, requester_id, first_response_at, resolved_at, closed_at,"
+    " first_response_due_at, resolution_due_at, sla_paused_at, sla_paused_s,"
+    " first_response_breached, resolution_breached, version, created_at, updated_at"
+)
+_COMMENT = "id, ticket_id, author_id, body, public, version, created_at, updated_at"
+# Fields a ticket write may change (columns, never from the client directly).
+_WRITABLE = (
+    "subject", "description", "priority", "channel", "tags", "contact_id", "queue_id",
+    "status", "assignee_id", "first_response_at", "resolved_at", "closed_at",
+    "first_response_due_at", "resolution_due_at", "sla_paused_at", "sla_paused_s",
+    "first_response_breached", "resolution_breached",
+)  # fmt: skip
+AUDITED = (
+    "status", "priority", "assignee_id", "queue_id", "subject",
+    "first_response_due_at", "resolution_due_at",
+    "first_response_breached", "resolution_breached",
+)  # fmt: skip
+_SORT_COLUMNS = {
+    "created_at": "created_at",
+    "priority": "priority_rank",
+    "resolution_due_at": "resolution_due_at",
+}
+# The breach state as of now, in SQL (what `rules.*_breached` compute in Python).
+FIRST_RESPONSE_BREACHED_SQL = (
+    "(first_response_breached OR (first_response_at IS NULL"
+    " AND status NOT IN ('resolved', 'closed') AND first_response_due_at < now()))"
+)
+RESOLUTION_BREACHED_SQL = (
+    "(resolution_breached OR (sla_paused_at IS NULL AND resolution_due_at < now()))"
+)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A write the workflow does not allow (the service makes it a 409)."""
+
+    reason: str
+
+
+def ticket(row: Any) -> TicketRead:
+    values = dict(row)
+    values["sla_breached"] = values["first_response_breached"] or values["resolution_breached"]
+    return TicketRead.model_validate(values)
+
+
+def clock(values: dict[str, Any]) -> rules.Clock:
+    return rules.Clock(
+        status=values["status"],
+        created_at=values["created_at"],
+        first_response_due_at=values["first_response_due_at"],
+        resolution_due_at=values["resolution_due_at"],
+        first_response_at=values["first_response_at"],
+        resolved_at=values["resolved_at"],
+        sla_paused_at=values["sla_paused_at"],
+        sla_paused_s=values["sla_paused_s"],
+        first_response_breached=values["first_response_breached"],
+        resolution_breached=values["resolution_breached"],
+    )
+
+
+def _with_clock(values: dict[str, Any], c: rules.Clock) -> dict[str, Any]:
+    return {
+        **values,
+        "status": c.status,
+        "first_response_at": c.first_response_at,
+        "resolved_at": c.resolved_at,
+        "first_response_due_at": c.first_response_due_at,
+        "resolution_due_at": c.resolution_due_at,
+        "sla_paused_at": c.sla_paused_at,
+        "sla_paused_s": c.sla_paused_s,
+        "first_response_breached": c.first_response_breached,
+        "resolution_breached": c.resolution_breached,
+    }
+
+
+async def _now(conn: ReadConn) -> datetime:
+    now: datetime = await conn.fetchval("SELECT now()")
+    return now
+
+
+# -- tickets ---------------------------------------------------------------------------
+async def create_ticket(
+    conn: WriteConn,
+    shard: int,
+    data: TicketCreate,
+    queue_id: int | None,
+    assignee_id: int | None,
+    policy: rules.Policy,
+    requester_id: int | None,
+) -> TicketRead:
+    now = await _now(conn)
+    first_due, resolution_due = rules.due_times(now, policy)
+    row = await conn.fetchrow(
+        f"""INSERT INTO tickets
+               (id, customer_id, contact_id, subject, description, priority, status, queue_id,
+                assignee_id, channel, tags, requester_id, first_response_due_at,
+                resolution_due_at, created_at, updated_at)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                    $15, $15)
+            RETURNING {_TICKET}""",
+        shard, data.customer_id, data.contact_id, data.subject, data.description,
+        data.priority, "assigned" if assignee_id is not None else "new", queue_id,
+        assignee_id, data.channel, data.tags, requester_id, first_due, resolution_due, now,
+    )  # fmt: skip
+    created = dict(row)
+    await record_change(
+        conn, "ticket", created["id"], "created", diff(None, created, AUDITED), requester_id
+    )
+    return ticket(row)
+
+
+async def get_ticket(conn: ReadConn, ticket_id: int) -> TicketRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND deleted_at IS NULL", ticket_id
+    )
+    return None if row is None else ticket(row)
+
+
+async def _locked(
+    conn: WriteConn, ticket_id: int, if_version: int | None
+) -> dict[str, Any] | Stale | None:
+    row = await conn.fetchrow(
+        f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        ticket_id,
+    )
+    if row is None:
+        return None
+    if if_version is not None and row["version"] != if_version:
+        return Stale(row["version"])
+    return dict(row)
+
+
+async def _save(
+    conn: WriteConn,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    action: str,
+    actor_id: int | None,
+) -> TicketRead:
+    params = Params()
+    sets = [f"{name} = {params(after[name])}" for name in _WRITABLE if after[name] != before[name]]
+    sets += ["version = version + 1", "updated_at = now()"]
+    row = await conn.fetchrow(
+        f"UPDATE tickets SET {', '.join(sets)} WHERE id = {params(before['id'])}"
+        f" RETURNING {_TICKET}",
+        *params.values,
+    )
+    await record_change(
+        conn, "ticket", before["id"], action, diff(before, after, AUDITED), actor_id
+    )
+    return ticket(row)
+
+
+async def update_ticket(
+    conn: WriteConn,
+    ticket_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    policy: rules.Policy | None,
+    actor_id: int | None,
+) -> TicketRead | Stale | Refused | None:
+    """Field changes; `policy` (the new priority's) when the priority changes."""
+    before = await _locked(conn, ticket_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] == "closed":
+        return Refused(f"ticket {ticket_id} is closed; closed tickets cannot be changed")
+    after = {**before, **{k: v for k, v in changes.items() if k in _WRITABLE}}
+    now = await _now(conn)
+    if policy is not None and after["priority"] != before["priority"]:
+        after = _with_clock(after, rules.reprioritised(clock(after), policy, now))
+    return await _save(conn, before, after, "updated", actor_id)
+
+
+async def change_status(
+    conn: WriteConn, ticket_id: int, target: str, if_version: int | None, actor_id: int | None
+) -> TicketRead | Stale | Refused | None:
+    before = await _locked(conn, ticket_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    try:
+        rules.check_transition(before["status"], target, before["assignee_id"])
+    except rules.TransitionRefused as exc:
+        return Refused(str(exc))
+    now = await _now(conn)
+    after = _with_clock(before, rules.change_status(clock(before), target, now))
+    after["closed_at"] = now if target == "closed" else None
+    return await _save(conn, before, after, "status_changed", actor_id)
+
+
+async def assign_ticket(
+    conn: WriteConn,
+    ticket_id: int,
+    assignee_id: int | None,
+    if_version: int | None,
+    actor_id: int | None,
+) -> TicketRead | Stale | Refused | None:
+    """Give the ticket to someone (new -> assigned) or to nobody (assigned -> new);
+    pending and resolved tickets keep their status."""
+    before = await _locked(conn, ticket_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] == "closed":
+        return Refused(f"ticket {ticket_id} is closed; closed tickets cannot be reassigned")
+    after = {**before, "assignee_id": assignee_id}
+    target = before["status"]
+    if assignee_id is not None and target == "new":
+        target = "assigned"
+    elif assignee_id is None and target == "assigned":
+        target = "new"
+    if target != before["status"]:
+        after = _with_clock(after, rules.change_status(clock(after), target, await _now(conn)))
+    return await _save(conn, before, after, "assigned", actor_id)
+
+
+async def delete_ticket(
+    conn: WriteConn, ticket_id: int, if_version: int | None, actor_id: int | None
+) -> TicketRead | Stale | None:
+    before = await _locked(conn, ticket_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    row = await conn.fetchrow(
+        f"""UPDATE tickets SET deleted_at = now(), version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_TICKET}""",
+        ticket_id,
+    )
+    await record_change(conn, "ticket", ticket_id, "deleted", {}, actor_id)
+    return ticket(row)
+
+
+async def restore_ticket(
+    conn: WriteConn, ticket_id: int, actor_id: int | None
+) -> TicketRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE tickets SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_TICKET}""",
+        ticket_id,
+    )
+    if row is None:
+        return await get_ticket(conn, ticket_id)
+    await record_change(conn, "ticket", ticket_id, "restored", {}, actor_id)
+    return ticket(row)
+
+
+def _ticket_filters(query: TicketListQuery, shards: list[int], params: Params) -> list[str]:
+    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if query.statuses:
+        where.append(f"status = ANY({params(list(query.statuses))}::text[])")
+    if query.priorities:
+        where.append(f"priority = ANY({params(list(query.priorities))}::text[])")
+    if query.queue_id is not None:
+        where.append(f"queue_id = {params(query.queue_id)}")
+    if query.assignee_id is not None:
+        where.append(f"assignee_id = {params(query.assignee_id)}")
+    if query.unassigned is not None:
+        where.append("assignee_id IS NULL" if query.unassigned else "assignee_id IS NOT NULL")
+    if query.customer_id is not None:
+        where.append(f"customer_id = {params(query.customer_id)}")
+    if query.tags:
+        where.append(f"tags && {params(list(query.tags))}::text[]")
+    if query.created_from is not None:
+        where.append(f"created_at >= {params(query.created_from)}")
+    if query.created_before is not None:
+        where.append(f"created_at < {params(query.created_before)}")
+    if query.due_before is not None:
+        where.append(f"resolution_due_at < {params(query.due_before)}")
+    for wanted, expression in (
+        (query.first_response_breached, FIRST_RESPONSE_BREACHED_SQL),
+        (query.resolution_breached, RESOLUTION_BREACHED_SQL),
+        (query.sla_breached, f"({FIRST_RESPONSE_BREACHED_SQL} OR {RESOLUTION_BREACHED_SQL})"),
+    ):
+        if wanted is not None:
+            where.append(expression if wanted else f"NOT {expression}")
+    return where
+
+
+async def list_tickets(
+    conn: ReadConn,
+    shards: list[int],
+    query: TicketListQuery,
+    order: Order,
+    position: Position | None,
+) -> list[TicketRead]:
+    """Up to `limit + 1` tickets on these shards after `position` (the caller merges)."""
+    params = Params()
+    column = _SORT_COLUMNS[order.field]
+    where = _ticket_filters(query, shards, params)
+    after = keyset_after(column, order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_TICKET} FROM tickets WHERE {' AND '.join(where)}"
+        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return [ticket(r) for r in rows]
+
+
+async def count_tickets(conn: ReadConn, shards: list[int], query: TicketListQuery) -> int:
+    params = Params()
+    where = _ticket_filters(query, shards, params)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM tickets WHERE {' AND '.join(where)}", *params.values
+        )
+    )
+
+
+async def open_counts(conn: ReadConn, shards: list[int], user_ids: list[int]) -> dict[int, int]:
+    """Open (new, assigned, pending) tickets per assignee, for least-busy assignment."""
+    params = Params()
+    rows = await conn.fetch(
+        f"""SELECT assignee_id, count(*) AS n FROM tickets
+            WHERE deleted_at IS NULL AND {on_shards(params, shards)}
+              AND assignee_id = ANY({params(user_ids)}::bigint[])
+              AND status = ANY({params(sorted(rules.OPEN_STATUSES))}::text[])
+            GROUP BY assignee_id""",
+        *params.values,
+    )
+    return {int(r["assignee_id"]): int(r["n"]) for r in rows}
+
+
+async def sweep_sla(conn: WriteConn, shards: list[int]) -> tuple[list[int], list[int]]:
+    """Store the breach flags of clocks that ran out since the last sweep, with a
+    history row for each; idempotent (a flag set once is never matched again), so
+    several replicas may sweep at once. Returns the ids flagged (first response,
+    resolution)."""
+    flagged: list[list[int]] = []
+    for flag, condition in (
+        (
+            "first_response_breached",
+            "first_response_at IS NULL AND status NOT IN ('resolved', 'closed')"
+            " AND first_response_due_at < now()",
+        ),
+        ("resolution_breached", "sla_paused_at IS NULL AND resolution_due_at < now()"),
+    ):
+        params = Params()
+        rows = await conn.fetch(
+            f"""WITH flagged AS (
+                    UPDATE tickets SET {flag} = true, version = version + 1, updated_at = now()
+                    WHERE deleted_at IS NULL AND NOT {flag} AND {condition}
+                      AND {on_shards(params, shards)}
+                    RETURNING id)
+                INSERT INTO record_changes (id, record_type, record_id, action, changes)
+                SELECT nextflow_id({shard_sql("f.id")}::int), 'ticket', f.id, 'sla_breached',
+                       jsonb_build_object({params(flag)}::text, jsonb_build_array(false, true))
+                FROM flagged f
+                RETURNING record_id""",
+            *params.values,
+        )
+        flagged.append(sorted(int(r["record_id"]) for r in rows))
+    return flagged[0], flagged[1]
+
+
+# -- comments --------------------------------------------------------------------------
+async def add_comment(
+    conn: WriteConn,
+    shard: int,
+    ticket_id: int,
+    data: CommentCreate,
+    author_id: int | None,
+) -> CommentRead | Refused | None:
+    """A comment on the ticket's shard; the first public one stops the first-response
+    clock. None when the ticket is absent."""
+    before = await _locked(conn, ticket_id, None)
+    if before is None or isinstance(before, Stale):
+        return None
+    if before["status"] == "closed":
+        return Refused(f"ticket {ticket_id} is closed; open a new ticket instead")
+    row = await conn.fetchrow(
+        f"""INSERT INTO ticket_comments (id, ticket_id, author_id, body, public)
+            VALUES (nextflow_id($1), $2, $3, $4, $5) RETURNING {_COMMENT}""",
+        shard, ticket_id, author_id, data.body, data.public,
+    )  # fmt: skip
+    if data.public and before["first_response_at"] is None:
+        now = await _now(conn)
+        after = _with_clock(before, rules.first_response(clock(before), now))
+        await _save(conn, before, after, "first_response", author_id)
+    return CommentRead.model_validate(dict(row))
+
+
+async def list_comments(
+    conn: ReadConn, ticket_id: int, limit: int, order: Order, position: Position | None
+) -> list[CommentRead] | None:
+    """None when the ticket is absent; else up to `limit + 1` comments after `position`."""
+    alive = await conn.fetchval(
+        "SELECT 1 FROM tickets WHERE id = $1 AND deleted_at IS NULL", ticket_id
+    )
+    if not alive:
+        return None
+    params = Params()
+    where = [f"ticket_id = {params(ticket_id)}", "deleted_at IS NULL"]
+    after = keyset_after("created_at", order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_COMMENT} FROM ticket_comments WHERE {' AND '.join(where)}"
+        f" {order_by('created_at', order)} LIMIT {params(limit + 1)}",
+        *params.values,
+    )
+    return [CommentRead.model_validate(dict(r)) for r in rows]

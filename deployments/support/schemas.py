@@ -1,0 +1,273 @@
+"""Ticket, comment, queue and SLA policy models, shared by HTTP routes and handles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deployments._kit.listing import ListQuery
+from deployments._kit.records import Record
+from deployments._kit.types import Id
+from deployments.support.rules import Channel, Priority, Status, Strategy
+
+_YEAR_S = 366 * 24 * 3600
+
+
+class _Input(BaseModel):
+    # Server-owned fields (id, version, status, SLA times...) are refused, not ignored.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# -- tickets ---------------------------------------------------------------------------
+class TicketCreate(_Input):
+    customer_id: Id = Field(description="Must exist; the ticket lives on its shard.")
+    contact_id: Id | None = Field(default=None, description="A contact of that customer.")
+    subject: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=20000)
+    priority: Priority = "normal"
+    channel: Channel = "web"
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    queue_id: Id | None = Field(default=None, description="Defaults to the default queue.")
+    assignee_id: Id | None = Field(
+        default=None,
+        description="Assign at once (needs `ticket:assign` unless it is the caller); "
+        "otherwise a round-robin or least-busy queue picks an agent.",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        return check_tags(tags)
+
+
+class TicketUpdate(_Input):
+    """Partial update. Status and assignee change through their own actions
+    (`/status`, `/assign`), which enforce the workflow."""
+
+    subject: str | None = Field(default=None, min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=20000)
+    priority: Priority | None = None
+    channel: Channel | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+    contact_id: Id | None = None
+    queue_id: Id | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str] | None) -> list[str] | None:
+        return None if tags is None else check_tags(tags)
+
+    @field_validator("subject", "priority", "channel", "queue_id", "description")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class TicketRead(Record):
+    id: Id
+    customer_id: Id
+    contact_id: Id | None
+    subject: str
+    description: str
+    priority: Priority
+    status: Status
+    queue_id: Id | None
+    assignee_id: Id | None
+    channel: Channel
+    tags: list[str]
+    requester_id: Id | None = Field(description="The user who created the ticket.")
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    first_response_due_at: datetime
+    resolution_due_at: datetime
+    sla_paused_at: datetime | None = Field(
+        description="When the resolution clock stopped (pending or resolved), else null."
+    )
+    sla_paused_s: float = Field(description="Seconds the resolution clock has been stopped.")
+    first_response_breached: bool = Field(description="As of this response, not just stored.")
+    resolution_breached: bool = Field(description="As of this response, not just stored.")
+    sla_breached: bool = Field(default=False, description="Either target breached.")
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TicketStatusChange(_Input):
+    status: Status = Field(
+        description="new | assigned | pending | resolved | closed; allowed moves: "
+        "new->assigned|pending|resolved, assigned->new|pending|resolved, "
+        "pending->new|assigned|resolved, resolved->new|assigned (reopen)|closed; "
+        "closed is final."
+    )
+
+
+class TicketAssign(_Input):
+    assignee_id: Id | None = Field(description="null unassigns (the ticket goes back to new).")
+
+
+class TicketListQuery(ListQuery):
+    statuses: list[Status] | None = Field(default=None, max_length=5)
+    priorities: list[Priority] | None = Field(default=None, max_length=4)
+    queue_id: Id | None = None
+    assignee_id: Id | None = None
+    unassigned: bool | None = None
+    customer_id: Id | None = None
+    tags: list[str] | None = Field(default=None, max_length=20)
+    sla_breached: bool | None = None
+    first_response_breached: bool | None = None
+    resolution_breached: bool | None = None
+    created_from: datetime | None = Field(default=None, description="created_at >= this")
+    created_before: datetime | None = Field(default=None, description="created_at < this")
+    due_before: datetime | None = Field(default=None, description="resolution_due_at < this")
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "status": "statuses",
+        "status[in]": "statuses",
+        "priority": "priorities",
+        "priority[in]": "priorities",
+        "queue_id": "queue_id",
+        "assignee_id": "assignee_id",
+        "unassigned": "unassigned",
+        "customer_id": "customer_id",
+        "tag": "tags",
+        "tag[in]": "tags",
+        "sla_breached": "sla_breached",
+        "first_response_breached": "first_response_breached",
+        "resolution_breached": "resolution_breached",
+        "created_at[gte]": "created_from",
+        "created_at[lt]": "created_before",
+        "resolution_due_at[lt]": "due_before",
+        "due_before": "due_before",
+    }
+    list_params: ClassVar[frozenset[str]] = frozenset({"statuses", "priorities", "tags"})
+    sort_fields: ClassVar[dict[str, type]] = {
+        "created_at": datetime,
+        "priority": int,
+        "resolution_due_at": datetime,
+    }
+
+
+class SweepResult(BaseModel):
+    """What one SLA sweep flagged (ids of tickets whose flag it set just now)."""
+
+    first_response_breached: list[Id]
+    resolution_breached: list[Id]
+
+
+# -- comments --------------------------------------------------------------------------
+class CommentCreate(_Input):
+    body: str = Field(min_length=1, max_length=20000)
+    public: bool = Field(
+        default=False,
+        description="true: a reply the customer sees (the first one is the first "
+        "response); false: an internal note.",
+    )
+
+
+class CommentRead(Record):
+    id: Id
+    ticket_id: Id
+    author_id: Id | None
+    body: str
+    public: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CommentListQuery(ListQuery):
+    sort: str = "created_at"
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
+
+
+# -- queues ----------------------------------------------------------------------------
+class QueueMember(BaseModel):
+    user_id: Id
+    active: bool
+    added_at: datetime
+
+
+class QueueCreate(_Input):
+    name: str = Field(min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=1000)
+    strategy: Strategy = "manual"
+    members: list[Id] = Field(default_factory=list, max_length=200, description="User ids.")
+    is_default: bool = False
+
+    @field_validator("members")
+    @classmethod
+    def _unique(cls, members: list[int]) -> list[int]:
+        return list(dict.fromkeys(members))
+
+
+class QueueUpdate(_Input):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=1000)
+    strategy: Strategy | None = None
+    is_default: bool | None = None
+
+    @field_validator("name", "strategy", "is_default")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class QueueRead(Record):
+    id: Id
+    name: str
+    description: str | None
+    strategy: Strategy
+    is_default: bool
+    last_assigned_id: Id | None = Field(description="Round-robin cursor.")
+    members: list[QueueMember]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class QueueMemberPut(_Input):
+    active: bool = True
+
+
+class QueueListQuery(ListQuery):
+    sort: str = "created_at"
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
+
+
+# -- SLA policies ----------------------------------------------------------------------
+class SlaPolicyRead(Record):
+    priority: Priority
+    first_response_s: int = Field(description="First-response target, in seconds.")
+    resolution_s: int = Field(description="Resolution target, in seconds.")
+    version: int
+    updated_at: datetime
+
+
+class SlaPolicyPut(_Input):
+    first_response_s: int = Field(ge=1, le=_YEAR_S)
+    resolution_s: int = Field(ge=1, le=_YEAR_S)
+
+    @model_validator(mode="after")
+    def _order(self) -> SlaPolicyPut:
+        if self.resolution_s < self.first_response_s:
+            raise ValueError("resolution_s must be at least first_response_s")
+        return self
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    cleaned: list[str] = []
+    for tag in tags:
+        tag = tag.strip()
+        if not tag or len(tag) > 50 or "," in tag:
+            raise ValueError("tags are 1-50 characters without commas")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    return cleaned
