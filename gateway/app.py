@@ -21,6 +21,7 @@ from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.product.deployment import ProductDeployment
+from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
@@ -31,8 +32,11 @@ from gateway.routes import (
     auth,
     capture,
     customers,
+    deals,
     health,
     marketing,
+    orders,
+    pipelines,
     products,
     queues,
     tickets,
@@ -61,17 +65,9 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     app.add_middleware(RequestContext)
     problems.install(app)
     for module in (
-        health,
-        auth,
-        users,
-        api_keys,
-        customers,
-        products,
-        tickets,
-        queues,
-        marketing,
-        capture,
-    ):
+        health, auth, users, api_keys, customers, products,
+        pipelines, deals, orders, tickets, queues, marketing, capture,
+    ):  # fmt: skip
         app.include_router(module.router)
     return app
 
@@ -134,12 +130,14 @@ def build_app(args: dict[str, Any]) -> Application:
     parsed = AppArgs.model_validate(args or {})
     customers = CustomerDeployment.bind()  # type: ignore[attr-defined]
     products = ProductDeployment.bind()  # type: ignore[attr-defined]
-    marketing = MarketingDeployment.bind(customers)  # type: ignore[attr-defined]
+    sales = SalesDeployment.bind(customers, products)  # type: ignore[attr-defined]
+    marketing = MarketingDeployment.bind(customers, sales)  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
         products=products,
+        sales=sales,
         support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
         marketing=marketing,
     )

@@ -8,6 +8,7 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "catalog",
     "auth",
     "product",
+    "sales_config",
     "support_config",
     "marketing_config",
 )
@@ -22,7 +23,7 @@ SHARDED_BASE = "_sharded"
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": ("customers", "contacts", "record_changes"),
-    "sales": ("record_changes",),
+    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes"),
     "marketing": ("campaigns", "campaign_members", "leads", "lead_conversions", "record_changes"),
     "support": ("tickets", "ticket_comments", "record_changes"),
 }

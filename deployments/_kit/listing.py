@@ -14,7 +14,8 @@ import binascii
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
@@ -129,8 +130,10 @@ def field_errors(
 
 
 def encode_cursor(order: Order, value: Any, row_id: int) -> str:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
     raw = orjson.dumps(
         {"s": ("-" if order.descending else "") + order.field, "v": value, "i": row_id}
     )
@@ -150,9 +153,19 @@ def decode_cursor(query: ListQuery) -> Position | None:
         if data["s"] != query.sort:
             raise bad
         kind = query.sort_fields[order.field]
-        value = datetime.fromisoformat(data["v"]) if kind is datetime else kind(data["v"])
+        if kind is datetime or kind is date:
+            value = kind.fromisoformat(data["v"])
+        else:
+            value = kind(data["v"])
         row_id = int(data["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
+    except (
+        ValueError,
+        ArithmeticError,
+        KeyError,
+        TypeError,
+        binascii.Error,
+        orjson.JSONDecodeError,
+    ):
         raise bad from None
     return Position(value, row_id)
 

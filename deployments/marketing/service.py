@@ -52,6 +52,7 @@ from deployments.marketing.schemas import (
     MemberRead,
     MemberUpdate,
 )
+from deployments.sales.schemas import DealCreate
 from shards import ShardNotFound
 from shards.client import Database, Shards
 
@@ -602,9 +603,19 @@ class MarketingService:
             return None
         if self.sales is None:
             raise Unavailable("the sales service is not available to make the deal")
-        # TODO(sales): wire SalesService.create_deal(principal, DealCreate, source_key)
-        # once the Sales deals work is on main.
-        raise Unavailable("deal creation is not wired yet")
+        assert conversion.customer_id is not None
+        deal = options.deal
+        data = DealCreate(
+            customer_id=conversion.customer_id,
+            contact_id=conversion.contact_id,
+            name=deal.name,
+            amount=deal.amount,
+            pipeline_id=deal.pipeline_id,
+            stage_id=deal.stage_id,
+            expected_close_date=deal.expected_close_date,
+        )
+        made = await _remote(self.sales.create_deal.remote(principal, data, key))
+        return int(made.id)
 
 
 def _key(field: str) -> Any:

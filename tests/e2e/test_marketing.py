@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -300,23 +301,27 @@ def test_conversion_failing_midway_then_retried(
     retry with corrected options finishes, with one customer for the lead."""
     lead = _lead(http, admin, first_name="Kim", email=_email("fail"))
     url = f"/leads/{lead['id']}/convert"
-    failing = {
-        "create_deal": True,
-        "deal": {"name": "First order", "amount": {"amount": "100", "currency": "EUR"}},
-    }
+    deal = {"name": "First order", "amount": {"amount": "100.00", "currency": "EUR"}}
+    failing = {"create_deal": True, "deal": {**deal, "stage_id": "4242"}}  # no such stage
     failed = http.post(url, headers=admin, json=failing)
-    assert failed.status_code in (422, 503), failed.text
+    assert failed.status_code == 422, failed.text
+    assert failed.json()["errors"][0]["field"] == "stage_id"
     state = http.get(f"/leads/{lead['id']}/conversion", headers=admin).json()
-    assert state["state"] == "contact_done" and state["last_error"]
+    assert state["state"] == "contact_done" and state["last_error"].startswith("deal:")
     assert state["customer_id"] and state["contact_id"] and state["deal_id"] is None
     assert http.get(f"/leads/{lead['id']}", headers=admin).json()["status"] == "new"
 
-    retried = http.post(url, headers=admin, json={"create_deal": False})
+    retried = http.post(url, headers=admin, json={"create_deal": True, "deal": deal})
     assert retried.status_code == 200, retried.text
     body = retried.json()
-    assert body["state"] == "completed" and body["attempts"] == 2
+    assert body["state"] == "completed" and body["attempts"] == 2 and body["deal_id"]
     assert (body["customer_id"], body["contact_id"]) == (state["customer_id"], state["contact_id"])
+    made = http.get(f"/deals/{body['deal_id']}", headers=admin).json()
+    assert made["customer_id"] == body["customer_id"] and Decimal(made["amount"]["amount"]) == 100
     assert _customers_with_source(serve_app, f"lead:{lead['id']}") == 1
+    assert http.post(url, headers=admin, json={}).json()["deal_id"] == body["deal_id"]
+    lead_now = http.get(f"/leads/{lead['id']}", headers=admin).json()
+    assert lead_now["converted_deal_id"] == body["deal_id"]
     assert http.get(f"/leads/{lead['id']}", headers=admin).json()["status"] == "converted"
 
 

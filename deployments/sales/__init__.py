@@ -1,0 +1,1 @@
+"""Sales: pipelines and stages (unsharded config), deals and orders on their customer's shard."""

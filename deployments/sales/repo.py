@@ -1,0 +1,858 @@
+"""All SQL of the sales service. Each function runs inside the one transaction that
+the ShardManager opened: pipelines in the unsharded `sales_config` database on the
+catalog server, deals on their customer's shard of the `sales` database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from deployments._kit.history import diff, record_change
+from deployments._kit.listing import Order, Position
+from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
+from deployments._kit.types import Money
+from deployments.sales.rules import Transition, weighted_amount
+from deployments.sales.schemas import (
+    ComputedMoney,
+    DealListQuery,
+    DealRead,
+    OrderLineRead,
+    OrderListQuery,
+    OrderRead,
+    PipelineCreate,
+    PipelineListQuery,
+    PipelineRead,
+    StageChangeRead,
+    StageCreate,
+    StageRead,
+)
+from shards import ReadConn, WriteConn
+from shards.ids import shard_sql
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A write the data's own rules refuse (the service turns it into a 409/422)."""
+
+    field: str
+    reason: str
+
+
+# -- pipelines (sales_config) --------------------------------------------------------
+_PIPELINE = "id, name, is_default, version, created_at, updated_at"
+_STAGE = "id, pipeline_id, name, position, probability, kind, version, created_at, updated_at"
+_PIPELINE_UPDATABLE = {"name", "is_default"}
+_STAGE_UPDATABLE = {"name", "probability", "kind"}
+
+
+async def _stages(conn: ReadConn, pipeline_ids: list[int]) -> dict[int, list[StageRead]]:
+    rows = await conn.fetch(
+        f"""SELECT {_STAGE} FROM pipeline_stages
+            WHERE pipeline_id = ANY($1::bigint[]) AND deleted_at IS NULL
+            ORDER BY pipeline_id, position, id""",
+        pipeline_ids,
+    )
+    out: dict[int, list[StageRead]] = {i: [] for i in pipeline_ids}
+    for r in rows:
+        out[r["pipeline_id"]].append(StageRead.model_validate(dict(r)))
+    return out
+
+
+async def _pipelines(conn: ReadConn, rows: list[asyncpg.Record]) -> list[PipelineRead]:
+    stages = await _stages(conn, [r["id"] for r in rows])
+    return [PipelineRead.model_validate({**dict(r), "stages": stages[r["id"]]}) for r in rows]
+
+
+async def get_pipeline(conn: ReadConn, pipeline_id: int) -> PipelineRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PIPELINE} FROM pipelines WHERE id = $1 AND deleted_at IS NULL", pipeline_id
+    )
+    return None if row is None else (await _pipelines(conn, [row]))[0]
+
+
+async def get_pipeline_any(conn: ReadConn, pipeline_id: int) -> PipelineRead | None:
+    """Also a soft-deleted pipeline: the deals already in it still move within it."""
+    row = await conn.fetchrow(f"SELECT {_PIPELINE} FROM pipelines WHERE id = $1", pipeline_id)
+    return None if row is None else (await _pipelines(conn, [row]))[0]
+
+
+async def get_default_pipeline(conn: ReadConn) -> PipelineRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PIPELINE} FROM pipelines WHERE is_default AND deleted_at IS NULL"
+    )
+    return None if row is None else (await _pipelines(conn, [row]))[0]
+
+
+async def list_pipelines(
+    conn: ReadConn, query: PipelineListQuery, order: Order, position: Position | None
+) -> list[PipelineRead]:
+    params = Params()
+    where = ["deleted_at IS NULL"]
+    after = keyset_after("created_at", order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_PIPELINE} FROM pipelines WHERE {' AND '.join(where)}"
+        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return await _pipelines(conn, list(rows))
+
+
+async def create_pipeline(conn: WriteConn, data: PipelineCreate) -> PipelineRead:
+    if data.is_default:
+        await conn.execute(
+            "UPDATE pipelines SET is_default = false, version = version + 1, updated_at = now()"
+            " WHERE is_default AND deleted_at IS NULL"
+        )
+    pipeline_id = await conn.fetchval(
+        "INSERT INTO pipelines (name, is_default) VALUES ($1, $2) RETURNING id",
+        data.name,
+        data.is_default,
+    )
+    await conn.executemany(
+        """INSERT INTO pipeline_stages (pipeline_id, name, position, probability, kind)
+           VALUES ($1, $2, $3, $4, $5)""",
+        [
+            (pipeline_id, s.name, i, s.probability, s.kind)
+            for i, s in enumerate(data.stages, start=1)
+        ],
+    )
+    created = await get_pipeline(conn, pipeline_id)
+    assert created is not None
+    return created
+
+
+async def _lock_pipeline(conn: WriteConn, pipeline_id: int) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, version, is_default FROM pipelines"
+        " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        pipeline_id,
+    )
+    return row
+
+
+async def _touch(conn: WriteConn, pipeline_id: int) -> None:
+    await conn.execute(
+        "UPDATE pipelines SET version = version + 1, updated_at = now() WHERE id = $1",
+        pipeline_id,
+    )
+
+
+async def update_pipeline(
+    conn: WriteConn, pipeline_id: int, changes: dict[str, Any], if_version: int | None
+) -> PipelineRead | Stale | None:
+    locked = await _lock_pipeline(conn, pipeline_id)
+    if locked is None:
+        return None
+    if if_version is not None and locked["version"] != if_version:
+        return Stale(locked["version"])
+    if changes.get("is_default"):
+        await conn.execute(
+            "UPDATE pipelines SET is_default = false, version = version + 1, updated_at = now()"
+            " WHERE is_default AND deleted_at IS NULL AND id <> $1",
+            pipeline_id,
+        )
+    params = Params()
+    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in _PIPELINE_UPDATABLE]
+    sets += ["version = version + 1", "updated_at = now()"]
+    await conn.execute(
+        f"UPDATE pipelines SET {', '.join(sets)} WHERE id = {params(pipeline_id)}", *params.values
+    )
+    return await get_pipeline(conn, pipeline_id)
+
+
+async def delete_pipeline(
+    conn: WriteConn, pipeline_id: int, if_version: int | None
+) -> PipelineRead | Stale | Refused | None:
+    """Soft delete; the default pipeline is refused (make another one default first)."""
+    locked = await _lock_pipeline(conn, pipeline_id)
+    if locked is None:
+        return None
+    if if_version is not None and locked["version"] != if_version:
+        return Stale(locked["version"])
+    if locked["is_default"]:
+        return Refused("id", "the default pipeline cannot be deleted; make another default first")
+    before = await get_pipeline(conn, pipeline_id)
+    row = await conn.fetchrow(
+        f"""UPDATE pipelines SET deleted_at = now(), version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_PIPELINE}""",
+        pipeline_id,
+    )
+    assert before is not None
+    return PipelineRead.model_validate({**dict(row), "stages": before.stages})
+
+
+async def restore_pipeline(conn: WriteConn, pipeline_id: int) -> PipelineRead | None:
+    await conn.execute(
+        """UPDATE pipelines SET deleted_at = NULL, version = version + 1, updated_at = now()
+           WHERE id = $1 AND deleted_at IS NOT NULL""",
+        pipeline_id,
+    )
+    return await get_pipeline(conn, pipeline_id)
+
+
+async def _renumber(conn: WriteConn, pipeline_id: int, ordered: list[int]) -> None:
+    await conn.execute(
+        """UPDATE pipeline_stages s SET position = o.position
+           FROM unnest($1::bigint[]) WITH ORDINALITY AS o (id, position)
+           WHERE s.id = o.id AND s.pipeline_id = $2 AND s.position <> o.position""",
+        ordered,
+        pipeline_id,
+    )
+
+
+async def _stage_order(conn: WriteConn, pipeline_id: int) -> list[int]:
+    rows = await conn.fetch(
+        """SELECT id FROM pipeline_stages WHERE pipeline_id = $1 AND deleted_at IS NULL
+           ORDER BY position, id""",
+        pipeline_id,
+    )
+    return [r["id"] for r in rows]
+
+
+async def add_stage(conn: WriteConn, pipeline_id: int, data: StageCreate) -> PipelineRead | None:
+    """Insert a stage at `position` (default: last), renumbering the others."""
+    if await _lock_pipeline(conn, pipeline_id) is None:
+        return None
+    ordered = await _stage_order(conn, pipeline_id)
+    stage_id = await conn.fetchval(
+        """INSERT INTO pipeline_stages (pipeline_id, name, position, probability, kind)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        pipeline_id,
+        data.name,
+        len(ordered) + 1,
+        data.probability,
+        data.kind,
+    )
+    at = min(data.position or len(ordered) + 1, len(ordered) + 1)
+    ordered.insert(at - 1, stage_id)
+    await _renumber(conn, pipeline_id, ordered)
+    await _touch(conn, pipeline_id)
+    return await get_pipeline(conn, pipeline_id)
+
+
+async def update_stage(
+    conn: WriteConn,
+    pipeline_id: int,
+    stage_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+) -> PipelineRead | Stale | Refused | None:
+    """Rename, re-weight, re-kind or move (`position`) one stage; `if_version` is the
+    stage's version. A pipeline keeps at least one open stage."""
+    if await _lock_pipeline(conn, pipeline_id) is None:
+        return None
+    stage = await conn.fetchrow(
+        """SELECT id, version, kind FROM pipeline_stages
+           WHERE id = $1 AND pipeline_id = $2 AND deleted_at IS NULL""",
+        stage_id,
+        pipeline_id,
+    )
+    if stage is None:
+        return None
+    if if_version is not None and stage["version"] != if_version:
+        return Stale(stage["version"])
+    if changes.get("kind", "open") != "open" and stage["kind"] == "open":
+        others = await conn.fetchval(
+            """SELECT count(*) FROM pipeline_stages WHERE pipeline_id = $1 AND id <> $2
+               AND kind = 'open' AND deleted_at IS NULL""",
+            pipeline_id,
+            stage_id,
+        )
+        if not others:
+            return Refused("kind", "a pipeline needs at least one open stage")
+    params = Params()
+    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in _STAGE_UPDATABLE]
+    sets += ["version = version + 1", "updated_at = now()"]
+    await conn.execute(
+        f"UPDATE pipeline_stages SET {', '.join(sets)} WHERE id = {params(stage_id)}",
+        *params.values,
+    )
+    if changes.get("position") is not None:
+        ordered = [i for i in await _stage_order(conn, pipeline_id) if i != stage_id]
+        ordered.insert(min(changes["position"], len(ordered) + 1) - 1, stage_id)
+        await _renumber(conn, pipeline_id, ordered)
+    await _touch(conn, pipeline_id)
+    return await get_pipeline(conn, pipeline_id)
+
+
+# -- deals (sales, on the customer's shard) ----------------------------------------
+_DEAL = (
+    "id, customer_id, contact_id, name, amount, currency, pipeline_id, stage_id, probability,"
+    " status, close_reason, closed_at, owner_id, expected_close_date, source_key,"
+    " stage_entered_at, version, created_at, updated_at"
+)
+_STAGE_CHANGE = (
+    "id, deal_id, from_pipeline_id, from_stage_id, to_pipeline_id, to_stage_id, probability,"
+    " status, changed_by, changed_at, seconds_in_previous_stage"
+)
+# Audited (change history) under their API names.
+DEAL_AUDITED = (
+    "name",
+    "amount",
+    "currency",
+    "stage_id",
+    "pipeline_id",
+    "owner_id",
+    "probability",
+    "status",
+    "expected_close_date",
+)
+_ID_FIELDS = ("stage_id", "pipeline_id", "owner_id")
+DEAL_UPDATABLE = {
+    "contact_id",
+    "name",
+    "amount",
+    "currency",
+    "probability",
+    "owner_id",
+    "expected_close_date",
+}
+_NO_CLOSE_DATE = date.max  # NULL close dates sort last (ascending)
+_DEAL_SORT = {
+    "created_at": "created_at",
+    "amount": "amount",
+    "expected_close_date": "COALESCE(expected_close_date, DATE '9999-12-31')",
+}
+
+
+def _deal(row: asyncpg.Record) -> DealRead:
+    data = dict(row)
+    amount, currency = data.pop("amount"), data.pop("currency").strip()
+    data["amount"] = Money(amount=amount, currency=currency)
+    data["weighted_amount"] = ComputedMoney(
+        amount=weighted_amount(amount, data["probability"]), currency=currency
+    )
+    return DealRead.model_validate(data)
+
+
+def _audited(row: asyncpg.Record) -> dict[str, Any]:
+    """The audited fields of a row, ids as strings (JSON-safe)."""
+    out = {name: row[name] for name in DEAL_AUDITED}
+    out["currency"] = out["currency"].strip()
+    for name in _ID_FIELDS:
+        out[name] = None if out[name] is None else str(out[name])
+    return out
+
+
+async def create_deal(
+    conn: WriteConn,
+    shard: int,
+    values: dict[str, Any],
+    actor_id: int | None,
+) -> DealRead:
+    """Insert a deal on `shard` with its first stage-history row. With a `source_key`
+    already used, nothing is written and that earlier deal is returned."""
+    columns = list(values)
+    params = Params()
+    placeholders = ", ".join(params(values[c]) for c in columns)
+    row = await conn.fetchrow(
+        f"""INSERT INTO deals (id, {", ".join(columns)})
+            VALUES (nextflow_id({params(shard)}), {placeholders})
+            ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING
+            RETURNING {_DEAL}""",
+        *params.values,
+    )
+    if row is None:
+        row = await conn.fetchrow(
+            f"SELECT {_DEAL} FROM deals WHERE source_key = $1", values["source_key"]
+        )
+        return _deal(row)
+    await _record_stage_change(conn, row, None, actor_id)
+    await record_change(
+        conn, "deal", row["id"], "created", diff(None, _audited(row), DEAL_AUDITED), actor_id
+    )
+    return _deal(row)
+
+
+async def _record_stage_change(
+    conn: WriteConn, row: asyncpg.Record, before: asyncpg.Record | None, actor_id: int | None
+) -> None:
+    await conn.execute(
+        f"""INSERT INTO deal_stage_changes
+               (id, deal_id, from_pipeline_id, from_stage_id, to_pipeline_id, to_stage_id,
+                probability, status, changed_by, seconds_in_previous_stage)
+            VALUES (nextflow_id({shard_sql("$1::bigint")}::int), $1, $2, $3, $4, $5, $6, $7,
+                    $8, EXTRACT(EPOCH FROM now() - $9::timestamptz)::float8)""",
+        row["id"],
+        None if before is None else before["pipeline_id"],
+        None if before is None else before["stage_id"],
+        row["pipeline_id"],
+        row["stage_id"],
+        row["probability"],
+        row["status"],
+        actor_id,
+        None if before is None else before["stage_entered_at"],
+    )
+
+
+async def get_deal(conn: ReadConn, deal_id: int) -> DealRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_DEAL} FROM deals WHERE id = $1 AND deleted_at IS NULL", deal_id
+    )
+    return None if row is None else _deal(row)
+
+
+async def get_deal_by_source_key(conn: ReadConn, source_key: str) -> DealRead | None:
+    row = await conn.fetchrow(f"SELECT {_DEAL} FROM deals WHERE source_key = $1", source_key)
+    return None if row is None else _deal(row)
+
+
+async def previous_stage(conn: ReadConn, deal_id: int) -> int | None:
+    """The stage a closed deal was in before it closed (for reopening)."""
+    value = await conn.fetchval(
+        """SELECT from_stage_id FROM deal_stage_changes
+           WHERE deal_id = $1 AND status <> 'open' ORDER BY changed_at DESC, id DESC LIMIT 1""",
+        deal_id,
+    )
+    return None if value is None else int(value)
+
+
+async def _locked_deal(
+    conn: WriteConn, deal_id: int, if_version: int | None
+) -> asyncpg.Record | Stale | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_DEAL} FROM deals WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", deal_id
+    )
+    if row is None:
+        return None
+    if if_version is not None and row["version"] != if_version:
+        return Stale(row["version"])
+    return row
+
+
+async def update_deal(
+    conn: WriteConn,
+    deal_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
+) -> DealRead | Stale | None:
+    before = await _locked_deal(conn, deal_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    params = Params()
+    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in DEAL_UPDATABLE]
+    sets += ["version = version + 1", "updated_at = now()"]
+    row = await conn.fetchrow(
+        f"UPDATE deals SET {', '.join(sets)} WHERE id = {params(deal_id)} RETURNING {_DEAL}",
+        *params.values,
+    )
+    changed = diff(_audited(before), _audited(row), DEAL_AUDITED)
+    await record_change(conn, "deal", deal_id, "updated", changed, actor_id)
+    return _deal(row)
+
+
+async def transition_deal(
+    conn: WriteConn,
+    deal_id: int,
+    to: Transition,
+    action: str,
+    expected_version: int,
+    actor_id: int | None,
+) -> DealRead | Stale | None:
+    """Apply a planned stage/status change, if the deal is still at `expected_version`
+    (the version the plan was made from); records stage history and change history."""
+    before = await _locked_deal(conn, deal_id, expected_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    row = await conn.fetchrow(
+        f"""UPDATE deals SET
+               pipeline_id = $2, stage_id = $3, probability = $4, status = $5,
+               close_reason = $6,
+               closed_at = CASE WHEN $5 = 'open' THEN NULL ELSE now() END,
+               stage_entered_at = CASE WHEN stage_id = $3 AND pipeline_id = $2
+                                       THEN stage_entered_at ELSE now() END,
+               version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_DEAL}""",
+        deal_id,
+        to.pipeline_id,
+        to.stage_id,
+        to.probability,
+        to.status,
+        to.close_reason,
+    )
+    if (row["stage_id"], row["status"]) != (before["stage_id"], before["status"]):
+        await _record_stage_change(conn, row, before, actor_id)
+    changed = diff(_audited(before), _audited(row), DEAL_AUDITED)
+    await record_change(conn, "deal", deal_id, action, changed, actor_id)
+    return _deal(row)
+
+
+async def delete_deal(
+    conn: WriteConn, deal_id: int, if_version: int | None, actor_id: int | None
+) -> DealRead | Stale | None:
+    before = await _locked_deal(conn, deal_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    row = await conn.fetchrow(
+        f"""UPDATE deals SET deleted_at = now(), version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_DEAL}""",
+        deal_id,
+    )
+    await record_change(conn, "deal", deal_id, "deleted", {}, actor_id)
+    return _deal(row)
+
+
+async def restore_deal(conn: WriteConn, deal_id: int, actor_id: int | None) -> DealRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE deals SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_DEAL}""",
+        deal_id,
+    )
+    if row is None:
+        return await get_deal(conn, deal_id)
+    await record_change(conn, "deal", deal_id, "restored", {}, actor_id)
+    return _deal(row)
+
+
+def _deal_filters(query: DealListQuery, shards: list[int], params: Params) -> list[str]:
+    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    for name in ("status", "pipeline_id", "stage_id", "owner_id", "customer_id"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(f"{name} = {params(value)}")
+    bounds = (
+        ("amount", ">=", query.amount_gte),
+        ("amount", "<=", query.amount_lte),
+        ("expected_close_date", ">=", query.close_from),
+        ("expected_close_date", "<", query.close_before),
+        ("created_at", ">=", query.created_from),
+        ("created_at", "<", query.created_before),
+    )
+    for column, op, bound in bounds:
+        if bound is not None:
+            where.append(f"{column} {op} {params(bound)}")
+    return where
+
+
+async def list_deals(
+    conn: ReadConn,
+    shards: list[int],
+    query: DealListQuery,
+    order: Order,
+    position: Position | None,
+) -> list[DealRead]:
+    """Up to `limit + 1` deals of these shards after `position` (the caller merges)."""
+    params = Params()
+    column = _DEAL_SORT[order.field]
+    where = _deal_filters(query, shards, params)
+    after = keyset_after(column, order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_DEAL} FROM deals WHERE {' AND '.join(where)}"
+        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return [_deal(r) for r in rows]
+
+
+async def count_deals(conn: ReadConn, shards: list[int], query: DealListQuery) -> int:
+    params = Params()
+    where = _deal_filters(query, shards, params)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM deals WHERE {' AND '.join(where)}", *params.values
+        )
+    )
+
+
+def deal_sort_key(field: str) -> Any:
+    """The merge key of a sort field, matching `_DEAL_SORT`'s SQL expressions."""
+    if field == "amount":
+        return lambda d: (d.amount.amount, d.id)
+    if field == "expected_close_date":
+        return lambda d: (d.expected_close_date or _NO_CLOSE_DATE, d.id)
+    return lambda d: (d.created_at, d.id)
+
+
+async def list_stage_changes(
+    conn: ReadConn, deal_id: int, limit: int, order: Order, position: Position | None
+) -> list[StageChangeRead] | None:
+    """None when the deal is absent; else up to `limit + 1` transitions after `position`."""
+    alive = await conn.fetchval("SELECT 1 FROM deals WHERE id = $1 AND deleted_at IS NULL", deal_id)
+    if not alive:
+        return None
+    params = Params()
+    where = [f"deal_id = {params(deal_id)}"]
+    after = keyset_after("changed_at", order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_STAGE_CHANGE} FROM deal_stage_changes WHERE {' AND '.join(where)}"
+        f" {order_by('changed_at', order)} LIMIT {params(limit + 1)}",
+        *params.values,
+    )
+    return [StageChangeRead.model_validate(dict(r)) for r in rows]
+
+
+# -- orders (sales, on the customer's shard) ---------------------------------------
+_ORDER = (
+    "id, customer_id, deal_id, price_book_id, currency, status, notes, owner_id, subtotal,"
+    " discount_total, tax_total, total, confirmed_at, cancelled_at, version, created_at,"
+    " updated_at"
+)
+_LINE_COLUMNS = (
+    "position",
+    "product_id",
+    "sku",
+    "name",
+    "unit_price",
+    "quantity",
+    "discount_percent",
+    "tax_percent",
+    "subtotal",
+    "discount",
+    "tax",
+    "total",
+)
+_LINE = "id, order_id, " + ", ".join(_LINE_COLUMNS)
+_TOTALS = ("subtotal", "discount_total", "tax_total", "total")
+ORDER_AUDITED = ("status", "price_book_id", "currency", *_TOTALS, "notes")
+_ORDER_SORT = {"created_at": "created_at", "total": "total"}
+
+
+async def _orders(conn: ReadConn, rows: list[asyncpg.Record]) -> list[OrderRead]:
+    lines = await conn.fetch(
+        f"SELECT {_LINE} FROM order_lines WHERE order_id = ANY($1::bigint[])"
+        " ORDER BY order_id, position",
+        [r["id"] for r in rows],
+    )
+    by_order: dict[int, list[OrderLineRead]] = {r["id"]: [] for r in rows}
+    for line in lines:
+        by_order[line["order_id"]].append(OrderLineRead.model_validate(dict(line)))
+    out = []
+    for r in rows:
+        data = dict(r)
+        currency = data["currency"] = data["currency"].strip()
+        for name in _TOTALS:
+            data[name] = ComputedMoney(amount=data[name], currency=currency)
+        out.append(OrderRead.model_validate({**data, "lines": by_order[r["id"]]}))
+    return out
+
+
+async def _order(conn: ReadConn, row: asyncpg.Record) -> OrderRead:
+    return (await _orders(conn, [row]))[0]
+
+
+def _order_audited(row: asyncpg.Record) -> dict[str, Any]:
+    out = {name: row[name] for name in ORDER_AUDITED}
+    out["currency"] = out["currency"].strip()
+    out["price_book_id"] = str(out["price_book_id"])
+    return out
+
+
+async def _insert_lines(conn: WriteConn, order_id: int, lines: list[dict[str, Any]]) -> None:
+    await conn.executemany(
+        f"""INSERT INTO order_lines (id, order_id, {", ".join(_LINE_COLUMNS)})
+            VALUES (nextflow_id({shard_sql("$1::bigint")}::int), $1,
+                    {", ".join(f"${i}" for i in range(2, len(_LINE_COLUMNS) + 2))})""",
+        [(order_id, *(line[c] for c in _LINE_COLUMNS)) for line in lines],
+    )
+
+
+async def create_order(
+    conn: WriteConn,
+    shard: int,
+    header: dict[str, Any],
+    lines: list[dict[str, Any]],
+    actor_id: int | None,
+) -> OrderRead | Refused:
+    """An order and its priced lines; from a deal only while that deal is won."""
+    if header["deal_id"] is not None:
+        status = await conn.fetchval(
+            "SELECT status FROM deals WHERE id = $1 AND deleted_at IS NULL FOR SHARE",
+            header["deal_id"],
+        )
+        if status != "won":
+            return Refused("deal_id", "only a won deal can be ordered")
+    row = await conn.fetchrow(
+        f"""INSERT INTO orders (id, customer_id, deal_id, price_book_id, currency, notes,
+                                owner_id, subtotal, discount_total, tax_total, total)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            RETURNING {_ORDER}""",
+        shard,
+        header["customer_id"],
+        header["deal_id"],
+        header["price_book_id"],
+        header["currency"],
+        header["notes"],
+        header["owner_id"],
+        *(header[t] for t in _TOTALS),
+    )
+    await _insert_lines(conn, row["id"], lines)
+    await record_change(
+        conn,
+        "order",
+        row["id"],
+        "created",
+        diff(None, _order_audited(row), ORDER_AUDITED),
+        actor_id,
+    )
+    return await _order(conn, row)
+
+
+async def get_order(conn: ReadConn, order_id: int) -> OrderRead | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL", order_id
+    )
+    return None if row is None else await _order(conn, row)
+
+
+async def _locked_order(
+    conn: WriteConn, order_id: int, if_version: int | None
+) -> asyncpg.Record | Stale | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", order_id
+    )
+    if row is None:
+        return None
+    if if_version is not None and row["version"] != if_version:
+        return Stale(row["version"])
+    return row
+
+
+async def update_order(
+    conn: WriteConn,
+    order_id: int,
+    header: dict[str, Any],
+    lines: list[dict[str, Any]] | None,
+    if_version: int | None,
+    actor_id: int | None,
+) -> OrderRead | Stale | Refused | None:
+    """A draft's notes, or its price book and lines (replaced, totals with them)."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] != "draft":
+        return Refused("status", f"a {before['status']} order cannot be changed")
+    params = Params()
+    allowed = {"notes", "price_book_id", "currency", *_TOTALS}
+    sets = [f"{k} = {params(v)}" for k, v in header.items() if k in allowed]
+    sets += ["version = version + 1", "updated_at = now()"]
+    row = await conn.fetchrow(
+        f"UPDATE orders SET {', '.join(sets)} WHERE id = {params(order_id)} RETURNING {_ORDER}",
+        *params.values,
+    )
+    if lines is not None:
+        await conn.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
+        await _insert_lines(conn, order_id, lines)
+    changed = diff(_order_audited(before), _order_audited(row), ORDER_AUDITED)
+    await record_change(conn, "order", order_id, "updated", changed, actor_id)
+    return await _order(conn, row)
+
+
+_STATUS_MOVES = {"confirmed": ("draft",), "cancelled": ("draft", "confirmed")}
+
+
+async def set_order_status(
+    conn: WriteConn, order_id: int, status: str, if_version: int | None, actor_id: int | None
+) -> OrderRead | Stale | Refused | None:
+    """draft -> confirmed; draft or confirmed -> cancelled."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] not in _STATUS_MOVES[status]:
+        return Refused("status", f"a {before['status']} order cannot become {status}")
+    stamp = "confirmed_at" if status == "confirmed" else "cancelled_at"
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET status = $2, {stamp} = now(), version = version + 1,
+                              updated_at = now()
+            WHERE id = $1 RETURNING {_ORDER}""",
+        order_id,
+        status,
+    )
+    action = "confirmed" if status == "confirmed" else "cancelled"
+    changed = diff(_order_audited(before), _order_audited(row), ORDER_AUDITED)
+    await record_change(conn, "order", order_id, action, changed, actor_id)
+    return await _order(conn, row)
+
+
+async def delete_order(
+    conn: WriteConn, order_id: int, if_version: int | None, actor_id: int | None
+) -> OrderRead | Stale | Refused | None:
+    """Soft delete of a draft or cancelled order (a confirmed one is cancelled first)."""
+    before = await _locked_order(conn, order_id, if_version)
+    if before is None or isinstance(before, Stale):
+        return before
+    if before["status"] == "confirmed":
+        return Refused("status", "a confirmed order is cancelled, not deleted")
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET deleted_at = now(), version = version + 1, updated_at = now()
+            WHERE id = $1 RETURNING {_ORDER}""",
+        order_id,
+    )
+    await record_change(conn, "order", order_id, "deleted", {}, actor_id)
+    return await _order(conn, row)
+
+
+async def restore_order(conn: WriteConn, order_id: int, actor_id: int | None) -> OrderRead | None:
+    row = await conn.fetchrow(
+        f"""UPDATE orders SET deleted_at = NULL, version = version + 1, updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_ORDER}""",
+        order_id,
+    )
+    if row is None:
+        return await get_order(conn, order_id)
+    await record_change(conn, "order", order_id, "restored", {}, actor_id)
+    return await _order(conn, row)
+
+
+def _order_filters(query: OrderListQuery, shards: list[int], params: Params) -> list[str]:
+    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    for name in ("status", "customer_id", "deal_id", "price_book_id", "owner_id"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(f"{name} = {params(value)}")
+    bounds = (
+        ("total", ">=", query.total_gte),
+        ("total", "<=", query.total_lte),
+        ("created_at", ">=", query.created_from),
+        ("created_at", "<", query.created_before),
+    )
+    for column, op, bound in bounds:
+        if bound is not None:
+            where.append(f"{column} {op} {params(bound)}")
+    return where
+
+
+async def list_orders(
+    conn: ReadConn,
+    shards: list[int],
+    query: OrderListQuery,
+    order: Order,
+    position: Position | None,
+) -> list[OrderRead]:
+    params = Params()
+    column = _ORDER_SORT[order.field]
+    where = _order_filters(query, shards, params)
+    after = keyset_after(column, order, position, params)
+    if after:
+        where.append(after)
+    rows = await conn.fetch(
+        f"SELECT {_ORDER} FROM orders WHERE {' AND '.join(where)}"
+        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
+        *params.values,
+    )
+    return await _orders(conn, list(rows)) if rows else []
+
+
+async def count_orders(conn: ReadConn, shards: list[int], query: OrderListQuery) -> int:
+    params = Params()
+    where = _order_filters(query, shards, params)
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM orders WHERE {' AND '.join(where)}", *params.values
+        )
+    )
+
+
+def order_sort_key(field: str) -> Any:
+    if field == "total":
+        return lambda o: (o.total.amount, o.id)
+    return lambda o: (o.created_at, o.id)
