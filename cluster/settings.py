@@ -158,6 +158,15 @@ class Settings(StackSettings):
     rate_limit_burst: int = Field(default=300, ge=1)
     login_limit_per_minute: int = Field(default=20, ge=1)
     login_limit_burst: int = Field(default=10, ge=1)
+    # Public lead capture (`POST /capture/{form_key}`, no token): limited per form and
+    # per client address. The address is the socket peer; only when the peer is one of
+    # `trusted_proxies` (comma-separated CIDRs: "10.0.0.0/8,::1") is `X-Forwarded-For` read,
+    # from the right, skipping trusted hops (its left part is whatever the client sent).
+    capture_form_limit_per_minute: int = Field(default=600, ge=1)
+    capture_form_limit_burst: int = Field(default=100, ge=1)
+    capture_client_limit_per_minute: int = Field(default=30, ge=1)
+    capture_client_limit_burst: int = Field(default=10, ge=1)
+    trusted_proxies: str = ""
 
     # Support: how often each SupportService replica stores SLA breach flags (0: never;
     # reads still show the live breach state).

@@ -19,6 +19,7 @@ from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
+from deployments.marketing.deployment import MarketingDeployment
 from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
@@ -29,9 +30,11 @@ from gateway.ratelimit import RateLimiter
 from gateway.routes import (
     api_keys,
     auth,
+    capture,
     customers,
     deals,
     health,
+    marketing,
     orders,
     pipelines,
     products,
@@ -63,7 +66,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     problems.install(app)
     for module in (
         health, auth, users, api_keys, customers, products,
-        pipelines, deals, orders, tickets, queues,
+        pipelines, deals, orders, tickets, queues, marketing, capture,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -91,6 +94,9 @@ class Gateway:
             login_limiter=_limiter(self._redis, settings, login=True),
             sessions=SessionPositions(self._redis, ttl_s=settings.max_replica_lag_s * 2 + 5),
             redis=self._redis,
+            capture_form_limiter=_capture_limiter(self._redis, settings, per_form=True),
+            capture_client_limiter=_capture_limiter(self._redis, settings, per_form=False),
+            trusted_proxies=capture.trusted_networks(settings.trusted_proxies.split(",")),
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -105,16 +111,33 @@ def _limiter(redis: aioredis.Redis, settings: Settings, login: bool) -> RateLimi
     return RateLimiter(redis, settings.rate_limit_per_minute, settings.rate_limit_burst)
 
 
+def _capture_limiter(
+    redis: aioredis.Redis, settings: Settings, per_form: bool
+) -> RateLimiter | None:
+    if not settings.rate_limit_enabled:
+        return None
+    if per_form:
+        return RateLimiter(
+            redis, settings.capture_form_limit_per_minute, settings.capture_form_limit_burst
+        )
+    return RateLimiter(
+        redis, settings.capture_client_limit_per_minute, settings.capture_client_limit_burst
+    )
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """Typed application builder named by `serve_config.yaml`."""
     parsed = AppArgs.model_validate(args or {})
     customers = CustomerDeployment.bind()  # type: ignore[attr-defined]
     products = ProductDeployment.bind()  # type: ignore[attr-defined]
+    sales = SalesDeployment.bind(customers, products)  # type: ignore[attr-defined]
+    marketing = MarketingDeployment.bind(customers, sales)  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
         auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
         customers=customers,
         products=products,
-        sales=SalesDeployment.bind(customers, products),  # type: ignore[attr-defined]
+        sales=sales,
         support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
+        marketing=marketing,
     )

@@ -46,6 +46,11 @@ class GatewayState:
     login_limiter: RateLimiter | None
     sessions: SessionPositions
     redis: Any
+    # Public lead capture: limits per form and per client, and whom to believe about
+    # a client's address (gateway/routes/capture.py).
+    capture_form_limiter: RateLimiter | None = None
+    capture_client_limiter: RateLimiter | None = None
+    trusted_proxies: tuple[Any, ...] = ()
 
 
 def state(request: Request) -> GatewayState:

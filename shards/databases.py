@@ -10,6 +10,7 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "product",
     "sales_config",
     "support_config",
+    "marketing_config",
 )
 # One database per sharded service on every shard server.
 SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
@@ -23,6 +24,6 @@ SHARDED_BASE = "_sharded"
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": ("customers", "contacts", "record_changes"),
     "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes"),
-    "marketing": ("record_changes",),
+    "marketing": ("campaigns", "campaign_members", "leads", "lead_conversions", "record_changes"),
     "support": ("tickets", "ticket_comments", "record_changes"),
 }

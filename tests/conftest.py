@@ -68,6 +68,13 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
         # Short, so the e2e support test sees a periodic SLA sweep within seconds.
         "NEXTFLOW_SLA_SWEEP_INTERVAL_S": "3",
+        # Public capture: low limits, so tests/e2e/test_marketing.py can reach them; the
+        # loopback ingress is trusted to pass X-Forwarded-For (one "client" per test).
+        "NEXTFLOW_CAPTURE_FORM_LIMIT_PER_MINUTE": "5",
+        "NEXTFLOW_CAPTURE_FORM_LIMIT_BURST": "5",
+        "NEXTFLOW_CAPTURE_CLIENT_LIMIT_PER_MINUTE": "8",
+        "NEXTFLOW_CAPTURE_CLIENT_LIMIT_BURST": "8",
+        "NEXTFLOW_TRUSTED_PROXIES": "127.0.0.0/8,::1/128",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

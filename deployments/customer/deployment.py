@@ -44,6 +44,14 @@ class CustomerDeployment:
         return await self._svc.create(principal, data)
 
     @boundary
+    async def create_from_source(
+        self, principal: Principal, source_key: str, data: CustomerCreate
+    ) -> CustomerRead:
+        """Idempotent create for another service (not on HTTP): a repeat with the same
+        `source_key` returns the customer the first call made."""
+        return await self._svc.create_from_source(principal, source_key, data)
+
+    @boundary
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         return await self._svc.get(principal, customer_id)
 
@@ -76,6 +84,13 @@ class CustomerDeployment:
         self, principal: Principal, customer_id: int, data: ContactCreate
     ) -> ContactRead:
         return await self._svc.create_contact(principal, customer_id, data)
+
+    @boundary
+    async def create_contact_from_source(
+        self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate
+    ) -> ContactRead:
+        """Idempotent contact create for another service (not on HTTP)."""
+        return await self._svc.create_contact_from_source(principal, source_key, customer_id, data)
 
     @boundary
     async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:

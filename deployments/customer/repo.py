@@ -62,6 +62,28 @@ async def create_customer(
     return CustomerRead.model_validate(dict(row))
 
 
+async def create_customer_from_source(
+    conn: WriteConn, shard: int, source_key: str, data: CustomerCreate, owner_id: int | None
+) -> CustomerRead:
+    """The customer made for `source_key`: a new one, or the one an earlier call made
+    (deleted or not: the caller decides what a deleted one means)."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO customers
+               (id, name, email, phone, website, industry, tags, custom_fields, owner_id,
+                source_key)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING
+            RETURNING {_CUSTOMER}""",
+        shard, data.name, data.email, data.phone, data.website, data.industry, data.tags,
+        data.custom_fields, owner_id, source_key,
+    )  # fmt: skip
+    if row is None:
+        row = await conn.fetchrow(
+            f"SELECT {_CUSTOMER} FROM customers WHERE source_key = $1", source_key
+        )
+    return CustomerRead.model_validate(dict(row))
+
+
 async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
     row = await conn.fetchrow(
         f"SELECT {_CUSTOMER} FROM customers WHERE id = $1 AND deleted_at IS NULL", customer_id
@@ -169,6 +191,37 @@ async def create_contact(
         data.phone,
         data.title,
     )
+    return ContactRead.model_validate(dict(row))
+
+
+async def create_contact_from_source(
+    conn: WriteConn, shard: int, source_key: str, customer_id: int, data: ContactCreate
+) -> ContactRead | None:
+    """The contact made for `source_key` (new, or the one an earlier call made); None
+    when the customer is absent and no contact was made for the key before."""
+    existing = await conn.fetchrow(
+        f"SELECT {_CONTACT} FROM contacts WHERE source_key = $1", source_key
+    )
+    if existing is not None:
+        return ContactRead.model_validate(dict(existing))
+    alive = await conn.fetchval(
+        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE", customer_id
+    )
+    if not alive:
+        return None
+    row = await conn.fetchrow(
+        f"""INSERT INTO contacts
+               (id, customer_id, first_name, last_name, email, phone, title, source_key)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING
+            RETURNING {_CONTACT}""",
+        shard, customer_id, data.first_name, data.last_name, data.email, data.phone,
+        data.title, source_key,
+    )  # fmt: skip
+    if row is None:  # made by a concurrent call for the same key a moment ago
+        row = await conn.fetchrow(
+            f"SELECT {_CONTACT} FROM contacts WHERE source_key = $1", source_key
+        )
     return ContactRead.model_validate(dict(row))
 
 

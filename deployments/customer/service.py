@@ -45,6 +45,21 @@ class CustomerService:
         shard = self.shards.place()
         return await self.shards.write(shard, repo.create_customer, shard, data, owner_id)
 
+    async def create_from_source(
+        self, principal: Principal, source_key: str, data: CustomerCreate
+    ) -> CustomerRead:
+        """Idempotent create for another service's operation (a lead conversion): the
+        customer is placed by a stable hash of `source_key`, whose unique index makes a
+        repeat return the customer the first call made."""
+        principal.require("customer:write")
+        owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+        if owner_id != principal.user_id:
+            principal.require("customer:assign")
+        shard = self.shards.place(key=source_key)
+        return await self.shards.write(
+            shard, repo.create_customer_from_source, shard, source_key, data, owner_id
+        )
+
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:read")
         shard = self._shard(customer_id, "customer")
@@ -110,6 +125,20 @@ class CustomerService:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         created = await self.shards.write(shard, repo.create_contact, shard, customer_id, data)
+        if created is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return created
+
+    async def create_contact_from_source(
+        self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate
+    ) -> ContactRead:
+        """Idempotent create of a customer's contact for another service's operation:
+        a repeat with the same `source_key` returns the contact the first call made."""
+        principal.require("contact:write")
+        shard = self._shard(customer_id, "customer")
+        created = await self.shards.write(
+            shard, repo.create_contact_from_source, shard, source_key, customer_id, data
+        )
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
         return created

@@ -1,0 +1,1 @@
+"""Marketing: campaigns and members, leads, capture forms, lead conversion."""

@@ -1,0 +1,382 @@
+"""Marketing models (leads, campaigns, members, capture forms, conversions), shared
+by the HTTP routes and the deployment handle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from deployments._kit.listing import ListQuery
+from deployments._kit.records import Record
+from deployments._kit.types import Id, Money
+
+LeadSource = Literal["web_form", "import", "referral", "event", "ad", "other"]
+LeadStatus = Literal["new", "contacted", "qualified", "unqualified", "converted"]
+# `converted` is set by a conversion only, never by a client.
+SettableLeadStatus = Literal["new", "contacted", "qualified", "unqualified"]
+CampaignType = Literal["email", "event", "webinar", "ads", "social", "other"]
+CampaignStatus = Literal["planned", "active", "paused", "completed", "cancelled"]
+MemberStatus = Literal["planned", "sent", "responded", "converted", "opted_out"]
+CaptureField = Literal["first_name", "last_name", "email", "phone", "company", "title", "message"]
+ConversionState = Literal["started", "customer_done", "contact_done", "deal_done", "completed"]
+
+
+class _Input(BaseModel):
+    # Server-owned fields (id, version, score, timestamps) are refused, not ignored.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# -- leads ---------------------------------------------------------------------------
+class LeadCreate(_Input):
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: EmailStr | None = Field(
+        default=None, description="Unique among leads (case-insensitive): a duplicate is a 409."
+    )
+    phone: str | None = Field(default=None, max_length=50)
+    company: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=100)
+    source: LeadSource = "other"
+    status: SettableLeadStatus = "new"
+    owner_id: Id | None = Field(default=None, description="Defaults to the caller.")
+    campaign_id: Id | None = None
+    notes: str | None = Field(default=None, max_length=5000)
+    custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+
+    @model_validator(mode="after")
+    def _someone(self) -> LeadCreate:
+        if not (self.first_name or self.last_name or self.email or self.company):
+            raise ValueError("a lead needs at least a name, an email or a company")
+        return self
+
+
+class LeadUpdate(_Input):
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: str | None = Field(
+        default=None, description="Not changeable: a lead is placed by its e-mail."
+    )
+    phone: str | None = Field(default=None, max_length=50)
+    company: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=100)
+    source: LeadSource | None = None
+    status: SettableLeadStatus | None = None
+    owner_id: Id | None = None
+    campaign_id: Id | None = None
+    notes: str | None = Field(default=None, max_length=5000)
+    custom_fields: dict[str, Any] | None = Field(default=None, max_length=100)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, _value: object) -> None:
+        raise ValueError(
+            "a lead's e-mail cannot be changed (leads are placed and de-duplicated by it);"
+            " create a new lead and delete this one"
+        )
+
+    @field_validator("source", "status")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+class LeadRead(Record):
+    id: Id
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    company: str | None
+    title: str | None
+    source: str
+    status: str
+    owner_id: Id | None
+    campaign_id: Id | None
+    score: float | None = Field(description="Filled by the AI service; null until scored.")
+    notes: str | None
+    custom_fields: dict[str, Any]
+    capture_count: int
+    last_captured_at: datetime | None
+    converted_customer_id: Id | None
+    converted_contact_id: Id | None
+    converted_deal_id: Id | None
+    converted_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeadListQuery(ListQuery):
+    status: LeadStatus | None = None
+    source: LeadSource | None = None
+    owner_id: Id | None = None
+    campaign_id: Id | None = None
+    email: str | None = Field(default=None, max_length=320, description="Exact, any case.")
+    created_from: datetime | None = Field(default=None, description="created_at >= this")
+    created_before: datetime | None = Field(default=None, description="created_at < this")
+    score_min: float | None = Field(default=None, description="score >= this")
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "status": "status",
+        "source": "source",
+        "owner_id": "owner_id",
+        "campaign_id": "campaign_id",
+        "email": "email",
+        "created_at[gte]": "created_from",
+        "created_at[lt]": "created_before",
+        "score[gte]": "score_min",
+    }
+    # score sorts put unscored leads (null) after every scored one in -score order.
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "score": float}
+
+
+# -- campaigns -----------------------------------------------------------------------
+class CampaignCreate(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    type: CampaignType
+    status: CampaignStatus = "planned"
+    budget: Money | None = None
+    expected_revenue: Money | None = None
+    start_date: date | None = None
+    end_date: date | None = Field(default=None, description="On or after start_date.")
+    description: str | None = Field(default=None, max_length=5000)
+    owner_id: Id | None = Field(default=None, description="Defaults to the caller.")
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("start_date")
+        if end is not None and start is not None and end < start:
+            raise ValueError("end_date is before start_date")
+        return end
+
+
+class CampaignUpdate(_Input):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    type: CampaignType | None = None
+    status: CampaignStatus | None = None
+    budget: Money | None = None
+    expected_revenue: Money | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    description: str | None = Field(default=None, max_length=5000)
+    owner_id: Id | None = None
+
+    @field_validator("name", "type", "status")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("start_date")
+        if end is not None and start is not None and end < start:
+            raise ValueError("end_date is before start_date")
+        return end
+
+
+class CampaignRead(Record):
+    id: Id
+    name: str
+    type: str
+    status: str
+    budget: Money | None
+    expected_revenue: Money | None
+    start_date: date | None
+    end_date: date | None
+    description: str | None
+    owner_id: Id | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignListQuery(ListQuery):
+    status: CampaignStatus | None = None
+    campaign_type: CampaignType | None = None
+    owner_id: Id | None = None
+    name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+
+    query_params: ClassVar[dict[str, str]] = {
+        **ListQuery.query_params,
+        "status": "status",
+        "type": "campaign_type",
+        "owner_id": "owner_id",
+        "name[prefix]": "name_prefix",
+        "created_at[gte]": "created_from",
+        "created_at[lt]": "created_before",
+    }
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
+
+
+class MemberCreate(_Input):
+    contact_id: Id | None = None
+    lead_id: Id | None = None
+    status: MemberStatus = "planned"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MemberCreate:
+        if (self.contact_id is None) == (self.lead_id is None):
+            raise ValueError("give exactly one of contact_id and lead_id")
+        return self
+
+
+class MemberUpdate(_Input):
+    status: MemberStatus
+
+
+class MemberRead(Record):
+    id: Id
+    campaign_id: Id
+    contact_id: Id | None
+    lead_id: Id | None
+    status: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberListQuery(ListQuery):
+    status: MemberStatus | None = None
+    query_params: ClassVar[dict[str, str]] = {**ListQuery.query_params, "status": "status"}
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
+
+
+# -- capture forms -------------------------------------------------------------------
+_REQUIRED: tuple[CaptureField, ...] = ("email",)
+_DEFAULT_FIELDS: tuple[CaptureField, ...] = ("first_name", "last_name", "email", "company")
+
+
+def _check_fields(fields: Sequence[str] | None, required: Sequence[str] | None) -> None:
+    if fields is not None and "email" not in fields:
+        raise ValueError("a capture form collects `email` (leads are de-duplicated by it)")
+    if fields is not None and required is not None and not set(required) <= set(fields):
+        raise ValueError("required_fields must be among fields")
+
+
+class FormCreate(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    fields: list[CaptureField] = Field(default_factory=lambda: list(_DEFAULT_FIELDS), min_length=1)
+    required_fields: list[CaptureField] = Field(default_factory=lambda: list(_REQUIRED))
+    default_source: LeadSource = "web_form"
+    campaign_id: Id | None = Field(default=None, description="Captured leads join it.")
+    owner_id: Id | None = Field(default=None, description="Owner of captured leads.")
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FormCreate:
+        self.fields = list(dict.fromkeys(self.fields))
+        self.required_fields = list(dict.fromkeys(self.required_fields))
+        _check_fields(self.fields, self.required_fields)
+        return self
+
+
+class FormUpdate(_Input):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    fields: list[CaptureField] | None = Field(default=None, min_length=1)
+    required_fields: list[CaptureField] | None = None
+    default_source: LeadSource | None = None
+    campaign_id: Id | None = None
+    owner_id: Id | None = None
+    active: bool | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FormUpdate:
+        _check_fields(self.fields, self.required_fields)
+        return self
+
+
+class FormRead(Record):
+    id: Id
+    name: str
+    form_key: str = Field(description="Public: pages post to /capture/{form_key}.")
+    fields: list[str]
+    required_fields: list[str]
+    default_source: str
+    campaign_id: Id | None
+    owner_id: Id | None
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class FormListQuery(ListQuery):
+    active: bool | None = None
+    query_params: ClassVar[dict[str, str]] = {**ListQuery.query_params, "active": "active"}
+    sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
+
+
+class CaptureAccepted(BaseModel):
+    """The public answer to a capture, the same whether the e-mail was known or not."""
+
+    status: Literal["received"] = "received"
+
+
+# -- conversion ----------------------------------------------------------------------
+class ConvertCustomer(_Input):
+    """Overrides for the customer made from the lead (defaults: the lead's company,
+    else its name; its e-mail and phone)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    website: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=100)
+
+
+class ConvertDeal(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    amount: Money
+    pipeline_id: Id | None = None
+    stage_id: Id | None = None
+    expected_close_date: date | None = None
+
+
+class LeadConvert(_Input):
+    customer_id: Id | None = Field(
+        default=None, description="Attach to this existing customer instead of making one."
+    )
+    customer: ConvertCustomer = Field(default_factory=ConvertCustomer)
+    create_deal: bool = False
+    deal: ConvertDeal | None = None
+
+    @model_validator(mode="after")
+    def _deal(self) -> LeadConvert:
+        if self.create_deal and self.deal is None:
+            raise ValueError("create_deal needs `deal` (name and amount)")
+        return self
+
+
+class ConversionRead(Record):
+    id: Id
+    lead_id: Id
+    state: ConversionState
+    customer_id: Id | None
+    contact_id: Id | None
+    deal_id: Id | None
+    attempts: int
+    last_error: str | None
+    options: LeadConvert
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
