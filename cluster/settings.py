@@ -168,6 +168,13 @@ class Settings(StackSettings):
     capture_client_limit_burst: int = Field(default=10, ge=1)
     trusted_proxies: str = ""
 
+    # Traces (cluster/tracing.py): off unless an exporter is named. OTLP over HTTP
+    # (Jaeger: http://<host>:4318) and/or a folder of JSON-lines span files.
+    otel_endpoint: str | None = None
+    otel_spans_dir: Path | None = None
+    otel_sampling_ratio: float = Field(default=0.1, ge=0, le=1)
+    otel_service_name: str = "nextflow"
+
     # Support: how often each SupportService replica stores SLA breach flags (0: never;
     # reads still show the live breach state).
     sla_sweep_interval_s: float = Field(default=30.0, ge=0)

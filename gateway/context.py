@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from cluster import tracing
 from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
@@ -101,8 +102,9 @@ async def current_principal(
     else:
         recalled = await st.sessions.recall(caller)
     read_after = consistency.merge(recalled, brought)
-    if read_after:
-        principal = principal.model_copy(update={"read_after": read_after})
+    carried = tracing.carrier()  # the request's span, parent of the service's
+    if read_after or carried:
+        principal = principal.model_copy(update={"read_after": read_after, "trace": carried})
     return principal
 
 

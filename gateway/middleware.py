@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
@@ -81,6 +82,11 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
+        # FastAPI traces the request itself (a server span per request, under the
+        # caller's `traceparent`, with the route and status); name the request id on it.
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("nextflow.request_id", request_id)
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
@@ -88,6 +94,7 @@ class RequestContext:
 
 
 def _observe(scope: Scope, status: int, seconds: float) -> None:
+    """Count and time the request by its route template."""
     route = scope.get("route")
     # The template (`/customers/{customer_id}`), never the raw path: ids would make
     # a series per record.

@@ -22,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import asyncpg
 from ray.exceptions import RayActorError
 
+from cluster import tracing
 from cluster.settings import Settings, get_settings
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
@@ -83,7 +84,9 @@ async def _write(
     route: Mapping[int, int] | None = None,
 ) -> T:
     try:
-        value, lsn = await manager.run.remote(database, fn, args, kwargs, False, route=route)
+        value, lsn = await manager.run.remote(
+            database, fn, args, kwargs, False, route=route, trace=tracing.carrier()
+        )
     except RayActorError:
         # The manager died with the write in flight: whether it committed is unknown,
         # so it is not repeated here; the caller gets a clean 503 and may retry.
@@ -107,7 +110,7 @@ async def _read(
     for attempt in range(_READ_ATTEMPTS):
         try:
             value, _ = await manager.run.remote(
-                database, fn, args, kwargs, True, min_lsn, route=route
+                database, fn, args, kwargs, True, min_lsn, route=route, trace=tracing.carrier()
             )
             return value  # type: ignore[no-any-return]
         except RayActorError:

@@ -30,14 +30,19 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
 import ray
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind, StatusCode
 
+from cluster import tracing
 from cluster.settings import get_settings
 from shards import consistency, metrics
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
@@ -454,13 +459,41 @@ class ShardManager:
         min_lsn: int | None = None,
         *,
         route: Mapping[int, int] | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> tuple[Any, int | None]:
         """Run `fn(conn, *args, **kwargs)` in one transaction. Returns its result and,
         for a write, the LSN of the commit (None for a read).
 
         `route`: the logical shards the call touches -> the map version the caller
         routed by; when given, a stale route raises ShardMoved/StaleShardMap before
-        anything runs, and a write waits while one of its shards is frozen."""
+        anything runs, and a write waits while one of its shards is frozen.
+        `trace`: the caller's trace context; the call's spans join that trace."""
+        if not trace or not tracing.enabled():
+            return await self._run_routed(database, fn, args, kwargs, readonly, min_lsn, route)
+        with tracing.tracer().start_as_current_span(
+            f"ShardManager.run {database}",
+            context=tracing.context_from(trace),
+            kind=SpanKind.SERVER,
+            attributes={
+                "nextflow.server": self._name,
+                "db.namespace": database,
+                "nextflow.readonly": readonly,
+                "nextflow.function": getattr(fn, "__qualname__", repr(fn)),
+                "nextflow.logical_shards": sorted(route or ()),
+            },
+        ):
+            return await self._run_routed(database, fn, args, kwargs, readonly, min_lsn, route)
+
+    async def _run_routed(
+        self,
+        database: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        readonly: bool,
+        min_lsn: int | None,
+        route: Mapping[int, int] | None,
+    ) -> tuple[Any, int | None]:
         await self._ensure_started()
         if not route:
             return await self._run(database, fn, args, kwargs, readonly, min_lsn)
@@ -545,11 +578,13 @@ class ShardManager:
             "role": "primary" if node == self._topology.primary else "replica",
         }
         began = time.perf_counter()
+        traced = tracing.enabled() and otel_trace.get_current_span().is_recording()
         try:
             pool = await self._pool(*node, database)
             async with pool.acquire(timeout=10) as conn:
-                async with conn.transaction(readonly=readonly):
-                    value = await fn(conn, *args, **kwargs)
+                with _transaction_span(traced, conn, node, database, tags["role"]):
+                    async with conn.transaction(readonly=readonly):
+                        value = await fn(conn, *args, **kwargs)
                 lsn = int(await conn.fetchval(f"SELECT {_LSN}")) if with_lsn else None
             # After commit: that position is at or past our commit record.
             took_ms = (time.perf_counter() - began) * 1e3
@@ -613,6 +648,50 @@ class ShardManager:
                 for (host, port, db), p in self._pools.items()
             },
         }
+
+
+@contextmanager
+def _transaction_span(
+    traced: bool, conn: asyncpg.Connection, node: tuple[str, int], database: str, role: str
+) -> Iterator[None]:
+    """A span for the transaction and, under it, one per statement (timed by asyncpg's
+    query logger, which reports each statement once it has run)."""
+    if not traced:
+        yield
+        return
+    tracer = tracing.tracer()
+    with tracer.start_as_current_span(
+        f"transaction {database}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system.name": "postgresql",
+            "db.namespace": database,
+            "server.address": node[0],
+            "server.port": node[1],
+            "nextflow.role": role,
+        },
+    ):
+        parent = otel_context.get_current()
+
+        def statement(record: asyncpg.connection.LoggedQuery) -> None:
+            end = time.time_ns()
+            text = " ".join(record.query.split())
+            span = tracer.start_span(
+                text.split(" ", 1)[0].rstrip(";").upper(),
+                context=parent,
+                kind=SpanKind.CLIENT,
+                start_time=end - int(record.elapsed * 1e9),
+                attributes={"db.system.name": "postgresql", "db.query.text": text[:2000]},
+            )
+            if record.exception is not None:
+                span.set_status(StatusCode.ERROR, type(record.exception).__name__)
+            span.end(end_time=end)
+
+        conn.add_query_logger(statement)
+        try:
+            yield
+        finally:
+            conn.remove_query_logger(statement)
 
 
 class _Behind(Exception):

@@ -13,8 +13,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import ParamSpec, TypeVar
 
+from opentelemetry.trace import SpanKind
+
+from cluster import tracing
 from deployments._kit.errors import AppError, Conflict, Unavailable
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
@@ -27,17 +31,34 @@ log = logging.getLogger("nextflow.service")
 
 
 def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    name = fn.__qualname__
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         # args[0] is the deployment itself; the caller's Principal, when any, is next.
         principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
-        with consistency.request_scope(principal.read_after if principal else {}) as written:
+        with (
+            _span(name, principal),
+            consistency.request_scope(principal.read_after if principal else {}) as written,
+        ):
             result = await _translated(fn, *args, **kwargs)
         if written and isinstance(result, Record):
             result._read_after = dict(written)
         return result
 
     return wrapper
+
+
+def _span(name: str, principal: Principal | None) -> AbstractContextManager[object]:
+    """The service's span, a child of the caller's (when the caller traces)."""
+    if principal is None or not principal.trace or not tracing.enabled():
+        return nullcontext()
+    return tracing.tracer().start_as_current_span(
+        name,
+        context=tracing.context_from(principal.trace),
+        kind=SpanKind.SERVER,
+        attributes={"enduser.id": str(principal.user_id), "nextflow.role": principal.role},
+    )
 
 
 async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -20,6 +20,9 @@ class Principal(BaseModel):
     # Read-your-writes: the highest write position (LSN) per server this caller has
     # seen; reads use a replica only once it has replayed that far.
     read_after: dict[str, int] = Field(default_factory=dict)
+    # The caller's trace context (W3C `traceparent`), so a service's spans join the
+    # request's trace across the Ray call (cluster/tracing.py).
+    trace: dict[str, str] = Field(default_factory=dict)
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
