@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards
+.PHONY: setup up down status test lint bench bench-shards bench-domain
 
 VENV := .venv/bin
 
@@ -26,3 +26,6 @@ bench:
 
 bench-shards:
 	$(VENV)/python bench/shard_moves.py
+
+bench-domain:
+	$(VENV)/python bench/domain.py

@@ -58,6 +58,7 @@ from shards import ids
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WRK_HOOK = BENCH_DIR / "wrk_done.lua"
+WRK_POST = BENCH_DIR / "wrk_post.lua"
 DOC = REPO / "docs" / "benchmarks.md"
 DOC_BEGIN = "<!-- BEGIN bench/get_customer.py: generated, rerun `make bench` to update -->"
 DOC_END = "<!-- END bench/get_customer.py -->"
@@ -93,6 +94,8 @@ class Target:
     label: str
     url: str
     headers: tuple[str, ...] = ()
+    # A POST: wrk sends this JSON body (bench/wrk_post.lua); None for a GET.
+    body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -379,13 +382,20 @@ def wrk(target: Target, connections: int, duration_s: int, progress: Progress) -
     """One wrk run; any non-2xx response or socket error fails the benchmark."""
     threads = 1 if connections == 1 else 2
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s"]
-    args += ["--latency", "-s", str(WRK_HOOK)]
+    env = os.environ.copy()
+    if target.body is None:
+        args += ["--latency", "-s", str(WRK_HOOK)]
+    else:
+        args += ["--latency", "-s", str(WRK_POST)]
+        env.update(NF_WRK_BODY=target.body, NF_WRK_DONE=str(WRK_HOOK))
     for header in target.headers:
         args += ["-H", header]
     args.append(target.url)
     task = progress.add_task(f"{target.label}, {connections} conn", total=duration_s)
     started = time.monotonic()
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     while process.poll() is None:
         progress.update(task, completed=min(time.monotonic() - started, duration_s))
         time.sleep(0.25)
@@ -647,11 +657,16 @@ def markdown(results: Results, plan: Plan, chosen: Sequence[Variant], pool: int)
 
 def write_doc(section: str) -> None:
     """Replace this benchmark's section of docs/benchmarks.md, keeping the rest."""
+    write_doc_section(DOC_BEGIN, DOC_END, section)
+
+
+def write_doc_section(begin: str, end_marker: str, section: str) -> None:
+    """Replace the section between two markers of docs/benchmarks.md (or append it)."""
     if DOC.exists():
         text = DOC.read_text()
-        start, end = text.find(DOC_BEGIN), text.find(DOC_END)
+        start, end = text.find(begin), text.find(end_marker)
         if start != -1 and end != -1:
-            text = text[:start] + section.rstrip("\n") + text[end + len(DOC_END) :]
+            text = text[:start] + section.rstrip("\n") + text[end + len(end_marker) :]
         else:
             text = text.rstrip("\n") + "\n\n" + section
     else:

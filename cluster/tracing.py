@@ -14,6 +14,7 @@ traces (a caller's sampled `traceparent` is always followed).
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Mapping
@@ -50,6 +51,12 @@ def _configure() -> bool:
     settings = get_settings()
     if not settings.otel_endpoint and settings.otel_spans_dir is None:
         return False
+    out = None
+    if settings.otel_spans_dir is not None:
+        settings.otel_spans_dir.mkdir(parents=True, exist_ok=True)
+        out = (settings.otel_spans_dir / f"spans-{os.getpid()}.jsonl").open("a", buffering=1)
+        # Registered before the provider's own exit hook, so it runs after it (LIFO).
+        atexit.register(out.close)
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": settings.otel_service_name, "process.pid": os.getpid()}
@@ -61,10 +68,7 @@ def _configure() -> bool:
 
         endpoint = settings.otel_endpoint.rstrip("/") + "/v1/traces"
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    if settings.otel_spans_dir is not None:
-        folder = settings.otel_spans_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        out = (folder / f"spans-{os.getpid()}.jsonl").open("a", buffering=1)
+    if out is not None:
         exporter = ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

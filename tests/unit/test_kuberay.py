@@ -457,7 +457,8 @@ def test_settings_reach_servers_behind_services() -> None:
     assert app.redis_url == "redis://:a%2Fb%40c@nextflow-redis:6379/0"
     local = StackSettings()
     assert local.catalog_address().host == local.host
-    assert local.replica_address(local.catalog_address()).port == local.catalog_port + 100
+    replica_port = local.catalog_port + local.replica_port_offset
+    assert local.replica_address(local.catalog_address()).port == replica_port
 
 
 def test_the_settings_config_map_names_real_settings() -> None:
