@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 
 from cluster.cli import RichReporter  # noqa: E402
+from cluster.procs import StackError, require_executable  # noqa: E402
 from cluster.settings import get_settings  # noqa: E402
 from cluster.stack import LocalStack  # noqa: E402
 
@@ -143,6 +144,7 @@ def _check(target: base.Target) -> None:
 
 
 def run(plan: Plan) -> None:
+    require_executable("wrk", "install it: apt-get install wrk")
     root = Path(tempfile.mkdtemp(prefix="nfb-", dir="/tmp"))
     root.chmod(0o755)
     os.environ.update(base.stack_env(root))
@@ -256,8 +258,8 @@ def _markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         f"replicas), {plan.customers} customers and {plan.tickets} tickets seeded through "
         f"the API, wrk at {CONNECTIONS} connections, {plan.duration_s} s per run, "
         f"{plan.rounds} rounds with the order of each pair alternated; medians of the "
-        "rounds. `vs baseline` is the median of the per-round ratios' numerator over the "
-        "foundation's endpoint measured right next to it.",
+        "rounds. `vs baseline` divides the median req/s by the median req/s of the "
+        "foundation's endpoint, measured right next to it in every round.",
         "",
         "| " + " | ".join(_COLUMNS) + " |",
         "|" + "---|" * len(_COLUMNS),
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     try:
         run(plan)
-    except (base.BenchError, base.StackError) as exc:
+    except (base.BenchError, StackError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
     console.print(f"done in {time.monotonic() - began:.0f} s")

