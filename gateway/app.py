@@ -15,7 +15,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from cluster import tracing
+from cluster import logs, tracing
 from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
@@ -80,6 +80,7 @@ class Gateway:
         """`handles`: one per domain deployment, named as the fields of `Services`."""
         settings = get_settings()
         tracing.enabled()  # before FastAPI starts its first request span
+        logs.configure()
         self._args = AppArgs.model_validate(args)
         self._redis = aioredis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2

@@ -42,7 +42,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from cluster import tracing
+from cluster import logs, tracing
 from cluster.settings import get_settings
 from shards import consistency, metrics
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
@@ -116,6 +116,7 @@ class ShardManager:
     """Runs repo functions in transactions on one server's databases."""
 
     def __init__(self, server: ServerSpec) -> None:
+        logs.configure()
         self._name = server.name
         self._settings = get_settings()
         self._topology = _Topology(primary=(server.host, server.port))

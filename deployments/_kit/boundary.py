@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind
 
-from cluster import tracing
+from cluster import logs, tracing
 from deployments._kit.errors import AppError, Conflict, Unavailable
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
@@ -35,6 +35,7 @@ def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        logs.configure()  # once per replica: JSON lines with request and trace ids
         # args[0] is the deployment itself; the caller's Principal, when any, is next.
         principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
         with (
