@@ -22,8 +22,15 @@ SHARDED_BASE = "_sharded"
 # and deletes in the reverse one (foreign keys). Every row of every table listed
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
-    "customer": ("customers", "contacts", "record_changes"),
-    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes"),
-    "marketing": ("campaigns", "campaign_members", "leads", "lead_conversions", "record_changes"),
-    "support": ("tickets", "ticket_comments", "record_changes"),
+    "customer": ("customers", "contacts", "record_changes", "outbox"),
+    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes", "outbox"),
+    "marketing": (
+        "campaigns",
+        "campaign_members",
+        "leads",
+        "lead_conversions",
+        "record_changes",
+        "outbox",
+    ),
+    "support": ("tickets", "ticket_comments", "record_changes", "outbox"),
 }

@@ -1,0 +1,64 @@
+"""Domain events and the transactional outbox.
+
+A repo function that changes something others care about calls `emit()` with the
+same connection, so the event is stored in the same transaction as the change (and
+vanishes with it on a rollback). The relay (`shards/relay.py`) publishes stored events
+to the Redis stream `EVENT_STREAM`; consumers read it with consumer groups and apply
+each event at most once by its `id`. Delivery is at-least-once, effects exactly-once.
+The schema of every event type is in `docs/events.md`.
+
+    await emit(conn, "deal.won", "deal", deal.id, {"deal": deal_json}, actor_id)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments._kit.history import plain
+from deployments._kit.types import Id
+from shards import WriteConn
+from shards.ids import shard_sql
+
+EVENT_STREAM = "nextflow:events"
+SCHEMA_VERSION = 1
+
+
+class Event(BaseModel):
+    """One event as it travels on the stream and reaches consumers and webhooks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID = Field(description="Unique per event: consumers de-duplicate by it.")
+    type: str = Field(description="`<aggregate>.<what happened>`, e.g. `deal.won`.")
+    version: int = Field(default=SCHEMA_VERSION, description="Schema version of `data`.")
+    occurred_at: datetime
+    aggregate_type: str
+    aggregate_id: Id
+    actor_id: Id | None = None
+    data: dict[str, Any]
+
+
+async def emit(
+    conn: WriteConn,
+    type: str,
+    aggregate_type: str,
+    aggregate_id: int,
+    data: dict[str, Any],
+    actor_id: int | None = None,
+    *,
+    version: int = SCHEMA_VERSION,
+) -> uuid.UUID:
+    """Store an event in the outbox of this transaction's database (its id carries the
+    aggregate's logical shard). Returns the event id."""
+    event_id = uuid.uuid4()
+    await conn.execute(
+        f"""INSERT INTO outbox
+               (id, event_id, type, version, aggregate_type, aggregate_id, actor_id, data)
+            VALUES (nextflow_id({shard_sql('$5::bigint')}::int), $1, $2, $3, $4, $5, $6, $7)""",
+        event_id, type, version, aggregate_type, aggregate_id, actor_id, plain(data),
+    )  # fmt: skip
+    return event_id
