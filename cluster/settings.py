@@ -179,6 +179,29 @@ class Settings(StackSettings):
     # reads still show the live breach state).
     sla_sweep_interval_s: float = Field(default=30.0, ge=0)
 
+    # Notification e-mail over SMTP: off while no host is set. `smtp_tls`: "none",
+    # "starttls" (upgrade on the submission port) or "tls" (implicit TLS, port 465).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str = "NextFlow <no-reply@nextflow.local>"
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Outbound webhooks. Targets on private, loopback, link-local, multicast or
+    # reserved addresses are refused unless `webhook_allow_private` or the target is
+    # inside `webhook_allowed_cidrs` (comma-separated, e.g. "10.1.0.0/16,::1/128").
+    # Retries: exponential from `webhook_retry_base_s` up to `webhook_retry_cap_s`
+    # per wait, plus jitter, for at least `webhook_retry_horizon_s` in all.
+    webhook_allow_private: bool = False
+    webhook_allowed_cidrs: str = ""
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_base_s: float = Field(default=30.0, gt=0)
+    webhook_retry_cap_s: float = Field(default=4 * 3600.0, gt=0)
+    webhook_retry_horizon_s: float = Field(default=24 * 3600.0, gt=0)
+    webhook_poll_interval_s: float = Field(default=2.0, ge=0)
+
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None
 

@@ -11,9 +11,16 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "sales_config",
     "support_config",
     "marketing_config",
+    "integration",
 )
 # One database per sharded service on every shard server.
-SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
+SHARDED_DATABASES: tuple[str, ...] = (
+    "customer",
+    "sales",
+    "marketing",
+    "support",
+    "notification",
+)
 # Migrations every sharded database gets first (the global id function and the
 # change history table).
 SHARDED_BASE = "_sharded"
@@ -33,4 +40,11 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "outbox",
     ),
     "support": ("tickets", "ticket_comments", "record_changes", "outbox"),
+    "notification": (
+        "notifications",
+        "notification_emails",
+        "notification_preferences",
+        "record_changes",
+        "outbox",
+    ),
 }
