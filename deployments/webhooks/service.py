@@ -49,6 +49,10 @@ class Store(Protocol):
         self, fn: Callable[Concatenate[ReadConn, P], Awaitable[T]], *a: P.args, **k: P.kwargs
     ) -> T: ...
 
+    async def read_primary(
+        self, fn: Callable[Concatenate[ReadConn, P], Awaitable[T]], *a: P.args, **k: P.kwargs
+    ) -> T: ...
+
 
 def matches(patterns: Sequence[str], event_type: str) -> bool:
     """`*` matches any run of characters: `deal.*` matches `deal.won`, `*` all."""
@@ -151,7 +155,8 @@ class WebhookService:
         """Fan an event out to the subscriptions that want it: one delivery each,
         exactly once per (event, subscription) however often the event arrives.
         Returns how many deliveries were new."""
-        subs = await self.db.read(repo.active_subscriptions)
+        # On the primary: a subscription made a moment ago must see the next event.
+        subs = await self.db.read_primary(repo.active_subscriptions)
         wanted = [sub_id for sub_id, patterns in subs if matches(patterns, event.type)]
         if not wanted:
             return 0

@@ -1,0 +1,81 @@
+"""`NotificationService` as a Ray Serve deployment: the caller's inbox and
+preferences, and `handle(event)` for the event stream.
+
+    handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
+    count = await handle.unread_count.remote(principal)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cluster.settings import get_settings
+from deployments._kit.boundary import boundary
+from deployments._kit.events import Event
+from deployments._kit.listing import Page
+from deployments._kit.principal import Principal
+from deployments.notification.mailer import SmtpMailer
+from deployments.notification.schemas import (
+    NotificationListQuery,
+    NotificationRead,
+    PreferencesRead,
+    PreferencesUpdate,
+    ReadAllResult,
+    UnreadCount,
+)
+from deployments.notification.service import AuthDirectory
+from deployments.notification.service import NotificationService as _Logic
+from shards.client import Shards
+
+
+@serve.deployment(name="NotificationService")
+class NotificationDeployment:
+    async def __init__(self, auth: DeploymentHandle[Any]) -> None:  # type: ignore[misc]
+        self._svc = _Logic(
+            await Shards.connect("notification"),
+            AuthDirectory(auth),
+            SmtpMailer.from_settings(get_settings()),
+        )
+
+    async def check_health(self) -> None:
+        await self._svc.shards.alive()
+
+    async def ready(self) -> None:
+        await self._svc.shards.ping()
+
+    @boundary
+    async def list(
+        self, principal: Principal, query: NotificationListQuery
+    ) -> Page[NotificationRead]:
+        return await self._svc.list(principal, query)
+
+    @boundary
+    async def unread_count(self, principal: Principal) -> UnreadCount:
+        return await self._svc.unread_count(principal)
+
+    @boundary
+    async def mark_read(self, principal: Principal, notification_id: int) -> NotificationRead:
+        return await self._svc.mark_read(principal, notification_id)
+
+    @boundary
+    async def mark_all_read(self, principal: Principal) -> ReadAllResult:
+        return await self._svc.mark_all_read(principal)
+
+    @boundary
+    async def preferences(self, principal: Principal) -> PreferencesRead:
+        return await self._svc.preferences(principal)
+
+    @boundary
+    async def set_preferences(
+        self, principal: Principal, data: PreferencesUpdate
+    ) -> PreferencesRead:
+        return await self._svc.set_preferences(principal, data)
+
+    @boundary
+    async def handle(self, event: Event) -> int:
+        """Apply the notification rules to an event, exactly once per event,
+        recipient and channel; e-mails are sent after commit."""
+        return await self._svc.handle(event)

@@ -1,0 +1,123 @@
+"""`WebhookService` as a Ray Serve deployment: subscriptions and delivery logs over
+HTTP and handles, `handle(event)` for the event stream, and a delivery loop in every
+replica (replicas share the due deliveries through `FOR UPDATE SKIP LOCKED`).
+
+    handle = serve.get_deployment_handle("WebhookService", app_name="nextflow")
+    created = await handle.create.remote(principal, WebhookCreate(url=..., event_types=["*"]))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+from ray import serve
+
+from cluster.settings import get_settings
+from deployments._kit.boundary import boundary
+from deployments._kit.events import Event
+from deployments._kit.listing import Page
+from deployments._kit.principal import Principal
+from deployments.webhooks import guard
+from deployments.webhooks.backoff import Backoff
+from deployments.webhooks.schemas import (
+    DeliveryListQuery,
+    DeliveryRead,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookListQuery,
+    WebhookRead,
+    WebhookUpdate,
+)
+from deployments.webhooks.service import WebhookService as _Logic
+from shards.client import Database
+
+
+@serve.deployment(name="WebhookService")
+class WebhookDeployment:
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
+        s = get_settings()
+        self._db = Database("integration")
+        # No proxies from the environment, no redirects: the SSRF guard decides where
+        # a delivery connects.
+        self._client = httpx.AsyncClient(
+            timeout=s.webhook_timeout_s, follow_redirects=False, trust_env=False
+        )
+        self._svc = _Logic(
+            self._db,
+            guard.Policy.from_settings(s.webhook_allow_private, s.webhook_allowed_cidrs),
+            Backoff(
+                base_s=s.webhook_retry_base_s,
+                cap_s=s.webhook_retry_cap_s,
+                horizon_s=s.webhook_retry_horizon_s,
+            ),
+            self._client,
+        )
+        interval = s.webhook_poll_interval_s
+        self._worker = (
+            asyncio.get_running_loop().create_task(self._svc.run_forever(interval))
+            if interval > 0
+            else None
+        )
+
+    def __del__(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            with contextlib.suppress(RuntimeError):
+                worker.cancel()
+
+    async def check_health(self) -> None:
+        await self._db.alive()
+
+    async def ready(self) -> None:
+        await self._db.ping()
+
+    @boundary
+    async def create(self, principal: Principal, data: WebhookCreate) -> WebhookCreated:
+        """A subscription; its signing secret is in this answer only."""
+        return await self._svc.create(principal, data)
+
+    @boundary
+    async def get(self, principal: Principal, webhook_id: int) -> WebhookRead:
+        return await self._svc.get(principal, webhook_id)
+
+    @boundary
+    async def list(self, principal: Principal, query: WebhookListQuery) -> Page[WebhookRead]:
+        return await self._svc.list(principal, query)
+
+    @boundary
+    async def update(
+        self,
+        principal: Principal,
+        webhook_id: int,
+        data: WebhookUpdate,
+        if_version: int | None = None,
+    ) -> WebhookRead:
+        return await self._svc.update(principal, webhook_id, data, if_version)
+
+    @boundary
+    async def delete(
+        self, principal: Principal, webhook_id: int, if_version: int | None = None
+    ) -> WebhookRead:
+        return await self._svc.delete(principal, webhook_id, if_version)
+
+    @boundary
+    async def deliveries(
+        self, principal: Principal, webhook_id: int, query: DeliveryListQuery
+    ) -> Page[DeliveryRead]:
+        return await self._svc.deliveries(principal, webhook_id, query)
+
+    @boundary
+    async def replay(self, principal: Principal, webhook_id: int, delivery_id: int) -> DeliveryRead:
+        return await self._svc.replay(principal, webhook_id, delivery_id)
+
+    @boundary
+    async def handle(self, event: Event) -> int:
+        """Fan an event out to matching subscriptions, once per (event, subscription)."""
+        return await self._svc.handle(event)
+
+    @boundary
+    async def deliver_due(self) -> int:
+        """Attempt the deliveries due now (the loop does this on its own)."""
+        return await self._svc.deliver_due()
