@@ -21,9 +21,11 @@ from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.marketing.deployment import MarketingDeployment
+from deployments.notification.deployment import NotificationDeployment
 from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
+from deployments.webhooks.deployment import WebhookDeployment
 from gateway import problems
 from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
@@ -36,12 +38,14 @@ from gateway.routes import (
     deals,
     health,
     marketing,
+    notifications,
     orders,
     pipelines,
     products,
     queues,
     tickets,
     users,
+    webhooks,
 )
 from gateway.sessions import SessionPositions
 
@@ -68,6 +72,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     for module in (
         health, auth, users, api_keys, customers, products,
         pipelines, deals, orders, tickets, queues, marketing, capture,
+        notifications, webhooks,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -135,12 +140,15 @@ def build_app(args: dict[str, Any]) -> Application:
     products = ProductDeployment.bind()  # type: ignore[attr-defined]
     sales = SalesDeployment.bind(customers, products)  # type: ignore[attr-defined]
     marketing = MarketingDeployment.bind(customers, sales)  # type: ignore[attr-defined]
+    auth = AuthDeployment.bind()  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
-        auth=AuthDeployment.bind(),  # type: ignore[attr-defined]
+        auth=auth,
         customers=customers,
         products=products,
         sales=sales,
         support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
         marketing=marketing,
+        notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
+        webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
     )

@@ -33,6 +33,8 @@ class Services:
     sales: Any = None
     marketing: Any = None
     support: Any = None
+    notifications: Any = None
+    webhooks: Any = None
 
     def bound(self) -> list[tuple[str, Any]]:
         """(name, handle) of every deployment this gateway was given."""

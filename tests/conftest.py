@@ -78,6 +78,12 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_PER_MINUTE": "8",
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_BURST": "8",
         "NEXTFLOW_TRUSTED_PROXIES": "127.0.0.0/8,::1/128",
+        # Webhooks: receivers on 127.0.0.2 only are allowed (127.0.0.1 stays refused,
+        # as by default); short retries and a fast delivery loop (tests/e2e/test_notify.py).
+        "NEXTFLOW_WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",
+        "NEXTFLOW_WEBHOOK_RETRY_BASE_S": "0.3",
+        "NEXTFLOW_WEBHOOK_RETRY_CAP_S": "1",
+        "NEXTFLOW_WEBHOOK_POLL_INTERVAL_S": "0.2",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

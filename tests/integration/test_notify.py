@@ -5,15 +5,13 @@ SMTP server (aiosmtpd). The Auth service is the only fake: a small directory."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -34,7 +32,7 @@ from deployments.notification.schemas import (
     PreferencesUpdate,
 )
 from deployments.notification.service import NotificationService
-from deployments.webhooks import guard, signing
+from deployments.webhooks import guard
 from deployments.webhooks.backoff import Backoff
 from deployments.webhooks.schemas import DeliveryListQuery, WebhookCreate, WebhookUpdate
 from deployments.webhooks.service import WebhookService
@@ -42,6 +40,7 @@ from shards import consistency
 from shards.client import InProcess, Shards, load_shard_map
 from shards.manager import ShardManager
 from shards.routing import ServerSpec
+from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 P = ParamSpec("P")
@@ -118,59 +117,6 @@ async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool])
         if ok(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.1)
-
-
-# -- a real webhook receiver -------------------------------------------------------------
-@dataclass
-class Receiver:
-    """A local HTTP server answering each request with the next scripted status
-    (the last one repeats); records every request and de-duplicates by event id, as
-    API.md asks receivers to."""
-
-    script: list[int]
-    secret: str = ""
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    effective: dict[str, bytes] = field(default_factory=dict)
-    server: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/nextflow?x=1"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (the stdlib's name)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                index = min(len(receiver.requests), len(receiver.script) - 1)
-                status = receiver.script[index]
-                timestamp = int(self.headers[signing.TIMESTAMP_HEADER])
-                valid = signing.verify(
-                    receiver.secret, timestamp, body, self.headers[signing.SIGNATURE_HEADER]
-                )
-                event_id = self.headers[signing.EVENT_ID_HEADER]
-                receiver.requests.append(
-                    {"status": status, "valid": valid, "event_id": event_id, "body": body,
-                     "host": self.headers["Host"], "path": self.path}
-                )  # fmt: skip
-                if 200 <= status < 300 and valid:
-                    receiver.effective.setdefault(event_id, body)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture

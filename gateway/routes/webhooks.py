@@ -1,0 +1,90 @@
+"""Outbound webhook subscriptions and their delivery logs. Path: this file ->
+deployments/webhooks/service.py -> deployments/webhooks/repo.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from deployments._kit.listing import Page, parse_list_params
+from deployments.webhooks.schemas import (
+    DeliveryListQuery,
+    DeliveryRead,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookListQuery,
+    WebhookRead,
+    WebhookUpdate,
+)
+from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from shards.ids import MAX_ID
+
+router = APIRouter(tags=["webhooks"])
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+
+
+@router.post("/webhooks", status_code=201, response_model=WebhookCreated)
+async def create_webhook(
+    body: WebhookCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Subscribe a URL to event types (`deal.won`, `deal.*`, `*`). The answer carries
+    the signing `secret`, shown only here. URLs on private, loopback, link-local,
+    multicast or reserved addresses are refused (422) unless settings allow them."""
+    created = await services.webhooks.create.remote(principal, body)
+    return record(created, 201, f"/webhooks/{created.id}")
+
+
+@router.get("/webhooks", response_model=Page[WebhookRead])
+async def list_webhooks(
+    request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Subscriptions, cursor-paged; filter `active=true|false`."""
+    query = parse_list_params(request.query_params.multi_items(), WebhookListQuery)
+    return json(await services.webhooks.list.remote(principal, query))
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookRead)
+async def get_webhook(
+    webhook_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    return record(await services.webhooks.get.remote(principal, webhook_id))
+
+
+@router.patch("/webhooks/{webhook_id}", response_model=WebhookRead)
+async def update_webhook(
+    webhook_id: RecordId,
+    body: WebhookUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    version: IfMatch,
+) -> Response:
+    """Partial update (`active: true` re-enables one disabled by HTTP 410)."""
+    return record(await services.webhooks.update.remote(principal, webhook_id, body, version))
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=204)
+async def delete_webhook(
+    webhook_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch
+) -> Response:
+    """Delete a subscription; its pending deliveries are cancelled."""
+    return no_content(await services.webhooks.delete.remote(principal, webhook_id, version))
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryRead])
+async def list_deliveries(
+    webhook_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """The delivery log: status, attempts, last response code, next attempt.
+    Filter `status=pending|succeeded|failed|cancelled`."""
+    query = parse_list_params(request.query_params.multi_items(), DeliveryListQuery)
+    return json(await services.webhooks.deliveries.remote(principal, webhook_id, query))
+
+
+@router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", response_model=DeliveryRead)
+async def replay_delivery(
+    webhook_id: RecordId, delivery_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Send a delivery again now, with a fresh retry schedule."""
+    return json(await services.webhooks.replay.remote(principal, webhook_id, delivery_id))

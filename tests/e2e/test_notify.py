@@ -1,0 +1,148 @@
+"""Notifications and outbound webhooks in the deployed application: over HTTP, with
+events handed to `handle()` through the deployments' handles (until the event stream
+drives them), and a real local webhook receiver on 127.0.0.2 (the one address the
+test settings allow; 127.0.0.1 stays refused, as everything private is by default)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from cluster.settings import Settings
+from deployments._kit.events import Event
+from tests.e2e.conftest import make_user
+from tests.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.e2e
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def ray_driver(serve_app: Settings) -> Iterator[None]:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def event(type: str, data: dict[str, Any], aggregate_id: int = 42) -> Event:
+    return Event(
+        id=uuid.uuid4(),
+        type=type,
+        occurred_at=datetime.now(UTC),
+        aggregate_type=type.split(".")[0],
+        aggregate_id=aggregate_id,
+        data=data,
+    )
+
+
+def eventually(probe: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 20) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def test_webhook_retried_signed_replayed_and_loopback_refused(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
+) -> None:
+    refused = http.post(
+        "/webhooks", headers=admin, json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["errors"][0]["field"] == "url"
+    forbidden = http.post(
+        "/webhooks", headers=agent, json={"url": "http://127.0.0.2:9/x", "event_types": ["*"]}
+    )
+    assert forbidden.status_code == 403
+
+    hook = Receiver([500, 500, 200], host="127.0.0.2").start()
+    try:
+        created = http.post(
+            "/webhooks", headers=admin, json={"url": hook.url, "event_types": ["deal.*"]}
+        )
+        assert created.status_code == 201, created.text
+        body = created.json()
+        hook.secret = body["secret"]
+        assert created.headers["Location"] == f"/webhooks/{body['id']}"
+        assert "secret" not in http.get(f"/webhooks/{body['id']}", headers=admin).json()
+
+        handle = serve.get_deployment_handle("WebhookService", app_name="nextflow")
+        won = event("deal.won", {"deal": {"id": "42"}})
+        assert handle.handle.remote(won).result() == 1
+        assert handle.handle.remote(won).result() == 0  # once per (event, subscription)
+
+        log_url = f"/webhooks/{body['id']}/deliveries"
+        log = eventually(
+            lambda: http.get(log_url, headers=admin).json()["data"],
+            lambda d: bool(d) and d[0]["status"] != "pending",
+        )
+        assert (log[0]["status"], log[0]["attempts"], log[0]["response_status"]) == (
+            "succeeded",
+            3,
+            200,
+        )
+        assert [r["status"] for r in hook.requests] == [500, 500, 200]
+        assert all(r["valid"] for r in hook.requests)
+        assert list(hook.effective) == [str(won.id)]
+
+        replay = http.post(f"{log_url}/{log[0]['id']}/replay", headers=admin)
+        assert replay.status_code == 200, replay.text
+        eventually(lambda: len(hook.requests), lambda n: n == 4)
+        assert len(hook.requests) == 4 and hook.requests[3]["event_id"] == str(won.id)
+        assert http.delete(f"/webhooks/{body['id']}", headers=admin).status_code == 204
+    finally:
+        hook.stop()
+
+
+def test_inbox_over_http(ray_driver: None, http: httpx.Client, admin: dict[str, str]) -> None:
+    me_headers = make_user(http, admin, "agent")
+    me = http.get("/auth/me", headers=me_headers).json()
+    handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
+    assigned = event("ticket.assigned", {"ticket": {"assignee_id": me["id"], "subject": "VPN"}})
+    assert handle.handle.remote(assigned).result() == 1
+    assert handle.handle.remote(assigned).result() == 1  # applied once all the same
+
+    def unread() -> int:
+        response = http.get("/notifications/unread-count", headers=me_headers)
+        assert response.status_code == 200, response.text
+        return int(response.json()["unread"])
+
+    assert eventually(unread, lambda n: n == 1) == 1
+    page = http.get("/notifications?unread=true", headers=me_headers).json()
+    assert [n["title"] for n in page["data"]] == ["Ticket assigned to you: VPN"]
+    note_id = page["data"][0]["id"]
+    # Not in anyone else's inbox.
+    assert http.get("/notifications", headers=admin).json()["data"] == [] or all(
+        n["id"] != note_id for n in http.get("/notifications", headers=admin).json()["data"]
+    )
+    assert http.post(f"/notifications/{note_id}/read", headers=admin).status_code == 404
+    marked = http.post(f"/notifications/{note_id}/read", headers=me_headers)
+    assert marked.status_code == 200 and marked.json()["read"] is True
+    assert unread() == 0  # read-your-writes: the mark is seen at once
+
+    prefs = http.get("/notification-preferences", headers=me_headers).json()
+    assert prefs["rules"]["deal.won"] == {"in_app": True, "email": True}
+    put = http.put(
+        "/notification-preferences",
+        headers=me_headers,
+        json={"rules": {"deal.won": {"in_app": True, "email": False}}},
+    )
+    assert put.status_code == 200 and put.json()["rules"]["deal.won"]["email"] is False
+    bad = http.put("/notification-preferences", headers=me_headers, json={"rules": {"nope": {}}})
+    assert bad.status_code == 422
+    assert http.get("/notifications?colour=red", headers=me_headers).status_code == 422
