@@ -7,6 +7,7 @@ import ipaddress
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -180,3 +181,37 @@ def test_webhook_input_validation() -> None:
     with pytest.raises(ValidationError):
         WebhookUpdate(active=None)
     assert WebhookUpdate(active=True).model_dump(exclude_unset=True) == {"active": True}
+
+
+# -- one attempt -----------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_an_attempt_goes_to_the_checked_address_and_never_follows_redirects() -> None:
+    from deployments.webhooks import sender
+
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"Location": "http://169.254.169.254/"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        attempt = await sender.send(
+            client,
+            guard.Policy(allow_private=True),
+            "http://localhost:8080/in?a=b",
+            "s3cret",
+            "ev-1",
+            b"{}",
+            now=1700000000,
+        )
+        refused = await sender.send(
+            client, guard.Policy(), "http://localhost:8080/in", "s3cret", "ev-1", b"{}"
+        )
+    assert (attempt.status_code, attempt.succeeded) == (302, False)
+    assert len(seen) == 1  # the redirect was not followed
+    request = seen[0]
+    assert request.url.host in ("127.0.0.1", "::1")  # pinned to the checked address
+    assert request.url.path == "/in" and request.url.query == b"a=b"
+    assert request.headers["Host"] == "localhost:8080"
+    assert signing.verify("s3cret", 1700000000, b"{}", request.headers["X-NextFlow-Signature"])
+    assert refused.refused and refused.error and "loopback" in refused.error
