@@ -146,3 +146,17 @@ def test_inbox_over_http(ray_driver: None, http: httpx.Client, admin: dict[str, 
     bad = http.put("/notification-preferences", headers=me_headers, json={"rules": {"nope": {}}})
     assert bad.status_code == 422
     assert http.get("/notifications?colour=red", headers=me_headers).status_code == 422
+
+
+def test_sla_breach_reaches_the_managers_through_auth(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    boss = make_user(http, admin, "manager")
+    handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
+    breached = event("ticket.sla_breached", {"ticket": {"assignee_id": None, "subject": "Down"}})
+    assert handle.handle.remote(breached).result() >= 1  # every manager there is
+
+    def titles() -> list[str]:
+        return [n["title"] for n in http.get("/notifications", headers=boss).json()["data"]]
+
+    assert eventually(titles, lambda t: bool(t)) == ["SLA breached: Down"]
