@@ -190,6 +190,11 @@ class Settings(StackSettings):
     s3_region: str = "us-east-1"
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
+    # Each FileService replica removes, every interval (0: never), blobs older than
+    # `file_orphan_age_s` that no file row refers to (a crash between storing a blob
+    # and committing its metadata) and partial uploads as old.
+    file_orphan_sweep_interval_s: float = Field(default=900.0, ge=0)
+    file_orphan_age_s: float = Field(default=3600.0, gt=0)
 
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None

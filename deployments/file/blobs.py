@@ -7,11 +7,11 @@ multipart upload) visible only when it is completed. So a reader never sees half
 blob, and a crash mid-upload leaves a `.partial/` file (local) or an unfinished
 multipart upload (S3, expired by a bucket lifecycle rule), never a visible key.
 
-Keys are made by `new_key()` (random, never reused); the File service writes the
-key into the metadata row only after `put_stream` returned, so a blob without a row
-is an orphan of a crash between the two: `LocalBlobStore.sweep_partials` removes
-stale `.partial/` files; orphans of committed-but-unrecorded blobs are listed in
-docs (not swept yet).
+Keys are made by `new_key(shard)`: `<owner's logical shard>/<random>`, never
+reused. The File service writes the key into the metadata row only after
+`put_stream` returned, so a blob without a row is an orphan of a crash between the
+two; `FileService.sweep_orphans` lists blobs older than an age (`stale_keys`), asks
+the shard in the key whether a row refers to each, and deletes those none does.
 """
 
 from __future__ import annotations
@@ -64,10 +64,18 @@ class BlobStore(Protocol):
     async def size(self, key: str) -> int | None:
         """The stored size, or None when there is no such blob."""
 
+    def stale_keys(self, older_than_s: float) -> AsyncIterator[str]:
+        """Keys of complete blobs stored longer ago than that (after removing partial
+        uploads as old, where the store keeps any)."""
 
-def new_key() -> str:
-    hexa = uuid.uuid4().hex
-    return f"{hexa[:2]}/{hexa}"
+
+def new_key(shard: int) -> str:
+    return f"{shard}/{uuid.uuid4().hex}"
+
+
+def shard_of_key(key: str) -> int | None:
+    head = key.partition("/")[0]
+    return int(head) if head.isdigit() else None
 
 
 async def measured(
@@ -140,6 +148,19 @@ class LocalBlobStore:
             return self._path(key).stat().st_size
         except FileNotFoundError:
             return None
+
+    async def stale_keys(self, older_than_s: float) -> AsyncIterator[str]:
+        self.sweep_partials(older_than_s)
+        cutoff = time.time() - older_than_s
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                try:
+                    if path.is_file() and path.stat().st_mtime < cutoff:
+                        yield f"{folder.name}/{path.name}"
+                except FileNotFoundError:
+                    pass
 
     def sweep_partials(self, older_than_s: float) -> int:
         """Remove `.partial/` files of uploads that died (older than the cutoff)."""
@@ -245,6 +266,20 @@ class S3BlobStore:
                 return None
             raise
         return int(head["ContentLength"])
+
+    async def stale_keys(self, older_than_s: float) -> AsyncIterator[str]:
+        """(Unfinished multipart uploads are left to a bucket lifecycle rule.)"""
+        cutoff = time.time() - older_than_s
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            page = await asyncio.to_thread(self.client.list_objects_v2, Bucket=self.bucket, **extra)
+            for item in page.get("Contents", []):
+                if item["LastModified"].timestamp() < cutoff:
+                    yield str(item["Key"])
+            token = page.get("NextContinuationToken")
+            if not token:
+                return
 
 
 def make_store(settings: Settings) -> BlobStore:

@@ -8,11 +8,16 @@ store, see gateway/routes/files.py); these calls carry metadata only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page
@@ -22,6 +27,8 @@ from deployments.file.schemas import FileCommit, FileContent, FileListQuery, Fil
 from deployments.file.service import FileService as _Logic
 from deployments.file.service import OwnerLookup
 from shards.client import Shards
+
+log = logging.getLogger("nextflow.files")
 
 
 def _lookups(
@@ -58,6 +65,31 @@ class FileDeployment:
             blob_store(),
             _lookups(customers, sales, support, marketing),
         )
+        settings = get_settings()
+        self._sweeper = (
+            asyncio.get_running_loop().create_task(
+                self._sweep_forever(
+                    settings.file_orphan_sweep_interval_s, settings.file_orphan_age_s
+                )
+            )
+            if settings.file_orphan_sweep_interval_s > 0
+            else None
+        )
+
+    async def _sweep_forever(self, interval: float, age: float) -> None:
+        await asyncio.sleep(random.uniform(0, interval))  # replicas out of step
+        while True:
+            try:
+                await self._svc.sweep_orphans(age)
+            except Exception:  # a shard down now is retried on the next round
+                log.warning("orphan blob sweep failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    def __del__(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            with contextlib.suppress(RuntimeError):
+                sweeper.cancel()
 
     async def check_health(self) -> None:
         await self._svc.shards.alive()
@@ -94,3 +126,9 @@ class FileDeployment:
     @boundary
     async def delete(self, principal: Principal, file_id: int) -> FileRead:
         return await self._svc.delete(principal, file_id)
+
+    @boundary
+    async def sweep_orphans(self, principal: Principal, older_than_s: float) -> int:
+        """Remove unreferenced blobs older than that now (admins; also periodic)."""
+        principal.require("user:write")
+        return await self._svc.sweep_orphans(older_than_s)

@@ -105,5 +105,6 @@ async def list_files(
     return [FileRead.model_validate(dict(r)) for r in rows]
 
 
-async def blob_referenced(conn: ReadConn, blob_key: str) -> bool:
+async def blob_referenced(conn: WriteConn, blob_key: str) -> bool:
+    """On the primary (a write transaction): a row committed a moment ago counts."""
     return bool(await conn.fetchval("SELECT 1 FROM files WHERE blob_key = $1", blob_key))

@@ -20,7 +20,7 @@ from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
 from deployments.file import repo
-from deployments.file.blobs import BlobStore
+from deployments.file.blobs import BlobStore, shard_of_key
 from deployments.file.schemas import (
     OWNER_PERMISSION,
     FileCommit,
@@ -158,3 +158,20 @@ class FileService:
             raise NotFound(f"file {file_id} not found")
         await self._forget_blob(deleted.blob_key)
         return deleted.file
+
+    # -- orphans -----------------------------------------------------------------------
+    async def sweep_orphans(self, older_than_s: float) -> int:
+        """Delete blobs older than `older_than_s` that no file row refers to (their
+        upload died between storing the blob and committing the row). The age keeps
+        uploads still being committed safe: a commit follows its blob within the
+        request timeout. Returns how many were deleted."""
+        removed = 0
+        async for key in self.store.stale_keys(older_than_s):
+            shard = shard_of_key(key)
+            if shard is None:
+                continue  # not one of ours
+            if not await self.shards.write(shard, repo.blob_referenced, key):
+                log.info("removing orphan blob %s", key)
+                await self._forget_blob(key)
+                removed += 1
+        return removed

@@ -43,6 +43,7 @@ from deployments.file.schemas import FileCommit, FileListQuery, FileRead, Owner
 from gateway.context import CurrentPrincipal, ServicesDep, json, no_content, record
 from gateway.problems import problem
 from gateway.uploads import FilePart, MultipartStream
+from shards import ids
 from shards.ids import MAX_ID
 
 log = logging.getLogger("nextflow.files")
@@ -76,7 +77,7 @@ async def upload_file(
             continue
         owner = _owner(fields)
         await services.files.prepare_upload.remote(principal, owner)
-        stored = await _store(form, limit)
+        stored = await _store(form, limit, ids.shard_of(owner.owner_id))
         head, blob = stored
         data = FileCommit(
             owner=owner,
@@ -102,7 +103,7 @@ def _owner(fields: dict[str, str]) -> Owner:
         ) from None
 
 
-async def _store(form: MultipartStream, limit: int) -> tuple[bytes, Stored]:
+async def _store(form: MultipartStream, limit: int, shard: int) -> tuple[bytes, Stored]:
     """Stream the current file part into the blob store under a new key; returns its
     first bytes (for the type sniff) and what was stored (size, sha256)."""
     head = bytearray()
@@ -113,7 +114,7 @@ async def _store(form: MultipartStream, limit: int) -> tuple[bytes, Stored]:
                 head.extend(chunk[: _SNIFF - len(head)])
             yield chunk
 
-    key = new_key()
+    key = new_key(shard)
     seen: list[Stored] = []
     try:
         await blob_store().put_stream(key, measured(sniffed(), limit, seen, key))

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
+from ray import serve
 
 from cluster.settings import Settings
+from deployments._kit.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e
@@ -215,3 +218,44 @@ def test_upload_in_flight_is_not_listed(
     assert meta["size_bytes"] == 100_000
     assert meta["sha256"] == hashlib.sha256(b"a" * 50_000 + b"b" * 50_000).hexdigest()
     assert listed(http, admin, owner) == [meta["id"]]
+
+
+@pytest.fixture(scope="module")
+def ray_driver(serve_app: Settings) -> Iterator[None]:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_orphan_sweep_through_the_handle(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    """A blob no row refers to (a crash between storing and committing) goes once it
+    is old enough; a file's blob, however old, stays."""
+    owner = customer(http, admin)
+    made = upload(http, admin, owner, b"keep me")
+    assert made.status_code == 201
+    shard = ids.shard_of(int(owner))
+    root = serve_app.data_dir / "files"
+    orphan = root / str(shard) / ("0" * 32)
+    orphan.write_bytes(b"left by a crash")
+    an_hour_ago = time.time() - 3600
+    for path in (orphan, *(root / str(shard)).iterdir()):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    young = root / str(shard) / ("1" * 32)
+    young.write_bytes(b"an upload still being committed")
+
+    me = http.get("/auth/me", headers=admin).json()
+    principal = Principal(
+        user_id=int(me["id"]), role="admin", permissions=frozenset({"user:write"})
+    )
+    handle = serve.get_deployment_handle("FileService", app_name="nextflow")
+    removed = handle.sweep_orphans.remote(principal, 600).result()
+    assert removed >= 1
+    assert not orphan.exists() and young.exists()
+    got = http.get(f"/files/{made.json()['id']}/content", headers=admin)
+    assert got.status_code == 200 and got.content == b"keep me"
+    young.unlink()

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from deployments._kit.errors import BadRequest
-from deployments.file.blobs import LocalBlobStore, Stored, TooLarge, measured, new_key
+from deployments.file.blobs import (
+    LocalBlobStore,
+    Stored,
+    TooLarge,
+    measured,
+    new_key,
+    shard_of_key,
+)
 from deployments.file.content import (
     ByteRange,
     RangeNotSatisfiable,
@@ -155,13 +164,13 @@ async def test_multipart_truncated_and_wrong_type() -> None:
 @pytest.mark.asyncio
 async def test_local_store_all_or_nothing(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
-    key, seen = new_key(), list[Stored]()
+    key, seen = new_key(3), list[Stored]()
     size = await store.put_stream(key, measured(_chunks(b"abc", b"def"), 10, seen, key))
     assert size == 6 and seen[0].sha256 == hashlib.sha256(b"abcdef").hexdigest()
     assert await store.exists(key) and await store.size(key) == 6
     assert b"".join([c async for c in store.open_range(key, 2, 4)]) == b"cde"
 
-    big = new_key()
+    big = new_key(3)
     with pytest.raises(TooLarge):
         await store.put_stream(big, measured(_chunks(b"x" * 8, b"y" * 8), 10, [], big))
     assert not await store.exists(big)
@@ -172,3 +181,19 @@ async def test_local_store_all_or_nothing(tmp_path: Path) -> None:
     await store.delete(key)  # idempotent
     with pytest.raises(ValueError, match="bad blob key"):
         await store.exists("../outside")
+
+
+@pytest.mark.asyncio
+async def test_local_store_stale_keys(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    old, new = new_key(2), new_key(5)
+    for key in (old, new):
+        await store.put_stream(key, _chunks(b"data"))
+    partial = tmp_path / ".partial" / "dead.part"
+    partial.write_bytes(b"half")
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp_path / old, (an_hour_ago, an_hour_ago))
+    os.utime(partial, (an_hour_ago, an_hour_ago))
+    assert [k async for k in store.stale_keys(600)] == [old]
+    assert not partial.exists()
+    assert shard_of_key(old) == 2 and shard_of_key("x/y") is None
