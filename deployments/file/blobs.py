@@ -179,8 +179,8 @@ class LocalBlobStore:
 # -- S3-compatible -------------------------------------------------------------------------
 class S3BlobStore:
     """boto3 calls run in threads. Content goes up in 8 MiB multipart parts (one
-    `put_object` below that), so memory stays bounded by one part. Not exercised by
-    the test suite (no S3 server in it); see docs/files.md."""
+    `put_object` below that), so memory stays bounded by one part. Tested against a
+    local S3 server in tests/integration/test_file_s3.py."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client

@@ -6,19 +6,23 @@ Where the bytes flow. An upload arrives at a Gateway replica; the gateway stream
 the body straight into the blob store and calls `FileService` only for metadata
 (`prepare_upload` before the first byte is stored, `commit_upload` after the last).
 The alternative, forwarding chunks to a FileService replica, costs one Ray call per
-chunk: each is pickled, copied into the callee's object store or inlined (≤100 KiB)
-and answered, a few hundred microseconds to a millisecond of overhead per call on
-this machine (what a `DeploymentHandle` round trip takes), so 64 KiB chunks would
-add ~2-15 s per GiB and a second full copy of every byte through the Ray
-transport, with no benefit: the gateway already holds the socket. Downloads go the
-same way: `get_content` returns metadata and the blob key; the gateway streams the
-blob. The local blob store therefore needs a folder every gateway and FileService
-replica sees (one machine, or a shared volume); across machines use S3.
+chunk, each pickled, copied through the object store (or inlined) and answered.
+Measured on this (busy, 2-core) machine with a plain Ray actor, no Serve router
+on top: a 64 KiB chunk takes 3.9 ms per call (16 MiB/s in sequence), a 1 MiB
+chunk 8.3 ms (120 MiB/s), against a local disk write at page-cache speed. So a
+100 MiB upload would spend ~1-6 s in Ray transport alone, plus a second copy of
+every byte and a replica's memory per chunk in flight, for no gain: the gateway
+already holds the socket. The two metadata calls cost the same ~4 ms each,
+whatever the file's size. Downloads go the same way: `get_content` returns metadata
+and the blob key; the gateway streams the blob. The local blob store therefore needs
+a folder every gateway and FileService replica sees (one machine, or a shared
+volume); across machines use S3.
 
 Visibility: the blob is written under a fresh key (complete or absent, see
 blobs.py); only then does the metadata row (status `ready`) commit, with its
 history row and the `file.attached` event, in one transaction. A listing can never
-show an upload in flight. A crash in between leaves an unreferenced blob.
+show an upload in flight. A crash in between leaves an unreferenced blob, which the
+replicas' orphan sweep removes once it is old enough.
 """
 
 from __future__ import annotations
