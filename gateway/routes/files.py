@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from cluster.settings import get_settings
-from deployments._kit.errors import Validation
+from deployments._kit.errors import NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page, field_errors, parse_list_params
 from deployments.file import content
@@ -79,8 +79,12 @@ async def upload_file(
         if not isinstance(part, FilePart):
             fields[part.name] = part.value
             continue
-        owner = _owner(fields)
-        await services.files.prepare_upload.remote(principal, owner)
+        try:
+            owner = _owner(fields)
+            await services.files.prepare_upload.remote(principal, owner)
+        except Exception:
+            await form.drain(limit)  # refused: answer once the client has sent it all
+            raise
         stored = await _store(form, limit, ids.shard_of(owner.owner_id))
         head, blob = stored
         data = FileCommit(
@@ -182,6 +186,8 @@ async def download_file(
     if_range = request.headers.get("if-range")
     if wanted is not None and if_range is not None and if_range != etag:
         wanted = None  # the client's copy is another version: send it all
+    if not await store.exists(found.blob_key):  # deleted a moment ago
+        raise NotFound(f"file {file_id} not found")
     if verify and not await _intact(found.blob_key, meta.size_bytes, meta.sha256):
         return problem(
             request, 500, "content-corrupt", "Stored content is damaged",
