@@ -4,6 +4,7 @@ delete."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
@@ -11,7 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
+import orjson
 import pytest
 import ray
 from ray import serve
@@ -60,6 +63,27 @@ def blobs(settings: Settings) -> list[Path]:
     """Every stored blob and every partial upload in the local store."""
     root = settings.data_dir / "files"
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def outbox(settings: Settings, file_id: int) -> list[dict[str, object]]:
+    """The file's events in the outbox of the `file` database, on whichever server."""
+
+    async def read() -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for address in settings.shard_server_addresses():
+            conn = await asyncpg.connect(settings.dsn_for(address.host, address.port, "file"))
+            try:
+                found = await conn.fetch(
+                    "SELECT type, aggregate_type, data FROM outbox WHERE aggregate_id = $1"
+                    " ORDER BY id",
+                    file_id,
+                )
+            finally:
+                await conn.close()
+            rows += [dict(r) for r in found]
+        return rows
+
+    return asyncio.run(read())
 
 
 def test_round_trip_with_checksum_and_ranges(
@@ -111,12 +135,21 @@ def test_round_trip_with_checksum_and_ranges(
     assert listed(http, admin, owner) == [meta["id"]]
     history = http.get(f"/files/{meta['id']}/history", headers=admin).json()["data"]
     assert [c["action"] for c in history] == ["created"]
+    events = outbox(serve_app, int(meta["id"]))
+    assert [(e["type"], e["aggregate_type"]) for e in events] == [("file.attached", "file")]
+    attached = events[0]["data"]
+    attached = orjson.loads(attached) if isinstance(attached, str) else attached
+    assert attached["file"]["sha256"] == meta["sha256"]
 
     assert http.delete(f"/files/{meta['id']}", headers=admin).status_code == 204
     assert http.get(f"/files/{meta['id']}", headers=admin).status_code == 404
     assert http.get(f"/files/{meta['id']}/content", headers=admin).status_code == 404
     assert listed(http, admin, owner) == []
     assert http.delete(f"/files/{meta['id']}", headers=admin).status_code == 404
+    assert [e["type"] for e in outbox(serve_app, int(meta["id"]))] == [
+        "file.attached",
+        "file.deleted",
+    ]
 
 
 def test_size_cap_keeps_nothing(
