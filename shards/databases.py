@@ -13,7 +13,7 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "marketing_config",
 )
 # One database per sharded service on every shard server.
-SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support")
+SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support", "file")
 # Migrations every sharded database gets first (the global id function and the
 # change history table).
 SHARDED_BASE = "_sharded"
@@ -33,4 +33,5 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "outbox",
     ),
     "support": ("tickets", "ticket_comments", "record_changes", "outbox"),
+    "file": ("files", "record_changes", "outbox"),
 }
