@@ -328,7 +328,7 @@ class Writers:
                     row = await self._timed(
                         self.shards.write(
                             self.shard, repo.create_customer, self.shard,
-                            CustomerCreate(name=name), None,
+                            CustomerCreate(name=name), None, None,
                         )
                     )  # fmt: skip
                     mine.append(row.id)
@@ -338,7 +338,7 @@ class Writers:
                     contact = await self._timed(
                         self.shards.write(
                             self.shard, repo.create_contact, self.shard, cid,
-                            ContactCreate(first_name=f"c{step}"),
+                            ContactCreate(first_name=f"c{step}"), None,
                         )
                     )  # fmt: skip
                     self.contacts.add(contact.id)
@@ -347,7 +347,7 @@ class Writers:
                     name = f"w{worker}-{step}-upd"
                     await self._timed(
                         self.shards.write(
-                            self.shard, repo.update_customer, cid, {"name": name}, None
+                            self.shard, repo.update_customer, cid, {"name": name}, None, None
                         )
                     )
                     self.names[cid] = name

@@ -202,6 +202,23 @@ class Settings(StackSettings):
     webhook_retry_horizon_s: float = Field(default=24 * 3600.0, gt=0)
     webhook_poll_interval_s: float = Field(default=2.0, ge=0)
 
+    # Files (deployments/file): the upload size cap, checked while the body streams in,
+    # and the blob store. Content goes to a local folder (default `<data_dir>/files`:
+    # one machine, or a volume every gateway and FileService replica mounts) unless an
+    # S3-compatible endpoint is named; then it goes to `s3_bucket` there.
+    file_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    file_store_dir: Path | None = None
+    s3_endpoint: str | None = None
+    s3_bucket: str = "nextflow-files"
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    # Each FileService replica removes, every interval (0: never), blobs older than
+    # `file_orphan_age_s` that no file row refers to (a crash between storing a blob
+    # and committing its metadata) and partial uploads as old.
+    file_orphan_sweep_interval_s: float = Field(default=900.0, ge=0)
+    file_orphan_age_s: float = Field(default=3600.0, gt=0)
+
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None
 

@@ -20,6 +20,7 @@ from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
+from deployments.file.deployment import FileDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.notification.deployment import NotificationDeployment
 from deployments.product.deployment import ProductDeployment
@@ -36,6 +37,7 @@ from gateway.routes import (
     capture,
     customers,
     deals,
+    files,
     health,
     marketing,
     notifications,
@@ -71,7 +73,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     problems.install(app)
     for module in (
         health, auth, users, api_keys, customers, products,
-        pipelines, deals, orders, tickets, queues, marketing, capture,
+        pipelines, deals, orders, tickets, queues, marketing, capture, files,
         notifications, webhooks,
     ):  # fmt: skip
         app.include_router(module.router)
@@ -140,6 +142,8 @@ def build_app(args: dict[str, Any]) -> Application:
     products = ProductDeployment.bind()  # type: ignore[attr-defined]
     sales = SalesDeployment.bind(customers, products)  # type: ignore[attr-defined]
     marketing = MarketingDeployment.bind(customers, sales)  # type: ignore[attr-defined]
+    support = SupportDeployment.bind(customers)  # type: ignore[attr-defined]
+    files = FileDeployment.bind(customers, sales, support, marketing)  # type: ignore[attr-defined]
     auth = AuthDeployment.bind()  # type: ignore[attr-defined]
     return Gateway.bind(  # type: ignore[attr-defined, no-any-return]
         parsed.model_dump(),
@@ -147,8 +151,9 @@ def build_app(args: dict[str, Any]) -> Application:
         customers=customers,
         products=products,
         sales=sales,
-        support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
+        support=support,
         marketing=marketing,
+        files=files,
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
     )

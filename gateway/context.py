@@ -33,6 +33,7 @@ class Services:
     sales: Any = None
     marketing: Any = None
     support: Any = None
+    files: Any = None
     notifications: Any = None
     webhooks: Any = None
 

@@ -19,6 +19,7 @@ SHARDED_DATABASES: tuple[str, ...] = (
     "sales",
     "marketing",
     "support",
+    "file",
     "notification",
 )
 # Migrations every sharded database gets first (the global id function and the
@@ -40,6 +41,7 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "outbox",
     ),
     "support": ("tickets", "ticket_comments", "record_changes", "outbox"),
+    "file": ("files", "record_changes", "outbox"),
     "notification": (
         "notifications",
         "notification_emails",

@@ -78,6 +78,8 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_PER_MINUTE": "8",
         "NEXTFLOW_CAPTURE_CLIENT_LIMIT_BURST": "8",
         "NEXTFLOW_TRUSTED_PROXIES": "127.0.0.0/8,::1/128",
+        # Small, so tests/e2e/test_files.py can pass the upload cap quickly.
+        "NEXTFLOW_FILE_MAX_BYTES": str(256 * 1024),
         # Webhooks: receivers on 127.0.0.2 only are allowed (127.0.0.1 stays refused,
         # as by default); short retries and a fast delivery loop (tests/e2e/test_notify.py).
         "NEXTFLOW_WEBHOOK_ALLOWED_CIDRS": "127.0.0.2/32",

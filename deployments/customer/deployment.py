@@ -10,6 +10,7 @@ from __future__ import annotations
 from ray import serve
 
 from deployments._kit.boundary import boundary
+from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import ListQuery, Page
 from deployments._kit.principal import Principal
 from deployments.customer.schemas import (
@@ -76,6 +77,12 @@ class CustomerDeployment:
         return await self._svc.restore(principal, customer_id)
 
     @boundary
+    async def history(
+        self, principal: Principal, customer_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.history(principal, customer_id, query)
+
+    @boundary
     async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
         return await self._svc.list(principal, query)
 
@@ -121,3 +128,9 @@ class CustomerDeployment:
         self, principal: Principal, customer_id: int, query: ListQuery
     ) -> Page[ContactRead]:
         return await self._svc.list_contacts(principal, customer_id, query)
+
+    @boundary
+    async def contact_history(
+        self, principal: Principal, contact_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.contact_history(principal, contact_id, query)

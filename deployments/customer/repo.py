@@ -3,10 +3,13 @@ that the ShardManager opened on the record's shard."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
 from deployments.customer.schemas import (
@@ -38,11 +41,22 @@ _CUSTOMER_UPDATABLE = {
     "owner_id",
 }
 _CONTACT_UPDATABLE = {"first_name", "last_name", "email", "phone", "title"}
+# Audited (change history), under their API names.
+CUSTOMER_AUDITED = ("name", "email", "phone", "website", "industry", "tags", "owner_id")
+CONTACT_AUDITED = ("first_name", "last_name", "email", "phone", "title")
+
+
+def _audited(row: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The audited fields of a row; a user id as a string, as the API shows ids."""
+    out = {name: row[name] for name in fields}
+    if out.get("owner_id") is not None:
+        out["owner_id"] = str(out["owner_id"])
+    return out
 
 
 # -- customers ---------------------------------------------------------------------
 async def create_customer(
-    conn: WriteConn, shard: int, data: CustomerCreate, owner_id: int | None
+    conn: WriteConn, shard: int, data: CustomerCreate, owner_id: int | None, actor_id: int | None
 ) -> CustomerRead:
     row = await conn.fetchrow(
         f"""INSERT INTO customers
@@ -59,11 +73,18 @@ async def create_customer(
         data.custom_fields,
         owner_id,
     )
-    return CustomerRead.model_validate(dict(row))
+    created = CustomerRead.model_validate(dict(row))
+    await _record_created(conn, "customer", created, CUSTOMER_AUDITED, actor_id)
+    return created
 
 
 async def create_customer_from_source(
-    conn: WriteConn, shard: int, source_key: str, data: CustomerCreate, owner_id: int | None
+    conn: WriteConn,
+    shard: int,
+    source_key: str,
+    data: CustomerCreate,
+    owner_id: int | None,
+    actor_id: int | None,
 ) -> CustomerRead:
     """The customer made for `source_key`: a new one, or the one an earlier call made
     (deleted or not: the caller decides what a deleted one means)."""
@@ -81,7 +102,10 @@ async def create_customer_from_source(
         row = await conn.fetchrow(
             f"SELECT {_CUSTOMER} FROM customers WHERE source_key = $1", source_key
         )
-    return CustomerRead.model_validate(dict(row))
+        return CustomerRead.model_validate(dict(row))
+    created = CustomerRead.model_validate(dict(row))
+    await _record_created(conn, "customer", created, CUSTOMER_AUDITED, actor_id)
+    return created
 
 
 async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
@@ -92,27 +116,24 @@ async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
 
 
 async def update_customer(
-    conn: WriteConn, customer_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    customer_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
 ) -> CustomerRead | Stale | None:
-    return await _update(
-        conn,
-        "customers",
-        _CUSTOMER,
-        _CUSTOMER_UPDATABLE,
-        customer_id,
-        changes,
-        if_version,
-        CustomerRead,
-    )
+    return await _update(conn, _CUSTOMERS, customer_id, changes, if_version, actor_id, CustomerRead)
 
 
 async def delete_customer(
-    conn: WriteConn, customer_id: int, if_version: int | None
+    conn: WriteConn, customer_id: int, if_version: int | None, actor_id: int | None
 ) -> CustomerRead | Stale | None:
-    return await _soft_delete(conn, "customers", _CUSTOMER, customer_id, if_version, CustomerRead)
+    return await _soft_delete(conn, _CUSTOMERS, customer_id, if_version, actor_id, CustomerRead)
 
 
-async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | None:
+async def restore_customer(
+    conn: WriteConn, customer_id: int, actor_id: int | None
+) -> CustomerRead | None:
     row = await conn.fetchrow(
         f"""UPDATE customers SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CUSTOMER}""",
@@ -120,6 +141,7 @@ async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | 
     )
     if row is None:
         return await get_customer(conn, customer_id)
+    await record_change(conn, "customer", customer_id, "restored", {}, actor_id)
     return CustomerRead.model_validate(dict(row))
 
 
@@ -172,7 +194,7 @@ async def count_customers(conn: ReadConn, shards: list[int], query: CustomerList
 
 # -- contacts ----------------------------------------------------------------------
 async def create_contact(
-    conn: WriteConn, shard: int, customer_id: int, data: ContactCreate
+    conn: WriteConn, shard: int, customer_id: int, data: ContactCreate, actor_id: int | None
 ) -> ContactRead | None:
     """None when the customer does not exist (or is deleted)."""
     alive = await conn.fetchval(
@@ -191,11 +213,18 @@ async def create_contact(
         data.phone,
         data.title,
     )
-    return ContactRead.model_validate(dict(row))
+    created = ContactRead.model_validate(dict(row))
+    await _record_created(conn, "contact", created, CONTACT_AUDITED, actor_id)
+    return created
 
 
 async def create_contact_from_source(
-    conn: WriteConn, shard: int, source_key: str, customer_id: int, data: ContactCreate
+    conn: WriteConn,
+    shard: int,
+    source_key: str,
+    customer_id: int,
+    data: ContactCreate,
+    actor_id: int | None,
 ) -> ContactRead | None:
     """The contact made for `source_key` (new, or the one an earlier call made); None
     when the customer is absent and no contact was made for the key before."""
@@ -222,7 +251,10 @@ async def create_contact_from_source(
         row = await conn.fetchrow(
             f"SELECT {_CONTACT} FROM contacts WHERE source_key = $1", source_key
         )
-    return ContactRead.model_validate(dict(row))
+        return ContactRead.model_validate(dict(row))
+    created = ContactRead.model_validate(dict(row))
+    await _record_created(conn, "contact", created, CONTACT_AUDITED, actor_id)
+    return created
 
 
 async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
@@ -237,20 +269,24 @@ async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
 
 
 async def update_contact(
-    conn: WriteConn, contact_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    contact_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
 ) -> ContactRead | Stale | None:
-    return await _update(
-        conn, "contacts", _CONTACT, _CONTACT_UPDATABLE, contact_id, changes, if_version, ContactRead
-    )
+    return await _update(conn, _CONTACTS, contact_id, changes, if_version, actor_id, ContactRead)
 
 
 async def delete_contact(
-    conn: WriteConn, contact_id: int, if_version: int | None
+    conn: WriteConn, contact_id: int, if_version: int | None, actor_id: int | None
 ) -> ContactRead | Stale | None:
-    return await _soft_delete(conn, "contacts", _CONTACT, contact_id, if_version, ContactRead)
+    return await _soft_delete(conn, _CONTACTS, contact_id, if_version, actor_id, ContactRead)
 
 
-async def restore_contact(conn: WriteConn, contact_id: int) -> ContactRead | None:
+async def restore_contact(
+    conn: WriteConn, contact_id: int, actor_id: int | None
+) -> ContactRead | None:
     row = await conn.fetchrow(
         f"""UPDATE contacts SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CONTACT}""",
@@ -258,6 +294,7 @@ async def restore_contact(conn: WriteConn, contact_id: int) -> ContactRead | Non
     )
     if row is None:
         return await get_contact(conn, contact_id)
+    await record_change(conn, "contact", contact_id, "restored", {}, actor_id)
     return ContactRead.model_validate(dict(row))
 
 
@@ -284,37 +321,72 @@ async def list_contacts(
 
 
 # -- shared by both tables -----------------------------------------------------------
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    record_type: str
+    columns: str
+    updatable: frozenset[str]
+    audited: tuple[str, ...]
+
+
+_CUSTOMERS = _Table(
+    "customers", "customer", _CUSTOMER, frozenset(_CUSTOMER_UPDATABLE), CUSTOMER_AUDITED
+)
+_CONTACTS = _Table("contacts", "contact", _CONTACT, frozenset(_CONTACT_UPDATABLE), CONTACT_AUDITED)
+
+
+async def _record_created(
+    conn: WriteConn,
+    record_type: str,
+    record: CustomerRead | ContactRead,
+    audited: tuple[str, ...],
+    actor_id: int | None,
+) -> None:
+    changes = diff(None, _audited(record.model_dump(), audited), audited)
+    await record_change(conn, record_type, record.id, "created", changes, actor_id)
+
+
 async def _update(
     conn: WriteConn,
-    table: str,
-    columns: str,
-    updatable: set[str],
+    table: _Table,
     record_id: int,
     changes: dict[str, Any],
     if_version: int | None,
+    actor_id: int | None,
     model: type[M],
 ) -> M | Stale | None:
+    """The record as updated, Stale for a stale `if_version`, None when absent; an
+    "updated" history row when an audited field changed."""
+    before = await conn.fetchrow(
+        f"SELECT {table.columns} FROM {table.name} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        record_id,
+    )
+    if before is None:
+        return None
+    if if_version is not None and before["version"] != if_version:
+        return Stale(before["version"])
     params = Params()
-    sets = [f"{name} = {params(value)}" for name, value in changes.items() if name in updatable]
+    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in table.updatable]
     sets += ["version = version + 1", "updated_at = now()"]
-    where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
-    if if_version is not None:
-        where.append(f"version = {params(if_version)}")
     row = await conn.fetchrow(
-        f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {columns}",
+        f"UPDATE {table.name} SET {', '.join(sets)} WHERE id = {params(record_id)}"
+        f" RETURNING {table.columns}",
         *params.values,
     )
-    if row is not None:
-        return model.model_validate(dict(row))
-    return await _missing_or_stale(conn, table, record_id)
+    changed = diff(
+        _audited(dict(before), table.audited), _audited(dict(row), table.audited), table.audited
+    )
+    await record_change(conn, table.record_type, record_id, "updated", changed, actor_id)
+    return model.model_validate(dict(row))
 
 
 async def _soft_delete(
     conn: WriteConn,
-    table: str,
-    columns: str,
+    table: _Table,
     record_id: int,
     if_version: int | None,
+    actor_id: int | None,
     model: type[M],
 ) -> M | Stale | None:
     """The record as deleted, Stale for a stale `if_version`, None when absent."""
@@ -323,13 +395,14 @@ async def _soft_delete(
     if if_version is not None:
         where.append(f"version = {params(if_version)}")
     row = await conn.fetchrow(
-        f"UPDATE {table} SET deleted_at = now(), version = version + 1, updated_at = now()"
-        f" WHERE {' AND '.join(where)} RETURNING {columns}",
+        f"UPDATE {table.name} SET deleted_at = now(), version = version + 1, updated_at = now()"
+        f" WHERE {' AND '.join(where)} RETURNING {table.columns}",
         *params.values,
     )
-    if row is not None:
-        return model.model_validate(dict(row))
-    return await _missing_or_stale(conn, table, record_id)
+    if row is None:
+        return await _missing_or_stale(conn, table.name, record_id)
+    await record_change(conn, table.record_type, record_id, "deleted", {}, actor_id)
+    return model.model_validate(dict(row))
 
 
 async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, TypeVar
 
 from deployments._kit.errors import NotFound, PreconditionFailed, Validation
+from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import ListQuery, Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
 from deployments._kit.sql import Stale
@@ -43,7 +44,9 @@ class CustomerService:
         if owner_id != principal.user_id:
             principal.require("customer:assign")
         shard = self.shards.place()
-        return await self.shards.write(shard, repo.create_customer, shard, data, owner_id)
+        return await self.shards.write(
+            shard, repo.create_customer, shard, data, owner_id, principal.user_id
+        )
 
     async def create_from_source(
         self, principal: Principal, source_key: str, data: CustomerCreate
@@ -57,8 +60,9 @@ class CustomerService:
             principal.require("customer:assign")
         shard = self.shards.place(key=source_key)
         return await self.shards.write(
-            shard, repo.create_customer_from_source, shard, source_key, data, owner_id
-        )
+            shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
+            principal.user_id,
+        )  # fmt: skip
 
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:read")
@@ -81,7 +85,7 @@ class CustomerService:
             principal.require("customer:assign")
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(
-            shard, repo.update_customer, customer_id, changes, if_version
+            shard, repo.update_customer, customer_id, changes, if_version, principal.user_id
         )
         return _written(outcome, "customer", customer_id)
 
@@ -91,16 +95,27 @@ class CustomerService:
         """Soft delete; returns the record as deleted."""
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
-        outcome = await self.shards.write(shard, repo.delete_customer, customer_id, if_version)
+        outcome = await self.shards.write(
+            shard, repo.delete_customer, customer_id, if_version, principal.user_id
+        )
         return _written(outcome, "customer", customer_id)
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
-        restored = await self.shards.write(shard, repo.restore_customer, customer_id)
+        restored = await self.shards.write(
+            shard, repo.restore_customer, customer_id, principal.user_id
+        )
         if restored is None:
             raise NotFound(f"customer {customer_id} not found")
         return restored
+
+    async def history(
+        self, principal: Principal, customer_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a live customer's audited fields, on its shard."""
+        await self.get(principal, customer_id)
+        return await self._history("customer", customer_id, query)
 
     async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
         """Customers across every shard, in one global order, a page at a time."""
@@ -124,7 +139,9 @@ class CustomerService:
     ) -> ContactRead:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
-        created = await self.shards.write(shard, repo.create_contact, shard, customer_id, data)
+        created = await self.shards.write(
+            shard, repo.create_contact, shard, customer_id, data, principal.user_id
+        )
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
         return created
@@ -137,8 +154,9 @@ class CustomerService:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         created = await self.shards.write(
-            shard, repo.create_contact_from_source, shard, source_key, customer_id, data
-        )
+            shard, repo.create_contact_from_source, shard, source_key, customer_id, data,
+            principal.user_id,
+        )  # fmt: skip
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
         return created
@@ -162,7 +180,7 @@ class CustomerService:
         shard = self._shard(contact_id, "contact")
         changes = data.model_dump(exclude_unset=True)
         outcome = await self.shards.write(
-            shard, repo.update_contact, contact_id, changes, if_version
+            shard, repo.update_contact, contact_id, changes, if_version, principal.user_id
         )
         return _written(outcome, "contact", contact_id)
 
@@ -171,16 +189,27 @@ class CustomerService:
     ) -> ContactRead:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
-        outcome = await self.shards.write(shard, repo.delete_contact, contact_id, if_version)
+        outcome = await self.shards.write(
+            shard, repo.delete_contact, contact_id, if_version, principal.user_id
+        )
         return _written(outcome, "contact", contact_id)
 
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
-        restored = await self.shards.write(shard, repo.restore_contact, contact_id)
+        restored = await self.shards.write(
+            shard, repo.restore_contact, contact_id, principal.user_id
+        )
         if restored is None:
             raise NotFound(f"contact {contact_id} not found")
         return restored
+
+    async def contact_history(
+        self, principal: Principal, contact_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a live contact's audited fields, on its customer's shard."""
+        await self.get_contact(principal, contact_id)
+        return await self._history("contact", contact_id, query)
 
     async def list_contacts(
         self, principal: Principal, customer_id: int, query: ListQuery
@@ -201,6 +230,19 @@ class CustomerService:
             raise NotFound(f"customer {customer_id} not found")
         items, cursor = merge_pages([rows], _key(order.field), order, query.limit)
         return Page[ContactRead](data=items, next_cursor=cursor)
+
+    # -- shared ----------------------------------------------------------------------
+    async def _history(
+        self, record_type: str, record_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        order = validate_sort(query)
+        position = decode_cursor(query)
+        rows = await self.shards.read(
+            self._shard(record_id, record_type), list_changes, record_type, record_id,
+            query.limit, order, position,
+        )  # fmt: skip
+        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        return Page[ChangeRead](data=items, next_cursor=cursor)
 
 
 def _key(field: str) -> Any:

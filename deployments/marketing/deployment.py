@@ -215,6 +215,12 @@ class MarketingDeployment:
         return await self._svc.delete_form(principal, form_id, if_version)
 
     @boundary
+    async def form_history(
+        self, principal: Principal, form_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.form_history(principal, form_id, query)
+
+    @boundary
     async def list_forms(self, principal: Principal, query: FormListQuery) -> Page[FormRead]:
         return await self._svc.list_forms(principal, query)
 

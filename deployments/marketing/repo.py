@@ -76,6 +76,9 @@ _FORM = (
     "id, name, form_key, fields, required_fields, default_source, campaign_id, owner_id,"
     " active, version, created_at, updated_at"
 )
+FORM_AUDITED = (
+    "name", "fields", "required_fields", "default_source", "campaign_id", "owner_id", "active",
+)  # fmt: skip
 _FORM_UPDATABLE = {
     "name", "fields", "required_fields", "default_source", "campaign_id", "owner_id", "active",
 }  # fmt: skip
@@ -633,8 +636,22 @@ def _form(row: Mapping[str, Any]) -> FormRead:
     return FormRead.model_validate(dict(row))
 
 
+def _form_audited(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The audited fields of a form; ids as strings, as the API shows them."""
+    out = {name: row[name] for name in FORM_AUDITED}
+    for name in ("campaign_id", "owner_id"):
+        out[name] = None if out[name] is None else str(out[name])
+    return out
+
+
+async def _form_change(
+    conn: WriteConn, form_id: int, action: str, changes: dict[str, Any], actor_id: int | None
+) -> None:
+    await record_change(conn, "form", form_id, action, changes, actor_id, sharded=False)
+
+
 async def create_form(
-    conn: WriteConn, data: FormCreate, form_key: str, owner_id: int | None
+    conn: WriteConn, data: FormCreate, form_key: str, owner_id: int | None, actor_id: int | None
 ) -> FormRead:
     row = await conn.fetchrow(
         f"""INSERT INTO capture_forms (name, form_key, fields, required_fields, default_source,
@@ -643,6 +660,8 @@ async def create_form(
         data.name, form_key, list(data.fields), list(data.required_fields),
         data.default_source, data.campaign_id, owner_id, data.active,
     )  # fmt: skip
+    changes = diff(None, _form_audited(row), FORM_AUDITED)
+    await _form_change(conn, row["id"], "created", changes, actor_id)
     return _form(row)
 
 
@@ -662,12 +681,15 @@ async def get_active_form(conn: ReadConn, form_key: str) -> FormRead | None:
 
 
 async def update_form(
-    conn: WriteConn, form_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    form_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
 ) -> FormRead | Stale | BadDates | None:
     """`BadDates` here: the change leaves required fields outside the fields."""
     current = await conn.fetchrow(
-        "SELECT fields, required_fields FROM capture_forms WHERE id = $1 AND deleted_at IS NULL"
-        " FOR UPDATE",
+        f"SELECT {_FORM} FROM capture_forms WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         form_id,
     )
     if current is not None:
@@ -675,16 +697,23 @@ async def update_form(
         required = changes.get("required_fields", current["required_fields"])
         if not set(required) <= set(fields):
             return BadDates()
-    return await _update_audited(
+    # History here rather than in `_update_audited`: form ids are shown as strings.
+    updated = await _update_audited(
         conn, "capture_forms", _FORM, _FORM_UPDATABLE, form_id, changes, if_version, _form,
         "form", (), None, sharded=False,
     )  # fmt: skip
+    if isinstance(updated, FormRead) and current is not None:
+        changed = diff(_form_audited(current), _form_audited(updated.model_dump()), FORM_AUDITED)
+        await _form_change(conn, form_id, "updated", changed, actor_id)
+    return updated
 
 
 async def delete_form(
-    conn: WriteConn, form_id: int, if_version: int | None
+    conn: WriteConn, form_id: int, if_version: int | None, actor_id: int | None
 ) -> FormRead | Stale | None:
-    return await _soft_delete(conn, "capture_forms", _FORM, form_id, if_version, _form, None, None)
+    return await _soft_delete(
+        conn, "capture_forms", _FORM, form_id, if_version, _form, "form", actor_id, sharded=False
+    )
 
 
 async def list_forms(
@@ -737,7 +766,9 @@ async def _update_audited(
     )
     if audited:
         changed = diff(dict(before), dict(row), audited)
-        await record_change(conn, record_type, record_id, "updated", changed, actor_id)
+        await record_change(
+            conn, record_type, record_id, "updated", changed, actor_id, sharded=sharded
+        )
     return build(row)
 
 
@@ -750,6 +781,8 @@ async def _soft_delete(
     build: Callable[[Mapping[str, Any]], M],
     record_type: str | None,
     actor_id: int | None,
+    *,
+    sharded: bool = True,
 ) -> M | Stale | None:
     params = Params()
     where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
@@ -763,7 +796,7 @@ async def _soft_delete(
     if row is None:
         return await _missing_or_stale(conn, table, record_id)
     if record_type is not None:
-        await record_change(conn, record_type, record_id, "deleted", {}, actor_id)
+        await record_change(conn, record_type, record_id, "deleted", {}, actor_id, sharded=sharded)
     return build(row)
 
 

@@ -360,7 +360,9 @@ class MarketingService:
     async def create_form(self, principal: Principal, data: FormCreate) -> FormRead:
         principal.require("form:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
-        return await self.config.write(repo.create_form, data, secrets.token_urlsafe(16), owner_id)
+        return await self.config.write(
+            repo.create_form, data, secrets.token_urlsafe(16), owner_id, principal.user_id
+        )
 
     async def get_form(self, principal: Principal, form_id: int) -> FormRead:
         principal.require("form:read")
@@ -378,7 +380,9 @@ class MarketingService:
     ) -> FormRead:
         principal.require("form:write")
         changes = data.model_dump(exclude_unset=True)
-        outcome = await self.config.write(repo.update_form, form_id, changes, if_version)
+        outcome = await self.config.write(
+            repo.update_form, form_id, changes, if_version, principal.user_id
+        )
         if isinstance(outcome, repo.BadDates):
             raise Validation(
                 "required_fields must be among fields",
@@ -390,8 +394,20 @@ class MarketingService:
         self, principal: Principal, form_id: int, if_version: int | None = None
     ) -> FormRead:
         principal.require("form:write")
-        outcome = await self.config.write(repo.delete_form, form_id, if_version)
+        outcome = await self.config.write(repo.delete_form, form_id, if_version, principal.user_id)
         return _written(outcome, "form", form_id)
+
+    async def form_history(
+        self, principal: Principal, form_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a live form's audited fields (in `marketing_config`)."""
+        await self.get_form(principal, form_id)
+        order = validate_sort(query)
+        rows = await self.config.read(
+            list_changes, "form", form_id, query.limit, order, decode_cursor(query)
+        )
+        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        return Page[ChangeRead](data=items, next_cursor=cursor)
 
     async def list_forms(self, principal: Principal, query: FormListQuery) -> Page[FormRead]:
         principal.require("form:read")

@@ -153,6 +153,12 @@ class SalesDeployment:
 
     # -- deals -----------------------------------------------------------------------
     @boundary
+    async def pipeline_history(
+        self, principal: Principal, pipeline_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.pipeline_history(principal, pipeline_id, query)
+
+    @boundary
     async def create_deal(
         self, principal: Principal, data: DealCreate, source_key: str | None = None
     ) -> DealRead:

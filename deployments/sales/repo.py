@@ -46,6 +46,47 @@ _PIPELINE = "id, name, is_default, version, created_at, updated_at"
 _STAGE = "id, pipeline_id, name, position, probability, kind, version, created_at, updated_at"
 _PIPELINE_UPDATABLE = {"name", "is_default"}
 _STAGE_UPDATABLE = {"name", "probability", "kind"}
+# Audited (change history, on the pipeline); a stage's changes go to its pipeline
+# as `stage_added` / `stage_updated`, with the stage's id under "stage_id".
+PIPELINE_AUDITED = ("name", "is_default")
+STAGE_AUDITED = ("name", "position", "probability", "kind")
+
+
+async def _pipeline_change(
+    conn: WriteConn,
+    pipeline_id: int,
+    action: str,
+    changes: dict[str, list[Any]],
+    actor_id: int | None,
+) -> None:
+    await record_change(conn, "pipeline", pipeline_id, action, changes, actor_id, sharded=False)
+
+
+async def _stage_change(
+    conn: WriteConn,
+    pipeline_id: int,
+    stage_id: int,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    actor_id: int | None,
+) -> None:
+    changed = diff(before, after, STAGE_AUDITED)
+    if changed:
+        ref = str(stage_id)
+        changes = {"stage_id": [None if before is None else ref, ref], **changed}
+        await _pipeline_change(conn, pipeline_id, action, changes, actor_id)
+
+
+async def _clear_default(conn: WriteConn, actor_id: int | None, keep: int | None = None) -> None:
+    """The current default pipeline (other than `keep`) stops being the default."""
+    cleared = await conn.fetch(
+        "UPDATE pipelines SET is_default = false, version = version + 1, updated_at = now()"
+        " WHERE is_default AND deleted_at IS NULL AND id IS DISTINCT FROM $1 RETURNING id",
+        keep,
+    )
+    for row in cleared:
+        await _pipeline_change(conn, row["id"], "updated", {"is_default": [True, False]}, actor_id)
 
 
 async def _stages(conn: ReadConn, pipeline_ids: list[int]) -> dict[int, list[StageRead]]:
@@ -102,12 +143,11 @@ async def list_pipelines(
     return await _pipelines(conn, list(rows))
 
 
-async def create_pipeline(conn: WriteConn, data: PipelineCreate) -> PipelineRead:
+async def create_pipeline(
+    conn: WriteConn, data: PipelineCreate, actor_id: int | None
+) -> PipelineRead:
     if data.is_default:
-        await conn.execute(
-            "UPDATE pipelines SET is_default = false, version = version + 1, updated_at = now()"
-            " WHERE is_default AND deleted_at IS NULL"
-        )
+        await _clear_default(conn, actor_id)
     pipeline_id = await conn.fetchval(
         "INSERT INTO pipelines (name, is_default) VALUES ($1, $2) RETURNING id",
         data.name,
@@ -123,12 +163,14 @@ async def create_pipeline(conn: WriteConn, data: PipelineCreate) -> PipelineRead
     )
     created = await get_pipeline(conn, pipeline_id)
     assert created is not None
+    changes = diff(None, created.model_dump(), PIPELINE_AUDITED)
+    await _pipeline_change(conn, pipeline_id, "created", changes, actor_id)
     return created
 
 
 async def _lock_pipeline(conn: WriteConn, pipeline_id: int) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, version, is_default FROM pipelines"
+        "SELECT id, name, version, is_default FROM pipelines"
         " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         pipeline_id,
     )
@@ -143,7 +185,11 @@ async def _touch(conn: WriteConn, pipeline_id: int) -> None:
 
 
 async def update_pipeline(
-    conn: WriteConn, pipeline_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    pipeline_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
 ) -> PipelineRead | Stale | None:
     locked = await _lock_pipeline(conn, pipeline_id)
     if locked is None:
@@ -151,22 +197,22 @@ async def update_pipeline(
     if if_version is not None and locked["version"] != if_version:
         return Stale(locked["version"])
     if changes.get("is_default"):
-        await conn.execute(
-            "UPDATE pipelines SET is_default = false, version = version + 1, updated_at = now()"
-            " WHERE is_default AND deleted_at IS NULL AND id <> $1",
-            pipeline_id,
-        )
+        await _clear_default(conn, actor_id, keep=pipeline_id)
     params = Params()
     sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in _PIPELINE_UPDATABLE]
     sets += ["version = version + 1", "updated_at = now()"]
     await conn.execute(
         f"UPDATE pipelines SET {', '.join(sets)} WHERE id = {params(pipeline_id)}", *params.values
     )
-    return await get_pipeline(conn, pipeline_id)
+    updated = await get_pipeline(conn, pipeline_id)
+    assert updated is not None
+    changed = diff(dict(locked), updated.model_dump(), PIPELINE_AUDITED)
+    await _pipeline_change(conn, pipeline_id, "updated", changed, actor_id)
+    return updated
 
 
 async def delete_pipeline(
-    conn: WriteConn, pipeline_id: int, if_version: int | None
+    conn: WriteConn, pipeline_id: int, if_version: int | None, actor_id: int | None
 ) -> PipelineRead | Stale | Refused | None:
     """Soft delete; the default pipeline is refused (make another one default first)."""
     locked = await _lock_pipeline(conn, pipeline_id)
@@ -183,15 +229,20 @@ async def delete_pipeline(
         pipeline_id,
     )
     assert before is not None
+    await _pipeline_change(conn, pipeline_id, "deleted", {}, actor_id)
     return PipelineRead.model_validate({**dict(row), "stages": before.stages})
 
 
-async def restore_pipeline(conn: WriteConn, pipeline_id: int) -> PipelineRead | None:
-    await conn.execute(
+async def restore_pipeline(
+    conn: WriteConn, pipeline_id: int, actor_id: int | None
+) -> PipelineRead | None:
+    restored = await conn.fetchval(
         """UPDATE pipelines SET deleted_at = NULL, version = version + 1, updated_at = now()
-           WHERE id = $1 AND deleted_at IS NOT NULL""",
+           WHERE id = $1 AND deleted_at IS NOT NULL RETURNING id""",
         pipeline_id,
     )
+    if restored is not None:
+        await _pipeline_change(conn, pipeline_id, "restored", {}, actor_id)
     return await get_pipeline(conn, pipeline_id)
 
 
@@ -214,7 +265,9 @@ async def _stage_order(conn: WriteConn, pipeline_id: int) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def add_stage(conn: WriteConn, pipeline_id: int, data: StageCreate) -> PipelineRead | None:
+async def add_stage(
+    conn: WriteConn, pipeline_id: int, data: StageCreate, actor_id: int | None
+) -> PipelineRead | None:
     """Insert a stage at `position` (default: last), renumbering the others."""
     if await _lock_pipeline(conn, pipeline_id) is None:
         return None
@@ -232,7 +285,14 @@ async def add_stage(conn: WriteConn, pipeline_id: int, data: StageCreate) -> Pip
     ordered.insert(at - 1, stage_id)
     await _renumber(conn, pipeline_id, ordered)
     await _touch(conn, pipeline_id)
-    return await get_pipeline(conn, pipeline_id)
+    pipeline = await get_pipeline(conn, pipeline_id)
+    assert pipeline is not None
+    added = pipeline.stage(stage_id)
+    assert added is not None
+    await _stage_change(
+        conn, pipeline_id, stage_id, "stage_added", None, added.model_dump(), actor_id
+    )
+    return pipeline
 
 
 async def update_stage(
@@ -241,13 +301,14 @@ async def update_stage(
     stage_id: int,
     changes: dict[str, Any],
     if_version: int | None,
+    actor_id: int | None,
 ) -> PipelineRead | Stale | Refused | None:
     """Rename, re-weight, re-kind or move (`position`) one stage; `if_version` is the
     stage's version. A pipeline keeps at least one open stage."""
     if await _lock_pipeline(conn, pipeline_id) is None:
         return None
     stage = await conn.fetchrow(
-        """SELECT id, version, kind FROM pipeline_stages
+        f"""SELECT {_STAGE} FROM pipeline_stages
            WHERE id = $1 AND pipeline_id = $2 AND deleted_at IS NULL""",
         stage_id,
         pipeline_id,
@@ -277,7 +338,14 @@ async def update_stage(
         ordered.insert(min(changes["position"], len(ordered) + 1) - 1, stage_id)
         await _renumber(conn, pipeline_id, ordered)
     await _touch(conn, pipeline_id)
-    return await get_pipeline(conn, pipeline_id)
+    pipeline = await get_pipeline(conn, pipeline_id)
+    assert pipeline is not None
+    after = pipeline.stage(stage_id)
+    assert after is not None
+    await _stage_change(
+        conn, pipeline_id, stage_id, "stage_updated", dict(stage), after.model_dump(), actor_id
+    )
+    return pipeline
 
 
 # -- deals (sales, on the customer's shard) ----------------------------------------

@@ -137,7 +137,7 @@ class SalesService:
     # -- pipelines -------------------------------------------------------------------
     async def create_pipeline(self, principal: Principal, data: PipelineCreate) -> PipelineRead:
         principal.require("pipeline:write")
-        created = await self.config.write(repo.create_pipeline, data)
+        created = await self.config.write(repo.create_pipeline, data, principal.user_id)
         self.pipelines.clear()
         return created
 
@@ -168,8 +168,9 @@ class SalesService:
     ) -> PipelineRead:
         principal.require("pipeline:write")
         outcome = await self.config.write(
-            repo.update_pipeline, pipeline_id, data.model_dump(exclude_unset=True), if_version
-        )
+            repo.update_pipeline, pipeline_id, data.model_dump(exclude_unset=True), if_version,
+            principal.user_id,
+        )  # fmt: skip
         self.pipelines.clear()
         return _written(outcome, "pipeline", pipeline_id)
 
@@ -178,13 +179,15 @@ class SalesService:
     ) -> PipelineRead:
         """Soft delete. Deals already in it keep it; new deals cannot use it."""
         principal.require("pipeline:write")
-        outcome = await self.config.write(repo.delete_pipeline, pipeline_id, if_version)
+        outcome = await self.config.write(
+            repo.delete_pipeline, pipeline_id, if_version, principal.user_id
+        )
         self.pipelines.clear()
         return _written(outcome, "pipeline", pipeline_id)
 
     async def restore_pipeline(self, principal: Principal, pipeline_id: int) -> PipelineRead:
         principal.require("pipeline:write")
-        restored = await self.config.write(repo.restore_pipeline, pipeline_id)
+        restored = await self.config.write(repo.restore_pipeline, pipeline_id, principal.user_id)
         self.pipelines.clear()
         if restored is None:
             raise NotFound(f"pipeline {pipeline_id} not found")
@@ -194,7 +197,7 @@ class SalesService:
         self, principal: Principal, pipeline_id: int, data: StageCreate
     ) -> PipelineRead:
         principal.require("pipeline:write")
-        outcome = await self.config.write(repo.add_stage, pipeline_id, data)
+        outcome = await self.config.write(repo.add_stage, pipeline_id, data, principal.user_id)
         self.pipelines.clear()
         return _written(outcome, "pipeline", pipeline_id)
 
@@ -210,10 +213,22 @@ class SalesService:
         principal.require("pipeline:write")
         outcome = await self.config.write(
             repo.update_stage, pipeline_id, stage_id, data.model_dump(exclude_unset=True),
-            if_version,
+            if_version, principal.user_id,
         )  # fmt: skip
         self.pipelines.clear()
         return _written(outcome, "stage", stage_id)
+
+    async def pipeline_history(
+        self, principal: Principal, pipeline_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a live pipeline's name and default flag, and of its stages."""
+        await self.get_pipeline(principal, pipeline_id)
+        order = validate_sort(query)
+        rows = await self.config.read(
+            list_changes, "pipeline", pipeline_id, query.limit, order, decode_cursor(query)
+        )
+        items, cursor = merge_pages([rows], lambda c: (c.created_at, c.id), order, query.limit)
+        return Page[ChangeRead](data=items, next_cursor=cursor)
 
     # -- deals -----------------------------------------------------------------------
     async def create_deal(

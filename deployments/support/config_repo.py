@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, keyset_after, order_by
 from deployments.support import rules
@@ -19,9 +20,24 @@ _QUEUE = """q.id, q.name, q.description, q.strategy, q.is_default, q.last_assign
                   'user_id', m.user_id, 'active', m.active, 'added_at', m.added_at)
                   ORDER BY m.user_id)
               FROM queue_members m WHERE m.queue_id = q.id), '[]'::json) AS members"""
-_POLICY = "priority, first_response_s, resolution_s, version, updated_at"
+_POLICY = "id, priority, first_response_s, resolution_s, version, updated_at"
 _QUEUE_UPDATABLE = {"name", "description", "strategy", "is_default"}
 _SORT_COLUMNS = {"created_at": "q.created_at", "name": "q.name"}
+# Audited (change history). Membership changes are their own actions on the queue
+# (`member_added`, `member_activated`, `member_deactivated`, `member_removed`).
+QUEUE_AUDITED = ("name", "strategy")
+POLICY_AUDITED = ("first_response_s", "resolution_s")
+
+
+async def _change(
+    conn: WriteConn,
+    record_type: str,
+    record_id: int,
+    action: str,
+    changes: dict[str, list[Any]],
+    actor_id: int | None,
+) -> None:
+    await record_change(conn, record_type, record_id, action, changes, actor_id, sharded=False)
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,7 @@ async def list_queues(
     return [QueueRead.model_validate(dict(r)) for r in rows]
 
 
-async def create_queue(conn: WriteConn, data: QueueCreate) -> QueueRead:
+async def create_queue(conn: WriteConn, data: QueueCreate, actor_id: int | None) -> QueueRead:
     if data.is_default:
         await _clear_default(conn)
     queue_id = await conn.fetchval(
@@ -69,15 +85,25 @@ async def create_queue(conn: WriteConn, data: QueueCreate) -> QueueRead:
             "INSERT INTO queue_members (queue_id, user_id) VALUES ($1, $2)",
             [(queue_id, user_id) for user_id in data.members],
         )
-    return await _fetch(conn, queue_id)
+    created = await _fetch(conn, queue_id)
+    changes = diff(None, created.model_dump(), QUEUE_AUDITED)
+    if created.members:
+        changes["members"] = [None, [str(m.user_id) for m in created.members]]
+    await _change(conn, "queue", queue_id, "created", changes, actor_id)
+    return created
 
 
 async def update_queue(
-    conn: WriteConn, queue_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    queue_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None,
 ) -> QueueRead | Stale | None:
     found = await _lock(conn, queue_id, if_version)
     if found is not True:
         return found
+    before = await _fetch(conn, queue_id)
     if changes.get("is_default"):
         await _clear_default(conn)
     params = Params()
@@ -86,11 +112,14 @@ async def update_queue(
     await conn.execute(
         f"UPDATE queues SET {', '.join(sets)} WHERE id = {params(queue_id)}", *params.values
     )
-    return await _fetch(conn, queue_id)
+    after = await _fetch(conn, queue_id)
+    changed = diff(before.model_dump(), after.model_dump(), QUEUE_AUDITED)
+    await _change(conn, "queue", queue_id, "updated", changed, actor_id)
+    return after
 
 
 async def delete_queue(
-    conn: WriteConn, queue_id: int, if_version: int | None
+    conn: WriteConn, queue_id: int, if_version: int | None, actor_id: int | None
 ) -> QueueRead | Stale | None:
     found = await _lock(conn, queue_id, if_version)
     if found is not True:
@@ -100,25 +129,40 @@ async def delete_queue(
                updated_at = now() WHERE id = $1""",
         queue_id,
     )
-    row = await conn.fetchrow(f"SELECT {_QUEUE} FROM queues q WHERE q.id = $1", queue_id)
-    return QueueRead.model_validate(dict(row))
+    await _change(conn, "queue", queue_id, "deleted", {}, actor_id)
+    return await _fetch(conn, queue_id)
 
 
-async def restore_queue(conn: WriteConn, queue_id: int) -> QueueRead | None:
-    await conn.execute(
+async def restore_queue(conn: WriteConn, queue_id: int, actor_id: int | None) -> QueueRead | None:
+    restored = await conn.fetchval(
         """UPDATE queues SET deleted_at = NULL, version = version + 1, updated_at = now()
-           WHERE id = $1 AND deleted_at IS NOT NULL""",
+           WHERE id = $1 AND deleted_at IS NOT NULL RETURNING id""",
         queue_id,
     )
+    if restored is not None:
+        await _change(conn, "queue", queue_id, "restored", {}, actor_id)
     return await get_queue(conn, queue_id)
 
 
 async def put_member(
-    conn: WriteConn, queue_id: int, user_id: int, active: bool
+    conn: WriteConn, queue_id: int, user_id: int, active: bool, actor_id: int | None
 ) -> QueueRead | None:
     """Add an agent to the queue, or set whether they take tickets."""
     if await _lock(conn, queue_id, None) is not True:
         return None
+    was = await conn.fetchval(
+        "SELECT active FROM queue_members WHERE queue_id = $1 AND user_id = $2", queue_id, user_id
+    )
+    if was is None:
+        action = "member_added"
+    elif was != active:
+        action = "member_activated" if active else "member_deactivated"
+    else:
+        action = ""
+    if action:
+        member = str(user_id)
+        changes = {"user_id": [None if was is None else member, member], "active": [was, active]}
+        await _change(conn, "queue", queue_id, action, changes, actor_id)
     await conn.execute(
         """INSERT INTO queue_members (queue_id, user_id, active) VALUES ($1, $2, $3)
            ON CONFLICT (queue_id, user_id) DO UPDATE SET active = EXCLUDED.active""",
@@ -129,18 +173,21 @@ async def put_member(
 
 
 async def remove_member(
-    conn: WriteConn, queue_id: int, user_id: int
+    conn: WriteConn, queue_id: int, user_id: int, actor_id: int | None
 ) -> tuple[QueueRead | None, bool]:
     """(the queue, whether the user was a member); the queue is None when absent."""
     if await _lock(conn, queue_id, None) is not True:
         return None, False
-    removed = await conn.fetchval(
-        "DELETE FROM queue_members WHERE queue_id = $1 AND user_id = $2 RETURNING 1",
+    was = await conn.fetchval(
+        "DELETE FROM queue_members WHERE queue_id = $1 AND user_id = $2 RETURNING active",
         queue_id,
         user_id,
     )
+    removed = was is not None
     if removed:
         await _touch(conn, queue_id)
+        changes = {"user_id": [str(user_id), None], "active": [was, None]}
+        await _change(conn, "queue", queue_id, "member_removed", changes, actor_id)
     return await _fetch(conn, queue_id), bool(removed)
 
 
@@ -251,9 +298,22 @@ async def get_policy(conn: ReadConn, priority: str) -> rules.Policy:
     return rules.Policy(int(row["first_response_s"]), int(row["resolution_s"]))
 
 
+async def policy_id(conn: ReadConn, priority: str) -> int | None:
+    """The stable id of a priority's policy (the record id of its history)."""
+    value = await conn.fetchval("SELECT id FROM sla_policies WHERE priority = $1", priority)
+    return None if value is None else int(value)
+
+
 async def put_policy(
-    conn: WriteConn, priority: str, data: SlaPolicyPut, if_version: int | None
+    conn: WriteConn,
+    priority: str,
+    data: SlaPolicyPut,
+    if_version: int | None,
+    actor_id: int | None,
 ) -> SlaPolicyRead | Stale:
+    before = await conn.fetchrow(
+        f"SELECT {_POLICY} FROM sla_policies WHERE priority = $1 FOR UPDATE", priority
+    )
     params = Params()
     where = [f"sla_policies.priority = {params(priority)}"]
     first, resolution = params(data.first_response_s), params(data.resolution_s)
@@ -274,4 +334,7 @@ async def put_policy(
             "SELECT version FROM sla_policies WHERE priority = $1", priority
         )
         return Stale(int(current))
+    action = "created" if before is None else "updated"
+    changes = diff(None if before is None else dict(before), dict(row), POLICY_AUDITED)
+    await _change(conn, "sla_policy", row["id"], action, changes, actor_id)
     return SlaPolicyRead.model_validate(dict(row))

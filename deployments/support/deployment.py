@@ -208,6 +208,12 @@ class SupportDeployment:
         return await self._svc.get_queue(principal, queue_id)
 
     @boundary
+    async def queue_history(
+        self, principal: Principal, queue_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.queue_history(principal, queue_id, query)
+
+    @boundary
     async def list_queues(self, principal: Principal, query: QueueListQuery) -> Page[QueueRead]:
         return await self._svc.list_queues(principal, query)
 
@@ -255,3 +261,9 @@ class SupportDeployment:
         if_version: int | None = None,
     ) -> SlaPolicyRead:
         return await self._svc.put_sla_policy(principal, priority, data, if_version)
+
+    @boundary
+    async def sla_policy_history(
+        self, principal: Principal, priority: str, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        return await self._svc.sla_policy_history(principal, priority, query)

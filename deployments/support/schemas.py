@@ -244,6 +244,7 @@ class QueueListQuery(ListQuery):
 
 # -- SLA policies ----------------------------------------------------------------------
 class SlaPolicyRead(Record):
+    id: Id = Field(description="Stable; the record id of the policy's change history.")
     priority: Priority
     first_response_s: int = Field(description="First-response target, in seconds.")
     resolution_s: int = Field(description="Resolution target, in seconds.")

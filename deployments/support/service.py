@@ -359,7 +359,7 @@ class SupportService:
     # -- queues ------------------------------------------------------------------------
     async def create_queue(self, principal: Principal, data: QueueCreate) -> QueueRead:
         principal.require("queue:write")
-        return await self.config.write(config_repo.create_queue, data)
+        return await self.config.write(config_repo.create_queue, data, principal.user_id)
 
     async def get_queue(self, principal: Principal, queue_id: int) -> QueueRead:
         principal.require("queue:read")
@@ -391,7 +391,9 @@ class SupportService:
     ) -> QueueRead:
         principal.require("queue:write")
         changes = data.model_dump(exclude_unset=True)
-        outcome = await self.config.write(config_repo.update_queue, queue_id, changes, if_version)
+        outcome = await self.config.write(
+            config_repo.update_queue, queue_id, changes, if_version, principal.user_id
+        )
         return _written(outcome, queue_id, "queue")
 
     async def delete_queue(
@@ -399,12 +401,14 @@ class SupportService:
     ) -> QueueRead:
         """Soft delete; tickets keep their queue id, new tickets can no longer use it."""
         principal.require("queue:write")
-        outcome = await self.config.write(config_repo.delete_queue, queue_id, if_version)
+        outcome = await self.config.write(
+            config_repo.delete_queue, queue_id, if_version, principal.user_id
+        )
         return _written(outcome, queue_id, "queue")
 
     async def restore_queue(self, principal: Principal, queue_id: int) -> QueueRead:
         principal.require("queue:write")
-        restored = await self.config.write(config_repo.restore_queue, queue_id)
+        restored = await self.config.write(config_repo.restore_queue, queue_id, principal.user_id)
         if restored is None:
             raise NotFound(f"queue {queue_id} not found")
         return restored
@@ -413,19 +417,40 @@ class SupportService:
         self, principal: Principal, queue_id: int, user_id: int, data: QueueMemberPut
     ) -> QueueRead:
         principal.require("queue:write")
-        queue = await self.config.write(config_repo.put_member, queue_id, user_id, data.active)
+        queue = await self.config.write(
+            config_repo.put_member, queue_id, user_id, data.active, principal.user_id
+        )
         if queue is None:
             raise NotFound(f"queue {queue_id} not found")
         return queue
 
     async def remove_member(self, principal: Principal, queue_id: int, user_id: int) -> QueueRead:
         principal.require("queue:write")
-        queue, removed = await self.config.write(config_repo.remove_member, queue_id, user_id)
+        queue, removed = await self.config.write(
+            config_repo.remove_member, queue_id, user_id, principal.user_id
+        )
         if queue is None:
             raise NotFound(f"queue {queue_id} not found")
         if not removed:
             raise NotFound(f"user {user_id} is not a member of queue {queue_id}")
         return queue
+
+    async def queue_history(
+        self, principal: Principal, queue_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a live queue's name and strategy, and of its members."""
+        await self.get_queue(principal, queue_id)
+        return await self._config_history("queue", queue_id, query)
+
+    async def _config_history(
+        self, record_type: str, record_id: int, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        order = validate_sort(query)
+        rows = await self.config.read(
+            list_changes, record_type, record_id, query.limit, order, decode_cursor(query)
+        )
+        items, cursor = merge_pages([rows], lambda c: (c.created_at, c.id), order, query.limit)
+        return Page[ChangeRead](data=items, next_cursor=cursor)
 
     # -- SLA policies ------------------------------------------------------------------
     async def list_sla_policies(self, principal: Principal) -> Page[SlaPolicyRead]:
@@ -442,17 +467,35 @@ class SupportService:
         """Set a priority's targets; they apply to tickets created (or re-prioritised)
         from now on."""
         principal.require("sla:write")
-        if priority not in rules.PRIORITIES:
-            raise Validation(
-                f"unknown priority {priority!r}",
-                [{"field": "priority", "message": "one of: " + ", ".join(rules.PRIORITIES)}],
-            )
-        outcome = await self.config.write(config_repo.put_policy, priority, data, if_version)
+        _check_priority(priority)
+        outcome = await self.config.write(
+            config_repo.put_policy, priority, data, if_version, principal.user_id
+        )
         if isinstance(outcome, Stale):
             raise PreconditionFailed(
                 f"the {priority} policy is at version {outcome.current_version}; reload and retry"
             )
         return outcome
+
+    async def sla_policy_history(
+        self, principal: Principal, priority: str, query: HistoryQuery
+    ) -> Page[ChangeRead]:
+        """Changes of a priority's targets (record type `sla_policy`, record id the
+        policy's stable `id`)."""
+        principal.require("sla:read")
+        _check_priority(priority)
+        found = await self.config.read(config_repo.policy_id, priority)
+        if found is None:
+            raise NotFound(f"no SLA policy for priority {priority}")
+        return await self._config_history("sla_policy", found, query)
+
+
+def _check_priority(priority: str) -> None:
+    if priority not in rules.PRIORITIES:
+        raise Validation(
+            f"unknown priority {priority!r}",
+            [{"field": "priority", "message": "one of: " + ", ".join(rules.PRIORITIES)}],
+        )
 
 
 async def _one(call: Any) -> list[Any]:

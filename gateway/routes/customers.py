@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page, parse_list_params
 from deployments.customer.schemas import (
     ContactCreate,
@@ -89,6 +90,16 @@ async def restore_customer(
     return record(await services.customers.restore.remote(principal, customer_id))
 
 
+@router.get("/customers/{customer_id}/history", response_model=Page[ChangeRead])
+async def customer_history(
+    customer_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of name, email, phone, website, industry, tags and owner, with creation,
+    deletion and restore; newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.customers.history.remote(principal, customer_id, query))
+
+
 @router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactRead)
 async def create_contact(
     customer_id: RecordId, body: ContactCreate, principal: CurrentPrincipal, services: ServicesDep
@@ -141,3 +152,13 @@ async def restore_contact(
     contact_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
     return record(await services.customers.restore_contact.remote(principal, contact_id))
+
+
+@router.get("/contacts/{contact_id}/history", response_model=Page[ChangeRead])
+async def contact_history(
+    contact_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of first and last name, email, phone and title, with creation, deletion
+    and restore; newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.customers.contact_history.remote(principal, contact_id, query))

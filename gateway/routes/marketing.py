@@ -279,6 +279,16 @@ async def update_form(
     return record(await services.marketing.update_form.remote(principal, form_id, body, version))
 
 
+@router.get("/forms/{form_id}/history", response_model=Page[ChangeRead])
+async def form_history(
+    form_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of name, fields, required fields, default source, campaign, owner and
+    active, with creation and deletion; newest first (`sort=created_at` for oldest)."""
+    query = _history(request)
+    return json(await services.marketing.form_history.remote(principal, form_id, query))
+
+
 @router.delete("/forms/{form_id}", status_code=204)
 async def delete_form(
     form_id: RecordId, principal: CurrentPrincipal, services: ServicesDep, version: IfMatch

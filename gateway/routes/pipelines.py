@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page, parse_list_params
 from deployments.sales.schemas import (
     PipelineCreate,
@@ -77,6 +78,18 @@ async def restore_pipeline(
     pipeline_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
     return record(await services.sales.restore_pipeline.remote(principal, pipeline_id))
+
+
+@router.get("/pipelines/{pipeline_id}/history", response_model=Page[ChangeRead])
+async def pipeline_history(
+    pipeline_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of name and default flag (also when another pipeline takes the default),
+    creation, deletion, restore, and of its stages: `stage_added` / `stage_updated`
+    with the stage's id under `stage_id` and its name, position, probability and kind
+    changes. Newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.sales.pipeline_history.remote(principal, pipeline_id, query))
 
 
 @router.post("/pipelines/{pipeline_id}/stages", status_code=201, response_model=PipelineRead)

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Request
 from starlette.responses import Response
 
+from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import Page, parse_list_params
 from deployments.support.schemas import (
     QueueCreate,
@@ -78,6 +79,17 @@ async def restore_queue(
     return record(await services.support.restore_queue.remote(principal, queue_id))
 
 
+@router.get("/queues/{queue_id}/history", response_model=Page[ChangeRead])
+async def queue_history(
+    queue_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of name and strategy, creation, deletion, restore, and membership:
+    `member_added`, `member_activated`, `member_deactivated`, `member_removed` with
+    `user_id` and `active`. Newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.support.queue_history.remote(principal, queue_id, query))
+
+
 @router.put("/queues/{queue_id}/members/{user_id}", response_model=QueueRead)
 async def put_member(
     queue_id: RecordId,
@@ -117,3 +129,13 @@ async def put_sla_policy(
     """Set a priority's targets (`low`, `normal`, `high`, `urgent`); they apply to
     tickets created or re-prioritised from then on."""
     return record(await services.support.put_sla_policy.remote(principal, priority, body, version))
+
+
+@router.get("/sla-policies/{priority}/history", response_model=Page[ChangeRead])
+async def sla_policy_history(
+    priority: str, request: Request, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """Changes of a priority's `first_response_s` and `resolution_s` (record type
+    `sla_policy`, record id the policy's stable `id`). Newest first."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await services.support.sla_policy_history.remote(principal, priority, query))

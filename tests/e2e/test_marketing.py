@@ -280,6 +280,10 @@ def test_conversion_is_idempotent_and_needs_permission(
     assert {k: again.json()[k] for k in ("customer_id", "contact_id", "state")} == {
         k: result[k] for k in ("customer_id", "contact_id", "state")
     }
+    agent_id = http.get("/auth/me", headers=agent).json()["id"]
+    for path in (f"/customers/{result['customer_id']}", f"/contacts/{result['contact_id']}"):
+        history = http.get(f"{path}/history", headers=viewer).json()["data"]
+        assert [(h["action"], h["actor_id"]) for h in history] == [("created", agent_id)]
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +349,9 @@ def test_crash_between_steps_then_retry_and_resume(
     done = http.post(url, headers=admin, json={})
     assert done.status_code == 200 and done.json()["state"] == "completed"
     assert _customers_with_source(serve_app, key) == 1
+    # The retry found the customer the crashed call made: one "created" in its history.
+    made = http.get(f"/customers/{done.json()['customer_id']}/history", headers=admin).json()
+    assert [h["action"] for h in made["data"]] == ["created"]
     assert http.post(url, headers=admin, json={}).json() == done.json()
 
     marketing_handle.reconfigure.remote({"fail_conversion_after": "contact"}).result()

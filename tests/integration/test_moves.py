@@ -118,7 +118,7 @@ class Writers:
                     row = await self._timed(
                         self.shards.write(
                             self.shard, repo.create_customer, self.shard, CustomerCreate(name=name),
-                            None,
+                            None, None,
                         )
                     )  # fmt: skip
                     mine.append(row.id)
@@ -128,7 +128,7 @@ class Writers:
                     contact = await self._timed(
                         self.shards.write(
                             self.shard, repo.create_contact, self.shard, cid,
-                            ContactCreate(first_name=f"c{step}"),
+                            ContactCreate(first_name=f"c{step}"), None,
                         )
                     )  # fmt: skip
                     self.contacts.add(contact.id)
@@ -137,7 +137,7 @@ class Writers:
                     name = f"w{worker}-{step}-upd"
                     await self._timed(
                         self.shards.write(
-                            self.shard, repo.update_customer, cid, {"name": name}, None
+                            self.shard, repo.update_customer, cid, {"name": name}, None, None
                         )
                     )
                     self.names[cid] = name
@@ -209,7 +209,7 @@ async def test_move_a_shard_while_writes_go_on(cluster: Cluster) -> None:
     got = await cluster.shards.read(SHARD, repo.get_customer, some)
     assert got is not None and got.name == writers.names[some]
     made = await cluster.shards.write(
-        SHARD, repo.create_customer, SHARD, CustomerCreate(name="after"), None
+        SHARD, repo.create_customer, SHARD, CustomerCreate(name="after"), None, None
     )
     assert ids.shard_of(made.id) == SHARD and made.id > max(customers)
 
@@ -273,7 +273,7 @@ async def test_a_failed_move_is_undone(cluster: Cluster) -> None:
     back during the pause) leaves the source the owner with every row, and nothing
     on the target."""
     row = await cluster.shards.write(
-        4, repo.create_customer, 4, CustomerCreate(name="before-fail"), None
+        4, repo.create_customer, 4, CustomerCreate(name="before-fail"), None, None
     )
     source_rows = await _rows_of(cluster, "shard1", "customers", 4)
     version = (await cluster.owner(4))[1]
@@ -300,6 +300,6 @@ async def test_a_failed_move_is_undone(cluster: Cluster) -> None:
     assert move["state"] == "failed"
     # Writes to the shard work again at once (thawed).
     again = await asyncio.wait_for(
-        cluster.shards.write(4, repo.update_customer, row.id, {"name": "after-fail"}, None), 5
+        cluster.shards.write(4, repo.update_customer, row.id, {"name": "after-fail"}, None, None), 5
     )
     assert again.name == "after-fail"

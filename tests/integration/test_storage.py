@@ -76,27 +76,27 @@ async def test_database_ids_carry_their_shard(customer_db: asyncpg.Connection) -
 async def test_customer_repo_versions_and_soft_delete(customer_db: asyncpg.Connection) -> None:
     conn = customer_db
     created = await repo.create_customer(
-        conn, 3, CustomerCreate(name="Acme", tags=["vip"], custom_fields={"tier": 1}), 11
+        conn, 3, CustomerCreate(name="Acme", tags=["vip"], custom_fields={"tier": 1}), 11, 11
     )
     assert ids.shard_of(created.id) == 3
     assert (created.version, created.custom_fields, created.owner_id) == (1, {"tier": 1}, 11)
 
-    stale = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, if_version=9)
+    stale = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, 9, 11)
     assert stale == Stale(1)
-    updated = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, if_version=1)
+    updated = await repo.update_customer(conn, created.id, {"name": "Acme Ltd"}, 1, 11)
     assert not isinstance(updated, Stale) and updated is not None
     assert (updated.name, updated.version) == ("Acme Ltd", 2)
 
-    contact = await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="Ana"))
+    contact = await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="Ana"), 11)
     assert contact is not None and ids.shard_of(contact.id) == 3
 
-    assert await repo.delete_customer(conn, created.id, if_version=1) == Stale(2)
-    deleted = await repo.delete_customer(conn, created.id, if_version=2)
+    assert await repo.delete_customer(conn, created.id, 1, 11) == Stale(2)
+    deleted = await repo.delete_customer(conn, created.id, 2, 11)
     assert not isinstance(deleted, Stale) and deleted is not None and deleted.version == 3
     assert await repo.get_customer(conn, created.id) is None
     assert await repo.get_contact(conn, contact.id) is None  # hidden with its customer
-    assert await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="B")) is None
-    restored = await repo.restore_customer(conn, created.id)
+    assert await repo.create_contact(conn, 3, created.id, ContactCreate(first_name="B"), 11) is None
+    restored = await repo.restore_customer(conn, created.id, 11)
     assert restored is not None and restored.version == 4
 
 
@@ -105,7 +105,7 @@ async def test_list_order_matches_python_order(customer_db: asyncpg.Connection) 
     names = ["beta", "Beta", "Été", "alpha", "Zulu", "_under", "émile", "10", "9"]
     for name in names:
         await repo.create_customer(
-            conn := customer_db, 0, CustomerCreate(name=name, tags=["order"]), 1
+            conn := customer_db, 0, CustomerCreate(name=name, tags=["order"]), 1, 1
         )
     order = Order("name", False)
     query = CustomerListQuery(tags=["order"], sort="name", limit=50)
