@@ -179,6 +179,9 @@ class Settings(StackSettings):
     # reads still show the live breach state).
     sla_sweep_interval_s: float = Field(default=30.0, ge=0)
 
+    # Bulk CSV imports (`POST /imports/customers`): the largest upload accepted.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None
 

@@ -20,6 +20,7 @@ from cluster.settings import Settings, get_settings
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
+from deployments.integration.deployment import IntegrationDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
@@ -35,6 +36,7 @@ from gateway.routes import (
     customers,
     deals,
     health,
+    imports,
     marketing,
     orders,
     pipelines,
@@ -67,7 +69,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     problems.install(app)
     for module in (
         health, auth, users, api_keys, customers, products,
-        pipelines, deals, orders, tickets, queues, marketing, capture,
+        pipelines, deals, orders, tickets, queues, marketing, capture, imports,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -143,4 +145,5 @@ def build_app(args: dict[str, Any]) -> Application:
         sales=sales,
         support=SupportDeployment.bind(customers),  # type: ignore[attr-defined]
         marketing=marketing,
+        integration=IntegrationDeployment.bind(),  # type: ignore[attr-defined]
     )

@@ -33,6 +33,7 @@ class Services:
     sales: Any = None
     marketing: Any = None
     support: Any = None
+    integration: Any = None
 
     def bound(self) -> list[tuple[str, Any]]:
         """(name, handle) of every deployment this gateway was given."""
