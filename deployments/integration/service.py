@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from deployments._kit.errors import Conflict, NotFound, Validation
 from deployments._kit.principal import Principal
@@ -57,18 +57,31 @@ class Chunk:
     read: int = 0
 
 
-def open_csv(path: Path) -> TextIO:
-    # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the header.
-    return path.open(newline="", encoding="utf-8-sig", errors="strict")
+class ImportFailed(Exception):
+    pass
+
+
+def text_lines(f: BinaryIO) -> Iterator[str]:
+    """The file's lines as text, each checked as UTF-8 on its own, so a bad byte is
+    reported with its line number. A byte-order mark (spreadsheets write one) is not
+    part of the header."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFailed(
+                f"line {number}: not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8"
+            ) from None
+        yield line.removeprefix("\ufeff") if number == 1 else line
 
 
 def read_header(path: Path) -> list[str]:
     """The checked header of a CSV file; raises Validation with a clear message."""
     try:
-        with open_csv(path) as f:
-            header = next(csv.reader(f), [])
-    except UnicodeDecodeError:
-        raise Validation("the file is not UTF-8 text") from None
+        with path.open("rb") as f:
+            header = next(csv.reader(text_lines(f)), [])
+    except ImportFailed as exc:
+        raise Validation(str(exc)) from None
     except csv.Error as exc:
         raise Validation(f"line 1: {exc}") from None
     try:
@@ -78,12 +91,8 @@ def read_header(path: Path) -> list[str]:
 
 
 def count_records(path: Path) -> int:
-    with open_csv(path) as f:
-        return max(sum(1 for cells in csv.reader(f) if cells) - 1, 0)
-
-
-class ImportFailed(Exception):
-    pass
+    with path.open("rb") as f:
+        return max(sum(1 for cells in csv.reader(text_lines(f)) if cells) - 1, 0)
 
 
 def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
@@ -94,8 +103,6 @@ def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
             if cells:
                 yield line, cells
             line = reader.line_num + 1
-    except UnicodeDecodeError:
-        raise ImportFailed(f"line {line}: the file is not UTF-8 text") from None
     except csv.Error as exc:
         raise ImportFailed(f"line {line}: {exc}") from None
 
@@ -109,7 +116,9 @@ class IntegrationService:
 
     # -- jobs -----------------------------------------------------------------------
     async def get_job(self, principal: Principal, job_id: int) -> JobRead:
-        job = await self.jobs.read(repo.get_job, job_id)
+        # From the primary: a poll must see the job it just started and its latest
+        # progress, whoever wrote them (the worker, another replica).
+        job = await self.jobs.read_primary(repo.get_job, job_id)
         if job is None or not _may_see(principal, job):
             raise NotFound(f"job {job_id} not found")
         return job
@@ -177,22 +186,20 @@ class IntegrationService:
     ) -> tuple[repo.JobStatus, str | None]:
         try:
             total = await asyncio.to_thread(count_records, path)
-        except UnicodeDecodeError:
-            raise ImportFailed("the file is not UTF-8 text") from None
         except csv.Error as exc:
             raise ImportFailed(f"not CSV: {exc}") from None
         if not await self.jobs.write(repo.start_job, job_id, total):
             return "cancelled", None
         may_assign = "customer:assign" in principal.permissions
         seen: dict[str, int] = {}
-        with open_csv(path) as f, error_path.open("w", newline="", encoding="utf-8") as ef:
-            reader = csv.reader(f)
+        with path.open("rb") as f, error_path.open("w", newline="", encoding="utf-8") as ef:
+            reader = csv.reader(text_lines(f))
             try:
                 header = csvio.check_header(next(reader, []))
             except csvio.BadHeader as exc:
                 raise ImportFailed(f"header: {exc}") from None
-            except (UnicodeDecodeError, csv.Error):
-                raise ImportFailed("line 1: not a CSV header in UTF-8") from None
+            except csv.Error:
+                raise ImportFailed("line 1: not a CSV header") from None
             errors = csv.writer(ef, lineterminator="\r\n")
             errors.writerow([*csvio.ERROR_COLUMNS, *header])
             records = _records(reader)
