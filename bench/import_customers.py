@@ -7,8 +7,9 @@ with an external id), then:
 
 1. **raw COPY**: reads the CSV with the `csv` module (no validation), places each row
    on `shard_for_key("ext:" + external_id)` (what the job does), makes ids in Python
-   (`shards.ids.make_id`, as bench/shard_moves.py) and COPYs batches straight into
-   `customers` on each shard server's primary, one connection per server;
+   (`shards.ids.make_id`, as bench/shard_moves.py) and COPYs batches of 10,000 straight
+   into `customers` on each shard server's primary, one connection per server, all
+   servers at once while the CSV is read;
 2. empties `customers` and `record_changes` again (TRUNCATE), so both start equal;
 3. **the job**: `POST /imports/customers` (the upload is timed with it), polled until
    it succeeds: validation of every row with `CustomerCreate`, COPY into a temp table
@@ -134,20 +135,24 @@ def read_rows(path: Path, owner_id: int) -> Iterator[tuple[str, tuple[Any, ...]]
 
 
 async def raw_copy(settings: Settings, shard_map: ShardMap, path: Path, owner_id: int) -> int:
-    """COPY every row into its logical shard's server; rows copied."""
+    """COPY every row into its logical shard's server, one connection and one COPY at a
+    time per server, all servers at once, reading the CSV meanwhile; rows copied."""
     servers = shard_map.server_names()
     conns = {s: await asyncpg.connect(customer_dsn(settings, shard_map, s)) for s in servers}
     ids = IdMaker(int(time.time() * 1000) - DAY_MS, [0] * shard_map.logical_shards)
+    queues: dict[str, asyncio.Queue[list[tuple[Any, ...]] | None]] = {
+        s: asyncio.Queue(maxsize=2) for s in servers
+    }
     pending: dict[str, list[tuple[Any, ...]]] = {s: [] for s in servers}
     total = 0
 
-    async def flush(server: str) -> None:
-        rows, pending[server] = pending[server], []
-        if rows:
+    async def copier(server: str) -> None:
+        while (rows := await queues[server].get()) is not None:
             await conns[server].copy_records_to_table(
                 "customers", records=rows, columns=RAW_COLUMNS
             )
 
+    copiers = [asyncio.create_task(copier(s)) for s in servers]
     try:
         for ext, row in read_rows(path, owner_id):
             shard = shard_map.shard_for_key("ext:" + ext)
@@ -155,9 +160,16 @@ async def raw_copy(settings: Settings, shard_map: ShardMap, path: Path, owner_id
             pending[server].append((ids.next(shard), *row))
             total += 1
             if len(pending[server]) >= RAW_BATCH:
-                await flush(server)
-        await asyncio.gather(*(flush(s) for s in servers))
+                await queues[server].put(pending[server])
+                pending[server] = []
+        for server in servers:
+            if pending[server]:
+                await queues[server].put(pending[server])
+            await queues[server].put(None)
+        await asyncio.gather(*copiers)
     finally:
+        for task in copiers:
+            task.cancel()
         for conn in conns.values():
             await conn.close()
     return total

@@ -42,6 +42,13 @@ class Counts:
     updated: int = 0
     failed: int = 0
 
+    def add(self, written: tuple[int, int], read: int, failed: int) -> None:
+        """A chunk whose writes have landed: `written` is (created, updated)."""
+        self.created += written[0]
+        self.updated += written[1]
+        self.rows += read
+        self.failed += failed
+
     def result(self, error_file: str | None) -> dict[str, Any]:
         unchanged = self.rows - self.failed - self.created - self.updated
         return {
@@ -224,31 +231,24 @@ class IntegrationService:
                 return chunk
 
             pending: asyncio.Task[tuple[int, int]] | None = None
-            pending_read = 0
+            pending_read = pending_failed = 0
             while True:
                 try:
                     chunk = await asyncio.to_thread(parse)
                 except ImportFailed:
                     if pending is not None:  # what landed before the bad line counts
-                        created, updated = await pending
-                        counts.created += created
-                        counts.updated += updated
-                        counts.rows += pending_read
+                        counts.add(await pending, pending_read, pending_failed)
                     raise
                 if pending is not None:
-                    created, updated = await pending
-                    counts.created += created
-                    counts.updated += updated
-                    counts.rows += pending_read
+                    counts.add(await pending, pending_read, pending_failed)
                     if not await self.jobs.write(repo.set_progress, job_id, counts.rows):
                         return "cancelled", None
                 if not chunk.read:
                     break
                 for e in chunk.errors:
                     errors.writerow([e.line, e.message, *e.raw])
-                counts.failed += len(chunk.errors)
                 pending = asyncio.create_task(self._write(chunk.rows, principal.user_id))
-                pending_read = chunk.read
+                pending_read, pending_failed = chunk.read, len(chunk.errors)
         return "succeeded", None
 
     async def _write(self, rows: list[csvio.ImportRow], actor_id: int) -> tuple[int, int]:

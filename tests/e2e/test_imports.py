@@ -179,3 +179,27 @@ def test_cli_import_prints_the_counts(serve_app: Settings, tmp_path: Path) -> No
                               serve_app.serve_url, "--token", "x"],
                              text=True, capture_output=True, timeout=60)  # fmt: skip
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_cancel_stops_a_running_import_and_not_a_finished_one(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    tag = "can" + os.urandom(3).hex()
+    body = _csv([["name", "tags", "external_id"]]
+                + [[f"C {i}", tag, f"{tag}-{i}"] for i in range(45_000)])  # fmt: skip
+    started = http.post(
+        "/imports/customers", headers={**admin, "Content-Type": "text/csv"}, content=body
+    )
+    assert started.status_code == 202, started.text
+    url = started.json()["status_url"]
+    cancelled = http.post(url + "/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while (job := http.get(url, headers=admin).json())["result"] is None:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "cancelled" and job["result"]["rows"] < 45_000
+
+    done = _import(http, admin, _csv([["name"], ["Quick"]]))
+    again = http.post(f"/jobs/{done['id']}/cancel", headers=admin)
+    assert again.status_code == 409
