@@ -8,13 +8,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import ray
+from ray import serve
 
 from cluster.settings import Settings
+from deployments._kit.principal import Principal
+from deployments.integration.repo import JobAccepted
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -203,3 +208,37 @@ def test_cancel_stops_a_running_import_and_not_a_finished_one(
     done = _import(http, admin, _csv([["name"], ["Quick"]]))
     again = http.post(f"/jobs/{done['id']}/cancel", headers=admin)
     assert again.status_code == 409
+
+
+@pytest.fixture(scope="module")
+def ray_driver(serve_app: Settings) -> Iterator[None]:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_import_through_the_handle(
+    ray_driver: None, serve_app: Settings, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    me = http.get("/auth/me", headers=admin).json()
+    principal = Principal(user_id=int(me["id"]), role="admin",
+                          permissions=frozenset({"customer:read", "customer:write"}))  # fmt: skip
+    tag = "hdl" + os.urandom(3).hex()
+    upload = serve_app.data_dir / "imports" / f"handle-{tag}.csv"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(_csv([["name", "tags", "external_id"], ["Via Handle", tag, tag]]))
+    handle = serve.get_deployment_handle("IntegrationService", app_name="nextflow")
+    accepted = handle.start_customer_import.remote(principal, str(upload)).result()
+    assert isinstance(accepted, JobAccepted)
+    deadline = time.monotonic() + 60
+    while (job := handle.get_job.remote(principal, accepted.job_id).result()).status in (
+        "queued", "running",
+    ):  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job.status == "succeeded" and job.result and job.result["created"] == 1
+    assert job.progress.done == job.progress.total == 1
+    assert not upload.exists()  # the service owned the upload and removed it
