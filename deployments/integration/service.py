@@ -18,6 +18,7 @@ import asyncio
 import csv
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from shards.client import Database, Shards
 log = logging.getLogger("nextflow.integration")
 KIND_CUSTOMER_IMPORT = "customer_import"
 CHUNK = 20_000  # rows parsed per step; written as one COPY batch per logical shard
+IN_FLIGHT = 2  # chunks being written while the next one is parsed
 ABANDONED_AFTER_S = 300.0
 
 
@@ -230,25 +232,35 @@ class IntegrationService:
                         break
                 return chunk
 
-            pending: asyncio.Task[tuple[int, int]] | None = None
-            pending_read = pending_failed = 0
+            # Writes of up to IN_FLIGHT chunks run while the next chunk is parsed;
+            # they land (and count, and report progress) in file order.
+            in_flight: deque[tuple[asyncio.Task[tuple[int, int]], int, int]] = deque()
+
+            async def land(keep: int, report: bool = True) -> bool:
+                while len(in_flight) > keep:
+                    task, read, failed = in_flight.popleft()
+                    counts.add(await task, read, failed)
+                    if report and not await self.jobs.write(repo.set_progress, job_id, counts.rows):
+                        await land(0, report=False)  # what was sent still counts
+                        return False
+                return True
+
             while True:
                 try:
                     chunk = await asyncio.to_thread(parse)
                 except ImportFailed:
-                    if pending is not None:  # what landed before the bad line counts
-                        counts.add(await pending, pending_read, pending_failed)
+                    await land(0, report=False)  # what landed before the bad line counts
                     raise
-                if pending is not None:
-                    counts.add(await pending, pending_read, pending_failed)
-                    if not await self.jobs.write(repo.set_progress, job_id, counts.rows):
-                        return "cancelled", None
                 if not chunk.read:
                     break
                 for e in chunk.errors:
                     errors.writerow([e.line, e.message, *e.raw])
-                pending = asyncio.create_task(self._write(chunk.rows, principal.user_id))
-                pending_read, pending_failed = chunk.read, len(chunk.errors)
+                task = asyncio.create_task(self._write(chunk.rows, principal.user_id))
+                in_flight.append((task, chunk.read, len(chunk.errors)))
+                if not await land(IN_FLIGHT - 1):
+                    return "cancelled", None
+            if not await land(0):
+                return "cancelled", None
         return "succeeded", None
 
     async def _write(self, rows: list[csvio.ImportRow], actor_id: int) -> tuple[int, int]:
