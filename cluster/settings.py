@@ -196,6 +196,9 @@ class Settings(StackSettings):
     file_orphan_sweep_interval_s: float = Field(default=900.0, ge=0)
     file_orphan_age_s: float = Field(default=3600.0, gt=0)
 
+    # Bulk CSV imports (`POST /imports/customers`): the largest upload accepted.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None
 

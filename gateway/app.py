@@ -21,6 +21,7 @@ from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.file.deployment import FileDeployment
+from deployments.integration.deployment import IntegrationDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
@@ -37,6 +38,7 @@ from gateway.routes import (
     deals,
     files,
     health,
+    imports,
     marketing,
     orders,
     pipelines,
@@ -69,7 +71,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     problems.install(app)
     for module in (
         health, auth, users, api_keys, customers, products,
-        pipelines, deals, orders, tickets, queues, marketing, capture, files,
+        pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -148,4 +150,5 @@ def build_app(args: dict[str, Any]) -> Application:
         support=support,
         marketing=marketing,
         files=files,
+        integration=IntegrationDeployment.bind(),  # type: ignore[attr-defined]
     )

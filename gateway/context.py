@@ -34,6 +34,7 @@ class Services:
     marketing: Any = None
     support: Any = None
     files: Any = None
+    integration: Any = None
 
     def bound(self) -> list[tuple[str, Any]]:
         """(name, handle) of every deployment this gateway was given."""

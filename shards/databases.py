@@ -11,6 +11,7 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "sales_config",
     "support_config",
     "marketing_config",
+    "integration",
 )
 # One database per sharded service on every shard server.
 SHARDED_DATABASES: tuple[str, ...] = ("customer", "sales", "marketing", "support", "file")

@@ -23,7 +23,7 @@ from shards import ReadConn, WriteConn
 
 _CUSTOMER = (
     "id, name, email, phone, website, industry, tags, custom_fields, owner_id,"
-    " version, created_at, updated_at"
+    " external_id, version, created_at, updated_at"
 )
 _CONTACT = (
     "id, customer_id, first_name, last_name, email, phone, title, version, created_at, updated_at"
