@@ -62,3 +62,15 @@ async def emit(
         event_id, type, version, aggregate_type, aggregate_id, actor_id, plain(data),
     )  # fmt: skip
     return event_id
+
+
+def record_data(
+    name: str, record: BaseModel, changes: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An event's `data`: the record as the API returns it under its aggregate's name,
+    `changes` ({field: [old, new]}) for an update, and any extra context."""
+    data: dict[str, Any] = {name: record.model_dump(mode="json")}
+    if changes is not None:
+        data["changes"] = plain(changes)
+    data.update(plain(extra))
+    return data

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.events import emit, record_data
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
 from deployments.customer.schemas import (
@@ -42,7 +43,11 @@ _CONTACT_UPDATABLE = {"first_name", "last_name", "email", "phone", "title"}
 
 # -- customers ---------------------------------------------------------------------
 async def create_customer(
-    conn: WriteConn, shard: int, data: CustomerCreate, owner_id: int | None
+    conn: WriteConn,
+    shard: int,
+    data: CustomerCreate,
+    owner_id: int | None,
+    actor_id: int | None = None,
 ) -> CustomerRead:
     row = await conn.fetchrow(
         f"""INSERT INTO customers
@@ -59,11 +64,18 @@ async def create_customer(
         data.custom_fields,
         owner_id,
     )
-    return CustomerRead.model_validate(dict(row))
+    customer = CustomerRead.model_validate(dict(row))
+    await _emit(conn, "customer.created", customer, actor_id)
+    return customer
 
 
 async def create_customer_from_source(
-    conn: WriteConn, shard: int, source_key: str, data: CustomerCreate, owner_id: int | None
+    conn: WriteConn,
+    shard: int,
+    source_key: str,
+    data: CustomerCreate,
+    owner_id: int | None,
+    actor_id: int | None = None,
 ) -> CustomerRead:
     """The customer made for `source_key`: a new one, or the one an earlier call made
     (deleted or not: the caller decides what a deleted one means)."""
@@ -81,7 +93,10 @@ async def create_customer_from_source(
         row = await conn.fetchrow(
             f"SELECT {_CUSTOMER} FROM customers WHERE source_key = $1", source_key
         )
-    return CustomerRead.model_validate(dict(row))
+        return CustomerRead.model_validate(dict(row))
+    customer = CustomerRead.model_validate(dict(row))
+    await _emit(conn, "customer.created", customer, actor_id)
+    return customer
 
 
 async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
@@ -92,7 +107,11 @@ async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
 
 
 async def update_customer(
-    conn: WriteConn, customer_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    customer_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None = None,
 ) -> CustomerRead | Stale | None:
     return await _update(
         conn,
@@ -103,13 +122,19 @@ async def update_customer(
         changes,
         if_version,
         CustomerRead,
+        actor_id,
     )
 
 
 async def delete_customer(
-    conn: WriteConn, customer_id: int, if_version: int | None
+    conn: WriteConn, customer_id: int, if_version: int | None, actor_id: int | None = None
 ) -> CustomerRead | Stale | None:
-    return await _soft_delete(conn, "customers", _CUSTOMER, customer_id, if_version, CustomerRead)
+    deleted = await _soft_delete(
+        conn, "customers", _CUSTOMER, customer_id, if_version, CustomerRead
+    )
+    if isinstance(deleted, CustomerRead):
+        await _emit(conn, "customer.deleted", deleted, actor_id)
+    return deleted
 
 
 async def restore_customer(conn: WriteConn, customer_id: int) -> CustomerRead | None:
@@ -172,7 +197,11 @@ async def count_customers(conn: ReadConn, shards: list[int], query: CustomerList
 
 # -- contacts ----------------------------------------------------------------------
 async def create_contact(
-    conn: WriteConn, shard: int, customer_id: int, data: ContactCreate
+    conn: WriteConn,
+    shard: int,
+    customer_id: int,
+    data: ContactCreate,
+    actor_id: int | None = None,
 ) -> ContactRead | None:
     """None when the customer does not exist (or is deleted)."""
     alive = await conn.fetchval(
@@ -191,11 +220,18 @@ async def create_contact(
         data.phone,
         data.title,
     )
-    return ContactRead.model_validate(dict(row))
+    contact = ContactRead.model_validate(dict(row))
+    await _emit(conn, "contact.created", contact, actor_id)
+    return contact
 
 
 async def create_contact_from_source(
-    conn: WriteConn, shard: int, source_key: str, customer_id: int, data: ContactCreate
+    conn: WriteConn,
+    shard: int,
+    source_key: str,
+    customer_id: int,
+    data: ContactCreate,
+    actor_id: int | None = None,
 ) -> ContactRead | None:
     """The contact made for `source_key` (new, or the one an earlier call made); None
     when the customer is absent and no contact was made for the key before."""
@@ -222,7 +258,10 @@ async def create_contact_from_source(
         row = await conn.fetchrow(
             f"SELECT {_CONTACT} FROM contacts WHERE source_key = $1", source_key
         )
-    return ContactRead.model_validate(dict(row))
+        return ContactRead.model_validate(dict(row))
+    contact = ContactRead.model_validate(dict(row))
+    await _emit(conn, "contact.created", contact, actor_id)
+    return contact
 
 
 async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
@@ -237,11 +276,16 @@ async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
 
 
 async def update_contact(
-    conn: WriteConn, contact_id: int, changes: dict[str, Any], if_version: int | None
+    conn: WriteConn,
+    contact_id: int,
+    changes: dict[str, Any],
+    if_version: int | None,
+    actor_id: int | None = None,
 ) -> ContactRead | Stale | None:
     return await _update(
-        conn, "contacts", _CONTACT, _CONTACT_UPDATABLE, contact_id, changes, if_version, ContactRead
-    )
+        conn, "contacts", _CONTACT, _CONTACT_UPDATABLE, contact_id, changes, if_version,
+        ContactRead, actor_id,
+    )  # fmt: skip
 
 
 async def delete_contact(
@@ -293,7 +337,13 @@ async def _update(
     changes: dict[str, Any],
     if_version: int | None,
     model: type[M],
+    actor_id: int | None = None,
 ) -> M | Stale | None:
+    """Emits `<customer|contact>.updated` with {field: [old, new]} of what changed."""
+    before = await conn.fetchrow(
+        f"SELECT {columns} FROM {table} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        record_id,
+    )
     params = Params()
     sets = [f"{name} = {params(value)}" for name, value in changes.items() if name in updatable]
     sets += ["version = version + 1", "updated_at = now()"]
@@ -305,8 +355,27 @@ async def _update(
         *params.values,
     )
     if row is not None:
-        return model.model_validate(dict(row))
+        record = model.model_validate(dict(row))
+        old = model.model_validate(dict(before)).model_dump(mode="json") if before else {}
+        new = record.model_dump(mode="json")
+        changed = {k: [old.get(k), new[k]] for k in sorted(updatable) if old.get(k) != new.get(k)}
+        await _emit(conn, f"{_AGGREGATE[table]}.updated", record, actor_id, changed)  # type: ignore[arg-type]
+        return record
     return await _missing_or_stale(conn, table, record_id)
+
+
+_AGGREGATE = {"customers": "customer", "contacts": "contact"}
+
+
+async def _emit(
+    conn: WriteConn,
+    type: str,
+    record: CustomerRead | ContactRead,
+    actor_id: int | None,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    name = type.split(".", 1)[0]
+    await emit(conn, type, name, record.id, record_data(name, record, changes), actor_id)
 
 
 async def _soft_delete(

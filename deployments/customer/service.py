@@ -43,7 +43,9 @@ class CustomerService:
         if owner_id != principal.user_id:
             principal.require("customer:assign")
         shard = self.shards.place()
-        return await self.shards.write(shard, repo.create_customer, shard, data, owner_id)
+        return await self.shards.write(
+            shard, repo.create_customer, shard, data, owner_id, actor_id=principal.user_id
+        )
 
     async def create_from_source(
         self, principal: Principal, source_key: str, data: CustomerCreate
@@ -57,8 +59,9 @@ class CustomerService:
             principal.require("customer:assign")
         shard = self.shards.place(key=source_key)
         return await self.shards.write(
-            shard, repo.create_customer_from_source, shard, source_key, data, owner_id
-        )
+            shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
+            actor_id=principal.user_id,
+        )  # fmt: skip
 
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:read")
@@ -81,8 +84,9 @@ class CustomerService:
             principal.require("customer:assign")
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(
-            shard, repo.update_customer, customer_id, changes, if_version
-        )
+            shard, repo.update_customer, customer_id, changes, if_version,
+            actor_id=principal.user_id,
+        )  # fmt: skip
         return _written(outcome, "customer", customer_id)
 
     async def delete(
@@ -91,7 +95,9 @@ class CustomerService:
         """Soft delete; returns the record as deleted."""
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
-        outcome = await self.shards.write(shard, repo.delete_customer, customer_id, if_version)
+        outcome = await self.shards.write(
+            shard, repo.delete_customer, customer_id, if_version, actor_id=principal.user_id
+        )
         return _written(outcome, "customer", customer_id)
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
@@ -124,7 +130,9 @@ class CustomerService:
     ) -> ContactRead:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
-        created = await self.shards.write(shard, repo.create_contact, shard, customer_id, data)
+        created = await self.shards.write(
+            shard, repo.create_contact, shard, customer_id, data, actor_id=principal.user_id
+        )
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
         return created
@@ -137,8 +145,9 @@ class CustomerService:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         created = await self.shards.write(
-            shard, repo.create_contact_from_source, shard, source_key, customer_id, data
-        )
+            shard, repo.create_contact_from_source, shard, source_key, customer_id, data,
+            actor_id=principal.user_id,
+        )  # fmt: skip
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
         return created
@@ -162,8 +171,9 @@ class CustomerService:
         shard = self._shard(contact_id, "contact")
         changes = data.model_dump(exclude_unset=True)
         outcome = await self.shards.write(
-            shard, repo.update_contact, contact_id, changes, if_version
-        )
+            shard, repo.update_contact, contact_id, changes, if_version,
+            actor_id=principal.user_id,
+        )  # fmt: skip
         return _written(outcome, "contact", contact_id)
 
     async def delete_contact(
