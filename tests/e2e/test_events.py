@@ -213,3 +213,43 @@ def test_relay_killed_between_send_and_mark_resends_and_effect_applies_once(
 
     assert asyncio.run(consume()) == 1
     assert applied == [True, False]
+
+
+def test_ticket_comment_and_lead_events(
+    http: httpx.Client, admin: dict[str, str], stream: redis.Redis
+) -> None:
+    after = _stream_end(stream)
+    me = http.get("/auth/me", headers=admin).json()["id"]
+    customer = http.post("/customers", headers=admin, json={"name": "Ticket Co"}).json()
+    made = http.post(
+        "/tickets", headers=admin, json={"customer_id": customer["id"], "subject": "Help"}
+    )
+    assert made.status_code == 201, made.text
+    ticket_id = made.json()["id"]
+    url = f"/tickets/{ticket_id}"
+    assert http.post(f"{url}/assign", headers=admin, json={"assignee_id": me}).status_code == 200
+    reply = http.post(f"{url}/comments", headers=admin, json={"body": "On it", "public": True})
+    assert reply.status_code == 201, reply.text
+    pending = http.post(f"{url}/status", headers=admin, json={"status": "pending"})
+    assert pending.status_code == 200, pending.text
+    lead = http.post(
+        "/leads", headers=admin, json={"last_name": "Event", "email": f"{uuid.uuid4()}@ex.com"}
+    )
+    assert lead.status_code == 201, lead.text
+
+    def ticket_events() -> list[Event]:
+        found = _events_of(stream, int(ticket_id), after)
+        return found if len(found) >= 4 else []
+
+    events = _wait_for(ticket_events)
+    assert [e.type for e in events] == [
+        "ticket.created", "ticket.assigned", "comment.added", "ticket.status_changed",
+    ]  # fmt: skip
+    assigned = events[1]
+    assert assigned.data["changes"]["assignee_id"] == [None, me]
+    assert assigned.data["ticket"]["assignee_id"] == me
+    assert events[2].data["comment"] == reply.json()
+    assert events[3].data["ticket"] == pending.json()
+    assert events[3].data["changes"]["status"] == ["assigned", "pending"]
+    (lead_created,) = _wait_for(lambda: _events_of(stream, int(lead.json()["id"]), after))
+    assert lead_created.type == "lead.created" and lead_created.data == {"lead": lead.json()}

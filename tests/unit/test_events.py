@@ -65,10 +65,13 @@ def test_record_data_is_the_api_record_plus_changes() -> None:
         tags=["a"], custom_fields={"n": 1}, owner_id=None, version=2,
         created_at=NOW, updated_at=NOW,
     )  # fmt: skip
-    data = record_data("customer", customer, {"name": ["Old", "Acme"]}, note=Decimal("1.50"))
+    changes = {"name": ["Old", "Acme"], "owner_id": [None, 7], "probability": [1, 2]}
+    data = record_data("customer", customer, changes, note=Decimal("1.50"))
     assert data["customer"]["id"] == str(5 << 22)
     assert data["customer"]["created_at"] == "2026-11-29T01:02:03Z"
-    assert data["changes"] == {"name": ["Old", "Acme"]}
+    assert data["changes"] == {
+        "name": ["Old", "Acme"], "owner_id": [None, "7"], "probability": [1, 2],
+    }  # fmt: skip
     assert data["note"] == "1.50"
     assert "changes" not in record_data("customer", customer)
 
