@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards bench-domain
+.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import
 
 VENV := .venv/bin
 
@@ -29,3 +29,6 @@ bench-shards:
 
 bench-domain:
 	$(VENV)/python bench/domain.py
+
+bench-import:
+	$(VENV)/python bench/import_customers.py

@@ -532,6 +532,115 @@ def kuberay_check(config: ConfigOption = None) -> None:
     console.print("[green]✓[/] kuberay: serveConfigV2, capacity and image pins agree")
 
 
+# -- bulk data through the running API ---------------------------------------------------
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="API base URL (default: the local stack's).")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", envvar="NEXTFLOW_TOKEN", help="Access token or API key.")
+]
+EmailOption = Annotated[str | None, typer.Option("--email", help="Sign in as this user.")]
+PasswordOption = Annotated[
+    str | None, typer.Option("--password", envvar="NEXTFLOW_PASSWORD", help="Their password.")
+]
+
+
+def _client(url: str | None, token: str | None, email: str | None, password: str | None) -> Any:
+    from cluster import transfer
+
+    if email and not password and token is None:
+        password = typer.prompt("Password", hide_input=True)
+    base = url or StackSettings().serve_url
+    return transfer.Client(base, token=token, email=email, password=password)
+
+
+@app.command("import")
+def import_customers(
+    file: Annotated[Path, typer.Argument(help="A CSV of customers (header row first).")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    email: EmailOption = None,
+    password: PasswordOption = None,
+) -> None:
+    """Import customers from CSV as a job, with a progress bar; then the counts."""
+    from cluster import transfer
+
+    try:
+        client = _client(url, token, email, password)
+        try:
+            with console.status("uploading"):
+                accepted = transfer.upload(client, file)
+            with Progress(
+                TextColumn(f"job {accepted['job_id']}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console, transient=False,
+            ) as bar:  # fmt: skip
+                task = bar.add_task("import", total=None)
+
+                def show(done: int, total: int | None) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                job = transfer.wait(client, accepted["status_url"], show)
+            result = job.get("result") or {}
+            counts = ", ".join(
+                f"{k} {result[k]}" for k in ("created", "updated", "unchanged", "failed")
+                if k in result
+            )  # fmt: skip
+            if job["status"] != "succeeded":
+                _fail(f"import {job['status']}: {job.get('error') or ''} {counts}".strip())
+            console.print(f"[green]✓[/] imported {file}: {counts}")
+            if result.get("failed"):
+                dest = file.with_name(file.stem + f".errors-{accepted['job_id']}.csv")
+                transfer.download_errors(client, str(accepted["job_id"]), dest)
+                console.print(f"rows not imported, with line and reason: {dest}")
+        finally:
+            client.close()
+    except transfer.TransferError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        err_console.print("interrupted (the job goes on; cancel it with POST /jobs/{id}/cancel)")
+        raise typer.Exit(130) from None
+
+
+@app.command("export")
+def export_records(
+    kind: Annotated[str, typer.Argument(help="What to export: customers.")],
+    out: Annotated[Path, typer.Argument(help="The CSV file to write.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    email: EmailOption = None,
+    password: PasswordOption = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="A list filter as key=value, e.g. tag=vip (repeatable)."),
+    ] = None,
+) -> None:
+    """Export records as CSV (streamed; formula-like cells neutralised)."""
+    from cluster import transfer
+
+    if kind != "customers":
+        _fail(f"cannot export {kind!r}: only customers")
+    params = {}
+    for item in filters or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--filter {item!r}: use key=value")
+        params[key] = value
+    try:
+        client = _client(url, token, email, password)
+        try:
+            with console.status(f"exporting {kind}"):
+                size = transfer.export(client, out, params)
+        finally:
+            client.close()
+    except transfer.TransferError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    console.print(f"[green]✓[/] {kind} written to {out} ({format_bytes(size)})")
+
+
 def main() -> None:
     app()
 

@@ -219,6 +219,21 @@ class Settings(StackSettings):
     file_orphan_sweep_interval_s: float = Field(default=900.0, ge=0)
     file_orphan_age_s: float = Field(default=3600.0, gt=0)
 
+    # Bulk CSV imports (`POST /imports/customers`): the largest upload accepted.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+    # Events (shards/relay.py, deployments/_kit/consumer.py): how often each server's
+    # relay looks for unsent outbox rows and how many it publishes per database per pass;
+    # sent rows are deleted after `outbox_retention_s`, consumers' processed-event marks
+    # after `processed_events_retention_s` (keep it longer than any redelivery can take);
+    # the stream is trimmed to about `event_stream_maxlen` entries.
+    outbox_poll_interval_s: float = Field(default=0.25, gt=0)
+    outbox_batch_size: int = Field(default=500, ge=1, le=10000)
+    outbox_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
+    outbox_cleanup_interval_s: float = Field(default=300.0, gt=0)
+    processed_events_retention_s: float = Field(default=30 * 24 * 3600, ge=0)
+    event_stream_maxlen: int = Field(default=1_000_000, ge=1000)
+
     # The local Redis has no password; a shared one (Kubernetes) does.
     redis_password: SecretStr | None = None
 

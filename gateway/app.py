@@ -21,6 +21,7 @@ from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
 from deployments.file.deployment import FileDeployment
+from deployments.integration.deployment import IntegrationDeployment
 from deployments.marketing.deployment import MarketingDeployment
 from deployments.notification.deployment import NotificationDeployment
 from deployments.product.deployment import ProductDeployment
@@ -39,6 +40,7 @@ from gateway.routes import (
     deals,
     files,
     health,
+    imports,
     marketing,
     notifications,
     orders,
@@ -73,7 +75,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     problems.install(app)
     for module in (
         health, auth, users, api_keys, customers, products,
-        pipelines, deals, orders, tickets, queues, marketing, capture, files,
+        pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
         notifications, webhooks,
     ):  # fmt: skip
         app.include_router(module.router)
@@ -154,6 +156,7 @@ def build_app(args: dict[str, Any]) -> Application:
         support=support,
         marketing=marketing,
         files=files,
+        integration=IntegrationDeployment.bind(),  # type: ignore[attr-defined]
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
     )

@@ -34,6 +34,7 @@ class Services:
     marketing: Any = None
     support: Any = None
     files: Any = None
+    integration: Any = None
     notifications: Any = None
     webhooks: Any = None
 

@@ -7,6 +7,8 @@ upload is never held in memory (nor spooled to a temporary file, as Starlette's
     while (part := await form.next_part()) is not None:
         if isinstance(part, FormField): ...
         else: async for chunk in form.file_data(): ...
+
+    size = await save_upload(request.stream(), content_type, path, cap)  # to a file
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deployments._kit.errors import BadRequest, Validation
+from deployments._kit.errors import AppError, BadRequest, Validation
 
 MAX_FIELD_BYTES = 1024
 MAX_FIELDS = 16
@@ -161,3 +164,34 @@ class MultipartStream:
                 left -= len(await self._body.__anext__())
         except StopAsyncIteration:
             pass
+
+
+class TooLarge(AppError):
+    status, slug, title = 413, "too-large", "Upload too large"
+
+
+async def save_upload(chunks: AsyncIterator[bytes], content_type: str, dest: Path, cap: int) -> int:
+    """Write an uploaded file to `dest` as it arrives: the first file part of a
+    `multipart/form-data` body, or a raw body (`text/csv`). Stops reading at `cap`
+    bytes (TooLarge). Returns the file's size."""
+    size = 0
+    with dest.open("wb") as out:
+
+        def write(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > cap:
+                raise TooLarge(f"the file is larger than {cap} bytes")
+            out.write(data)
+
+        if not content_type.lower().startswith("multipart/form-data"):
+            async for chunk in chunks:
+                write(chunk)
+            return size
+        form = MultipartStream(content_type, chunks)
+        while (part := await form.next_part()) is not None:
+            if isinstance(part, FilePart):
+                async for chunk in form.file_data():
+                    write(chunk)
+                return size
+    raise BadRequest("no file in the multipart body (send it as a part with a filename)")

@@ -201,7 +201,13 @@ class Shards:
     @classmethod
     async def connect(cls, database: str, settings: Settings | None = None) -> Shards:
         loader = _catalog_loader(settings)
-        return cls(database, await loader(), loader=loader)
+        shards = cls(database, await loader(), loader=loader)
+        # Every server's outbox relay starts with the first service replica that
+        # connects (named, detached actors: the others find them).
+        from shards.relay import ensure_relays
+
+        ensure_relays(shards.map)
+        return shards
 
     async def reload(self, seen: ShardMap | None = None) -> ShardMap:
         """Read the map again (once for concurrent callers that all saw `seen`)."""
@@ -209,9 +215,13 @@ class Shards:
             if seen is not None and self.map is not seen:
                 return self.map
             fresh = await self._loader()
-            for name, spec in fresh.servers.items():
-                if name not in self._managers:
-                    self._managers[name] = self._manager_for(spec)
+            added = [name for name in fresh.servers if name not in self._managers]
+            for name in added:
+                self._managers[name] = self._manager_for(fresh.servers[name])
+            if added and self._manager_for is manager_handle:
+                from shards.relay import ensure_relays
+
+                ensure_relays(fresh, only=added)
             self.map = fresh
             self.reloads += 1
             return fresh

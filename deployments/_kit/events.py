@@ -62,3 +62,24 @@ async def emit(
         event_id, type, version, aggregate_type, aggregate_id, actor_id, plain(data),
     )  # fmt: skip
     return event_id
+
+
+def record_data(
+    name: str, record: BaseModel, changes: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An event's `data`: the record as the API returns it under its aggregate's name,
+    `changes` ({field: [old, new]}, ids as strings) for an update, and any extra context."""
+    data: dict[str, Any] = {name: record.model_dump(mode="json")}
+    if changes is not None:
+        data["changes"] = {k: _ids_as_text(k, plain(v)) for k, v in changes.items()}
+    data.update(plain(extra))
+    return data
+
+
+def _ids_as_text(field: str, value: Any) -> Any:
+    """Ids in `changes` are strings, as in records (64-bit ids overflow JSON numbers)."""
+    if not (field == "id" or field.endswith("_id")):
+        return value
+    if isinstance(value, list):
+        return [_ids_as_text(field, v) for v in value]
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value

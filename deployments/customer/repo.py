@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
@@ -23,7 +24,7 @@ from shards import ReadConn, WriteConn
 
 _CUSTOMER = (
     "id, name, email, phone, website, industry, tags, custom_fields, owner_id,"
-    " version, created_at, updated_at"
+    " external_id, version, created_at, updated_at"
 )
 _CONTACT = (
     "id, customer_id, first_name, last_name, email, phone, title, version, created_at, updated_at"
@@ -75,6 +76,7 @@ async def create_customer(
     )
     created = CustomerRead.model_validate(dict(row))
     await _record_created(conn, "customer", created, CUSTOMER_AUDITED, actor_id)
+    await _emit(conn, "customer.created", created, actor_id)
     return created
 
 
@@ -105,6 +107,7 @@ async def create_customer_from_source(
         return CustomerRead.model_validate(dict(row))
     created = CustomerRead.model_validate(dict(row))
     await _record_created(conn, "customer", created, CUSTOMER_AUDITED, actor_id)
+    await _emit(conn, "customer.created", created, actor_id)
     return created
 
 
@@ -215,6 +218,7 @@ async def create_contact(
     )
     created = ContactRead.model_validate(dict(row))
     await _record_created(conn, "contact", created, CONTACT_AUDITED, actor_id)
+    await _emit(conn, "contact.created", created, actor_id)
     return created
 
 
@@ -254,6 +258,7 @@ async def create_contact_from_source(
         return ContactRead.model_validate(dict(row))
     created = ContactRead.model_validate(dict(row))
     await _record_created(conn, "contact", created, CONTACT_AUDITED, actor_id)
+    await _emit(conn, "contact.created", created, actor_id)
     return created
 
 
@@ -378,7 +383,13 @@ async def _update(
         _audited(dict(before), table.audited), _audited(dict(row), table.audited), table.audited
     )
     await record_change(conn, table.record_type, record_id, "updated", changed, actor_id)
-    return model.model_validate(dict(row))
+    record = model.model_validate(dict(row))
+    # The event names every changed field (custom fields too), not only audited ones.
+    old = model.model_validate(dict(before)).model_dump(mode="json")
+    new = record.model_dump(mode="json")
+    event_changes = {k: [old[k], new[k]] for k in sorted(table.updatable) if old[k] != new[k]}
+    await _emit(conn, f"{table.record_type}.updated", record, actor_id, event_changes)
+    return record
 
 
 async def _soft_delete(
@@ -402,7 +413,23 @@ async def _soft_delete(
     if row is None:
         return await _missing_or_stale(conn, table.name, record_id)
     await record_change(conn, table.record_type, record_id, "deleted", {}, actor_id)
-    return model.model_validate(dict(row))
+    record = model.model_validate(dict(row))
+    if table.record_type == "customer":  # the event types docs/events.md defines
+        await _emit(conn, "customer.deleted", record, actor_id)
+    return record
+
+
+async def _emit(
+    conn: WriteConn,
+    type: str,
+    record: BaseModel,
+    actor_id: int | None,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """The record's event in the outbox of this transaction (deployments/_kit/events.py)."""
+    name = type.split(".", 1)[0]
+    record_id = getattr(record, "id")  # noqa: B009  (both record types have one)
+    await emit(conn, type, name, record_id, record_data(name, record, changes), actor_id)
 
 
 async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:

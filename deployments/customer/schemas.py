@@ -68,6 +68,7 @@ class CustomerRead(Record):
     tags: list[str]
     custom_fields: dict[str, Any]
     owner_id: Id | None
+    external_id: str | None = Field(default=None, description="Set by bulk imports.")
     version: int
     created_at: datetime
     updated_at: datetime

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
@@ -124,6 +125,7 @@ async def create_lead(
     lead = _lead(row)
     changes = diff(None, lead.model_dump(), LEAD_AUDITED)
     await record_change(conn, "lead", lead.id, "created", changes, actor_id)
+    await emit(conn, "lead.created", "lead", lead.id, record_data("lead", lead), actor_id)
     return lead
 
 
@@ -239,6 +241,8 @@ async def capture_lead(
         await record_change(
             conn, "lead", lead.id, "captured", diff(None, lead.model_dump(), LEAD_AUDITED), None
         )
+        payload = record_data("lead", lead, captured=True)
+        await emit(conn, "lead.created", "lead", lead.id, payload, None)
         return lead.id
     before = dict(existing)
     row = await conn.fetchrow(
@@ -608,6 +612,10 @@ async def complete_conversion(
     )  # fmt: skip
     changes = diff(dict(before), dict(after), LEAD_AUDITED)
     await record_change(conn, "lead", row["lead_id"], "converted", changes, actor_id)
+    lead = _lead(after)
+    await emit(
+        conn, "lead.converted", "lead", lead.id, record_data("lead", lead, changes), actor_id
+    )
     done = await conn.fetchrow(
         f"""UPDATE lead_conversions SET state = 'completed', completed_at = now(),
                    updated_at = now(), last_error = NULL

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
@@ -434,7 +435,21 @@ async def create_deal(
     await record_change(
         conn, "deal", row["id"], "created", diff(None, _audited(row), DEAL_AUDITED), actor_id
     )
-    return _deal(row)
+    deal = _deal(row)
+    await _emit_deal(conn, "deal.created", deal, actor_id)
+    return deal
+
+
+async def _emit_deal(
+    conn: WriteConn,
+    type: str,
+    deal: DealRead,
+    actor_id: int | None,
+    changes: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    data = record_data("deal", deal, changes, **extra)
+    await emit(conn, type, "deal", deal.id, data, actor_id)
 
 
 async def _record_stage_change(
@@ -512,7 +527,9 @@ async def update_deal(
     )
     changed = diff(_audited(before), _audited(row), DEAL_AUDITED)
     await record_change(conn, "deal", deal_id, "updated", changed, actor_id)
-    return _deal(row)
+    deal = _deal(row)
+    await _emit_deal(conn, "deal.updated", deal, actor_id, changed)
+    return deal
 
 
 async def transition_deal(
@@ -548,7 +565,15 @@ async def transition_deal(
         await _record_stage_change(conn, row, before, actor_id)
     changed = diff(_audited(before), _audited(row), DEAL_AUDITED)
     await record_change(conn, "deal", deal_id, action, changed, actor_id)
-    return _deal(row)
+    deal = _deal(row)
+    type = {"won": "deal.won", "lost": "deal.lost"}.get(row["status"], "deal.stage_changed")
+    if row["status"] == before["status"] and type != "deal.stage_changed":
+        type = "deal.stage_changed"  # a won/lost deal moved between closed stages
+    await _emit_deal(
+        conn, type, deal, actor_id, changed, action=action,
+        from_stage_id=str(before["stage_id"]), to_stage_id=str(row["stage_id"]),
+    )  # fmt: skip
+    return deal
 
 
 async def delete_deal(
@@ -762,7 +787,9 @@ async def create_order(
         diff(None, _order_audited(row), ORDER_AUDITED),
         actor_id,
     )
-    return await _order(conn, row)
+    order = await _order(conn, row)
+    await emit(conn, "order.created", "order", order.id, record_data("order", order), actor_id)
+    return order
 
 
 async def get_order(conn: ReadConn, order_id: int) -> OrderRead | None:
@@ -838,7 +865,10 @@ async def set_order_status(
     action = "confirmed" if status == "confirmed" else "cancelled"
     changed = diff(_order_audited(before), _order_audited(row), ORDER_AUDITED)
     await record_change(conn, "order", order_id, action, changed, actor_id)
-    return await _order(conn, row)
+    order = await _order(conn, row)
+    data = record_data("order", order, changed)
+    await emit(conn, f"order.{status}", "order", order_id, data, actor_id)
+    return order
 
 
 async def delete_order(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
@@ -132,7 +133,32 @@ async def create_ticket(
     await record_change(
         conn, "ticket", created["id"], "created", diff(None, created, AUDITED), requester_id
     )
-    return ticket(row)
+    made = ticket(row)
+    await _emit(conn, "ticket.created", made, requester_id)
+    if assignee_id is not None:
+        await _emit(
+            conn, "ticket.assigned", made, requester_id, {"assignee_id": [None, made.assignee_id]}
+        )
+    return made
+
+
+_EVENTS = {
+    "updated": "ticket.updated",
+    "status_changed": "ticket.status_changed",
+    "assigned": "ticket.assigned",
+}
+
+
+async def _emit(
+    conn: WriteConn,
+    type: str,
+    record: TicketRead,
+    actor_id: int | None,
+    changes: dict[str, Any] | None = None,
+    **extra: Any,
+) -> None:
+    data = record_data("ticket", record, changes, **extra)
+    await emit(conn, type, "ticket", record.id, data, actor_id)
 
 
 async def get_ticket(conn: ReadConn, ticket_id: int) -> TicketRead | None:
@@ -171,10 +197,12 @@ async def _save(
         f" RETURNING {_TICKET}",
         *params.values,
     )
-    await record_change(
-        conn, "ticket", before["id"], action, diff(before, after, AUDITED), actor_id
-    )
-    return ticket(row)
+    changes = diff(before, after, AUDITED)
+    await record_change(conn, "ticket", before["id"], action, changes, actor_id)
+    saved = ticket(row)
+    if action in _EVENTS:
+        await _emit(conn, _EVENTS[action], saved, actor_id, changes)
+    return saved
 
 
 async def update_ticket(
@@ -375,6 +403,13 @@ async def sweep_sla(conn: WriteConn, shards: list[int]) -> tuple[list[int], list
             *params.values,
         )
         flagged.append(sorted(int(r["record_id"]) for r in rows))
+        if rows:
+            breached = await conn.fetch(
+                f"SELECT {_TICKET} FROM tickets WHERE id = ANY($1::bigint[]) ORDER BY id",
+                flagged[-1],
+            )
+            for row in breached:
+                await _emit(conn, "ticket.sla_breached", ticket(row), None, breach=flag)
     return flagged[0], flagged[1]
 
 
@@ -402,7 +437,10 @@ async def add_comment(
         now = await _now(conn)
         after = _with_clock(before, rules.first_response(clock(before), now))
         await _save(conn, before, after, "first_response", author_id)
-    return CommentRead.model_validate(dict(row))
+    comment = CommentRead.model_validate(dict(row))
+    payload = record_data("comment", comment, ticket=ticket(before).model_dump(mode="json"))
+    await emit(conn, "comment.added", "ticket", ticket_id, payload, author_id)
+    return comment
 
 
 async def list_comments(

@@ -1,0 +1,337 @@
+"""Benchmark: bulk CSV import of customers through the import job, against raw asyncpg
+`COPY` of the same rows into the same logical shards, in the same run.
+
+Starts a throwaway stack on free ports (PostgreSQL catalog + 2 shard servers with
+streaming replicas, Redis, Ray, the Serve app), generates a CSV of N customers (each
+with an external id), then:
+
+1. **raw COPY**: reads the CSV with the `csv` module (no validation), places each row
+   on `shard_for_key("ext:" + external_id)` (what the job does), makes ids in Python
+   (`shards.ids.make_id`, as bench/shard_moves.py) and COPYs batches of 10,000 straight
+   into `customers` on each shard server's primary, one connection per server, all
+   servers at once while the CSV is read;
+2. empties `customers` and `record_changes` again (TRUNCATE), so both start equal;
+3. **the job**: `POST /imports/customers` (the upload is timed with it), polled until
+   it succeeds: validation of every row with `CustomerCreate`, COPY into a temp table
+   and the upsert per logical shard through the ShardManagers, a history row each;
+4. **re-import**: the same file again (every row unchanged, nothing written).
+
+    .venv/bin/python bench/import_customers.py            # 1,000,000 rows, rewrites docs
+    .venv/bin/python bench/import_customers.py --quick    # 50,000 rows, docs untouched
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import csv  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+from typing import Any  # noqa: E402
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from bench.get_customer import (  # noqa: E402
+    BenchError,
+    create_admin,
+    login,
+    stack_env,
+    write_doc_section,
+)
+from bench.shard_moves import DAY_MS, IdMaker, customer_dsn, read_map  # noqa: E402
+from cluster.cli import RichReporter  # noqa: E402
+from cluster.settings import Settings, get_settings  # noqa: E402
+from cluster.stack import LocalStack  # noqa: E402
+from shards.routing import ShardMap  # noqa: E402
+
+DOC_BEGIN = (
+    "<!-- BEGIN bench/import_customers.py: generated, rerun `make bench-import` to update -->"
+)
+DOC_END = "<!-- END bench/import_customers.py -->"
+DEFAULT_ROWS = 1_000_000
+QUICK_ROWS = 50_000
+RAW_BATCH = 10_000
+CSV_COLUMNS = ("name", "email", "phone", "industry", "tags", "external_id")
+RAW_COLUMNS = ("id", "name", "email", "phone", "industry", "tags", "owner_id", "external_id")
+INDUSTRIES = ("software", "retail", "banking", "health", "logistics", "energy", "media")
+TAGS = ("vip", "eu", "us", "smb", "enterprise", "partner")
+console = Console()
+
+
+@dataclass
+class Results:
+    rows: int = 0
+    csv_bytes: int = 0
+    raw_s: float = 0.0
+    upload_s: float = 0.0
+    job_s: float = 0.0
+    reimport_s: float = 0.0
+    job_result: dict[str, Any] = field(default_factory=dict)
+    reimport_result: dict[str, Any] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)
+
+
+def bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def generate(path: Path, rows: int, seed: int) -> int:
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as f, bar() as progress:
+        task = progress.add_task("generate CSV", total=rows)
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for i in range(rows):
+            writer.writerow((
+                f"Customer {i:07d}", f"c{i}@example.com", f"+49 30 {rng.randrange(10**7):07d}",
+                rng.choice(INDUSTRIES), ";".join(rng.sample(TAGS, rng.randrange(3))),
+                f"crm-{i:07d}",
+            ))  # fmt: skip
+            if i % 10_000 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=rows)
+    return path.stat().st_size
+
+
+# -- raw COPY ---------------------------------------------------------------------------------
+
+
+def read_rows(path: Path, owner_id: int) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for name, email, phone, industry, tags, ext in reader:
+            tag_list = [t for t in tags.split(";") if t]
+            yield ext, (name, email or None, phone or None, industry or None, tag_list,
+                        owner_id, ext)  # fmt: skip
+
+
+async def raw_copy(settings: Settings, shard_map: ShardMap, path: Path, owner_id: int) -> int:
+    """COPY every row into its logical shard's server, one connection and one COPY at a
+    time per server, all servers at once, reading the CSV meanwhile; rows copied."""
+    servers = shard_map.server_names()
+    conns = {s: await asyncpg.connect(customer_dsn(settings, shard_map, s)) for s in servers}
+    ids = IdMaker(int(time.time() * 1000) - DAY_MS, [0] * shard_map.logical_shards)
+    queues: dict[str, asyncio.Queue[list[tuple[Any, ...]] | None]] = {
+        s: asyncio.Queue(maxsize=2) for s in servers
+    }
+    pending: dict[str, list[tuple[Any, ...]]] = {s: [] for s in servers}
+    total = 0
+
+    async def copier(server: str) -> None:
+        while (rows := await queues[server].get()) is not None:
+            await conns[server].copy_records_to_table(
+                "customers", records=rows, columns=RAW_COLUMNS
+            )
+
+    copiers = [asyncio.create_task(copier(s)) for s in servers]
+    try:
+        for ext, row in read_rows(path, owner_id):
+            shard = shard_map.shard_for_key("ext:" + ext)
+            server = shard_map.server_for_shard(shard).name
+            pending[server].append((ids.next(shard), *row))
+            total += 1
+            if len(pending[server]) >= RAW_BATCH:
+                await queues[server].put(pending[server])
+                pending[server] = []
+        for server in servers:
+            if pending[server]:
+                await queues[server].put(pending[server])
+            await queues[server].put(None)
+        await asyncio.gather(*copiers)
+    finally:
+        for task in copiers:
+            task.cancel()
+        for conn in conns.values():
+            await conn.close()
+    return total
+
+
+async def empty(settings: Settings, shard_map: ShardMap) -> None:
+    for server in shard_map.server_names():
+        conn = await asyncpg.connect(customer_dsn(settings, shard_map, server))
+        try:
+            await conn.execute("TRUNCATE customers, record_changes CASCADE")
+            await conn.execute("VACUUM ANALYZE customers")
+        finally:
+            await conn.close()
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+
+def run_job(
+    base: str, token: str, path: Path, rows: int, label: str
+) -> tuple[float, float, dict[str, Any]]:
+    """(upload seconds, total seconds, result) of one import job."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=600) as client, bar() as progress:
+        task = progress.add_task(label, total=rows)
+        started = time.monotonic()
+        with path.open("rb") as f:
+            answer = client.post("/imports/customers", content=f,
+                                 headers={**headers, "Content-Type": "text/csv"})  # fmt: skip
+        uploaded = time.monotonic() - started
+        if answer.status_code != 202:
+            raise BenchError(f"import: HTTP {answer.status_code}: {answer.text[:300]}")
+        status_url = answer.json()["status_url"]
+        while True:
+            job = client.get(status_url, headers=headers).json()
+            progress.update(task, completed=job["progress"]["done"])
+            if job["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.25)
+        elapsed = time.monotonic() - started
+    if job["status"] != "succeeded":
+        raise BenchError(f"import job {job['status']}: {job.get('error')}")
+    return uploaded, elapsed, job["result"]
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def markdown(r: Results, quick: bool) -> str:
+    raw_rate = r.rows / r.raw_s
+    job_rate = r.rows / r.job_s
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")  # fmt: skip
+    res = r.job_result
+    again = r.reimport_result
+    return "\n".join([
+        DOC_BEGIN,
+        "## Bulk CSV import of customers (`bench/import_customers.py`)",
+        "",
+        f"{r.rows:,} customers from one CSV ({r.csv_bytes / 1e6:.0f} MB), each with an external "
+        "id, onto 2 shard servers (10 logical shards, streaming replicas on). Both loads put "
+        "the same rows on the same logical shards (`ext:` + external id); the tables are "
+        "emptied between them.",
+        "",
+        "| load | seconds | rows/s | vs raw COPY |",
+        "| --- | ---: | ---: | ---: |",
+        f"| raw asyncpg `COPY` into `customers` (CSV read, no validation, ids made in Python) "
+        f"| {r.raw_s:.1f} | {raw_rate:,.0f} | 1.00 |",
+        f"| import job: upload + validate + COPY to temp + upsert + history "
+        f"| {r.job_s:.1f} | {job_rate:,.0f} | **{job_rate / raw_rate:.2f}** |",
+        f"| the same file again (all unchanged) | {r.reimport_s:.1f} "
+        f"| {r.rows / r.reimport_s:,.0f} | {r.rows / r.reimport_s / raw_rate:.2f} |",
+        "",
+        f"The job: upload {r.upload_s:.1f} s; created {res.get('created', 0):,}, "
+        f"updated {res.get('updated', 0):,}, failed {res.get('failed', 0):,}. "
+        f"Re-import: created {again.get('created', 0):,}, updated {again.get('updated', 0):,}, "
+        f"unchanged {again.get('unchanged', 0):,}. Target: the job at least 0.5x raw COPY.",
+        "",
+        f"Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}), Python "
+        f"{platform.python_version()}, Ray {version('ray')}, asyncpg {version('asyncpg')}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) "
+        + ", ".join(f"{x:.2f}" for x in r.load)
+        + " (start, after raw, end): other work shares the cores."
+        + (" Quick run." if quick else ""),
+        "",
+        DOC_END,
+    ])  # fmt: skip
+
+
+def run(rows: int, seed: int, write_doc: bool) -> Results:
+    r = Results(rows=rows, load=[os.getloadavg()[0]])
+    root = Path(tempfile.mkdtemp(prefix="nfi-", dir="/tmp"))
+    root.chmod(0o755)
+    stack: LocalStack | None = None
+    try:
+        os.environ.update(stack_env(root))
+        get_settings.cache_clear()
+        settings = get_settings()
+        stack = LocalStack(settings)
+        console.rule(f"[bold]stack in {root}")
+        stack.up(RichReporter(console))
+        password = secrets.token_urlsafe(16)
+        create_admin(password)
+        token = login(settings.serve_url, password)
+        me = httpx.get(f"{settings.serve_url}/auth/me",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+        owner_id = int(me.json()["id"]) if me.status_code == 200 else None
+        if owner_id is None:
+            raise BenchError(f"GET /auth/me: HTTP {me.status_code}")
+
+        path = root / "customers.csv"
+        r.csv_bytes = generate(path, rows, seed)
+        shard_map = asyncio.run(read_map(settings))
+
+        with console.status("raw COPY…"):
+            started = time.monotonic()
+            copied = asyncio.run(raw_copy(settings, shard_map, path, owner_id))
+            r.raw_s = time.monotonic() - started
+        console.print(f"raw COPY: {copied:,} rows in {r.raw_s:.1f} s "
+                      f"({copied / r.raw_s:,.0f} rows/s)")  # fmt: skip
+        r.load.append(os.getloadavg()[0])
+        with console.status("emptying the tables…"):
+            asyncio.run(empty(settings, shard_map))
+
+        r.upload_s, r.job_s, r.job_result = run_job(
+            settings.serve_url, token, path, rows, "import job"
+        )
+        console.print(f"job: {rows:,} rows in {r.job_s:.1f} s ({rows / r.job_s:,.0f} rows/s; "
+                      f"{r.job_s and rows / r.job_s / (rows / r.raw_s):.2f}x raw), "
+                      f"{r.job_result}")  # fmt: skip
+        _, r.reimport_s, r.reimport_result = run_job(
+            settings.serve_url, token, path, rows, "re-import"
+        )
+        console.print(f"re-import: {r.reimport_s:.1f} s, {r.reimport_result}")
+        r.load.append(os.getloadavg()[0])
+        if write_doc:
+            write_doc_section(DOC_BEGIN, DOC_END, markdown(r, rows < DEFAULT_ROWS))
+            console.print("wrote docs/benchmarks.md")
+        return r
+    finally:
+        if stack is not None:
+            with console.status("stopping the stack…"):
+                stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows, no docs")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args(argv)
+    rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
+    try:
+        run(rows, args.seed, write_doc=not (args.quick or args.no_doc))
+    except BenchError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

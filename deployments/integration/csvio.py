@@ -1,0 +1,179 @@
+"""The pure parts of CSV import and export: the header, one row's validation (the
+rules of `CustomerCreate`), batching per logical shard, and spreadsheet-safe cells.
+No I/O, no Ray, no database: unit-tested on their own."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from deployments.customer.schemas import CustomerCreate, CustomerRead
+
+COLUMNS = ("name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id")
+REQUIRED = frozenset({"name"})
+EXTERNAL_ID_MAX = 200
+# The columns of the temp table the import COPYs into (`deployments.integration.repo`).
+RECORD_COLUMNS = (
+    "shard", "name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id",
+)  # fmt: skip
+EXPORT_COLUMNS = (
+    "id", "external_id", "name", "email", "phone", "website", "industry", "tags", "owner_id",
+    "created_at", "updated_at",
+)  # fmt: skip
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _memoise_email_domains() -> None:
+    """`EmailStr` (email-validator) spends two thirds of a row's validation checking the
+    domain part, and a file's addresses share few domains: remember the checks of
+    domains seen before (a pure function of its arguments; a refused domain raises and
+    is not remembered). The rules stay exactly `CustomerCreate`'s."""
+    # The module, not the package's `validate_email` function of the same name.
+    module = importlib.import_module("email_validator.validate_email")
+    check = module.validate_email_domain_name
+    if not hasattr(check, "cache_info"):
+        setattr(module, "validate_email_domain_name", functools.lru_cache(65_536)(check))  # noqa: B010
+
+
+_memoise_email_domains()
+
+
+class BadHeader(ValueError):
+    """The file's first line is not a header this import understands."""
+
+
+def check_header(header: Sequence[str]) -> list[str]:
+    """The header's column names, cleaned; raises BadHeader with what is wrong."""
+    names = [h.strip().lower() for h in header]
+    if not names or names == [""]:
+        raise BadHeader("the file is empty: the first line must name the columns")
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        raise BadHeader(f"unknown column(s): {', '.join(unknown)}; allowed: {', '.join(COLUMNS)}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadHeader(f"column(s) named twice: {', '.join(duplicates)}")
+    missing = sorted(REQUIRED - set(names))
+    if missing:
+        raise BadHeader(f"missing column(s): {', '.join(missing)}")
+    return names
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    line: int
+    data: CustomerCreate
+    owner_id: int  # the given owner, else the importing user
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    message: str
+    raw: tuple[str, ...]
+
+
+def parse_row(
+    line: int,
+    header: Sequence[str],
+    cells: Sequence[str],
+    caller_id: int,
+    may_assign: bool,
+) -> ImportRow | RowError:
+    """One CSV record (starting on file line `line`) as a validated customer, or why not.
+    Empty cells are absent values; `tags` are `;`-separated."""
+    raw = tuple(cells)
+    if len(cells) != len(header):
+        return RowError(line, f"expected {len(header)} cells, found {len(cells)}", raw)
+    values = {k: v.strip() for k, v in zip(header, cells, strict=True)}
+    external_id = values.pop("external_id", "") or None
+    if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
+        return RowError(line, f"external_id: at most {EXTERNAL_ID_MAX} characters", raw)
+    body: dict[str, Any] = {k: v for k, v in values.items() if v != ""}
+    if "tags" in body:
+        body["tags"] = [t for t in body["tags"].split(";") if t.strip()]
+    try:
+        data = CustomerCreate.model_validate(body)
+    except ValidationError as exc:
+        return RowError(line, _message(exc), raw)
+    owner_id = data.owner_id if data.owner_id is not None else caller_id
+    if owner_id != caller_id and not may_assign:
+        return RowError(line, "owner_id: assigning another owner needs customer:assign", raw)
+    return ImportRow(line, data, owner_id, external_id)
+
+
+def _message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "row"
+        parts.append(f"{field}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def record(row: ImportRow, shard: int) -> tuple[Any, ...]:
+    """The row as a tuple in RECORD_COLUMNS order (what COPY sends)."""
+    d = row.data
+    return (
+        shard, d.name, d.email, d.phone, d.website, d.industry, d.tags, row.owner_id,
+        row.external_id,
+    )  # fmt: skip
+
+
+def batch_by_shard(
+    rows: Iterable[ImportRow], place: Callable[[str | None], int]
+) -> dict[int, list[tuple[Any, ...]]]:
+    """Records grouped by logical shard: a row with an external id on
+    `place("ext:" + external_id)` (the same shard on every import), others on
+    `place(None)` (any shard)."""
+    batches: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        shard = place(None if row.external_id is None else "ext:" + row.external_id)
+        batches.setdefault(shard, []).append(record(row, shard))
+    return batches
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet would run as a formula gets a leading `'` (OWASP CSV
+    injection): text starting with `=`, `+`, `-`, `@`, a tab or a carriage return."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
+def export_cells(customer: CustomerRead | Mapping[str, Any]) -> list[str]:
+    c = customer.model_dump() if isinstance(customer, CustomerRead) else dict(customer)
+    cells = []
+    for column in EXPORT_COLUMNS:
+        value = c.get(column)
+        if value is None:
+            text = ""
+        elif column == "tags":
+            text = ";".join(value)
+        elif hasattr(value, "isoformat"):
+            text = value.isoformat()
+        else:
+            text = str(value)
+        # Ids and timestamps are the server's own; anything else came from a user.
+        cells.append(text if column in ("id", "owner_id", "created_at", "updated_at")
+                     else neutralise(text))  # fmt: skip
+    return cells
+
+
+def csv_lines(rows: Iterable[Sequence[str]]) -> str:
+    """Rows as CSV text (RFC 4180 quoting, CRLF line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+ERROR_COLUMNS = ("line", "error")

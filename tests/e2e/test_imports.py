@@ -1,0 +1,244 @@
+"""Bulk CSV import jobs, CSV export and `nextflow import` against the session's stack."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from cluster.settings import Settings
+from deployments._kit.principal import Principal
+from deployments.integration.repo import JobAccepted
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+
+pytestmark = pytest.mark.e2e
+NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
+
+
+def _import(http: httpx.Client, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    started = http.post(
+        "/imports/customers", headers=headers, files={"file": ("c.csv", body, "text/csv")}
+    )
+    assert started.status_code == 202, started.text
+    accepted = started.json()
+    assert accepted["status_url"] == f"/jobs/{accepted['job_id']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = http.get(accepted["status_url"], headers=headers).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job still {job['status']}")
+
+
+def _csv(rows: list[list[str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue().encode()
+
+
+def _tagged(http: httpx.Client, headers: dict[str, str], tag: str) -> dict[str, dict[str, Any]]:
+    page = http.get("/customers", headers=headers, params={"tag": tag, "limit": 200}).json()
+    return {c["external_id"] or c["name"]: c for c in page["data"]}
+
+
+def test_bad_rows_are_reported_by_line_and_the_rest_imported(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    tag = "imp" + os.urandom(3).hex()
+    body = _csv([
+        ["name", "email", "tags", "external_id"],
+        ["Good One", "one@example.com", f"{tag};vip", f"{tag}-1"],
+        ["", "x@example.com", tag, f"{tag}-2"],              # line 3: no name
+        ["Bad Mail", "not-an-email", tag, f"{tag}-3"],       # line 4
+        ["Good Two", "", tag, f"{tag}-4"],
+        ["Twice", "", tag, f"{tag}-1"],                      # line 6: external id again
+        ["No Ext", "", tag, ""],
+    ])  # fmt: skip
+    job = _import(http, admin, body)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"done": 6, "total": 6}
+    result = job["result"]
+    assert (result["created"], result["updated"], result["failed"]) == (3, 0, 3)
+    imported = _tagged(http, admin, tag)
+    assert set(imported) == {f"{tag}-1", f"{tag}-4", "No Ext"}
+    assert imported[f"{tag}-1"]["tags"] == [tag, "vip"]
+
+    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    assert errors.status_code == 200 and errors.headers["content-type"].startswith("text/csv")
+    lines = list(csv.reader(io.StringIO(errors.text)))
+    assert lines[0][:2] == ["line", "error"]
+    by_line = {row[0]: row[1] for row in lines[1:]}
+    assert set(by_line) == {"3", "4", "6"}
+    assert "name" in by_line["3"] and "email" in by_line["4"] and "line 2" in by_line["6"]
+
+
+def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    tag = "imp" + os.urandom(3).hex()
+    rows = [["name", "phone", "tags", "external_id"]] + [
+        [f"Cust {i}", f"+4912345{i}", tag, f"{tag}-{i}"] for i in range(30)
+    ]
+    first = _import(http, admin, _csv(rows))
+    assert first["result"]["created"] == 30, first
+    before = _tagged(http, admin, tag)
+
+    second = _import(http, admin, _csv(rows))
+    assert second["status"] == "succeeded"
+    counts = {k: second["result"][k] for k in ("created", "updated", "unchanged", "failed")}
+    assert counts == {"created": 0, "updated": 0, "unchanged": 30, "failed": 0}
+    after = _tagged(http, admin, tag)
+    assert {k: (c["id"], c["version"], c["updated_at"]) for k, c in after.items()} == {
+        k: (c["id"], c["version"], c["updated_at"]) for k, c in before.items()
+    }
+
+    rows[5][0] = "Cust 4 renamed"  # external id {tag}-4
+    third = _import(http, admin, _csv(rows))
+    assert (third["result"]["created"], third["result"]["updated"]) == (0, 1)
+    changed = _tagged(http, admin, tag)[f"{tag}-4"]
+    assert changed["name"] == "Cust 4 renamed" and changed["id"] == before[f"{tag}-4"]["id"]
+    assert changed["version"] == before[f"{tag}-4"]["version"] + 1
+
+
+def test_export_neutralises_formulas_and_round_trips_quotes(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    tag = "exp" + os.urandom(3).hex()
+    names = ["=cmd()", 'Quote "q", comma', "+SUM(1)", "Plain"]
+    for name in names:
+        created = http.post("/customers", headers=admin, json={"name": name, "tags": [tag]})
+        assert created.status_code == 201, created.text
+    response = http.get("/exports/customers.csv", headers=admin, params={"tag": tag})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted(r["name"] for r in rows) == sorted(
+        ["'=cmd()", 'Quote "q", comma', "'+SUM(1)", "Plain"]
+    )
+    assert all(r["tags"] == tag for r in rows)
+
+    bad = http.get("/exports/customers.csv", headers=admin, params={"sort": "nope"})
+    assert bad.status_code == 422
+
+
+def test_who_may_import_and_what_is_refused_at_upload(
+    http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
+) -> None:
+    body = _csv([["name"], ["Nope"]])
+    refused = http.post("/imports/customers", headers=viewer,
+                        files={"file": ("c.csv", body, "text/csv")})  # fmt: skip
+    assert refused.status_code == 403
+    for bad in (b"colour,name\nred,x\n", b"\xff\xfe\x00n\x00a\x00m\x00e\n", b""):
+        answer = http.post("/imports/customers", headers=admin,
+                           files={"file": ("c.csv", bad, "text/csv")})  # fmt: skip
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert http.get("/jobs/999999999", headers=admin).status_code == 404
+
+
+def test_a_file_that_stops_being_utf8_fails_the_job_clearly(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    job = _import(http, admin, b"name,industry\nFine,ok\nCaf\xe9 Latin1,food\n")
+    assert job["status"] == "failed"
+    assert "line 3" in job["error"] and "UTF-8" in job["error"], job
+
+
+def test_cli_import_prints_the_counts(serve_app: Settings, tmp_path: Path) -> None:
+    tag = "cli" + os.urandom(3).hex()
+    path = tmp_path / "customers.csv"
+    path.write_bytes(_csv([["name", "tags", "external_id"],
+                           ["A", tag, f"{tag}-a"], ["", tag, f"{tag}-b"]]))  # fmt: skip
+    result = subprocess.run(
+        [NEXTFLOW, "import", str(path), "--url", serve_app.serve_url,
+         "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+        text=True, capture_output=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "created 1" in result.stdout and "failed 1" in result.stdout
+    errors = tmp_path / f"customers.errors-{result.stdout.split('errors-')[1].split('.csv')[0]}.csv"
+    assert errors.is_file() and "name" in errors.read_text()
+
+    out = tmp_path / "out.csv"
+    exported = subprocess.run(
+        [NEXTFLOW, "export", "customers", str(out), "--url", serve_app.serve_url,
+         "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD, "--filter", f"tag={tag}"],
+        text=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert f"{tag}-a" in out.read_text()
+
+    missing = subprocess.run([NEXTFLOW, "import", str(tmp_path / "nope.csv"), "--url",
+                              serve_app.serve_url, "--token", "x"],
+                             text=True, capture_output=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_cancel_stops_a_running_import_and_not_a_finished_one(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    tag = "can" + os.urandom(3).hex()
+    body = _csv([["name", "tags", "external_id"]]
+                + [[f"C {i}", tag, f"{tag}-{i}"] for i in range(45_000)])  # fmt: skip
+    started = http.post(
+        "/imports/customers", headers={**admin, "Content-Type": "text/csv"}, content=body
+    )
+    assert started.status_code == 202, started.text
+    url = started.json()["status_url"]
+    cancelled = http.post(url + "/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while (job := http.get(url, headers=admin).json())["result"] is None:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "cancelled" and job["result"]["rows"] < 45_000
+
+    done = _import(http, admin, _csv([["name"], ["Quick"]]))
+    again = http.post(f"/jobs/{done['id']}/cancel", headers=admin)
+    assert again.status_code == 409
+
+
+@pytest.fixture(scope="module")
+def ray_driver(serve_app: Settings) -> Iterator[None]:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_import_through_the_handle(
+    ray_driver: None, serve_app: Settings, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    me = http.get("/auth/me", headers=admin).json()
+    principal = Principal(user_id=int(me["id"]), role="admin",
+                          permissions=frozenset({"customer:read", "customer:write"}))  # fmt: skip
+    tag = "hdl" + os.urandom(3).hex()
+    upload = serve_app.data_dir / "imports" / f"handle-{tag}.csv"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(_csv([["name", "tags", "external_id"], ["Via Handle", tag, tag]]))
+    handle = serve.get_deployment_handle("IntegrationService", app_name="nextflow")
+    accepted = handle.start_customer_import.remote(principal, str(upload)).result()
+    assert isinstance(accepted, JobAccepted)
+    deadline = time.monotonic() + 60
+    while (job := handle.get_job.remote(principal, accepted.job_id).result()).status in (
+        "queued", "running",
+    ):  # fmt: skip
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job.status == "succeeded" and job.result and job.result["created"] == 1
+    assert job.progress.done == job.progress.total == 1
+    assert not upload.exists()  # the service owned the upload and removed it
