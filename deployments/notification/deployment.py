@@ -1,5 +1,7 @@
 """`NotificationService` as a Ray Serve deployment: the caller's inbox and
-preferences, and `handle(event)` for the event stream.
+preferences, and `handle(event)`, which every replica feeds from the event stream as a
+member of the consumer group `notification` (at-least-once; effects once per event,
+recipient and channel).
 
     handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
     count = await handle.unread_count.remote(principal)
@@ -7,17 +9,22 @@ preferences, and `handle(event)` for the event stream.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import redis.asyncio as aioredis
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
+from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import Event
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
 from deployments.notification.mailer import SmtpMailer
+from deployments.notification.rules import RULES
 from deployments.notification.schemas import (
     NotificationListQuery,
     NotificationRead,
@@ -34,11 +41,33 @@ from shards.client import Shards
 @serve.deployment(name="NotificationService")
 class NotificationDeployment:
     async def __init__(self, auth: DeploymentHandle[Any]) -> None:  # type: ignore[misc]
+        settings = get_settings()
         self._svc = _Logic(
             await Shards.connect("notification"),
             AuthDirectory(auth),
-            SmtpMailer.from_settings(get_settings()),
+            SmtpMailer.from_settings(settings),
         )
+        self._redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
+        self._consumer = EventConsumer(
+            self._redis,
+            group="notification",
+            name=serve.get_replica_context().replica_id.unique_id,
+            handler=self._on_event,
+            types=RULES,
+        )
+        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+
+    async def _on_event(self, event: Event) -> None:
+        await self._svc.handle(event)
+
+    def __del__(self) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        consuming = getattr(self, "_consuming", None)
+        if consuming is not None:
+            with contextlib.suppress(RuntimeError):
+                consuming.cancel()
 
     async def check_health(self) -> None:
         await self._svc.shards.alive()
@@ -73,6 +102,10 @@ class NotificationDeployment:
         self, principal: Principal, data: PreferencesUpdate
     ) -> PreferencesRead:
         return await self._svc.set_preferences(principal, data)
+
+    async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's stream consumer: handled, failed, dead-lettered, claimed."""
+        return self._consumer.stats()
 
     @boundary
     async def handle(self, event: Event) -> int:

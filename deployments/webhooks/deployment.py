@@ -1,6 +1,7 @@
 """`WebhookService` as a Ray Serve deployment: subscriptions and delivery logs over
-HTTP and handles, `handle(event)` for the event stream, and a delivery loop in every
-replica (replicas share the due deliveries through `FOR UPDATE SKIP LOCKED`).
+HTTP and handles, `handle(event)`, which every replica feeds from the event stream as a
+member of the consumer group `webhooks` (deliveries once per event and subscription),
+and a delivery loop in every replica (due deliveries shared by `FOR UPDATE SKIP LOCKED`).
 
     handle = serve.get_deployment_handle("WebhookService", app_name="nextflow")
     created = await handle.create.remote(principal, WebhookCreate(url=..., event_types=["*"]))
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from ray import serve
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
+from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import Event
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
@@ -54,18 +58,30 @@ class WebhookDeployment:
             ),
             self._client,
         )
+        loop = asyncio.get_running_loop()
         interval = s.webhook_poll_interval_s
-        self._worker = (
-            asyncio.get_running_loop().create_task(self._svc.run_forever(interval))
-            if interval > 0
-            else None
+        self._worker = loop.create_task(self._svc.run_forever(interval)) if interval > 0 else None
+        self._redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
+        self._consumer = EventConsumer(
+            self._redis,
+            group="webhooks",
+            name=serve.get_replica_context().replica_id.unique_id,
+            handler=self._on_event,
         )
+        self._consuming = loop.create_task(self._consumer.run())
+
+    async def _on_event(self, event: Event) -> None:
+        await self._svc.handle(event)
 
     def __del__(self) -> None:
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            with contextlib.suppress(RuntimeError):
-                worker.cancel()
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        for name in ("_worker", "_consuming"):
+            task = getattr(self, name, None)
+            if task is not None:
+                with contextlib.suppress(RuntimeError):
+                    task.cancel()
 
     async def check_health(self) -> None:
         await self._db.alive()
@@ -111,6 +127,10 @@ class WebhookDeployment:
     @boundary
     async def replay(self, principal: Principal, webhook_id: int, delivery_id: int) -> DeliveryRead:
         return await self._svc.replay(principal, webhook_id, delivery_id)
+
+    async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's stream consumer: handled, failed, dead-lettered, claimed."""
+        return self._consumer.stats()
 
     @boundary
     async def handle(self, event: Event) -> int:

@@ -160,3 +160,46 @@ def test_sla_breach_reaches_the_managers_through_auth(
         return [n["title"] for n in http.get("/notifications", headers=boss).json()["data"]]
 
     assert eventually(titles, lambda t: bool(t)) == ["SLA breached: Down"]
+
+
+def test_the_event_stream_drives_inbox_and_webhooks(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """A ticket assigned over HTTP: its events go outbox -> relay -> stream -> the
+    `notification` and `webhooks` consumer groups in the replicas; nobody calls
+    handle() here."""
+    assignee = make_user(http, admin, "agent")
+    assignee_id = http.get("/auth/me", headers=assignee).json()["id"]
+    hook = Receiver([200], host="127.0.0.2").start()
+    try:
+        created = http.post(
+            "/webhooks", headers=admin, json={"url": hook.url, "event_types": ["ticket.*"]}
+        )
+        assert created.status_code == 201, created.text
+        hook.secret = created.json()["secret"]
+        cust = http.post("/customers", headers=admin, json={"name": "Stream Co"}).json()["id"]
+        ticket = http.post(
+            "/tickets",
+            headers=admin,
+            json={"customer_id": cust, "subject": "Stream", "assignee_id": assignee_id},
+        )
+        assert ticket.status_code == 201, ticket.text
+
+        def unread() -> int:
+            return int(http.get("/notifications/unread-count", headers=assignee).json()["unread"])
+
+        assert eventually(unread, lambda n: n == 1, timeout_s=60) == 1
+        titles = [n["title"] for n in http.get("/notifications", headers=assignee).json()["data"]]
+        assert titles == ["Ticket assigned to you: Stream"]
+
+        def types() -> set[str]:
+            return {__import__("json").loads(b)["type"] for b in hook.effective.values()}
+
+        assert eventually(types, lambda t: {"ticket.created", "ticket.assigned"} <= t, 60) >= {
+            "ticket.created",
+            "ticket.assigned",
+        }
+        assert all(r["valid"] for r in hook.requests)
+        http.delete(f"/webhooks/{created.json()['id']}", headers=admin)
+    finally:
+        hook.stop()
