@@ -109,7 +109,7 @@ async def test_event_commits_with_its_change_and_not_on_rollback(env: Env) -> No
     made: list[int] = []
 
     async def create_then_fail(conn: WriteConn) -> None:
-        customer = await repo.create_customer(conn, shard, CustomerCreate(name="rolled"), None)
+        customer = await repo.create_customer(conn, shard, CustomerCreate(name="rolled"), None, None)
         made.append(customer.id)
         assert len(await _outbox_in(conn, customer.id)) == 1  # emitted, in this transaction
         raise Boom("after emit")
@@ -137,11 +137,11 @@ async def test_relay_publishes_in_id_order_and_marks_sent(env: Env) -> None:
     shard = env.shards.place()
     server = env.shards.map.server_for_shard(shard).name
     customer = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="ordered"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="ordered"), None, None
     )
     for n in range(3):
         await env.shards.write(
-            shard, repo.update_customer, customer.id, {"name": f"ordered-{n}"}, None
+            shard, repo.update_customer, customer.id, {"name": f"ordered-{n}"}, None, None
         )
     relay = env.relay(server)
     while await relay.publish_once():
@@ -182,7 +182,7 @@ async def test_relay_crash_between_send_and_mark_resends_and_effect_applies_once
         pass
     stream_end = (await env.redis.xinfo_stream(EVENT_STREAM))["last-generated-id"]
     customer = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="crashy"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="crashy"), None, None
     )
     relay.arm_crash_after_send("customer")
     await relay.publish_once()
