@@ -109,7 +109,9 @@ async def test_event_commits_with_its_change_and_not_on_rollback(env: Env) -> No
     made: list[int] = []
 
     async def create_then_fail(conn: WriteConn) -> None:
-        customer = await repo.create_customer(conn, shard, CustomerCreate(name="rolled"), None, None)
+        customer = await repo.create_customer(
+            conn, shard, CustomerCreate(name="rolled"), None, None
+        )
         made.append(customer.id)
         assert len(await _outbox_in(conn, customer.id)) == 1  # emitted, in this transaction
         raise Boom("after emit")
@@ -357,12 +359,12 @@ async def test_cleanup_deletes_only_sent_rows_and_marks_past_retention(env: Env)
     while await relay.publish_once():
         pass
     sent = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="old news"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="old news"), None, None
     )
     while await relay.publish_once():
         pass
     unsent = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="still news"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="still news"), None, None
     )
     await env.sql(
         server, "UPDATE outbox SET sent_at = now() - interval '2 days' WHERE aggregate_id = $1",
