@@ -253,3 +253,23 @@ def test_ticket_comment_and_lead_events(
     assert events[3].data["changes"]["status"] == ["assigned", "pending"]
     (lead_created,) = _wait_for(lambda: _events_of(stream, int(lead.json()["id"]), after))
     assert lead_created.type == "lead.created" and lead_created.data == {"lead": lead.json()}
+
+
+def test_relay_series_are_exported(serve_app: Settings) -> None:
+    """Backlog per server and database, relay lag and published events, as Prometheus
+    scrapes them from Ray's metrics endpoint (the alert rules use the first two)."""
+    url = f"http://{serve_app.host}:{serve_app.ray_metrics_port}/metrics"
+    deadline = time.monotonic() + 60  # Ray exports actor metrics every few seconds
+    while True:
+        text = httpx.get(url, timeout=10).text
+        wanted = (
+            "ray_nextflow_outbox_backlog{",
+            "ray_nextflow_relay_lag_seconds{",
+            "ray_nextflow_events_published_total{",
+        )
+        if all(name in text for name in wanted):
+            break
+        assert time.monotonic() < deadline, [n for n in wanted if n not in text]
+        time.sleep(2)
+    backlog = [line for line in text.splitlines() if line.startswith(wanted[0])]
+    assert any('database="customer"' in line and 'server="shard1"' in line for line in backlog)

@@ -109,7 +109,9 @@ async def test_event_commits_with_its_change_and_not_on_rollback(env: Env) -> No
     made: list[int] = []
 
     async def create_then_fail(conn: WriteConn) -> None:
-        customer = await repo.create_customer(conn, shard, CustomerCreate(name="rolled"), None)
+        customer = await repo.create_customer(
+            conn, shard, CustomerCreate(name="rolled"), None, None
+        )
         made.append(customer.id)
         assert len(await _outbox_in(conn, customer.id)) == 1  # emitted, in this transaction
         raise Boom("after emit")
@@ -137,11 +139,11 @@ async def test_relay_publishes_in_id_order_and_marks_sent(env: Env) -> None:
     shard = env.shards.place()
     server = env.shards.map.server_for_shard(shard).name
     customer = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="ordered"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="ordered"), None, None
     )
     for n in range(3):
         await env.shards.write(
-            shard, repo.update_customer, customer.id, {"name": f"ordered-{n}"}, None
+            shard, repo.update_customer, customer.id, {"name": f"ordered-{n}"}, None, None
         )
     relay = env.relay(server)
     while await relay.publish_once():
@@ -182,7 +184,7 @@ async def test_relay_crash_between_send_and_mark_resends_and_effect_applies_once
         pass
     stream_end = (await env.redis.xinfo_stream(EVENT_STREAM))["last-generated-id"]
     customer = await env.shards.write(
-        shard, repo.create_customer, shard, CustomerCreate(name="crashy"), None
+        shard, repo.create_customer, shard, CustomerCreate(name="crashy"), None, None
     )
     relay.arm_crash_after_send("customer")
     await relay.publish_once()
@@ -348,3 +350,48 @@ async def test_emit_direct_and_processed_events_table(env: Env) -> None:
         return await emit(conn, "customer.updated", "customer", 42 << 22 | shard << 12, {})
 
     assert isinstance(await env.shards.write(shard, emit_one), uuid.UUID)
+
+
+async def test_cleanup_deletes_only_sent_rows_and_marks_past_retention(env: Env) -> None:
+    shard = env.shards.place()
+    server = env.shards.map.server_for_shard(shard).name
+    relay = env.relay(server)
+    while await relay.publish_once():
+        pass
+    sent = await env.shards.write(
+        shard, repo.create_customer, shard, CustomerCreate(name="old news"), None, None
+    )
+    while await relay.publish_once():
+        pass
+    unsent = await env.shards.write(
+        shard, repo.create_customer, shard, CustomerCreate(name="still news"), None, None
+    )
+    await env.sql(
+        server, "UPDATE outbox SET sent_at = now() - interval '2 days' WHERE aggregate_id = $1",
+        sent.id,
+    )  # fmt: skip
+    old_mark, new_mark = uuid.uuid4(), uuid.uuid4()
+    assert await env.shards.write(shard, first_time, "cleanup", old_mark)
+    assert await env.shards.write(shard, first_time, "cleanup", new_mark)
+    await env.sql(
+        server,
+        "UPDATE processed_events SET processed_at = now() - interval '40 days' WHERE event_id = $1",
+        old_mark,
+    )
+    day = 24 * 3600.0
+    cleaner = Relay(
+        env.shards.map.servers[server],
+        manager_for=env.manager_for,
+        redis=env.redis,
+        databases=("customer",),
+        settings=env.settings.model_copy(
+            update={"outbox_retention_s": day, "processed_events_retention_s": 30 * day}
+        ),
+    )
+    assert await cleaner.cleanup_once() >= 2
+    assert await _outbox(env, server, sent.id) == []
+    assert len(await _outbox(env, server, unsent.id)) == 1  # unsent rows are never deleted
+    marks = await env.sql(
+        server, "SELECT event_id FROM processed_events WHERE consumer = 'cleanup'"
+    )
+    assert [m["event_id"] for m in marks] == [new_mark]
