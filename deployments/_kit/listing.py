@@ -170,6 +170,11 @@ def decode_cursor(query: ListQuery) -> Position | None:
     return Position(value, row_id)
 
 
+def row_key(field: str) -> Callable[[Any], tuple[Any, int]]:
+    """The merge key of records sorted by `field` then id (for `merge_pages`)."""
+    return lambda row: (getattr(row, field), row.id)
+
+
 def merge_pages(
     runs: Sequence[Sequence[T]],
     key: Callable[[T], tuple[Any, int]],

@@ -7,8 +7,9 @@ numbered parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from deployments._kit.errors import NotFound, PreconditionFailed
 from deployments._kit.listing import Order, Position
 from shards.ids import shard_sql
 
@@ -53,3 +54,18 @@ class Stale:
     """An update or delete whose `If-Match` version is no longer current."""
 
     current_version: int
+
+
+T = TypeVar("T")
+
+
+def written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
+    """The record a guarded write (`If-Match`) returned, or the error its absence
+    means: 404 when there is no such record, 412 when the version was stale."""
+    if outcome is None:
+        raise NotFound(f"{kind} {record_id} not found")
+    if isinstance(outcome, Stale):
+        raise PreconditionFailed(
+            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
+        )
+    return outcome

@@ -4,13 +4,19 @@ No SQL here (that is repo.py) and no Ray or FastAPI (that is deployment.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
 
-from deployments._kit.errors import NotFound, PreconditionFailed, Validation
+from deployments._kit.errors import NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import ListQuery, Page, decode_cursor, merge_pages, validate_sort
+from deployments._kit.listing import (
+    ListQuery,
+    Page,
+    decode_cursor,
+    merge_pages,
+    row_key,
+    validate_sort,
+)
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale
+from deployments._kit.sql import written
 from deployments.customer import repo
 from deployments.customer.schemas import (
     ContactCreate,
@@ -23,8 +29,6 @@ from deployments.customer.schemas import (
 )
 from shards import ShardNotFound
 from shards.client import Shards
-
-T = TypeVar("T")
 
 
 class CustomerService:
@@ -87,7 +91,7 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.update_customer, customer_id, changes, if_version, principal.user_id
         )
-        return _written(outcome, "customer", customer_id)
+        return written(outcome, "customer", customer_id)
 
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
@@ -98,7 +102,7 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.delete_customer, customer_id, if_version, principal.user_id
         )
-        return _written(outcome, "customer", customer_id)
+        return written(outcome, "customer", customer_id)
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
@@ -130,7 +134,7 @@ class CustomerService:
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        items, cursor = merge_pages(runs, _key(order.field), order, query.limit)
+        items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
         return Page[CustomerRead](data=items, next_cursor=cursor, total=total)
 
     # -- contacts ------------------------------------------------------------------
@@ -182,7 +186,7 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.update_contact, contact_id, changes, if_version, principal.user_id
         )
-        return _written(outcome, "contact", contact_id)
+        return written(outcome, "contact", contact_id)
 
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
@@ -192,7 +196,7 @@ class CustomerService:
         outcome = await self.shards.write(
             shard, repo.delete_contact, contact_id, if_version, principal.user_id
         )
-        return _written(outcome, "contact", contact_id)
+        return written(outcome, "contact", contact_id)
 
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
@@ -228,7 +232,7 @@ class CustomerService:
         )
         if rows is None:
             raise NotFound(f"customer {customer_id} not found")
-        items, cursor = merge_pages([rows], _key(order.field), order, query.limit)
+        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
         return Page[ContactRead](data=items, next_cursor=cursor)
 
     # -- shared ----------------------------------------------------------------------
@@ -241,20 +245,5 @@ class CustomerService:
             self._shard(record_id, record_type), list_changes, record_type, record_id,
             query.limit, order, position,
         )  # fmt: skip
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
-
-
-def _key(field: str) -> Any:
-    return lambda row: (getattr(row, field), row.id)
-
-
-def _written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
-    """The record a guarded write returned, or the error its absence means."""
-    if outcome is None:
-        raise NotFound(f"{kind} {record_id} not found")
-    if isinstance(outcome, Stale):
-        raise PreconditionFailed(
-            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
-        )
-    return outcome

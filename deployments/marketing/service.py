@@ -8,20 +8,19 @@ import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from deployments._kit.errors import (
     AppError,
     Conflict,
     NotFound,
-    PreconditionFailed,
     Unavailable,
     Validation,
 )
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
+from deployments._kit.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale
+from deployments._kit.sql import written
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from deployments.marketing import repo
 from deployments.marketing.capture import parse_capture
@@ -56,7 +55,6 @@ from deployments.sales.schemas import DealCreate
 from shards import ShardNotFound
 from shards.client import Database, Shards
 
-T = TypeVar("T")
 log = logging.getLogger("nextflow.marketing")
 
 
@@ -137,7 +135,7 @@ class MarketingService:
         outcome = await self.shards.write(
             shard, repo.update_lead, lead_id, changes, if_version, principal.user_id
         )
-        return _written(outcome, "lead", lead_id)
+        return written(outcome, "lead", lead_id)
 
     async def delete_lead(
         self, principal: Principal, lead_id: int, if_version: int | None = None
@@ -147,7 +145,7 @@ class MarketingService:
         outcome = await self.shards.write(
             shard, repo.delete_lead, lead_id, if_version, principal.user_id
         )
-        return _written(outcome, "lead", lead_id)
+        return written(outcome, "lead", lead_id)
 
     async def restore_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         principal.require("lead:delete")
@@ -171,7 +169,7 @@ class MarketingService:
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        key = _score_key if order.field == "score" else _key(order.field)
+        key = _score_key if order.field == "score" else row_key(order.field)
         items, cursor = merge_pages(runs, key, order, query.limit)
         return Page[LeadRead](data=items, next_cursor=cursor, total=total)
 
@@ -189,7 +187,7 @@ class MarketingService:
         rows = await self.shards.read(
             shard, list_changes, record_type, record_id, query.limit, order, position
         )
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
 
     # -- campaigns -----------------------------------------------------------------
@@ -227,7 +225,7 @@ class MarketingService:
                 "end_date is before start_date",
                 [{"field": "end_date", "message": "end_date is before start_date"}],
             )
-        return _written(outcome, "campaign", campaign_id)
+        return written(outcome, "campaign", campaign_id)
 
     async def delete_campaign(
         self, principal: Principal, campaign_id: int, if_version: int | None = None
@@ -237,7 +235,7 @@ class MarketingService:
         outcome = await self.shards.write(
             shard, repo.delete_campaign, campaign_id, if_version, principal.user_id
         )
-        return _written(outcome, "campaign", campaign_id)
+        return written(outcome, "campaign", campaign_id)
 
     async def restore_campaign(self, principal: Principal, campaign_id: int) -> CampaignRead:
         principal.require("campaign:delete")
@@ -263,7 +261,7 @@ class MarketingService:
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        items, cursor = merge_pages(runs, _key(order.field), order, query.limit)
+        items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
         return Page[CampaignRead](data=items, next_cursor=cursor, total=total)
 
     async def campaign_history(
@@ -324,7 +322,7 @@ class MarketingService:
         rows = await self.shards.read(shard, repo.list_members, campaign_id, query, order, position)
         if rows is None:
             raise NotFound(f"campaign {campaign_id} not found")
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[MemberRead](data=items, next_cursor=cursor)
 
     async def update_member(
@@ -340,7 +338,7 @@ class MarketingService:
         outcome = await self.shards.write(
             shard, repo.update_member, campaign_id, member_id, data.status, if_version
         )
-        return _written(outcome, "member", member_id)
+        return written(outcome, "member", member_id)
 
     async def remove_member(
         self,
@@ -354,7 +352,7 @@ class MarketingService:
         outcome = await self.shards.write(
             shard, repo.delete_member, campaign_id, member_id, if_version
         )
-        return _written(outcome, "member", member_id)
+        return written(outcome, "member", member_id)
 
     # -- capture forms -------------------------------------------------------------
     async def create_form(self, principal: Principal, data: FormCreate) -> FormRead:
@@ -388,14 +386,14 @@ class MarketingService:
                 "required_fields must be among fields",
                 [{"field": "required_fields", "message": "must be among fields"}],
             )
-        return _written(outcome, "form", form_id)
+        return written(outcome, "form", form_id)
 
     async def delete_form(
         self, principal: Principal, form_id: int, if_version: int | None = None
     ) -> FormRead:
         principal.require("form:write")
         outcome = await self.config.write(repo.delete_form, form_id, if_version, principal.user_id)
-        return _written(outcome, "form", form_id)
+        return written(outcome, "form", form_id)
 
     async def form_history(
         self, principal: Principal, form_id: int, query: HistoryQuery
@@ -406,7 +404,7 @@ class MarketingService:
         rows = await self.config.read(
             list_changes, "form", form_id, query.limit, order, decode_cursor(query)
         )
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
 
     async def list_forms(self, principal: Principal, query: FormListQuery) -> Page[FormRead]:
@@ -418,7 +416,7 @@ class MarketingService:
         order = validate_sort(query)
         position = decode_cursor(query)
         rows = await self.config.read(repo.list_forms, query, order, position)
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[FormRead](data=items, next_cursor=cursor)
 
     # -- public capture ------------------------------------------------------------
@@ -634,21 +632,6 @@ class MarketingService:
         return int(made.id)
 
 
-def _key(field: str) -> Any:
-    return lambda row: (getattr(row, field), row.id)
-
-
 def _score_key(row: LeadRead) -> tuple[float, int]:
     # The SQL sorts by coalesce(score, -1): unscored leads rank below every score.
     return (row.score if row.score is not None else -1.0, row.id)
-
-
-def _written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
-    """The record a guarded write returned, or the error its absence means."""
-    if outcome is None:
-        raise NotFound(f"{kind} {record_id} not found")
-    if isinstance(outcome, Stale):
-        raise PreconditionFailed(
-            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
-        )
-    return outcome

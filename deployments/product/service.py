@@ -6,11 +6,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deployments._kit.errors import NotFound, PreconditionFailed, Validation
+from deployments._kit.errors import NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import Page, decode_cursor, encode_cursor, merge_pages, validate_sort
+from deployments._kit.listing import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    merge_pages,
+    row_key,
+    validate_sort,
+)
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale
+from deployments._kit.sql import written
 from deployments.product import repo
 from deployments.product.cache import CatalogCache
 from deployments.product.schemas import (
@@ -77,7 +84,7 @@ class ProductService:
         outcome = await self._write(
             repo.update_product, product_id, changes, if_version, principal.user_id
         )
-        return _written(outcome, "product", product_id)
+        return written(outcome, "product", product_id)
 
     async def delete_product(
         self, principal: Principal, product_id: int, if_version: int | None = None
@@ -86,14 +93,14 @@ class ProductService:
         outcome = await self._write(
             repo.set_product_deleted, product_id, True, if_version, principal.user_id
         )
-        return _written(outcome, "product", product_id)
+        return written(outcome, "product", product_id)
 
     async def restore_product(self, principal: Principal, product_id: int) -> ProductRead:
         principal.require("product:delete")
         outcome = await self._write(
             repo.set_product_deleted, product_id, False, None, principal.user_id
         )
-        return _written(outcome, "product", product_id)
+        return written(outcome, "product", product_id)
 
     async def list_products(
         self, principal: Principal, query: ProductListQuery
@@ -101,7 +108,7 @@ class ProductService:
         principal.require("product:read")
         order = validate_sort(query)
         rows = await self.db.read(repo.list_products, query, order, decode_cursor(query))
-        items, cursor = merge_pages([rows], _key(order.field), order, query.limit)
+        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
         return Page[ProductRead](data=items, next_cursor=cursor)
 
     async def product_history(
@@ -144,7 +151,7 @@ class ProductService:
         outcome = await self._write(
             repo.update_price_book, book_id, changes, if_version, principal.user_id
         )
-        return _written(outcome, "price book", book_id)
+        return written(outcome, "price book", book_id)
 
     async def delete_price_book(
         self, principal: Principal, book_id: int, if_version: int | None = None
@@ -153,14 +160,14 @@ class ProductService:
         outcome = await self._write(
             repo.set_price_book_deleted, book_id, True, if_version, principal.user_id
         )
-        return _written(outcome, "price book", book_id)
+        return written(outcome, "price book", book_id)
 
     async def restore_price_book(self, principal: Principal, book_id: int) -> PriceBookRead:
         principal.require("product:delete")
         outcome = await self._write(
             repo.set_price_book_deleted, book_id, False, None, principal.user_id
         )
-        return _written(outcome, "price book", book_id)
+        return written(outcome, "price book", book_id)
 
     async def list_price_books(
         self, principal: Principal, query: PriceBookListQuery
@@ -168,7 +175,7 @@ class ProductService:
         principal.require("product:read")
         order = validate_sort(query)
         rows = await self.db.read(repo.list_price_books, query, order, decode_cursor(query))
-        items, cursor = merge_pages([rows], _key(order.field), order, query.limit)
+        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
         return Page[PriceBookRead](data=items, next_cursor=cursor)
 
     async def price_book_history(
@@ -264,19 +271,5 @@ class ProductService:
         rows = await self.db.read(
             list_changes, record_type, record_id, query.limit, order, decode_cursor(query)
         )
-        items, cursor = merge_pages([rows], _key("created_at"), order, query.limit)
+        items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
-
-
-def _key(field: str) -> Any:
-    return lambda row: (getattr(row, field), row.id)
-
-
-def _written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
-    if outcome is None:
-        raise NotFound(f"{kind} {record_id} not found")
-    if isinstance(outcome, Stale):
-        raise PreconditionFailed(
-            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
-        )
-    return outcome

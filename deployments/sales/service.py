@@ -13,7 +13,7 @@ from deployments._kit.errors import Conflict, NotFound, PreconditionFailed, Vali
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale
+from deployments._kit.sql import Stale, written
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
@@ -697,11 +697,8 @@ def _stale(kind: str, record_id: int, version: int) -> PreconditionFailed:
 
 
 def _written(outcome: T | Stale | Refused | None, kind: str, record_id: int) -> T:
-    """The record a guarded write returned, or the error its absence means."""
-    if outcome is None:
-        raise NotFound(f"{kind} {record_id} not found")
-    if isinstance(outcome, Stale):
-        raise _stale(kind, record_id, outcome.current_version)
+    """The record a guarded write returned, or the error its absence means (a
+    transition the rules refused is a 409)."""
     if isinstance(outcome, Refused):
         raise Conflict(outcome.reason, [{"field": outcome.field, "message": outcome.reason}])
-    return outcome
+    return written(outcome, kind, record_id)

@@ -14,7 +14,7 @@ from deployments._kit.errors import Conflict, NotFound, PreconditionFailed, Vali
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale
+from deployments._kit.sql import Stale, written
 from deployments.support import config_repo, repo, rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -509,13 +509,8 @@ def _ticket_key(field: str) -> Callable[[TicketRead], tuple[Any, int]]:
 
 
 def _written(outcome: T | Stale | repo.Refused | None, record_id: int, kind: str = "ticket") -> T:
-    """The record a guarded write returned, or the error its absence means."""
-    if outcome is None:
-        raise NotFound(f"{kind} {record_id} not found")
-    if isinstance(outcome, Stale):
-        raise PreconditionFailed(
-            f"{kind} {record_id} is at version {outcome.current_version}; reload and retry"
-        )
+    """The record a guarded write returned, or the error its absence means (a
+    transition the rules refused is a 409)."""
     if isinstance(outcome, repo.Refused):
         raise Conflict(outcome.reason)
-    return outcome
+    return written(outcome, kind, record_id)
