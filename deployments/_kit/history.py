@@ -20,7 +20,7 @@ from pydantic import Field
 
 from deployments._kit.listing import ListQuery, Order, Position
 from deployments._kit.records import Record
-from deployments._kit.sql import Params, keyset_after, order_by
+from deployments._kit.sql import Params, keyset_page
 from deployments._kit.types import Id
 from shards import ReadConn, WriteConn
 from shards.ids import shard_sql
@@ -110,12 +110,8 @@ async def list_changes(
     """Up to `limit + 1` history rows of one record after `position`."""
     params = Params()
     where = [f"record_type = {params(record_type)}", f"record_id = {params(record_id)}"]
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM record_changes WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "record_changes", _COLUMNS, where, "created_at", order, position, limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return [ChangeRead.model_validate(dict(r)) for r in rows]

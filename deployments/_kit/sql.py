@@ -35,6 +35,29 @@ def keyset_after(
     return f"({column}, id) {op} ({params(position.value)}, {params(position.id)})"
 
 
+def keyset_page(
+    table: str,
+    columns: str,
+    where: list[str],
+    column: str,
+    order: Order,
+    position: Position | None,
+    limit: int,
+    params: Params,
+) -> str:
+    """`SELECT columns FROM table` for one cursor page: the `where` conditions, strictly
+    after `position` in `order` by (`column`, id), `limit + 1` rows (the extra row says
+    whether there is a next page)."""
+    conditions = list(where)
+    after = keyset_after(column, order, position, params)
+    if after:
+        conditions.append(after)
+    return (
+        f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}"
+        f" {order_by(column, order)} LIMIT {params(limit + 1)}"
+    )
+
+
 def order_by(column: str, order: Order) -> str:
     direction = "DESC" if order.descending else "ASC"
     return f"ORDER BY {column} {direction}, id {direction}"

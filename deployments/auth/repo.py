@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_after, order_by
+from deployments._kit.sql import Params, Stale, keyset_page
 from deployments.auth.schemas import ApiKeyRead, RoleRead, UserListQuery, UserRead
 from shards import ReadConn, WriteConn
 
@@ -119,14 +119,8 @@ async def list_users(
         where.append(f"role = {params(query.role)}")
     if query.is_active is not None:
         where.append(f"is_active = {params(query.is_active)}")
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_USER} FROM users WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("users", _USER, where, "created_at", order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [UserRead.model_validate(dict(r)) for r in rows]
 
 

@@ -12,7 +12,13 @@ from pydantic import BaseModel
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
+from deployments._kit.sql import (
+    Params,
+    Stale,
+    escape_like,
+    keyset_page,
+    on_shards,
+)
 from deployments.customer.schemas import (
     ContactCreate,
     ContactRead,
@@ -174,14 +180,8 @@ async def list_customers(
     params = Params()
     column = _SORT_COLUMNS[order.field]
     where = _customer_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_CUSTOMER} FROM customers WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("customers", _CUSTOMER, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [CustomerRead.model_validate(dict(r)) for r in rows]
 
 
@@ -314,14 +314,8 @@ async def list_contacts(
         return None
     params = Params()
     where = [f"customer_id = {params(customer_id)}", "deleted_at IS NULL"]
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_CONTACT} FROM contacts WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("contacts", _CONTACT, where, "created_at", order, position, limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [ContactRead.model_validate(dict(r)) for r in rows]
 
 

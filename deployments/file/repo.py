@@ -6,7 +6,7 @@ from __future__ import annotations
 from deployments._kit.events import emit
 from deployments._kit.history import record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, keyset_after, order_by
+from deployments._kit.sql import Params, keyset_page
 from deployments.file.schemas import FileCommit, FileContent, FileListQuery, FileRead
 from shards import ReadConn, WriteConn
 
@@ -94,14 +94,8 @@ async def list_files(
         f"owner_type = {params(query.owner_type)}",
         f"owner_id = {params(query.owner_id)}",
     ]
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_FILE} FROM files WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("files", _FILE, where, "created_at", order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [FileRead.model_validate(dict(r)) for r in rows]
 
 

@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, escape_like, keyset_after, on_shards, order_by
+from deployments._kit.sql import (
+    Params,
+    Stale,
+    escape_like,
+    keyset_page,
+    on_shards,
+)
 from deployments._kit.types import Money
 from deployments.marketing.capture import CaptureData
 from deployments.marketing.schemas import (
@@ -187,14 +193,8 @@ async def list_leads(
     params = Params()
     column = _LEAD_SORT[order.field]
     where = _lead_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_LEAD} FROM leads WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("leads", _LEAD, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [_lead(r) for r in rows]
 
 
@@ -379,14 +379,8 @@ async def list_campaigns(
     params = Params()
     column = _CAMPAIGN_SORT[order.field]
     where = _campaign_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_CAMPAIGN} FROM campaigns WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("campaigns", _CAMPAIGN, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [_campaign(r) for r in rows]
 
 
@@ -509,14 +503,10 @@ async def list_members(
     where = [f"campaign_id = {params(campaign_id)}", "deleted_at IS NULL"]
     if query.status is not None:
         where.append(f"status = {params(query.status)}")
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_MEMBER} FROM campaign_members WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "campaign_members", _MEMBER, where, "created_at", order, position, query.limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return [_member(r) for r in rows]
 
 
@@ -731,14 +721,10 @@ async def list_forms(
     where = ["deleted_at IS NULL"]
     if query.active is not None:
         where.append(f"active = {params(query.active)}")
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_FORM} FROM capture_forms WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "capture_forms", _FORM, where, "created_at", order, position, query.limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return [_form(r) for r in rows]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, keyset_after, order_by
+from deployments._kit.sql import Params, keyset_page
 from deployments.notification.rules import RULES, Recipient
 from deployments.notification.schemas import (
     ChannelPreferences,
@@ -139,14 +139,8 @@ async def list_notifications(
         where.append("read_at IS NULL")
     elif query.unread is False:
         where.append("read_at IS NOT NULL")
-    after = keyset_after("created_at", order, position, p)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"""SELECT {_NOTE} FROM notifications WHERE {" AND ".join(where)}
-            {order_by("created_at", order)} LIMIT {p(query.limit + 1)}""",
-        *p.values,
-    )
+    sql = keyset_page("notifications", _NOTE, where, "created_at", order, position, query.limit, p)
+    rows = await conn.fetch(sql, *p.values)
     return [NotificationRead.model_validate(dict(r)) for r in rows]
 
 

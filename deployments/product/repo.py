@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, escape_like, keyset_after, order_by
+from deployments._kit.sql import Params, Stale, escape_like, keyset_page
 from deployments.product.schemas import (
     PriceBookCreate,
     PriceBookListQuery,
@@ -103,14 +103,8 @@ async def list_products(
     if query.is_active is not None:
         where.append(f"is_active = {params(query.is_active)}")
     column = _PRODUCT_SORTS[order.field]
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_PRODUCT} FROM products WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("products", _PRODUCT, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [ProductRead.model_validate(dict(r)) for r in rows]
 
 
@@ -162,14 +156,8 @@ async def list_price_books(
     if query.is_active is not None:
         where.append(f"is_active = {params(query.is_active)}")
     column = _BOOK_SORTS[order.field]
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_BOOK} FROM price_books WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("price_books", _BOOK, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [PriceBookRead.model_validate(dict(r)) for r in rows]
 
 

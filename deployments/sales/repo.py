@@ -13,7 +13,7 @@ import asyncpg
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
+from deployments._kit.sql import Params, Stale, keyset_page, on_shards
 from deployments._kit.types import Money
 from deployments.sales.rules import Transition, weighted_amount
 from deployments.sales.schemas import (
@@ -133,14 +133,10 @@ async def list_pipelines(
 ) -> list[PipelineRead]:
     params = Params()
     where = ["deleted_at IS NULL"]
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_PIPELINE} FROM pipelines WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "pipelines", _PIPELINE, where, "created_at", order, position, query.limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return await _pipelines(conn, list(rows))
 
 
@@ -634,14 +630,8 @@ async def list_deals(
     params = Params()
     column = _DEAL_SORT[order.field]
     where = _deal_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_DEAL} FROM deals WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("deals", _DEAL, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [_deal(r) for r in rows]
 
 
@@ -673,14 +663,10 @@ async def list_stage_changes(
         return None
     params = Params()
     where = [f"deal_id = {params(deal_id)}"]
-    after = keyset_after("changed_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_STAGE_CHANGE} FROM deal_stage_changes WHERE {' AND '.join(where)}"
-        f" {order_by('changed_at', order)} LIMIT {params(limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "deal_stage_changes", _STAGE_CHANGE, where, "changed_at", order, position, limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return [StageChangeRead.model_validate(dict(r)) for r in rows]
 
 
@@ -929,14 +915,8 @@ async def list_orders(
     params = Params()
     column = _ORDER_SORT[order.field]
     where = _order_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_ORDER} FROM orders WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("orders", _ORDER, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return await _orders(conn, list(rows)) if rows else []
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_after, on_shards, order_by
+from deployments._kit.sql import Params, Stale, keyset_page, on_shards
 from deployments.support import rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -339,14 +339,8 @@ async def list_tickets(
     params = Params()
     column = _SORT_COLUMNS[order.field]
     where = _ticket_filters(query, shards, params)
-    after = keyset_after(column, order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_TICKET} FROM tickets WHERE {' AND '.join(where)}"
-        f" {order_by(column, order)} LIMIT {params(query.limit + 1)}",
-        *params.values,
-    )
+    sql = keyset_page("tickets", _TICKET, where, column, order, position, query.limit, params)
+    rows = await conn.fetch(sql, *params.values)
     return [ticket(r) for r in rows]
 
 
@@ -454,12 +448,8 @@ async def list_comments(
         return None
     params = Params()
     where = [f"ticket_id = {params(ticket_id)}", "deleted_at IS NULL"]
-    after = keyset_after("created_at", order, position, params)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"SELECT {_COMMENT} FROM ticket_comments WHERE {' AND '.join(where)}"
-        f" {order_by('created_at', order)} LIMIT {params(limit + 1)}",
-        *params.values,
+    sql = keyset_page(
+        "ticket_comments", _COMMENT, where, "created_at", order, position, limit, params
     )
+    rows = await conn.fetch(sql, *params.values)
     return [CommentRead.model_validate(dict(r)) for r in rows]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_after, order_by
+from deployments._kit.sql import Params, Stale, keyset_page
 from deployments.webhooks.schemas import (
     DeliveryListQuery,
     DeliveryRead,
@@ -70,14 +70,10 @@ async def list_subscriptions(
     where = ["deleted_at IS NULL"]
     if query.active is not None:
         where.append(f"active = {p(query.active)}")
-    after = keyset_after("created_at", order, position, p)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"""SELECT {_SUB} FROM webhook_subscriptions WHERE {" AND ".join(where)}
-            {order_by("created_at", order)} LIMIT {p(query.limit + 1)}""",
-        *p.values,
+    sql = keyset_page(
+        "webhook_subscriptions", _SUB, where, "created_at", order, position, query.limit, p
     )
+    rows = await conn.fetch(sql, *p.values)
     return [WebhookRead.model_validate(dict(r)) for r in rows]
 
 
@@ -243,14 +239,10 @@ async def list_deliveries(
     where = [f"subscription_id = {p(sub_id)}"]
     if query.status is not None:
         where.append(f"status = {p(query.status)}")
-    after = keyset_after("created_at", order, position, p)
-    if after:
-        where.append(after)
-    rows = await conn.fetch(
-        f"""SELECT {_DELIVERY} FROM webhook_deliveries WHERE {" AND ".join(where)}
-            {order_by("created_at", order)} LIMIT {p(query.limit + 1)}""",
-        *p.values,
+    sql = keyset_page(
+        "webhook_deliveries", _DELIVERY, where, "created_at", order, position, query.limit, p
     )
+    rows = await conn.fetch(sql, *p.values)
     return [DeliveryRead.model_validate(dict(r)) for r in rows]
 
 
