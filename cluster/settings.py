@@ -188,6 +188,10 @@ class Settings(StackSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(default=10.0, gt=0)
+    # How long a NotificationService replica reuses the list of managers it asked the
+    # Auth service for (SLA breach notices go to them); a new manager is included at
+    # the latest this much later.
+    notification_directory_ttl_s: float = Field(default=60.0, ge=0)
 
     # Outbound webhooks. Targets on private, loopback, link-local, multicast or
     # reserved addresses are refused unless `webhook_allow_private` or the target is

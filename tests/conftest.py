@@ -63,6 +63,9 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "NEXTFLOW_POOL_MAX_SIZE": "4",
+        # Tests create managers at any time and expect SLA notices to reach them: the
+        # NotificationService asks Auth for the managers on every breach here.
+        "NEXTFLOW_NOTIFICATION_DIRECTORY_TTL_S": "0",
         # Every process writes its spans here (tests/e2e/test_observability.py reads
         # them); new traces are sampled at the default ratio, a sampled caller always.
         "NEXTFLOW_OTEL_SPANS_DIR": str(root / "spans"),

@@ -44,7 +44,7 @@ class NotificationDeployment:
         settings = get_settings()
         self._svc = _Logic(
             await Shards.connect("notification"),
-            AuthDirectory(auth),
+            AuthDirectory(auth, ttl_s=settings.notification_directory_ttl_s),
             SmtpMailer.from_settings(settings),
         )
         self._redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
