@@ -168,6 +168,18 @@ class Settings(StackSettings):
     capture_client_limit_burst: int = Field(default=10, ge=1)
     trusted_proxies: str = ""
 
+    # Hardening (docs/security.md). `Idempotency-Key` responses are kept this long.
+    # A request that runs longer than `request_timeout_s` is answered 504 (its work
+    # may still finish). JSON bodies above `max_body_bytes` are refused with 413
+    # (file uploads and imports have their own caps below). CORS is closed unless
+    # origins are listed (comma-separated); `hsts_max_age_s` > 0 sends
+    # Strict-Transport-Security (only behind TLS).
+    idempotency_retention_s: float = Field(default=24 * 3600.0, ge=60)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    cors_allowed_origins: str = ""
+    hsts_max_age_s: int = Field(default=0, ge=0)
+
     # Traces (cluster/tracing.py): off unless an exporter is named. OTLP over HTTP
     # (Jaeger: http://<host>:4318) and/or a folder of JSON-lines span files.
     otel_endpoint: str | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
@@ -28,8 +29,9 @@ from deployments.product.deployment import ProductDeployment
 from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
 from deployments.webhooks.deployment import WebhookDeployment
-from gateway import problems
+from gateway import idempotency, problems
 from gateway.context import GatewayState, Services
+from gateway.hardening import RequestTimeout, SecurityHeaders
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import (
@@ -61,8 +63,11 @@ class AppArgs(BaseModel):
     title: str = "NextFlow CRM API"
 
 
-def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
+def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
     app = FastAPI(
+        # JSON bodies; the upload routes raise it for themselves and cap while streaming.
+        max_body_size=settings.max_body_bytes,
         title=args.title,
         version="1.0",
         description=(
@@ -71,6 +76,22 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
         ),
     )
     app.state.gateway = state
+    # Outermost last: RequestContext (ids, metrics) > security headers > CORS >
+    # timeout > Idempotency-Key > the routes.
+    idempotency.install(app)
+    app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
+    origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()]
+    if origins:  # closed by default: no CORS headers, browsers refuse cross-origin calls
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key",
+                           "X-Request-Id", "NextFlow-Read-After"],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-Id",
+                            "NextFlow-Read-After", "Idempotent-Replayed"],
+        )  # fmt: skip
+    app.add_middleware(SecurityHeaders, hsts_max_age_s=settings.hsts_max_age_s)
     app.add_middleware(RequestContext)
     problems.install(app)
     for module in (

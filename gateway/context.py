@@ -17,7 +17,7 @@ from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
-from gateway import metrics
+from gateway import idempotency, metrics
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
@@ -105,6 +105,7 @@ async def current_principal(
         )
     else:
         recalled = await st.sessions.recall(caller)
+    await idempotency.claim(request, caller)  # may answer with the stored response
     read_after = consistency.merge(recalled, brought)
     carried = tracing.carrier()  # the request's span, parent of the service's
     if read_after or carried:

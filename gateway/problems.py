@@ -60,7 +60,7 @@ def problem(
 
 def app_error_response(request: Request, exc: AppError) -> Response:
     headers = {}
-    if isinstance(exc, RateLimited | Unavailable):
+    if isinstance(exc, RateLimited | Unavailable) or hasattr(exc, "retry_after"):
         headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     return problem(request, exc.status, exc.slug, exc.title, exc.detail, exc.errors, headers)
 

@@ -6,12 +6,17 @@ tokens = await handle.login.remote(LoginRequest(email=..., password=...))
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from ray import serve
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
+from deployments.auth import idempotency
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -27,11 +32,17 @@ from deployments.auth.schemas import (
 from deployments.auth.service import AuthService as _Logic
 from shards.client import Database
 
+log = logging.getLogger("nextflow.service")
+
 
 @serve.deployment(name="AuthService")
 class AuthDeployment:
     def __init__(self) -> None:
-        self._svc = _Logic(Database("auth"), get_settings())
+        settings = get_settings()
+        self._svc = _Logic(Database("auth"), settings)
+        self._idem_lease_s = settings.request_timeout_s + 30
+        self._idem_retention_s = settings.idempotency_retention_s
+        self._idem_swept = 0.0
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database
@@ -101,3 +112,43 @@ class AuthDeployment:
     @boundary
     async def revoke_api_key(self, principal: Principal, key_id: int) -> ApiKeyRead:
         return await self._svc.revoke_api_key(principal, key_id)
+
+    # -- Idempotency-Key (gateway/idempotency.py) --------------------------------------
+    @boundary
+    async def idempotency_claim(self, caller: str, key: str) -> idempotency.Claim:
+        """Claim `key` for `caller`'s request, or say it runs or what it answered.
+        Every few minutes a claim also sweeps keys past their retention."""
+        now = time.monotonic()
+        if now - self._idem_swept > 300:
+            self._idem_swept = now
+            asyncio.get_running_loop().create_task(self._sweep_idempotency())
+        return await self._svc.db.write(
+            idempotency.claim, caller, key, self._idem_lease_s, self._idem_retention_s
+        )
+
+    @boundary
+    async def idempotency_complete(
+        self,
+        caller: str,
+        key: str,
+        claim_id: str,
+        fingerprint: bytes,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+    ) -> bool:
+        return await self._svc.db.write(
+            idempotency.complete, caller, key, claim_id, fingerprint, status, headers, body
+        )
+
+    @boundary
+    async def idempotency_release(self, caller: str, key: str, claim_id: str) -> None:
+        await self._svc.db.write(idempotency.release, caller, key, claim_id)
+
+    async def _sweep_idempotency(self) -> None:
+        try:
+            gone = await self._svc.db.write(idempotency.sweep, self._idem_retention_s)
+            if gone:
+                log.info("swept %d expired idempotency keys", gone)
+        except Exception as exc:  # the next claim tries again
+            log.warning("idempotency key sweep failed: %r", exc)

@@ -20,6 +20,7 @@ from deployments.customer.schemas import (
     CustomerRead,
     CustomerUpdate,
 )
+from gateway import idempotency
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
 from shards.ids import MAX_ID
 
@@ -29,10 +30,15 @@ RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string
 
 @router.post("/customers", status_code=201, response_model=CustomerRead)
 async def create_customer(
-    body: CustomerCreate, principal: CurrentPrincipal, services: ServicesDep
+    body: CustomerCreate, request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
-    """Create a customer. It is placed on a logical shard that its id carries."""
-    customer = await services.customers.create.remote(principal, body)
+    """Create a customer. It is placed on a logical shard that its id carries. With an
+    `Idempotency-Key`, a repeat gets the first response, and the key is also the
+    customer's `source_key`: one customer however often the create runs."""
+    if (key := idempotency.source_key(request)) is not None:
+        customer = await services.customers.create_from_source.remote(principal, key, body)
+    else:
+        customer = await services.customers.create.remote(principal, body)
     return record(customer, 201, f"/customers/{customer.id}")
 
 
@@ -102,10 +108,20 @@ async def customer_history(
 
 @router.post("/customers/{customer_id}/contacts", status_code=201, response_model=ContactRead)
 async def create_contact(
-    customer_id: RecordId, body: ContactCreate, principal: CurrentPrincipal, services: ServicesDep
+    customer_id: RecordId,
+    body: ContactCreate,
+    request: Request,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
 ) -> Response:
-    """Add a contact; it lives on its customer's shard."""
-    contact = await services.customers.create_contact.remote(principal, customer_id, body)
+    """Add a contact; it lives on its customer's shard. An `Idempotency-Key` is also
+    the contact's `source_key` (one contact however often the create runs)."""
+    if (key := idempotency.source_key(request)) is not None:
+        contact = await services.customers.create_contact_from_source.remote(
+            principal, key, customer_id, body
+        )
+    else:
+        contact = await services.customers.create_contact.remote(principal, customer_id, body)
     return record(contact, 201, f"/contacts/{contact.id}")
 
 

@@ -22,6 +22,7 @@ from deployments.sales.schemas import (
     StageMove,
     WonRequest,
 )
+from gateway import idempotency
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
 from shards.ids import MAX_ID
 
@@ -31,12 +32,14 @@ RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string
 
 @router.post("/deals", status_code=201, response_model=DealRead)
 async def create_deal(
-    body: DealCreate, principal: CurrentPrincipal, services: ServicesDep
+    body: DealCreate, request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
     """Create a deal on its customer's shard (422 naming `customer_id` when the customer
     does not exist). Pipeline defaults to the default one, stage to its first open
-    stage, probability to the stage's; `weighted_amount` is computed."""
-    deal = await services.sales.create_deal.remote(principal, body)
+    stage, probability to the stage's; `weighted_amount` is computed. An
+    `Idempotency-Key` is also the deal's `source_key` (one deal per key)."""
+    key = idempotency.source_key(request)
+    deal = await services.sales.create_deal.remote(principal, body, source_key=key)
     return record(deal, 201, f"/deals/{deal.id}")
 
 

@@ -1,0 +1,110 @@
+"""Response hardening and the request timeout (docs/security.md).
+
+`SecurityHeaders` puts the headers OWASP's REST cheat sheet asks for on every
+response: no MIME sniffing, no framing, no referrer, `no-store` on anything answered
+to a credentialed request (a shared cache must never keep customer data), and HSTS
+when the deployment says it is served over TLS.
+
+`RequestTimeout` answers `504` problem+json when a request runs longer than
+`request_timeout_s` (before Serve's own proxy timeout), instead of leaving the client
+hanging; the handler is cancelled. Uploads stream for as long as the client sends,
+so their paths are exempt (they have size caps instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deployments._kit.errors import PROBLEM_BASE
+
+# Swagger UI and ReDoc load scripts and styles; every other response is data only.
+_DOC_PATHS = ("/docs", "/redoc")
+_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+_DOC_CSP = b"frame-ancestors 'none'"
+_CREDENTIALS = (b"authorization", b"x-api-key")
+# Paths whose body streams for as long as the upload takes.
+STREAMING_UPLOADS = ("/files", "/imports/")
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, hsts_max_age_s: int = 0) -> None:
+        self.app = app
+        self._hsts = (
+            f"max-age={hsts_max_age_s}; includeSubDomains".encode() if hsts_max_age_s else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        credentialed = any(name in _CREDENTIALS for name, _ in scope["headers"])
+        docs = scope["path"].startswith(_DOC_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                added = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"content-security-policy", _DOC_CSP if docs else _API_CSP),
+                    (b"cross-origin-resource-policy", b"same-origin"),
+                ]
+                if credentialed:
+                    added.append((b"cache-control", b"no-store"))
+                if self._hsts:
+                    added.append((b"strict-transport-security", self._hsts))
+                headers += [(name, value) for name, value in added if name not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class RequestTimeout:
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(STREAMING_UPLOADS):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if started:
+                raise
+            body = {
+                "type": PROBLEM_BASE + "timeout",
+                "title": "Request timed out",
+                "status": 504,
+                "detail": f"the request took longer than {self.timeout_s:g} s; "
+                "a write may still complete: retry with the same Idempotency-Key",
+                "instance": scope["path"],
+                "request_id": scope.get("state", {}).get("request_id"),
+            }
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 504,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": orjson.dumps(body)})
