@@ -31,7 +31,7 @@ from deployments.support.deployment import SupportDeployment
 from deployments.webhooks.deployment import WebhookDeployment
 from gateway import idempotency, problems
 from gateway.context import GatewayState, Services
-from gateway.hardening import RequestTimeout, SecurityHeaders
+from gateway.hardening import BodyLimit, RequestTimeout, SecurityHeaders
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import (
@@ -66,8 +66,6 @@ class AppArgs(BaseModel):
 def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
-        # JSON bodies; the upload routes raise it for themselves and cap while streaming.
-        max_body_size=settings.max_body_bytes,
         title=args.title,
         version="1.0",
         description=(
@@ -77,8 +75,9 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
     )
     app.state.gateway = state
     # Outermost last: RequestContext (ids, metrics) > security headers > CORS >
-    # timeout > Idempotency-Key > the routes.
+    # timeout > body cap > Idempotency-Key > the routes.
     idempotency.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestTimeout, timeout_s=settings.request_timeout_s)
     origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:  # closed by default: no CORS headers, browsers refuse cross-origin calls

@@ -5,6 +5,10 @@ response: no MIME sniffing, no framing, no referrer, `no-store` on anything answ
 to a credentialed request (a shared cache must never keep customer data), and HSTS
 when the deployment says it is served over TLS.
 
+`BodyLimit` refuses a request body above `max_body_bytes` with 413 problem+json:
+at once when `Content-Length` says so, else as soon as the streamed body passes it.
+Upload routes stream far larger bodies and cap them themselves.
+
 `RequestTimeout` answers `504` problem+json when a request runs longer than
 `request_timeout_s` (before Serve's own proxy timeout), instead of leaving the client
 hanging; the handler is cancelled. Uploads stream for as long as the client sends,
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments._kit.errors import PROBLEM_BASE
@@ -88,23 +93,58 @@ class RequestTimeout:
         except TimeoutError:
             if started:
                 raise
-            body = {
-                "type": PROBLEM_BASE + "timeout",
-                "title": "Request timed out",
-                "status": 504,
-                "detail": f"the request took longer than {self.timeout_s:g} s; "
-                "a write may still complete: retry with the same Idempotency-Key",
-                "instance": scope["path"],
-                "request_id": scope.get("state", {}).get("request_id"),
-            }
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 504,
-                    "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": orjson.dumps(body)})
+            await _problem(
+                scope, send, 504, "timeout", "Request timed out",
+                f"the request took longer than {self.timeout_s:g} s; a write may still "
+                "complete: retry with the same Idempotency-Key",
+            )  # fmt: skip
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(STREAMING_UPLOADS):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _problem(scope, send, 413, "too-large", "Request too large", self._detail())
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # An HTTPException passes FastAPI's body reading unchanged and
+                    # becomes the 413 problem (gateway.problems).
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _detail(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
+
+
+async def _problem(
+    scope: Scope, send: Send, status: int, slug: str, title: str, detail: str
+) -> None:
+    body = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": scope["path"],
+        "request_id": scope.get("state", {}).get("request_id"),
+    }
+    headers = [(b"content-type", b"application/problem+json")]
+    if status in (503, 504):
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(body)})

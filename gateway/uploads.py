@@ -23,10 +23,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deployments._kit.errors import AppError, BadRequest, Validation
 
-# The body cap of an upload route (FastAPI's `max_body_size`, which is 1 MiB for the
-# JSON routes): in effect none, because the route caps the upload as it streams,
-# against its own setting (`file_max_bytes`, `import_max_bytes`).
-UPLOAD_BODY = 1 << 62
 MAX_FIELD_BYTES = 1024
 MAX_FIELDS = 16
 

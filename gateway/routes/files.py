@@ -46,7 +46,7 @@ from deployments.file.blobs import Stored, TooLarge, blob_store, measured, new_k
 from deployments.file.schemas import FileCommit, FileListQuery, FileRead, Owner
 from gateway.context import CurrentPrincipal, ServicesDep, json, no_content, record
 from gateway.problems import problem
-from gateway.uploads import UPLOAD_BODY, FilePart, MultipartStream
+from gateway.uploads import FilePart, MultipartStream
 from shards import ids
 from shards.ids import MAX_ID
 
@@ -61,7 +61,7 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"the file is larger than the limit of {limit} bytes")
 
 
-@router.post("/files", status_code=201, response_model=FileRead, max_body_size=UPLOAD_BODY)
+@router.post("/files", status_code=201, response_model=FileRead)
 async def upload_file(
     request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:

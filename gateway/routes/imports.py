@@ -18,16 +18,14 @@ from deployments.integration import csvio
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import upload_dir
 from gateway.context import CurrentPrincipal, Services, ServicesDep, json
-from gateway.uploads import UPLOAD_BODY, TooLarge, save_upload
+from gateway.uploads import TooLarge, save_upload
 
 router = APIRouter(tags=["imports"])
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 EXPORT_PAGE = 200
 
 
-@router.post(
-    "/imports/customers", status_code=202, response_model=JobAccepted, max_body_size=UPLOAD_BODY
-)
+@router.post("/imports/customers", status_code=202, response_model=JobAccepted)
 async def import_customers(
     request: Request, principal: CurrentPrincipal, services: ServicesDep
 ) -> Response:
