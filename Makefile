@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import
+.PHONY: setup up down status test lint fuzz-api bench bench-shards bench-domain bench-import
 
 VENV := .venv/bin
 
@@ -20,6 +20,12 @@ test: setup
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
+
+# Schemathesis against a freshly deployed stack, with many more examples per operation
+# than the suite's run (tests/e2e/test_api_fuzz.py); FUZZ_EXAMPLES=200 for a long one.
+FUZZ_EXAMPLES ?= 50
+fuzz-api:
+	NEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/python -m pytest -q tests/e2e/test_api_fuzz.py
 
 bench:
 	$(VENV)/python bench/get_customer.py

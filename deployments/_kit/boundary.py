@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 from opentelemetry.trace import SpanKind
 
 from cluster import logs, tracing
-from deployments._kit.errors import AppError, Conflict, Unavailable
+from deployments._kit.errors import AppError, Conflict, Unavailable, Validation
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from shards import consistency
@@ -73,5 +73,21 @@ async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.
     except DatabaseError as exc:
         if exc.is_unique_violation:
             raise Conflict("a record with these values already exists") from None
+        if exc.sqlstate in _UNSTORABLE:
+            log.info("unstorable value in %s: %s", fn.__qualname__, exc)
+            raise Validation(_UNSTORABLE[exc.sqlstate]) from None
         log.error("database error in %s: %s", fn.__qualname__, exc)
         raise AppError("the request could not be completed") from None
+    except UnicodeEncodeError:
+        # JSON may carry a lone surrogate (`"\\ud800"`); no database stores it.
+        raise Validation("text must be valid Unicode (an unpaired surrogate was sent)") from None
+
+
+# Values the input models let through but PostgreSQL cannot store: the client's 422.
+_UNSTORABLE = {
+    "22021": "text must not contain NUL characters (\\u0000)",
+    "22P05": "text has a character the database cannot store",
+    "22001": "a value is longer than the field allows",
+    "22003": "a number is out of range",
+    "22008": "a date or time is out of range",
+}

@@ -102,8 +102,12 @@ def test_filter_parser_answers_a_query_or_a_validation_error(
     try:
         query = parse_list_params(params, model)
     except Validation as exc:
-        assert exc.errors or exc.detail
-        for error in exc.errors or []:
+        refused: Validation | None = exc
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.errors or refused.detail
+        for error in refused.errors or []:
             assert set(error) == {"field", "message"}
         return
     assert isinstance(query, model)
@@ -133,7 +137,9 @@ def test_every_csv_row_parses_or_says_why(
     try:
         names = csvio.check_header(header)
     except csvio.BadHeader as exc:
-        assert str(exc)
+        names, why = [], str(exc)
+    if not names:
+        assert why
         return
     for number, cells in enumerate(rows, start=2):
         parsed = csvio.parse_row(number, names, cells, caller_id=7, may_assign=may_assign)
@@ -167,17 +173,21 @@ def test_any_file_gives_a_header_or_a_clear_refusal(tmp_path: Path, content: byt
     try:
         header = read_header(path)
     except Validation as exc:
-        assert exc.detail
+        header, why = [], exc.detail
+    if not header:
+        assert why
         return
     assert set(header) <= set(csvio.COLUMNS) and "name" in header
     with path.open("rb") as f:
         reader = csv.reader(text_lines(f))
         next(reader, None)
+        failure = ""
         try:
             for line, cells in _records(reader):
                 assert line >= 2 and cells
         except ImportFailed as exc:
-            assert str(exc).startswith("line ")
+            failure = str(exc)
+        assert failure == "" or failure.startswith("line ")
 
 
 def _csv(rows: list[list[str]]) -> str:

@@ -1,0 +1,114 @@
+"""Misconfiguration and resource caps on the deployed app (OWASP API8 and API4)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import httpx
+import pytest
+
+from cluster.settings import Settings
+
+pytestmark = pytest.mark.e2e
+PROBLEM = "application/problem+json"
+
+
+def test_every_response_carries_the_security_headers(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    answers = [
+        http.get("/customers", headers=admin),  # 200 with credentials
+        http.post("/customers", headers=admin, json={"name": ""}),  # 422
+        http.get("/customers"),  # 401
+        http.get("/nowhere"),  # 404
+        http.get("/health"),
+        http.get("/openapi.json"),
+    ]
+    for response in answers:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert answers[0].headers["cache-control"] == "no-store"
+    assert answers[1].headers["cache-control"] == "no-store"
+    # CORS is closed by default: another origin gets no allowance, preflight or not.
+    preflight = http.options(
+        "/customers",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = http.get("/customers", headers={**admin, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_resource_caps(http: httpx.Client, admin: dict[str, str]) -> None:
+    name = f"Big {os.urandom(4).hex()}"
+    # Body: above 1 MiB of JSON is 413 before anything runs.
+    big = http.post(
+        "/customers",
+        headers=admin,
+        json={"name": name, "custom_fields": {"blob": "x" * (1024 * 1024 + 10)}},
+    )
+    assert big.status_code == 413 and big.headers["content-type"] == PROBLEM
+    page = http.get("/customers", headers=admin, params={"name[prefix]": name})
+    assert page.json()["data"] == []
+    # Page size: at most 200 per page.
+    assert http.get("/customers?limit=201", headers=admin).status_code == 422
+    assert http.get("/customers?limit=200", headers=admin).status_code == 200
+    # Filter complexity: a list filter of more than 20 values, a repeated filter.
+    many = ",".join(f"t{i}" for i in range(21))
+    too_many = http.get("/customers", headers=admin, params={"tag[in]": many})
+    assert too_many.status_code == 422 and too_many.headers["content-type"] == PROBLEM
+    repeated = http.get("/customers?name[prefix]=a&name[prefix]=b", headers=admin)
+    assert repeated.status_code == 422
+    # Import: a file whose header is wrong is refused before a job starts; nothing written.
+    bad_import = http.post(
+        "/imports/customers",
+        headers={**admin, "Content-Type": "text/csv"},
+        content=f"nom,email\n{name},a@example.com\n".encode(),
+    )
+    assert bad_import.status_code == 422 and bad_import.headers["content-type"] == PROBLEM
+    assert http.get("/customers", headers=admin, params={"name[prefix]": name}).json()["data"] == []
+
+
+def test_ray_dashboard_is_local_and_needs_the_token(serve_app: Settings) -> None:
+    """The Ray dashboard (and with it the Serve and job APIs) listens on loopback only,
+    and refuses a request without Ray's token."""
+    port = serve_app.ray_dashboard_port
+    listening = socket.create_connection(("127.0.0.1", port), timeout=2)
+    listening.close()
+    outward = _outward_address()
+    if outward is not None:
+        with pytest.raises((ConnectionRefusedError, TimeoutError)):
+            socket.create_connection((outward, port), timeout=2).close()
+    anonymous = httpx.get(f"http://127.0.0.1:{port}/api/serve/applications/", timeout=10)
+    assert anonymous.status_code in (401, 403), anonymous.status_code
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its default route (None when it has none)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent for UDP connect
+        address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+def test_text_the_database_cannot_store_is_422_not_500(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """Found by schemathesis: a NUL character or a lone surrogate in a JSON string is
+    valid JSON, passes the models, and PostgreSQL refuses it. The client gets a 422
+    saying so, and nothing is written."""
+    json_headers = {**admin, "Content-Type": "application/json"}
+    for raw in (b'{"name": "a\\u0000b"}', b'{"name": "x\\ud800y"}'):
+        refused = http.post("/customers", headers=json_headers, content=raw)
+        assert refused.status_code == 422, (raw, refused.text)
+        assert refused.headers["content-type"] == PROBLEM
+    query = http.get("/customers", headers=admin, params={"name[prefix]": "a\x00"})
+    assert query.status_code == 422, query.text
