@@ -175,7 +175,7 @@ class Settings(StackSettings):
     # origins are listed (comma-separated); `hsts_max_age_s` > 0 sends
     # Strict-Transport-Security (only behind TLS).
     idempotency_retention_s: float = Field(default=24 * 3600.0, ge=60)
-    request_timeout_s: float = Field(default=30.0, gt=0)
+    request_timeout_s: float = Field(default=25.0, gt=0)  # under Serve's 30 s
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     cors_allowed_origins: str = ""
     hsts_max_age_s: int = Field(default=0, ge=0)

@@ -11,8 +11,9 @@ Upload routes stream far larger bodies and cap them themselves.
 
 `RequestTimeout` answers `504` problem+json when a request runs longer than
 `request_timeout_s` (before Serve's own proxy timeout), instead of leaving the client
-hanging; the handler is cancelled. Uploads stream for as long as the client sends,
-so their paths are exempt (they have size caps instead).
+hanging; the handler is cancelled. The limit is on the time to answer: a streamed
+response body (an export) may take longer once it started. Uploads stream for as
+long as the client sends, so their paths are exempt (they have size caps instead).
 """
 
 from __future__ import annotations
@@ -80,15 +81,18 @@ class RequestTimeout:
             await self.app(scope, receive, send)
             return
         started = False
+        deadline = asyncio.timeout(self.timeout_s)
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
+                # Answered in time: a streamed body (an export) may take longer.
                 started = True
+                deadline.reschedule(None)
             await send(message)
 
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline:
                 await self.app(scope, receive, tracking_send)
         except TimeoutError:
             if started:

@@ -18,6 +18,7 @@ from argon2 import Type
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from starlette.responses import Response, StreamingResponse
 
 from cluster.settings import Settings
 from deployments._kit.errors import Unauthenticated
@@ -243,6 +244,15 @@ def test_a_slow_request_is_504_not_a_hang() -> None:
     async def fast() -> dict[str, str]:
         return {"ok": "yes"}
 
+    @app.get("/stream")
+    async def stream() -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(4):
+                await asyncio.sleep(0.1)
+                yield b"row\n"
+
+        return StreamingResponse(body(), media_type="text/csv")
+
     wrapped = SecurityHeaders(RequestTimeout(app, timeout_s=0.2))
     client = Client(wrapped)
     began = time.perf_counter()
@@ -253,6 +263,8 @@ def test_a_slow_request_is_504_not_a_hang() -> None:
     assert response.json()["type"].endswith("/timeout")
     assert response.headers["retry-after"] == "1"
     assert client.get("/fast").json() == {"ok": "yes"}
+    # Answered in time, streamed for longer: the whole body arrives.
+    assert client.get("/stream").text == "row\n" * 4
 
 
 def test_json_bodies_are_capped() -> None:
