@@ -4,23 +4,33 @@ fast JSON responses. Routes get them as FastAPI dependencies."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from cluster import tracing
 from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
-from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
+from deployments.auth.tokens import (
+    API_KEY_PREFIX,
+    JwtConfig,
+    cutoff_key,
+    verify_access_token_issued,
+)
 from gateway import idempotency, metrics
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
+
+log = logging.getLogger("nextflow.gateway")
 
 
 @dataclass
@@ -87,10 +97,11 @@ async def current_principal(
         token = credentials.strip()
     if not token:
         raise Unauthenticated("authentication required")
+    issued: int | None = None
     if token.startswith(API_KEY_PREFIX):
         principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
     else:
-        principal = verify_access_token(st.jwt, token)
+        principal, issued = verify_access_token_issued(st.jwt, token)
     brought: dict[str, int] = {}
     if nextflow_read_after:
         try:
@@ -99,18 +110,33 @@ async def current_principal(
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
     request.state.caller = caller
+    # One round of Redis calls, side by side: the caller's write positions, its rate
+    # limit, and whether its access token was cut off.
+    checks: list[Awaitable[Any]] = [st.sessions.recall(caller)]
     if st.limiter is not None:
-        recalled, _ = await asyncio.gather(
-            st.sessions.recall(caller), enforce(request, st.limiter, caller)
-        )
-    else:
-        recalled = await st.sessions.recall(caller)
+        checks.append(enforce(request, st.limiter, caller))
+    if issued is not None:
+        checks.append(_check_cutoff(st, principal.user_id, issued))
+    recalled, *_ = await asyncio.gather(*checks)
     await idempotency.claim(request, caller)  # may answer with the stored response
     read_after = consistency.merge(recalled, brought)
     carried = tracing.carrier()  # the request's span, parent of the service's
     if read_after or carried:
         principal = principal.model_copy(update={"read_after": read_after, "trace": carried})
     return principal
+
+
+async def _check_cutoff(st: GatewayState, user_id: int, issued: int) -> None:
+    """Refuse an access token issued before its user was deactivated, demoted or
+    given a new password (the Auth service sets the cutoff). Fails open without
+    Redis: the token then runs out by itself within `access_token_ttl_s`."""
+    try:
+        cutoff = await st.redis.get(cutoff_key(user_id))
+    except (RedisError, OSError) as exc:
+        log.warning("token cutoffs unavailable: %s", exc)
+        return
+    if cutoff is not None and issued < int(cutoff):
+        raise Unauthenticated("access token revoked; sign in again")
 
 
 async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+import redis.asyncio as aioredis
 from ray import serve
 
 from cluster.settings import get_settings
@@ -39,7 +40,8 @@ log = logging.getLogger("nextflow.service")
 class AuthDeployment:
     def __init__(self) -> None:
         settings = get_settings()
-        self._svc = _Logic(Database("auth"), settings)
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._svc = _Logic(Database("auth"), settings, redis)
         self._idem_lease_s = settings.request_timeout_s + 30
         self._idem_retention_s = settings.idempotency_retention_s
         self._idem_swept = 0.0

@@ -4,7 +4,12 @@ No SQL here (repo.py) and no Ray or FastAPI (deployment.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from cluster.settings import Settings
 from deployments._kit.errors import (
@@ -33,12 +38,14 @@ from deployments.auth.schemas import (
 from shards.client import Database
 
 _BAD_LOGIN = "invalid e-mail or password"
+log = logging.getLogger("nextflow.service")
 
 
 class AuthService:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, redis: Any = None) -> None:
         self.db = db
         self._settings = settings
+        self._redis = redis  # where access-token cutoffs go (tokens.cutoff_key)
         self.jwt = tokens.JwtConfig(
             secret=settings.jwt_secret.get_secret_value(),
             issuer=settings.jwt_issuer,
@@ -152,7 +159,24 @@ class AuthService:
             raise NotFound(f"user {user_id} not found")
         if isinstance(outcome, Stale):
             raise PreconditionFailed(f"user {user_id} is at version {outcome.current_version}")
+        if changes.get("is_active") is False or "password_hash" in changes or "role" in changes:
+            # Refresh tokens were revoked with the change; access tokens already issued
+            # stop now too (the gateway refuses those issued before the cutoff).
+            await self._cut_off_access_tokens(user_id)
         return outcome
+
+    async def _cut_off_access_tokens(self, user_id: int) -> None:
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(
+                tokens.cutoff_key(user_id),
+                int(time.time()) + 1,
+                ex=self._settings.access_token_ttl_s + 60,
+            )
+        except (RedisError, OSError) as exc:
+            # Without Redis the tokens run out by themselves (access_token_ttl_s).
+            log.warning("could not cut off access tokens of user %s: %s", user_id, exc)
 
     async def deactivate_user(
         self, principal: Principal, user_id: int, if_version: int | None = None

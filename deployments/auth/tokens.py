@@ -45,7 +45,18 @@ def issue_access_token(config: JwtConfig, user_id: int, role: str, permissions: 
     return jwt.encode(claims, config.secret, algorithm=ALGORITHM)
 
 
+def cutoff_key(user_id: int) -> str:
+    """Redis key: access tokens of this user issued before its value (epoch seconds)
+    are refused (set on deactivation, role or password change)."""
+    return f"token-cutoff:u{user_id}"
+
+
 def verify_access_token(config: JwtConfig, token: str) -> Principal:
+    return verify_access_token_issued(config, token)[0]
+
+
+def verify_access_token_issued(config: JwtConfig, token: str) -> tuple[Principal, int]:
+    """The token's principal and when it was issued (`iat`, epoch seconds)."""
     try:
         claims = jwt.decode(
             token,
@@ -55,11 +66,12 @@ def verify_access_token(config: JwtConfig, token: str) -> Principal:
             issuer=config.issuer,
             options={"require": ["exp", "iat", "sub", "iss", "aud"]},
         )
-        return Principal(
+        principal = Principal(
             user_id=int(claims["sub"]),
             role=str(claims["role"]),
             permissions=frozenset(claims["perms"]),
         )
+        return principal, int(claims["iat"])
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("access token expired") from None
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):

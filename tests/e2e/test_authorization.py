@@ -9,6 +9,8 @@ import re
 import httpx
 import pytest
 
+from tests.e2e.conftest import make_user
+
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
 
@@ -182,3 +184,25 @@ def test_request_bodies_refuse_server_owned_and_unknown_fields(
         json={"name": f"k{os.urandom(3).hex()}", "permissions": ["user:write"]},
     )
     assert key.status_code in (403, 422), key.text  # no key with more than its maker has
+
+
+def test_deactivation_and_demotion_cut_off_access_tokens_at_once(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """An access token stays a valid JWT until it expires; the gateway still refuses
+    it once its user is deactivated or changes role, without waiting for expiry."""
+    leaving = make_user(http, admin, "manager")
+    demoted = make_user(http, admin, "manager")
+    assert http.get("/users", headers=leaving).status_code == 200
+    assert http.get("/users", headers=demoted).status_code == 200
+    leaving_id = http.get("/auth/me", headers=leaving).json()["id"]
+    demoted_id = http.get("/auth/me", headers=demoted).json()["id"]
+    assert http.delete(f"/users/{leaving_id}", headers=admin).status_code in (200, 204)
+    patched = http.patch(f"/users/{demoted_id}", headers=admin, json={"role": "viewer"})
+    assert patched.status_code == 200, patched.text
+    for headers in (leaving, demoted):
+        refused = http.get("/customers", headers=headers)
+        assert refused.status_code == 401 and refused.headers["content-type"] == PROBLEM
+        assert "revoked" in refused.json()["detail"]
+    # The admin's own token is untouched.
+    assert http.get("/users", headers=admin).status_code == 200
