@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import importlib
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ EXTERNAL_ID_MAX = 200
 # The columns of the temp table the import COPYs into (`deployments.integration.repo`).
 RECORD_COLUMNS = (
     "shard", "name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id",
+    "source_key",
 )  # fmt: skip
 EXPORT_COLUMNS = (
     "id", "external_id", "name", "email", "phone", "website", "industry", "tags", "owner_id",
@@ -102,12 +104,14 @@ class ImportRow:
     half the parse time)."""
 
     line: int
-    values: tuple[Any, ...]  # name, email, phone, website, industry, tags, owner_id, external_id
+    # name, email, phone, website, industry, tags, owner_id, external_id, source_key
+    values: tuple[Any, ...]
 
     @property
-    def external_id(self) -> str | None:
-        external_id: str | None = self.values[-1]
-        return external_id
+    def key(self) -> str:
+        """What identifies the row across imports: its external id, else its content."""
+        external_id, source_key = self.values[-2:]
+        return f"ext:{external_id}" if external_id else str(source_key)
 
 
 @dataclass(frozen=True)
@@ -143,10 +147,19 @@ def parse_row(
     owner_id = data.owner_id if data.owner_id is not None else caller_id
     if owner_id != caller_id and not may_assign:
         return RowError(line, "owner_id: assigning another owner needs customer:assign", raw)
-    return ImportRow(line, (
+    fields = (
         data.name, data.email, data.phone, data.website, data.industry, data.tags, owner_id,
-        external_id,
-    ))  # fmt: skip
+    )  # fmt: skip
+    # A row without an external id is known by its content: the same row imported again
+    # finds the customer it made (`source_key`, unique per shard).
+    source_key = None if external_id else content_key(fields)
+    return ImportRow(line, (*fields, external_id, source_key))
+
+
+def content_key(values: tuple[Any, ...]) -> str:
+    """A stable key of a row's validated values (str, int, None and lists of str, whose
+    `repr` is the same in every Python process)."""
+    return "import:" + hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
 def _message(exc: ValidationError) -> str:
@@ -160,12 +173,12 @@ def _message(exc: ValidationError) -> str:
 def batch_by_shard(
     rows: Iterable[ImportRow], place: Callable[[str | None], int]
 ) -> dict[int, list[tuple[Any, ...]]]:
-    """Records grouped by logical shard: a row with an external id on
-    `place("ext:" + external_id)` (the same shard on every import), others on
-    `place(None)` (any shard)."""
+    """Records grouped by logical shard, each on the same shard on every import: a row
+    with an external id on `place("ext:" + external_id)`, others on `place(content key)`."""
     batches: dict[int, list[tuple[Any, ...]]] = {}
     for row in rows:
-        shard = place(None if row.external_id is None else "ext:" + row.external_id)
+        external_id = row.values[-2]
+        shard = place("ext:" + external_id if external_id else row.values[-1])
         batches.setdefault(shard, []).append((shard, *row.values))
     return batches
 

@@ -37,9 +37,21 @@ def test_header_checks() -> None:
 def test_a_good_row_uses_the_customer_rules() -> None:
     row = csvio.parse_row(2, HEADER, ["Acme", "a@acme.io", "vip; eu;vip", "", "X1"], 7, False)
     assert isinstance(row, csvio.ImportRow)
-    assert row.values == ("Acme", "a@acme.io", None, None, None, ["vip", "eu"], 7, "X1")
-    assert row.external_id == "X1"
-    assert row.line == 2
+    assert row.values == ("Acme", "a@acme.io", None, None, None, ["vip", "eu"], 7, "X1", None)
+    assert row.key == "ext:X1" and row.line == 2
+
+
+def test_a_row_without_external_id_is_known_by_its_values() -> None:
+    def parse(cells: list[str]) -> csvio.ImportRow:
+        row = csvio.parse_row(2, HEADER, cells, 7, False)
+        assert isinstance(row, csvio.ImportRow)
+        return row
+
+    one = parse(["Acme", "a@acme.io", "vip", "", ""])
+    # The same values (after validation: spaces, tag order of first appearance) match.
+    assert parse([" Acme ", "a@acme.io", "vip;vip", "", ""]).key == one.key
+    assert one.key.startswith("import:") and one.values[-1] == one.key
+    assert parse(["Acme", "b@acme.io", "vip", "", ""]).key != one.key
 
 
 @pytest.mark.parametrize(
@@ -90,14 +102,15 @@ def test_batches_per_shard_keep_an_external_id_on_its_shard() -> None:
     placed: list[str | None] = []
 
     def place(key: str | None) -> int:
+        assert key is not None  # every row has a stable place
         placed.append(key)
-        return 0 if key is None else int(key[-1]) + 1
+        return int(key[-1]) + 1 if key.startswith("ext:") else 0
 
     batches = csvio.batch_by_shard([r for r in rows if isinstance(r, csvio.ImportRow)], place)
     assert sum(len(v) for v in batches.values()) == 10
     for shard, records in batches.items():
         assert all(r[0] == shard for r in records)  # the shard column travels with the row
-    assert "ext:E1" in placed and None in placed
+    assert "ext:E1" in placed and any(k and k.startswith("import:") for k in placed)
     assert all(len(r) == len(csvio.RECORD_COLUMNS) for v in batches.values() for r in v)
 
 
