@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import
+.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import bench-suite
 
 VENV := .venv/bin
 
@@ -32,3 +32,6 @@ bench-domain:
 
 bench-import:
 	$(VENV)/python bench/import_customers.py
+
+bench-suite:
+	bench/run
