@@ -14,10 +14,12 @@ Scenarios (targets from issue 9, on 2 cores):
    first, every logical shard): p99 at 8 connections (target <= 50 ms).
 4. A mixed CRM workload from a Python load generator (reads, writes, lists):
    throughput and p99 per operation.
-5. Footprint: the resident memory of the idle stack (target <= 4 GiB) and `nextflow
+5. Autoscaling: a step load on `GET /customers/{id}` (256 workers for 60 s), replica
+   counts of CustomerService and the Gateway sampled every second from the Serve
+   API, plotted into `autoscaling.png` (docs/ on a full run); every request must
+   succeed. Targets: scale-up within 60 s, back down after the load.
+6. Footprint: the resident memory of the idle stack (target <= 4 GiB) and `nextflow
    up` to ready (target <= 90 s; only when the suite starts the stack).
-
-Autoscaling under a step load (issue 9, scenario 5) is not measured yet.
 
 Load comes from wrk (scenarios 1-3) when it is installed and `--quick` is not given,
 else from the Python generator (slower: a lower ceiling, the same comparison).
@@ -38,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +111,7 @@ class Results:
     footprint: dict[str, float] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
     driver: str = ""
+    scaling: Scaling | None = None
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -359,6 +363,144 @@ def mixed(plan: Plan, url: str, token: str, customer_ids: list[int]) -> list[Row
     return [s.row("4 mixed workload, 32 workers", name, elapsed) for name, s in stats.items()]
 
 
+@dataclass
+class Scaling:
+    """Scenario 5: replica counts of the watched deployments over time under a step load."""
+
+    samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    load_window: tuple[float, float] = (0.0, 0.0)
+    requests: int = 0
+    errors: int = 0
+    plot: Path | None = None
+
+    def first_above(self, deployment: str, count: int, after: float) -> float | None:
+        return next((t - after for t, c in self.samples
+                     if t >= after and c.get(deployment, 0) > count), None)  # fmt: skip
+
+    def back_to(self, deployment: str, count: int, after: float) -> float | None:
+        return next((t - after for t, c in self.samples
+                     if t >= after and c.get(deployment, 0) <= count), None)  # fmt: skip
+
+
+WATCHED = ("CustomerService", "Gateway")
+
+
+def replica_counts(settings: Settings) -> dict[str, int]:
+    """RUNNING replicas per deployment, from the dashboard's Serve API (Ray's token)."""
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    response = httpx.get(f"{settings.dashboard_url}/api/serve/applications/",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+    response.raise_for_status()
+    app = response.json()["applications"]["nextflow"]["deployments"]
+    return {name: sum(r["state"] == "RUNNING" for r in app[name]["replicas"]) for name in WATCHED}
+
+
+def autoscaling(
+    plan: Plan, settings: Settings, url: str, token: str, customer_ids: list[int], out_dir: Path
+) -> Scaling:
+    """Quiet, then a step of heavy load on `GET /customers/{id}`, then quiet again,
+    sampling the replica counts every second; every request must succeed."""
+    quiet_s, load_s, settle_s = (1, 3, 2) if plan.quick else (10, 60, 180)
+    workers = 16 if plan.quick else 256
+    scaling = Scaling()
+    start = time.monotonic()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                counts = replica_counts(settings)
+            except (httpx.HTTPError, KeyError) as exc:
+                console.print(f"  [yellow]replica counts unavailable: {exc}")
+                counts = {}
+            scaling.samples.append((time.monotonic() - start, counts))
+            done.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        time.sleep(quiet_s)
+
+        began = time.monotonic() - start
+        if not plan.quick and shutil.which("wrk"):
+            target = base.Target("step load", f"{url}/customers/{customer_ids[0]}",
+                                 (f"Authorization: Bearer {token}",))  # fmt: skip
+            try:
+                with base._progress() as progress:
+                    got = base.wrk(target, workers, load_s, progress)
+                scaling.requests = int(got.rps * load_s)
+            except base.BenchError as exc:  # wrk saw a failed request
+                console.print(f"  [red]{exc}")
+                scaling.errors = 1
+        else:
+
+            async def get(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
+                return await client.get(f"/customers/{rng.choice(customer_ids)}")
+
+            stats, _ = asyncio.run(drive(url, {"Authorization": f"Bearer {token}"},
+                                         [("get", 1.0, get)], workers, load_s))  # fmt: skip
+            scaling.requests = len(stats["get"].latencies_ms)
+            scaling.errors = stats["get"].errors
+        scaling.load_window = (began, time.monotonic() - start)
+        with base._progress() as progress:
+            task = progress.add_task("watching replicas after the load", total=settle_s)
+            for second in range(settle_s):
+                time.sleep(1)
+                progress.update(task, completed=second + 1)
+                counts = scaling.samples[-1][1] if scaling.samples else {}
+                if not plan.quick and counts and all(counts.get(d, 0) <= 1 for d in WATCHED):
+                    if scaling.back_to(WATCHED[0], 1, scaling.load_window[1]) is not None:
+                        break
+    finally:
+        done.set()
+        sampler.join(timeout=15)
+    scaling.plot = _plot(scaling, out_dir / "autoscaling.png")
+    return scaling
+
+
+def _plot(scaling: Scaling, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    times = [t for t, _ in scaling.samples]
+    for name in WATCHED:
+        ax.step(times, [c.get(name, 0) for _, c in scaling.samples], where="post", label=name)
+    ax.axvspan(*scaling.load_window, alpha=0.15, label="step load")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("running replicas")
+    ax.set_title("Serve autoscaling under a step load (bench/run)")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scaling_lines(scaling: Scaling | None) -> list[str]:
+    if scaling is None:
+        return ["5 autoscaling: not measured"]
+    begin, end = scaling.load_window
+    peak = {d: max((c.get(d, 0) for _, c in scaling.samples), default=0) for d in WATCHED}
+    up = scaling.first_above(WATCHED[0], 1, begin)
+    down = scaling.back_to(WATCHED[0], 1, end) if up is not None else None
+    return [
+        f"5 autoscaling: {scaling.requests:,} requests in a {end - begin:.0f} s step, "
+        f"{scaling.errors} failed; peak replicas "
+        + ", ".join(f"{d} {n}" for d, n in peak.items())
+        + "; CustomerService scaled up "
+        + ("never" if up is None else f"{up:.0f} s after the step began")
+        + ("" if up is None else "; back to 1 " + (
+            "not within the watch" if down is None else f"{down:.0f} s after it ended"))
+        + " (target: up within 60 s, down after the load, no failed request)",
+        f"  plot: {scaling.plot}",
+    ]  # fmt: skip
+
+
 def footprint(settings: Settings) -> dict[str, float]:
     """Resident memory (MiB) of the stack's processes by kind: every process (but this
     one) whose environment names the stack's data folder, as everything `nextflow up`
@@ -458,9 +600,14 @@ def run(plan: Plan) -> Results:
         ))  # fmt: skip
         console.rule("4 mixed workload")
         results.rows += mixed(plan, url, token, customer_ids)
+        console.rule("5 autoscaling under a step load")
+        out_dir = (
+            base.REPO / "docs" if plan.write_doc else Path(tempfile.mkdtemp(prefix="nfs-plot-"))
+        )
+        results.scaling = autoscaling(plan, settings, url, token, customer_ids, out_dir)
         results.load.append(os.getloadavg()[0])
         console.print(table(results))
-        for line in footprint_lines(results.footprint):
+        for line in scaling_lines(results.scaling) + footprint_lines(results.footprint):
             console.print(line)
         if plan.write_doc:
             base.write_doc_section(DOC_BEGIN, DOC_END, markdown(results, plan))
@@ -520,10 +667,10 @@ def _cells(row: Row) -> list[str]:
 
 def footprint_lines(fp: dict[str, float]) -> list[str]:
     if not fp:
-        return ["5 footprint: not measured (--reuse)"]
+        return ["6 footprint: not measured (--reuse)"]
     mib = fp.get("postgres", 0) + fp.get("redis", 0) + fp.get("ray", 0)
     return [
-        f"5 footprint: idle stack {mib / 1024:.2f} GiB resident (PostgreSQL "
+        f"6 footprint: idle stack {mib / 1024:.2f} GiB resident (PostgreSQL "
         f"{fp.get('postgres', 0):,.0f} MiB, Redis {fp.get('redis', 0):,.0f} MiB, Ray "
         f"{fp.get('ray', 0):,.0f} MiB; target <= 4 GiB); `up` to ready {fp.get('up_s', 0):.0f} s "
         "(target <= 90 s)"
@@ -545,10 +692,15 @@ def markdown(results: Results, plan: Plan) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: |",
         *("| " + " | ".join(_cells(row)) + " |" for row in results.rows),
         "",
+        *scaling_lines(results.scaling),
+        "",
+        "![replicas over time](autoscaling.png)",
+        "",
         *footprint_lines(results.footprint),
         "",
         "Targets (issue 9): scenario 1 and 2 at least 0.25 of the bare app; p99 at most "
-        "50 ms for 1 and 3. Not measured yet: autoscaling under a step load.",
+        "50 ms for 1 and 3; scale-up within 60 s of the step and back down after it with "
+        "no failed request; idle stack at most 4 GiB, `up` to ready at most 90 s.",
         "",
         f"Machine: {len(os.sched_getaffinity(0))} CPUs, "
         f"{_memory_gib():.0f} GiB; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "

@@ -26,6 +26,8 @@ def test_the_suite_runs_every_scenario(serve_app: Settings) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     for scenario in ("1 GET /customers/{id}", "2 POST /customers", "3 cross-shard list",
-                     "4 mixed workload", "5 footprint"):  # fmt: skip
+                     "4 mixed workload", "5 autoscaling", "6 footprint"):  # fmt: skip
         assert scenario in out, out[-3000:]
     assert "errors" not in out.split("bench/run")[-1], out[-3000:]
+    plot = Path(out.split("plot: ")[-1].split()[0])  # the replica counts over time
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", out[-3000:]
