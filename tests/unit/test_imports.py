@@ -168,3 +168,22 @@ def test_upload_cap_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="no file"):
         asyncio.run(save_upload(_chunks(body, 5), "multipart/form-data; boundary=B",
                                 tmp_path / "b", 50))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "records"),
+    [
+        (b"name\nA\nB\n", 2),
+        (b"name\r\nA\r\n\r\nB", 2),  # CRLF, a blank line, no final newline
+        (b'name,email\n"Multi\nline",a@b.io\nC,\n', 2),  # a quoted newline: parsed
+        (b"name\n", 0),
+    ],
+)
+def test_records_are_counted_like_the_reader_sees_them(
+    tmp_path: Path, body: bytes, records: int
+) -> None:
+    from deployments.integration.service import count_records
+
+    path = tmp_path / "c.csv"
+    path.write_bytes(body)
+    assert count_records(path) == records
