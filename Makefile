@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import bench-suite
+.PHONY: setup up down status test lint proto bench bench-shards bench-domain bench-import bench-suite
 
 VENV := .venv/bin
 
@@ -20,6 +20,11 @@ test: setup
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
+
+# The gRPC API's Python code (nextflow/v1, checked in) from proto/nextflow/v1/*.proto.
+proto:
+	$(VENV)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. \
+		--grpc_python_out=. proto/nextflow/v1/*.proto
 
 bench:
 	$(VENV)/python bench/get_customer.py
