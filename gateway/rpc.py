@@ -290,9 +290,7 @@ class GrpcServicer:
         await redis.set(slot, f"done:{digest}:{stored_answer}", ex=IDEMPOTENCY_TTL_S)
         return answer
 
-    async def _write(
-        self, principal: Principal, call: Call, record: Record, message: type[M]
-    ) -> M:
+    async def _write(self, principal: Principal, call: Call, record: Record, message: type[M]) -> M:
         caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
         await self._remember(principal, caller, call, record)
         call.trailers.append(("etag", f'"{getattr(record, "version", "")}"'))

@@ -108,7 +108,9 @@ def test_customer_crud_pages_and_versions(
             ),
             metadata=md(agent),
         )
-        assert customer.id > 0 and customer.version == 1 and list(customer.tags) == ["grpc", f"n{i}"]
+        assert (
+            customer.id > 0 and customer.version == 1 and list(customer.tags) == ["grpc", f"n{i}"]
+        )
         trailers = dict(call.trailing_metadata())
         assert trailers["etag"] == '"1"'
         made.append(customer)
@@ -152,9 +154,12 @@ def test_customer_crud_pages_and_versions(
     stale = refused(customers.UpdateCustomer, update, metadata=md(agent, if_match="1"))
     assert stale.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason(stale) == "stale-version"
-    assert customers.GetCustomer(
-        customers_pb2.GetCustomerRequest(id=made[0].id), metadata=md(agent)
-    ).version == 2
+    assert (
+        customers.GetCustomer(
+            customers_pb2.GetCustomerRequest(id=made[0].id), metadata=md(agent)
+        ).version
+        == 2
+    )
 
 
 def test_records_cross_between_grpc_and_http(
@@ -358,13 +363,15 @@ def test_api_keys_and_permissions_are_the_http_ones(
         customers_pb2.CreateCustomerRequest(name="Keyed"), metadata=md(agent)
     )
     by_key = [("authorization", f"Bearer {secret}"), ("application", "nextflow")]
-    assert customers.GetCustomer(
-        customers_pb2.GetCustomerRequest(id=known.id), metadata=by_key
-    ).name == "Keyed"
+    assert (
+        customers.GetCustomer(customers_pb2.GetCustomerRequest(id=known.id), metadata=by_key).name
+        == "Keyed"
+    )
     as_header = [("x-api-key", secret), ("application", "nextflow")]
-    assert customers.GetCustomer(
-        customers_pb2.GetCustomerRequest(id=known.id), metadata=as_header
-    ).id == known.id
+    assert (
+        customers.GetCustomer(customers_pb2.GetCustomerRequest(id=known.id), metadata=as_header).id
+        == known.id
+    )
     for metadata in (by_key, md(viewer)):
         denied = refused(
             customers.CreateCustomer,
