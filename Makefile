@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint proto bench bench-shards bench-domain bench-import bench-suite
+.PHONY: setup up down status test lint proto bench bench-shards bench-domain bench-import bench-suite bench-grpc
 
 VENV := .venv/bin
 
@@ -40,3 +40,6 @@ bench-import:
 
 bench-suite:
 	bench/run
+
+bench-grpc:
+	$(VENV)/python bench/grpc_customer.py
