@@ -28,6 +28,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
 from deployments._kit.errors import (
     AppError,
@@ -88,6 +89,7 @@ class Call:
             if isinstance(value, str):
                 self.metadata[key.lower()] = value
         self.trailers: list[tuple[str, str | bytes]] = []
+        self.caller = ""  # the rate-limit / session key, once authenticated
 
     def get(self, key: str) -> str | None:
         return self.metadata.get(key)
@@ -214,7 +216,7 @@ class GrpcServicer:
     ) -> M:
         call = Call(context)
         try:
-            principal, caller = await authenticate(
+            principal, call.caller = await authenticate(
                 self._state,
                 call.get("authorization"),
                 call.get("x-api-key"),
@@ -224,7 +226,7 @@ class GrpcServicer:
             key = call.get("idempotency-key")
             answer: M
             if idempotent is not None and key is not None:
-                answer = await self._once(caller, key, idempotent, empty, principal, call, handler)
+                answer = await self._once(key, idempotent, empty, principal, call, handler)
             else:
                 answer = await handler(principal, call)
         except Exception as exc:  # every failure becomes a status, never a traceback
@@ -235,13 +237,13 @@ class GrpcServicer:
         call.finish()
         return answer
 
-    async def _remember(self, principal: Principal, caller: str, call: Call, model: Record) -> None:
+    async def _remember(self, call: Call, model: Record) -> None:
         """After a write: the caller's next reads (HTTP or gRPC) see it, and the answer
         carries the read-your-writes token (merged with the one the call brought)."""
         positions = model.read_after
         if not positions:
             return
-        await self._state.sessions.remember(caller, positions)
+        await self._state.sessions.remember(call.caller, positions)
         brought = call.get(READ_AFTER)
         merged = positions
         if brought:
@@ -253,7 +255,6 @@ class GrpcServicer:
 
     async def _once(
         self,
-        caller: str,
         key: str,
         request: Message,
         empty: type[M],
@@ -266,10 +267,15 @@ class GrpcServicer:
         if not 1 <= len(key) <= 200:
             raise BadRequest("idempotency-key must be 1-200 characters")
         redis = self._state.redis
-        slot = f"idem:grpc:{caller}:{request.DESCRIPTOR.full_name}:{key}"
+        slot = f"idem:grpc:{call.caller}:{request.DESCRIPTOR.full_name}:{key}"
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-        if not await redis.set(slot, f"pending:{digest}", nx=True, ex=IDEMPOTENCY_TTL_S):
-            stored = await redis.get(slot)
+        try:
+            claimed = await redis.set(slot, f"pending:{digest}", nx=True, ex=IDEMPOTENCY_TTL_S)
+            stored = None if claimed else await redis.get(slot)
+        except (RedisError, OSError):
+            # Never run a keyed create unguarded: the client retries with its key later.
+            raise Unavailable("idempotency keys cannot be checked now") from None
+        if not claimed:
             state, _, rest = (stored or b"").decode().partition(":")
             stored_digest, _, body = rest.partition(":")
             if stored and stored_digest != digest:
@@ -291,8 +297,7 @@ class GrpcServicer:
         return answer
 
     async def _write(self, principal: Principal, call: Call, record: Record, message: type[M]) -> M:
-        caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
-        await self._remember(principal, caller, call, record)
+        await self._remember(call, record)
         call.trailers.append(("etag", f'"{getattr(record, "version", "")}"'))
         return to_proto(record, message)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -563,3 +564,24 @@ def test_writes_are_read_back_at_once(
             customers_pb2.GetCustomerRequest(id=made.id), metadata=md(agent)
         )
         assert got.id == made.id
+
+
+def test_the_readme_example_runs(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings, capsys: Any
+) -> None:
+    """README.md's gRPC client example, as written, against this stack."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## gRPC") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n\n")]
+    assert 'token = "..."' in code and '"127.0.0.1:9000"' in code
+    name = f"Acme {os.urandom(3).hex()}"
+    code = (
+        code.replace('token = "..."', f"token = {admin['Authorization'].split()[1]!r}")
+        .replace('"127.0.0.1:9000"', repr(serve_app.serve_grpc_target))
+        .replace('name="Acme"', f"name={name!r}")
+        .replace('"acme-1"', repr(name))
+    )
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    assert "StatusCode.NOT_FOUND" in capsys.readouterr().out
+    made = http.get("/customers", headers=admin, params={"name[prefix]": name}).json()["data"]
+    assert [(c["industry"], c["version"]) for c in made] == [("Retail", 2)]
