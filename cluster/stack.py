@@ -764,6 +764,10 @@ class LocalStack:
         rows.append(
             ComponentStatus("serve http", s.serve_url, "up" if http_up else "down", http_up)
         )
+        grpc_up = ray_up and port_open(s.host, s.serve_grpc_port)
+        rows.append(
+            ComponentStatus("serve grpc", s.serve_grpc_target, "up" if grpc_up else "down", grpc_up)
+        )
         prometheus = self.prometheus()
         if prometheus.is_running():  # optional: only started by `up --monitoring`
             ready = prometheus.ready()
