@@ -7,7 +7,7 @@ and at 32 concurrent requests, alternating which protocol goes first each round.
 Both paths end in the same Gateway replica (the same auth, rate limiter, handle call
 to CustomerService and SELECT); the difference is the ingress protocol: HTTP/1.1 +
 JSON vs HTTP/2 + protobuf. Both clients are Python asyncio clients in this process
-(httpx with a keep-alive pool of N connections; grpc.aio with one HTTP/2 channel),
+(N keep-alive HTTP/1.1 connections; grpc.aio with one HTTP/2 channel),
 so neither side gets a faster load generator. Each Serve ingress is measured on a
 restarted Ray head: HAProxy (the stack's default) and Serve's proxy actor.
 
@@ -96,22 +96,59 @@ async def _load(call: Callable[[], Awaitable[None]], concurrency: int, seconds: 
     return Stats(len(latencies), len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000)
 
 
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection doing GETs: a minimal client (asyncio
+    streams, Content-Length bodies), so HTTP pays no more client-side Python per
+    request than grpc.aio's C core does (httpx's pool, in a first version of this
+    benchmark, was itself the bottleneck at 32 connections)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> HttpConnection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def get(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def measure_http(
     url: str, token: str, customer_id: int, concurrency: int, seconds: float, warmup: float
 ) -> Stats:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=30
-    ) as client:
+    host, _, port = url.removeprefix("http://").partition(":")
+    request = (
+        f"GET /customers/{customer_id} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    ).encode()
+    idle = [await HttpConnection.open(host, int(port)) for _ in range(concurrency)]
+    try:
 
         async def call() -> None:
-            response = await client.get(f"/customers/{customer_id}")
-            if response.status_code != 200:
-                raise base.BenchError(f"GET /customers: HTTP {response.status_code}")
+            connection = idle.pop()
+            try:
+                status, _ = await connection.get(request)
+            finally:
+                idle.append(connection)
+            if status != 200:
+                raise base.BenchError(f"GET /customers: HTTP {status}")
 
         await _load(call, concurrency, warmup)
         return await _load(call, concurrency, seconds)
+    finally:
+        for connection in idle:
+            connection.close()
 
 
 async def measure_grpc(
@@ -210,6 +247,11 @@ def measure_ingress(
     ingress: str, settings: Settings, token: str, customer_id: int, plan: Plan
 ) -> list[Row]:
     rows = []
+    # Warm both paths up first (connections, replica caches, the JIT-less but lazy
+    # imports on a first request), at the highest concurrency.
+    top = max(CONCURRENCY)
+    asyncio.run(measure_http(settings.serve_url, token, customer_id, top, 1, plan.warmup_s))
+    asyncio.run(measure_grpc(settings.serve_grpc_target, token, customer_id, top, 1, plan.warmup_s))
     for concurrency in CONCURRENCY:
         for round_no in range(plan.rounds):
             # Alternate which protocol goes first, so drift hits both alike.
@@ -296,7 +338,8 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         "replica's direct-ingress HTTP and gRPC (h2c) servers; `proxy` = Serve's proxy "
         "actor, which calls the replica over Ray.",
         f"- Load: Python asyncio clients in one process on the same cores as the stack: "
-        f"httpx (HTTP/1.1, a keep-alive pool of N connections) and grpc.aio (one HTTP/2 "
+        f"N keep-alive HTTP/1.1 connections (a minimal asyncio-streams client: httpx's "
+        f"pool was itself the bottleneck at 32 connections) and grpc.aio (one HTTP/2 "
         f"channel, N concurrent streams); N = {', '.join(map(str, CONCURRENCY))}; "
         f"{plan.warmup_s} s warm-up then {plan.duration_s} s measured per run; p50/p99 "
         "from every request's latency. Any non-OK answer fails the run.",
@@ -306,7 +349,7 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
     ]
     lines += [f"- {k}: {v}" for k, v in base.machine(load_at_start).items() if k != "wrk"]
     lines += [
-        f"- grpcio / httpx: {_version('grpcio')} / {_version('httpx')}",
+        f"- grpcio: {_version('grpcio')}",
         "",
         "### Rerun",
         "",
