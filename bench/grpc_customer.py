@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import secrets
 import shutil
 import statistics
@@ -28,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -247,8 +249,8 @@ def measure_ingress(
     ingress: str, settings: Settings, token: str, customer_id: int, plan: Plan
 ) -> list[Row]:
     rows = []
-    # Warm both paths up first (connections, replica caches, the JIT-less but lazy
-    # imports on a first request), at the highest concurrency.
+    # Warm both paths up first (connections, caches, whatever a first request loads),
+    # at the highest concurrency.
     top = max(CONCURRENCY)
     asyncio.run(measure_http(settings.serve_url, token, customer_id, top, 1, plan.warmup_s))
     asyncio.run(measure_grpc(settings.serve_grpc_target, token, customer_id, top, 1, plan.warmup_s))
@@ -326,6 +328,20 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         "|---|" + "--:|" * (len(HEADERS) - 1),
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    lines += ["", "Median over the rounds:", ""]
+    for ingress in plan.ingresses:
+        for concurrency in CONCURRENCY:
+            mine = [r for r in rows if (r.ingress, r.concurrency) == (ingress, concurrency)]
+            if not mine:
+                continue
+            http = statistics.median(r.http.rps for r in mine)
+            grpc_rps = statistics.median(r.grpc.rps for r in mine)
+            lines.append(
+                f"- {ingress}, {concurrency} at a time: HTTP {http:,.0f} req/s "
+                f"(p50 {statistics.median(r.http.p50_ms for r in mine):.2f} ms), gRPC "
+                f"{grpc_rps:,.0f} req/s (p50 {statistics.median(r.grpc.p50_ms for r in mine):.2f}"
+                f" ms): gRPC/HTTP {grpc_rps / http:.2f}x"
+            )
     lines += [
         "",
         "### Method",
@@ -347,7 +363,7 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         "### Machine",
         "",
     ]
-    lines += [f"- {k}: {v}" for k, v in base.machine(load_at_start).items() if k != "wrk"]
+    lines += [f"- {k}: {v}" for k, v in machine(load_at_start).items()]
     lines += [
         f"- grpcio: {_version('grpcio')}",
         "",
@@ -357,6 +373,25 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         DOC_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def machine(load_at_start: float) -> dict[str, str]:
+    """bench/get_customer.py's machine facts, without wrk's version (wrk is not used
+    here and need not be installed)."""
+    meminfo = Path("/proc/meminfo").read_text()
+    kib = int(meminfo.split("MemTotal:")[1].split()[0])
+    cpu = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "CPUs": f"{len(os.sched_getaffinity(0))} (nproc), "
+        + (cpu[0].split(":", 1)[1].strip() if cpu else "unknown"),
+        "memory": f"{kib / 1024 / 1024:.1f} GiB",
+        "OS": f"{platform.system()} {platform.release()}",
+        "load average (1 min)": f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
+        "at the end (other work on the machine shares the cores)",
+        "Python": platform.python_version(),
+        "Ray": _version("ray"),
+    }
 
 
 def _version(package: str) -> str:
