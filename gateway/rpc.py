@@ -113,14 +113,19 @@ class Call:
         original = unwrap(exc)
         if isinstance(original, ValidationError):
             original = Validation("the request is invalid", field_errors(original))
+        # Serve's id for the call: Serve put it in the `request_id` trailer already.
+        request_id = next(
+            (str(v) for k, v in self.context.trailing_metadata() or () if k == "request_id"), ""
+        )
         if not isinstance(original, AppError):
-            log.error("unhandled error on a gRPC call: %r", original)
+            log.error("unhandled error on a gRPC call (request %s): %r", request_id, original)
             original = AppError("the request could not be completed")
         code = _CODES.get(original.status, grpc.StatusCode.INTERNAL)
+        info = {"status": str(original.status)}
+        if request_id:
+            info["request_id"] = request_id
         details: list[Message] = [
-            error_details_pb2.ErrorInfo(
-                reason=original.slug, domain=ERROR_DOMAIN, metadata={"status": str(original.status)}
-            )
+            error_details_pb2.ErrorInfo(reason=original.slug, domain=ERROR_DOMAIN, metadata=info)
         ]
         if original.errors:
             details.append(

@@ -408,6 +408,9 @@ def test_not_found_and_invalid_input(
         customers.GetCustomer, customers_pb2.GetCustomerRequest(id=123456789), metadata=md(agent)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND and reason(missing) == "not-found"
+    # The error names Serve's request id, the one in the `request_id` trailer.
+    info = details(missing)[0]["ErrorInfo"]
+    assert info.metadata["request_id"] == dict(missing.trailing_metadata())["request_id"]
     for call, request in (
         (deals.GetDeal, deals_pb2.GetDealRequest(id=987654321)),
         (tickets.GetTicket, tickets_pb2.GetTicketRequest(id=987654321)),

@@ -44,10 +44,13 @@ class Context:
         self.metadata = metadata or []
         self.code: grpc.StatusCode | None = None
         self.details = ""
-        self.trailers: list[tuple[str, Any]] = []
+        self.trailers: list[tuple[str, Any]] = [("request_id", "req-1")]  # as Serve sets it
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
+
+    def trailing_metadata(self) -> list[tuple[str, Any]]:
+        return self.trailers
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code = code
@@ -106,6 +109,7 @@ def test_app_errors_map_to_status_codes(
     assert context.code == code and context.details == "x"
     assert found["ErrorInfo"].reason == slug
     assert found["ErrorInfo"].metadata["status"] == str(error.status)
+    assert found["ErrorInfo"].metadata["request_id"] == "req-1"
     if isinstance(error, errors.RateLimited):
         assert found["RetryInfo"].retry_delay.seconds == 7
         assert found["trailers"]["retry-after"] == "7"
