@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint bench bench-shards bench-domain bench-import bench-suite
+.PHONY: setup up down status test lint proto bench bench-shards bench-domain bench-import bench-suite bench-grpc
 
 VENV := .venv/bin
 
@@ -21,6 +21,11 @@ lint:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 
+# The gRPC API's Python code (nextflow/v1, checked in) from proto/nextflow/v1/*.proto.
+proto:
+	$(VENV)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. \
+		--grpc_python_out=. proto/nextflow/v1/*.proto
+
 bench:
 	$(VENV)/python bench/get_customer.py
 
@@ -35,3 +40,6 @@ bench-import:
 
 bench-suite:
 	bench/run
+
+bench-grpc:
+	$(VENV)/python bench/grpc_customer.py

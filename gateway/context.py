@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from deployments.auth.tokens import API_KEY_PREFIX, JwtConfig, verify_access_token
 from gateway import metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Decision, RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
 
@@ -73,12 +74,32 @@ async def current_principal(
     x_api_key: Annotated[str | None, Header()] = None,
     nextflow_read_after: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`.
+    """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`
+    (`authenticate` does the work; the gRPC servicers call it too)."""
+
+    def on_decision(decision: Decision) -> None:
+        request.state.rate_limit_headers = decision.headers()
+
+    principal, caller = await authenticate(
+        state(request), authorization, x_api_key, nextflow_read_after, on_decision
+    )
+    request.state.caller = caller
+    return principal
+
+
+async def authenticate(
+    st: GatewayState,
+    authorization: str | None,
+    x_api_key: str | None,
+    read_after_token: str | None,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> tuple[Principal, str]:
+    """The caller and its rate-limit key ("u<id>" / "k<id>"), for HTTP and gRPC alike.
     JWTs are verified here, in process; API keys are checked by the Auth service.
     Reads see the caller's own recent writes: the positions the gateway remembered
     for this caller, plus a `NextFlow-Read-After` token the client sends back (from
-    another session or device, say)."""
-    st = state(request)
+    another session or device, say). The caller's rate limit is enforced here
+    (`on_decision` sees the limiter's decision, allowed or not)."""
     token = x_api_key
     if token is None and authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -92,16 +113,15 @@ async def current_principal(
     else:
         principal = verify_access_token(st.jwt, token)
     brought: dict[str, int] = {}
-    if nextflow_read_after:
+    if read_after_token:
         try:
-            brought = consistency.decode(nextflow_read_after)
+            brought = consistency.decode(read_after_token)
         except consistency.BadToken as exc:
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
-    request.state.caller = caller
     if st.limiter is not None:
         recalled, _ = await asyncio.gather(
-            st.sessions.recall(caller), enforce(request, st.limiter, caller)
+            st.sessions.recall(caller), enforce_limit(st.limiter, caller, on_decision)
         )
     else:
         recalled = await st.sessions.recall(caller)
@@ -109,14 +129,24 @@ async def current_principal(
     carried = tracing.carrier()  # the request's span, parent of the service's
     if read_after or carried:
         principal = principal.model_copy(update={"read_after": read_after, "trace": carried})
-    return principal
+    return principal, caller
 
 
 async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
+    def on_decision(decision: Decision) -> None:
+        request.state.rate_limit_headers = decision.headers()
+
+    await enforce_limit(limiter, caller, on_decision)
+
+
+async def enforce_limit(
+    limiter: RateLimiter, caller: str, on_decision: Callable[[Decision], None] | None = None
+) -> None:
     decision = await limiter.check(caller)
     if decision is None:
         return
-    request.state.rate_limit_headers = decision.headers()
+    if on_decision is not None:
+        on_decision(decision)
     if not decision.allowed:
         # Keys are "u<id>"/"k<id>" for API callers, "<limiter>:<subject>" otherwise.
         limiter_name = caller.partition(":")[0] if ":" in caller else "api"
