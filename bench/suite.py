@@ -692,7 +692,7 @@ def markdown(results: Results, plan: Plan) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: |",
         *("| " + " | ".join(_cells(row)) + " |" for row in results.rows),
         "",
-        *scaling_lines(results.scaling),
+        *(line for line in scaling_lines(results.scaling) if not line.startswith("  plot:")),
         "",
         "![replicas over time](autoscaling.png)",
         "",
