@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint fuzz-api bench bench-shards bench-domain bench-import
+.PHONY: setup up down status test lint fuzz-api proto bench bench-shards bench-domain bench-import bench-suite bench-grpc
 
 VENV := .venv/bin
 
@@ -27,6 +27,11 @@ FUZZ_EXAMPLES ?= 50
 fuzz-api:
 	NEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/python -m pytest -q tests/e2e/test_api_fuzz.py
 
+# The gRPC API's Python code (nextflow/v1, checked in) from proto/nextflow/v1/*.proto.
+proto:
+	$(VENV)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. \
+		--grpc_python_out=. proto/nextflow/v1/*.proto
+
 bench:
 	$(VENV)/python bench/get_customer.py
 
@@ -38,3 +43,9 @@ bench-domain:
 
 bench-import:
 	$(VENV)/python bench/import_customers.py
+
+bench-suite:
+	bench/run
+
+bench-grpc:
+	$(VENV)/python bench/grpc_customer.py

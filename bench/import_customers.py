@@ -10,11 +10,15 @@ with an external id), then:
    (`shards.ids.make_id`, as bench/shard_moves.py) and COPYs batches of 10,000 straight
    into `customers` on each shard server's primary, one connection per server, all
    servers at once while the CSV is read;
-2. empties `customers` and `record_changes` again (TRUNCATE), so both start equal;
+2. empties `customers`, `record_changes` and `outbox` again (TRUNCATE), so both start
+   equal;
 3. **the job**: `POST /imports/customers` (the upload is timed with it), polled until
-   it succeeds: validation of every row with `CustomerCreate`, COPY into a temp table
-   and the upsert per logical shard through the ShardManagers, a history row each;
-4. **re-import**: the same file again (every row unchanged, nothing written).
+   it succeeds: validation of every row with `CustomerCreate`, then per logical shard
+   through the ShardManagers: look up which keys exist, COPY the new customers and
+   their history rows, upsert the others, one `customer.imported` event per batch;
+4. **re-import**: the same file again (every row unchanged, nothing written);
+5. empties the tables and runs the raw COPY again: the report compares the job with
+   the mean of both raw runs, since the shared machine's load drifts over minutes.
 
     .venv/bin/python bench/import_customers.py            # 1,000,000 rows, rewrites docs
     .venv/bin/python bench/import_customers.py --quick    # 50,000 rows, docs untouched
@@ -87,7 +91,21 @@ console = Console()
 class Results:
     rows: int = 0
     csv_bytes: int = 0
-    raw_s: float = 0.0
+    raw_s: float = 0.0  # the mean of raw_runs
+    raw_runs: list[float] = field(default_factory=list)
+    # CPU seconds by kind of process (stack_cpu_s) over each raw run and the job.
+    raw_cpu_runs: list[dict[str, float]] = field(default_factory=list)
+    job_cpu: dict[str, float] = field(default_factory=dict)
+    idle_cpu: float = 0.0  # CPU seconds per second the idle stack uses
+
+    @property
+    def raw_cpu_s(self) -> float:
+        return sum(sum(run.values()) for run in self.raw_cpu_runs) / len(self.raw_cpu_runs)
+
+    @property
+    def job_cpu_s(self) -> float:
+        return sum(self.job_cpu.values())
+
     upload_s: float = 0.0
     job_s: float = 0.0
     reimport_s: float = 0.0
@@ -179,10 +197,80 @@ async def empty(settings: Settings, shard_map: ShardMap) -> None:
     for server in shard_map.server_names():
         conn = await asyncpg.connect(customer_dsn(settings, shard_map, server))
         try:
-            await conn.execute("TRUNCATE customers, record_changes CASCADE")
+            await conn.execute("TRUNCATE customers, record_changes, outbox CASCADE")
             await conn.execute("VACUUM ANALYZE customers")
         finally:
             await conn.close()
+
+
+# -- CPU time -------------------------------------------------------------------------------
+
+
+def stack_cpu_s(data_dir: Path) -> dict[str, float]:
+    """CPU seconds used so far by this process ("bench") and every process of the
+    stack, by kind: "postgres" (every server under the data folder, by its
+    postmaster.pid, and its backends), each Ray actor or Serve replica by its name, and
+    "other" (the rest whose environment names the data folder: raylet, GCS, HAProxy).
+    Children that exited count with whoever reaped them (cutime/cstime). Unlike elapsed
+    time, a difference over a phase does not depend on how much of the shared machine
+    other work took meanwhile."""
+    marker = f"NEXTFLOW_DATA_DIR={data_dir}".encode()
+    postmasters = set()
+    for pid_file in data_dir.glob("pg/*/data/postmaster.pid"):
+        try:
+            postmasters.add(int(pid_file.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    tick = os.sysconf("SC_CLK_TCK")
+    kinds: dict[str, float] = {"bench": sum(os.times()[:2])}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            pid, parent = int(entry.name), int(fields[1])
+            if pid in postmasters or parent in postmasters:
+                kind = "postgres"  # (PostgreSQL rewrites its environment for ps)
+            elif marker in (entry / "environ").read_bytes().split(b"\0"):
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+                kind = _kind(cmd.decode(errors="replace"))
+            else:
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        # After the name: utime, stime, cutime, cstime are fields 14..17 (1-based).
+        kinds[kind] = kinds.get(kind, 0.0) + sum(int(v) for v in fields[11:15]) / tick
+    return kinds
+
+
+def _kind(cmd: str) -> str:
+    if cmd.startswith("postgres") or "/postgres" in cmd.split(" ")[0]:
+        return "postgres"
+    if cmd.startswith(
+        "ray::"
+    ):  # Ray's process titles: ray::ShardManager, ray::ServeReplica:app:Name
+        name = cmd.removeprefix("ray::").split(" ")[0].split(".")[0]
+        return name.rsplit(":", 1)[-1] if name.startswith("ServeReplica") else name
+    return "other"
+
+
+def cpu_delta(
+    before: dict[str, float], after: dict[str, float], idle: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """CPU seconds each kind used between two samples `seconds` apart, less what it
+    uses when the stack is idle (`idle`: CPU seconds per second; relays polling, Serve's
+    controller, metrics)."""
+    return {
+        k: max(after.get(k, 0.0) - before.get(k, 0.0) - idle.get(k, 0.0) * seconds, 0.0)
+        for k in after
+    }
+
+
+def idle_rate(data_dir: Path, seconds: float = 10.0) -> dict[str, float]:
+    before = stack_cpu_s(data_dir)
+    time.sleep(seconds)
+    after = stack_cpu_s(data_dir)
+    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) / seconds for k in after}
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -218,8 +306,15 @@ def run_job(
 # -- report -----------------------------------------------------------------------------------
 
 
+def cpu_text(kinds: dict[str, float], rows: int) -> str:
+    """`kind us/row` for the kinds that used at least 0.1 us per row, largest first."""
+    per_row = sorted(((v * 1e6 / rows, k) for k, v in kinds.items()), reverse=True)
+    return ", ".join(f"{k} {us:.1f}" for us, k in per_row if us >= 0.1)
+
+
 def markdown(r: Results, quick: bool) -> str:
     raw_rate = r.rows / r.raw_s
+    raw_cpu = r.raw_cpu_s
     job_rate = r.rows / r.job_s
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
@@ -237,12 +332,23 @@ def markdown(r: Results, quick: bool) -> str:
         "",
         "| load | seconds | rows/s | vs raw COPY |",
         "| --- | ---: | ---: | ---: |",
-        f"| raw asyncpg `COPY` into `customers` (CSV read, no validation, ids made in Python) "
+        f"| raw asyncpg `COPY` into `customers` (CSV read, no validation, ids made in Python; "
+        f"mean of the runs before and after the job: "
+        f"{', '.join(f'{x:.1f}' for x in r.raw_runs)} s) "
         f"| {r.raw_s:.1f} | {raw_rate:,.0f} | 1.00 |",
-        f"| import job: upload + validate + COPY to temp + upsert + history "
+        f"| import job: upload + validate + look up keys + COPY new rows and their history "
         f"| {r.job_s:.1f} | {job_rate:,.0f} | **{job_rate / raw_rate:.2f}** |",
         f"| the same file again (all unchanged) | {r.reimport_s:.1f} "
         f"| {r.rows / r.reimport_s:,.0f} | {r.rows / r.reimport_s / raw_rate:.2f} |",
+        "",
+        "CPU time, which the shared machine's load does not change (every process of the "
+        "stack and the benchmark's own, from /proc, less what the idle stack uses in the "
+        f"same time: {r.idle_cpu:.2f} CPU seconds per second): raw COPY "
+        f"{raw_cpu * 1e6 / r.rows:.1f} us per row, the job {r.job_cpu_s * 1e6 / r.rows:.1f} "
+        f"us per row: the job needs **{r.job_cpu_s / raw_cpu:.2f}x** the CPU of raw COPY "
+        f"(a CPU-bound 2-core machine would run it at about {raw_cpu / r.job_cpu_s:.2f}x "
+        "raw COPY's rate). Per row, in us, by process: raw COPY "
+        f"{cpu_text(r.raw_cpu_runs[-1], r.rows)}; the job {cpu_text(r.job_cpu, r.rows)}.",
         "",
         f"The job: upload {r.upload_s:.1f} s; created {res.get('created', 0):,}, "
         f"updated {res.get('updated', 0):,}, failed {res.get('failed', 0):,}. "
@@ -253,7 +359,8 @@ def markdown(r: Results, quick: bool) -> str:
         f"{platform.python_version()}, Ray {version('ray')}, asyncpg {version('asyncpg')}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average (1 min) "
         + ", ".join(f"{x:.2f}" for x in r.load)
-        + " (start, after raw, end): other work shares the cores."
+        + " (start, after the first raw COPY, after the re-import): other work shares "
+        "the cores."
         + (" Quick run." if quick else ""),
         "",
         DOC_END,
@@ -285,26 +392,46 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
         r.csv_bytes = generate(path, rows, seed)
         shard_map = asyncio.run(read_map(settings))
 
-        with console.status("raw COPY…"):
-            started = time.monotonic()
-            copied = asyncio.run(raw_copy(settings, shard_map, path, owner_id))
-            r.raw_s = time.monotonic() - started
-        console.print(f"raw COPY: {copied:,} rows in {r.raw_s:.1f} s "
-                      f"({copied / r.raw_s:,.0f} rows/s)")  # fmt: skip
-        r.load.append(os.getloadavg()[0])
-        with console.status("emptying the tables…"):
-            asyncio.run(empty(settings, shard_map))
+        def raw() -> float:
+            with console.status("raw COPY…"):
+                started, cpu = time.monotonic(), stack_cpu_s(root)
+                copied = asyncio.run(raw_copy(settings, shard_map, path, owner_id))
+                elapsed = time.monotonic() - started
+                r.raw_cpu_runs.append(cpu_delta(cpu, stack_cpu_s(root), idle, elapsed))
+            console.print(f"raw COPY: {copied:,} rows in {elapsed:.1f} s "
+                          f"({copied / elapsed:,.0f} rows/s)")  # fmt: skip
+            with console.status("emptying the tables…"):
+                asyncio.run(empty(settings, shard_map))
+            return elapsed
 
+        with console.status("measuring the idle stack's CPU use (10 s)…"):
+            idle = idle_rate(root)
+        r.idle_cpu = sum(idle.values())
+        # Raw COPY before and after the job, the tables emptied after each: the machine
+        # is shared, and its load drifts over minutes.
+        r.raw_runs.append(raw())
+        r.load.append(os.getloadavg()[0])
+        cpu = stack_cpu_s(root)
         r.upload_s, r.job_s, r.job_result = run_job(
             settings.serve_url, token, path, rows, "import job"
         )
-        console.print(f"job: {rows:,} rows in {r.job_s:.1f} s ({rows / r.job_s:,.0f} rows/s; "
-                      f"{r.job_s and rows / r.job_s / (rows / r.raw_s):.2f}x raw), "
+        r.job_cpu = cpu_delta(cpu, stack_cpu_s(root), idle, r.job_s)
+        console.print(f"job: {rows:,} rows in {r.job_s:.1f} s ({rows / r.job_s:,.0f} rows/s), "
                       f"{r.job_result}")  # fmt: skip
         _, r.reimport_s, r.reimport_result = run_job(
             settings.serve_url, token, path, rows, "re-import"
         )
         console.print(f"re-import: {r.reimport_s:.1f} s, {r.reimport_result}")
+        r.load.append(os.getloadavg()[0])
+        with console.status("emptying the tables…"):
+            asyncio.run(empty(settings, shard_map))
+        r.raw_runs.append(raw())
+        r.raw_s = sum(r.raw_runs) / len(r.raw_runs)
+        console.print(
+            f"job vs raw COPY (mean of {len(r.raw_runs)}): {r.raw_s / r.job_s:.2f}x; "
+            f"CPU seconds: raw {r.raw_cpu_s:.1f}, job {r.job_cpu_s:.1f}; the job's by process: "
+            + cpu_text(r.job_cpu, r.rows)
+        )
         r.load.append(os.getloadavg()[0])
         if write_doc:
             write_doc_section(DOC_BEGIN, DOC_END, markdown(r, rows < DEFAULT_ROWS))

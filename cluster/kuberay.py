@@ -44,6 +44,8 @@ DOCKERFILE = KUBERAY_DIR / "Dockerfile"
 
 # KubeRay's Serve Service and the workers' readiness probe use the container port 8000.
 SERVE_PORT = 8000
+# Serve's gRPC server (grpc_options; kuberay/base/grpc-service.yaml sends traffic to it).
+GRPC_PORT = 9000
 # The code and its dependencies are in the image; these would ship them at run time.
 _CODE_KEYS = ("working_dir", "py_modules")
 _PACKAGE_KEYS = ("pip", "uv", "conda")
@@ -66,6 +68,8 @@ def cluster_serve_config(config: dict[str, Any]) -> dict[str, Any]:
 
     - HTTP on every pod address (`0.0.0.0`, port 8000): KubeRay's Serve Service sends
       traffic to the pods, the local stack binds 127.0.0.1.
+    - gRPC (when the config has servicers) on port 9000 of every pod, behind the
+      `nextflow-grpc` Service (kuberay/base/grpc-service.yaml).
     - A proxy on every node (`EveryNode`), so any worker pod can take traffic.
     - No code shipped at run time: the image holds the project, so `working_dir` and
       `py_modules` are dropped, and packages to install (`pip`, ...) are refused.
@@ -79,6 +83,10 @@ def cluster_serve_config(config: dict[str, Any]) -> dict[str, Any]:
     http_options = dict(rendered.get("http_options") or {})
     http_options.update(host="0.0.0.0", port=SERVE_PORT)
     rendered["http_options"] = http_options
+    grpc_options = dict(rendered.get("grpc_options") or {})
+    if grpc_options.get("grpc_servicer_functions"):
+        grpc_options["port"] = GRPC_PORT
+        rendered["grpc_options"] = grpc_options
     for app in rendered["applications"]:
         runtime_env = app.get("runtime_env")
         if not runtime_env:

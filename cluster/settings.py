@@ -79,6 +79,8 @@ class StackSettings(BaseSettings):
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
     serve_http_port: int = 8000
+    # Serve's gRPC ingress (`grpc_options` in serve_config.yaml; the nextflow.v1 API).
+    serve_grpc_port: int = 9000
     # Serve's ingress. Measured in docs/benchmarks.md: HAProxy in front of the Gateway
     # replicas plus throughput-optimized mode serves 2-3x the default proxy actor.
     serve_ingress: Literal["haproxy", "proxy"] = "haproxy"
@@ -136,6 +138,11 @@ class StackSettings(BaseSettings):
     @property
     def serve_url(self) -> str:
         return f"http://{self.host}:{self.serve_http_port}"
+
+    @property
+    def serve_grpc_target(self) -> str:
+        """Where a gRPC client connects (`grpc.insecure_channel(...)`)."""
+        return f"{self.host}:{self.serve_grpc_port}"
 
     @property
     def redis_url(self) -> str:

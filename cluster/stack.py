@@ -157,8 +157,11 @@ def find_serve_config(option: Path | None = None) -> Path:
     raise StackError(f"{SERVE_CONFIG_NAME} not found; pass --config PATH")
 
 
-def render_serve_config(source: Path, target: Path, host: str, port: int) -> list[str]:
-    """Copy `source` with http_options.host/port replaced; returns the application names."""
+def render_serve_config(
+    source: Path, target: Path, host: str, port: int, grpc_port: int | None = None
+) -> list[str]:
+    """Copy `source` with http_options.host/port (and grpc_options.port, when it has
+    gRPC servicers) replaced; returns the application names."""
     try:
         config = yaml.safe_load(source.read_text())
     except yaml.YAMLError as exc:
@@ -168,6 +171,10 @@ def render_serve_config(source: Path, target: Path, host: str, port: int) -> lis
     http_options = config.get("http_options") or {}
     http_options.update(host=host, port=port)
     config["http_options"] = http_options
+    grpc_options = config.get("grpc_options") or {}
+    if grpc_port is not None and grpc_options.get("grpc_servicer_functions"):
+        grpc_options["port"] = grpc_port
+        config["grpc_options"] = grpc_options
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return [str(app["name"]) for app in config["applications"]]
@@ -342,7 +349,9 @@ class LocalStack:
         if deploy:
             with reporter.step("Serve application"):
                 self.deploy(reporter)
-            reporter.note(f"serve: {self.settings.serve_url}")
+            reporter.note(
+                f"serve: {self.settings.serve_url} (gRPC {self.settings.serve_grpc_target})"
+            )
         if monitoring:
             with reporter.step("Prometheus"):
                 started = self.start_monitoring()
@@ -673,7 +682,11 @@ class LocalStack:
         reporter = reporter or QuietReporter()
         source = find_serve_config(self.serve_config)
         apps = render_serve_config(
-            source, self.rendered_serve_config, self.settings.host, self.settings.serve_http_port
+            source,
+            self.rendered_serve_config,
+            self.settings.host,
+            self.settings.serve_http_port,
+            self.settings.serve_grpc_port,
         )
         run(
             [
@@ -750,6 +763,10 @@ class LocalStack:
         http_up = ray_up and port_open(s.host, s.serve_http_port)
         rows.append(
             ComponentStatus("serve http", s.serve_url, "up" if http_up else "down", http_up)
+        )
+        grpc_up = ray_up and port_open(s.host, s.serve_grpc_port)
+        rows.append(
+            ComponentStatus("serve grpc", s.serve_grpc_target, "up" if grpc_up else "down", grpc_up)
         )
         prometheus = self.prometheus()
         if prometheus.is_running():  # optional: only started by `up --monitoring`

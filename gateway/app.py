@@ -53,6 +53,7 @@ from gateway.routes import (
     users,
     webhooks,
 )
+from gateway.rpc import GrpcServicer
 from gateway.sessions import SessionPositions
 
 
@@ -104,7 +105,10 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
 
 @serve.deployment(name="Gateway")
 @serve.ingress()
-class Gateway:
+class Gateway(GrpcServicer):
+    """HTTP (the FastAPI app) and gRPC (`GrpcServicer`'s methods, called by Serve's
+    gRPC server) in the same replica, sharing its auth, rate limits and handles."""
+
     def __init__(self, args: dict[str, Any], **handles: DeploymentHandle[Any]) -> None:
         """`handles`: one per domain deployment, named as the fields of `Services`."""
         settings = get_settings()

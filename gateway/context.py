@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ from deployments.auth.tokens import (
     verify_access_token_issued,
 )
 from gateway import idempotency, metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Decision, RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
 
@@ -83,12 +83,33 @@ async def current_principal(
     x_api_key: Annotated[str | None, Header()] = None,
     nextflow_read_after: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`.
+    """The caller, from `Authorization: Bearer <JWT or API key>` or `X-API-Key`
+    (`authenticate` does the work; the gRPC servicers call it too)."""
+
+    def on_decision(decision: Decision) -> None:
+        request.state.rate_limit_headers = decision.headers()
+
+    principal, caller = await authenticate(
+        state(request), authorization, x_api_key, nextflow_read_after, on_decision
+    )
+    request.state.caller = caller
+    await idempotency.claim(request, caller)  # may answer with the stored response
+    return principal
+
+
+async def authenticate(
+    st: GatewayState,
+    authorization: str | None,
+    x_api_key: str | None,
+    read_after_token: str | None,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> tuple[Principal, str]:
+    """The caller and its rate-limit key ("u<id>" / "k<id>"), for HTTP and gRPC alike.
     JWTs are verified here, in process; API keys are checked by the Auth service.
     Reads see the caller's own recent writes: the positions the gateway remembered
     for this caller, plus a `NextFlow-Read-After` token the client sends back (from
-    another session or device, say)."""
-    st = state(request)
+    another session or device, say). The caller's rate limit is enforced here
+    (`on_decision` sees the limiter's decision, allowed or not)."""
     token = x_api_key
     if token is None and authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -103,27 +124,25 @@ async def current_principal(
     else:
         principal, issued = verify_access_token_issued(st.jwt, token)
     brought: dict[str, int] = {}
-    if nextflow_read_after:
+    if read_after_token:
         try:
-            brought = consistency.decode(nextflow_read_after)
+            brought = consistency.decode(read_after_token)
         except consistency.BadToken as exc:
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
-    request.state.caller = caller
     # One round of Redis calls, side by side: the caller's write positions, its rate
     # limit, and whether its access token was cut off.
     checks: list[Awaitable[Any]] = [st.sessions.recall(caller)]
     if st.limiter is not None:
-        checks.append(enforce(request, st.limiter, caller))
+        checks.append(enforce_limit(st.limiter, caller, on_decision))
     if issued is not None:
         checks.append(_check_cutoff(st, principal.user_id, issued))
     recalled, *_ = await asyncio.gather(*checks)
-    await idempotency.claim(request, caller)  # may answer with the stored response
     read_after = consistency.merge(recalled, brought)
     carried = tracing.carrier()  # the request's span, parent of the service's
     if read_after or carried:
         principal = principal.model_copy(update={"read_after": read_after, "trace": carried})
-    return principal
+    return principal, caller
 
 
 async def _check_cutoff(st: GatewayState, user_id: int, issued: int) -> None:
@@ -140,10 +159,20 @@ async def _check_cutoff(st: GatewayState, user_id: int, issued: int) -> None:
 
 
 async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
+    def on_decision(decision: Decision) -> None:
+        request.state.rate_limit_headers = decision.headers()
+
+    await enforce_limit(limiter, caller, on_decision)
+
+
+async def enforce_limit(
+    limiter: RateLimiter, caller: str, on_decision: Callable[[Decision], None] | None = None
+) -> None:
     decision = await limiter.check(caller)
     if decision is None:
         return
-    request.state.rate_limit_headers = decision.headers()
+    if on_decision is not None:
+        on_decision(decision)
     if not decision.allowed:
         # Keys are "u<id>"/"k<id>" for API callers, "<limiter>:<subject>" otherwise.
         limiter_name = caller.partition(":")[0] if ":" in caller else "api"

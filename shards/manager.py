@@ -42,7 +42,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from cluster import logs, tracing
+from cluster import heap, logs, tracing
 from cluster.settings import get_settings
 from shards import consistency, metrics
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
@@ -66,15 +66,22 @@ DEFAULT_FREEZE_LEASE_S = 30.0
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Per-connection setup: json/jsonb as Python objects (via orjson)."""
-    for kind in ("json", "jsonb"):
-        await conn.set_type_codec(
-            kind, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog", format="text"
-        )
+    """Per-connection setup: json/jsonb as Python objects (via orjson), in PostgreSQL's
+    binary format, which `COPY` needs (bulk imports COPY history rows)."""
+    await conn.set_type_codec(
+        "json", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb", encoder=_jsonb, decoder=_from_jsonb, schema="pg_catalog", format="binary"
+    )
 
 
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def _jsonb(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)  # jsonb's binary form: a version byte, then text
+
+
+def _from_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
 
 
 def actor_name(server: str) -> str:
@@ -139,6 +146,7 @@ class ShardManager:
         self._frozen: dict[int, _Freeze] = {}
         self._in_flight: dict[int, int] = {}
         self._write_done = asyncio.Condition()
+        heap.settle()
 
     # -- topology ----------------------------------------------------------------------
     async def _ensure_started(self) -> None:

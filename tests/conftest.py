@@ -38,10 +38,10 @@ def stack_settings() -> Iterator[Settings]:
     root = Path(tempfile.mkdtemp(prefix="nft-", dir="/tmp"))
     root.chmod(0o755)
     (
-        (redis, gcs, dash, client, agent, metrics, http, hap_stats, hap_metrics),
+        (redis, gcs, dash, client, agent, metrics, http, hap_stats, hap_metrics, grpc),
         catalog,
         replica_offset,
-    ) = _port_plan(9, TEST_SHARD_SERVERS + 1)
+    ) = _port_plan(10, TEST_SHARD_SERVERS + 1)
     values = {
         "NEXTFLOW_DATA_DIR": str(root),
         # The catalog and the shard servers take consecutive ports; each one's
@@ -58,6 +58,7 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_RAY_DASHBOARD_AGENT_PORT": str(agent),
         "NEXTFLOW_RAY_METRICS_PORT": str(metrics),
         "NEXTFLOW_SERVE_HTTP_PORT": str(http),
+        "NEXTFLOW_SERVE_GRPC_PORT": str(grpc),
         "NEXTFLOW_HAPROXY_STATS_PORT": str(hap_stats),
         "NEXTFLOW_HAPROXY_METRICS_PORT": str(hap_metrics),
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),

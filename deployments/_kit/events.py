@@ -51,15 +51,20 @@ async def emit(
     actor_id: int | None = None,
     *,
     version: int = SCHEMA_VERSION,
+    shard: int | None = None,
 ) -> uuid.UUID:
-    """Store an event in the outbox of this transaction's database (its id carries the
-    aggregate's logical shard). Returns the event id."""
+    """Store an event in the outbox of this transaction's database. Its id carries the
+    aggregate's logical shard, or `shard` for an aggregate that is not a record of
+    this database (an import job), so the event moves with the rows it is about.
+    Returns the event id."""
     event_id = uuid.uuid4()
+    where = shard_sql("$5::bigint") if shard is None else "$8"
     await conn.execute(
         f"""INSERT INTO outbox
                (id, event_id, type, version, aggregate_type, aggregate_id, actor_id, data)
-            VALUES (nextflow_id({shard_sql('$5::bigint')}::int), $1, $2, $3, $4, $5, $6, $7)""",
+            VALUES (nextflow_id({where}::int), $1, $2, $3, $4, $5, $6, $7)""",
         event_id, type, version, aggregate_type, aggregate_id, actor_id, plain(data),
+        *(() if shard is None else (shard,)),
     )  # fmt: skip
     return event_id
 

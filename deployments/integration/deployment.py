@@ -11,6 +11,7 @@ import logging
 
 from ray import serve
 
+from cluster import heap
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.principal import Principal
@@ -33,6 +34,7 @@ class IntegrationDeployment:
         abandoned = await self._svc.fail_abandoned()
         if abandoned:
             log.warning("marked %d abandoned job(s) failed", abandoned)
+        heap.settle()  # imports build many objects per row (cluster/heap.py)
 
     async def check_health(self) -> None:
         await self._svc.customers.alive()

@@ -100,7 +100,19 @@ def read_header(path: Path) -> list[str]:
 
 
 def count_records(path: Path) -> int:
+    """The number of records after the header (blank lines are not records). A file
+    with no quote character and no bare carriage return has one record per non-blank
+    line, counted without parsing; any other file is counted by the CSV reader."""
     with path.open("rb") as f:
+        lines = 0
+        for line in f:
+            if b'"' in line or b"\r" in line.rstrip(b"\r\n"):
+                break
+            if line.strip(b"\r\n"):
+                lines += 1
+        else:
+            return max(lines - 1, 0)
+        f.seek(0)
         return max(sum(1 for cells in csv.reader(text_lines(f)) if cells) - 1, 0)
 
 
@@ -218,12 +230,10 @@ class IntegrationService:
                 for line, cells in records:
                     chunk.read += 1
                     parsed = csvio.parse_row(line, header, cells, principal.user_id, may_assign)
-                    if isinstance(parsed, csvio.ImportRow) and parsed.external_id is not None:
-                        first = seen.setdefault(parsed.external_id, line)
+                    if isinstance(parsed, csvio.ImportRow):
+                        first = seen.setdefault(parsed.key, line)
                         if first != line:
-                            parsed = csvio.RowError(
-                                line, f"external_id: already on line {first}", tuple(cells)
-                            )
+                            parsed = csvio.RowError(line, _again(parsed, first), tuple(cells))
                     if isinstance(parsed, csvio.RowError):
                         chunk.errors.append(parsed)
                     else:
@@ -255,7 +265,7 @@ class IntegrationService:
                     break
                 for e in chunk.errors:
                     errors.writerow([e.line, e.message, *e.raw])
-                task = asyncio.create_task(self._write(chunk.rows, principal.user_id))
+                task = asyncio.create_task(self._write(chunk.rows, principal.user_id, job_id))
                 in_flight.append((task, chunk.read, len(chunk.errors)))
                 if not await land(IN_FLIGHT - 1):
                     return "cancelled", None
@@ -263,15 +273,23 @@ class IntegrationService:
                 return "cancelled", None
         return "succeeded", None
 
-    async def _write(self, rows: list[csvio.ImportRow], actor_id: int) -> tuple[int, int]:
+    async def _write(
+        self, rows: list[csvio.ImportRow], actor_id: int, job_id: int
+    ) -> tuple[int, int]:
         batches = csvio.batch_by_shard(rows, self.customers.place)
         done = await asyncio.gather(
             *(
-                self.customers.write(shard, repo.upsert_customers, records, actor_id)
+                self.customers.write(shard, repo.upsert_customers, records, actor_id, job_id)
                 for shard, records in batches.items()
             )
         )
         return sum(c for c, _ in done), sum(u for _, u in done)
+
+
+def _again(row: csvio.ImportRow, first: int) -> str:
+    if row.key.startswith("ext:"):
+        return f"external_id: already on line {first}"
+    return f"the same values as line {first} (a row without external_id is known by its values)"
 
 
 def _may_see(principal: Principal, job: JobRead) -> bool:

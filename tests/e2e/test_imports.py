@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import ray
+import redis
 from ray import serve
 
 from cluster.settings import Settings
+from deployments._kit.events import EVENT_STREAM, Event
 from deployments._kit.principal import Principal
 from deployments.integration.repo import JobAccepted
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -85,31 +87,63 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(
 
 
 def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(
-    http: httpx.Client, admin: dict[str, str]
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:
     tag = "imp" + os.urandom(3).hex()
-    rows = [["name", "phone", "tags", "external_id"]] + [
-        [f"Cust {i}", f"+4912345{i}", tag, f"{tag}-{i}"] for i in range(30)
-    ]
+    rows = (
+        [["name", "phone", "tags", "external_id"]]
+        + [[f"Cust {i}", f"+4912345{i}", tag, f"{tag}-{i}"] for i in range(30)]
+        # Without an external id a row is known by its values.
+        + [[f"Plain {i}", "", tag, ""] for i in range(3)]
+    )
+    stream = redis.Redis.from_url(serve_app.redis_url)
     first = _import(http, admin, _csv(rows))
-    assert first["result"]["created"] == 30, first
+    assert first["result"]["created"] == 33, first
     before = _tagged(http, admin, tag)
+    assert len(before) == 33
 
     second = _import(http, admin, _csv(rows))
     assert second["status"] == "succeeded"
     counts = {k: second["result"][k] for k in ("created", "updated", "unchanged", "failed")}
-    assert counts == {"created": 0, "updated": 0, "unchanged": 30, "failed": 0}
+    assert counts == {"created": 0, "updated": 0, "unchanged": 33, "failed": 0}
     after = _tagged(http, admin, tag)
     assert {k: (c["id"], c["version"], c["updated_at"]) for k, c in after.items()} == {
         k: (c["id"], c["version"], c["updated_at"]) for k, c in before.items()
     }
 
     rows[5][0] = "Cust 4 renamed"  # external id {tag}-4
+    rows.append(["Plain 0", "", tag, ""])  # the same values as an earlier line
     third = _import(http, admin, _csv(rows))
-    assert (third["result"]["created"], third["result"]["updated"]) == (0, 1)
+    assert (third["result"]["created"], third["result"]["updated"]) == (0, 1), third
+    assert third["result"]["failed"] == 1
     changed = _tagged(http, admin, tag)[f"{tag}-4"]
     assert changed["name"] == "Cust 4 renamed" and changed["id"] == before[f"{tag}-4"]["id"]
     assert changed["version"] == before[f"{tag}-4"]["version"] + 1
+
+    # History as any other write records it, with the changed fields.
+    history = http.get(f"/customers/{changed['id']}/history", headers=admin).json()["data"]
+    by_action = {h["action"]: h["changes"] for h in history}
+    assert by_action["updated"] == {"name": ["Cust 4", "Cust 4 renamed"]}
+    assert by_action["created"]["name"] == [None, "Cust 4"]
+    assert by_action["created"]["tags"] == [None, [tag]] and "email" not in by_action["created"]
+
+    # One `customer.imported` event per batch names what each job created or updated.
+    def imported(job_id: str) -> dict[str, set[str]]:
+        named: dict[str, set[str]] = {"created": set(), "updated": set()}
+        for _, fields in stream.xrange(EVENT_STREAM, "-", "+"):
+            event = Event.model_validate_json(fields[b"event"])
+            if event.type == "customer.imported" and event.data["job_id"] == job_id:
+                for key in named:
+                    named[key] |= set(event.data[key])
+        return named
+
+    deadline = time.monotonic() + 20
+    while imported(str(third["id"]))["updated"] != {changed["id"]}:
+        assert time.monotonic() < deadline, "no customer.imported event for the update"
+        time.sleep(0.2)
+    assert imported(str(first["id"]))["created"] == {c["id"] for c in before.values()}
+    assert imported(str(second["id"])) == {"created": set(), "updated": set()}
+    stream.close()
 
 
 def test_export_neutralises_formulas_and_round_trips_quotes(

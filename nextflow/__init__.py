@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code of the NextFlow API (`make proto`)."""
