@@ -78,6 +78,13 @@ class StackSettings(BaseSettings):
     prometheus_port: int = 56386
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
+    # Analytics and AI Ray tasks (deployments/analytics/tasks.py): what each one asks
+    # for. With `ai_resource` 1.0 on the head, 4 tasks run at once at 0.25 each.
+    ai_task_num_cpus: float = Field(default=0.25, gt=0)
+    ai_task_resource: float = Field(default=0.25, gt=0)
+    # Reports (deployments/analytics) are cached in Redis this long, and dropped
+    # earlier when an event changes what they count.
+    report_cache_ttl_s: float = Field(default=300.0, ge=0)
     serve_http_port: int = 8000
     # Serve's ingress. Measured in docs/benchmarks.md: HAProxy in front of the Gateway
     # replicas plus throughput-optimized mode serves 2-3x the default proxy actor.

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster import logs, tracing
 from cluster.settings import Settings, get_settings
+from deployments.analytics.deployment import AnalyticsDeployment
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
@@ -47,6 +48,7 @@ from gateway.routes import (
     pipelines,
     products,
     queues,
+    reports,
     tickets,
     users,
     webhooks,
@@ -76,7 +78,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     for module in (
         health, auth, users, api_keys, customers, products,
         pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
-        notifications, webhooks,
+        notifications, webhooks, reports,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -159,4 +161,5 @@ def build_app(args: dict[str, Any]) -> Application:
         integration=IntegrationDeployment.bind(),  # type: ignore[attr-defined]
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
+        analytics=AnalyticsDeployment.bind(),  # type: ignore[attr-defined]
     )

@@ -37,6 +37,7 @@ class Services:
     integration: Any = None
     notifications: Any = None
     webhooks: Any = None
+    analytics: Any = None
 
     def bound(self) -> list[tuple[str, Any]]:
         """(name, handle) of every deployment this gateway was given."""
