@@ -85,6 +85,9 @@ class StackSettings(BaseSettings):
     # Reports (deployments/analytics) are cached in Redis this long, and dropped
     # earlier when an event changes what they count.
     report_cache_ttl_s: float = Field(default=300.0, ge=0)
+    # Batch lead scoring: leads per Ray task, and tasks in flight per job.
+    ai_score_batch_size: int = Field(default=500, ge=1)
+    ai_tasks_in_flight: int = Field(default=8, ge=1)
     serve_http_port: int = 8000
     # Serve's ingress. Measured in docs/benchmarks.md: HAProxy in front of the Gateway
     # replicas plus throughput-optimized mode serves 2-3x the default proxy actor.

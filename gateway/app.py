@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster import logs, tracing
 from cluster.settings import Settings, get_settings
+from deployments.ai.deployment import AIDeployment
 from deployments.analytics.deployment import AnalyticsDeployment
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
@@ -34,6 +35,7 @@ from gateway.context import GatewayState, Services
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import (
+    ai,
     api_keys,
     auth,
     capture,
@@ -78,7 +80,7 @@ def create_api(state: GatewayState, args: AppArgs) -> FastAPI:
     for module in (
         health, auth, users, api_keys, customers, products,
         pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
-        notifications, webhooks, reports,
+        notifications, webhooks, reports, ai,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -162,4 +164,5 @@ def build_app(args: dict[str, Any]) -> Application:
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
         analytics=AnalyticsDeployment.bind(),  # type: ignore[attr-defined]
+        ai=AIDeployment.bind(),  # type: ignore[attr-defined]
     )

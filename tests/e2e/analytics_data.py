@@ -5,6 +5,7 @@ same rows for ground truth. Used by tests/e2e/test_analytics.py and test_ai.py."
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -222,3 +223,55 @@ async def generate(
         await on_each_server(s, lay, database, put_changes)
     await wait_replayed(s, lay)
     return out
+
+
+FREE = ["gmail.com", "yahoo.com", "hotmail.com"]
+SENIOR_TITLES = ["VP Sales", "Director of IT", "Head of Ops", "CTO"]
+JUNIOR_TITLES = ["Intern", "Assistant", "Analyst", "Student"]
+
+
+def signal_lead(rng: random.Random, tag: str, i: int) -> tuple[dict[str, Any], float]:
+    """A lead whose chance to convert follows a known rule: senior titles, company
+    e-mail and referrals convert far more often. Returns (columns, probability)."""
+    senior = rng.random() < 0.5
+    corporate = rng.random() < 0.5
+    referral = rng.random() < 0.4
+    logit = -3.0 + 3.0 * senior + 2.0 * corporate + 1.5 * referral
+    domain = f"{tag}-corp{i % 50}.example" if corporate else rng.choice(FREE)
+    lead = {
+        "email": f"{tag}-{i}@{domain}",
+        "title": rng.choice(SENIOR_TITLES if senior else JUNIOR_TITLES),
+        "source": "referral" if referral else rng.choice(["ad", "web_form", "event"]),
+        "company": f"Co {i}",
+    }
+    return lead, 1.0 / (1.0 + math.exp(-logit))
+
+
+async def generate_leads(
+    s: Settings, lay: Layout, *, seed: int, labelled: int, open_leads: int, tag: str
+) -> list[int]:
+    """`labelled` leads with an outcome drawn from the known rule (converted or
+    unqualified) and `open_leads` new ones; returns the open leads' ids."""
+    rng = random.Random(seed)
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    for i in range(labelled + open_leads):
+        lead, p = signal_lead(rng, tag, i)
+        status = ("converted" if rng.random() < p else "unqualified") if i < labelled else "new"
+        shard = rng.randrange(len(lay.shard_server))
+        row = (shard, lead["email"], lead["title"], lead["source"], lead["company"], status)
+        rows.setdefault(lay.shard_server[shard], []).append(row)
+
+    async def put(conn: asyncpg.Connection, server: str) -> list[int]:
+        made = await conn.fetch(
+            """INSERT INTO leads (id, email, title, source, company, status)
+               SELECT nextflow_id(r.shard), r.email, r.title, r.source, r.company, r.status
+               FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[]) AS r (shard, email, title, source, company, status)
+               RETURNING id, status""",
+            *(list(col) for col in zip(*rows.get(server, []), strict=True)),
+        )
+        return [int(r["id"]) for r in made if r["status"] == "new"]
+
+    open_ids = [i for ids in await on_each_server(s, lay, "marketing", put) for i in ids]
+    await wait_replayed(s, lay)
+    return open_ids

@@ -1,0 +1,161 @@
+"""Lead scoring end to end: a model trained by Ray tasks on generated leads with a
+known signal reaches a held-out AUC above 0.8; online scoring follows the signal and
+a newly published model; batch scoring writes scores back as a job that can be
+cancelled (and then stops) and that another replica takes over when its own stopped
+reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from cluster.settings import Settings
+from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server
+
+pytestmark = pytest.mark.e2e
+TAG = "aitest"
+
+
+@pytest.fixture(scope="module")
+def leads(serve_app: Settings) -> tuple[Layout, list[int]]:
+    async def make() -> tuple[Layout, list[int]]:
+        lay = await layout(serve_app)
+        open_ids = await generate_leads(
+            serve_app, lay, seed=61, labelled=2000, open_leads=4000, tag=TAG
+        )
+        return lay, open_ids
+
+    return asyncio.run(make())
+
+
+def _job(http: httpx.Client, headers: dict[str, str], url: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(url, headers=headers).json()
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def _train(http: httpx.Client, admin: dict[str, str]) -> Any:
+    started = http.post("/ai/lead-scoring/train", headers=admin)
+    assert started.status_code == 202, started.text
+    assert started.headers["Location"] == started.json()["status_url"]
+    job = _job(http, admin, started.json()["status_url"])
+    assert job["status"] == "succeeded", job
+    assert job["kind"] == "ai.train_lead_model"
+    return job
+
+
+@pytest.fixture(scope="module")
+def trained(http: httpx.Client, admin: dict[str, str], leads: Any) -> Any:
+    return _train(http, admin)
+
+
+def test_training_reaches_auc_on_known_signal(
+    http: httpx.Client, admin: dict[str, str], trained: Any
+) -> None:
+    result = trained["result"]
+    assert result["auc"] > 0.8, result
+    assert result["n_train"] >= 1600 and result["n_test"] >= 400
+    # The fit ran as a Ray task holding a share of the `ai` resource.
+    assert result["task"]["resources"]["ai"] == pytest.approx(0.25)
+    models = http.get("/ai/lead-scoring/models", headers=admin).json()["data"]
+    assert models[0]["version"] == result["model_version"] and models[0]["auc"] == result["auc"]
+
+
+def _lead(http: httpx.Client, admin: dict[str, str], **fields: Any) -> str:
+    made = http.post("/leads", headers=admin, json=fields)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def test_online_scoring_follows_the_signal_and_new_models(
+    http: httpx.Client, admin: dict[str, str], agent: dict[str, str], trained: Any
+) -> None:
+    hot = _lead(http, admin, email=f"{TAG}-hot@bigcorp.example", title="VP Sales",
+                source="referral", company="Big")  # fmt: skip
+    cold = _lead(http, admin, email=f"{TAG}-cold@gmail.com", title="Student", source="ad")
+    hot_score = http.get(f"/ai/leads/{hot}/score", headers=agent)
+    assert hot_score.status_code == 200, hot_score.text
+    cold_score = http.get(f"/ai/leads/{cold}/score", headers=agent).json()
+    assert hot_score.json()["score"] > 0.7 > 0.2 > cold_score["score"]
+    assert hot_score.json()["model_version"] == trained["result"]["model_version"]
+    # A new model is published: the next online score uses it.
+    newer = _train(http, admin)["result"]["model_version"]
+    assert newer > trained["result"]["model_version"]
+    assert http.get(f"/ai/leads/{hot}/score", headers=agent).json()["model_version"] == newer
+    assert http.get("/ai/leads/12345/score", headers=agent).status_code == 404
+    assert http.post("/ai/lead-scoring/train", headers=agent).status_code == 403
+
+
+def _scored(s: Settings, lay: Layout, ids: list[int]) -> int:
+    async def each(conn: asyncpg.Connection, _server: str) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM leads WHERE id = ANY($1::bigint[]) AND score IS NOT NULL",
+                ids,
+            )
+        )
+
+    return sum(asyncio.run(on_each_server(s, lay, "marketing", each)))
+
+
+def test_a_cancelled_scoring_job_stops(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
+) -> None:
+    lay, open_ids = leads
+    started = http.post("/ai/lead-scoring/score", headers=admin)
+    assert started.status_code == 202, started.text
+    url = started.json()["status_url"]
+    deadline = time.monotonic() + 30
+    while http.get(url, headers=admin).json()["progress"]["done"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = http.post(f"{url}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    job = _job(http, admin, url)
+    time.sleep(3)  # whatever was still running has had time to land
+    after = _job(http, admin, url)
+    assert after["status"] == "cancelled"
+    assert after["progress"]["total"] >= len(open_ids)
+    first = _scored(serve_app, lay, open_ids)
+    time.sleep(2)
+    # Stopped: nothing more is written, and far from everything was.
+    assert _scored(serve_app, lay, open_ids) == first
+    assert 0 < first < len(open_ids) and job["progress"]["done"] < job["progress"]["total"]
+
+
+def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
+) -> None:
+    lay, open_ids = leads
+    me = http.get("/auth/me", headers=admin).json()
+    s = serve_app
+    catalog = s.catalog_address()
+
+    async def orphan() -> int:
+        # The row a replica that died mid-job leaves: running, no longer renewed.
+        conn = await asyncpg.connect(s.dsn_for(catalog.host, catalog.port, "integration"))
+        try:
+            return int(
+                await conn.fetchval(
+                    """INSERT INTO jobs (kind, status, created_by, updated_at)
+                       VALUES ('ai.score_leads', 'running', $1, now() - interval '1 hour')
+                       RETURNING id""",
+                    int(me["id"]),
+                )
+            )
+        finally:
+            await conn.close()
+
+    job_id = asyncio.run(orphan())
+    job = _job(http, admin, f"/jobs/{job_id}", timeout=120)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["scored"] >= len(open_ids)
+    assert _scored(serve_app, lay, open_ids) == len(open_ids)
