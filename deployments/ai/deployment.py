@@ -20,7 +20,7 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.principal import Principal
 from deployments.ai.repo import ModelRead
-from deployments.ai.service import ABANDONED_AFTER_S, LeadScore
+from deployments.ai.service import ABANDONED_AFTER_S, LeadScore, SearchResult
 from deployments.ai.service import AIService as _Logic
 from deployments.integration.repo import JobAccepted
 from shards.client import Database, Shards
@@ -82,6 +82,12 @@ class AIDeployment:
     @boundary
     async def score_lead(self, principal: Principal, lead_id: int) -> LeadScore:
         return await self._svc.score_lead(principal, lead_id)
+
+    @boundary
+    async def search(
+        self, principal: Principal, query: str, types: list[str] | None = None, limit: int = 10
+    ) -> SearchResult:
+        return await self._svc.search(principal, query, types, limit)
 
     async def loaded_model_version(self) -> int | None:
         """The model version this replica has loaded (tests, debugging)."""

@@ -152,3 +152,34 @@ async def heartbeat(conn: WriteConn, job_id: int, done: int, total: int | None) 
         job_id, done, total,
     )  # fmt: skip
     return status is not None
+
+
+# -- search texts (databases `customer` and `support`, one logical shard per call) -----
+async def customer_texts(
+    conn: ReadConn, shard: int, kinds: list[str]
+) -> list[tuple[str, int, dict[str, Any]]]:
+    out: list[tuple[str, int, dict[str, Any]]] = []
+    if "customer" in kinds:
+        rows = await conn.fetch(
+            f"""SELECT id, name, email, website, industry, tags FROM customers
+                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+            shard,
+        )
+        out += [("customer", int(r["id"]), dict(r)) for r in rows]
+    if "contact" in kinds:
+        rows = await conn.fetch(
+            f"""SELECT id, first_name, last_name, email, title, phone FROM contacts
+                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+            shard,
+        )
+        out += [("contact", int(r["id"]), dict(r)) for r in rows]
+    return out
+
+
+async def ticket_texts(conn: ReadConn, shard: int) -> list[tuple[str, int, dict[str, Any]]]:
+    rows = await conn.fetch(
+        f"""SELECT id, subject, description FROM tickets
+            WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+        shard,
+    )
+    return [("ticket", int(r["id"]), dict(r)) for r in rows]

@@ -25,13 +25,14 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from deployments._kit.errors import Conflict, NotFound
+from deployments._kit.errors import Conflict, Forbidden, NotFound, Validation
 from deployments._kit.principal import Principal
 from deployments._kit.types import Id
 from deployments.ai import model as lead_model
 from deployments.ai import repo
 from deployments.ai.repo import ModelRead
-from deployments.ai.tasks import score_batch, train_leads
+from deployments.ai.search import tokens as search_tokens
+from deployments.ai.tasks import merge_search, score_batch, search_shard, train_leads
 from deployments.analytics.fanout import FanOut, cause
 from deployments.analytics.tasks import shard_reads, task_options
 from deployments.integration import repo as jobs_repo
@@ -50,6 +51,28 @@ ABANDONED_AFTER_S = 15.0
 
 class JobCancelled(Exception):
     pass
+
+
+SEARCH_KINDS = ("customer", "contact", "ticket")
+_SEARCH_PERMISSION = {
+    "customer": "customer:read",
+    "contact": "customer:read",
+    "ticket": "ticket:read",
+}
+
+
+class SearchHit(BaseModel):
+    type: str
+    id: Id
+    title: str
+    score: float
+
+
+class SearchResult(BaseModel):
+    query: str
+    types: list[str]
+    method: str = "bm25"
+    data: list[SearchHit]
 
 
 class LeadScore(BaseModel):
@@ -311,3 +334,32 @@ class AIService:
         version, fitted = await self._model()
         (value,) = await asyncio.to_thread(lead_model.score, fitted, rows)
         return LeadScore(lead_id=lead_id, score=value, model_version=version)
+
+    # -- search -----------------------------------------------------------------------
+    async def search(
+        self, principal: Principal, query: str, types: list[str] | None, limit: int
+    ) -> SearchResult:
+        """BM25 over customers, contacts and tickets: one Ray task per logical shard,
+        merged by one more task with the global statistics (deployments/ai/search.py).
+        Only the types the caller may read are searched."""
+        wanted = list(types or SEARCH_KINDS)
+        unknown = [t for t in wanted if t not in SEARCH_KINDS]
+        if unknown:
+            message = f"unknown type(s) {', '.join(unknown)}; use {', '.join(SEARCH_KINDS)}"
+            raise Validation(message, [{"field": "types", "message": message}])
+        if not query.strip() or not search_tokens(query):
+            raise Validation("q needs at least one word", [{"field": "q", "message": "empty"}])
+        allowed = [t for t in wanted if principal.can(_SEARCH_PERMISSION[t])]
+        if not allowed:
+            raise Forbidden("missing permission: customer:read or ticket:read")
+        seen = self.leads.map
+        parts = [
+            search_shard.options(**task_options()).remote(
+                seen.server_for_shard(s), seen.route([s]), s, query, allowed, limit
+            )
+            for s in range(seen.logical_shards)
+        ]
+        hits = await merge_search.options(**task_options()).remote(limit, *parts)
+        return SearchResult(
+            query=query, types=allowed, data=[SearchHit.model_validate(h) for h in hits]
+        )

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from deployments.ai import model as lead_model
-from deployments.ai import repo
+from deployments.ai import repo, search
 from deployments.analytics.tasks import TaskRuntime, read_on, runtime
 from shards.manager import manager_handle
 from shards.routing import ServerSpec
@@ -48,3 +48,29 @@ def score_batch(
         )
     )  # fmt: skip
     return int(written), runtime()
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def search_shard(
+    server: ServerSpec,
+    route: Mapping[int, int],
+    shard: int,
+    query: str,
+    kinds: list[str],
+    limit: int,
+) -> dict[str, Any]:
+    """One shard's BM25 statistics and best candidates (deployments/ai/search.py)."""
+    calls: list[Any] = []
+    if "customer" in kinds or "contact" in kinds:
+        calls.append(("customer", repo.customer_texts, (shard, kinds)))
+    if "ticket" in kinds:
+        calls.append(("support", repo.ticket_texts, (shard,)))
+    records = [r for rows in read_on(server, route, calls) for r in rows]
+    found = search.shard_candidates(query, records, limit)
+    found["runtime"] = runtime().model_dump()
+    return found
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def merge_search(limit: int, *partials: dict[str, Any]) -> list[dict[str, Any]]:
+    return search.merge(list(partials), limit)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from deployments.ai.repo import ModelRead
-from deployments.ai.service import LeadScore
+from deployments.ai.service import LeadScore, SearchResult
 from deployments.integration.repo import JobAccepted
 from gateway.context import CurrentPrincipal, ServicesDep, json
 from shards.ids import MAX_ID
@@ -56,3 +56,19 @@ async def score_one(
 ) -> Response:
     """The newest model's score for one lead, computed now."""
     return json(await services.ai.score_lead.remote(principal, lead_id))
+
+
+@router.get("/search", response_model=SearchResult)
+async def search(
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    types: Annotated[
+        str | None, Query(description="comma-separated: customer,contact,ticket")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> Response:
+    """Records matching `q` best (BM25 over names, e-mails, titles, tags, ticket subjects
+    and descriptions), across every shard; only the types the caller may read."""
+    wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    return json(await services.ai.search.remote(principal, q, wanted, limit))

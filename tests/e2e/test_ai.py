@@ -159,3 +159,46 @@ def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
     assert job["status"] == "succeeded", job
     assert job["result"]["scored"] >= len(open_ids)
     assert _scored(serve_app, lay, open_ids) == len(open_ids)
+
+
+def test_search_finds_the_obvious_record_first_across_shards(
+    http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
+) -> None:
+    word = f"zq{int(time.time() * 1000) % 10**8}"  # a word no other test writes
+
+    def made(url: str, body: dict[str, Any]) -> str:
+        got = http.post(url, headers=admin, json=body)
+        assert got.status_code == 201, got.text
+        return str(got.json()["id"])
+
+    target = made("/customers", {"name": f"Quantum {word} Bakery", "industry": "food"})
+    made("/customers", {"name": f"{word} Holdings", "industry": "bakery supplies"})
+    made("/customers", {"name": "Plain Bakery", "tags": ["bread"]})
+    contact = made(f"/customers/{target}/contacts", {"first_name": "Ada", "last_name": word,
+                                                      "title": "Head Baker"})  # fmt: skip
+    ticket = made("/tickets", {"customer_id": target, "subject": f"Oven {word} overheating",
+                               "description": "the oven overheating again"})  # fmt: skip
+
+    def hits(q: str, **params: Any) -> Any:
+        got = http.get("/search", headers=admin, params={"q": q, **params})
+        assert got.status_code == 200, got.text
+        return got.json()["data"]
+
+    # Fresh records may take a replica's lag to be visible.
+    deadline = time.monotonic() + 10
+    while len(hits(word)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert hits(f"quantum {word} bakery")[0]["id"] == target
+    assert hits(f"{word} oven overheating")[0] == {
+        **hits(f"{word} oven overheating")[0],
+        "id": ticket,
+        "type": "ticket",
+    }
+    assert hits(f"ada {word} baker", types="contact")[0]["id"] == contact
+    assert {h["type"] for h in hits(word, types="customer")} == {"customer"}
+    # A caller sees only the types it may read; bad input is a 422.
+    assert http.get("/search", headers=viewer, params={"q": word}).status_code == 200
+    assert (
+        http.get("/search", headers=admin, params={"q": word, "types": "deal"}).status_code == 422
+    )
+    assert http.get("/search", headers=admin, params={"q": "!!"}).status_code == 422
