@@ -164,13 +164,15 @@ async def time_single(s: Settings, runs: int) -> tuple[list[float], dict[tuple[s
     return times, truth
 
 
-def time_report(url: str, token: str, runs: int) -> tuple[list[float], dict[Any, Any], int]:
+def time_report(
+    url: str, token: str, runs: int, first_day: int = 0
+) -> tuple[list[float], dict[Any, Any], int]:
     times = []
     got: dict[Any, Any] = {}
     tasks = 0
     with httpx.Client(base_url=url, timeout=600) as http:
         for k in range(runs):
-            to = (date(2098, 12, 31) + timedelta(days=k)).isoformat()  # never cached
+            to = (date(2098, 12, 31) + timedelta(days=first_day + k)).isoformat()  # not cached
             t0 = time.perf_counter()
             r = http.get("/reports/pipeline", params={"date_to": to},
                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
@@ -271,6 +273,10 @@ def main() -> None:
         seeded_s = asyncio.run(seed_deals(settings, args.deals))
         console.print(f"  seeded in {seeded_s:.0f}s; waiting for the standbys")
         time.sleep(settings.max_replica_lag_s + 2)
+        # One run of each first, not counted: Ray starts its task workers, PostgreSQL
+        # reads the rows into its cache.
+        asyncio.run(time_single(settings, 1))
+        time_report(url, token, 1, first_day=1000)
         single_t, truth = asyncio.run(time_single(settings, args.runs))
         report_t, got, tasks = time_report(url, token, args.runs)
         same = got == {k: (v[0], Decimal(v[1]), Decimal(v[2])) for k, v in truth.items()}

@@ -164,5 +164,5 @@ def build_app(args: dict[str, Any]) -> Application:
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
         analytics=AnalyticsDeployment.bind(),  # type: ignore[attr-defined]
-        ai=AIDeployment.bind(),  # type: ignore[attr-defined]
+        ai=AIDeployment.bind(support, sales),  # type: ignore[attr-defined]
     )

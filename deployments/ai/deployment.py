@@ -12,15 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.principal import Principal
 from deployments.ai.repo import ModelRead
-from deployments.ai.service import ABANDONED_AFTER_S, LeadScore, SearchResult
+from deployments.ai.service import (
+    ABANDONED_AFTER_S,
+    LeadScore,
+    NextActions,
+    SearchResult,
+    TicketSummary,
+)
 from deployments.ai.service import AIService as _Logic
 from deployments.integration.repo import JobAccepted
 from shards.client import Database, Shards
@@ -30,7 +38,11 @@ log = logging.getLogger("nextflow.ai")
 
 @serve.deployment(name="AIService")
 class AIDeployment:
-    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
+    async def __init__(  # type: ignore[misc]  # Serve awaits async inits
+        self,
+        support: DeploymentHandle[Any] | None = None,
+        sales: DeploymentHandle[Any] | None = None,
+    ) -> None:
         settings = get_settings()
         self._redis = aioredis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2
@@ -42,6 +54,8 @@ class AIDeployment:
             self._redis,
             batch_size=settings.ai_score_batch_size,
             in_flight=settings.ai_tasks_in_flight,
+            support=support,
+            sales=sales,
         )
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -88,6 +102,18 @@ class AIDeployment:
         self, principal: Principal, query: str, types: list[str] | None = None, limit: int = 10
     ) -> SearchResult:
         return await self._svc.search(principal, query, types, limit)
+
+    @boundary
+    async def ticket_summary(self, principal: Principal, ticket_id: int) -> TicketSummary:
+        return await self._svc.ticket_summary(principal, ticket_id)
+
+    @boundary
+    async def ticket_next_actions(self, principal: Principal, ticket_id: int) -> NextActions:
+        return await self._svc.ticket_next_actions(principal, ticket_id)
+
+    @boundary
+    async def deal_next_actions(self, principal: Principal, deal_id: int) -> NextActions:
+        return await self._svc.deal_next_actions(principal, deal_id)
 
     async def loaded_model_version(self) -> int | None:
         """The model version this replica has loaded (tests, debugging)."""

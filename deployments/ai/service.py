@@ -30,9 +30,10 @@ from deployments._kit.principal import Principal
 from deployments._kit.types import Id
 from deployments.ai import model as lead_model
 from deployments.ai import repo
+from deployments.ai.advice import Action, deal_actions, ticket_actions
 from deployments.ai.repo import ModelRead
 from deployments.ai.search import tokens as search_tokens
-from deployments.ai.tasks import merge_search, score_batch, search_shard, train_leads
+from deployments.ai.tasks import merge_search, score_batch, search_shard, summarize, train_leads
 from deployments.analytics.fanout import FanOut, cause
 from deployments.analytics.tasks import shard_reads, task_options
 from deployments.integration import repo as jobs_repo
@@ -75,6 +76,20 @@ class SearchResult(BaseModel):
     data: list[SearchHit]
 
 
+class TicketSummary(BaseModel):
+    ticket_id: Id
+    method: str = "extractive"
+    summary: str
+    sentences: list[dict[str, str]]
+
+
+class NextActions(BaseModel):
+    record_type: str
+    record_id: Id
+    score: float | None = None
+    actions: list[Action]
+
+
 class LeadScore(BaseModel):
     lead_id: Id
     score: float
@@ -113,7 +128,13 @@ class AIService:
         redis: aioredis.Redis,
         batch_size: int,
         in_flight: int,
+        support: Any = None,
+        sales: Any = None,
     ) -> None:
+        """`support`, `sales`: those services' deployment handles (summaries and next
+        best actions read tickets and deals through them, with their permissions)."""
+        self.support = support
+        self.sales = sales
         self.leads = leads
         self.models = models
         self.jobs = jobs
@@ -363,3 +384,37 @@ class AIService:
         return SearchResult(
             query=query, types=allowed, data=[SearchHit.model_validate(h) for h in hits]
         )
+
+    # -- ticket summary and next best action -------------------------------------------
+    async def ticket_summary(self, principal: Principal, ticket_id: int) -> TicketSummary:
+        from deployments.support.schemas import CommentListQuery
+
+        ticket = await self.support.get.remote(principal, ticket_id)
+        page = await self.support.list_comments.remote(
+            principal, ticket_id, CommentListQuery(limit=200)
+        )
+        parts = [("description", f"{ticket.subject}. {ticket.description}")]
+        parts += [(f"user {c.author_id}", c.body) for c in page.data]
+        found = await summarize.options(**task_options()).remote(parts, 3)
+        return TicketSummary(ticket_id=ticket_id, **found)
+
+    async def ticket_next_actions(self, principal: Principal, ticket_id: int) -> NextActions:
+        ticket = await self.support.get.remote(principal, ticket_id)
+        return NextActions(
+            record_type="ticket", record_id=ticket_id, actions=ticket_actions(ticket)
+        )
+
+    async def deal_next_actions(self, principal: Principal, deal_id: int) -> NextActions:
+        deal = await self.sales.get_deal.remote(principal, deal_id)
+        lead_score = None
+        key = deal.source_key or ""
+        if key.startswith("lead:") and key[5:].isdigit() and principal.can("lead:read"):
+            try:
+                lead_score = (await self.score_lead(principal, int(key[5:]))).score
+            except (NotFound, Conflict):  # lead gone, or no model yet
+                lead_score = None
+        chance = lead_score if lead_score is not None else deal.probability / 100
+        return NextActions(
+            record_type="deal", record_id=deal_id, score=round(chance, 4),
+            actions=deal_actions(deal, lead_score),
+        )  # fmt: skip

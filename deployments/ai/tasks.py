@@ -15,8 +15,8 @@ from typing import Any
 
 import ray
 
+from deployments.ai import advice, repo, search
 from deployments.ai import model as lead_model
-from deployments.ai import repo, search
 from deployments.analytics.tasks import TaskRuntime, read_on, runtime
 from shards.manager import manager_handle
 from shards.routing import ServerSpec
@@ -74,3 +74,9 @@ def search_shard(
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
 def merge_search(limit: int, *partials: dict[str, Any]) -> list[dict[str, Any]]:
     return search.merge(list(partials), limit)
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def summarize(parts: list[tuple[str, str]], n: int) -> dict[str, Any]:
+    """An extractive summary of a ticket's thread (deployments/ai/advice.py)."""
+    return advice.summarize(parts, n)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from deployments.ai.repo import ModelRead
-from deployments.ai.service import LeadScore, SearchResult
+from deployments.ai.service import LeadScore, NextActions, SearchResult, TicketSummary
 from deployments.integration.repo import JobAccepted
 from gateway.context import CurrentPrincipal, ServicesDep, json
 from shards.ids import MAX_ID
@@ -72,3 +72,28 @@ async def search(
     and descriptions), across every shard; only the types the caller may read."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
     return json(await services.ai.search.remote(principal, q, wanted, limit))
+
+
+@router.get("/ai/tickets/{ticket_id}/summary", response_model=TicketSummary)
+async def ticket_summary(
+    ticket_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """The thread's (description and comments) most telling sentences, in order."""
+    return json(await services.ai.ticket_summary.remote(principal, ticket_id))
+
+
+@router.get("/ai/tickets/{ticket_id}/next-actions", response_model=NextActions)
+async def ticket_next_actions(
+    ticket_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """What to do next with a ticket, best first, each with its rule's reason."""
+    return json(await services.ai.ticket_next_actions.remote(principal, ticket_id))
+
+
+@router.get("/ai/deals/{deal_id}/next-actions", response_model=NextActions)
+async def deal_next_actions(
+    deal_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    """What to do next with a deal, best first; `score` is the lead score of the lead
+    it came from (when scored) or its stage probability."""
+    return json(await services.ai.deal_next_actions.remote(principal, deal_id))

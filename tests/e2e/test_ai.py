@@ -202,3 +202,40 @@ def test_search_finds_the_obvious_record_first_across_shards(
         http.get("/search", headers=admin, params={"q": word, "types": "deal"}).status_code == 422
     )
     assert http.get("/search", headers=admin, params={"q": "!!"}).status_code == 422
+
+
+def test_ticket_summary_and_next_actions(
+    http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
+) -> None:
+    customer = http.post("/customers", headers=admin, json={"name": "Summary Co"}).json()
+    ticket = http.post(
+        "/tickets",
+        headers=admin,
+        json={"customer_id": customer["id"], "subject": "Invoice export fails",
+              "description": "The invoice export fails with an error. Nice weather today."},
+    ).json()  # fmt: skip
+    url = f"/tickets/{ticket['id']}"
+    for body in ("Hello, thanks for writing.", "The invoice export error is the new tax field."):
+        added = http.post(f"{url}/comments", headers=admin, json={"body": body})
+        assert added.status_code == 201, added.text
+    summary = http.get(f"/ai{url}/summary", headers=admin)
+    assert summary.status_code == 200, summary.text
+    texts = [s["text"] for s in summary.json()["sentences"]]
+    assert "Invoice export fails." in texts
+    assert "The invoice export error is the new tax field." in texts
+    assert "Nice weather today." not in texts
+    # A new, unassigned ticket: someone must own it and answer it.
+    actions = http.get(f"/ai{url}/next-actions", headers=admin).json()["actions"]
+    assert actions[0]["action"] == "assign" and "respond" in [a["action"] for a in actions]
+    assert http.get("/ai/tickets/12345/summary", headers=admin).status_code == 404
+
+    deal = http.post(
+        "/deals",
+        headers=admin,
+        json={"customer_id": customer["id"], "name": "Late deal", "expected_close_date":
+              "2026-01-15", "amount": {"amount": "10", "currency": "EUR"}},
+    ).json()  # fmt: skip
+    advice = http.get(f"/ai/deals/{deal['id']}/next-actions", headers=viewer)
+    assert advice.status_code == 200, advice.text
+    assert advice.json()["actions"][0]["action"] == "update_close_date"
+    assert advice.json()["score"] == 0.1  # its stage's probability: no lead behind it
