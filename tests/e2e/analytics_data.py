@@ -275,3 +275,40 @@ async def generate_leads(
     open_ids = [i for ids in await on_each_server(s, lay, "marketing", put) for i in ids]
     await wait_replayed(s, lay)
     return open_ids
+
+
+async def remove(s: Settings, lay: Layout, owners: list[int], lead_tag: str | None = None) -> None:
+    """Delete what `generate` (and `generate_leads` with `lead_tag`) wrote, so later
+    tests' lists and counts do not see it."""
+    before = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def sales(conn: asyncpg.Connection, _server: str) -> None:
+        await conn.execute(
+            "DELETE FROM deals WHERE owner_id = ANY($1::bigint[]) AND created_at < $2",
+            owners, before,
+        )  # fmt: skip
+
+    async def marketing(conn: asyncpg.Connection, _server: str) -> None:
+        await conn.execute(
+            """DELETE FROM leads WHERE (owner_id = ANY($1::bigint[]) AND created_at < $2)
+                                    OR email LIKE $3""",
+            owners, before, f"{lead_tag}-%" if lead_tag else "",
+        )  # fmt: skip
+
+    async def support(conn: asyncpg.Connection, _server: str) -> None:
+        await conn.execute(
+            "DELETE FROM tickets WHERE subject = 'printer on fire' AND created_at < $1", before
+        )
+
+    async def changes(conn: asyncpg.Connection, _server: str) -> None:
+        await conn.execute(
+            "DELETE FROM record_changes WHERE actor_id = ANY($1::bigint[]) AND created_at < $2",
+            owners, before,
+        )  # fmt: skip
+
+    await on_each_server(s, lay, "sales", sales)
+    await on_each_server(s, lay, "marketing", marketing)
+    await on_each_server(s, lay, "support", support)
+    for database in ("customer", "sales", "marketing", "support"):
+        await on_each_server(s, lay, database, changes)
+    await wait_replayed(s, lay)

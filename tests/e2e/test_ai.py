@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -15,14 +16,14 @@ import httpx
 import pytest
 
 from cluster.settings import Settings
-from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server
+from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
 
 pytestmark = pytest.mark.e2e
 TAG = "aitest"
 
 
 @pytest.fixture(scope="module")
-def leads(serve_app: Settings) -> tuple[Layout, list[int]]:
+def leads(serve_app: Settings) -> Iterator[tuple[Layout, list[int]]]:
     async def make() -> tuple[Layout, list[int]]:
         lay = await layout(serve_app)
         open_ids = await generate_leads(
@@ -30,7 +31,9 @@ def leads(serve_app: Settings) -> tuple[Layout, list[int]]:
         )
         return lay, open_ids
 
-    return asyncio.run(make())
+    lay, open_ids = asyncio.run(make())
+    yield lay, open_ids
+    asyncio.run(remove(serve_app, lay, [], lead_tag=TAG))
 
 
 def _job(http: httpx.Client, headers: dict[str, str], url: str, timeout: float = 90) -> Any:

@@ -19,7 +19,14 @@ import ray
 from ray.util.state import get_task
 
 from cluster.settings import Settings
-from tests.e2e.analytics_data import Generated, Layout, generate, layout, on_each_server
+from tests.e2e.analytics_data import (
+    Generated,
+    Layout,
+    generate,
+    layout,
+    on_each_server,
+    remove,
+)
 from tests.e2e.conftest import make_user
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +42,9 @@ def default_stages(http: httpx.Client, admin: dict[str, str]) -> list[dict[str, 
 
 
 @pytest.fixture(scope="module")
-def data(serve_app: Settings, default_stages: list[dict[str, Any]]) -> tuple[Layout, Generated]:
+def data(
+    serve_app: Settings, default_stages: list[dict[str, Any]]
+) -> Iterator[tuple[Layout, Generated]]:
     async def make() -> tuple[Layout, Generated]:
         lay = await layout(serve_app)
         made = await generate(
@@ -43,7 +52,9 @@ def data(serve_app: Settings, default_stages: list[dict[str, Any]]) -> tuple[Lay
         )
         return lay, made
 
-    return asyncio.run(make())
+    lay, made = asyncio.run(make())
+    yield lay, made
+    asyncio.run(remove(serve_app, lay, made.owners))
 
 
 def _sql(s: Settings, lay: Layout, database: str, query: str, *args: Any) -> list[dict[str, Any]]:
@@ -235,7 +246,11 @@ def ray_driver(serve_app: Settings) -> Iterator[None]:
 
 
 def test_reports_run_as_ray_tasks_with_the_ai_resource(
-    ray_driver: None, http: httpx.Client, admin: dict[str, str], data: tuple[Layout, Generated]
+    ray_driver: None,
+    serve_app: Settings,
+    http: httpx.Client,
+    admin: dict[str, str],
+    data: tuple[Layout, Generated],
 ) -> None:
     lay, made = data
     # A filter no other test uses: computed now, not answered from the cache.
@@ -252,7 +267,7 @@ def test_reports_run_as_ray_tasks_with_the_ai_resource(
     deadline = time.monotonic() + 20
     state: Any = None
     while time.monotonic() < deadline:
-        state = get_task(tasks[0]["task_id"])
+        state = get_task(tasks[0]["task_id"], address=serve_app.ray_address)
         if isinstance(state, list):
             state = state[-1] if state else None
         if state is not None and state.required_resources and state.state == "FINISHED":
