@@ -181,6 +181,8 @@ class AIService:
             repo.claim_abandoned, [KIND_TRAIN, KIND_SCORE], ABANDONED_AFTER_S
         )
         for row in taken:
+            if int(row["id"]) in self._runs:  # ours, and still running: just slow to renew
+                continue
             log.warning("taking over abandoned job %s (%s)", row["id"], row["kind"])
             self._launch(int(row["id"]), str(row["kind"]), int(row["created_by"]))
         return [int(r["id"]) for r in taken]
