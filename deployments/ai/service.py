@@ -306,9 +306,14 @@ class AIService:
                     run.refs.discard(ref)
                     exc = fut.exception()
                     if exc is not None:
-                        if isinstance(cause(exc), StaleShardMap) and attempt == 1:
-                            await self.leads.reload()
-                            submit(shard, ids, 2)  # the shard moved: score it where it is
+                        if attempt == 1 and not run.cancelled:
+                            # Scoring a batch again is harmless: once more, after
+                            # re-reading the map in case the shard moved.
+                            log.warning("job %s: batch on shard %d failed (%s), retrying",
+                                        run.job_id, shard, type(cause(exc)).__name__)  # fmt: skip
+                            if isinstance(cause(exc), StaleShardMap):
+                                await self.leads.reload()
+                            submit(shard, ids, 2)
                             continue
                         raise exc
                     written, _runtime = fut.result()

@@ -159,7 +159,7 @@ def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
 
     job_id = asyncio.run(orphan())
     job = _job(http, admin, f"/jobs/{job_id}", timeout=120)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == "succeeded", (job["error"], job["progress"])
     assert job["result"]["scored"] >= len(open_ids)
     assert _scored(serve_app, lay, open_ids) == len(open_ids)
 
