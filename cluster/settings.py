@@ -78,6 +78,16 @@ class StackSettings(BaseSettings):
     prometheus_port: int = 56386
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
+    # Analytics and AI Ray tasks (deployments/analytics/tasks.py): what each one asks
+    # for. With `ai_resource` 1.0 on the head, 4 tasks run at once at 0.25 each.
+    ai_task_num_cpus: float = Field(default=0.25, gt=0)
+    ai_task_resource: float = Field(default=0.25, gt=0)
+    # Reports (deployments/analytics) are cached in Redis this long, and dropped
+    # earlier when an event changes what they count.
+    report_cache_ttl_s: float = Field(default=300.0, ge=0)
+    # Batch lead scoring: leads per Ray task, and tasks in flight per job.
+    ai_score_batch_size: int = Field(default=500, ge=1)
+    ai_tasks_in_flight: int = Field(default=8, ge=1)
     serve_http_port: int = 8000
     # Serve's gRPC ingress (`grpc_options` in serve_config.yaml; the nextflow.v1 API).
     serve_grpc_port: int = 9000

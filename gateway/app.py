@@ -18,6 +18,8 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster import logs, tracing
 from cluster.settings import Settings, get_settings
+from deployments.ai.deployment import AIDeployment
+from deployments.analytics.deployment import AnalyticsDeployment
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
 from deployments.customer.deployment import CustomerDeployment
@@ -35,6 +37,7 @@ from gateway.hardening import BodyLimit, RequestTimeout, SecurityHeaders
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import (
+    ai,
     api_keys,
     auth,
     capture,
@@ -49,6 +52,7 @@ from gateway.routes import (
     pipelines,
     products,
     queues,
+    reports,
     tickets,
     users,
     webhooks,
@@ -97,7 +101,7 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
     for module in (
         health, auth, users, api_keys, customers, products,
         pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
-        notifications, webhooks,
+        notifications, webhooks, reports, ai,
     ):  # fmt: skip
         app.include_router(module.router)
     return app
@@ -183,4 +187,6 @@ def build_app(args: dict[str, Any]) -> Application:
         integration=IntegrationDeployment.bind(),  # type: ignore[attr-defined]
         notifications=NotificationDeployment.bind(auth),  # type: ignore[attr-defined]
         webhooks=WebhookDeployment.bind(),  # type: ignore[attr-defined]
+        analytics=AnalyticsDeployment.bind(),  # type: ignore[attr-defined]
+        ai=AIDeployment.bind(support, sales),  # type: ignore[attr-defined]
     )

@@ -47,6 +47,8 @@ class Services:
     integration: Any = None
     notifications: Any = None
     webhooks: Any = None
+    analytics: Any = None
+    ai: Any = None
 
     def bound(self) -> list[tuple[str, Any]]:
         """(name, handle) of every deployment this gateway was given."""

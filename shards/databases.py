@@ -12,6 +12,7 @@ CATALOG_DATABASES: tuple[str, ...] = (
     "support_config",
     "marketing_config",
     "integration",
+    "ai",
 )
 # One database per sharded service on every shard server.
 SHARDED_DATABASES: tuple[str, ...] = (

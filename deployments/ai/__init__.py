@@ -1,0 +1,1 @@
+"""Lead scoring with scikit-learn on Ray tasks (see service.py)."""

@@ -1,0 +1,1 @@
+"""Reports computed as Ray tasks per logical shard (see service.py)."""

@@ -1,0 +1,244 @@
+"""Lead scoring end to end: a model trained by Ray tasks on generated leads with a
+known signal reaches a held-out AUC above 0.8; online scoring follows the signal and
+a newly published model; batch scoring writes scores back as a job that can be
+cancelled (and then stops) and that another replica takes over when its own stopped
+reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from cluster.settings import Settings
+from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
+
+pytestmark = pytest.mark.e2e
+TAG = "aitest"
+
+
+@pytest.fixture(scope="module")
+def leads(serve_app: Settings) -> Iterator[tuple[Layout, list[int]]]:
+    async def make() -> tuple[Layout, list[int]]:
+        lay = await layout(serve_app)
+        open_ids = await generate_leads(
+            serve_app, lay, seed=61, labelled=2000, open_leads=4000, tag=TAG
+        )
+        return lay, open_ids
+
+    lay, open_ids = asyncio.run(make())
+    yield lay, open_ids
+    asyncio.run(remove(serve_app, lay, [], lead_tag=TAG))
+
+
+def _job(http: httpx.Client, headers: dict[str, str], url: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(url, headers=headers).json()
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def _train(http: httpx.Client, admin: dict[str, str]) -> Any:
+    started = http.post("/ai/lead-scoring/train", headers=admin)
+    assert started.status_code == 202, started.text
+    assert started.headers["Location"] == started.json()["status_url"]
+    job = _job(http, admin, started.json()["status_url"])
+    assert job["status"] == "succeeded", job
+    assert job["kind"] == "ai.train_lead_model"
+    return job
+
+
+@pytest.fixture(scope="module")
+def trained(http: httpx.Client, admin: dict[str, str], leads: Any) -> Any:
+    return _train(http, admin)
+
+
+def test_training_reaches_auc_on_known_signal(
+    http: httpx.Client, admin: dict[str, str], trained: Any
+) -> None:
+    result = trained["result"]
+    assert result["auc"] > 0.8, result
+    assert result["n_train"] >= 1600 and result["n_test"] >= 400
+    # The fit ran as a Ray task holding a share of the `ai` resource.
+    assert result["task"]["resources"]["ai"] == pytest.approx(0.25)
+    models = http.get("/ai/lead-scoring/models", headers=admin).json()["data"]
+    assert models[0]["version"] == result["model_version"] and models[0]["auc"] == result["auc"]
+
+
+def _lead(http: httpx.Client, admin: dict[str, str], **fields: Any) -> str:
+    made = http.post("/leads", headers=admin, json=fields)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def test_online_scoring_follows_the_signal_and_new_models(
+    http: httpx.Client, admin: dict[str, str], agent: dict[str, str], trained: Any
+) -> None:
+    hot = _lead(http, admin, email=f"{TAG}-hot@bigcorp.example", title="VP Sales",
+                source="referral", company="Big")  # fmt: skip
+    cold = _lead(http, admin, email=f"{TAG}-cold@gmail.com", title="Student", source="ad")
+    hot_score = http.get(f"/ai/leads/{hot}/score", headers=agent)
+    assert hot_score.status_code == 200, hot_score.text
+    cold_score = http.get(f"/ai/leads/{cold}/score", headers=agent).json()
+    assert hot_score.json()["score"] > 0.7 > 0.2 > cold_score["score"]
+    assert hot_score.json()["model_version"] == trained["result"]["model_version"]
+    # A new model is published: the next online score uses it.
+    newer = _train(http, admin)["result"]["model_version"]
+    assert newer > trained["result"]["model_version"]
+    assert http.get(f"/ai/leads/{hot}/score", headers=agent).json()["model_version"] == newer
+    assert http.get("/ai/leads/12345/score", headers=agent).status_code == 404
+    assert http.post("/ai/lead-scoring/train", headers=agent).status_code == 403
+
+
+def _scored(s: Settings, lay: Layout, ids: list[int]) -> int:
+    async def each(conn: asyncpg.Connection, _server: str) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM leads WHERE id = ANY($1::bigint[]) AND score IS NOT NULL",
+                ids,
+            )
+        )
+
+    return sum(asyncio.run(on_each_server(s, lay, "marketing", each)))
+
+
+def test_a_cancelled_scoring_job_stops(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
+) -> None:
+    lay, open_ids = leads
+    started = http.post("/ai/lead-scoring/score", headers=admin)
+    assert started.status_code == 202, started.text
+    url = started.json()["status_url"]
+    deadline = time.monotonic() + 30
+    while http.get(url, headers=admin).json()["progress"]["done"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = http.post(f"{url}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    job = _job(http, admin, url)
+    time.sleep(3)  # whatever was still running has had time to land
+    after = _job(http, admin, url)
+    assert after["status"] == "cancelled"
+    assert after["progress"]["total"] >= len(open_ids)
+    first = _scored(serve_app, lay, open_ids)
+    time.sleep(2)
+    # Stopped: nothing more is written, and far from everything was.
+    assert _scored(serve_app, lay, open_ids) == first
+    assert 0 < first < len(open_ids) and job["progress"]["done"] < job["progress"]["total"]
+
+
+def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
+) -> None:
+    lay, open_ids = leads
+    me = http.get("/auth/me", headers=admin).json()
+    s = serve_app
+    catalog = s.catalog_address()
+
+    async def orphan() -> int:
+        # The row a replica that died mid-job leaves: running, no longer renewed.
+        conn = await asyncpg.connect(s.dsn_for(catalog.host, catalog.port, "integration"))
+        try:
+            return int(
+                await conn.fetchval(
+                    """INSERT INTO jobs (kind, status, created_by, updated_at)
+                       VALUES ('ai.score_leads', 'running', $1, now() - interval '1 hour')
+                       RETURNING id""",
+                    int(me["id"]),
+                )
+            )
+        finally:
+            await conn.close()
+
+    job_id = asyncio.run(orphan())
+    job = _job(http, admin, f"/jobs/{job_id}", timeout=120)
+    assert job["status"] == "succeeded", (job["error"], job["progress"])
+    assert job["result"]["scored"] >= len(open_ids)
+    assert _scored(serve_app, lay, open_ids) == len(open_ids)
+
+
+def test_search_finds_the_obvious_record_first_across_shards(
+    http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
+) -> None:
+    word = f"zq{int(time.time() * 1000) % 10**8}"  # a word no other test writes
+
+    def made(url: str, body: dict[str, Any]) -> str:
+        got = http.post(url, headers=admin, json=body)
+        assert got.status_code == 201, got.text
+        return str(got.json()["id"])
+
+    target = made("/customers", {"name": f"Quantum {word} Bakery", "industry": "food"})
+    made("/customers", {"name": f"{word} Holdings", "industry": "bakery supplies"})
+    made("/customers", {"name": "Plain Bakery", "tags": ["bread"]})
+    contact = made(f"/customers/{target}/contacts", {"first_name": "Ada", "last_name": word,
+                                                      "title": "Head Baker"})  # fmt: skip
+    ticket = made("/tickets", {"customer_id": target, "subject": f"Oven {word} overheating",
+                               "description": "the oven overheating again"})  # fmt: skip
+
+    def hits(q: str, **params: Any) -> Any:
+        got = http.get("/search", headers=admin, params={"q": q, **params})
+        assert got.status_code == 200, got.text
+        return got.json()["data"]
+
+    # Fresh records may take a replica's lag to be visible.
+    deadline = time.monotonic() + 10
+    while len(hits(word)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert hits(f"quantum {word} bakery")[0]["id"] == target
+    assert hits(f"{word} oven overheating")[0] == {
+        **hits(f"{word} oven overheating")[0],
+        "id": ticket,
+        "type": "ticket",
+    }
+    assert hits(f"ada {word} baker", types="contact")[0]["id"] == contact
+    assert {h["type"] for h in hits(word, types="customer")} == {"customer"}
+    # A caller sees only the types it may read; bad input is a 422.
+    assert http.get("/search", headers=viewer, params={"q": word}).status_code == 200
+    assert (
+        http.get("/search", headers=admin, params={"q": word, "types": "deal"}).status_code == 422
+    )
+    assert http.get("/search", headers=admin, params={"q": "!!"}).status_code == 422
+
+
+def test_ticket_summary_and_next_actions(
+    http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
+) -> None:
+    customer = http.post("/customers", headers=admin, json={"name": "Summary Co"}).json()
+    ticket = http.post(
+        "/tickets",
+        headers=admin,
+        json={"customer_id": customer["id"], "subject": "Invoice export fails",
+              "description": "The invoice export fails with an error. Nice weather today."},
+    ).json()  # fmt: skip
+    url = f"/tickets/{ticket['id']}"
+    for body in ("Hello, thanks for writing.", "The invoice export error is the new tax field."):
+        added = http.post(f"{url}/comments", headers=admin, json={"body": body})
+        assert added.status_code == 201, added.text
+    summary = http.get(f"/ai{url}/summary", headers=admin)
+    assert summary.status_code == 200, summary.text
+    texts = [s["text"] for s in summary.json()["sentences"]]
+    assert "Invoice export fails." in texts
+    assert "The invoice export error is the new tax field." in texts
+    assert "Nice weather today." not in texts
+    # A new, unassigned ticket: someone must own it and answer it.
+    actions = http.get(f"/ai{url}/next-actions", headers=admin).json()["actions"]
+    assert actions[0]["action"] == "assign" and "respond" in [a["action"] for a in actions]
+    assert http.get("/ai/tickets/12345/summary", headers=admin).status_code == 404
+
+    deal = http.post(
+        "/deals",
+        headers=admin,
+        json={"customer_id": customer["id"], "name": "Late deal", "expected_close_date":
+              "2026-01-15", "amount": {"amount": "10", "currency": "EUR"}},
+    ).json()  # fmt: skip
+    advice = http.get(f"/ai/deals/{deal['id']}/next-actions", headers=viewer)
+    assert advice.status_code == 200, advice.text
+    assert advice.json()["actions"][0]["action"] == "update_close_date"
+    assert advice.json()["score"] == 0.1  # its stage's probability: no lead behind it
