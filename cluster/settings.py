@@ -173,6 +173,9 @@ class Settings(StackSettings):
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     rate_limit_burst: int = Field(default=300, ge=1)
+    # Without Redis the limiter cannot decide: let requests through (true: an outage of
+    # the limiter is not an outage of the API) or refuse them with 503 + Retry-After.
+    rate_limit_fail_open: bool = True
     login_limit_per_minute: int = Field(default=20, ge=1)
     login_limit_burst: int = Field(default=10, ge=1)
     # Public lead capture (`POST /capture/{form_key}`, no token): limited per form and

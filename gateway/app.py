@@ -146,9 +146,12 @@ class Gateway(GrpcServicer):
 def _limiter(redis: aioredis.Redis, settings: Settings, login: bool) -> RateLimiter | None:
     if not settings.rate_limit_enabled:
         return None
+    fail_open = settings.rate_limit_fail_open
     if login:
-        return RateLimiter(redis, settings.login_limit_per_minute, settings.login_limit_burst)
-    return RateLimiter(redis, settings.rate_limit_per_minute, settings.rate_limit_burst)
+        return RateLimiter(
+            redis, settings.login_limit_per_minute, settings.login_limit_burst, fail_open
+        )
+    return RateLimiter(redis, settings.rate_limit_per_minute, settings.rate_limit_burst, fail_open)
 
 
 def _capture_limiter(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from deployments._kit.errors import Unavailable
+
 log = logging.getLogger("nextflow.gateway")
 
 # KEYS[1]: the caller's key. ARGV: emission interval (µs), burst.
@@ -49,22 +51,28 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, per_minute: int, burst: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, per_minute: int, burst: int, fail_open: bool = True
+    ) -> None:
         self._redis = redis
+        self.fail_open = fail_open
         self._script = redis.register_script(_GCRA)
         self.per_minute = per_minute
         self.burst = burst
         self._interval_us = 60_000_000 // per_minute
 
     async def check(self, caller: str) -> Decision | None:
-        """The decision for one request; None when Redis cannot be asked (fail open:
-        an outage of the limiter must not become an outage of the API)."""
+        """The decision for one request. When Redis cannot be asked: None (fail open,
+        the default: an outage of the limiter must not become an outage of the API),
+        or, with `fail_open` off, Unavailable (503 + Retry-After)."""
         try:
             allowed, remaining, retry_us, reset_us = await self._script(
                 keys=[f"rl:{caller}"], args=[self._interval_us, self.burst]
             )
         except (RedisError, OSError) as exc:
             log.warning("rate limiter unavailable: %s", exc)
+            if not self.fail_open:
+                raise Unavailable("the rate limiter cannot be asked; try again shortly") from None
             return None
         return Decision(
             allowed=bool(allowed),

@@ -21,10 +21,16 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# Without these the API still serves (rate limits fail open or closed as configured,
+# caches are skipped, events wait in the outboxes): readiness says "degraded".
+_OPTIONAL = frozenset({"redis"})
+
+
 @router.get("/ready")
 async def ready(request: Request) -> Response:
     """Readiness: every database (through its shard manager), Redis and every
-    service deployment answer. 503 names what does not."""
+    service deployment answer. 503 names what does not; only Redis down is 200
+    "degraded" (the API keeps serving without it)."""
     st = state(request)
     checks: dict[str, Any] = {}
 
@@ -39,11 +45,11 @@ async def ready(request: Request) -> Response:
         check("redis", st.redis.ping()),
         *(check(name, handle.ready.remote()) for name, handle in st.services.bound()),
     )
-    if all(v == "ok" for v in checks.values()):
-        return Response(
-            orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
-        )
     failing = ", ".join(k for k, v in checks.items() if v != "ok")
+    if all(v == "ok" for k, v in checks.items() if k not in _OPTIONAL):
+        status = "ready" if not failing else "degraded"
+        body = {"status": status, "checks": checks} | ({"degraded": failing} if failing else {})
+        return Response(orjson.dumps(body), media_type="application/json")
     return problem(
         request,
         503,

@@ -291,3 +291,24 @@ def test_json_bodies_are_capped() -> None:
     assert streamed.status_code == 413
     assert streamed.json()["type"].endswith("/too-large")
     assert streamed.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.asyncio
+async def test_the_rate_limiter_without_redis_fails_open_or_closed_as_configured() -> None:
+    import socket
+
+    import redis.asyncio as aioredis
+
+    from deployments._kit.errors import Unavailable
+    from gateway.ratelimit import RateLimiter
+
+    with socket.socket() as s:  # a port nothing listens on: Redis is "down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+    try:
+        assert await RateLimiter(client, 60, 5).check("u1") is None  # open: let through
+        with pytest.raises(Unavailable):
+            await RateLimiter(client, 60, 5, fail_open=False).check("u1")
+    finally:
+        await client.aclose()
