@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from ray.exceptions import RayActorError
+from ray.serve import exceptions as serve_exceptions
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -65,11 +67,30 @@ def app_error_response(request: Request, exc: AppError) -> Response:
     return problem(request, exc.status, exc.slug, exc.title, exc.detail, exc.errors, headers)
 
 
+# What Ray and Serve raise when the replica or actor a call went to is gone, or no
+# replica can take it: a 503, not a 500.
+_GONE = (
+    RayActorError,
+    serve_exceptions.BackPressureError,
+    serve_exceptions.DeploymentUnavailableError,
+    serve_exceptions.ReplicaUnavailableError,
+)
+
+
 def install(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> Response:
         original = unwrap(exc)
         if isinstance(original, AppError):
             return app_error_response(request, original)
+        if isinstance(original, _GONE):
+            # A service replica died with the request in flight, or none can take it
+            # now: Serve starts another; the client may retry (with its
+            # Idempotency-Key, for a create).
+            log.warning("service unavailable on %s %s: %r", request.method, request.url.path,
+                        original)  # fmt: skip
+            return app_error_response(
+                request, Unavailable("a service is restarting; try again shortly")
+            )
         log.error(
             "unhandled error on %s %s (request %s): %r",
             request.method,
