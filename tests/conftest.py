@@ -75,8 +75,11 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
         # Short, so the e2e support test sees a periodic SLA sweep within seconds.
         "NEXTFLOW_SLA_SWEEP_INTERVAL_S": "3",
-        # Small scoring batches: a batch-scoring job runs long enough to be cancelled.
-        "NEXTFLOW_AI_SCORE_BATCH_SIZE": "50",
+        # Small scoring batches, one task at a time: a batch-scoring job of the e2e
+        # leads runs for seconds, long enough to be cancelled however fast the machine
+        # is (batches of 50, eight at once, all landed before the cancel on a quiet one).
+        "NEXTFLOW_AI_SCORE_BATCH_SIZE": "10",
+        "NEXTFLOW_AI_TASKS_IN_FLIGHT": "1",
         # Public capture: low limits, so tests/e2e/test_marketing.py can reach them; the
         # loopback ingress is trusted to pass X-Forwarded-For (one "client" per test).
         "NEXTFLOW_CAPTURE_FORM_LIMIT_PER_MINUTE": "5",
