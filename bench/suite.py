@@ -54,17 +54,15 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
+from shard_moves import DAY_MS, IdMaker  # noqa: E402
 
 from cluster.cli import RichReporter  # noqa: E402
 from cluster.settings import Settings, get_settings  # noqa: E402
 from cluster.stack import LocalStack  # noqa: E402
-from shards import ids  # noqa: E402
 
 DOC_BEGIN = "<!-- BEGIN bench/suite.py: generated, rerun `bench/run` to update -->"
 DOC_END = "<!-- END bench/suite.py -->"
 console = base.console
-DAY_MS = 86_400_000
-_SEQ = 1 << ids.SEQUENCE_BITS
 INDUSTRIES = ("software", "retail", "banking", "health", "logistics", "energy", "media")
 PRIORITIES = ("low", "normal", "high", "urgent")
 CUSTOMER_COLUMNS = ("id", "name", "email", "industry", "tags", "owner_id", "created_at")
@@ -115,20 +113,6 @@ class Results:
 
 
 # -- data ---------------------------------------------------------------------------------
-
-
-@dataclass
-class IdMaker:
-    """Ids of each logical shard from a day ago on (one millisecond per 4096 ids), so
-    none meets an id that `nextflow_id()` makes now."""
-
-    base_ms: int
-    counters: list[int]
-
-    def next(self, shard: int) -> int:
-        n = self.counters[shard]
-        self.counters[shard] = n + 1
-        return ids.make_id(self.base_ms + n // _SEQ, shard, n % _SEQ)
 
 
 async def generate(settings: Settings, customers: int, owner_id: int, seed: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
 
 from cluster.settings import Settings
 
@@ -40,6 +41,18 @@ def serve_app(stack: object, stack_settings: Settings) -> Settings:
         timeout=60,
     )
     return stack_settings  # the stack fixture tears everything down
+
+
+@pytest.fixture(scope="module")
+def ray_driver(serve_app: Settings) -> Iterator[None]:
+    """A Ray driver connected to the session's cluster, for tests that call deployment
+    handles or actors directly (one per test module, shut down after it)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

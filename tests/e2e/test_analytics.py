@@ -5,7 +5,6 @@ the `ai` resource, cached, and dropped from the cache by the events that change 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import ray
 from ray.util.state import get_task
 
 from cluster.settings import Settings
@@ -233,16 +231,6 @@ def test_activity_report_equals_sql(
     got = {o["owner_id"]: o["changes"] for o in report["owners"]}
     assert {k: got.get(k) for k in truth} == dict(truth)
     assert len(truth) == 3
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_reports_run_as_ray_tasks_with_the_ai_resource(

@@ -19,7 +19,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -193,16 +192,6 @@ def test_without_redis_the_api_keeps_serving_and_loses_nothing(
         _wait(published, 60, "the customers' events on the stream")
     finally:
         stream.close()
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_a_shard_manager_killed_under_load_loses_nothing(

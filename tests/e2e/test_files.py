@@ -16,7 +16,6 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import ray
 from ray import serve
 
 from cluster.settings import Settings
@@ -251,16 +250,6 @@ def test_upload_in_flight_is_not_listed(
     assert meta["size_bytes"] == 100_000
     assert meta["sha256"] == hashlib.sha256(b"a" * 50_000 + b"b" * 50_000).hexdigest()
     assert listed(http, admin, owner) == [meta["id"]]
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_orphan_sweep_through_the_handle(

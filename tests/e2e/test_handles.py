@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import ray
 from ray import serve
 
-from cluster.settings import Settings
 from deployments._kit.errors import Forbidden, NotFound
 from deployments._kit.principal import Principal
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
 from shards import ids
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_create_and_read_through_handles(

@@ -8,13 +8,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import ray
 import redis
 from ray import serve
 
@@ -242,16 +240,6 @@ def test_cancel_stops_a_running_import_and_not_a_finished_one(
     done = _import(http, admin, _csv([["name"], ["Quick"]]))
     again = http.post(f"/jobs/{done['id']}/cancel", headers=admin)
     assert again.status_code == 409
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_import_through_the_handle(

@@ -5,35 +5,22 @@ test settings allow; 127.0.0.1 stays refused, as everything private is by defaul
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
-from cluster.settings import Settings
 from deployments._kit.events import Event
 from tests.e2e.conftest import make_user
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def event(type: str, data: dict[str, Any], aggregate_id: int = 42) -> Event:

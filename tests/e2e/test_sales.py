@@ -4,16 +4,13 @@ their customer's shard with stage history, orders with exact totals."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
-from cluster.settings import Settings
 from deployments._kit.principal import Principal
 from deployments._kit.types import Money
 from deployments.sales.schemas import DealCreate, DealRead
@@ -21,16 +18,6 @@ from shards import ids
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def _customer(http: httpx.Client, headers: dict[str, str], name: str = "Deal Co") -> str:

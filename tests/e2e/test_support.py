@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
 import pytest
-import ray
 from ray import serve
 
-from cluster.settings import Settings
 from deployments._kit.principal import Principal
 from deployments.support.schemas import SweepResult, TicketRead
 from shards import ids
@@ -320,16 +317,6 @@ def test_the_periodic_sweep_stores_breaches_without_a_call(
     got = http.get(f"/tickets/{made['id']}", headers=admin).json()
     assert got["first_response_breached"] and got["resolution_breached"]
     assert got["version"] > made["version"]  # the sweep's write shows in the ETag
-
-
-@pytest.fixture(scope="module")
-def ray_driver(serve_app: Settings) -> Iterator[None]:
-    os.environ["RAY_AUTH_MODE"] = "token"
-    ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def test_sweep_and_read_through_the_handle(
