@@ -27,7 +27,6 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -41,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 
 from cluster.cli import RichReporter  # noqa: E402
-from cluster.settings import Settings, get_settings  # noqa: E402
-from cluster.stack import LocalStack  # noqa: E402
+from cluster.settings import Settings  # noqa: E402
 
 DOC_BEGIN = "<!-- BEGIN bench/analytics.py: generated, rerun `bench/analytics.py` to update -->"
 DOC_END = "<!-- END bench/analytics.py -->"
@@ -253,14 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.deals, args.leads, args.runs = 20_000, 2_000, 2
-    root = Path(tempfile.mkdtemp(prefix="nfb-", dir="/tmp"))
-    root.chmod(0o755)
-    os.environ.update(base.stack_env(root))
-    os.environ["NEXTFLOW_SERVE_INGRESS"] = "haproxy"
-    os.environ["NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED"] = "true"
-    get_settings.cache_clear()
-    settings = get_settings()
-    stack = LocalStack(settings)
+    root, settings, stack = base.tuned_stack("nfb-")
     try:
         console.rule("starting a private stack")
         stack.up(RichReporter(console))

@@ -26,7 +26,6 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 
 from cluster.cli import RichReporter  # noqa: E402
 from cluster.procs import StackError, require_executable  # noqa: E402
-from cluster.settings import get_settings  # noqa: E402
-from cluster.stack import LocalStack  # noqa: E402
 
 DOC_BEGIN = "<!-- BEGIN bench/domain.py: generated, rerun `make bench-domain` to update -->"
 DOC_END = "<!-- END bench/domain.py -->"
@@ -145,14 +142,7 @@ def _check(target: base.Target) -> None:
 
 def run(plan: Plan) -> None:
     require_executable("wrk", "install it: apt-get install wrk")
-    root = Path(tempfile.mkdtemp(prefix="nfb-", dir="/tmp"))
-    root.chmod(0o755)
-    os.environ.update(base.stack_env(root))
-    os.environ["NEXTFLOW_SERVE_INGRESS"] = "haproxy"
-    os.environ["NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED"] = "true"
-    get_settings.cache_clear()
-    settings = get_settings()
-    stack = LocalStack(settings)
+    root, settings, stack = base.tuned_stack("nfb-")
     load_at_start = os.getloadavg()[0]
     rows: list[Row] = []
     try:

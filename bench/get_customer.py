@@ -290,6 +290,21 @@ def stack_env(root: Path) -> dict[str, str]:
     }
 
 
+def tuned_stack(prefix: str) -> tuple[Path, Settings, LocalStack]:
+    """A private stack in a fresh folder under /tmp (not started), with the ingress the
+    local stack uses by default: HAProxy and throughput-optimized Serve. Its settings
+    are in os.environ, so the Ray head, `serve deploy` and tools started later see them."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    # PostgreSQL runs as `postgres` when we are root: the folder must be enterable.
+    root.chmod(0o755)
+    os.environ.update(stack_env(root))
+    os.environ["NEXTFLOW_SERVE_INGRESS"] = "haproxy"
+    os.environ["NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED"] = "true"
+    get_settings.cache_clear()
+    settings = get_settings()
+    return root, settings, LocalStack(settings)
+
+
 def apply_variant(variant: Variant, everything: dict[str, Variant]) -> None:
     """Only this variant's RAY_SERVE_* variables in os.environ, which `start_ray()` and
     `deploy()` pass on to the Ray head."""

@@ -279,8 +279,7 @@ async def spread(settings: Settings, shard_map: ShardMap) -> Spread:
             total = 0
             for table in ("customers", "contacts"):
                 for r in await conn.fetch(
-                    f"SELECT {ids.shard_sql()} AS shard, count(*) AS n"
-                    f" FROM {table} GROUP BY 1"
+                    f"SELECT {ids.shard_sql()} AS shard, count(*) AS n FROM {table} GROUP BY 1"
                 ):
                     rows[r["shard"]] += r["n"]
                     total += r["n"]

@@ -529,14 +529,7 @@ def run(plan: Plan) -> Results:
                 raise base.BenchError("--reuse needs --email and a password (--password-stdin)")
             email, password = plan.email, plan.password
         else:
-            root = Path(tempfile.mkdtemp(prefix="nfs-", dir="/tmp"))
-            root.chmod(0o755)
-            os.environ.update(base.stack_env(root))
-            os.environ["NEXTFLOW_SERVE_INGRESS"] = "haproxy"
-            os.environ["NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED"] = "true"
-            get_settings.cache_clear()
-            settings = get_settings()
-            stack = LocalStack(settings)
+            root, settings, stack = base.tuned_stack("nfs-")
             console.rule(f"[bold]stack in {root}")
             started = time.monotonic()
             stack.up(RichReporter(console))
