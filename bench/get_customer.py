@@ -147,8 +147,14 @@ class Plan:
     write_doc: bool
 
 
-DEFAULT_VARIANTS = ("default", "throughput", "haproxy+throughput", "haproxy+throughput+tracing")
-ALL_VARIANTS = ("default", "throughput", "haproxy", "haproxy+throughput", *DEFAULT_VARIANTS[3:])
+DEFAULT_VARIANTS = (
+    "default",
+    "unbatched",
+    "shard-batching",
+    "haproxy+throughput",
+    "haproxy+throughput+tracing",
+)
+ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:])
 LAYERS = ("proxy", "Gateway", "CustomerService")
 
 
@@ -172,14 +178,30 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
     }
+    unbatched = {"NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0", "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0"}
     found = [
         Variant("default", "no RAY_SERVE_* variables"),
         Variant("throughput", "`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`", throughput),
         Variant("haproxy", "`RAY_SERVE_ENABLE_HA_PROXY=1`", haproxy),
         Variant(
             "haproxy+throughput",
-            "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`",
+            "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, micro-batching "
+            "at both hops (the stack's default)",
             {**haproxy, **throughput},
+        ),
+        # Caller-side micro-batching (cluster.batching), each hop on its own: none, the
+        # service -> ShardManager hop only, then (haproxy+throughput) both hops.
+        Variant(
+            "unbatched",
+            "haproxy+throughput with no micro-batching (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`, "
+            "`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`)",
+            {**haproxy, **throughput, **unbatched},
+        ),
+        Variant(
+            "shard-batching",
+            "haproxy+throughput, micro-batching only at the service -> ShardManager hop "
+            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
+            {**haproxy, **throughput, "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0"},
         ),
         # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
         # local sink (what a Jaeger collector would receive), against the same without.
@@ -534,7 +556,10 @@ def measure_variant(
     return rows, Layers(variant.key, full_p50, layer_medians(log_dir, *window))
 
 
-_ACCESS_LINE = re.compile(r"^(?:GET /customers/\{customer_id\} 200|CALL get OK) ([\d.]+)ms$")
+# At 1 connection a batch carries one call, so `call_batch` is that read's time.
+_ACCESS_LINE = re.compile(
+    r"^(?:GET /customers/\{customer_id\} 200|CALL (?:get|call_batch) OK) ([\d.]+)ms$"
+)
 
 
 def layer_medians(log_dir: Path, start: datetime, end: datetime) -> dict[str, float]:

@@ -105,6 +105,15 @@ class StackSettings(BaseSettings):
     # Replica reads: a replica further behind than this (or down) is skipped.
     max_replica_lag_s: float = Field(default=5.0, gt=0)
     replica_poll_interval_s: float = Field(default=0.2, gt=0)
+    # Caller-side batching of ShardManager calls (shards.client.ManagerLink): batches
+    # out at once per manager and process (0: every call its own actor call), and the
+    # most calls one batch carries.
+    shard_batch_in_flight: int = Field(default=4, ge=0, le=64)
+    shard_batch_max: int = Field(default=64, ge=1, le=1000)
+    # The same for the gateway's calls of a domain deployment's short methods
+    # (gateway.batching): Serve requests out at once per gateway replica and deployment.
+    service_batch_in_flight: int = Field(default=4, ge=0, le=64)
+    service_batch_max: int = Field(default=64, ge=1, le=1000)
 
     def shard_server_addresses(self) -> list[ServerAddress]:
         if self.server_host_template is not None:

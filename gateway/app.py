@@ -22,6 +22,7 @@ from deployments.ai.deployment import AIDeployment
 from deployments.analytics.deployment import AnalyticsDeployment
 from deployments.auth.deployment import AuthDeployment
 from deployments.auth.tokens import JwtConfig
+from deployments.customer import deployment as customer_deployment
 from deployments.customer.deployment import CustomerDeployment
 from deployments.file.deployment import FileDeployment
 from deployments.integration.deployment import IntegrationDeployment
@@ -32,6 +33,7 @@ from deployments.sales.deployment import SalesDeployment
 from deployments.support.deployment import SupportDeployment
 from deployments.webhooks.deployment import WebhookDeployment
 from gateway import idempotency, problems
+from gateway.batching import BatchedHandle
 from gateway.context import GatewayState, Services
 from gateway.hardening import BodyLimit, RequestTimeout, SecurityHeaders
 from gateway.middleware import RequestContext
@@ -123,7 +125,7 @@ class Gateway(GrpcServicer):
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         self._state = GatewayState(
-            services=Services(**handles),
+            services=Services(**_batched(handles, settings)),
             jwt=JwtConfig(
                 secret=settings.jwt_secret.get_secret_value(),
                 issuer=settings.jwt_issuer,
@@ -141,6 +143,25 @@ class Gateway(GrpcServicer):
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self._state, self._args)
+
+
+def _batched(handles: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Handles whose short calls are micro-batched (`gateway.batching`), unless
+    `service_batch_in_flight` is 0."""
+    if settings.service_batch_in_flight == 0:
+        return handles
+    batched = {"customers": customer_deployment.BATCHED}
+    return {
+        name: BatchedHandle(
+            handle,
+            batched[name],
+            in_flight=settings.service_batch_in_flight,
+            max_batch=settings.service_batch_max,
+        )
+        if name in batched
+        else handle
+        for name, handle in handles.items()
+    }
 
 
 def _limiter(redis: aioredis.Redis, settings: Settings, login: bool) -> RateLimiter | None:

@@ -75,7 +75,9 @@ def state(request: Request) -> GatewayState:
     return gateway_state
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # A coroutine on purpose: FastAPI runs a plain-function dependency in a worker
+    # thread, a thread hop per request for one attribute read.
     return state(request).services
 
 
@@ -201,7 +203,13 @@ def if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
     return int(found[1])
 
 
-IfMatch = Annotated[int | None, Depends(if_match)]
+async def _if_match_header(
+    value: Annotated[str | None, Header(alias="if-match")] = None,
+) -> int | None:
+    return if_match(value)  # a coroutine: no worker-thread hop (see `services`)
+
+
+IfMatch = Annotated[int | None, Depends(_if_match_header)]
 
 
 def json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:

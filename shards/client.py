@@ -23,12 +23,13 @@ import asyncpg
 from ray.exceptions import RayActorError
 
 from cluster import tracing
+from cluster.batching import Batcher, Outcome
 from cluster.settings import Settings, get_settings
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import CATALOG_DATABASES
 from shards.errors import ShardUnavailable, StaleShardMap
-from shards.manager import manager_handle
+from shards.manager import ShardCall, manager_handle
 from shards.routing import ServerSpec, ShardMap
 
 P = ParamSpec("P")
@@ -74,29 +75,68 @@ _CATALOG = "catalog"
 _READ_ATTEMPTS = 4
 
 
+class ManagerLink:
+    """The way to one server's `ShardManager`: its actor handle, and a `Batcher` that
+    coalesces this process's concurrent calls to it into `run_batch` actor calls
+    (`shard_batch_in_flight` batches out at once; 0: every call its own actor call)."""
+
+    def __init__(self, handle: Any, server: str, settings: Settings | None = None) -> None:
+        s = settings or get_settings()
+        self.handle = handle
+        self.batcher: Batcher[ShardCall] | None = None
+        if s.shard_batch_in_flight > 0:
+            self.batcher = Batcher(
+                self._send,
+                target=f"shard-manager:{server}",
+                max_in_flight=s.shard_batch_in_flight,
+                max_batch=s.shard_batch_max,
+            )
+
+    async def _send(self, calls: list[ShardCall]) -> list[Outcome]:
+        outcomes: list[Outcome] = await self.handle.run_batch.remote(calls)
+        return outcomes
+
+    async def run(
+        self,
+        *args: Any,
+        route: Mapping[int, int] | None = None,
+        alone: bool = False,
+    ) -> tuple[Any, int | None]:
+        """`ShardManager.run(*args, route=...)` with the caller's trace. `alone`: in an
+        actor call of its own, for a long call (a batch answers when its slowest call
+        is done, so a bulk write or a scan must not hold short calls back)."""
+        trace = tracing.carrier()
+        if alone or self.batcher is None:
+            result: tuple[Any, int | None] = await self.handle.run.remote(
+                *args, route=route, trace=trace
+            )
+            return result
+        return await self.batcher.call(ShardCall(args, route, trace))  # type: ignore[no-any-return]
+
+
 async def _write(
-    manager: Any,
+    manager: ManagerLink,
     server: str,
     database: str,
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     route: Mapping[int, int] | None = None,
+    alone: bool = False,
 ) -> T:
     try:
-        value, lsn = await manager.run.remote(
-            database, fn, args, kwargs, False, route=route, trace=tracing.carrier()
-        )
+        value, lsn = await manager.run(database, fn, args, kwargs, False, route=route, alone=alone)
     except RayActorError:
         # The manager died with the write in flight: whether it committed is unknown,
         # so it is not repeated here; the caller gets a clean 503 and may retry.
         raise ShardUnavailable(server, "shard manager restarting") from None
-    consistency.record_write(server, lsn)
+    if lsn is not None:  # always, for a write
+        consistency.record_write(server, lsn)
     return value  # type: ignore[no-any-return]
 
 
 async def _read(
-    manager: Any,
+    manager: ManagerLink,
     server: str,
     database: str,
     fn: Callable[..., Awaitable[T]],
@@ -104,13 +144,14 @@ async def _read(
     kwargs: dict[str, Any],
     route: Mapping[int, int] | None = None,
     min_lsn: int | None = None,
+    alone: bool = False,
 ) -> T:
     """A read; `min_lsn` defaults to the request's read-your-writes position."""
     min_lsn = min_lsn or consistency.min_lsn_for(server)
     for attempt in range(_READ_ATTEMPTS):
         try:
-            value, _ = await manager.run.remote(
-                database, fn, args, kwargs, True, min_lsn, route=route, trace=tracing.carrier()
+            value, _ = await manager.run(
+                database, fn, args, kwargs, True, min_lsn, route=route, alone=alone
             )
             return value  # type: ignore[no-any-return]
         except RayActorError:
@@ -130,7 +171,9 @@ class Database:
         s = settings or get_settings()
         self.database = database
         catalog = s.catalog_address()
-        self._manager = manager_handle(ServerSpec(_CATALOG, catalog.host, catalog.port))
+        self._manager = ManagerLink(
+            manager_handle(ServerSpec(_CATALOG, catalog.host, catalog.port)), _CATALOG, s
+        )
 
     async def write(
         self,
@@ -162,11 +205,11 @@ class Database:
         )  # fmt: skip
 
     async def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._manager.ping.remote([self.database])
+        result: dict[str, Any] = await self._manager.handle.ping.remote([self.database])
         return result
 
     async def alive(self) -> None:
-        await self._manager.stats.remote()
+        await self._manager.handle.stats.remote()
 
 
 def _catalog_loader(settings: Settings | None) -> Callable[[], Awaitable[ShardMap]]:
@@ -193,7 +236,9 @@ class Shards:
         self.database = database
         self.map = shard_map
         self._manager_for = manager_for
-        self._managers = {name: manager_for(spec) for name, spec in shard_map.servers.items()}
+        self._managers = {
+            name: ManagerLink(manager_for(spec), name) for name, spec in shard_map.servers.items()
+        }
         self._loader = loader or _catalog_loader(None)
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
@@ -217,7 +262,7 @@ class Shards:
             fresh = await self._loader()
             added = [name for name in fresh.servers if name not in self._managers]
             for name in added:
-                self._managers[name] = self._manager_for(fresh.servers[name])
+                self._managers[name] = ManagerLink(self._manager_for(fresh.servers[name]), name)
             if added and self._manager_for is manager_handle:
                 from shards.relay import ensure_relays
 
@@ -248,6 +293,17 @@ class Shards:
     ) -> T:
         return await self._on_shard(_write, shard, fn, args, kwargs)
 
+    async def write_bulk(
+        self,
+        shard: int,
+        fn: Callable[Concatenate[WriteConn, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`write` for a long transaction (a bulk import's batch): in an actor call of
+        its own, so it never holds other callers' short calls of the same batch."""
+        return await self._on_shard(_write, shard, fn, args, kwargs, alone=True)
+
     async def read(
         self,
         shard: int,
@@ -264,6 +320,7 @@ class Shards:
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        alone: bool = False,
     ) -> T:
         """`call` on the server the map names for `shard`; once more after reloading
         the map if that server says the map was stale (the call never ran there)."""
@@ -273,7 +330,7 @@ class Shards:
             try:
                 return await call(
                     self._managers[server], server, self.database, fn, args, kwargs,
-                    seen.route([shard]),
+                    seen.route([shard]), alone=alone,
                 )  # fmt: skip
             except StaleShardMap:
                 if attempt == 2:
@@ -315,10 +372,12 @@ class Shards:
 
     async def ping(self) -> list[dict[str, Any]]:
         """`SELECT 1` on this database on every server (readiness)."""
-        calls = [self._managers[n].ping.remote([self.database]) for n in self.map.server_names()]
+        calls = [
+            self._managers[n].handle.ping.remote([self.database]) for n in self.map.server_names()
+        ]
         return list(await asyncio.gather(*calls))
 
     async def alive(self) -> None:
         """Every manager actor answers (liveness: a database being down is not a
         reason to restart the replica that calls it)."""
-        await asyncio.gather(*(m.stats.remote() for m in self._managers.values()))
+        await asyncio.gather(*(m.handle.stats.remote() for m in self._managers.values()))

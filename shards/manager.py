@@ -43,6 +43,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cluster import heap, logs, tracing
+from cluster.batching import Outcome, run_each
 from cluster.settings import get_settings
 from shards import consistency, metrics
 from shards.errors import DatabaseError, ShardMoved, ShardUnavailable, StaleShardMap
@@ -82,6 +83,16 @@ def _jsonb(value: Any) -> bytes:
 
 def _from_jsonb(data: bytes) -> Any:
     return orjson.loads(data[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCall:
+    """One `ShardManager.run` inside a batch: its positional arguments (database, fn,
+    args, kwargs, readonly[, min_lsn]) and its keyword-only ones."""
+
+    args: tuple[Any, ...]
+    route: Mapping[int, int] | None = None
+    trace: Mapping[str, str] | None = None
 
 
 def actor_name(server: str) -> str:
@@ -492,6 +503,12 @@ class ShardManager:
             },
         ):
             return await self._run_routed(database, fn, args, kwargs, readonly, min_lsn, route)
+
+    async def run_batch(self, calls: list[ShardCall]) -> list[Outcome]:
+        """Many `run`s in one actor call (`shards.client` coalesces its callers'
+        concurrent calls): each runs as if called alone, concurrently with the others,
+        and answers with its own value or error, in order."""
+        return await run_each(self.run(*c.args, route=c.route, trace=c.trace) for c in calls)
 
     async def _run_routed(
         self,

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry.trace import SpanKind
 
 from cluster import logs, tracing
+from cluster.autoscaling import CALLS_IN_PROGRESS
+from cluster.batching import Outcome, run_each
 from deployments._kit.errors import AppError, Conflict, Unavailable, Validation
 from deployments._kit.principal import Principal
 from deployments._kit.records import Record
@@ -30,6 +34,34 @@ T = TypeVar("T")
 log = logging.getLogger("nextflow.service")
 
 
+class _Load:
+    """Boundary calls in progress in this process, and their time-weighted mean since
+    the last read: what a replica reports to Serve's autoscaler
+    (`BatchedCalls.record_autoscaling_stats`), where one Serve request may carry many
+    calls."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self._area = 0.0
+        self._since = self._last = time.monotonic()
+
+    def change(self, delta: int) -> None:
+        at = time.monotonic()
+        self._area += self.now * (at - self._last)
+        self._last = at
+        self.now += delta
+
+    def mean(self) -> float:
+        self.change(0)
+        span = self._last - self._since
+        mean = self._area / span if span > 0 else float(self.now)
+        self._area, self._since = 0.0, self._last
+        return mean
+
+
+load = _Load()
+
+
 def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     name = fn.__qualname__
 
@@ -38,16 +70,53 @@ def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         logs.configure()  # once per replica: JSON lines with request and trace ids
         # args[0] is the deployment itself; the caller's Principal, when any, is next.
         principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
-        with (
-            _span(name, principal),
-            consistency.request_scope(principal.read_after if principal else {}) as written,
-        ):
-            result = await _translated(fn, *args, **kwargs)
+        load.change(1)
+        try:
+            with (
+                _span(name, principal),
+                consistency.request_scope(principal.read_after if principal else {}) as written,
+            ):
+                result = await _translated(fn, *args, **kwargs)
+        finally:
+            load.change(-1)
         if written and isinstance(result, Record):
             result._read_after = dict(written)
         return result
 
+    wrapper.__boundary__ = True  # type: ignore[attr-defined]  # callable in a batch
     return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCall:
+    """One call of a deployment method inside a batch (`BatchedCalls.call_batch`), with
+    the id of the request that made it."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    request_id: str | None = None
+
+
+class BatchedCalls:
+    """A deployment whose callers may send many calls of its `@boundary` methods in one
+    Serve request (`gateway.batching.BatchedHandle`): one Ray hop for the lot, each call
+    then running as if called alone (its own request scope, errors and log id)."""
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls this periodically; `cluster.autoscaling.calls_in_progress`
+        scales the deployment on it instead of on Serve requests (a batch is one)."""
+        return {CALLS_IN_PROGRESS: load.mean()}
+
+    async def call_batch(self, calls: list[ServiceCall]) -> list[Outcome]:
+        return await run_each(self._call_one(call) for call in calls)
+
+    async def _call_one(self, call: ServiceCall) -> Any:
+        method = getattr(type(self), call.method, None)
+        if not getattr(method, "__boundary__", False):
+            raise AppError(f"{type(self).__name__} has no method {call.method!r} to batch")
+        with logs.serve_request_id(call.request_id):
+            return await method(self, *call.args, **call.kwargs)  # type: ignore[misc]
 
 
 def _span(name: str, principal: Principal | None) -> AbstractContextManager[object]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments._kit.boundary import boundary
+from deployments._kit.boundary import BatchedCalls, boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments._kit.listing import ListQuery, Page
 from deployments._kit.principal import Principal
@@ -25,9 +25,17 @@ from deployments.customer.schemas import (
 from deployments.customer.service import CustomerService as _Logic
 from shards.client import Shards
 
+# Short calls a caller may send many of in one Serve request (`call_batch`).
+BATCHED = frozenset(
+    {
+        "get", "create", "update", "delete", "restore",
+        "get_contact", "create_contact", "update_contact", "delete_contact", "restore_contact",
+    }
+)  # fmt: skip
+
 
 @serve.deployment(name="CustomerService")
-class CustomerDeployment:
+class CustomerDeployment(BatchedCalls):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         self._svc = _Logic(await Shards.connect("customer"))
 

@@ -279,7 +279,7 @@ class IntegrationService:
         batches = csvio.batch_by_shard(rows, self.customers.place)
         done = await asyncio.gather(
             *(
-                self.customers.write(shard, repo.upsert_customers, records, actor_id, job_id)
+                self.customers.write_bulk(shard, repo.upsert_customers, records, actor_id, job_id)
                 for shard, records in batches.items()
             )
         )
