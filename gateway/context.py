@@ -3,16 +3,14 @@ fast JSON responses. Routes get them as FastAPI dependencies."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from cluster import tracing
@@ -22,10 +20,10 @@ from deployments._kit.records import Record
 from deployments.auth.tokens import (
     API_KEY_PREFIX,
     JwtConfig,
-    cutoff_key,
-    verify_access_token_issued,
+    VerifiedTokens,
 )
 from gateway import idempotency, metrics
+from gateway.admission import Admission
 from gateway.ratelimit import Decision, RateLimiter
 from gateway.sessions import SessionPositions
 from shards import consistency
@@ -68,6 +66,14 @@ class GatewayState:
     capture_form_limiter: RateLimiter | None = None
     capture_client_limiter: RateLimiter | None = None
     trusted_proxies: tuple[Any, ...] = ()
+    # Access tokens verified in this replica (signature checked once per token).
+    tokens: VerifiedTokens = field(init=False)
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = VerifiedTokens(self.jwt)
+        if self.redis is not None:
+            self.admission = Admission(self.redis, self.limiter)
 
 
 def state(request: Request) -> GatewayState:
@@ -126,7 +132,7 @@ async def authenticate(
     if token.startswith(API_KEY_PREFIX):
         principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
     else:
-        principal, issued = verify_access_token_issued(st.jwt, token)
+        principal, issued = st.tokens.verify(token)
     brought: dict[str, int] = {}
     if read_after_token:
         try:
@@ -134,32 +140,18 @@ async def authenticate(
         except consistency.BadToken as exc:
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
-    # One round of Redis calls, side by side: the caller's write positions, its rate
-    # limit, and whether its access token was cut off.
-    checks: list[Awaitable[Any]] = [st.sessions.recall(caller)]
+    # One Redis round trip: the caller's rate limit, its write positions, and whether
+    # its access token was cut off.
+    admitted = await st.admission.check(caller, principal.user_id if issued is not None else None)
+    if issued is not None and admitted.cutoff is not None and issued < admitted.cutoff:
+        raise Unauthenticated("access token revoked; sign in again")
     if st.limiter is not None:
-        checks.append(enforce_limit(st.limiter, caller, on_decision))
-    if issued is not None:
-        checks.append(_check_cutoff(st, principal.user_id, issued))
-    recalled, *_ = await asyncio.gather(*checks)
-    read_after = consistency.merge(recalled, brought)
+        judge(st.limiter, caller, admitted.decision, on_decision)
+    read_after = consistency.merge(admitted.positions, brought)
     carried = tracing.carrier()  # the request's span, parent of the service's
     if read_after or carried:
         principal = principal.model_copy(update={"read_after": read_after, "trace": carried})
     return principal, caller
-
-
-async def _check_cutoff(st: GatewayState, user_id: int, issued: int) -> None:
-    """Refuse an access token issued before its user was deactivated, demoted or
-    given a new password (the Auth service sets the cutoff). Fails open without
-    Redis: the token then runs out by itself within `access_token_ttl_s`."""
-    try:
-        cutoff = await st.redis.get(cutoff_key(user_id))
-    except (RedisError, OSError) as exc:
-        log.warning("token cutoffs unavailable: %s", exc)
-        return
-    if cutoff is not None and issued < int(cutoff):
-        raise Unauthenticated("access token revoked; sign in again")
 
 
 async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
@@ -172,7 +164,16 @@ async def enforce(request: Request, limiter: RateLimiter, caller: str) -> None:
 async def enforce_limit(
     limiter: RateLimiter, caller: str, on_decision: Callable[[Decision], None] | None = None
 ) -> None:
-    decision = await limiter.check(caller)
+    judge(limiter, caller, await limiter.check(caller), on_decision)
+
+
+def judge(
+    limiter: RateLimiter,
+    caller: str,
+    decision: Decision | None,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> None:
+    """Tell `on_decision` and refuse with 429 when the limiter said no."""
     if decision is None:
         return
     if on_decision is not None:

@@ -36,11 +36,16 @@ class SessionPositions:
         self._remember = redis.register_script(_REMEMBER)
         self._ttl_ms = int(ttl_s * 1000)
 
+    @staticmethod
+    def key(caller: str) -> str:
+        return f"ryw:{caller}"
+
     async def recall(self, caller: str) -> dict[str, int]:
         """The caller's recent write positions (empty when Redis cannot answer: reads
-        then fall back to what the request itself carries)."""
+        then fall back to what the request itself carries). The gateway reads them
+        with its other per-request checks (`gateway.admission`)."""
         try:
-            stored = await self._redis.hgetall(f"ryw:{caller}")
+            stored = await self._redis.hgetall(self.key(caller))
         except (RedisError, OSError) as exc:
             log.warning("session positions unavailable: %s", exc)
             return {}
@@ -53,7 +58,7 @@ class SessionPositions:
         for server, lsn in positions.items():
             args += [server, lsn]
         try:
-            await self._remember(keys=[f"ryw:{caller}"], args=args)
+            await self._remember(keys=[self.key(caller)], args=args)
         except (RedisError, OSError) as exc:
             log.warning("could not remember write positions: %s", exc)
 

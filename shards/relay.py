@@ -50,6 +50,7 @@ from ray.exceptions import RayActorError
 from ray.util import metrics
 
 from cluster import logs
+from cluster.batching import Outcome
 from cluster.settings import Settings, get_settings
 from deployments._kit.events import EVENT_STREAM, Event
 from shards import consistency
@@ -57,7 +58,7 @@ from shards.connections import ReadConn, WriteConn
 from shards.databases import SHARDED_DATABASES
 from shards.errors import ShardUnavailable, StaleShardMap
 from shards.ids import shard_sql
-from shards.manager import NAMESPACE, manager_handle
+from shards.manager import NAMESPACE, ShardCall, manager_handle
 from shards.routing import ServerSpec, ShardMap
 
 log = logging.getLogger("nextflow.relay")
@@ -261,9 +262,12 @@ class Relay:
             self._publish_metrics()
             return 0
         total = 0
-        for database in self._databases:
+        for database, unsent in zip(
+            self._databases, await self._fetch_unsent(owned, route), strict=True
+        ):
             try:
-                total += await self._publish_database(database, owned, route)
+                value, _ = unsent.unwrap()  # (what fetch_unsent returned, no LSN)
+                total += await self._publish_database(database, value, route)
                 self._state[database].last_error = None
             except StaleShardMap:
                 await self._owned(force=True)
@@ -273,14 +277,38 @@ class Relay:
         self._publish_metrics()
         return total
 
+    async def _fetch_unsent(self, owned: list[int], route: dict[int, int]) -> list[Outcome]:
+        """Every database's next batch in one actor call (most passes find nothing, so
+        an idle relay costs one call per pass, not one per database)."""
+        calls = [
+            ShardCall(
+                (
+                    db,
+                    fetch_unsent,
+                    (owned, self._settings.outbox_batch_size),
+                    {},
+                    True,
+                    consistency.PRIMARY_ONLY,
+                ),
+                route=route,
+            )  # fmt: skip
+            for db in self._databases
+        ]
+        try:
+            outcomes: list[Outcome] = await self._manager.run_batch.remote(calls)
+        except Exception as exc:  # the manager restarting: every database failed
+            return [Outcome(error=exc) for _ in self._databases]
+        return outcomes
+
     async def _publish_database(
-        self, database: str, owned: list[int], route: dict[int, int]
+        self,
+        database: str,
+        unsent: tuple[list[dict[str, Any]], int, float],
+        route: dict[int, int],
     ) -> int:
         s = self._settings
         state = self._state[database]
-        rows, backlog, age = await self._run(
-            database, fetch_unsent, (owned, s.outbox_batch_size), True, route
-        )
+        rows, backlog, age = unsent
         state.backlog, state.oldest_age_s = backlog, age
         if not rows:
             return 0

@@ -62,6 +62,17 @@ class _Load:
 load = _Load()
 
 
+# The wrapper below reaches `load` only through these module functions: Serve pickles a
+# deployment class by value, with the globals its methods name, so a wrapper that
+# named `load` itself would count into a copy of it.
+def _call_started() -> None:
+    load.change(1)
+
+
+def _call_ended() -> None:
+    load.change(-1)
+
+
 def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     name = fn.__qualname__
 
@@ -70,7 +81,7 @@ def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         logs.configure()  # once per replica: JSON lines with request and trace ids
         # args[0] is the deployment itself; the caller's Principal, when any, is next.
         principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
-        load.change(1)
+        _call_started()
         try:
             with (
                 _span(name, principal),
@@ -78,7 +89,7 @@ def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             ):
                 result = await _translated(fn, *args, **kwargs)
         finally:
-            load.change(-1)
+            _call_ended()
         if written and isinstance(result, Record):
             result._read_after = dict(written)
         return result

@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -57,6 +58,12 @@ def verify_access_token(config: JwtConfig, token: str) -> Principal:
 
 def verify_access_token_issued(config: JwtConfig, token: str) -> tuple[Principal, int]:
     """The token's principal and when it was issued (`iat`, epoch seconds)."""
+    principal, issued, _ = _verify(config, token)
+    return principal, issued
+
+
+def _verify(config: JwtConfig, token: str) -> tuple[Principal, int, int]:
+    """(principal, iat, exp) of a valid token; `Unauthenticated` for any other."""
     try:
         claims = jwt.decode(
             token,
@@ -71,11 +78,37 @@ def verify_access_token_issued(config: JwtConfig, token: str) -> tuple[Principal
             role=str(claims["role"]),
             permissions=frozenset(claims["perms"]),
         )
-        return principal, int(claims["iat"])
+        return principal, int(claims["iat"]), int(claims["exp"])
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("access token expired") from None
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):
         raise Unauthenticated("invalid access token") from None
+
+
+class VerifiedTokens:
+    """Access tokens this process has verified, so the next request with the very same
+    token skips the signature check and claim parsing (a client sends its token on
+    every request). A hit needs the exact token string and holds only until the
+    token's `exp`; failures are never kept; at most `size` tokens, least recently used
+    dropped first. Revocation is unaffected: the cutoff check runs on every request."""
+
+    def __init__(self, config: JwtConfig, size: int = 10_000) -> None:
+        self.config = config
+        self._size = size
+        self._seen: OrderedDict[str, tuple[Principal, int, int]] = OrderedDict()
+
+    def verify(self, token: str) -> tuple[Principal, int]:
+        """As `verify_access_token_issued`."""
+        hit = self._seen.get(token)
+        if hit is not None and time.time() < hit[2]:
+            self._seen.move_to_end(token)
+            return hit[0], hit[1]
+        self._seen.pop(token, None)
+        verified = _verify(self.config, token)
+        self._seen[token] = verified
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return verified[0], verified[1]
 
 
 def digest(secret: str) -> bytes:

@@ -199,3 +199,40 @@ async def test_session_positions_keep_the_highest(stack: object, stack_settings:
     down = SessionPositions(aioredis.from_url("redis://127.0.0.1:1/0"), ttl_s=1)
     assert await down.recall(caller) == {}
     await down.remember(caller, {"shard1": 1})  # no error: reads fall back to the primary rules
+
+
+async def test_admission_asks_redis_everything_in_one_script(
+    stack: object, stack_settings: Settings
+) -> None:
+    import redis.asyncio as aioredis
+
+    from deployments._kit.errors import Unavailable
+    from deployments.auth.tokens import cutoff_key
+    from gateway.admission import Admission
+    from gateway.ratelimit import RateLimiter
+    from gateway.sessions import SessionPositions
+
+    caller, user_id = f"test-{os.urandom(4).hex()}", 10_000 + os.getpid()
+    client = aioredis.from_url(stack_settings.redis_url)
+    try:
+        await SessionPositions(client, ttl_s=5).remember(caller, {"shard1": 100, "shard2": 7})
+        await client.set(cutoff_key(user_id), 1234, ex=5)
+        admission = Admission(client, RateLimiter(client, per_minute=60, burst=2))
+        first = await admission.check(caller, user_id)
+        assert first.positions == {"shard1": 100, "shard2": 7}
+        assert first.cutoff == 1234
+        assert first.decision is not None and first.decision.allowed
+        second, third = await admission.check(caller, None), await admission.check(caller, None)
+        assert second.decision is not None and second.decision.allowed
+        assert second.cutoff is None  # an API key's caller: no user cutoff asked
+        assert third.decision is not None and not third.decision.allowed  # burst of 2
+        unlimited = await Admission(client, None).check(f"{caller}-new", None)
+        assert (unlimited.decision, unlimited.positions, unlimited.cutoff) == (None, {}, None)
+    finally:
+        await client.aclose()
+
+    down = aioredis.from_url("redis://127.0.0.1:1/0")
+    open_ = await Admission(down, RateLimiter(down, 60, 2)).check(caller, user_id)
+    assert (open_.decision, open_.positions, open_.cutoff) == (None, {}, None)  # fails open
+    with pytest.raises(Unavailable):
+        await Admission(down, RateLimiter(down, 60, 2, fail_open=False)).check(caller, user_id)

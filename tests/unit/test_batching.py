@@ -213,3 +213,28 @@ def test_policy_scales_on_calls_not_on_batches() -> None:
 def test_policy_falls_back_to_serve_requests_before_the_first_report() -> None:
     assert calls_in_progress(_Ctx(30, None))[0] == pytest.approx(3.0)  # type: ignore[arg-type]
     assert calls_in_progress(_Ctx(30, {}))[0] == pytest.approx(3.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_calls_are_counted_when_serve_ships_the_class_by_value() -> None:
+    """Serve pickles a decorated deployment class by value, with the globals its
+    methods name: the count must still reach this module's `load`."""
+    import cloudpickle
+
+    shipped = cloudpickle.loads(cloudpickle.dumps(_by_value_class()))
+    boundary.load.mean()
+    service = shipped()
+    started = asyncio.ensure_future(service.echo(1))
+    await asyncio.sleep(0.005)
+    assert boundary.load.now == 1
+    assert await started == 1 and boundary.load.now == 0
+
+
+def _by_value_class() -> type:
+    class Shipped(BatchedCalls):  # defined in a function: cloudpickle sends it by value
+        @boundary.boundary
+        async def echo(self, value: int) -> int:
+            await asyncio.sleep(0.02)
+            return value
+
+    return Shipped

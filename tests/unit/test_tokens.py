@@ -45,6 +45,40 @@ def test_forged_expired_or_foreign_tokens_are_refused(forge) -> None:  # type: i
         tokens.verify_access_token(CONFIG, forge(claims))
 
 
+def test_verified_tokens_check_each_token_once_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = tokens.VerifiedTokens(CONFIG, size=2)
+    token = tokens.issue_access_token(CONFIG, 7, "agent", ["customer:read"])
+    decoded = []
+    real = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
+
+    first = cache.verify(token)
+    assert cache.verify(token) == first and first[0].user_id == 7
+    assert len(decoded) == 1  # the second request skipped the signature check
+
+    # A token one character away is not a hit: it is verified, and refused.
+    header, payload, signature = token.split(".")
+    flipped = signature[:5] + ("A" if signature[5] != "A" else "B") + signature[6:]
+    with pytest.raises(Unauthenticated):
+        cache.verify(f"{header}.{payload}.{flipped}")
+    assert len(decoded) == 2
+    # Past its `exp` a cached token is no longer a hit: it is verified again.
+    later = time.time() + CONFIG.ttl_s + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    cache.verify(token)
+    assert len(decoded) == 3
+
+
+def test_verified_tokens_keep_at_most_size_tokens() -> None:
+    cache = tokens.VerifiedTokens(CONFIG, size=2)
+    issued = [tokens.issue_access_token(CONFIG, n, "agent", []) for n in range(3)]
+    for token in issued:
+        cache.verify(token)
+    assert list(cache._seen) == issued[1:]
+
+
 def test_api_keys_split_and_differ() -> None:
     a, b = tokens.new_api_key(), tokens.new_api_key()
     assert a.plaintext != b.plaintext
