@@ -62,8 +62,11 @@ from rich.progress import (  # noqa: E402
 
 from bench.get_customer import (  # noqa: E402
     BenchError,
+    cpu_delta,
     create_admin,
+    idle_rate,
     login,
+    stack_cpu_s,
     stack_env,
     write_doc_section,
 )
@@ -201,76 +204,6 @@ async def empty(settings: Settings, shard_map: ShardMap) -> None:
             await conn.execute("VACUUM ANALYZE customers")
         finally:
             await conn.close()
-
-
-# -- CPU time -------------------------------------------------------------------------------
-
-
-def stack_cpu_s(data_dir: Path) -> dict[str, float]:
-    """CPU seconds used so far by this process ("bench") and every process of the
-    stack, by kind: "postgres" (every server under the data folder, by its
-    postmaster.pid, and its backends), each Ray actor or Serve replica by its name, and
-    "other" (the rest whose environment names the data folder: raylet, GCS, HAProxy).
-    Children that exited count with whoever reaped them (cutime/cstime). Unlike elapsed
-    time, a difference over a phase does not depend on how much of the shared machine
-    other work took meanwhile."""
-    marker = f"NEXTFLOW_DATA_DIR={data_dir}".encode()
-    postmasters = set()
-    for pid_file in data_dir.glob("pg/*/data/postmaster.pid"):
-        try:
-            postmasters.add(int(pid_file.read_text().split()[0]))
-        except (OSError, ValueError, IndexError):
-            continue
-    tick = os.sysconf("SC_CLK_TCK")
-    kinds: dict[str, float] = {"bench": sum(os.times()[:2])}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            pid, parent = int(entry.name), int(fields[1])
-            if pid in postmasters or parent in postmasters:
-                kind = "postgres"  # (PostgreSQL rewrites its environment for ps)
-            elif marker in (entry / "environ").read_bytes().split(b"\0"):
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
-                kind = _kind(cmd.decode(errors="replace"))
-            else:
-                continue
-        except (OSError, ValueError, IndexError):
-            continue
-        # After the name: utime, stime, cutime, cstime are fields 14..17 (1-based).
-        kinds[kind] = kinds.get(kind, 0.0) + sum(int(v) for v in fields[11:15]) / tick
-    return kinds
-
-
-def _kind(cmd: str) -> str:
-    if cmd.startswith("postgres") or "/postgres" in cmd.split(" ")[0]:
-        return "postgres"
-    if cmd.startswith(
-        "ray::"
-    ):  # Ray's process titles: ray::ShardManager, ray::ServeReplica:app:Name
-        name = cmd.removeprefix("ray::").split(" ")[0].split(".")[0]
-        return name.rsplit(":", 1)[-1] if name.startswith("ServeReplica") else name
-    return "other"
-
-
-def cpu_delta(
-    before: dict[str, float], after: dict[str, float], idle: dict[str, float], seconds: float
-) -> dict[str, float]:
-    """CPU seconds each kind used between two samples `seconds` apart, less what it
-    uses when the stack is idle (`idle`: CPU seconds per second; relays polling, Serve's
-    controller, metrics)."""
-    return {
-        k: max(after.get(k, 0.0) - before.get(k, 0.0) - idle.get(k, 0.0) * seconds, 0.0)
-        for k in after
-    }
-
-
-def idle_rate(data_dir: Path, seconds: float = 10.0) -> dict[str, float]:
-    before = stack_cpu_s(data_dir)
-    time.sleep(seconds)
-    after = stack_cpu_s(data_dir)
-    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) / seconds for k in after}
 
 
 # -- the job ----------------------------------------------------------------------------------
