@@ -161,8 +161,8 @@ class Plan:
 DEFAULT_VARIANTS = (
     "default",
     "unbatched",
-    "shard-batching",
     "haproxy+throughput",
+    "both-hops",
     "haproxy+throughput+tracing",
 )
 ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:])
@@ -189,7 +189,6 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
     }
-    unbatched = {"NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0", "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0"}
     found = [
         Variant("default", "no RAY_SERVE_* variables"),
         Variant("throughput", "`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`", throughput),
@@ -197,22 +196,22 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
         Variant(
             "haproxy+throughput",
             "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, micro-batching "
-            "at both hops (the stack's default)",
+            "at the service -> ShardManager hop (the stack's default)",
             {**haproxy, **throughput},
         ),
-        # Caller-side micro-batching (cluster.batching), each hop on its own: none, the
-        # service -> ShardManager hop only, then (haproxy+throughput) both hops.
+        # Caller-side micro-batching (cluster.batching), each hop on its own: none,
+        # the service -> ShardManager hop (haproxy+throughput: the stack's default),
+        # and the Gateway -> CustomerService hop as well.
         Variant(
             "unbatched",
-            "haproxy+throughput with no micro-batching (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`, "
-            "`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`)",
-            {**haproxy, **throughput, **unbatched},
+            "haproxy+throughput with no micro-batching (`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`)",
+            {**haproxy, **throughput, "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0"},
         ),
         Variant(
-            "shard-batching",
-            "haproxy+throughput, micro-batching only at the service -> ShardManager hop "
-            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
-            {**haproxy, **throughput, "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0"},
+            "both-hops",
+            "haproxy+throughput with micro-batching at the Gateway -> CustomerService hop "
+            "too (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=4`)",
+            {**haproxy, **throughput, "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "4"},
         ),
         # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
         # local sink (what a Jaeger collector would receive), against the same without.

@@ -112,7 +112,8 @@ class StackSettings(BaseSettings):
     shard_batch_max: int = Field(default=64, ge=1, le=1000)
     # The same for the gateway's calls of a domain deployment's short methods
     # (gateway.batching): Serve requests out at once per gateway replica and deployment.
-    service_batch_in_flight: int = Field(default=4, ge=0, le=64)
+    # Off by default: on one node it did not pay (docs/benchmarks.md, "Hop work").
+    service_batch_in_flight: int = Field(default=0, ge=0, le=64)
     service_batch_max: int = Field(default=64, ge=1, le=1000)
 
     def shard_server_addresses(self) -> list[ServerAddress]:

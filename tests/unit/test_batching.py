@@ -238,3 +238,46 @@ def _by_value_class() -> type:
             return value
 
     return Shipped
+
+
+# -- the gateway's side: BatchedHandle -----------------------------------------------------
+
+
+class _Method:
+    def __init__(self, fn: Any) -> None:
+        self.remote = fn
+
+
+class FakeHandle:
+    """A deployment handle: `call_batch` runs `Echo`'s methods; `list` is not batched."""
+
+    deployment_name = "Echo"
+
+    def __init__(self) -> None:
+        self.service = Echo()
+        self.batches: list[list[ServiceCall]] = []
+        self.call_batch = _Method(self._call_batch)
+        self.list = _Method(self._list)
+
+    async def _call_batch(self, calls: list[ServiceCall]) -> list[Outcome]:
+        self.batches.append(calls)
+        return await self.service.call_batch(calls)
+
+    async def _list(self) -> str:
+        return "listed alone"
+
+
+@pytest.mark.asyncio
+async def test_batched_handle_coalesces_named_methods_and_passes_the_rest() -> None:
+    from gateway.batching import BatchedHandle
+
+    fake = FakeHandle()
+    handle: Any = BatchedHandle(fake, {"echo"}, in_flight=1)
+    done = await asyncio.gather(*(handle.echo.remote(n) for n in range(6)))
+    assert done == list(range(6))
+    assert [len(b) for b in fake.batches] == [1, 5]
+    assert all(c.method == "echo" for b in fake.batches for c in b)
+    with pytest.raises(NotFound):
+        await handle.echo.remote(-1)
+    assert await handle.list.remote() == "listed alone"
+    assert len(fake.batches) == 3  # `list` did not go through call_batch
