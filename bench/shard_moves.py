@@ -116,13 +116,9 @@ def start_stack(root: Path) -> tuple[LocalStack, Settings]:
 
 
 async def read_map(settings: Settings) -> ShardMap:
-    from shards.client import load_shard_map  # imports ray: after the env is set
+    from shards.client import read_shard_map  # imports ray: after the env is set
 
-    conn = await asyncpg.connect(settings.dsn_for(settings.host, settings.catalog_port, "catalog"))
-    try:
-        return await load_shard_map(conn)
-    finally:
-        await conn.close()
+    return await read_shard_map(settings)
 
 
 def customer_dsn(settings: Settings, shard_map: ShardMap, server: str) -> str:

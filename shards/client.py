@@ -55,6 +55,16 @@ async def load_shard_map(conn: asyncpg.Connection) -> ShardMap:
     )
 
 
+async def read_shard_map(settings: Settings) -> ShardMap:
+    """The map as the catalog holds it now, read over a connection of its own: for
+    tools and tests that run without ShardManager actors."""
+    conn = await asyncpg.connect(settings.dsn_for(settings.host, settings.catalog_port, _CATALOG))
+    try:
+        return await load_shard_map(conn)
+    finally:
+        await conn.close()
+
+
 class InProcess:
     """An in-process `ShardManager` that answers like its actor handle
     (`manager.run.remote(...)` is awaitable), so `Shards` runs without Ray."""

@@ -24,7 +24,7 @@ from deployments._kit.events import EVENT_STREAM, Event, emit
 from deployments.customer import repo
 from deployments.customer.schemas import CustomerCreate
 from shards import WriteConn
-from shards.client import InProcess, Shards, load_shard_map
+from shards.client import InProcess, Shards, read_shard_map
 from shards.manager import ShardManager, init_connection
 from shards.relay import Relay
 from shards.routing import ServerSpec, ShardMap
@@ -76,11 +76,7 @@ async def env(stack: object, stack_settings: Settings) -> AsyncIterator[Env]:
     s = stack_settings
 
     async def load() -> ShardMap:
-        conn = await asyncpg.connect(s.dsn_for(s.host, s.catalog_port, "catalog"))
-        try:
-            return await load_shard_map(conn)
-        finally:
-            await conn.close()
+        return await read_shard_map(s)
 
     first = await load()
     specs = {**first.servers, "catalog": ServerSpec("catalog", s.host, s.catalog_port)}

@@ -21,7 +21,7 @@ from cluster.settings import Settings
 from deployments.customer import repo
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from shards import ids
-from shards.client import InProcess, Shards, load_shard_map
+from shards.client import InProcess, Shards, read_shard_map
 from shards.manager import ShardManager
 from shards.moves import LocalControls, MoveError, MoveProgress, move_shard, shard_filter
 from shards.routing import ShardMap
@@ -67,11 +67,7 @@ async def cluster(stack: object, stack_settings: Settings) -> AsyncIterator[Clus
     s = stack_settings
 
     async def load() -> ShardMap:
-        conn = await asyncpg.connect(s.dsn_for(s.host, s.catalog_port, "catalog"))
-        try:
-            return await load_shard_map(conn)
-        finally:
-            await conn.close()
+        return await read_shard_map(s)
 
     first = await load()
     managers = {name: ShardManager(spec) for name, spec in first.servers.items()}

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -37,7 +36,7 @@ from deployments.webhooks.backoff import Backoff
 from deployments.webhooks.schemas import DeliveryListQuery, WebhookCreate, WebhookUpdate
 from deployments.webhooks.service import WebhookService
 from shards import consistency
-from shards.client import InProcess, Shards, load_shard_map
+from shards.client import InProcess, Shards, read_shard_map
 from shards.manager import ShardManager
 from shards.routing import ServerSpec
 from tests.webhook_receiver import Receiver
@@ -81,11 +80,7 @@ class Stores:
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def stores(stack: object, stack_settings: Settings) -> AsyncIterator[Stores]:
     s = stack_settings
-    conn = await asyncpg.connect(s.dsn_for(s.host, s.catalog_port, "catalog"))
-    try:
-        shard_map = await load_shard_map(conn)
-    finally:
-        await conn.close()
+    shard_map = await read_shard_map(s)
     managers = {name: ShardManager(spec) for name, spec in shard_map.servers.items()}
     catalog = ShardManager(ServerSpec("catalog", s.host, s.catalog_port))
     shards = Shards(

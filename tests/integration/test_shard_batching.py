@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 import pytest_asyncio
 
@@ -15,7 +14,7 @@ from cluster.settings import Settings
 from deployments.customer import repo
 from deployments.customer.schemas import CustomerCreate
 from shards import consistency
-from shards.client import InProcess, Shards, load_shard_map
+from shards.client import InProcess, Shards, read_shard_map
 from shards.connections import ReadConn, WriteConn
 from shards.errors import DatabaseError
 from shards.ids import EPOCH_MS, make_id
@@ -27,12 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def shards(stack: object, stack_settings: Settings) -> AsyncIterator[Shards]:
-    s = stack_settings
-    conn = await asyncpg.connect(s.dsn_for(s.host, s.catalog_port, "catalog"))
-    try:
-        shard_map = await load_shard_map(conn)
-    finally:
-        await conn.close()
+    shard_map = await read_shard_map(stack_settings)
     managers = {name: ShardManager(spec) for name, spec in shard_map.servers.items()}
 
     def manager_for(spec: ServerSpec) -> InProcess:
