@@ -38,18 +38,9 @@ class SessionPositions:
 
     @staticmethod
     def key(caller: str) -> str:
+        """The caller's positions; the gateway reads them with its other per-request
+        checks in one script (`gateway.admission`)."""
         return f"ryw:{caller}"
-
-    async def recall(self, caller: str) -> dict[str, int]:
-        """The caller's recent write positions (empty when Redis cannot answer: reads
-        then fall back to what the request itself carries). The gateway reads them
-        with its other per-request checks (`gateway.admission`)."""
-        try:
-            stored = await self._redis.hgetall(self.key(caller))
-        except (RedisError, OSError) as exc:
-            log.warning("session positions unavailable: %s", exc)
-            return {}
-        return {_text(key): int(value) for key, value in stored.items()}
 
     async def remember(self, caller: str, positions: Mapping[str, int]) -> None:
         if not positions:
@@ -61,7 +52,3 @@ class SessionPositions:
             await self._remember(keys=[self.key(caller)], args=args)
         except (RedisError, OSError) as exc:
             log.warning("could not remember write positions: %s", exc)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,7 +1,8 @@
 """Access tokens (JWT, HS256 pinned), refresh tokens and API keys.
 
-The gateway verifies access tokens in process with `verify_access_token`; no call to
-the Auth service is needed for a request carrying a JWT.
+The gateway verifies access tokens in process (`VerifiedTokens`, which checks each
+token's signature once); no call to the Auth service is needed for a request
+carrying a JWT.
 """
 
 from __future__ import annotations
@@ -53,13 +54,7 @@ def cutoff_key(user_id: int) -> str:
 
 
 def verify_access_token(config: JwtConfig, token: str) -> Principal:
-    return verify_access_token_issued(config, token)[0]
-
-
-def verify_access_token_issued(config: JwtConfig, token: str) -> tuple[Principal, int]:
-    """The token's principal and when it was issued (`iat`, epoch seconds)."""
-    principal, issued, _ = _verify(config, token)
-    return principal, issued
+    return _verify(config, token)[0]
 
 
 def _verify(config: JwtConfig, token: str) -> tuple[Principal, int, int]:
@@ -98,7 +93,8 @@ class VerifiedTokens:
         self._seen: OrderedDict[str, tuple[Principal, int, int]] = OrderedDict()
 
     def verify(self, token: str) -> tuple[Principal, int]:
-        """As `verify_access_token_issued`."""
+        """The token's principal and when it was issued (`iat`, epoch seconds);
+        `Unauthenticated` for an invalid or expired token."""
         hit = self._seen.get(token)
         if hit is not None and time.time() < hit[2]:
             self._seen.move_to_end(token)

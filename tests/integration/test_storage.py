@@ -182,7 +182,11 @@ async def test_rate_limiter_against_redis(stack: object, stack_settings: Setting
 async def test_session_positions_keep_the_highest(stack: object, stack_settings: Settings) -> None:
     import redis.asyncio as aioredis
 
+    from gateway.admission import Admission
     from gateway.sessions import SessionPositions
+
+    async def recall(client: aioredis.Redis, caller: str) -> dict[str, int]:
+        return (await Admission(client, None).check(caller, None)).positions
 
     caller = f"test-{os.urandom(4).hex()}"  # not a real caller of the e2e tests
     client = aioredis.from_url(stack_settings.redis_url)
@@ -190,14 +194,15 @@ async def test_session_positions_keep_the_highest(stack: object, stack_settings:
         sessions = SessionPositions(client, ttl_s=0.5)
         await sessions.remember(caller, {"shard1": 100, "shard2": 7})
         await sessions.remember(caller, {"shard1": 90, "catalog": 3})
-        assert await sessions.recall(caller) == {"shard1": 100, "shard2": 7, "catalog": 3}
-        assert await sessions.recall(f"{caller}-other") == {}
+        assert await recall(client, caller) == {"shard1": 100, "shard2": 7, "catalog": 3}
+        assert await recall(client, f"{caller}-other") == {}
         await asyncio.sleep(0.7)
-        assert await sessions.recall(caller) == {}  # forgotten once replicas caught up anyway
+        assert await recall(client, caller) == {}  # forgotten once replicas caught up anyway
     finally:
         await client.aclose()
-    down = SessionPositions(aioredis.from_url("redis://127.0.0.1:1/0"), ttl_s=1)
-    assert await down.recall(caller) == {}
+    down_redis = aioredis.from_url("redis://127.0.0.1:1/0")
+    assert await recall(down_redis, caller) == {}
+    down = SessionPositions(down_redis, ttl_s=1)
     await down.remember(caller, {"shard1": 1})  # no error: reads fall back to the primary rules
 
 
