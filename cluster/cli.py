@@ -222,7 +222,11 @@ async def _insert_admin(settings: Settings, email: str, name: str, password: str
     conn = await asyncpg.connect(settings.dsn_for(catalog.host, catalog.port, "auth"))
     try:
         async with conn.transaction():
-            user = await repo.create_user(conn, email, name, hash_password(password), "admin")
+            user = await repo.create_user(
+                conn, email, name, hash_password(password), "admin", team_id=None
+            )
+        if isinstance(user, repo.TeamProblem):
+            raise StackError(user.message)
         return user.id
     except asyncpg.UniqueViolationError:
         raise StackError(f"a user with e-mail {email} already exists") from None

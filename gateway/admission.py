@@ -39,7 +39,7 @@ return {decision, positions, cutoff}
 class Admitted:
     decision: Decision | None  # None: no limiter, or Redis down and failing open
     positions: dict[str, int]
-    cutoff: int | None  # access tokens issued before this (epoch s) are refused
+    cutoff: float | None  # access tokens issued before this (epoch s) are refused
 
 
 class Admission:
@@ -67,7 +67,7 @@ class Admission:
         return Admitted(
             decision=limiter.decision(decision) if limiter and decision else None,
             positions=_pairs(positions),
-            cutoff=int(cutoff) if cutoff is not None else None,
+            cutoff=float(cutoff) if cutoff is not None else None,
         )
 
 

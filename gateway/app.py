@@ -55,6 +55,7 @@ from gateway.routes import (
     products,
     queues,
     reports,
+    teams,
     tickets,
     users,
     webhooks,
@@ -101,7 +102,7 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
     app.add_middleware(RequestContext)
     problems.install(app)
     for module in (
-        health, auth, users, api_keys, customers, products,
+        health, auth, users, teams, api_keys, customers, products,
         pipelines, deals, orders, tickets, queues, marketing, capture, files, imports,
         notifications, webhooks, reports, ai,
     ):  # fmt: skip

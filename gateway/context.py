@@ -128,7 +128,7 @@ async def authenticate(
         token = credentials.strip()
     if not token:
         raise Unauthenticated("authentication required")
-    issued: int | None = None
+    issued: float | None = None
     if token.startswith(API_KEY_PREFIX):
         principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
     else:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from deployments._kit.errors import NotFound, PreconditionFailed
+from deployments._kit.errors import Forbidden, NotFound, PreconditionFailed
 from deployments._kit.listing import Order, Position
+from deployments._kit.principal import Principal
 from shards.ids import shard_sql
 
 
@@ -79,12 +80,45 @@ class Stale:
     current_version: int
 
 
+@dataclass(frozen=True)
+class Denied:
+    """A write to a record whose owner the caller's scope does not reach."""
+
+    owner_id: int | None
+
+
+def owned_by(column: str, owners: frozenset[int] | None, params: Params) -> str | None:
+    """`column = ANY(owners)`, or None when the caller's scope reaches every record
+    (`Principal.owners`)."""
+    if owners is None:
+        return None
+    return f"{column} = ANY({params(sorted(owners))}::bigint[])"
+
+
+def denied(owners: frozenset[int] | None, owner_id: int | None) -> Denied | None:
+    """Denied when a row owned by `owner_id` lies outside `owners` (None: all)."""
+    if owners is None or (owner_id is not None and owner_id in owners):
+        return None
+    return Denied(owner_id)
+
+
 T = TypeVar("T")
 
 
-def written(outcome: T | Stale | None, kind: str, record_id: int) -> T:
-    """The record a guarded write (`If-Match`) returned, or the error its absence
-    means: 404 when there is no such record, 412 when the version was stale."""
+def written(
+    outcome: T | Stale | Denied | None,
+    kind: str,
+    record_id: int,
+    principal: Principal | None = None,
+) -> T:
+    """The record a guarded write (`If-Match`, scope) returned, or the error its
+    absence means: 404 when there is no such record (or the caller may not even read
+    it), 403 when the caller may read it but their role's scope does not reach it for
+    this change, 412 when the version was stale."""
+    if isinstance(outcome, Denied):
+        if principal is not None and principal.reaches(f"{kind}:read", outcome.owner_id):
+            raise Forbidden(f"your role may not change {kind} {record_id}: it is not yours")
+        outcome = None
     if outcome is None:
         raise NotFound(f"{kind} {record_id} not found")
     if isinstance(outcome, Stale):

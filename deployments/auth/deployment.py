@@ -24,6 +24,8 @@ from deployments.auth.schemas import (
     ApiKeyRead,
     LoginRequest,
     RoleRead,
+    TeamCreate,
+    TeamRead,
     TokenPair,
     UserCreate,
     UserListQuery,
@@ -102,6 +104,14 @@ class AuthDeployment:
     @boundary
     async def roles(self, principal: Principal) -> list[RoleRead]:
         return await self._svc.roles(principal)
+
+    @boundary
+    async def create_team(self, principal: Principal, data: TeamCreate) -> TeamRead:
+        return await self._svc.create_team(principal, data)
+
+    @boundary
+    async def list_teams(self, principal: Principal) -> list[TeamRead]:
+        return await self._svc.list_teams(principal)
 
     @boundary
     async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:

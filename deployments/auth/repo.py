@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from deployments._kit.listing import Order, Position
+from deployments._kit.principal import Scope
 from deployments._kit.sql import Params, Stale, keyset_page
-from deployments.auth.schemas import ApiKeyRead, RoleRead, UserListQuery, UserRead
+from deployments.auth.schemas import ApiKeyRead, RoleRead, TeamRead, UserListQuery, UserRead
 from shards import ReadConn, WriteConn
 
-_USER = "id, email, name, role, is_active, version, created_at, updated_at, last_login_at"
+_USER = "id, email, name, role, team_id, is_active, version, created_at, updated_at, last_login_at"
+_TEAM = "id, name, created_at"
+# Most users a team may hold: its members' ids travel in every member's access token.
+TEAM_MAX_MEMBERS = 500
 _KEY = "id, user_id, name, prefix, permissions, expires_at, created_at, last_used_at, revoked_at"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a user's role and team let their permissions reach, record by record:
+    `Principal.scopes`, `.team` and `.hidden` (deployments/_kit/principal.py)."""
+
+    scopes: dict[str, Scope]
+    team: list[int]
+    hidden: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,7 @@ class Credentials:
     role: str
     permissions: list[str]
     is_active: bool
+    reach: Reach
 
 
 @dataclass(frozen=True)
@@ -32,45 +48,69 @@ class KeyOwner:
     role: str
     key_permissions: list[str]
     role_permissions: list[str]
+    reach: Reach
+
+
+# The role's scopes and hidden fields and the user's active team mates, beside `u`
+# (users) joined with `r` (roles).
+_REACH = """r.scopes, r.hidden_fields,
+    CASE WHEN u.team_id IS NULL THEN '{}'::bigint[]
+         ELSE ARRAY(SELECT m.id FROM users m WHERE m.team_id = u.team_id AND m.is_active
+                    ORDER BY m.id) END AS team"""
+
+
+def _reach(row: Mapping[str, Any]) -> Reach:
+    return Reach(dict(row["scopes"]), list(row["team"]), dict(row["hidden_fields"]))
+
+
+def _credentials(row: Mapping[str, Any] | None) -> Credentials | None:
+    if row is None:
+        return None
+    return Credentials(
+        row["id"],
+        row["password_hash"],
+        row["role"],
+        list(row["permissions"]),
+        row["is_active"],
+        _reach(row),
+    )
 
 
 # -- users ---------------------------------------------------------------------------
 async def credentials_by_email(conn: ReadConn, email: str) -> Credentials | None:
-    row = await conn.fetchrow(
-        """SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions
-           FROM users u JOIN roles r ON r.name = u.role WHERE lower(u.email) = lower($1)""",
-        email,
-    )
-    if row is None:
-        return None
-    return Credentials(
-        row["id"], row["password_hash"], row["role"], list(row["permissions"]), row["is_active"]
+    return _credentials(
+        await conn.fetchrow(
+            f"""SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions, {_REACH}
+                FROM users u JOIN roles r ON r.name = u.role
+                WHERE lower(u.email) = lower($1)""",
+            email,
+        )
     )
 
 
 async def credentials_by_id(conn: ReadConn, user_id: int) -> Credentials | None:
-    row = await conn.fetchrow(
-        """SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions
-           FROM users u JOIN roles r ON r.name = u.role WHERE u.id = $1""",
-        user_id,
-    )
-    if row is None:
-        return None
-    return Credentials(
-        row["id"], row["password_hash"], row["role"], list(row["permissions"]), row["is_active"]
+    return _credentials(
+        await conn.fetchrow(
+            f"""SELECT u.id, u.password_hash, u.role, u.is_active, r.permissions, {_REACH}
+                FROM users u JOIN roles r ON r.name = u.role WHERE u.id = $1""",
+            user_id,
+        )
     )
 
 
 async def create_user(
-    conn: WriteConn, email: str, name: str, password_hash: str, role: str
-) -> UserRead:
+    conn: WriteConn, email: str, name: str, password_hash: str, role: str, team_id: int | None
+) -> UserRead | TeamProblem:
+    if team_id is not None and (problem := await _team_has_room(conn, team_id)):
+        return problem
     row = await conn.fetchrow(
-        f"""INSERT INTO users (email, name, password_hash, role) VALUES ($1, $2, $3, $4)
-            RETURNING {_USER}""",
+        f"""INSERT INTO users (email, name, password_hash, role, team_id)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {_USER}""",
         email,
         name,
         password_hash,
         role,
+        team_id,
     )
     return UserRead.model_validate(dict(row))
 
@@ -80,9 +120,44 @@ async def get_user(conn: ReadConn, user_id: int) -> UserRead | None:
     return None if row is None else UserRead.model_validate(dict(row))
 
 
+@dataclass(frozen=True)
+class TeamProblem:
+    """Why a user cannot join a team: it does not exist, or it is full."""
+
+    message: str
+
+
+async def _team_has_room(conn: WriteConn, team_id: int) -> TeamProblem | None:
+    found = await conn.fetchval("SELECT id FROM teams WHERE id = $1 FOR UPDATE", team_id)
+    if found is None:
+        return TeamProblem(f"team {team_id} does not exist")
+    members = await conn.fetchval("SELECT count(*) FROM users WHERE team_id = $1", team_id)
+    if members >= TEAM_MAX_MEMBERS:
+        return TeamProblem(f"team {team_id} is full ({TEAM_MAX_MEMBERS} members)")
+    return None
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """A user as updated, and the users whose access tokens no longer tell the truth
+    (their own role or state changed, or their team's members did)."""
+
+    user: UserRead
+    cut_off: list[int]
+
+
 async def update_user(
     conn: WriteConn, user_id: int, changes: dict[str, Any], if_version: int | None
-) -> UserRead | Stale | None:
+) -> UserChange | Stale | TeamProblem | None:
+    before = await conn.fetchrow(
+        "SELECT team_id, is_active FROM users WHERE id = $1 FOR UPDATE", user_id
+    )
+    if before is None:
+        return None
+    new_team = changes.get("team_id", before["team_id"])
+    if new_team != before["team_id"] and new_team is not None:
+        if problem := await _team_has_room(conn, new_team):
+            return problem
     params = Params()
     sets = [f"{name} = {params(value)}" for name, value in changes.items()]
     sets += ["version = version + 1", "updated_at = now()"]
@@ -93,12 +168,19 @@ async def update_user(
         f"UPDATE users SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {_USER}",
         *params.values,
     )
-    if row is not None:
-        if changes.get("is_active") is False or "password_hash" in changes or "role" in changes:
-            await revoke_user_sessions(conn, user_id)
-        return UserRead.model_validate(dict(row))
-    version = await conn.fetchval("SELECT version FROM users WHERE id = $1", user_id)
-    return None if version is None else Stale(version)
+    if row is None:
+        return Stale(await conn.fetchval("SELECT version FROM users WHERE id = $1", user_id))
+    cut_off: set[int] = set()
+    if changes.get("is_active") is False or "password_hash" in changes or "role" in changes:
+        await revoke_user_sessions(conn, user_id)
+        cut_off.add(user_id)
+    if new_team != before["team_id"] or row["is_active"] != before["is_active"]:
+        # Their team mates' tokens list who is in the team: all of them take new ones.
+        cut_off.add(user_id)
+        teams = [t for t in (before["team_id"], new_team) if t is not None]
+        mates = await conn.fetch("SELECT id FROM users WHERE team_id = ANY($1::bigint[])", teams)
+        cut_off.update(r["id"] for r in mates)
+    return UserChange(UserRead.model_validate(dict(row)), sorted(cut_off))
 
 
 async def record_login(conn: WriteConn, user_id: int, new_hash: str | None) -> None:
@@ -119,14 +201,42 @@ async def list_users(
         where.append(f"role = {params(query.role)}")
     if query.is_active is not None:
         where.append(f"is_active = {params(query.is_active)}")
+    if query.team_id is not None:
+        where.append(f"team_id = {params(query.team_id)}")
     sql = keyset_page("users", _USER, where, "created_at", order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [UserRead.model_validate(dict(r)) for r in rows]
 
 
 async def list_roles(conn: ReadConn) -> list[RoleRead]:
-    rows = await conn.fetch("SELECT name, description, permissions FROM roles ORDER BY name")
+    rows = await conn.fetch(
+        "SELECT name, description, permissions, scopes, hidden_fields FROM roles ORDER BY name"
+    )
     return [RoleRead.model_validate(dict(r)) for r in rows]
+
+
+# -- teams ---------------------------------------------------------------------------
+async def create_team(conn: WriteConn, name: str) -> TeamRead | None:
+    """The new team; None when the name is taken (names are unique, case aside)."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO teams (name) VALUES ($1)
+            ON CONFLICT (lower(name)) DO NOTHING RETURNING {_TEAM}""",
+        name,
+    )
+    return None if row is None else TeamRead.model_validate(dict(row))
+
+
+async def team_members(conn: ReadConn, team_id: int) -> list[int]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM users WHERE team_id = $1", team_id)]
+
+
+async def list_teams(conn: ReadConn) -> list[TeamRead]:
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("t." + c for c in _TEAM.split(", "))},
+                   (SELECT count(*) FROM users u WHERE u.team_id = t.id AND u.is_active) AS members
+            FROM teams t ORDER BY t.name"""
+    )
+    return [TeamRead.model_validate(dict(r)) for r in rows]
 
 
 async def revoke_user_sessions(conn: WriteConn, user_id: int) -> None:
@@ -248,7 +358,9 @@ async def use_api_key(conn: WriteConn, prefix: str, secret_hash: bytes) -> KeyOw
            FROM users u JOIN roles r ON r.name = u.role
            WHERE k.prefix = $1 AND k.secret_hash = $2 AND u.id = k.user_id AND u.is_active
              AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
-           RETURNING k.id, k.user_id, u.role, k.permissions, r.permissions AS role_permissions""",
+           RETURNING k.id, k.user_id, u.role, k.permissions, r.permissions AS role_permissions,
+                     """
+        + _REACH,
         prefix,
         secret_hash,
     )
@@ -260,4 +372,5 @@ async def use_api_key(conn: WriteConn, prefix: str, secret_hash: bytes) -> KeyOw
         row["role"],
         list(row["permissions"]),
         list(row["role_permissions"]),
+        _reach(row),
     )

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
 from deployments._kit.listing import ListQuery
+from deployments._kit.principal import Scope
 from deployments._kit.records import Record
 from deployments._kit.types import Id
 
@@ -39,6 +40,7 @@ class UserCreate(_Input):
     name: str = Field(default="", max_length=200)
     password: SecretStr = Field(min_length=12, max_length=1024)
     role: Role = "agent"
+    team_id: Id | None = None
 
 
 class UserUpdate(_Input):
@@ -46,6 +48,7 @@ class UserUpdate(_Input):
     password: SecretStr | None = Field(default=None, min_length=12, max_length=1024)
     role: Role | None = None
     is_active: bool | None = None
+    team_id: Id | None = Field(default=None, description="null takes the user out of any team")
 
 
 class UserRead(Record):
@@ -53,6 +56,7 @@ class UserRead(Record):
     email: str
     name: str
     role: Role
+    team_id: Id | None
     is_active: bool
     version: int
     created_at: datetime
@@ -63,11 +67,13 @@ class UserRead(Record):
 class UserListQuery(ListQuery):
     role: Role | None = None
     is_active: bool | None = None
+    team_id: Id | None = None
 
     query_params: ClassVar[dict[str, str]] = {
         **ListQuery.query_params,
         "role": "role",
         "is_active": "is_active",
+        "team_id": "team_id",
     }
 
 
@@ -97,3 +103,21 @@ class RoleRead(BaseModel):
     name: str
     description: str
     permissions: list[str]
+    scopes: dict[str, Scope] = Field(
+        description="Permissions this role limits to the caller's own (`own`) or team's"
+        " (`team`) records; a permission not named reaches every record."
+    )
+    hidden_fields: dict[str, list[str]] = Field(
+        description="Per record type, the fields this role sees as null."
+    )
+
+
+class TeamCreate(_Input):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TeamRead(BaseModel):
+    id: Id
+    name: str
+    created_at: datetime
+    members: int = Field(default=0, description="Active users in the team.")

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from cluster.settings import Settings
 from deployments._kit.errors import (
+    Conflict,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -29,6 +30,8 @@ from deployments.auth.schemas import (
     ApiKeyRead,
     LoginRequest,
     RoleRead,
+    TeamCreate,
+    TeamRead,
     TokenPair,
     UserCreate,
     UserListQuery,
@@ -95,7 +98,10 @@ class AuthService:
             family_id,
             self._settings.refresh_token_ttl_s,
         )
-        access = tokens.issue_access_token(self.jwt, who.user_id, who.role, who.permissions)
+        access = tokens.issue_access_token(
+            self.jwt, who.user_id, who.role, who.permissions,
+            who.reach.scopes, who.reach.team, who.reach.hidden,
+        )  # fmt: skip
         return TokenPair(access_token=access, expires_in=self.jwt.ttl_s, refresh_token=refresh)
 
     async def authenticate_api_key(self, key: str) -> Principal:
@@ -114,13 +120,26 @@ class AuthService:
             permissions=granted,
             kind="api_key",
             api_key_id=owner.key_id,
+            scopes=owner.reach.scopes,
+            team=frozenset(owner.reach.team),
+            hidden={k: frozenset(v) for k, v in owner.reach.hidden.items()},
         )
 
     # -- users -----------------------------------------------------------------------
     async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
         principal.require("user:write")
         hashed = await asyncio.to_thread(passwords.hash_password, data.password.get_secret_value())
-        return await self.db.write(repo.create_user, str(data.email), data.name, hashed, data.role)
+        created = await self.db.write(
+            repo.create_user, str(data.email), data.name, hashed, data.role, data.team_id
+        )
+        if isinstance(created, repo.TeamProblem):
+            raise Validation(created.message, [{"field": "team_id", "message": created.message}])
+        # The new member's team mates' tokens do not list them yet.
+        if data.team_id is not None:
+            await self._cut_off_access_tokens(
+                *await self.db.read_primary(repo.team_members, data.team_id)
+            )
+        return created
 
     async def get_user(self, principal: Principal, user_id: int) -> UserRead:
         if user_id != principal.user_id:
@@ -159,24 +178,30 @@ class AuthService:
             raise NotFound(f"user {user_id} not found")
         if isinstance(outcome, Stale):
             raise PreconditionFailed(f"user {user_id} is at version {outcome.current_version}")
-        if changes.get("is_active") is False or "password_hash" in changes or "role" in changes:
-            # Refresh tokens were revoked with the change; access tokens already issued
-            # stop now too (the gateway refuses those issued before the cutoff).
-            await self._cut_off_access_tokens(user_id)
-        return outcome
+        if isinstance(outcome, repo.TeamProblem):
+            raise Validation(outcome.message, [{"field": "team_id", "message": outcome.message}])
+        # Refresh tokens were revoked with a role, password or state change; access
+        # tokens already issued stop now too (the gateway refuses those issued before
+        # the cutoff), and so do those of team mates whose team changed.
+        await self._cut_off_access_tokens(*outcome.cut_off)
+        return outcome.user
 
-    async def _cut_off_access_tokens(self, user_id: int) -> None:
-        if self._redis is None:
+    async def _cut_off_access_tokens(self, *user_ids: int) -> None:
+        if self._redis is None or not user_ids:
             return
+        cutoff = round(time.time(), 3)
         try:
-            await self._redis.set(
-                tokens.cutoff_key(user_id),
-                int(time.time()) + 1,
-                ex=self._settings.access_token_ttl_s + 60,
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id in user_ids:
+                    pipe.set(
+                        tokens.cutoff_key(user_id),
+                        cutoff,
+                        ex=self._settings.access_token_ttl_s + 60,
+                    )
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             # Without Redis the tokens run out by themselves (access_token_ttl_s).
-            log.warning("could not cut off access tokens of user %s: %s", user_id, exc)
+            log.warning("could not cut off access tokens of users %s: %s", user_ids, exc)
 
     async def deactivate_user(
         self, principal: Principal, user_id: int, if_version: int | None = None
@@ -189,6 +214,18 @@ class AuthService:
     async def roles(self, principal: Principal) -> list[RoleRead]:
         principal.require("user:read")
         return await self.db.read(repo.list_roles)
+
+    # -- teams -----------------------------------------------------------------------
+    async def create_team(self, principal: Principal, data: TeamCreate) -> TeamRead:
+        principal.require("team:write")
+        created = await self.db.write(repo.create_team, data.name)
+        if created is None:
+            raise Conflict(f"a team named {data.name!r} exists")
+        return created
+
+    async def list_teams(self, principal: Principal) -> list[TeamRead]:
+        principal.require("team:read")
+        return await self.db.read(repo.list_teams)
 
     # -- API keys --------------------------------------------------------------------
     async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:

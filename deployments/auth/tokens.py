@@ -12,9 +12,12 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
+from pydantic import ValidationError
 
 from deployments._kit.errors import Unauthenticated
 from deployments._kit.principal import Principal
@@ -32,24 +35,46 @@ class JwtConfig:
     ttl_s: int
 
 
-def issue_access_token(config: JwtConfig, user_id: int, role: str, permissions: list[str]) -> str:
-    now = int(time.time())
-    claims = {
+def issue_access_token(
+    config: JwtConfig,
+    user_id: int,
+    role: str,
+    permissions: list[str],
+    scopes: Mapping[str, str] | None = None,
+    team: list[int] | None = None,
+    hidden: Mapping[str, list[str]] | None = None,
+) -> str:
+    """A signed access token. Besides who and what, it carries how far each permission
+    reaches (`scp`: permission -> own / team), the caller's team (`team`: member ids)
+    and the fields the role never sees (`hide`), so that services check record-level
+    access without asking the Auth service; a change to any of them cuts off tokens
+    issued before it (`cutoff_key`)."""
+    now = time.time()
+    claims: dict[str, Any] = {
         "iss": config.issuer,
         "aud": config.audience,
         "sub": str(user_id),
         "role": role,
         "perms": sorted(permissions),
-        "iat": now,
-        "exp": now + config.ttl_s,
+        # To the millisecond (a NumericDate may have a fraction, RFC 7519 2): a token
+        # taken right after a cutoff (`cutoff_key`) must not look older than it.
+        "iat": round(now, 3),
+        "exp": int(now) + config.ttl_s,
         "jti": uuid.uuid4().hex,
     }
+    if scopes:
+        claims["scp"] = dict(scopes)
+    if team:
+        claims["team"] = sorted(team)
+    if hidden:
+        claims["hide"] = {kind: sorted(fields) for kind, fields in hidden.items()}
     return jwt.encode(claims, config.secret, algorithm=ALGORITHM)
 
 
 def cutoff_key(user_id: int) -> str:
-    """Redis key: access tokens of this user issued before its value (epoch seconds)
-    are refused (set on deactivation, role or password change)."""
+    """Redis key: access tokens of this user issued before its value (epoch seconds,
+    with a fraction) are refused (set on deactivation, a role, password or team
+    change, and a change to the user's team)."""
     return f"token-cutoff:u{user_id}"
 
 
@@ -57,7 +82,7 @@ def verify_access_token(config: JwtConfig, token: str) -> Principal:
     return _verify(config, token)[0]
 
 
-def _verify(config: JwtConfig, token: str) -> tuple[Principal, int, int]:
+def _verify(config: JwtConfig, token: str) -> tuple[Principal, float, int]:
     """(principal, iat, exp) of a valid token; `Unauthenticated` for any other."""
     try:
         claims = jwt.decode(
@@ -72,11 +97,14 @@ def _verify(config: JwtConfig, token: str) -> tuple[Principal, int, int]:
             user_id=int(claims["sub"]),
             role=str(claims["role"]),
             permissions=frozenset(claims["perms"]),
+            scopes=claims.get("scp", {}),
+            team=frozenset(claims.get("team", ())),
+            hidden={k: frozenset(v) for k, v in claims.get("hide", {}).items()},
         )
-        return principal, int(claims["iat"]), int(claims["exp"])
+        return principal, float(claims["iat"]), int(claims["exp"])
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("access token expired") from None
-    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, ValidationError):
         raise Unauthenticated("invalid access token") from None
 
 
@@ -90,9 +118,9 @@ class VerifiedTokens:
     def __init__(self, config: JwtConfig, size: int = 10_000) -> None:
         self.config = config
         self._size = size
-        self._seen: OrderedDict[str, tuple[Principal, int, int]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[Principal, float, int]] = OrderedDict()
 
-    def verify(self, token: str) -> tuple[Principal, int]:
+    def verify(self, token: str) -> tuple[Principal, float]:
         """The token's principal and when it was issued (`iat`, epoch seconds);
         `Unauthenticated` for an invalid or expired token."""
         hit = self._seen.get(token)

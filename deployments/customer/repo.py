@@ -13,11 +13,14 @@ from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
+    Denied,
     Params,
     Stale,
+    denied,
     escape_like,
     keyset_page,
     on_shards,
+    owned_by,
 )
 from deployments.customer.schemas import (
     ContactCreate,
@@ -117,9 +120,16 @@ async def create_customer_from_source(
     return created
 
 
-async def get_customer(conn: ReadConn, customer_id: int) -> CustomerRead | None:
+async def get_customer(
+    conn: ReadConn, customer_id: int, owners: frozenset[int] | None = None
+) -> CustomerRead | None:
+    """The live customer, if `owners` (None: anyone) holds its owner."""
+    params = Params()
+    where = [f"id = {params(customer_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_CUSTOMER} FROM customers WHERE id = $1 AND deleted_at IS NULL", customer_id
+        f"SELECT {_CUSTOMER} FROM customers WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else CustomerRead.model_validate(dict(row))
 
@@ -130,32 +140,51 @@ async def update_customer(
     changes: dict[str, Any],
     if_version: int | None,
     actor_id: int | None,
-) -> CustomerRead | Stale | None:
-    return await _update(conn, _CUSTOMERS, customer_id, changes, if_version, actor_id, CustomerRead)
+    owners: frozenset[int] | None = None,
+) -> CustomerRead | Stale | Denied | None:
+    return await _update(
+        conn, _CUSTOMERS, customer_id, changes, if_version, actor_id, CustomerRead, owners
+    )
 
 
 async def delete_customer(
-    conn: WriteConn, customer_id: int, if_version: int | None, actor_id: int | None
-) -> CustomerRead | Stale | None:
-    return await _soft_delete(conn, _CUSTOMERS, customer_id, if_version, actor_id, CustomerRead)
+    conn: WriteConn,
+    customer_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> CustomerRead | Stale | Denied | None:
+    return await _soft_delete(
+        conn, _CUSTOMERS, customer_id, if_version, actor_id, CustomerRead, owners
+    )
 
 
 async def restore_customer(
-    conn: WriteConn, customer_id: int, actor_id: int | None
+    conn: WriteConn, customer_id: int, actor_id: int | None, owners: frozenset[int] | None = None
 ) -> CustomerRead | None:
+    """The restored customer (or the live one); None when absent or its owner is
+    outside `owners`."""
+    params = Params()
+    where = [f"id = {params(customer_id)}", "deleted_at IS NOT NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE customers SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CUSTOMER}""",
-        customer_id,
+            WHERE {" AND ".join(where)} RETURNING {_CUSTOMER}""",
+        *params.values,
     )
     if row is None:
-        return await get_customer(conn, customer_id)
+        return await get_customer(conn, customer_id, owners)
     await record_change(conn, "customer", customer_id, "restored", {}, actor_id)
     return CustomerRead.model_validate(dict(row))
 
 
-def _customer_filters(query: CustomerListQuery, shards: list[int], params: Params) -> list[str]:
+def _customer_filters(
+    query: CustomerListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     if query.name_prefix:
         where.append(f"lower(name) LIKE {params(escape_like(query.name_prefix.lower()) + '%')}")
     if query.tags:
@@ -175,19 +204,26 @@ async def list_customers(
     query: CustomerListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[CustomerRead]:
-    """Up to `limit + 1` customers on this server after `position` (the caller merges)."""
+    """Up to `limit + 1` customers on this server after `position` (the caller
+    merges), of the owners in `owners` (None: anyone's)."""
     params = Params()
     column = _SORT_COLUMNS[order.field]
-    where = _customer_filters(query, shards, params)
+    where = _customer_filters(query, shards, owners, params)
     sql = keyset_page("customers", _CUSTOMER, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [CustomerRead.model_validate(dict(r)) for r in rows]
 
 
-async def count_customers(conn: ReadConn, shards: list[int], query: CustomerListQuery) -> int:
+async def count_customers(
+    conn: ReadConn,
+    shards: list[int],
+    query: CustomerListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _customer_filters(query, shards, params)
+    where = _customer_filters(query, shards, owners, params)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM customers WHERE {' AND '.join(where)}", *params.values
@@ -197,13 +233,16 @@ async def count_customers(conn: ReadConn, shards: list[int], query: CustomerList
 
 # -- contacts ----------------------------------------------------------------------
 async def create_contact(
-    conn: WriteConn, shard: int, customer_id: int, data: ContactCreate, actor_id: int | None
+    conn: WriteConn,
+    shard: int,
+    customer_id: int,
+    data: ContactCreate,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
 ) -> ContactRead | None:
-    """None when the customer does not exist (or is deleted)."""
-    alive = await conn.fetchval(
-        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE", customer_id
-    )
-    if not alive:
+    """None when the customer does not exist (or is deleted, or its owner is outside
+    `owners`)."""
+    if not await _customer_alive(conn, customer_id, owners, lock=True):
         return None
     row = await conn.fetchrow(
         f"""INSERT INTO contacts (id, customer_id, first_name, last_name, email, phone, title)
@@ -237,10 +276,7 @@ async def create_contact_from_source(
     )
     if existing is not None:
         return ContactRead.model_validate(dict(existing))
-    alive = await conn.fetchval(
-        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE", customer_id
-    )
-    if not alive:
+    if not await _customer_alive(conn, customer_id, None, lock=True):
         return None
     row = await conn.fetchrow(
         f"""INSERT INTO contacts
@@ -262,13 +298,20 @@ async def create_contact_from_source(
     return created
 
 
-async def get_contact(conn: ReadConn, contact_id: int) -> ContactRead | None:
+async def get_contact(
+    conn: ReadConn, contact_id: int, owners: frozenset[int] | None = None
+) -> ContactRead | None:
+    """The live contact of a live customer whose owner `owners` (None: anyone) holds:
+    a contact is reached through its customer."""
+    params = Params()
+    parent = ["p.id = c.customer_id", "p.deleted_at IS NULL"]
+    if scope := owned_by("p.owner_id", owners, params):
+        parent.append(scope)
     row = await conn.fetchrow(
         f"""SELECT {_CONTACT} FROM contacts c
-            WHERE id = $1 AND deleted_at IS NULL
-              AND EXISTS (SELECT 1 FROM customers p
-                          WHERE p.id = c.customer_id AND p.deleted_at IS NULL)""",
-        contact_id,
+            WHERE id = {params(contact_id)} AND deleted_at IS NULL
+              AND EXISTS (SELECT 1 FROM customers p WHERE {" AND ".join(parent)})""",
+        *params.values,
     )
     return None if row is None else ContactRead.model_validate(dict(row))
 
@@ -279,44 +322,75 @@ async def update_contact(
     changes: dict[str, Any],
     if_version: int | None,
     actor_id: int | None,
-) -> ContactRead | Stale | None:
-    return await _update(conn, _CONTACTS, contact_id, changes, if_version, actor_id, ContactRead)
+    owners: frozenset[int] | None = None,
+) -> ContactRead | Stale | Denied | None:
+    return await _update(
+        conn, _CONTACTS, contact_id, changes, if_version, actor_id, ContactRead, owners
+    )
 
 
 async def delete_contact(
-    conn: WriteConn, contact_id: int, if_version: int | None, actor_id: int | None
-) -> ContactRead | Stale | None:
-    return await _soft_delete(conn, _CONTACTS, contact_id, if_version, actor_id, ContactRead)
+    conn: WriteConn,
+    contact_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> ContactRead | Stale | Denied | None:
+    return await _soft_delete(
+        conn, _CONTACTS, contact_id, if_version, actor_id, ContactRead, owners
+    )
 
 
 async def restore_contact(
-    conn: WriteConn, contact_id: int, actor_id: int | None
+    conn: WriteConn, contact_id: int, actor_id: int | None, owners: frozenset[int] | None = None
 ) -> ContactRead | None:
+    """The restored contact (or the live one); None when absent or its customer's
+    owner is outside `owners`."""
+    params = Params()
+    where = [f"id = {params(contact_id)}", "deleted_at IS NOT NULL"]
+    if scope := owned_by(_CONTACTS.owner, owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE contacts SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_CONTACT}""",
-        contact_id,
+            WHERE {" AND ".join(where)} RETURNING {_CONTACT}""",
+        *params.values,
     )
     if row is None:
-        return await get_contact(conn, contact_id)
+        return await get_contact(conn, contact_id, owners)
     await record_change(conn, "contact", contact_id, "restored", {}, actor_id)
     return ContactRead.model_validate(dict(row))
 
 
 async def list_contacts(
-    conn: ReadConn, customer_id: int, limit: int, order: Order, position: Position | None
+    conn: ReadConn,
+    customer_id: int,
+    limit: int,
+    order: Order,
+    position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[ContactRead] | None:
-    """None when the customer is absent; else up to `limit + 1` contacts after `position`."""
-    alive = await conn.fetchval(
-        "SELECT 1 FROM customers WHERE id = $1 AND deleted_at IS NULL", customer_id
-    )
-    if not alive:
+    """None when the customer is absent (or its owner outside `owners`); else up to
+    `limit + 1` contacts after `position`."""
+    if not await _customer_alive(conn, customer_id, owners):
         return None
     params = Params()
     where = [f"customer_id = {params(customer_id)}", "deleted_at IS NULL"]
     sql = keyset_page("contacts", _CONTACT, where, "created_at", order, position, limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ContactRead.model_validate(dict(r)) for r in rows]
+
+
+async def _customer_alive(
+    conn: ReadConn | WriteConn, customer_id: int, owners: frozenset[int] | None, lock: bool = False
+) -> bool:
+    """Whether the customer is live and its owner in `owners` (None: anyone); `lock`
+    keeps it from being deleted until the transaction ends."""
+    params = Params()
+    where = [f"id = {params(customer_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
+    sql = f"SELECT 1 FROM customers WHERE {' AND '.join(where)}"
+    return bool(await conn.fetchval(sql + (" FOR KEY SHARE" if lock else ""), *params.values))
 
 
 # -- shared by both tables -----------------------------------------------------------
@@ -327,12 +401,28 @@ class _Table:
     columns: str
     updatable: frozenset[str]
     audited: tuple[str, ...]
+    # The user who owns a row, as an SQL expression over the table's row: what a
+    # role's scope (own / team) is checked against.
+    owner: str
 
 
 _CUSTOMERS = _Table(
-    "customers", "customer", _CUSTOMER, frozenset(_CUSTOMER_UPDATABLE), CUSTOMER_AUDITED
+    "customers",
+    "customer",
+    _CUSTOMER,
+    frozenset(_CUSTOMER_UPDATABLE),
+    CUSTOMER_AUDITED,
+    "owner_id",
 )
-_CONTACTS = _Table("contacts", "contact", _CONTACT, frozenset(_CONTACT_UPDATABLE), CONTACT_AUDITED)
+# A contact belongs to whoever owns its customer.
+_CONTACTS = _Table(
+    "contacts",
+    "contact",
+    _CONTACT,
+    frozenset(_CONTACT_UPDATABLE),
+    CONTACT_AUDITED,
+    "(SELECT p.owner_id FROM customers p WHERE p.id = contacts.customer_id)",
+)
 
 
 async def _record_created(
@@ -354,15 +444,21 @@ async def _update(
     if_version: int | None,
     actor_id: int | None,
     model: type[M],
-) -> M | Stale | None:
-    """The record as updated, Stale for a stale `if_version`, None when absent; an
-    "updated" history row when an audited field changed."""
-    before = await conn.fetchrow(
-        f"SELECT {table.columns} FROM {table.name} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    owners: frozenset[int] | None,
+) -> M | Stale | Denied | None:
+    """The record as updated, Stale for a stale `if_version`, Denied when its owner is
+    outside `owners` (None: anyone), None when absent; an "updated" history row when
+    an audited field changed."""
+    found = await conn.fetchrow(
+        f"SELECT {table.columns}, {table.owner} AS owned_by FROM {table.name}"
+        " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         record_id,
     )
-    if before is None:
+    if found is None:
         return None
+    if refused := denied(owners, found["owned_by"]):
+        return refused
+    before = {k: v for k, v in found.items() if k != "owned_by"}
     if if_version is not None and before["version"] != if_version:
         return Stale(before["version"])
     params = Params()
@@ -374,12 +470,12 @@ async def _update(
         *params.values,
     )
     changed = diff(
-        _audited(dict(before), table.audited), _audited(dict(row), table.audited), table.audited
+        _audited(before, table.audited), _audited(dict(row), table.audited), table.audited
     )
     await record_change(conn, table.record_type, record_id, "updated", changed, actor_id)
     record = model.model_validate(dict(row))
     # The event names every changed field (custom fields too), not only audited ones.
-    old = model.model_validate(dict(before)).model_dump(mode="json")
+    old = model.model_validate(before).model_dump(mode="json")
     new = record.model_dump(mode="json")
     event_changes = {k: [old[k], new[k]] for k in sorted(table.updatable) if old[k] != new[k]}
     await _emit(conn, f"{table.record_type}.updated", record, actor_id, event_changes)
@@ -393,19 +489,23 @@ async def _soft_delete(
     if_version: int | None,
     actor_id: int | None,
     model: type[M],
-) -> M | Stale | None:
-    """The record as deleted, Stale for a stale `if_version`, None when absent."""
+    owners: frozenset[int] | None,
+) -> M | Stale | Denied | None:
+    """The record as deleted, Stale for a stale `if_version`, Denied when its owner is
+    outside `owners` (None: anyone), None when absent."""
     params = Params()
     where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
     if if_version is not None:
         where.append(f"version = {params(if_version)}")
+    if scope := owned_by(table.owner, owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"UPDATE {table.name} SET deleted_at = now(), version = version + 1, updated_at = now()"
         f" WHERE {' AND '.join(where)} RETURNING {table.columns}",
         *params.values,
     )
     if row is None:
-        return await _missing_or_stale(conn, table.name, record_id)
+        return await _missing_stale_or_denied(conn, table, record_id, owners)
     await record_change(conn, table.record_type, record_id, "deleted", {}, actor_id)
     record = model.model_validate(dict(row))
     if table.record_type == "customer":  # the event types docs/events.md defines
@@ -426,8 +526,14 @@ async def _emit(
     await emit(conn, type, name, record_id, record_data(name, record, changes), actor_id)
 
 
-async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:
-    version = await conn.fetchval(
-        f"SELECT version FROM {table} WHERE id = $1 AND deleted_at IS NULL", record_id
+async def _missing_stale_or_denied(
+    conn: WriteConn, table: _Table, record_id: int, owners: frozenset[int] | None
+) -> Stale | Denied | None:
+    found = await conn.fetchrow(
+        f"SELECT version, {table.owner} AS owned_by FROM {table.name}"
+        " WHERE id = $1 AND deleted_at IS NULL",
+        record_id,
     )
-    return None if version is None else Stale(version)
+    if found is None:
+        return None
+    return denied(owners, found["owned_by"]) or Stale(found["version"])

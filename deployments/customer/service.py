@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from deployments._kit.errors import NotFound, Validation
+from deployments._kit.errors import Forbidden, NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import (
     ListQuery,
@@ -48,9 +48,10 @@ class CustomerService:
         if owner_id != principal.user_id:
             principal.require("customer:assign")
         shard = self.shards.place()
-        return await self.shards.write(
+        created = await self.shards.write(
             shard, repo.create_customer, shard, data, owner_id, principal.user_id
         )
+        return principal.redact("customer", created)
 
     async def create_from_source(
         self, principal: Principal, source_key: str, data: CustomerCreate
@@ -63,18 +64,21 @@ class CustomerService:
         if owner_id != principal.user_id:
             principal.require("customer:assign")
         shard = self.shards.place(key=source_key)
-        return await self.shards.write(
+        created = await self.shards.write(
             shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
             principal.user_id,
         )  # fmt: skip
+        return principal.redact("customer", created)
 
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:read")
         shard = self._shard(customer_id, "customer")
-        found = await self.shards.read(shard, repo.get_customer, customer_id)
+        found = await self.shards.read(
+            shard, repo.get_customer, customer_id, principal.owners("customer:read")
+        )
         if found is None:
             raise NotFound(f"customer {customer_id} not found")
-        return found
+        return principal.redact("customer", found)
 
     async def update(
         self,
@@ -89,9 +93,10 @@ class CustomerService:
             principal.require("customer:assign")
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(
-            shard, repo.update_customer, customer_id, changes, if_version, principal.user_id
-        )
-        return written(outcome, "customer", customer_id)
+            shard, repo.update_customer, customer_id, changes, if_version, principal.user_id,
+            principal.owners("customer:write"),
+        )  # fmt: skip
+        return principal.redact("customer", written(outcome, "customer", customer_id, principal))
 
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
@@ -100,19 +105,21 @@ class CustomerService:
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(
-            shard, repo.delete_customer, customer_id, if_version, principal.user_id
-        )
-        return written(outcome, "customer", customer_id)
+            shard, repo.delete_customer, customer_id, if_version, principal.user_id,
+            principal.owners("customer:delete"),
+        )  # fmt: skip
+        return principal.redact("customer", written(outcome, "customer", customer_id, principal))
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
         restored = await self.shards.write(
-            shard, repo.restore_customer, customer_id, principal.user_id
-        )
+            shard, repo.restore_customer, customer_id, principal.user_id,
+            principal.owners("customer:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"customer {customer_id} not found")
-        return restored
+        return principal.redact("customer", restored)
 
     async def history(
         self, principal: Principal, customer_id: int, query: HistoryQuery
@@ -126,15 +133,17 @@ class CustomerService:
         principal.require("customer:read")
         order = validate_sort(query)
         position = decode_cursor(query)
-        runs_call = self.shards.gather(repo.list_customers, query, order, position)
+        owners = principal.owners("customer:read")
+        runs_call = self.shards.gather(repo.list_customers, query, order, position, owners)
         if query.count:
             runs, counts = await asyncio.gather(
-                runs_call, self.shards.gather(repo.count_customers, query)
+                runs_call, self.shards.gather(repo.count_customers, query, owners)
             )
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
+        items = principal.redact_all("customer", items)
         return Page[CustomerRead](data=items, next_cursor=cursor, total=total)
 
     # -- contacts ------------------------------------------------------------------
@@ -144,11 +153,21 @@ class CustomerService:
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         created = await self.shards.write(
-            shard, repo.create_contact, shard, customer_id, data, principal.user_id
-        )
+            shard, repo.create_contact, shard, customer_id, data, principal.user_id,
+            principal.owners("contact:write"),
+        )  # fmt: skip
         if created is None:
+            # Absent, or outside the caller's write scope: which one they may learn
+            # only if their read scope reaches the customer.
+            if principal.owners("contact:write") is not None and (
+                await self.shards.read(
+                    shard, repo.get_customer, customer_id, principal.owners("contact:read")
+                )
+                is not None
+            ):
+                raise Forbidden(f"your role may not add contacts to customer {customer_id}")
             raise NotFound(f"customer {customer_id} not found")
-        return created
+        return principal.redact("contact", created)
 
     async def create_contact_from_source(
         self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate
@@ -163,15 +182,17 @@ class CustomerService:
         )  # fmt: skip
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
-        return created
+        return principal.redact("contact", created)
 
     async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:read")
         shard = self._shard(contact_id, "contact")
-        found = await self.shards.read(shard, repo.get_contact, contact_id)
+        found = await self.shards.read(
+            shard, repo.get_contact, contact_id, principal.owners("contact:read")
+        )
         if found is None:
             raise NotFound(f"contact {contact_id} not found")
-        return found
+        return principal.redact("contact", found)
 
     async def update_contact(
         self,
@@ -184,9 +205,10 @@ class CustomerService:
         shard = self._shard(contact_id, "contact")
         changes = data.model_dump(exclude_unset=True)
         outcome = await self.shards.write(
-            shard, repo.update_contact, contact_id, changes, if_version, principal.user_id
-        )
-        return written(outcome, "contact", contact_id)
+            shard, repo.update_contact, contact_id, changes, if_version, principal.user_id,
+            principal.owners("contact:write"),
+        )  # fmt: skip
+        return principal.redact("contact", written(outcome, "contact", contact_id, principal))
 
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
@@ -194,19 +216,21 @@ class CustomerService:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
         outcome = await self.shards.write(
-            shard, repo.delete_contact, contact_id, if_version, principal.user_id
-        )
-        return written(outcome, "contact", contact_id)
+            shard, repo.delete_contact, contact_id, if_version, principal.user_id,
+            principal.owners("contact:delete"),
+        )  # fmt: skip
+        return principal.redact("contact", written(outcome, "contact", contact_id, principal))
 
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
         restored = await self.shards.write(
-            shard, repo.restore_contact, contact_id, principal.user_id
-        )
+            shard, repo.restore_contact, contact_id, principal.user_id,
+            principal.owners("contact:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"contact {contact_id} not found")
-        return restored
+        return principal.redact("contact", restored)
 
     async def contact_history(
         self, principal: Principal, contact_id: int, query: HistoryQuery
@@ -228,11 +252,13 @@ class CustomerService:
         position = decode_cursor(query)
         shard = self._shard(customer_id, "customer")
         rows = await self.shards.read(
-            shard, repo.list_contacts, customer_id, query.limit, order, position
-        )
+            shard, repo.list_contacts, customer_id, query.limit, order, position,
+            principal.owners("contact:read"),
+        )  # fmt: skip
         if rows is None:
             raise NotFound(f"customer {customer_id} not found")
         items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        items = principal.redact_all("contact", items)
         return Page[ContactRead](data=items, next_cursor=cursor)
 
     # -- shared ----------------------------------------------------------------------
