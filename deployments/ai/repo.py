@@ -5,6 +5,7 @@ own rows in the shared `jobs` table (database `integration`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -155,31 +156,48 @@ async def heartbeat(conn: WriteConn, job_id: int, done: int, total: int | None) 
 
 
 # -- search texts (databases `customer` and `support`, one logical shard per call) -----
+# `owners`: per kind, the users whose records the caller's read scope reaches (a kind
+# not named: every record; `Principal.owners`).
 async def customer_texts(
-    conn: ReadConn, shard: int, kinds: list[str]
+    conn: ReadConn, shard: int, kinds: list[str], owners: Mapping[str, list[int]] | None = None
 ) -> list[tuple[str, int, dict[str, Any]]]:
+    owners = owners or {}
     out: list[tuple[str, int, dict[str, Any]]] = []
     if "customer" in kinds:
+        scope = "owner_id = ANY($2::bigint[])" if "customer" in owners else "$2::bigint[] IS NULL"
         rows = await conn.fetch(
             f"""SELECT id, name, email, website, industry, tags FROM customers
-                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
             shard,
+            owners.get("customer"),
         )
         out += [("customer", int(r["id"]), dict(r)) for r in rows]
     if "contact" in kinds:
+        scope = (
+            """EXISTS (SELECT 1 FROM customers p WHERE p.id = c.customer_id
+                       AND p.owner_id = ANY($2::bigint[]))"""
+            if "contact" in owners
+            else "$2::bigint[] IS NULL"
+        )
         rows = await conn.fetch(
-            f"""SELECT id, first_name, last_name, email, title, phone FROM contacts
-                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+            f"""SELECT id, first_name, last_name, email, title, phone FROM contacts c
+                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
             shard,
+            owners.get("contact"),
         )
         out += [("contact", int(r["id"]), dict(r)) for r in rows]
     return out
 
 
-async def ticket_texts(conn: ReadConn, shard: int) -> list[tuple[str, int, dict[str, Any]]]:
+async def ticket_texts(
+    conn: ReadConn, shard: int, owners: Mapping[str, list[int]] | None = None
+) -> list[tuple[str, int, dict[str, Any]]]:
+    mine = (owners or {}).get("ticket")
+    scope = "assignee_id = ANY($2::bigint[])" if mine is not None else "$2::bigint[] IS NULL"
     rows = await conn.fetch(
         f"""SELECT id, subject, description FROM tickets
-            WHERE deleted_at IS NULL AND {shard_sql("id")} = $1""",
+            WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
         shard,
+        mine,
     )
     return [("ticket", int(r["id"]), dict(r)) for r in rows]

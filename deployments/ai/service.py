@@ -380,10 +380,16 @@ class AIService:
         allowed = [t for t in wanted if principal.can(_SEARCH_PERMISSION[t])]
         if not allowed:
             raise Forbidden("missing permission: customer:read or ticket:read")
+        owners = {}
+        for kind in allowed:
+            reach = principal.owners(_SEARCH_PERMISSION[kind])
+            if reach is not None:
+                owners[kind] = sorted(reach)
+        hidden = {kind: sorted(principal.hidden.get(kind, ())) for kind in allowed}
         seen = self.leads.map
         parts = [
             search_shard.options(**task_options()).remote(
-                seen.server_for_shard(s), seen.route([s]), s, query, allowed, limit
+                seen.server_for_shard(s), seen.route([s]), s, query, allowed, limit, owners, hidden
             )
             for s in range(seen.logical_shards)
         ]

@@ -58,14 +58,22 @@ def search_shard(
     query: str,
     kinds: list[str],
     limit: int,
+    owners: Mapping[str, list[int]] | None = None,
+    hidden: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """One shard's BM25 statistics and best candidates (deployments/ai/search.py)."""
+    """One shard's BM25 statistics and best candidates (deployments/ai/search.py), over
+    the records the caller's read scope reaches (`owners`, per kind), without the
+    fields their role may not see (`hidden`, per kind): a hidden e-mail must not be
+    found by searching for it."""
     calls: list[Any] = []
     if "customer" in kinds or "contact" in kinds:
-        calls.append(("customer", repo.customer_texts, (shard, kinds)))
+        calls.append(("customer", repo.customer_texts, (shard, kinds, owners)))
     if "ticket" in kinds:
-        calls.append(("support", repo.ticket_texts, (shard,)))
+        calls.append(("support", repo.ticket_texts, (shard, owners)))
     records = [r for rows in read_on(server, route, calls) for r in rows]
+    for kind, _, row in records:
+        for field in (hidden or {}).get(kind, ()):
+            row.pop(field, None)
     found = search.shard_candidates(query, records, limit)
     found["runtime"] = runtime().model_dump()
     return found

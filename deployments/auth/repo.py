@@ -175,11 +175,13 @@ async def update_user(
         await revoke_user_sessions(conn, user_id)
         cut_off.add(user_id)
     if new_team != before["team_id"] or row["is_active"] != before["is_active"]:
-        # Their team mates' tokens list who is in the team: all of them take new ones.
+        # Tokens list the team's members. The user's own token is wrong now; so are
+        # those of the team they leave (or are in while deactivated), which would
+        # still reach their records. A team they join reaches them from its members'
+        # next token (within access_token_ttl_s): seeing less is not a leak.
         cut_off.add(user_id)
-        teams = [t for t in (before["team_id"], new_team) if t is not None]
-        mates = await conn.fetch("SELECT id FROM users WHERE team_id = ANY($1::bigint[])", teams)
-        cut_off.update(r["id"] for r in mates)
+        if before["team_id"] is not None:
+            cut_off.update(await team_members(conn, before["team_id"]))
     return UserChange(UserRead.model_validate(dict(row)), sorted(cut_off))
 
 

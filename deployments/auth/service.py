@@ -134,11 +134,7 @@ class AuthService:
         )
         if isinstance(created, repo.TeamProblem):
             raise Validation(created.message, [{"field": "team_id", "message": created.message}])
-        # The new member's team mates' tokens do not list them yet.
-        if data.team_id is not None:
-            await self._cut_off_access_tokens(
-                *await self.db.read_primary(repo.team_members, data.team_id)
-            )
+        # Team mates reach the newcomer's records from their next access token.
         return created
 
     async def get_user(self, principal: Principal, user_id: int) -> UserRead:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from deployments._kit.errors import AppError, NotFound, Validation
+from deployments._kit.errors import AppError, Forbidden, NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
@@ -62,13 +62,30 @@ class FileService:
             shard = self.shards.shard_for_id(owner.owner_id)
         except ShardNotFound:
             raise unknown from None
-        lookup = self.owners.get(owner.owner_type)
-        if lookup is not None:
-            try:
-                await lookup(principal, owner.owner_id)
-            except NotFound:
-                raise unknown from None
+        try:
+            await self._reach(principal, owner, write)
+        except NotFound:
+            raise unknown from None
         return shard
+
+    async def _reach(self, principal: Principal, owner: Owner, write: bool) -> None:
+        """A file is reached as its owner record is (record-level scopes): NotFound
+        unless the owner's service shows the caller the record, Forbidden when the
+        caller's write scope does not reach it (`write`)."""
+        lookup = self.owners.get(owner.owner_type)
+        if lookup is None:  # a deployment without that service: permissions only
+            return
+        record = await lookup(principal, owner.owner_id)
+        permission = f"{OWNER_PERMISSION[owner.owner_type]}:write"
+        if not write or principal.owners(permission) is None:
+            return
+        if owner.owner_type == "contact":  # a contact belongs to its customer's owner
+            record = await self.owners["customer"](principal, record.customer_id)
+        user = record.assignee_id if owner.owner_type == "ticket" else record.owner_id
+        if not principal.reaches(permission, user):
+            raise Forbidden(
+                f"your role may not change the files of {owner.owner_type} {owner.owner_id}"
+            )
 
     # -- upload ------------------------------------------------------------------------
     async def prepare_upload(self, principal: Principal, owner: Owner) -> None:
@@ -106,6 +123,11 @@ class FileService:
         if found is None:
             raise NotFound(f"file {file_id} not found")
         principal.require(f"{OWNER_PERMISSION[found.file.owner_type]}:read")
+        owner = Owner(owner_type=found.file.owner_type, owner_id=found.file.owner_id)
+        try:
+            await self._reach(principal, owner, write=False)
+        except NotFound:
+            raise NotFound(f"file {file_id} not found") from None
         return found
 
     async def get(self, principal: Principal, file_id: int) -> FileRead:
@@ -127,7 +149,8 @@ class FileService:
         position = decode_cursor(query)
         try:
             shard = self.shards.shard_for_id(query.owner_id)
-        except ShardNotFound:
+            await self._reach(principal, owner, write=False)
+        except (ShardNotFound, NotFound):  # no such owner, or not one the caller sees
             return Page[FileRead](data=[], next_cursor=None)
         rows = await self.shards.read(shard, repo.list_files, query, order, position)
         items, cursor = merge_pages([rows], lambda f: (f.created_at, f.id), order, query.limit)
@@ -152,6 +175,8 @@ class FileService:
         deleted file cannot be restored (its content is gone)."""
         current = await self._content(principal, file_id)
         principal.require(f"{OWNER_PERMISSION[current.file.owner_type]}:write")
+        owner = Owner(owner_type=current.file.owner_type, owner_id=current.file.owner_id)
+        await self._reach(principal, owner, write=True)
         shard = self._shard(file_id, "file")
         deleted = await self.shards.write(shard, repo.delete_file, file_id, principal.user_id)
         if deleted is None:
