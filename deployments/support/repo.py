@@ -1,6 +1,10 @@
 """All SQL of tickets and comments (the sharded `support` database). Each function
 runs inside the one transaction the ShardManager opened on the ticket's shard; the
-workflow and SLA arithmetic come from `rules` (pure), applied to the locked row."""
+workflow and SLA arithmetic come from `rules` (pure), applied to the locked row.
+
+A ticket belongs to its assignee: `owners` (`Principal.owners`; None: anyone) limits
+a read or write to tickets assigned to one of them; unassigned tickets are reached
+only by None."""
 
 from __future__ import annotations
 
@@ -9,9 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from deployments._kit.events import emit, record_data
-from deployments._kit.history import diff, record_change
+from deployments._kit.history import ChangeRead, diff, list_changes, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_page, on_shards
+from deployments._kit.sql import (
+    Denied,
+    Params,
+    Stale,
+    denied,
+    keyset_page,
+    on_shards,
+    owned_by,
+)
 from deployments.support import rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -161,22 +173,40 @@ async def _emit(
     await emit(conn, type, "ticket", record.id, data, actor_id)
 
 
-async def get_ticket(conn: ReadConn, ticket_id: int) -> TicketRead | None:
+async def get_ticket(
+    conn: ReadConn, ticket_id: int, owners: frozenset[int] | None = None
+) -> TicketRead | None:
+    """The live ticket, if `owners` (None: anyone) holds its assignee."""
+    params = Params()
+    where = [f"id = {params(ticket_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("assignee_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND deleted_at IS NULL", ticket_id
+        f"SELECT {_TICKET} FROM tickets WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else ticket(row)
 
 
 async def _locked(
-    conn: WriteConn, ticket_id: int, if_version: int | None
-) -> dict[str, Any] | Stale | None:
+    conn: WriteConn,
+    ticket_id: int,
+    if_version: int | None,
+    owners: frozenset[int] | None = None,
+    take_unassigned: bool = False,
+) -> dict[str, Any] | Stale | Denied | None:
+    """The live ticket's row, locked; Denied when `owners` (None: anyone) does not
+    hold its assignee (an unassigned one passes when `take_unassigned`), Stale for a
+    stale `if_version`."""
     row = await conn.fetchrow(
         f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         ticket_id,
     )
     if row is None:
         return None
+    if not (take_unassigned and row["assignee_id"] is None) and (
+        refused := denied(owners, row["assignee_id"])
+    ):
+        return refused
     if if_version is not None and row["version"] != if_version:
         return Stale(row["version"])
     return dict(row)
@@ -212,10 +242,11 @@ async def update_ticket(
     if_version: int | None,
     policy: rules.Policy | None,
     actor_id: int | None,
-) -> TicketRead | Stale | Refused | None:
+    owners: frozenset[int] | None = None,
+) -> TicketRead | Stale | Denied | Refused | None:
     """Field changes; `policy` (the new priority's) when the priority changes."""
-    before = await _locked(conn, ticket_id, if_version)
-    if before is None or isinstance(before, Stale):
+    before = await _locked(conn, ticket_id, if_version, owners)
+    if before is None or isinstance(before, (Stale, Denied)):
         return before
     if before["status"] == "closed":
         return Refused(f"ticket {ticket_id} is closed; closed tickets cannot be changed")
@@ -227,10 +258,15 @@ async def update_ticket(
 
 
 async def change_status(
-    conn: WriteConn, ticket_id: int, target: str, if_version: int | None, actor_id: int | None
-) -> TicketRead | Stale | Refused | None:
-    before = await _locked(conn, ticket_id, if_version)
-    if before is None or isinstance(before, Stale):
+    conn: WriteConn,
+    ticket_id: int,
+    target: str,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> TicketRead | Stale | Denied | Refused | None:
+    before = await _locked(conn, ticket_id, if_version, owners)
+    if before is None or isinstance(before, (Stale, Denied)):
         return before
     try:
         rules.check_transition(before["status"], target, before["assignee_id"])
@@ -248,11 +284,15 @@ async def assign_ticket(
     assignee_id: int | None,
     if_version: int | None,
     actor_id: int | None,
-) -> TicketRead | Stale | Refused | None:
+    owners: frozenset[int] | None = None,
+    take_unassigned: bool = False,
+) -> TicketRead | Stale | Denied | Refused | None:
     """Give the ticket to someone (new -> assigned) or to nobody (assigned -> new);
-    pending and resolved tickets keep their status."""
-    before = await _locked(conn, ticket_id, if_version)
-    if before is None or isinstance(before, Stale):
+    pending and resolved tickets keep their status. Denied when `owners` does not
+    hold the current assignee, unless the ticket is unassigned and `take_unassigned`
+    (the caller picks it up from the desk)."""
+    before = await _locked(conn, ticket_id, if_version, owners, take_unassigned)
+    if before is None or isinstance(before, (Stale, Denied)):
         return before
     if before["status"] == "closed":
         return Refused(f"ticket {ticket_id} is closed; closed tickets cannot be reassigned")
@@ -268,10 +308,14 @@ async def assign_ticket(
 
 
 async def delete_ticket(
-    conn: WriteConn, ticket_id: int, if_version: int | None, actor_id: int | None
-) -> TicketRead | Stale | None:
-    before = await _locked(conn, ticket_id, if_version)
-    if before is None or isinstance(before, Stale):
+    conn: WriteConn,
+    ticket_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> TicketRead | Stale | Denied | None:
+    before = await _locked(conn, ticket_id, if_version, owners)
+    if before is None or isinstance(before, (Stale, Denied)):
         return before
     row = await conn.fetchrow(
         f"""UPDATE tickets SET deleted_at = now(), version = version + 1, updated_at = now()
@@ -283,21 +327,31 @@ async def delete_ticket(
 
 
 async def restore_ticket(
-    conn: WriteConn, ticket_id: int, actor_id: int | None
+    conn: WriteConn, ticket_id: int, actor_id: int | None, owners: frozenset[int] | None = None
 ) -> TicketRead | None:
+    """The restored ticket (or the live one); None when absent or its assignee is
+    outside `owners`."""
+    params = Params()
+    where = [f"id = {params(ticket_id)}", "deleted_at IS NOT NULL"]
+    if scope := owned_by("assignee_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE tickets SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_TICKET}""",
-        ticket_id,
+            WHERE {" AND ".join(where)} RETURNING {_TICKET}""",
+        *params.values,
     )
     if row is None:
-        return await get_ticket(conn, ticket_id)
+        return await get_ticket(conn, ticket_id, owners)
     await record_change(conn, "ticket", ticket_id, "restored", {}, actor_id)
     return ticket(row)
 
 
-def _ticket_filters(query: TicketListQuery, shards: list[int], params: Params) -> list[str]:
+def _ticket_filters(
+    query: TicketListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("assignee_id", owners, params):
+        where.append(scope)
     if query.statuses:
         where.append(f"status = ANY({params(list(query.statuses))}::text[])")
     if query.priorities:
@@ -334,19 +388,26 @@ async def list_tickets(
     query: TicketListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[TicketRead]:
-    """Up to `limit + 1` tickets on these shards after `position` (the caller merges)."""
+    """Up to `limit + 1` tickets on these shards after `position` (the caller
+    merges), assigned to one of `owners` (None: anyone's, and unassigned ones)."""
     params = Params()
     column = _SORT_COLUMNS[order.field]
-    where = _ticket_filters(query, shards, params)
+    where = _ticket_filters(query, shards, owners, params)
     sql = keyset_page("tickets", _TICKET, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ticket(r) for r in rows]
 
 
-async def count_tickets(conn: ReadConn, shards: list[int], query: TicketListQuery) -> int:
+async def count_tickets(
+    conn: ReadConn,
+    shards: list[int],
+    query: TicketListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _ticket_filters(query, shards, params)
+    where = _ticket_filters(query, shards, owners, params)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM tickets WHERE {' AND '.join(where)}", *params.values
@@ -414,12 +475,14 @@ async def add_comment(
     ticket_id: int,
     data: CommentCreate,
     author_id: int | None,
-) -> CommentRead | Refused | None:
+    owners: frozenset[int] | None = None,
+) -> CommentRead | Denied | Refused | None:
     """A comment on the ticket's shard; the first public one stops the first-response
-    clock. None when the ticket is absent."""
-    before = await _locked(conn, ticket_id, None)
-    if before is None or isinstance(before, Stale):
-        return None
+    clock. None when the ticket is absent, Denied when `owners` (None: anyone) does
+    not hold its assignee."""
+    before = await _locked(conn, ticket_id, None, owners)
+    if before is None or isinstance(before, (Stale, Denied)):
+        return before if isinstance(before, Denied) else None  # no version asked: never Stale
     if before["status"] == "closed":
         return Refused(f"ticket {ticket_id} is closed; open a new ticket instead")
     row = await conn.fetchrow(
@@ -438,13 +501,16 @@ async def add_comment(
 
 
 async def list_comments(
-    conn: ReadConn, ticket_id: int, limit: int, order: Order, position: Position | None
+    conn: ReadConn,
+    ticket_id: int,
+    limit: int,
+    order: Order,
+    position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[CommentRead] | None:
-    """None when the ticket is absent; else up to `limit + 1` comments after `position`."""
-    alive = await conn.fetchval(
-        "SELECT 1 FROM tickets WHERE id = $1 AND deleted_at IS NULL", ticket_id
-    )
-    if not alive:
+    """None when the ticket is absent (or its assignee outside `owners`); else up to
+    `limit + 1` comments after `position`."""
+    if not await _ticket_reached(conn, ticket_id, owners, live=True):
         return None
     params = Params()
     where = [f"ticket_id = {params(ticket_id)}", "deleted_at IS NULL"]
@@ -453,3 +519,36 @@ async def list_comments(
     )
     rows = await conn.fetch(sql, *params.values)
     return [CommentRead.model_validate(dict(r)) for r in rows]
+
+
+# -- history ---------------------------------------------------------------------------
+async def list_ticket_changes(
+    conn: ReadConn,
+    ticket_id: int,
+    limit: int,
+    order: Order,
+    position: Position | None,
+    owners: frozenset[int] | None = None,
+) -> list[ChangeRead] | None:
+    """None when there is no such ticket, live or deleted (or its assignee is outside
+    `owners`); else up to `limit + 1` of its history rows after `position`."""
+    if not await _ticket_reached(conn, ticket_id, owners, live=False):
+        return None
+    return await list_changes(conn, "ticket", ticket_id, limit, order, position)
+
+
+async def _ticket_reached(
+    conn: ReadConn, ticket_id: int, owners: frozenset[int] | None, live: bool
+) -> bool:
+    """Whether the ticket exists (and is not deleted, when `live`) with its assignee
+    in `owners` (None: anyone)."""
+    params = Params()
+    where = [f"id = {params(ticket_id)}"]
+    if live:
+        where.append("deleted_at IS NULL")
+    if scope := owned_by("assignee_id", owners, params):
+        where.append(scope)
+    found = await conn.fetchval(
+        f"SELECT 1 FROM tickets WHERE {' AND '.join(where)}", *params.values
+    )
+    return found is not None

@@ -1,6 +1,13 @@
 """Ticket, comment, queue and SLA logic: permissions, routing to shards, assignment,
 breach state as of now. No SQL here (repo.py, config_repo.py) and no Ray or FastAPI
-(deployment.py)."""
+(deployment.py).
+
+Record-level access: a ticket belongs to its assignee. Reads and lists reach what
+`ticket:read` reaches, changes (fields, status, comments, assignment) what
+`ticket:write` reaches, delete and restore what `ticket:delete` reaches; an
+unassigned ticket only unscoped, except that anyone whose `ticket:read` reaches it
+may take it for themselves. Queues, SLA policies, auto-assignment and the SLA sweep
+are unscoped."""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from deployments._kit.errors import Conflict, NotFound, PreconditionFailed, Vali
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale, written
+from deployments._kit.sql import Denied, Stale, written
 from deployments.support import config_repo, repo, rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -91,6 +98,17 @@ class SupportService:
         live._read_after = ticket.read_after
         return live
 
+    def _record(
+        self,
+        principal: Principal,
+        outcome: TicketRead | Stale | Denied | repo.Refused | None,
+        ticket_id: int,
+    ) -> TicketRead:
+        """The ticket a guarded change returned, live and redacted, or its error."""
+        return principal.redact(
+            "ticket", self._live(_written(outcome, ticket_id, principal=principal))
+        )
+
     # -- tickets -----------------------------------------------------------------------
     async def create(self, principal: Principal, data: TicketCreate) -> TicketRead:
         principal.require("ticket:write")
@@ -120,7 +138,7 @@ class SupportService:
             policy,
             principal.user_id,
         )
-        return self._live(created)
+        return principal.redact("ticket", self._live(created))
 
     async def _check_customer(
         self, principal: Principal, customer_id: int, contact_id: int | None
@@ -167,10 +185,12 @@ class SupportService:
     async def get(self, principal: Principal, ticket_id: int) -> TicketRead:
         principal.require("ticket:read")
         shard = self._shard(ticket_id, "ticket")
-        found = await self.shards.read(shard, repo.get_ticket, ticket_id)
+        found = await self.shards.read(
+            shard, repo.get_ticket, ticket_id, principal.owners("ticket:read")
+        )
         if found is None:
             raise NotFound(f"ticket {ticket_id} not found")
-        return self._live(found)
+        return principal.redact("ticket", self._live(found))
 
     async def update(
         self,
@@ -196,9 +216,10 @@ class SupportService:
         if "priority" in changes:
             policy = await self.config.read(config_repo.get_policy, changes["priority"])
         outcome = await self.shards.write(
-            shard, repo.update_ticket, ticket_id, changes, if_version, policy, principal.user_id
-        )
-        return self._live(_written(outcome, ticket_id))
+            shard, repo.update_ticket, ticket_id, changes, if_version, policy, principal.user_id,
+            principal.owners("ticket:write"),
+        )  # fmt: skip
+        return self._record(principal, outcome, ticket_id)
 
     async def set_status(
         self,
@@ -210,9 +231,10 @@ class SupportService:
         principal.require("ticket:write")
         shard = self._shard(ticket_id, "ticket")
         outcome = await self.shards.write(
-            shard, repo.change_status, ticket_id, data.status, if_version, principal.user_id
-        )
-        return self._live(_written(outcome, ticket_id))
+            shard, repo.change_status, ticket_id, data.status, if_version, principal.user_id,
+            principal.owners("ticket:write"),
+        )  # fmt: skip
+        return self._record(principal, outcome, ticket_id)
 
     async def assign(
         self,
@@ -221,15 +243,20 @@ class SupportService:
         data: TicketAssign,
         if_version: int | None = None,
     ) -> TicketRead:
-        """Give the ticket to an agent (`ticket:assign`), or take it yourself."""
+        """Give the ticket to an agent (`ticket:assign`), or take it yourself. Either
+        way `ticket:write` must reach its current assignee; an unassigned ticket may
+        also be taken by anyone whose `ticket:read` reaches it (picked up from the
+        desk)."""
         principal.require("ticket:write")
-        if data.assignee_id != principal.user_id:
+        taking = data.assignee_id == principal.user_id
+        if not taking:
             principal.require("ticket:assign")
         shard = self._shard(ticket_id, "ticket")
         outcome = await self.shards.write(
-            shard, repo.assign_ticket, ticket_id, data.assignee_id, if_version, principal.user_id
-        )
-        return self._live(_written(outcome, ticket_id))
+            shard, repo.assign_ticket, ticket_id, data.assignee_id, if_version, principal.user_id,
+            principal.owners("ticket:write"), taking and principal.reaches("ticket:read", None),
+        )  # fmt: skip
+        return self._record(principal, outcome, ticket_id)
 
     async def delete(
         self, principal: Principal, ticket_id: int, if_version: int | None = None
@@ -237,45 +264,51 @@ class SupportService:
         principal.require("ticket:delete")
         shard = self._shard(ticket_id, "ticket")
         outcome = await self.shards.write(
-            shard, repo.delete_ticket, ticket_id, if_version, principal.user_id
-        )
-        return _written(outcome, ticket_id)
+            shard, repo.delete_ticket, ticket_id, if_version, principal.user_id,
+            principal.owners("ticket:delete"),
+        )  # fmt: skip
+        return principal.redact("ticket", _written(outcome, ticket_id, principal=principal))
 
     async def restore(self, principal: Principal, ticket_id: int) -> TicketRead:
         principal.require("ticket:delete")
         shard = self._shard(ticket_id, "ticket")
-        restored = await self.shards.write(shard, repo.restore_ticket, ticket_id, principal.user_id)
+        restored = await self.shards.write(
+            shard, repo.restore_ticket, ticket_id, principal.user_id,
+            principal.owners("ticket:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"ticket {ticket_id} not found")
-        return self._live(restored)
+        return principal.redact("ticket", self._live(restored))
 
     async def list(self, principal: Principal, query: TicketListQuery) -> Page[TicketRead]:
         """Tickets across every shard in one global order (one shard when the query
-        names a customer), a page at a time."""
+        names a customer), a page at a time; only those `ticket:read` reaches."""
         principal.require("ticket:read")
         order = validate_sort(query)
         position = decode_cursor(query)
+        owners = principal.owners("ticket:read")
         if query.customer_id is not None:
             try:
                 shard = self.shards.shard_for_id(query.customer_id)
             except ShardNotFound:
                 return Page[TicketRead](data=[], total=0 if query.count else None)
             runs_call: Any = _one(
-                self.shards.read(shard, repo.list_tickets, [shard], query, order, position)
+                self.shards.read(shard, repo.list_tickets, [shard], query, order, position, owners)
             )
-            count_call: Any = _one(self.shards.read(shard, repo.count_tickets, [shard], query))
+            count_call: Any = _one(
+                self.shards.read(shard, repo.count_tickets, [shard], query, owners)
+            )
         else:
-            runs_call = self.shards.gather(repo.list_tickets, query, order, position)
-            count_call = self.shards.gather(repo.count_tickets, query)
+            runs_call = self.shards.gather(repo.list_tickets, query, order, position, owners)
+            count_call = self.shards.gather(repo.count_tickets, query, owners)
         if query.count:
             runs, counts = await asyncio.gather(runs_call, count_call)
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         items, cursor = merge_pages(runs, _ticket_key(order.field), order, query.limit)
-        return Page[TicketRead](
-            data=[self._live(t) for t in items], next_cursor=cursor, total=total
-        )
+        items = principal.redact_all("ticket", [self._live(t) for t in items])
+        return Page[TicketRead](data=items, next_cursor=cursor, total=total)
 
     async def list_for_customer(
         self, principal: Principal, customer_id: int, query: TicketListQuery
@@ -295,15 +328,17 @@ class SupportService:
     async def history(
         self, principal: Principal, ticket_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:
+        """Changes of a ticket, live or deleted, that `ticket:read` reaches."""
         principal.require("ticket:read")
         order = validate_sort(query)
         position = decode_cursor(query)
         shard = self._shard(ticket_id, "ticket")
         rows = await self.shards.read(
-            shard, list_changes, "ticket", ticket_id, query.limit, order, position
-        )
-        if not rows and position is None:
-            await self.get(principal, ticket_id)  # 404 for a ticket that never was
+            shard, repo.list_ticket_changes, ticket_id, query.limit, order, position,
+            principal.owners("ticket:read"),
+        )  # fmt: skip
+        if rows is None:
+            raise NotFound(f"ticket {ticket_id} not found")
         items, cursor = merge_pages([rows], lambda c: (c.created_at, c.id), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
 
@@ -312,27 +347,31 @@ class SupportService:
         self, principal: Principal, ticket_id: int, data: CommentCreate
     ) -> CommentRead:
         """A reply (public) or internal note; the first public reply by an agent is the
-        ticket's first response."""
+        ticket's first response. The ticket must be one `ticket:write` reaches."""
         principal.require("ticket:write")
         shard = self._shard(ticket_id, "ticket")
         outcome = await self.shards.write(
-            shard, repo.add_comment, shard, ticket_id, data, principal.user_id
-        )
-        return _written(outcome, ticket_id)
+            shard, repo.add_comment, shard, ticket_id, data, principal.user_id,
+            principal.owners("ticket:write"),
+        )  # fmt: skip
+        return principal.redact("comment", _written(outcome, ticket_id, principal=principal))
 
     async def list_comments(
         self, principal: Principal, ticket_id: int, query: CommentListQuery
     ) -> Page[CommentRead]:
+        """Comments of a ticket `ticket:read` reaches."""
         principal.require("ticket:read")
         order = validate_sort(query)
         position = decode_cursor(query)
         shard = self._shard(ticket_id, "ticket")
         rows = await self.shards.read(
-            shard, repo.list_comments, ticket_id, query.limit, order, position
-        )
+            shard, repo.list_comments, ticket_id, query.limit, order, position,
+            principal.owners("ticket:read"),
+        )  # fmt: skip
         if rows is None:
             raise NotFound(f"ticket {ticket_id} not found")
         items, cursor = merge_pages([rows], lambda c: (c.created_at, c.id), order, query.limit)
+        items = principal.redact_all("comment", items)
         return Page[CommentRead](data=items, next_cursor=cursor)
 
     # -- SLA sweep ---------------------------------------------------------------------
@@ -508,9 +547,15 @@ def _ticket_key(field: str) -> Callable[[TicketRead], tuple[Any, int]]:
     return lambda t: (getattr(t, field), t.id)
 
 
-def _written(outcome: T | Stale | repo.Refused | None, record_id: int, kind: str = "ticket") -> T:
+def _written(
+    outcome: T | Stale | Denied | repo.Refused | None,
+    record_id: int,
+    kind: str = "ticket",
+    principal: Principal | None = None,
+) -> T:
     """The record a guarded write returned, or the error its absence means (a
-    transition the rules refused is a 409)."""
+    transition the rules refused is a 409; a ticket outside the caller's scope a 403
+    when they may read it, else a 404)."""
     if isinstance(outcome, repo.Refused):
         raise Conflict(outcome.reason)
-    return written(outcome, kind, record_id)
+    return written(outcome, kind, record_id, principal)

@@ -209,8 +209,11 @@ def test_support_cycle_sla_pause_comments_and_workflow(
 def test_permissions_validation_and_versions(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], viewer: dict[str, str]
 ) -> None:
-    cust = customer(http, admin, "Rules Co")
+    # The agent's own customer: an agent opens tickets only for customers its
+    # customer:read scope reaches (its team's book; this agent has no team).
+    cust = customer(http, agent, "Rules Co")
     made = ticket(http, agent, customer_id=cust, tags=["billing"])
+    assert made["assignee_id"] is None  # the default queue assigns nobody
     url = f"/tickets/{made['id']}"
 
     # Viewers read, never write; agents work tickets but not configuration.
@@ -228,6 +231,9 @@ def test_permissions_validation_and_versions(
     ):  # fmt: skip
         assert call.status_code == 403, call.text
         assert call.headers["content-type"] == PROBLEM
+    # Unassigned, the ticket is no one's to change; the agent picks it up from the desk.
+    untaken = http.patch(url, headers=agent, json={"subject": "x"})
+    assert untaken.status_code == 403 and untaken.headers["content-type"] == PROBLEM
     me = user_id(http, agent)
     took = http.post(f"{url}/assign", headers=agent, json={"assignee_id": str(me)})
     assert took.status_code == 200 and took.json()["assignee_id"] == str(me)
