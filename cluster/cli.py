@@ -586,7 +586,7 @@ def import_customers(
                 job = transfer.wait(client, accepted["status_url"], show)
             result = job.get("result") or {}
             counts = ", ".join(
-                f"{k} {result[k]}" for k in ("created", "updated", "unchanged", "failed")
+                f"{k} {result[k]}" for k in ("created", "updated", "unchanged", "refused", "failed")
                 if k in result
             )  # fmt: skip
             if job["status"] != "succeeded":

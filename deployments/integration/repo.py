@@ -158,8 +158,12 @@ _RETURNING = f"RETURNING c.id, {_cols('c')}, (xmax = 0) AS created"
 
 
 async def upsert_customers(
-    conn: WriteConn, records: list[tuple[Any, ...]], actor_id: int, job_id: int
-) -> tuple[int, int]:
+    conn: WriteConn,
+    records: list[tuple[Any, ...]],
+    actor_id: int,
+    job_id: int,
+    owners: list[int] | None = None,
+) -> tuple[int, int, int]:
     """Write `records` (RECORD_COLUMNS, all of one logical shard):
     - a row with an external id: insert it, or update the customer with that external
       id where a value differs (an identical row is not touched: no version bump, no
@@ -179,17 +183,26 @@ async def upsert_customers(
     (measured: half the database time of an import). The batch is first COPYed whole,
     with no look-up: a key some customer already has fails that COPY (unique index;
     its savepoint is rolled back), and then the keys are looked up, the new rows COPYed
-    and the others upserted. Returns (created, updated)."""
+    and the others upserted.
+
+    `owners` (None: anyone) are the users whose customers the importer's write scope
+    reaches (`Principal.owners`): a row naming a customer someone else owns is
+    refused, never written. Returns (created, updated, refused)."""
     shard = records[0][0]
     created = await _copy_new(conn, shard, records, actor_id)
     updated: list[int] = []
+    refused = 0
     if created is None:  # some key exists already
         known = await _known_keys(conn, records)
+        if owners is not None:
+            reach = set(owners)
+            kept = [r for r in records if _key(r) not in known or known[_key(r)] in reach]
+            refused, records = len(records) - len(kept), kept
         new = [r for r in records if _key(r) not in known]
         copied = await _copy_new(conn, shard, new, actor_id) if new else []
         # None: a concurrent writer made one of the new keys meanwhile.
         rest = records if copied is None else [r for r in records if _key(r) in known]
-        created, updated = await _upsert(conn, rest, actor_id) if rest else ([], [])
+        created, updated = await _upsert(conn, rest, actor_id, owners) if rest else ([], [])
         created += copied or []
     if created or updated:
         data = {
@@ -198,7 +211,7 @@ async def upsert_customers(
             "updated": [str(i) for i in updated],
         }
         await emit(conn, "customer.imported", "import_job", job_id, data, actor_id, shard=shard)
-    return len(created), len(updated)
+    return len(created), len(updated), refused
 
 
 def _key(record: tuple[Any, ...]) -> str:
@@ -207,15 +220,16 @@ def _key(record: tuple[Any, ...]) -> str:
     return f"ext:{external_id}" if external_id is not None else str(source_key)
 
 
-async def _known_keys(conn: WriteConn, records: list[tuple[Any, ...]]) -> set[str]:
-    """The keys of `records` that a customer (live or deleted) already has."""
+async def _known_keys(conn: WriteConn, records: list[tuple[Any, ...]]) -> dict[str, int | None]:
+    """The keys of `records` that a customer (live or deleted) already has, with
+    that customer's owner."""
     rows = await conn.fetch(
-        """SELECT external_id, source_key FROM customers
+        """SELECT external_id, source_key, owner_id FROM customers
            WHERE external_id = ANY($1::text[]) OR source_key = ANY($2::text[])""",
         [r[-2] for r in records if r[-2] is not None],
         [r[-1] for r in records if r[-1] is not None],
     )
-    return {_key((r["external_id"], r["source_key"])) for r in rows}
+    return {_key((r["external_id"], r["source_key"])): r["owner_id"] for r in rows}
 
 
 async def _copy_new(
@@ -255,10 +269,12 @@ def _created(record: tuple[Any, ...]) -> dict[str, list[Any]]:
 
 
 async def _upsert(
-    conn: WriteConn, records: list[tuple[Any, ...]], actor_id: int
+    conn: WriteConn, records: list[tuple[Any, ...]], actor_id: int, owners: list[int] | None
 ) -> tuple[list[int], list[int]]:
     """The rows some customer may already have: COPY into a temp table, then one
-    statement upserts them and writes their history. (created ids, updated ids)."""
+    statement upserts them and writes their history; a customer whose owner is not
+    in `owners` (None: anyone) is never changed (one made by a concurrent writer since
+    the look-up). (created ids, updated ids)."""
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS import_customer_rows (
                shard integer, name text, email text, phone text, website text,
@@ -279,10 +295,11 @@ async def _upsert(
                    website = EXCLUDED.website, industry = EXCLUDED.industry,
                    tags = EXCLUDED.tags, owner_id = EXCLUDED.owner_id, deleted_at = NULL,
                    version = c.version + 1, updated_at = now()
-               WHERE ({_cols("c")})
-                     IS DISTINCT FROM
-                     ({_cols("EXCLUDED")})
-                  OR c.deleted_at IS NOT NULL
+               WHERE (({_cols("c")})
+                      IS DISTINCT FROM
+                      ({_cols("EXCLUDED")})
+                      OR c.deleted_at IS NOT NULL)
+                 AND ($2::bigint[] IS NULL OR c.owner_id = ANY($2::bigint[]))
                {_RETURNING}
            ), by_content AS (
                INSERT INTO customers AS c (id, {_VALUES}, source_key)
@@ -291,6 +308,7 @@ async def _upsert(
                ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO UPDATE SET
                    deleted_at = NULL, version = c.version + 1, updated_at = now()
                WHERE c.deleted_at IS NOT NULL
+                 AND ($2::bigint[] IS NULL OR c.owner_id = ANY($2::bigint[]))
                {_RETURNING}
            ), up AS (
                SELECT * FROM by_external_id UNION ALL SELECT * FROM by_content
@@ -311,5 +329,6 @@ async def _upsert(
                   COALESCE(array_agg(id) FILTER (WHERE NOT created), '{{}}') AS updated
            FROM up""",
         actor_id,
+        owners,
     )  # fmt: skip
     return list(row["created"]), list(row["updated"])

@@ -42,20 +42,23 @@ class Counts:
     rows: int = 0
     created: int = 0
     updated: int = 0
+    refused: int = 0
     failed: int = 0
 
-    def add(self, written: tuple[int, int], read: int, failed: int) -> None:
-        """A chunk whose writes have landed: `written` is (created, updated)."""
+    def add(self, written: tuple[int, int, int], read: int, failed: int) -> None:
+        """A chunk whose writes have landed: `written` is (created, updated, refused)."""
         self.created += written[0]
         self.updated += written[1]
+        self.refused += written[2]
         self.rows += read
         self.failed += failed
 
     def result(self, error_file: str | None) -> dict[str, Any]:
-        unchanged = self.rows - self.failed - self.created - self.updated
+        unchanged = self.rows - self.failed - self.created - self.updated - self.refused
         return {
             "rows": self.rows, "created": self.created, "updated": self.updated,
-            "unchanged": unchanged, "failed": self.failed, "error_file": error_file,
+            "unchanged": unchanged, "refused": self.refused, "failed": self.failed,
+            "error_file": error_file,
         }  # fmt: skip
 
 
@@ -244,7 +247,7 @@ class IntegrationService:
 
             # Writes of up to IN_FLIGHT chunks run while the next chunk is parsed;
             # they land (and count, and report progress) in file order.
-            in_flight: deque[tuple[asyncio.Task[tuple[int, int]], int, int]] = deque()
+            in_flight: deque[tuple[asyncio.Task[tuple[int, int, int]], int, int]] = deque()
 
             async def land(keep: int, report: bool = True) -> bool:
                 while len(in_flight) > keep:
@@ -265,7 +268,7 @@ class IntegrationService:
                     break
                 for e in chunk.errors:
                     errors.writerow([e.line, e.message, *e.raw])
-                task = asyncio.create_task(self._write(chunk.rows, principal.user_id, job_id))
+                task = asyncio.create_task(self._write(chunk.rows, principal, job_id))
                 in_flight.append((task, chunk.read, len(chunk.errors)))
                 if not await land(IN_FLIGHT - 1):
                     return "cancelled", None
@@ -274,16 +277,22 @@ class IntegrationService:
         return "succeeded", None
 
     async def _write(
-        self, rows: list[csvio.ImportRow], actor_id: int, job_id: int
-    ) -> tuple[int, int]:
+        self, rows: list[csvio.ImportRow], principal: Principal, job_id: int
+    ) -> tuple[int, int, int]:
+        """(created, updated, refused) of one chunk; refused: rows naming a customer the
+        importer's write scope does not reach."""
         batches = csvio.batch_by_shard(rows, self.customers.place)
+        reach = principal.owners("customer:write")
+        owners = None if reach is None else sorted(reach)
         done = await asyncio.gather(
             *(
-                self.customers.write_bulk(shard, repo.upsert_customers, records, actor_id, job_id)
+                self.customers.write_bulk(
+                    shard, repo.upsert_customers, records, principal.user_id, job_id, owners
+                )
                 for shard, records in batches.items()
             )
         )
-        return sum(c for c, _ in done), sum(u for _, u in done)
+        return sum(c for c, _, _ in done), sum(u for _, u, _ in done), sum(r for _, _, r in done)
 
 
 def _again(row: csvio.ImportRow, first: int) -> str:

@@ -185,3 +185,24 @@ def test_teams_are_admin_business(
     assert taken.status_code == 409, taken.text
     missing = http.patch(f"/users/{a1.id}", headers=admin, json={"team_id": "999999999"})
     assert missing.status_code == 422, missing.text
+
+
+def test_an_import_never_changes_customers_outside_the_write_scope(
+    http: httpx.Client, admin: dict[str, str], world: dict[str, Any]
+) -> None:
+    """Imports upsert by external id: a1 naming b1's customer's external id is refused
+    for that row (counted, nothing written), and a1's new row is created."""
+    from tests.e2e.test_imports import _csv, _import
+
+    a1, b1 = world["people"]["a1"], world["people"]["b1"]
+    ext = f"scope-{world['tag']}"
+    header = ["name", "external_id", "tags"]
+    made = _import(http, b1.headers, _csv([header, [f"B1 {ext}", f"{ext}-b1", ext]]))
+    assert made["status"] == "succeeded" and made["result"]["created"] == 1, made
+    body = _csv([header, [f"Taken {ext}", f"{ext}-b1", ext], [f"A1 {ext}", f"{ext}-a1", ext]])
+    job = _import(http, a1.headers, body)
+    assert job["status"] == "succeeded", job
+    counts = {k: job["result"][k] for k in ("created", "updated", "unchanged", "refused")}
+    assert counts == {"created": 1, "updated": 0, "unchanged": 0, "refused": 1}
+    page = http.get("/customers", headers=admin, params={"tag": ext}).json()["data"]
+    assert sorted(c["name"] for c in page) == [f"A1 {ext}", f"B1 {ext}"]

@@ -119,3 +119,65 @@ def test_principal_require() -> None:
     with pytest.raises(AppError) as err:
         viewer.require("customer:write")
     assert err.value.status == 403
+
+
+def test_scopes_team_and_hidden_fields_travel_in_the_token() -> None:
+    token = tokens.issue_access_token(
+        CONFIG, 7, "agent", ["customer:read", "customer:write"],
+        {"customer:read": "team", "customer:write": "own"}, [7, 8, 9], {"customer": ["email"]},
+    )  # fmt: skip
+    principal = tokens.verify_access_token(CONFIG, token)
+    assert principal.scopes == {"customer:read": "team", "customer:write": "own"}
+    assert principal.team == frozenset({7, 8, 9})
+    assert principal.hidden == {"customer": frozenset({"email"})}
+    # A scope outside own / team is not a token this issuer made.
+    claims = jwt.decode(token, "s" * 40, algorithms=["HS256"], audience="nextflow-api")
+    forged = jwt.encode({**claims, "scp": {"customer:read": "everything"}}, "s" * 40)
+    with pytest.raises(Unauthenticated):
+        tokens.verify_access_token(CONFIG, forged)
+
+
+def test_owners_reaches_and_redact() -> None:
+    from deployments.customer.schemas import CustomerRead
+
+    agent = Principal(
+        user_id=7, role="agent", permissions=frozenset({"customer:read", "customer:write"}),
+        scopes={"customer:read": "team", "customer:write": "own"}, team=frozenset({7, 8}),
+        hidden={"customer": frozenset({"email", "phone"})},
+    )  # fmt: skip
+    assert agent.owners("customer:read") == {7, 8}
+    assert agent.owners("customer:write") == {7}
+    assert agent.owners("deal:read") is None  # not scoped: every record
+    assert agent.reaches("customer:read", 8) and not agent.reaches("customer:write", 8)
+    assert not agent.reaches("customer:read", None)  # nobody's record: unscoped only
+    loner = Principal(user_id=5, role="agent", permissions=frozenset(), scopes=agent.scopes)
+    assert loner.owners("customer:read") == {5}  # no team: a team of one
+    now = "2026-01-01T00:00:00Z"
+    record = CustomerRead.model_validate({
+        "id": 1, "name": "n", "email": "a@b.c", "phone": "1", "website": None,
+        "industry": None, "tags": [], "custom_fields": {}, "owner_id": 7,
+        "external_id": None, "version": 1, "created_at": now, "updated_at": now,
+    })  # fmt: skip
+    seen = agent.redact("customer", record)
+    assert (seen.email, seen.phone, seen.name) == (None, None, "n")
+    assert agent.redact("contact", record) is record
+
+
+def test_every_hidden_field_can_be_null() -> None:
+    """Hidden fields are answered as null: each one a role may hide must be nullable in
+    its read model, or the response would fail validation (a 500)."""
+    import json
+    import re
+    from pathlib import Path
+
+    from deployments.customer.schemas import ContactRead, CustomerRead
+    from deployments.marketing.schemas import LeadRead
+
+    models = {"customer": CustomerRead, "contact": ContactRead, "lead": LeadRead}
+    sql = (Path(__file__).parents[2] / "shards/migrations/auth/0103_teams_scopes.sql").read_text()
+    hidden = json.loads(re.search(r"SET hidden_fields = '(\{.*?\})'", sql, re.S).group(1))  # type: ignore[union-attr]
+    assert hidden
+    for kind, fields in hidden.items():
+        for name in fields:
+            schema = models[kind].model_json_schema()["properties"][name]
+            assert {"type": "null"} in schema.get("anyOf", []), (kind, name)
