@@ -15,11 +15,14 @@ from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
+    Denied,
     Params,
     Stale,
+    denied,
     escape_like,
     keyset_page,
     on_shards,
+    owned_by,
 )
 from deployments._kit.types import Money
 from deployments.marketing.capture import CaptureData
@@ -93,10 +96,12 @@ _FORM_UPDATABLE = {
 
 @dataclass(frozen=True)
 class Duplicate:
-    """A create refused because the record already exists (`existing_id`)."""
+    """A create refused because the record already exists (`existing_id`, owned by
+    `owner_id` when the record has an owner)."""
 
     existing_id: int
     deleted: bool = False
+    owner_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,10 @@ async def create_lead(
     )  # fmt: skip
     if row is None:
         existing = await conn.fetchrow(
-            "SELECT id, deleted_at FROM leads WHERE lower(email) = lower($1)", data.email
+            "SELECT id, deleted_at, owner_id FROM leads WHERE lower(email) = lower($1)",
+            data.email,
         )
-        return Duplicate(existing["id"], existing["deleted_at"] is not None)
+        return Duplicate(existing["id"], existing["deleted_at"] is not None, existing["owner_id"])
     lead = _lead(row)
     changes = diff(None, lead.model_dump(), LEAD_AUDITED)
     await record_change(conn, "lead", lead.id, "created", changes, actor_id)
@@ -135,9 +141,16 @@ async def create_lead(
     return lead
 
 
-async def get_lead(conn: ReadConn, lead_id: int) -> LeadRead | None:
+async def get_lead(
+    conn: ReadConn, lead_id: int, owners: frozenset[int] | None = None
+) -> LeadRead | None:
+    """The live lead, if `owners` (None: anyone) holds its owner."""
+    params = Params()
+    where = [f"id = {params(lead_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_LEAD} FROM leads WHERE id = $1 AND deleted_at IS NULL", lead_id
+        f"SELECT {_LEAD} FROM leads WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else _lead(row)
 
@@ -148,7 +161,11 @@ async def update_lead(
     changes: dict[str, Any],
     if_version: int | None,
     actor_id: int | None,
-) -> LeadRead | Stale | None:
+    owners: frozenset[int] | None = None,
+) -> LeadRead | Stale | Denied | None:
+    """The lead as updated; Denied when its owner is outside `owners` (None: anyone)."""
+    if refused := await _denied(conn, "leads", lead_id, owners):
+        return refused
     return await _update_audited(
         conn, "leads", _LEAD, _LEAD_UPDATABLE, lead_id, changes, if_version, _lead,
         "lead", LEAD_AUDITED, actor_id,
@@ -156,17 +173,32 @@ async def update_lead(
 
 
 async def delete_lead(
-    conn: WriteConn, lead_id: int, if_version: int | None, actor_id: int | None
-) -> LeadRead | Stale | None:
+    conn: WriteConn,
+    lead_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> LeadRead | Stale | Denied | None:
+    """The lead as deleted; Denied when its owner is outside `owners` (None: anyone)."""
+    if refused := await _denied(conn, "leads", lead_id, owners):
+        return refused
     return await _soft_delete(conn, "leads", _LEAD, lead_id, if_version, _lead, "lead", actor_id)
 
 
-async def restore_lead(conn: WriteConn, lead_id: int, actor_id: int | None) -> LeadRead | None:
-    return await _restore(conn, "leads", _LEAD, lead_id, _lead, "lead", actor_id)
+async def restore_lead(
+    conn: WriteConn, lead_id: int, actor_id: int | None, owners: frozenset[int] | None = None
+) -> LeadRead | None:
+    """The restored lead (or the live one); None when absent or its owner is outside
+    `owners`."""
+    return await _restore(conn, "leads", _LEAD, lead_id, _lead, "lead", actor_id, owners)
 
 
-def _lead_filters(query: LeadListQuery, shards: list[int], params: Params) -> list[str]:
+def _lead_filters(
+    query: LeadListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     for name in ("status", "source", "owner_id", "campaign_id"):
         value = getattr(query, name)
         if value is not None:
@@ -188,19 +220,26 @@ async def list_leads(
     query: LeadListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[LeadRead]:
-    """Up to `limit + 1` leads on this server after `position` (the caller merges)."""
+    """Up to `limit + 1` leads on this server after `position` (the caller merges), of
+    the owners in `owners` (None: anyone's)."""
     params = Params()
     column = _LEAD_SORT[order.field]
-    where = _lead_filters(query, shards, params)
+    where = _lead_filters(query, shards, owners, params)
     sql = keyset_page("leads", _LEAD, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [_lead(r) for r in rows]
 
 
-async def count_leads(conn: ReadConn, shards: list[int], query: LeadListQuery) -> int:
+async def count_leads(
+    conn: ReadConn,
+    shards: list[int],
+    query: LeadListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _lead_filters(query, shards, params)
+    where = _lead_filters(query, shards, owners, params)
     sql = f"SELECT count(*) FROM leads WHERE {' AND '.join(where)}"
     return int(await conn.fetchval(sql, *params.values))
 
@@ -304,9 +343,16 @@ async def create_campaign(
     return _campaign(row)
 
 
-async def get_campaign(conn: ReadConn, campaign_id: int) -> CampaignRead | None:
+async def get_campaign(
+    conn: ReadConn, campaign_id: int, owners: frozenset[int] | None = None
+) -> CampaignRead | None:
+    """The live campaign, if `owners` (None: anyone) holds its owner."""
+    params = Params()
+    where = [f"id = {params(campaign_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_CAMPAIGN} FROM campaigns WHERE id = $1 AND deleted_at IS NULL", campaign_id
+        f"SELECT {_CAMPAIGN} FROM campaigns WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else _campaign(row)
 
@@ -317,13 +363,18 @@ async def update_campaign(
     changes: dict[str, Any],
     if_version: int | None,
     actor_id: int | None,
-) -> CampaignRead | Stale | BadDates | None:
+    owners: frozenset[int] | None = None,
+) -> CampaignRead | Stale | BadDates | Denied | None:
+    """The campaign as updated; Denied when its owner is outside `owners` (None:
+    anyone), before its dates are looked at."""
     current = await conn.fetchrow(
-        "SELECT start_date, end_date FROM campaigns WHERE id = $1 AND deleted_at IS NULL"
-        " FOR UPDATE",
+        "SELECT start_date, end_date, owner_id FROM campaigns"
+        " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         campaign_id,
     )
     if current is not None:
+        if refused := denied(owners, current["owner_id"]):
+            return refused
         start = changes.get("start_date", current["start_date"])
         end = changes.get("end_date", current["end_date"])
         if start is not None and end is not None and end < start:
@@ -336,23 +387,37 @@ async def update_campaign(
 
 
 async def delete_campaign(
-    conn: WriteConn, campaign_id: int, if_version: int | None, actor_id: int | None
-) -> CampaignRead | Stale | None:
+    conn: WriteConn,
+    campaign_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> CampaignRead | Stale | Denied | None:
+    """The campaign as deleted; Denied when its owner is outside `owners` (None:
+    anyone)."""
+    if refused := await _denied(conn, "campaigns", campaign_id, owners):
+        return refused
     return await _soft_delete(
         conn, "campaigns", _CAMPAIGN, campaign_id, if_version, _campaign, "campaign", actor_id
     )
 
 
 async def restore_campaign(
-    conn: WriteConn, campaign_id: int, actor_id: int | None
+    conn: WriteConn, campaign_id: int, actor_id: int | None, owners: frozenset[int] | None = None
 ) -> CampaignRead | None:
+    """The restored campaign (or the live one); None when absent or its owner is
+    outside `owners`."""
     return await _restore(
-        conn, "campaigns", _CAMPAIGN, campaign_id, _campaign, "campaign", actor_id
+        conn, "campaigns", _CAMPAIGN, campaign_id, _campaign, "campaign", actor_id, owners
     )
 
 
-def _campaign_filters(query: CampaignListQuery, shards: list[int], params: Params) -> list[str]:
+def _campaign_filters(
+    query: CampaignListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     for column, value in (
         ("status", query.status),
         ("type", query.campaign_type),
@@ -375,18 +440,26 @@ async def list_campaigns(
     query: CampaignListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[CampaignRead]:
+    """Up to `limit + 1` campaigns on this server after `position` (the caller
+    merges), of the owners in `owners` (None: anyone's)."""
     params = Params()
     column = _CAMPAIGN_SORT[order.field]
-    where = _campaign_filters(query, shards, params)
+    where = _campaign_filters(query, shards, owners, params)
     sql = keyset_page("campaigns", _CAMPAIGN, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [_campaign(r) for r in rows]
 
 
-async def count_campaigns(conn: ReadConn, shards: list[int], query: CampaignListQuery) -> int:
+async def count_campaigns(
+    conn: ReadConn,
+    shards: list[int],
+    query: CampaignListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _campaign_filters(query, shards, params)
+    where = _campaign_filters(query, shards, owners, params)
     sql = f"SELECT count(*) FROM campaigns WHERE {' AND '.join(where)}"
     return int(await conn.fetchval(sql, *params.values))
 
@@ -397,15 +470,23 @@ def _member(row: Mapping[str, Any]) -> MemberRead:
 
 
 async def add_member(
-    conn: WriteConn, shard: int, campaign_id: int, data: MemberCreate
-) -> MemberRead | Duplicate | None:
+    conn: WriteConn,
+    shard: int,
+    campaign_id: int,
+    data: MemberCreate,
+    owners: frozenset[int] | None = None,
+) -> MemberRead | Duplicate | Denied | None:
     """A new member; a removed one comes back (with the new status); `Duplicate` for a
-    current one; None when the campaign is absent."""
-    alive = await conn.fetchval(
-        "SELECT 1 FROM campaigns WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE", campaign_id
+    current one; None when the campaign is absent; Denied when its owner is outside
+    `owners` (None: anyone)."""
+    campaign = await conn.fetchrow(
+        "SELECT owner_id FROM campaigns WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE",
+        campaign_id,
     )
-    if not alive:
+    if campaign is None:
         return None
+    if refused := denied(owners, campaign["owner_id"]):
+        return refused
     column = "contact_id" if data.contact_id is not None else "lead_id"
     target = data.contact_id if data.contact_id is not None else data.lead_id
     row = await conn.fetchrow(
@@ -445,8 +526,19 @@ async def get_member(conn: ReadConn, campaign_id: int, member_id: int) -> Member
 
 
 async def update_member(
-    conn: WriteConn, campaign_id: int, member_id: int, status: str, if_version: int | None
-) -> MemberRead | Stale | None:
+    conn: WriteConn,
+    campaign_id: int,
+    member_id: int,
+    status: str,
+    if_version: int | None,
+    owners: frozenset[int] | None = None,
+) -> MemberRead | Stale | Denied | None:
+    """The member as updated; Denied when the campaign's owner is outside `owners`
+    (None: anyone)."""
+    if refused := await _denied(
+        conn, "campaigns", campaign_id, owners, live=False, lock="FOR SHARE"
+    ):
+        return refused
     params = Params()
     where = [
         f"id = {params(member_id)}",
@@ -466,8 +558,18 @@ async def update_member(
 
 
 async def delete_member(
-    conn: WriteConn, campaign_id: int, member_id: int, if_version: int | None
-) -> MemberRead | Stale | None:
+    conn: WriteConn,
+    campaign_id: int,
+    member_id: int,
+    if_version: int | None,
+    owners: frozenset[int] | None = None,
+) -> MemberRead | Stale | Denied | None:
+    """The member as removed; Denied when the campaign's owner is outside `owners`
+    (None: anyone)."""
+    if refused := await _denied(
+        conn, "campaigns", campaign_id, owners, live=False, lock="FOR SHARE"
+    ):
+        return refused
     params = Params()
     where = [
         f"id = {params(member_id)}",
@@ -492,10 +594,16 @@ async def list_members(
     query: MemberListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[MemberRead] | None:
-    """None when the campaign is absent; else up to `limit + 1` members."""
+    """None when the campaign is absent (or its owner outside `owners`); else up to
+    `limit + 1` members."""
+    params = Params()
+    campaign = [f"id = {params(campaign_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        campaign.append(scope)
     alive = await conn.fetchval(
-        "SELECT 1 FROM campaigns WHERE id = $1 AND deleted_at IS NULL", campaign_id
+        f"SELECT 1 FROM campaigns WHERE {' AND '.join(campaign)}", *params.values
     )
     if not alive:
         return None
@@ -516,16 +624,23 @@ def _conversion(row: Mapping[str, Any]) -> ConversionRead:
 
 
 async def begin_conversion(
-    conn: WriteConn, shard: int, lead_id: int, options: dict[str, Any], actor_id: int | None
-) -> tuple[ConversionRead, LeadRead] | None:
+    conn: WriteConn,
+    shard: int,
+    lead_id: int,
+    options: dict[str, Any],
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> tuple[ConversionRead, LeadRead] | Denied | None:
     """The lead's conversion, started now or resumed (one more attempt, with these
     options; the ids already made stay). A completed one is returned untouched. None
-    when the lead is absent."""
+    when the lead is absent; Denied when its owner is outside `owners` (None: anyone)."""
     lead_row = await conn.fetchrow(
         f"SELECT {_LEAD} FROM leads WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", lead_id
     )
     if lead_row is None:
         return None
+    if refused := denied(owners, lead_row["owner_id"]):
+        return refused
     row = await conn.fetchrow(
         f"""INSERT INTO lead_conversions (id, lead_id, state, options, actor_id)
             VALUES (nextflow_id($1), $2, 'started', $3, $4)
@@ -543,9 +658,17 @@ async def begin_conversion(
     return _conversion(row), _lead(lead_row)
 
 
-async def get_conversion(conn: ReadConn, lead_id: int) -> ConversionRead | None:
+async def get_conversion(
+    conn: ReadConn, lead_id: int, owners: frozenset[int] | None = None
+) -> ConversionRead | None:
+    """The lead's conversion, if `owners` (None: anyone) holds the lead's owner."""
+    params = Params()
+    where = [f"lead_id = {params(lead_id)}"]
+    if scope := owned_by("l.owner_id", owners, params):
+        where.append(f"EXISTS (SELECT 1 FROM leads l WHERE l.id = c.lead_id AND {scope})")
     row = await conn.fetchrow(
-        f"SELECT {_CONVERSION} FROM lead_conversions WHERE lead_id = $1", lead_id
+        f"SELECT {_CONVERSION} FROM lead_conversions c WHERE {' AND '.join(where)}",
+        *params.values,
     )
     return None if row is None else _conversion(row)
 
@@ -616,14 +739,25 @@ async def complete_conversion(
 
 
 async def open_conversions(
-    conn: ReadConn, shards: list[int], stale_before: datetime, limit: int
+    conn: ReadConn,
+    shards: list[int],
+    stale_before: datetime,
+    limit: int,
+    owners: frozenset[int] | None = None,
 ) -> list[ConversionRead]:
-    """Conversions still in progress that nobody has touched since `stale_before`."""
+    """Conversions still in progress that nobody has touched since `stale_before`, of
+    leads whose owner `owners` (None: anyone) holds."""
     params = Params()
+    where = [
+        "state <> 'completed'",
+        f"updated_at < {params(stale_before)}",
+        on_shards(params, shards),
+    ]
+    if scope := owned_by("l.owner_id", owners, params):
+        where.append(f"EXISTS (SELECT 1 FROM leads l WHERE l.id = c.lead_id AND {scope})")
     rows = await conn.fetch(
-        f"SELECT {_CONVERSION} FROM lead_conversions"
-        f" WHERE state <> 'completed' AND updated_at < {params(stale_before)}"
-        f" AND {on_shards(params, shards)} ORDER BY updated_at, id LIMIT {params(limit)}",
+        f"SELECT {_CONVERSION} FROM lead_conversions c WHERE {' AND '.join(where)}"
+        f" ORDER BY updated_at, id LIMIT {params(limit)}",
         *params.values,
     )
     return [_conversion(r) for r in rows]
@@ -802,19 +936,48 @@ async def _restore(
     build: Callable[[Mapping[str, Any]], M],
     record_type: str,
     actor_id: int | None,
+    owners: frozenset[int] | None = None,
 ) -> M | None:
+    """The restored record, or the live one; None when absent or its owner is outside
+    `owners` (None: anyone)."""
+    params = Params()
+    where = [f"id = {params(record_id)}"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE {table} SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {columns}""",
-        record_id,
+            WHERE {" AND ".join(where)} AND deleted_at IS NOT NULL RETURNING {columns}""",
+        *params.values,
     )
     if row is None:
         row = await conn.fetchrow(
-            f"SELECT {columns} FROM {table} WHERE id = $1 AND deleted_at IS NULL", record_id
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} AND deleted_at IS NULL",
+            *params.values,
         )
         return None if row is None else build(row)
     await record_change(conn, record_type, record_id, "restored", {}, actor_id)
     return build(row)
+
+
+async def _denied(
+    conn: WriteConn,
+    table: str,
+    record_id: int,
+    owners: frozenset[int] | None,
+    *,
+    live: bool = True,
+    lock: str = "FOR UPDATE",
+) -> Denied | None:
+    """Denied when `owners` (None: anyone) does not hold the owner of this row (a live
+    one, or any with `live=False`), which stays locked (`lock`) for the change that
+    follows; None when it is reached or absent (the change then finds nothing)."""
+    if owners is None:
+        return None
+    alive = " AND deleted_at IS NULL" if live else ""
+    row = await conn.fetchrow(
+        f"SELECT owner_id FROM {table} WHERE id = $1{alive} {lock}", record_id
+    )
+    return None if row is None else denied(owners, row["owner_id"])
 
 
 async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:

@@ -13,6 +13,7 @@ from typing import Any
 from deployments._kit.errors import (
     AppError,
     Conflict,
+    Forbidden,
     NotFound,
     Unavailable,
     Validation,
@@ -20,7 +21,7 @@ from deployments._kit.errors import (
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import written
+from deployments._kit.sql import Denied, Stale, written
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from deployments.marketing import repo
 from deployments.marketing.capture import parse_capture
@@ -102,25 +103,36 @@ class MarketingService:
         so the unique index on that shard finds any duplicate without a scatter."""
         principal.require("lead:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+        _may_give(principal, "lead", owner_id)
         shard = self.shards.place(key=data.email.lower() if data.email else None)
         made = await self.shards.write(
             shard, repo.create_lead, shard, data, owner_id, principal.user_id
         )
         if isinstance(made, repo.Duplicate):
+            if not principal.reaches("lead:read", made.owner_id):
+                # Still refused (e-mails are unique), but which lead it is, and whether it
+                # is deleted, is told only to whom may read it.
+                raise Conflict(
+                    "a lead with this e-mail exists",
+                    [{"field": "email", "message": "duplicate of another lead"}],
+                )
             detail = f"a lead with this e-mail exists: lead {made.existing_id}"
             if made.deleted:
                 detail += " (deleted; restore it instead)"
             raise Conflict(
                 detail, [{"field": "email", "message": f"duplicate of lead {made.existing_id}"}]
             )
-        return made
+        return principal.redact("lead", made)
 
     async def get_lead(self, principal: Principal, lead_id: int) -> LeadRead:
+        """A live lead the caller's `lead:read` scope reaches (else 404)."""
         principal.require("lead:read")
-        found = await self.shards.read(self._shard(lead_id, "lead"), repo.get_lead, lead_id)
+        found = await self.shards.read(
+            self._shard(lead_id, "lead"), repo.get_lead, lead_id, principal.owners("lead:read")
+        )
         if found is None:
             raise NotFound(f"lead {lead_id} not found")
-        return found
+        return principal.redact("lead", found)
 
     async def update_lead(
         self,
@@ -131,11 +143,14 @@ class MarketingService:
     ) -> LeadRead:
         principal.require("lead:write")
         changes = data.model_dump(exclude_unset=True)
+        if "owner_id" in changes:
+            _may_give(principal, "lead", changes["owner_id"])
         shard = self._shard(lead_id, "lead")
         outcome = await self.shards.write(
-            shard, repo.update_lead, lead_id, changes, if_version, principal.user_id
-        )
-        return written(outcome, "lead", lead_id)
+            shard, repo.update_lead, lead_id, changes, if_version, principal.user_id,
+            principal.owners("lead:write"),
+        )  # fmt: skip
+        return principal.redact("lead", written(outcome, "lead", lead_id, principal))
 
     async def delete_lead(
         self, principal: Principal, lead_id: int, if_version: int | None = None
@@ -143,41 +158,52 @@ class MarketingService:
         principal.require("lead:delete")
         shard = self._shard(lead_id, "lead")
         outcome = await self.shards.write(
-            shard, repo.delete_lead, lead_id, if_version, principal.user_id
-        )
-        return written(outcome, "lead", lead_id)
+            shard, repo.delete_lead, lead_id, if_version, principal.user_id,
+            principal.owners("lead:delete"),
+        )  # fmt: skip
+        return principal.redact("lead", written(outcome, "lead", lead_id, principal))
 
     async def restore_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         principal.require("lead:delete")
         shard = self._shard(lead_id, "lead")
-        restored = await self.shards.write(shard, repo.restore_lead, lead_id, principal.user_id)
+        restored = await self.shards.write(
+            shard, repo.restore_lead, lead_id, principal.user_id, principal.owners("lead:delete")
+        )
         if restored is None:
             raise NotFound(f"lead {lead_id} not found")
-        return restored
+        return principal.redact("lead", restored)
 
     async def list_leads(self, principal: Principal, query: LeadListQuery) -> Page[LeadRead]:
         """Leads across every shard in one global order (a filter on `email` reads only
         the shard that e-mail hashes to)."""
         principal.require("lead:read")
+        if query.email is not None and "email" in principal.hidden.get("lead", ()):
+            # A filter on a field the role may not see would tell it, lead by lead.
+            raise Forbidden("your role may not filter leads by email")
         order = validate_sort(query)
         position = decode_cursor(query)
-        runs_call = self.shards.gather(repo.list_leads, query, order, position)
+        owners = principal.owners("lead:read")
+        runs_call = self.shards.gather(repo.list_leads, query, order, position, owners)
         if query.count:
             runs, counts = await asyncio.gather(
-                runs_call, self.shards.gather(repo.count_leads, query)
+                runs_call, self.shards.gather(repo.count_leads, query, owners)
             )
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         key = _score_key if order.field == "score" else row_key(order.field)
         items, cursor = merge_pages(runs, key, order, query.limit)
+        items = principal.redact_all("lead", items)
         return Page[LeadRead](data=items, next_cursor=cursor, total=total)
 
     async def lead_history(
         self, principal: Principal, lead_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:
-        principal.require("lead:read")
-        return await self._history("lead", self._shard(lead_id, "lead"), lead_id, query)
+        """Changes of a live lead the caller may read; fields hidden from the role show
+        that they changed, not their values."""
+        await self.get_lead(principal, lead_id)
+        page = await self._history("lead", self._shard(lead_id, "lead"), lead_id, query)
+        return _redact_changes(principal, "lead", page)
 
     async def _history(
         self, record_type: str, shard: int, record_id: int, query: HistoryQuery
@@ -194,18 +220,23 @@ class MarketingService:
     async def create_campaign(self, principal: Principal, data: CampaignCreate) -> CampaignRead:
         principal.require("campaign:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+        _may_give(principal, "campaign", owner_id)
         shard = self.shards.place()
-        return await self.shards.write(
+        created = await self.shards.write(
             shard, repo.create_campaign, shard, data, owner_id, principal.user_id
         )
+        return principal.redact("campaign", created)
 
     async def get_campaign(self, principal: Principal, campaign_id: int) -> CampaignRead:
+        """A live campaign the caller's `campaign:read` scope reaches (else 404)."""
         principal.require("campaign:read")
         shard = self._shard(campaign_id, "campaign")
-        found = await self.shards.read(shard, repo.get_campaign, campaign_id)
+        found = await self.shards.read(
+            shard, repo.get_campaign, campaign_id, principal.owners("campaign:read")
+        )
         if found is None:
             raise NotFound(f"campaign {campaign_id} not found")
-        return found
+        return principal.redact("campaign", found)
 
     async def update_campaign(
         self,
@@ -216,16 +247,19 @@ class MarketingService:
     ) -> CampaignRead:
         principal.require("campaign:write")
         changes = data.model_dump(exclude_unset=True)
+        if "owner_id" in changes:
+            _may_give(principal, "campaign", changes["owner_id"])
         shard = self._shard(campaign_id, "campaign")
         outcome = await self.shards.write(
-            shard, repo.update_campaign, campaign_id, changes, if_version, principal.user_id
-        )
+            shard, repo.update_campaign, campaign_id, changes, if_version, principal.user_id,
+            principal.owners("campaign:write"),
+        )  # fmt: skip
         if isinstance(outcome, repo.BadDates):
             raise Validation(
                 "end_date is before start_date",
                 [{"field": "end_date", "message": "end_date is before start_date"}],
             )
-        return written(outcome, "campaign", campaign_id)
+        return principal.redact("campaign", written(outcome, "campaign", campaign_id, principal))
 
     async def delete_campaign(
         self, principal: Principal, campaign_id: int, if_version: int | None = None
@@ -233,19 +267,21 @@ class MarketingService:
         principal.require("campaign:delete")
         shard = self._shard(campaign_id, "campaign")
         outcome = await self.shards.write(
-            shard, repo.delete_campaign, campaign_id, if_version, principal.user_id
-        )
-        return written(outcome, "campaign", campaign_id)
+            shard, repo.delete_campaign, campaign_id, if_version, principal.user_id,
+            principal.owners("campaign:delete"),
+        )  # fmt: skip
+        return principal.redact("campaign", written(outcome, "campaign", campaign_id, principal))
 
     async def restore_campaign(self, principal: Principal, campaign_id: int) -> CampaignRead:
         principal.require("campaign:delete")
         shard = self._shard(campaign_id, "campaign")
         restored = await self.shards.write(
-            shard, repo.restore_campaign, campaign_id, principal.user_id
-        )
+            shard, repo.restore_campaign, campaign_id, principal.user_id,
+            principal.owners("campaign:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"campaign {campaign_id} not found")
-        return restored
+        return principal.redact("campaign", restored)
 
     async def list_campaigns(
         self, principal: Principal, query: CampaignListQuery
@@ -253,49 +289,57 @@ class MarketingService:
         principal.require("campaign:read")
         order = validate_sort(query)
         position = decode_cursor(query)
-        runs_call = self.shards.gather(repo.list_campaigns, query, order, position)
+        owners = principal.owners("campaign:read")
+        runs_call = self.shards.gather(repo.list_campaigns, query, order, position, owners)
         if query.count:
             runs, counts = await asyncio.gather(
-                runs_call, self.shards.gather(repo.count_campaigns, query)
+                runs_call, self.shards.gather(repo.count_campaigns, query, owners)
             )
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
+        items = principal.redact_all("campaign", items)
         return Page[CampaignRead](data=items, next_cursor=cursor, total=total)
 
     async def campaign_history(
         self, principal: Principal, campaign_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:
-        principal.require("campaign:read")
+        """Changes of a live campaign the caller may read."""
+        await self.get_campaign(principal, campaign_id)
         shard = self._shard(campaign_id, "campaign")
-        return await self._history("campaign", shard, campaign_id, query)
+        page = await self._history("campaign", shard, campaign_id, query)
+        return _redact_changes(principal, "campaign", page)
 
     # -- members -------------------------------------------------------------------
     async def add_member(
         self, principal: Principal, campaign_id: int, data: MemberCreate
     ) -> MemberRead:
-        """A contact or a lead joins the campaign; it is checked to exist (the contact
-        through the Customer service). Once per campaign: a duplicate is a 409."""
+        """A contact or a lead joins a campaign the caller's `campaign:write` scope
+        reaches; the member is checked to exist and be readable by the caller (the
+        contact through the Customer service). Once per campaign: a duplicate is a 409."""
         principal.require("campaign:write")
         shard = self._shard(campaign_id, "campaign")
         await self._check_member_target(principal, data)
-        made = await self.shards.write(shard, repo.add_member, shard, campaign_id, data)
-        if made is None:
-            raise NotFound(f"campaign {campaign_id} not found")
-        if isinstance(made, repo.Duplicate):
+        outcome = await self.shards.write(
+            shard, repo.add_member, shard, campaign_id, data, principal.owners("campaign:write")
+        )
+        if isinstance(outcome, repo.Duplicate):
             field = "contact_id" if data.contact_id is not None else "lead_id"
             raise Conflict(
                 f"already a member of campaign {campaign_id}",
-                [{"field": field, "message": f"duplicate of member {made.existing_id}"}],
+                [{"field": field, "message": f"duplicate of member {outcome.existing_id}"}],
             )
-        return made
+        return principal.redact("member", written(outcome, "campaign", campaign_id, principal))
 
     async def _check_member_target(self, principal: Principal, data: MemberCreate) -> None:
+        """A lead or contact the caller may read (one they may not is "no such")."""
         if data.lead_id is not None:
             try:
                 shard = self.shards.shard_for_id(data.lead_id)
-                found = await self.shards.read(shard, repo.get_lead, data.lead_id)
+                found = await self.shards.read(
+                    shard, repo.get_lead, data.lead_id, principal.owners("lead:read")
+                )
             except ShardNotFound:
                 found = None
             if found is None:
@@ -311,6 +355,7 @@ class MarketingService:
     async def list_members(
         self, principal: Principal, campaign_id: int, query: MemberListQuery
     ) -> Page[MemberRead]:
+        """Members of a live campaign the caller's `campaign:read` scope reaches."""
         principal.require("campaign:read")
         if query.count:
             raise Validation(
@@ -319,10 +364,14 @@ class MarketingService:
         order = validate_sort(query)
         position = decode_cursor(query)
         shard = self._shard(campaign_id, "campaign")
-        rows = await self.shards.read(shard, repo.list_members, campaign_id, query, order, position)
+        rows = await self.shards.read(
+            shard, repo.list_members, campaign_id, query, order, position,
+            principal.owners("campaign:read"),
+        )  # fmt: skip
         if rows is None:
             raise NotFound(f"campaign {campaign_id} not found")
         items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
+        items = principal.redact_all("member", items)
         return Page[MemberRead](data=items, next_cursor=cursor)
 
     async def update_member(
@@ -336,9 +385,12 @@ class MarketingService:
         principal.require("campaign:write")
         shard = self._shard(campaign_id, "campaign")
         outcome = await self.shards.write(
-            shard, repo.update_member, campaign_id, member_id, data.status, if_version
+            shard, repo.update_member, campaign_id, member_id, data.status, if_version,
+            principal.owners("campaign:write"),
+        )  # fmt: skip
+        return principal.redact(
+            "member", _member_written(outcome, campaign_id, member_id, principal)
         )
-        return written(outcome, "member", member_id)
 
     async def remove_member(
         self,
@@ -350,9 +402,12 @@ class MarketingService:
         principal.require("campaign:write")
         shard = self._shard(campaign_id, "campaign")
         outcome = await self.shards.write(
-            shard, repo.delete_member, campaign_id, member_id, if_version
+            shard, repo.delete_member, campaign_id, member_id, if_version,
+            principal.owners("campaign:write"),
+        )  # fmt: skip
+        return principal.redact(
+            "member", _member_written(outcome, campaign_id, member_id, principal)
         )
-        return written(outcome, "member", member_id)
 
     # -- capture forms -------------------------------------------------------------
     async def create_form(self, principal: Principal, data: FormCreate) -> FormRead:
@@ -474,17 +529,18 @@ class MarketingService:
         shard = self._shard(lead_id, "lead")
         begun = await self.shards.write(
             shard, repo.begin_conversion, shard, lead_id, options.model_dump(mode="json"),
-            principal.user_id,
+            principal.user_id, principal.owners("lead:convert"),
         )  # fmt: skip
-        if begun is None:
-            raise NotFound(f"lead {lead_id} not found")
-        conversion, lead = begun
+        conversion, lead = written(begun, "lead", lead_id, principal)
         return await self._drive(principal, shard, conversion, lead)
 
     async def get_conversion(self, principal: Principal, lead_id: int) -> ConversionRead:
+        """The conversion of a lead the caller's `lead:read` scope reaches."""
         principal.require("lead:read")
         shard = self._shard(lead_id, "lead")
-        found = await self.shards.read(shard, repo.get_conversion, lead_id)
+        found = await self.shards.read(
+            shard, repo.get_conversion, lead_id, principal.owners("lead:read")
+        )
         if found is None:
             raise NotFound(f"lead {lead_id} has no conversion")
         return found
@@ -495,18 +551,22 @@ class MarketingService:
         """Finish conversions left in progress (a crash, a failed step nobody retried)
         that nobody has touched for `stale_after_s`. Each is resumed with its recorded
         options; one that fails again stays recorded with its error. Returns the
-        conversions as they ended up."""
+        conversions as they ended up. Only leads the caller's `lead:convert` scope
+        reaches are resumed."""
         principal.require("lead:convert", "customer:write", "contact:write")
         stale_before = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-        runs = await self.shards.gather(repo.open_conversions, stale_before, limit)
+        owners = principal.owners("lead:convert")
+        runs = await self.shards.gather(repo.open_conversions, stale_before, limit, owners)
         results = []
         for open_one in [c for run in runs for c in run][:limit]:
             shard = self._shard(open_one.lead_id, "lead")
             try:
                 begun = await self.shards.write(
                     shard, repo.begin_conversion, shard, open_one.lead_id,
-                    open_one.options.model_dump(mode="json"), principal.user_id,
+                    open_one.options.model_dump(mode="json"), principal.user_id, owners,
                 )  # fmt: skip
+                if isinstance(begun, Denied):  # given to someone else meanwhile
+                    continue
                 if begun is None:  # the lead was deleted meanwhile: leave it recorded
                     results.append(open_one)
                     continue
@@ -577,6 +637,10 @@ class MarketingService:
                 raise Validation(
                     "no such customer", [{"field": "customer_id", "message": "not found"}]
                 ) from None
+            # The contact step adds a contact to this customer: as when adding one
+            # directly, the caller's `contact:write` scope must reach it.
+            if not principal.reaches("contact:write", found.owner_id):
+                raise Forbidden(f"your role may not add contacts to customer {options.customer_id}")
             return int(found.id)
         wanted = options.customer
         full_name = " ".join(p for p in (lead.first_name, lead.last_name) if p)
@@ -630,6 +694,47 @@ class MarketingService:
         )
         made = await _remote(self.sales.create_deal.remote(principal, data, key))
         return int(made.id)
+
+
+def _may_give(principal: Principal, kind: str, owner_id: int | None) -> None:
+    """A record may be given (on create or update) only to an owner the caller's
+    `<kind>:write` scope reaches: an agent's leads stay their own."""
+    if not principal.reaches(f"{kind}:write", owner_id):
+        raise Forbidden(f"your role may not give a {kind} to another owner")
+
+
+def _member_written(
+    outcome: MemberRead | Stale | Denied | None,
+    campaign_id: int,
+    member_id: int,
+    principal: Principal,
+) -> MemberRead:
+    """A member change's record or error; a campaign outside the caller's write scope
+    is a 403 if they may read it, else a 404 (as for the campaign itself)."""
+    if isinstance(outcome, Denied):
+        written(outcome, "campaign", campaign_id, principal)  # raises
+    return written(outcome, "member", member_id)
+
+
+def _redact_changes(
+    principal: Principal, record_type: str, page: Page[ChangeRead]
+) -> Page[ChangeRead]:
+    """History with the values of fields hidden from the role as null (that the field
+    changed still shows)."""
+    hidden = principal.hidden.get(record_type)
+    if not hidden:
+        return page
+    data = [
+        change.model_copy(
+            update={
+                "changes": {
+                    k: ([None] * len(v) if k in hidden else v) for k, v in change.changes.items()
+                }
+            }
+        )
+        for change in page.data
+    ]
+    return page.model_copy(update={"data": data})
 
 
 def _score_key(row: LeadRead) -> tuple[float, int]:
