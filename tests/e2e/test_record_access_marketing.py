@@ -34,6 +34,8 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
         "mB": Member(http, admin, "manager", teams["B"]),
         "viewer": Member(http, admin, "viewer", None),
     }
+    for person in people.values():  # a token lists the team members of its sign-in
+        person.sign_in()
     campaigns = {}
     for who in ("mA", "mB", "admin"):
         body: dict[str, Any] = {"name": f"Scope {tag} {who}", "type": "email"}

@@ -30,6 +30,8 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
         "a2": Member(http, admin, "agent", teams["A"]),
         "b1": Member(http, admin, "agent", teams["B"]),
     }
+    for person in people.values():  # a token lists the team members of its sign-in
+        person.sign_in()
     customer = http.post("/customers", headers=admin, json={"name": f"Desk {tag}"})
     assert customer.status_code == 201, customer.text
     return {"people": people, "customer": customer.json()["id"]}
