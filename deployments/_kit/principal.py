@@ -70,7 +70,7 @@ class Principal(BaseModel):
         hidden = self.hidden.get(record_type)
         if not hidden:
             return record
-        return record.model_copy(update=dict.fromkeys(hidden & record.model_fields.keys()))
+        return record.model_copy(update=dict.fromkeys(hidden & type(record).model_fields.keys()))
 
     def redact_all(self, record_type: str, records: list[M]) -> list[M]:
         if not self.hidden.get(record_type):
