@@ -13,7 +13,15 @@ import asyncpg
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.listing import Order, Position
-from deployments._kit.sql import Params, Stale, keyset_page, on_shards
+from deployments._kit.sql import (
+    Denied,
+    Params,
+    Stale,
+    denied,
+    keyset_page,
+    on_shards,
+    owned_by,
+)
 from deployments._kit.types import Money
 from deployments.sales.rules import Transition, weighted_amount
 from deployments.sales.schemas import (
@@ -469,14 +477,22 @@ async def _record_stage_change(
     )
 
 
-async def get_deal(conn: ReadConn, deal_id: int) -> DealRead | None:
+async def get_deal(
+    conn: ReadConn, deal_id: int, owners: frozenset[int] | None = None
+) -> DealRead | None:
+    """The live deal, if `owners` (None: anyone) holds its owner."""
+    params = Params()
+    where = [f"id = {params(deal_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_DEAL} FROM deals WHERE id = $1 AND deleted_at IS NULL", deal_id
+        f"SELECT {_DEAL} FROM deals WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else _deal(row)
 
 
 async def get_deal_by_source_key(conn: ReadConn, source_key: str) -> DealRead | None:
+    """The deal made with `source_key`, whoever owns it (idempotent creates)."""
     row = await conn.fetchrow(f"SELECT {_DEAL} FROM deals WHERE source_key = $1", source_key)
     return None if row is None else _deal(row)
 
@@ -492,13 +508,17 @@ async def previous_stage(conn: ReadConn, deal_id: int) -> int | None:
 
 
 async def _locked_deal(
-    conn: WriteConn, deal_id: int, if_version: int | None
-) -> asyncpg.Record | Stale | None:
+    conn: WriteConn, deal_id: int, if_version: int | None, owners: frozenset[int] | None
+) -> asyncpg.Record | Stale | Denied | None:
+    """The live deal's row, locked; Denied when its owner is outside `owners` (None:
+    anyone), Stale when not at `if_version`, None when absent."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT {_DEAL} FROM deals WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", deal_id
     )
     if row is None:
         return None
+    if refused := denied(owners, row["owner_id"]):
+        return refused
     if if_version is not None and row["version"] != if_version:
         return Stale(row["version"])
     return row
@@ -510,9 +530,12 @@ async def update_deal(
     changes: dict[str, Any],
     if_version: int | None,
     actor_id: int | None,
-) -> DealRead | Stale | None:
-    before = await _locked_deal(conn, deal_id, if_version)
-    if before is None or isinstance(before, Stale):
+    owners: frozenset[int] | None = None,
+) -> DealRead | Stale | Denied | None:
+    """The deal as updated, Stale for a stale `if_version`, Denied when its owner is
+    outside `owners` (None: anyone), None when absent."""
+    before = await _locked_deal(conn, deal_id, if_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     params = Params()
     sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in DEAL_UPDATABLE]
@@ -535,11 +558,13 @@ async def transition_deal(
     action: str,
     expected_version: int,
     actor_id: int | None,
-) -> DealRead | Stale | None:
+    owners: frozenset[int] | None = None,
+) -> DealRead | Stale | Denied | None:
     """Apply a planned stage/status change, if the deal is still at `expected_version`
-    (the version the plan was made from); records stage history and change history."""
-    before = await _locked_deal(conn, deal_id, expected_version)
-    if before is None or isinstance(before, Stale):
+    (the version the plan was made from) and its owner in `owners` (None: anyone;
+    else Denied); records stage history and change history."""
+    before = await _locked_deal(conn, deal_id, expected_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     row = await conn.fetchrow(
         f"""UPDATE deals SET
@@ -573,10 +598,16 @@ async def transition_deal(
 
 
 async def delete_deal(
-    conn: WriteConn, deal_id: int, if_version: int | None, actor_id: int | None
-) -> DealRead | Stale | None:
-    before = await _locked_deal(conn, deal_id, if_version)
-    if before is None or isinstance(before, Stale):
+    conn: WriteConn,
+    deal_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> DealRead | Stale | Denied | None:
+    """The deal as deleted, Stale for a stale `if_version`, Denied when its owner is
+    outside `owners` (None: anyone), None when absent."""
+    before = await _locked_deal(conn, deal_id, if_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     row = await conn.fetchrow(
         f"""UPDATE deals SET deleted_at = now(), version = version + 1, updated_at = now()
@@ -587,20 +618,32 @@ async def delete_deal(
     return _deal(row)
 
 
-async def restore_deal(conn: WriteConn, deal_id: int, actor_id: int | None) -> DealRead | None:
+async def restore_deal(
+    conn: WriteConn, deal_id: int, actor_id: int | None, owners: frozenset[int] | None = None
+) -> DealRead | None:
+    """The restored deal (or the live one); None when absent or its owner is outside
+    `owners`."""
+    params = Params()
+    where = [f"id = {params(deal_id)}", "deleted_at IS NOT NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE deals SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_DEAL}""",
-        deal_id,
+            WHERE {" AND ".join(where)} RETURNING {_DEAL}""",
+        *params.values,
     )
     if row is None:
-        return await get_deal(conn, deal_id)
+        return await get_deal(conn, deal_id, owners)
     await record_change(conn, "deal", deal_id, "restored", {}, actor_id)
     return _deal(row)
 
 
-def _deal_filters(query: DealListQuery, shards: list[int], params: Params) -> list[str]:
+def _deal_filters(
+    query: DealListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     for name in ("status", "pipeline_id", "stage_id", "owner_id", "customer_id"):
         value = getattr(query, name)
         if value is not None:
@@ -625,19 +668,26 @@ async def list_deals(
     query: DealListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[DealRead]:
-    """Up to `limit + 1` deals of these shards after `position` (the caller merges)."""
+    """Up to `limit + 1` deals of these shards after `position` (the caller merges),
+    of the owners in `owners` (None: anyone's)."""
     params = Params()
     column = _DEAL_SORT[order.field]
-    where = _deal_filters(query, shards, params)
+    where = _deal_filters(query, shards, owners, params)
     sql = keyset_page("deals", _DEAL, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [_deal(r) for r in rows]
 
 
-async def count_deals(conn: ReadConn, shards: list[int], query: DealListQuery) -> int:
+async def count_deals(
+    conn: ReadConn,
+    shards: list[int],
+    query: DealListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _deal_filters(query, shards, params)
+    where = _deal_filters(query, shards, owners, params)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM deals WHERE {' AND '.join(where)}", *params.values
@@ -655,11 +705,20 @@ def deal_sort_key(field: str) -> Any:
 
 
 async def list_stage_changes(
-    conn: ReadConn, deal_id: int, limit: int, order: Order, position: Position | None
+    conn: ReadConn,
+    deal_id: int,
+    limit: int,
+    order: Order,
+    position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[StageChangeRead] | None:
-    """None when the deal is absent; else up to `limit + 1` transitions after `position`."""
-    alive = await conn.fetchval("SELECT 1 FROM deals WHERE id = $1 AND deleted_at IS NULL", deal_id)
-    if not alive:
+    """None when the deal is absent (or its owner outside `owners`); else up to
+    `limit + 1` transitions after `position`."""
+    params = Params()
+    alive = [f"id = {params(deal_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        alive.append(scope)
+    if not await conn.fetchval(f"SELECT 1 FROM deals WHERE {' AND '.join(alive)}", *params.values):
         return None
     params = Params()
     where = [f"deal_id = {params(deal_id)}"]
@@ -741,14 +800,18 @@ async def create_order(
     header: dict[str, Any],
     lines: list[dict[str, Any]],
     actor_id: int | None,
-) -> OrderRead | Refused:
-    """An order and its priced lines; from a deal only while that deal is won."""
+    owners: frozenset[int] | None = None,
+) -> OrderRead | Refused | Denied:
+    """An order and its priced lines; from a deal only while that deal is won (and
+    its owner in `owners`, None: anyone's; else Denied)."""
     if header["deal_id"] is not None:
-        status = await conn.fetchval(
-            "SELECT status FROM deals WHERE id = $1 AND deleted_at IS NULL FOR SHARE",
+        deal = await conn.fetchrow(
+            "SELECT status, owner_id FROM deals WHERE id = $1 AND deleted_at IS NULL FOR SHARE",
             header["deal_id"],
         )
-        if status != "won":
+        if deal is not None and (refused := denied(owners, deal["owner_id"])):
+            return refused
+        if deal is None or deal["status"] != "won":
             return Refused("deal_id", "only a won deal can be ordered")
     row = await conn.fetchrow(
         f"""INSERT INTO orders (id, customer_id, deal_id, price_book_id, currency, notes,
@@ -778,21 +841,32 @@ async def create_order(
     return order
 
 
-async def get_order(conn: ReadConn, order_id: int) -> OrderRead | None:
+async def get_order(
+    conn: ReadConn, order_id: int, owners: frozenset[int] | None = None
+) -> OrderRead | None:
+    """The live order, if `owners` (None: anyone) holds its owner."""
+    params = Params()
+    where = [f"id = {params(order_id)}", "deleted_at IS NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
-        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL", order_id
+        f"SELECT {_ORDER} FROM orders WHERE {' AND '.join(where)}", *params.values
     )
     return None if row is None else await _order(conn, row)
 
 
 async def _locked_order(
-    conn: WriteConn, order_id: int, if_version: int | None
-) -> asyncpg.Record | Stale | None:
+    conn: WriteConn, order_id: int, if_version: int | None, owners: frozenset[int] | None
+) -> asyncpg.Record | Stale | Denied | None:
+    """The live order's row, locked; Denied when its owner is outside `owners` (None:
+    anyone), Stale when not at `if_version`, None when absent."""
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", order_id
     )
     if row is None:
         return None
+    if refused := denied(owners, row["owner_id"]):
+        return refused
     if if_version is not None and row["version"] != if_version:
         return Stale(row["version"])
     return row
@@ -805,10 +879,12 @@ async def update_order(
     lines: list[dict[str, Any]] | None,
     if_version: int | None,
     actor_id: int | None,
-) -> OrderRead | Stale | Refused | None:
-    """A draft's notes, or its price book and lines (replaced, totals with them)."""
-    before = await _locked_order(conn, order_id, if_version)
-    if before is None or isinstance(before, Stale):
+    owners: frozenset[int] | None = None,
+) -> OrderRead | Stale | Refused | Denied | None:
+    """A draft's notes, or its price book and lines (replaced, totals with them);
+    Denied when its owner is outside `owners` (None: anyone)."""
+    before = await _locked_order(conn, order_id, if_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] != "draft":
         return Refused("status", f"a {before['status']} order cannot be changed")
@@ -832,11 +908,17 @@ _STATUS_MOVES = {"confirmed": ("draft",), "cancelled": ("draft", "confirmed")}
 
 
 async def set_order_status(
-    conn: WriteConn, order_id: int, status: str, if_version: int | None, actor_id: int | None
-) -> OrderRead | Stale | Refused | None:
-    """draft -> confirmed; draft or confirmed -> cancelled."""
-    before = await _locked_order(conn, order_id, if_version)
-    if before is None or isinstance(before, Stale):
+    conn: WriteConn,
+    order_id: int,
+    status: str,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> OrderRead | Stale | Refused | Denied | None:
+    """draft -> confirmed; draft or confirmed -> cancelled. Denied when the order's
+    owner is outside `owners` (None: anyone)."""
+    before = await _locked_order(conn, order_id, if_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] not in _STATUS_MOVES[status]:
         return Refused("status", f"a {before['status']} order cannot become {status}")
@@ -858,11 +940,16 @@ async def set_order_status(
 
 
 async def delete_order(
-    conn: WriteConn, order_id: int, if_version: int | None, actor_id: int | None
-) -> OrderRead | Stale | Refused | None:
-    """Soft delete of a draft or cancelled order (a confirmed one is cancelled first)."""
-    before = await _locked_order(conn, order_id, if_version)
-    if before is None or isinstance(before, Stale):
+    conn: WriteConn,
+    order_id: int,
+    if_version: int | None,
+    actor_id: int | None,
+    owners: frozenset[int] | None = None,
+) -> OrderRead | Stale | Refused | Denied | None:
+    """Soft delete of a draft or cancelled order (a confirmed one is cancelled first);
+    Denied when its owner is outside `owners` (None: anyone)."""
+    before = await _locked_order(conn, order_id, if_version, owners)
+    if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] == "confirmed":
         return Refused("status", "a confirmed order is cancelled, not deleted")
@@ -875,20 +962,32 @@ async def delete_order(
     return await _order(conn, row)
 
 
-async def restore_order(conn: WriteConn, order_id: int, actor_id: int | None) -> OrderRead | None:
+async def restore_order(
+    conn: WriteConn, order_id: int, actor_id: int | None, owners: frozenset[int] | None = None
+) -> OrderRead | None:
+    """The restored order (or the live one); None when absent or its owner is outside
+    `owners`."""
+    params = Params()
+    where = [f"id = {params(order_id)}", "deleted_at IS NOT NULL"]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     row = await conn.fetchrow(
         f"""UPDATE orders SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_ORDER}""",
-        order_id,
+            WHERE {" AND ".join(where)} RETURNING {_ORDER}""",
+        *params.values,
     )
     if row is None:
-        return await get_order(conn, order_id)
+        return await get_order(conn, order_id, owners)
     await record_change(conn, "order", order_id, "restored", {}, actor_id)
     return await _order(conn, row)
 
 
-def _order_filters(query: OrderListQuery, shards: list[int], params: Params) -> list[str]:
+def _order_filters(
+    query: OrderListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+) -> list[str]:
     where = ["deleted_at IS NULL", on_shards(params, shards)]
+    if scope := owned_by("owner_id", owners, params):
+        where.append(scope)
     for name in ("status", "customer_id", "deal_id", "price_book_id", "owner_id"):
         value = getattr(query, name)
         if value is not None:
@@ -911,18 +1010,26 @@ async def list_orders(
     query: OrderListQuery,
     order: Order,
     position: Position | None,
+    owners: frozenset[int] | None = None,
 ) -> list[OrderRead]:
+    """Up to `limit + 1` orders of these shards after `position` (the caller merges),
+    of the owners in `owners` (None: anyone's)."""
     params = Params()
     column = _ORDER_SORT[order.field]
-    where = _order_filters(query, shards, params)
+    where = _order_filters(query, shards, owners, params)
     sql = keyset_page("orders", _ORDER, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return await _orders(conn, list(rows)) if rows else []
 
 
-async def count_orders(conn: ReadConn, shards: list[int], query: OrderListQuery) -> int:
+async def count_orders(
+    conn: ReadConn,
+    shards: list[int],
+    query: OrderListQuery,
+    owners: frozenset[int] | None = None,
+) -> int:
     params = Params()
-    where = _order_filters(query, shards, params)
+    where = _order_filters(query, shards, owners, params)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM orders WHERE {' AND '.join(where)}", *params.values

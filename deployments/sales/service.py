@@ -9,11 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from deployments._kit.errors import Conflict, NotFound, PreconditionFailed, Validation
+from deployments._kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
-from deployments._kit.sql import Stale, written
+from deployments._kit.sql import Denied, Stale, written
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
@@ -244,9 +244,10 @@ class SalesService:
             principal.require("deal:assign")
         shard = self._customer_shard(data.customer_id)
         if source_key is not None:
+            # Whoever owns it: the same key always answers with the same deal.
             earlier = await self.shards.read(shard, repo.get_deal_by_source_key, source_key)
             if earlier is not None:
-                return earlier
+                return principal.redact("deal", earlier)
         await self._check_customer(principal, data.customer_id, data.contact_id)
         if data.pipeline_id is None:
             pipeline = await self.pipelines.default()
@@ -270,7 +271,8 @@ class SalesService:
             "expected_close_date": data.expected_close_date,
             "source_key": source_key,
         }
-        return await self.shards.write(shard, repo.create_deal, shard, values, principal.user_id)
+        created = await self.shards.write(shard, repo.create_deal, shard, values, principal.user_id)
+        return principal.redact("deal", created)
 
     def _customer_shard(self, customer_id: int) -> int:
         try:
@@ -291,11 +293,29 @@ class SalesService:
             raise _invalid("contact_id", f"contact {contact_id} is not a contact of the customer")
 
     async def get_deal(self, principal: Principal, deal_id: int) -> DealRead:
+        return principal.redact("deal", await self._deal(principal, deal_id))
+
+    async def _deal(self, principal: Principal, deal_id: int) -> DealRead:
+        """The live deal as stored (not redacted: for planning a change), when the
+        caller's `deal:read` scope reaches it; 404 otherwise."""
         principal.require("deal:read")
-        found = await self.shards.read(self._shard(deal_id, "deal"), repo.get_deal, deal_id)
+        found = await self.shards.read(
+            self._shard(deal_id, "deal"), repo.get_deal, deal_id, principal.owners("deal:read")
+        )
         if found is None:
             raise NotFound(f"deal {deal_id} not found")
         return found
+
+    async def _reached_deal(
+        self, principal: Principal, deal_id: int, permission: str, doing: str
+    ) -> DealRead:
+        """The deal as stored when `permission`'s scope reaches it (a change checked
+        before any other work): 404 when the caller may not even read it, 403 when
+        they may read it but not `doing` it."""
+        deal = await self._deal(principal, deal_id)
+        if not principal.reaches(permission, deal.owner_id):
+            raise Forbidden(f"your role may not {doing} deal {deal_id}: it is not yours")
+        return deal
 
     async def update_deal(
         self,
@@ -312,61 +332,73 @@ class SalesService:
             changes["amount"], changes["currency"] = data.amount.amount, data.amount.currency
         shard = self._shard(deal_id, "deal")
         if changes.get("contact_id") is not None:
-            current = await self.get_deal(principal, deal_id)
+            current = await self._reached_deal(principal, deal_id, "deal:write", "change")
             owner = await self.customers.contact_customer(principal, changes["contact_id"])
             if owner != current.customer_id:
                 raise _invalid("contact_id", "not a contact of the deal's customer")
         outcome = await self.shards.write(
-            shard, repo.update_deal, deal_id, changes, if_version, principal.user_id
-        )
-        return _written(outcome, "deal", deal_id)
+            shard, repo.update_deal, deal_id, changes, if_version, principal.user_id,
+            principal.owners("deal:write"),
+        )  # fmt: skip
+        return principal.redact("deal", _written(outcome, "deal", deal_id, principal))
 
     async def delete_deal(
         self, principal: Principal, deal_id: int, if_version: int | None = None
     ) -> DealRead:
         principal.require("deal:delete")
         outcome = await self.shards.write(
-            self._shard(deal_id, "deal"), repo.delete_deal, deal_id, if_version, principal.user_id
-        )
-        return _written(outcome, "deal", deal_id)
+            self._shard(deal_id, "deal"), repo.delete_deal, deal_id, if_version, principal.user_id,
+            principal.owners("deal:delete"),
+        )  # fmt: skip
+        return principal.redact("deal", _written(outcome, "deal", deal_id, principal))
 
     async def restore_deal(self, principal: Principal, deal_id: int) -> DealRead:
         principal.require("deal:delete")
         restored = await self.shards.write(
-            self._shard(deal_id, "deal"), repo.restore_deal, deal_id, principal.user_id
-        )
+            self._shard(deal_id, "deal"), repo.restore_deal, deal_id, principal.user_id,
+            principal.owners("deal:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"deal {deal_id} not found")
-        return restored
+        return principal.redact("deal", restored)
 
     async def list_deals(self, principal: Principal, query: DealListQuery) -> Page[DealRead]:
-        """Deals across every shard in one global order (one shard with `customer_id`)."""
+        """Deals across every shard in one global order (one shard with `customer_id`),
+        of the owners the caller's `deal:read` scope reaches."""
         principal.require("deal:read")
         order = validate_sort(query)
         position = decode_cursor(query)
+        owners = principal.owners("deal:read")
         if query.customer_id is not None:
             shard = self._customer_shard(query.customer_id)
-            runs = [await self.shards.read(shard, repo.list_deals, [shard], query, order, position)]
+            runs = [
+                await self.shards.read(
+                    shard, repo.list_deals, [shard], query, order, position, owners
+                )
+            ]
             total = (
-                await self.shards.read(shard, repo.count_deals, [shard], query)
+                await self.shards.read(shard, repo.count_deals, [shard], query, owners)
                 if query.count
                 else None
             )
         elif query.count:
             runs, counts = await asyncio.gather(
-                self.shards.gather(repo.list_deals, query, order, position),
-                self.shards.gather(repo.count_deals, query),
+                self.shards.gather(repo.list_deals, query, order, position, owners),
+                self.shards.gather(repo.count_deals, query, owners),
             )
             total = sum(counts)
         else:
-            runs, total = await self.shards.gather(repo.list_deals, query, order, position), None
+            runs = await self.shards.gather(repo.list_deals, query, order, position, owners)
+            total = None
         items, cursor = merge_pages(runs, repo.deal_sort_key(order.field), order, query.limit)
+        items = principal.redact_all("deal", items)
         return Page[DealRead](data=items, next_cursor=cursor, total=total)
 
     async def list_customer_deals(
         self, principal: Principal, customer_id: int, query: DealListQuery
     ) -> Page[DealRead]:
-        """One customer's deals: one shard, since deals live with their customer."""
+        """One customer's deals that the caller's `deal:read` scope reaches: one shard,
+        since deals live with their customer (404 when the customer is not readable)."""
         principal.require("deal:read")
         try:
             self.shards.shard_for_id(customer_id)
@@ -381,10 +413,11 @@ class SalesService:
     async def deal_history(
         self, principal: Principal, deal_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:
+        """Changes of a deal the caller's `deal:read` scope reaches (404 otherwise)."""
         principal.require("deal:read")
         order = validate_sort(query)
         shard = self._shard(deal_id, "deal")
-        await self.get_deal(principal, deal_id)
+        await self._deal(principal, deal_id)
         rows = await self.shards.read(
             shard, list_changes, "deal", deal_id, query.limit, order, decode_cursor(query)
         )
@@ -394,11 +427,13 @@ class SalesService:
     async def stage_history(
         self, principal: Principal, deal_id: int, query: StageHistoryQuery
     ) -> Page[StageChangeRead]:
+        """Stage transitions of a deal the caller's `deal:read` scope reaches (404
+        otherwise)."""
         principal.require("deal:read")
         order = validate_sort(query)
         rows = await self.shards.read(
             self._shard(deal_id, "deal"), repo.list_stage_changes, deal_id, query.limit, order,
-            decode_cursor(query),
+            decode_cursor(query), principal.owners("deal:read"),
         )  # fmt: skip
         if rows is None:
             raise NotFound(f"deal {deal_id} not found")
@@ -472,25 +507,26 @@ class SalesService:
         if_version: int | None,
     ) -> DealRead:
         """Read the deal, plan the change with the rules, write it if the deal is still
-        at the version read (retried a few times without `If-Match`)."""
+        at the version read (retried a few times without `If-Match`). The caller's
+        `deal:write` scope must reach the deal (checked before the rules, and again
+        under the row lock): 403 when they may read it, else 404."""
         principal.require("deal:write")
         shard = self._shard(deal_id, "deal")
         for _ in range(_STALE_RETRIES):
-            deal = await self.get_deal(principal, deal_id)
+            deal = await self._reached_deal(principal, deal_id, "deal:write", "change")
             if if_version is not None and deal.version != if_version:
                 raise _stale("deal", deal_id, deal.version)
             to = await plan(deal)
             if (to.pipeline_id, to.stage_id, to.probability, to.status, to.close_reason) == (
                 deal.pipeline_id, deal.stage_id, deal.probability, deal.status, deal.close_reason,
             ):  # fmt: skip
-                return deal  # already there: nothing to write
+                return principal.redact("deal", deal)  # already there: nothing to write
             outcome = await self.shards.write(
-                shard, repo.transition_deal, deal_id, to, action, deal.version, principal.user_id
-            )
-            if outcome is None:
-                raise NotFound(f"deal {deal_id} not found")
+                shard, repo.transition_deal, deal_id, to, action, deal.version, principal.user_id,
+                principal.owners("deal:write"),
+            )  # fmt: skip
             if not isinstance(outcome, Stale):
-                return outcome
+                return principal.redact("deal", written(outcome, "deal", deal_id, principal))
             if if_version is not None:
                 raise _stale("deal", deal_id, outcome.current_version)
         raise Conflict(f"deal {deal_id} is being changed concurrently; retry")
@@ -544,7 +580,9 @@ class SalesService:
     async def create_order(
         self, principal: Principal, data: OrderCreate, deal_id: int | None = None
     ) -> OrderRead:
-        """A draft order on its customer's shard, priced from the price book."""
+        """A draft order on its customer's shard, priced from the price book, owned by
+        the caller. From a deal (`create_deal_order`), the caller's `order:write`
+        scope must reach the deal."""
         principal.require("order:write")
         shard = self._customer_shard(data.customer_id)
         if deal_id is None and not await self.customers.customer_exists(
@@ -559,19 +597,26 @@ class SalesService:
             owner_id=principal.user_id,
         )
         created = await self.shards.write(
-            shard, repo.create_order, shard, header, lines, principal.user_id
-        )
+            shard, repo.create_order, shard, header, lines, principal.user_id,
+            None if deal_id is None else principal.owners("order:write"),
+        )  # fmt: skip
         if isinstance(created, Refused):
             raise Conflict(created.reason, [{"field": created.field, "message": created.reason}])
-        return created
+        if isinstance(created, Denied):  # the deal changed hands since it was checked
+            assert deal_id is not None
+            if principal.reaches("deal:read", created.owner_id):
+                raise Forbidden(f"your role may not order deal {deal_id}: it is not yours")
+            raise NotFound(f"deal {deal_id} not found")
+        return principal.redact("order", created)
 
     async def create_deal_order(
         self, principal: Principal, deal_id: int, data: DealOrderCreate
     ) -> OrderRead:
         """An order from a won deal, for the deal's customer (409 unless won; one live
-        order per deal)."""
+        order per deal). The caller's `order:write` scope must reach the deal: 403
+        when they may read it, 404 when not even that."""
         principal.require("order:write")
-        deal = await self.get_deal(principal, deal_id)
+        deal = await self._reached_deal(principal, deal_id, "order:write", "order")
         if deal.status != "won":
             raise Conflict(
                 f"deal {deal_id} is {deal.status}; only a won deal can be ordered",
@@ -581,11 +626,27 @@ class SalesService:
         return await self.create_order(principal, order, deal_id=deal_id)
 
     async def get_order(self, principal: Principal, order_id: int) -> OrderRead:
+        return principal.redact("order", await self._order(principal, order_id))
+
+    async def _order(self, principal: Principal, order_id: int) -> OrderRead:
+        """The live order as stored (not redacted), when the caller's `order:read`
+        scope reaches it; 404 otherwise."""
         principal.require("order:read")
-        found = await self.shards.read(self._shard(order_id, "order"), repo.get_order, order_id)
+        found = await self.shards.read(
+            self._shard(order_id, "order"), repo.get_order, order_id,
+            principal.owners("order:read"),
+        )  # fmt: skip
         if found is None:
             raise NotFound(f"order {order_id} not found")
         return found
+
+    async def _reached_order(self, principal: Principal, order_id: int) -> OrderRead:
+        """The order as stored when the caller's `order:write` scope reaches it: 404
+        when they may not even read it, 403 when they may read it only."""
+        order = await self._order(principal, order_id)
+        if not principal.reaches("order:write", order.owner_id):
+            raise Forbidden(f"your role may not change order {order_id}: it is not yours")
+        return order
 
     async def update_order(
         self,
@@ -594,33 +655,37 @@ class SalesService:
         data: OrderUpdate,
         if_version: int | None = None,
     ) -> OrderRead:
-        """Drafts only (409 otherwise); new `lines` are re-priced, totals recomputed."""
+        """Drafts only (409 otherwise); new `lines` are re-priced, totals recomputed.
+        The caller's `order:write` scope must reach the order (403 when they may read
+        it, else 404)."""
         principal.require("order:write")
         shard = self._shard(order_id, "order")
         header: dict[str, Any] = {}
         lines = None
         if data.lines is not None:
-            book_id = data.price_book_id
-            if book_id is None:
-                book_id = (await self.get_order(principal, order_id)).price_book_id
+            # Checked before pricing: a caller refused the order learns nothing more.
+            current = await self._reached_order(principal, order_id)
+            book_id = current.price_book_id if data.price_book_id is None else data.price_book_id
             header, lines = await self._price(principal, book_id, data.lines)
         if "notes" in data.model_fields_set:
             header["notes"] = data.notes
         outcome = await self.shards.write(
-            shard, repo.update_order, order_id, header, lines, if_version, principal.user_id
-        )
-        return _written(outcome, "order", order_id)
+            shard, repo.update_order, order_id, header, lines, if_version, principal.user_id,
+            principal.owners("order:write"),
+        )  # fmt: skip
+        return principal.redact("order", _written(outcome, "order", order_id, principal))
 
     async def set_order_status(
         self, principal: Principal, order_id: int, status: str, if_version: int | None = None
     ) -> OrderRead:
-        """`confirmed` (from draft; then immutable) or `cancelled` (draft or confirmed)."""
+        """`confirmed` (from draft; then immutable) or `cancelled` (draft or confirmed);
+        the caller's `order:write` scope must reach the order."""
         principal.require("order:write")
         outcome = await self.shards.write(
             self._shard(order_id, "order"), repo.set_order_status, order_id, status, if_version,
-            principal.user_id,
+            principal.user_id, principal.owners("order:write"),
         )  # fmt: skip
-        return _written(outcome, "order", order_id)
+        return principal.redact("order", _written(outcome, "order", order_id, principal))
 
     async def delete_order(
         self, principal: Principal, order_id: int, if_version: int | None = None
@@ -628,46 +693,54 @@ class SalesService:
         principal.require("order:delete")
         outcome = await self.shards.write(
             self._shard(order_id, "order"), repo.delete_order, order_id, if_version,
-            principal.user_id,
+            principal.user_id, principal.owners("order:delete"),
         )  # fmt: skip
-        return _written(outcome, "order", order_id)
+        return principal.redact("order", _written(outcome, "order", order_id, principal))
 
     async def restore_order(self, principal: Principal, order_id: int) -> OrderRead:
         principal.require("order:delete")
         restored = await self.shards.write(
-            self._shard(order_id, "order"), repo.restore_order, order_id, principal.user_id
-        )
+            self._shard(order_id, "order"), repo.restore_order, order_id, principal.user_id,
+            principal.owners("order:delete"),
+        )  # fmt: skip
         if restored is None:
             raise NotFound(f"order {order_id} not found")
-        return restored
+        return principal.redact("order", restored)
 
     async def list_orders(self, principal: Principal, query: OrderListQuery) -> Page[OrderRead]:
-        """Orders across every shard in one global order (one shard with `customer_id`)."""
+        """Orders across every shard in one global order (one shard with `customer_id`),
+        of the owners the caller's `order:read` scope reaches."""
         principal.require("order:read")
         order = validate_sort(query)
         position = decode_cursor(query)
+        owners = principal.owners("order:read")
         total: int | None = None
         if query.customer_id is not None:
             shard = self._customer_shard(query.customer_id)
             runs = [
-                await self.shards.read(shard, repo.list_orders, [shard], query, order, position)
+                await self.shards.read(
+                    shard, repo.list_orders, [shard], query, order, position, owners
+                )
             ]
             if query.count:
-                total = await self.shards.read(shard, repo.count_orders, [shard], query)
+                total = await self.shards.read(shard, repo.count_orders, [shard], query, owners)
         elif query.count:
             runs, counts = await asyncio.gather(
-                self.shards.gather(repo.list_orders, query, order, position),
-                self.shards.gather(repo.count_orders, query),
+                self.shards.gather(repo.list_orders, query, order, position, owners),
+                self.shards.gather(repo.count_orders, query, owners),
             )
             total = sum(counts)
         else:
-            runs = await self.shards.gather(repo.list_orders, query, order, position)
+            runs = await self.shards.gather(repo.list_orders, query, order, position, owners)
         items, cursor = merge_pages(runs, repo.order_sort_key(order.field), order, query.limit)
+        items = principal.redact_all("order", items)
         return Page[OrderRead](data=items, next_cursor=cursor, total=total)
 
     async def list_customer_orders(
         self, principal: Principal, customer_id: int, query: OrderListQuery
     ) -> Page[OrderRead]:
+        """One customer's orders that the caller's `order:read` scope reaches (404 when
+        the customer is not readable)."""
         principal.require("order:read")
         try:
             self.shards.shard_for_id(customer_id)
@@ -682,9 +755,10 @@ class SalesService:
     async def order_history(
         self, principal: Principal, order_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:
+        """Changes of an order the caller's `order:read` scope reaches (404 otherwise)."""
         order = validate_sort(query)
         shard = self._shard(order_id, "order")
-        await self.get_order(principal, order_id)
+        await self._order(principal, order_id)
         rows = await self.shards.read(
             shard, list_changes, "order", order_id, query.limit, order, decode_cursor(query)
         )
@@ -696,9 +770,15 @@ def _stale(kind: str, record_id: int, version: int) -> PreconditionFailed:
     return PreconditionFailed(f"{kind} {record_id} is at version {version}; reload and retry")
 
 
-def _written(outcome: T | Stale | Refused | None, kind: str, record_id: int) -> T:
+def _written(
+    outcome: T | Stale | Refused | Denied | None,
+    kind: str,
+    record_id: int,
+    principal: Principal | None = None,
+) -> T:
     """The record a guarded write returned, or the error its absence means (a
-    transition the rules refused is a 409)."""
+    transition the rules refused is a 409; a record outside the caller's scope a 403
+    when they may read it, else a 404)."""
     if isinstance(outcome, Refused):
         raise Conflict(outcome.reason, [{"field": outcome.field, "message": outcome.reason}])
-    return written(outcome, kind, record_id)
+    return written(outcome, kind, record_id, principal)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,6 +87,27 @@ def make_user(http: httpx.Client, admin: dict[str, str], role: str) -> dict[str,
     )
     assert created.status_code == 201, created.text
     return bearer(login(http, email, password)["access_token"])
+
+
+class Member:
+    """A fresh user with `role`, in team `team` (an id) or none, signed in: `id`,
+    `headers`; `sign_in()` again for a token that carries a changed team."""
+
+    def __init__(self, http: httpx.Client, admin: dict[str, str], role: str, team: str | None):
+        self.http = http
+        self.email = f"{role}-{os.urandom(4).hex()}@example.com"
+        self.password = f"{role}-password-123"
+        body: dict[str, Any] = {"email": self.email, "password": self.password, "role": role}
+        if team is not None:
+            body["team_id"] = team
+        created = http.post("/users", headers=admin, json=body)
+        assert created.status_code == 201, created.text
+        self.id = created.json()["id"]
+        assert created.json()["team_id"] == team
+        self.sign_in()
+
+    def sign_in(self) -> None:
+        self.headers = bearer(login(self.http, self.email, self.password)["access_token"])
 
 
 @pytest.fixture(scope="session")

@@ -10,27 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import bearer, login
+from tests.e2e.conftest import Member
 
 pytestmark = pytest.mark.e2e
-
-
-class Member:
-    def __init__(self, http: httpx.Client, admin: dict[str, str], role: str, team: str | None):
-        self.http = http
-        self.email = f"{role}-{os.urandom(4).hex()}@example.com"
-        self.password = f"{role}-password-123"
-        body: dict[str, Any] = {"email": self.email, "password": self.password, "role": role}
-        if team is not None:
-            body["team_id"] = team
-        created = http.post("/users", headers=admin, json=body)
-        assert created.status_code == 201, created.text
-        self.id = created.json()["id"]
-        assert created.json()["team_id"] == team
-        self.sign_in()
-
-    def sign_in(self) -> None:
-        self.headers = bearer(login(self.http, self.email, self.password)["access_token"])
 
 
 @pytest.fixture(scope="module")
