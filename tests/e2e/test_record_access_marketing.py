@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_record_access import Member
+from tests.e2e.conftest import Member
 
 pytestmark = pytest.mark.e2e
 
