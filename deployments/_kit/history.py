@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from deployments._kit.listing import ListQuery, Order, Position
+from deployments._kit.listing import ListQuery, Order, Page, Position
+from deployments._kit.principal import Principal
 from deployments._kit.records import Record
 from deployments._kit.sql import Params, keyset_page
 from deployments._kit.types import Id
@@ -115,3 +116,24 @@ async def list_changes(
     )
     rows = await conn.fetch(sql, *params.values)
     return [ChangeRead.model_validate(dict(r)) for r in rows]
+
+
+def redact_changes(
+    principal: Principal, record_type: str, page: Page[ChangeRead]
+) -> Page[ChangeRead]:
+    """History with the values of fields hidden from the role as null (that the field
+    changed still shows)."""
+    hidden = principal.hidden.get(record_type)
+    if not hidden:
+        return page
+    data = [
+        change.model_copy(
+            update={
+                "changes": {
+                    k: ([None] * len(v) if k in hidden else v) for k, v in change.changes.items()
+                }
+            }
+        )
+        for change in page.data
+    ]
+    return page.model_copy(update={"data": data})

@@ -45,11 +45,15 @@ async def open_lead_ids(conn: ReadConn, shard: int) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-async def leads_by_id(conn: ReadConn, shard: int, lead_ids: list[int]) -> list[dict[str, Any]]:
+async def leads_by_id(
+    conn: ReadConn, shard: int, lead_ids: list[int], owners: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """The live leads among `lead_ids` whose owner is in `owners` (None: anyone's)."""
     rows = await conn.fetch(
         f"""SELECT {LEAD_COLUMNS} FROM leads
-            WHERE id = ANY($2::bigint[]) AND {shard_sql("id")} = $1 AND deleted_at IS NULL""",
-        shard, lead_ids,
+            WHERE id = ANY($2::bigint[]) AND {shard_sql("id")} = $1 AND deleted_at IS NULL
+              AND ($3::bigint[] IS NULL OR owner_id = ANY($3::bigint[]))""",
+        shard, lead_ids, owners,
     )  # fmt: skip
     return [dict(r) for r in rows]
 

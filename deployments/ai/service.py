@@ -356,7 +356,9 @@ class AIService:
             shard = self.leads.shard_for_id(lead_id)
         except ShardNotFound:
             raise NotFound(f"lead {lead_id} not found") from None
-        rows = await self.leads.read(shard, repo.leads_by_id, shard, [lead_id])
+        reach = principal.owners("lead:read")
+        owners = None if reach is None else sorted(reach)
+        rows = await self.leads.read(shard, repo.leads_by_id, shard, [lead_id], owners)
         if not rows:
             raise NotFound(f"lead {lead_id} not found")
         version, fitted = await self._model()

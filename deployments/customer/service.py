@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from deployments._kit.errors import Forbidden, NotFound, Validation
-from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
+from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.listing import (
     ListQuery,
     Page,
@@ -126,7 +126,8 @@ class CustomerService:
     ) -> Page[ChangeRead]:
         """Changes of a live customer's audited fields, on its shard."""
         await self.get(principal, customer_id)
-        return await self._history("customer", customer_id, query)
+        page = await self._history("customer", customer_id, query)
+        return redact_changes(principal, "customer", page)
 
     async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
         """Customers across every shard, in one global order, a page at a time."""
@@ -237,7 +238,8 @@ class CustomerService:
     ) -> Page[ChangeRead]:
         """Changes of a live contact's audited fields, on its customer's shard."""
         await self.get_contact(principal, contact_id)
-        return await self._history("contact", contact_id, query)
+        page = await self._history("contact", contact_id, query)
+        return redact_changes(principal, "contact", page)
 
     async def list_contacts(
         self, principal: Principal, customer_id: int, query: ListQuery

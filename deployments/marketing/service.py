@@ -18,7 +18,7 @@ from deployments._kit.errors import (
     Unavailable,
     Validation,
 )
-from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
+from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
 from deployments._kit.principal import Principal
 from deployments._kit.sql import Denied, Stale, written
@@ -203,7 +203,7 @@ class MarketingService:
         that they changed, not their values."""
         await self.get_lead(principal, lead_id)
         page = await self._history("lead", self._shard(lead_id, "lead"), lead_id, query)
-        return _redact_changes(principal, "lead", page)
+        return redact_changes(principal, "lead", page)
 
     async def _history(
         self, record_type: str, shard: int, record_id: int, query: HistoryQuery
@@ -309,7 +309,7 @@ class MarketingService:
         await self.get_campaign(principal, campaign_id)
         shard = self._shard(campaign_id, "campaign")
         page = await self._history("campaign", shard, campaign_id, query)
-        return _redact_changes(principal, "campaign", page)
+        return redact_changes(principal, "campaign", page)
 
     # -- members -------------------------------------------------------------------
     async def add_member(
@@ -714,27 +714,6 @@ def _member_written(
     if isinstance(outcome, Denied):
         written(outcome, "campaign", campaign_id, principal)  # raises
     return written(outcome, "member", member_id)
-
-
-def _redact_changes(
-    principal: Principal, record_type: str, page: Page[ChangeRead]
-) -> Page[ChangeRead]:
-    """History with the values of fields hidden from the role as null (that the field
-    changed still shows)."""
-    hidden = principal.hidden.get(record_type)
-    if not hidden:
-        return page
-    data = [
-        change.model_copy(
-            update={
-                "changes": {
-                    k: ([None] * len(v) if k in hidden else v) for k, v in change.changes.items()
-                }
-            }
-        )
-        for change in page.data
-    ]
-    return page.model_copy(update={"data": data})
 
 
 def _score_key(row: LeadRead) -> tuple[float, int]:

@@ -81,9 +81,15 @@ def _lead(http: httpx.Client, admin: dict[str, str], **fields: Any) -> str:
 def test_online_scoring_follows_the_signal_and_new_models(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], trained: Any
 ) -> None:
+    # The agent's own leads (its `lead:read` reaches its team's, here its own).
+    mine = http.get("/auth/me", headers=agent).json()["id"]
     hot = _lead(http, admin, email=f"{TAG}-hot@bigcorp.example", title="VP Sales",
-                source="referral", company="Big")  # fmt: skip
-    cold = _lead(http, admin, email=f"{TAG}-cold@gmail.com", title="Student", source="ad")
+                source="referral", company="Big", owner_id=mine)  # fmt: skip
+    cold = _lead(http, admin, email=f"{TAG}-cold@gmail.com", title="Student", source="ad",
+                 owner_id=mine)  # fmt: skip
+    others = _lead(http, admin, email=f"{TAG}-other@bigcorp.example", title="VP Sales")
+    assert http.get(f"/ai/leads/{others}/score", headers=agent).status_code == 404
+    assert http.get(f"/ai/leads/{others}/score", headers=admin).status_code == 200
     hot_score = http.get(f"/ai/leads/{hot}/score", headers=agent)
     assert hot_score.status_code == 200, hot_score.text
     cold_score = http.get(f"/ai/leads/{cold}/score", headers=agent).json()
