@@ -20,6 +20,7 @@ from deployments._kit.records import Record
 from deployments.auth.tokens import (
     API_KEY_PREFIX,
     JwtConfig,
+    Verified,
     VerifiedTokens,
 )
 from gateway import idempotency, metrics
@@ -128,11 +129,12 @@ async def authenticate(
         token = credentials.strip()
     if not token:
         raise Unauthenticated("authentication required")
-    issued: float | None = None
+    verified: Verified | None = None
     if token.startswith(API_KEY_PREFIX):
         principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
     else:
-        principal, issued = st.tokens.verify(token)
+        verified = st.tokens.verify(token)
+        principal = verified.principal
     brought: dict[str, int] = {}
     if read_after_token:
         try:
@@ -141,10 +143,14 @@ async def authenticate(
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
     # One Redis round trip: the caller's rate limit, its write positions, and whether
-    # its access token was cut off.
-    admitted = await st.admission.check(caller, principal.user_id if issued is not None else None)
-    if issued is not None and admitted.cutoff is not None and issued < admitted.cutoff:
-        raise Unauthenticated("access token revoked; sign in again")
+    # its access token was cut off or signed out.
+    if verified is None:
+        admitted = await st.admission.check(caller, None)
+    else:
+        admitted = await st.admission.check(caller, principal.user_id, verified.token_id)
+        cut_off = admitted.cutoff is not None and verified.issued < admitted.cutoff
+        if cut_off or admitted.revoked:
+            raise Unauthenticated("access token revoked; sign in again")
     if st.limiter is not None:
         judge(st.limiter, caller, admitted.decision, on_decision)
     read_after = consistency.merge(admitted.positions, brought)

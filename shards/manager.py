@@ -143,6 +143,9 @@ class ShardManager:
         self._started = False
         self._monitor_task: asyncio.Task[None] | None = None
         self._primary_monitor: asyncpg.Connection | None = None
+        # Since when the monitor's probe has not reached the primary (None: it does).
+        # Meanwhile writes fail at once instead of each waiting on the network.
+        self._primary_down_since: float | None = None
         # (monotonic time, primary LSN) samples, to turn a replay LSN into seconds of lag.
         self._history: deque[tuple[float, int]] = deque()
         self._round_robin = itertools.count()
@@ -210,6 +213,7 @@ class ShardManager:
                 await self._drop_pools(old)
                 await _close(self._primary_monitor)
                 self._primary_monitor = None
+                self._primary_down_since = None
                 self._history.clear()
         wanted = {r["name"]: (r["host"], r["port"]) for r in rows}
         for name, replica in list(self._topology.replicas.items()):
@@ -271,19 +275,43 @@ class ShardManager:
 
     async def _poll(self) -> None:
         now = time.monotonic()
-        try:
-            if self._primary_monitor is None or self._primary_monitor.is_closed():
-                self._primary_monitor = await self._connect(*self._topology.primary, "postgres")
-            primary_lsn = int(await self._primary_monitor.fetchval(f"SELECT {_LSN}"))
+        primary_lsn = await self._probe_primary()
+        if primary_lsn is not None:
             self._history.append((now, primary_lsn))
-        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
-            await _close(self._primary_monitor)
-            self._primary_monitor = None
+            if self._primary_down_since is not None:
+                log.warning("%s: primary reachable again", self._name)
+                self._primary_down_since = None
+        elif self._primary_down_since is None:
+            # Unreachable (refused, reset, or silent past the probe's 5 s timeout):
+            # connections to it are dropped, so that queries waiting on a dead link
+            # fail now rather than at their command timeout.
+            log.warning("%s: primary %s:%s unreachable", self._name, *self._topology.primary)
+            self._primary_down_since = now
+            await self._drop_pools(self._topology.primary)
         keep = self._settings.max_replica_lag_s * 2 + 1
         while self._history and now - self._history[0][0] > keep:
             self._history.popleft()
         for replica in list(self._topology.replicas.values()):
             await self._poll_replica(replica, now)
+
+    async def _probe_primary(self) -> int | None:
+        """The primary's current WAL position, or None when it cannot be reached. A
+        probe that fails on an old monitor connection is tried once more on a new
+        one (the old one may have been closed by the server, not the network)."""
+        for _ in range(2):
+            monitor = self._primary_monitor
+            fresh = monitor is None or monitor.is_closed()
+            try:
+                if monitor is None or monitor.is_closed():
+                    monitor = await self._connect(*self._topology.primary, "postgres")
+                    self._primary_monitor = monitor
+                return int(await monitor.fetchval(f"SELECT {_LSN}"))
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                await _close(self._primary_monitor)
+                self._primary_monitor = None
+                if fresh or isinstance(exc, TimeoutError):  # silent: no second wait
+                    return None
+        return None
 
     async def _poll_replica(self, replica: _Replica, now: float) -> None:
         try:
@@ -463,6 +491,7 @@ class ShardManager:
                     s.dsn_for(host, port, database),
                     min_size=s.pool_min_size,
                     max_size=s.pool_max_size,
+                    timeout=5,  # to connect: a silent server is not waited on for a minute
                     command_timeout=30,
                     init=init_connection,
                     server_settings={"application_name": f"nextflow-{self._name}"},
@@ -559,6 +588,8 @@ class ShardManager:
                     if exc.sqlstate != "40001":  # cancelled by replay: use the primary
                         raise
         try:
+            if self._primary_down_since is not None:
+                raise ShardUnavailable(self._name, "primary unreachable")
             return await self._execute(
                 self._topology.primary, database, fn, args, kwargs, readonly, with_lsn=not readonly
             )
@@ -656,6 +687,7 @@ class ShardManager:
             "owned": None if self._owned is None else dict(sorted(self._owned.items())),
             "frozen": sorted(self._frozen),
             "primary": "{}:{}".format(*self._topology.primary),
+            "primary_reachable": self._primary_down_since is None,
             "replicas": {
                 r.name: {
                     "address": f"{r.host}:{r.port}",

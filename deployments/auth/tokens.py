@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 from pydantic import ValidationError
@@ -78,12 +78,29 @@ def cutoff_key(user_id: int) -> str:
     return f"token-cutoff:u{user_id}"
 
 
+def revoked_key(token_id: str) -> str:
+    """Redis key: the access token with this `jti` is refused (its holder signed
+    out); it lives until the token would have expired anyway."""
+    return f"token-revoked:{token_id}"
+
+
+class Verified(NamedTuple):
+    principal: Principal
+    issued: float  # `iat`, epoch seconds
+    token_id: str  # `jti`
+    expires: int  # `exp`, epoch seconds
+
+
 def verify_access_token(config: JwtConfig, token: str) -> Principal:
-    return _verify(config, token)[0]
+    return _verify(config, token).principal
 
 
-def _verify(config: JwtConfig, token: str) -> tuple[Principal, float, int]:
-    """(principal, iat, exp) of a valid token; `Unauthenticated` for any other."""
+def verify_access_token_claims(config: JwtConfig, token: str) -> Verified:
+    return _verify(config, token)
+
+
+def _verify(config: JwtConfig, token: str) -> Verified:
+    """What a valid token says; `Unauthenticated` for any other."""
     try:
         claims = jwt.decode(
             token,
@@ -91,7 +108,7 @@ def _verify(config: JwtConfig, token: str) -> tuple[Principal, float, int]:
             algorithms=[ALGORITHM],
             audience=config.audience,
             issuer=config.issuer,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
         )
         principal = Principal(
             user_id=int(claims["sub"]),
@@ -101,7 +118,7 @@ def _verify(config: JwtConfig, token: str) -> tuple[Principal, float, int]:
             team=frozenset(claims.get("team", ())),
             hidden={k: frozenset(v) for k, v in claims.get("hide", {}).items()},
         )
-        return principal, float(claims["iat"]), int(claims["exp"])
+        return Verified(principal, float(claims["iat"]), str(claims["jti"]), int(claims["exp"]))
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("access token expired") from None
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, ValidationError):
@@ -118,21 +135,20 @@ class VerifiedTokens:
     def __init__(self, config: JwtConfig, size: int = 10_000) -> None:
         self.config = config
         self._size = size
-        self._seen: OrderedDict[str, tuple[Principal, float, int]] = OrderedDict()
+        self._seen: OrderedDict[str, Verified] = OrderedDict()
 
-    def verify(self, token: str) -> tuple[Principal, float]:
-        """The token's principal and when it was issued (`iat`, epoch seconds);
-        `Unauthenticated` for an invalid or expired token."""
+    def verify(self, token: str) -> Verified:
+        """What the token says; `Unauthenticated` for an invalid or expired token."""
         hit = self._seen.get(token)
-        if hit is not None and time.time() < hit[2]:
+        if hit is not None and time.time() < hit.expires:
             self._seen.move_to_end(token)
-            return hit[0], hit[1]
+            return hit
         self._seen.pop(token, None)
         verified = _verify(self.config, token)
         self._seen[token] = verified
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
-        return verified[0], verified[1]
+        return verified
 
 
 def digest(secret: str) -> bytes:

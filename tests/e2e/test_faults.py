@@ -251,3 +251,92 @@ def test_a_customer_service_replica_killed_under_load_loses_nothing(
         time.sleep(1)
     assert writers.slowest_s < 30  # failed fast, never hung past the request timeout
     _exactly_once(http, admin, writers)
+
+
+def _catalog(settings: Settings, sql: str, *args: Any) -> Any:
+    """Run one statement on the catalog database; its first row."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> Any:
+        catalog = settings.catalog_address()
+        conn = await asyncpg.connect(settings.dsn_for(catalog.host, catalog.port, "catalog"))
+        try:
+            return await conn.fetchrow(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_a_cut_silent_or_slow_network_to_a_primary_fails_fast_and_heals(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    """A TCP proxy between shard2's ShardManager and its primary (the catalog names the
+    proxy as the primary's address): connections cut, then a network gone silent
+    (nothing passes, nothing is refused), then a slow one. Writes to shard2 fail fast
+    with 503 + Retry-After while it is cut or silent (the manager's probe notices
+    within its 5 s timeout and drops the dead connections; they never wait for the
+    request timeout), shard1's writes go on, and shard2's resume by themselves once the
+    network heals; every acknowledged write is stored exactly once."""
+    from tests.tcp_proxy import TcpProxy
+
+    server = "shard2"
+    host, port = _catalog(serve_app, "SELECT host, port FROM shard_servers WHERE name = $1", server)
+    proxy = TcpProxy(host, port).start()
+    tag = "net" + os.urandom(3).hex()
+
+    def on_shard2_since(t: float) -> bool:
+        return any(
+            ids.shard_of(int(i)) // 5 == 1 and writers.acknowledged_at.get(n, 0.0) > t
+            for n, i in list(writers.acknowledged.items())
+        )
+
+    def fault(start: float) -> list[int]:
+        return writers.served_between(start, time.monotonic())
+
+    _catalog(serve_app, "UPDATE shard_servers SET port = $2 WHERE name = $1", server, proxy.port)
+    try:
+        with Writers(serve_app.serve_url, admin, tag) as writers:
+            # The manager re-reads the catalog every few seconds: writes then pass the proxy.
+            _wait(lambda: proxy.links > 0, 30, "the manager to connect through the proxy")
+            _wait(lambda: on_shard2_since(time.monotonic() - 1), 30, "writes through the proxy")
+
+            proxy.cut()
+            cut_at = time.monotonic()
+            time.sleep(6)
+            during_cut = fault(cut_at + 1)
+            proxy.heal()
+            healed_at = time.monotonic()
+            _wait(lambda: on_shard2_since(healed_at), 60, "shard2's writes after the cut")
+
+            slowest_before = writers.slowest_s
+            proxy.silence()
+            silent_at = time.monotonic()
+            time.sleep(12)
+            during_silence = fault(silent_at + 8)  # after the probe's 5 s timeout
+            proxy.heal()
+            healed_at = time.monotonic()
+            _wait(lambda: on_shard2_since(healed_at), 60, "shard2's writes after the silence")
+
+            proxy.delay(0.05)
+            slow_at = time.monotonic()
+            _wait(lambda: on_shard2_since(slow_at), 60, "shard2's writes over a slow network")
+            proxy.heal()
+    finally:
+        _catalog(serve_app, "UPDATE shard_servers SET port = $2 WHERE name = $1", server, port)
+        time.sleep(6)  # the manager goes back to the primary itself
+        proxy.stop()
+
+    # Cut: shard2's writes answered 503 at once, shard1's went on.
+    assert 503 in during_cut and 201 in during_cut, during_cut
+    assert 503 in during_silence and 201 in during_silence, during_silence
+    # Silent: writes in flight waited at most for the probe's timeout, never for the
+    # request timeout (25 s: a 504); none was lost or applied twice.
+    assert 504 not in during_silence
+    assert writers.slowest_s < 15, (slowest_before, writers.slowest_s)
+    _exactly_once(http, admin, writers)
+    # The manager is back on the real primary and writes there.
+    made = http.post("/customers", headers=admin, json={"name": f"{tag}-after"})
+    assert made.status_code == 201
