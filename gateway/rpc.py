@@ -16,7 +16,6 @@ carry `nextflow-read-after` and every answer the `ratelimit-*` trailers.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
 from deployments._kit.errors import (
     AppError,
@@ -58,7 +56,6 @@ M = TypeVar("M", bound=Message)
 READ_AFTER = consistency.HEADER.lower()
 ERROR_DOMAIN = "nextflow.dev"
 # A repeat of a create with the same key within this time returns the first answer.
-IDEMPOTENCY_TTL_S = 24 * 3600
 
 # HTTP status of an AppError -> gRPC code. 409 (a refused transition or a duplicate)
 # and 412 (stale version) are both FAILED_PRECONDITION; the ErrorInfo reason (the
@@ -268,37 +265,34 @@ class GrpcServicer:
         handler: Callable[[Principal, Call], Awaitable[M]],
     ) -> M:
         """Run a create once per (caller, method, idempotency key): a repeat with the
-        same request gets the first answer; with another request, INVALID_ARGUMENT."""
+        same request gets the first answer; with another request, INVALID_ARGUMENT;
+        while the first still runs, ABORTED. Keys live where HTTP's do, in PostgreSQL
+        (`deployments/auth/idempotency.py`, namespaced by RPC so they never meet an
+        HTTP key), with the same lease and retention."""
         if not 1 <= len(key) <= 200:
             raise BadRequest("idempotency-key must be 1-200 characters")
-        redis = self._state.redis
-        slot = f"idem:grpc:{call.caller}:{request.DESCRIPTOR.full_name}:{key}"
-        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-        try:
-            claimed = await redis.set(slot, f"pending:{digest}", nx=True, ex=IDEMPOTENCY_TTL_S)
-            stored = None if claimed else await redis.get(slot)
-        except (RedisError, OSError):
-            # Never run a keyed create unguarded: the client retries with its key later.
-            raise Unavailable("idempotency keys cannot be checked now") from None
-        if not claimed:
-            state, _, rest = (stored or b"").decode().partition(":")
-            stored_digest, _, body = rest.partition(":")
-            if stored and stored_digest != digest:
+        auth = self._state.services.auth
+        slot = f"grpc:{request.DESCRIPTOR.full_name}:{key}"
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        found = await auth.idempotency_claim.remote(call.caller, slot)
+        if found.outcome == "busy":
+            raise Conflict("a request with this idempotency-key is in progress")
+        if found.outcome == "done":
+            if found.fingerprint != fingerprint:
                 raise Validation(
                     "this idempotency-key was used with another request",
                     [{"field": "idempotency-key", "message": "used with another request"}],
                 )
-            if state != "done":
-                raise Conflict("a request with this idempotency-key is in progress")
-            replayed: M = empty.FromString(base64.b64decode(body))
+            replayed: M = empty.FromString(found.body)
             return replayed
         try:
             answer = await handler(principal, call)
         except BaseException:
-            await redis.delete(slot)
+            await auth.idempotency_release.remote(call.caller, slot, found.claim_id)
             raise
-        stored_answer = base64.b64encode(answer.SerializeToString()).decode()
-        await redis.set(slot, f"done:{digest}:{stored_answer}", ex=IDEMPOTENCY_TTL_S)
+        await auth.idempotency_complete.remote(
+            call.caller, slot, found.claim_id, fingerprint, 200, (), answer.SerializeToString()
+        )
         return answer
 
     async def _write(self, principal: Principal, call: Call, record: Record, message: type[M]) -> M:

@@ -472,6 +472,7 @@ def test_idempotency_keys_replay_the_first_answer(
     http: httpx.Client,
     agent: dict[str, str],
     admin: dict[str, str],
+    serve_app: Settings,
 ) -> None:
     key = os.urandom(8).hex()
     name = f"Once {key}"
@@ -496,6 +497,30 @@ def test_idempotency_keys_replay_the_first_answer(
     t2 = tickets.CreateTicket(ticket, metadata=md(agent, idempotency_key=key))
     t3 = tickets.CreateTicket(ticket, metadata=md(agent))
     assert t1.id == t2.id != t3.id
+    # The keys are kept in PostgreSQL with HTTP's, namespaced by RPC.
+    assert _stored_keys(serve_app, key) == {
+        "grpc:nextflow.v1.CreateCustomerRequest:" + key,
+        "grpc:nextflow.v1.CreateTicketRequest:" + key,
+    }
+
+
+def _stored_keys(settings: Settings, key: str) -> set[str]:
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> set[str]:
+        catalog = settings.catalog_address()
+        conn = await asyncpg.connect(settings.dsn_for(catalog.host, catalog.port, "auth"))
+        try:
+            rows = await conn.fetch(
+                "SELECT key FROM idempotency_keys WHERE key LIKE $1", f"%:{key}"
+            )
+            return {r["key"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 def test_rate_limited_calls_get_resource_exhausted_with_retry_info(
