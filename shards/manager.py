@@ -51,6 +51,10 @@ from shards.routing import ServerSpec
 
 NAMESPACE = "nextflow"
 log = logging.getLogger("nextflow.shards")
+# Errors that say the server, not the statement, failed: a 503 with Retry-After, the
+# client's (keyed) retry decides. 57P02: the server restarts after a crash (or lost
+# its postmaster); 25006: the node taken for the primary is a standby (a failover is
+# under way and the catalog is about to say so); class 08: the link broke.
 _CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
@@ -59,6 +63,9 @@ _CONNECTION_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.PostgresConnectionError,
 )
 _LSN = "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLAY = "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"

@@ -17,6 +17,7 @@ PROBLEM = "application/problem+json"
 # The collection a path segment names, and the permission prefix that guards it.
 RESOURCES = {
     "users": "user",
+    "teams": "team",
     "customers": "customer",
     "contacts": "contact",
     "products": "product",
@@ -44,6 +45,7 @@ _PLACEHOLDER = re.compile(r"\{[^}]+\}")
 # 422 before the permission is looked at, and prove nothing.
 BODIES: dict[tuple[str, str], object] = {
     ("POST", "/users"): {"email": "x@example.com", "password": "long-enough-password"},
+    ("POST", "/teams"): {"name": "x"},
     ("POST", "/products"): {"sku": "AUTHZ-1", "name": "x"},
     ("POST", "/price-books"): {"name": "x", "currency": "EUR"},
     ("PUT", "/price-books/{book_id}/prices/{product_id}"): {"unit_price": "1.00"},

@@ -18,7 +18,7 @@ import pytest
 from cluster.settings import Settings
 from cluster.stack import LocalStack
 from shards import ids
-from tests.e2e.test_faults import Writers, _all_tagged, _wait
+from tests.e2e.test_faults import Writers, _all_tagged, _wait, explain
 
 pytestmark = pytest.mark.e2e
 NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
@@ -57,7 +57,7 @@ def test_writes_resume_after_failover(
     writers = Writers(serve_app.serve_url, admin, "fail" + os.urandom(3).hex())
     try:
         with writers:  # a concurrent create load, keyed and retried, across the fault
-            time.sleep(3)
+            time.sleep(5)
             pid = int((primary.pgdata / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
             killed_at = time.monotonic()
@@ -73,7 +73,11 @@ def test_writes_resume_after_failover(
             assert http.get(url, headers=admin).json()["name"] == "After"
             created = http.post("/customers", headers=admin, json={"name": "after failover"})
             assert created.status_code == 201
-            _wait(lambda: on_shard2_since(writers, time.monotonic()), 60, "keyed writes on shard2")
+            after = time.monotonic()
+            try:
+                _wait(lambda: on_shard2_since(writers, after), 60, "keyed writes on shard2")
+            except AssertionError:
+                raise AssertionError((writers.unexpected[:3], writers.statuses[-20:])) from None
         _stored_once(http, admin, writers, killed_at)
     finally:
         # The old primary comes back as a standby; fail back on purpose; rebuild again.
@@ -98,16 +102,16 @@ def _stored_once(
     margin for asynchronous replication: a commit acknowledged in its last moments may
     not have reached the standby, docs/reliability.md) or after is there, once, with
     the id it was acknowledged with; no request hung past the request timeout."""
-    assert not writers.unexpected, writers.unexpected
+    assert not writers.unexpected, explain(writers.unexpected)
     assert writers.slowest_s < 30
     stored = _all_tagged(http, admin, writers.tag)
     names = [c["name"] for c in stored]
     assert len(names) == len(set(names)), "a write was applied twice"
     by_name = {c["name"]: c["id"] for c in stored}
-    at_risk = [n for n, t in writers.acknowledged_at.items() if killed_at - 3 < t < killed_at]
+    at_risk = [n for n, t in writers.acknowledged_at.items() if killed_at - 1 < t < killed_at]
     lost = [n for n in at_risk if n not in by_name]
     print(f"\n{len(writers.acknowledged)} acknowledged, {len(lost)} of {len(at_risk)} "
-          "acknowledged in the 3 s before the kill lost (asynchronous replication)")  # fmt: skip
+          "acknowledged in the second before the kill lost (asynchronous replication)")  # fmt: skip
     for name, customer_id in writers.acknowledged.items():
         if name not in at_risk:
             assert by_name.get(name) == customer_id, name

@@ -108,10 +108,29 @@ def _all_tagged(http: httpx.Client, headers: dict[str, str], tag: str) -> list[d
         params["cursor"] = page["next_cursor"]
 
 
+def explain(unexpected: list[str]) -> str:
+    """The unexpected answers, with the stack's log lines naming their request ids
+    (the stack and its logs are gone once the session ends)."""
+    import glob
+    import re
+
+    ids = re.findall(r'"request_id":"([0-9a-f-]+)"', " ".join(unexpected))
+    logs = os.path.join(os.environ.get("NEXTFLOW_DATA_DIR", "/nonexistent"), "ray",
+                        "session_latest", "logs", "*")  # fmt: skip
+    lines = []
+    for path in glob.glob(logs):
+        try:
+            with open(path, errors="replace") as f:
+                lines += [line.strip()[:600] for line in f if any(i in line for i in ids)]
+        except OSError:
+            continue
+    return "\n".join([*unexpected, *lines[:30]])
+
+
 def _exactly_once(http: httpx.Client, headers: dict[str, str], writers: Writers) -> None:
     """No answer but 201 or a retryable failure; every acknowledged create stored
     once, with the id it was acknowledged with; nothing stored twice."""
-    assert not writers.unexpected, writers.unexpected
+    assert not writers.unexpected, explain(writers.unexpected)
     stored = _all_tagged(http, headers, writers.tag)
     names = [c["name"] for c in stored]
     assert len(names) == len(set(names)), "a write was applied twice"
