@@ -66,8 +66,8 @@ class AuthDeployment:
         return await self._svc.refresh(refresh_token)
 
     @boundary
-    async def logout(self, refresh_token: str, access_token: str | None = None) -> None:
-        await self._svc.logout(refresh_token, access_token)
+    async def logout(self, refresh_token: str) -> None:
+        await self._svc.logout(refresh_token)
 
     @boundary
     async def authenticate_api_key(self, key: str) -> Principal:

@@ -110,6 +110,28 @@ class Member:
         self.headers = bearer(login(self.http, self.email, self.password)["access_token"])
 
 
+def team_people(
+    http: httpx.Client, admin: dict[str, str], prefix: str, who: dict[str, tuple[str, str | None]]
+) -> tuple[dict[str, str], dict[str, Member]]:
+    """Teams named by `who`'s values (made fresh, names starting with `prefix`) and a
+    `Member` per key, `{"a1": ("agent", "A"), "v": ("viewer", None)}`, each signed in
+    once everyone exists (a token lists the team members of its sign-in).
+    Returns (team name -> id, key -> member)."""
+    tag = os.urandom(4).hex()
+    teams: dict[str, str] = {}
+    for name in sorted({team for _, team in who.values() if team is not None}):
+        made = http.post("/teams", headers=admin, json={"name": f"{prefix}-{name}-{tag}"})
+        assert made.status_code == 201, made.text
+        teams[name] = made.json()["id"]
+    people = {
+        key: Member(http, admin, role, None if team is None else teams[team])
+        for key, (role, team) in who.items()
+    }
+    for person in people.values():
+        person.sign_in()
+    return teams, people
+
+
 @pytest.fixture(scope="session")
 def agent(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
     return make_user(http, admin, "agent")

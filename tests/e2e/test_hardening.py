@@ -112,3 +112,46 @@ def test_text_the_database_cannot_store_is_422_not_500(
         assert refused.headers["content-type"] == PROBLEM
     query = http.get("/customers", headers=admin, params={"name[prefix]": "a\x00"})
     assert query.status_code == 422, query.text
+
+
+def test_sign_in_is_throttled_per_account_and_per_address(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    """The login limiter's state (GCRA in Redis) is set as if the account, then the
+    client address, had used up its allowance: sign-in answers 429 with Retry-After,
+    before the password is even checked; another account (or, after the wait,
+    anyone) signs in."""
+    import time
+
+    import redis
+
+    from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, make_user
+
+    email = f"throttled-{os.urandom(4).hex()}@example.com"
+    made = http.post(
+        "/users", headers=admin, json={"email": email, "password": "throttled-password-1"}
+    )
+    assert made.status_code == 201, made.text
+    interval = 60_000_000 // serve_app.login_limit_per_minute
+    tolerance = interval * serve_app.login_limit_burst
+    store = redis.Redis.from_url(serve_app.redis_url)
+
+    def use_up(key: str, for_s: int) -> None:
+        seconds, micros = store.time()
+        now = seconds * 1_000_000 + micros
+        store.set(key, now + tolerance - interval + for_s * 1_000_000, px=(for_s + 5) * 1000)
+
+    try:
+        use_up(f"rl:login-user:{email}", 30)
+        refused = http.post("/auth/login", json={"email": email, "password": "wrong"})
+        assert refused.status_code == 429, refused.text
+        assert 25 <= int(refused.headers["retry-after"]) <= 31
+        make_user(http, admin, "viewer")  # another account signs in
+        use_up("rl:login-ip:127.0.0.1", 2)
+        blocked = http.post("/auth/login", json={"email": "x@example.com", "password": "x"})
+        assert blocked.status_code == 429, blocked.text
+        time.sleep(2.5)
+        assert login(http, ADMIN_EMAIL, ADMIN_PASSWORD)["access_token"]
+    finally:
+        store.delete(f"rl:login-user:{email}", "rl:login-ip:127.0.0.1")
+        store.close()

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Member
+from tests.e2e.conftest import team_people
 
 pytestmark = pytest.mark.e2e
 
@@ -20,19 +20,17 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     """Teams A and B; agents a1 and a2 in A, b1 in B; a viewer; one customer each
     agent owns (with a contact)."""
     tag = os.urandom(4).hex()
-    teams = {}
-    for name in ("A", "B"):
-        made = http.post("/teams", headers=admin, json={"name": f"team-{name}-{tag}"})
-        assert made.status_code == 201, made.text
-        teams[name] = made.json()["id"]
-    people = {
-        "a1": Member(http, admin, "agent", teams["A"]),
-        "a2": Member(http, admin, "agent", teams["A"]),
-        "b1": Member(http, admin, "agent", teams["B"]),
-        "viewer": Member(http, admin, "viewer", None),
-    }
-    for person in people.values():  # a token lists the team members of its sign-in
-        person.sign_in()
+    teams, people = team_people(
+        http,
+        admin,
+        "team",
+        {
+            "a1": ("agent", "A"),
+            "a2": ("agent", "A"),
+            "b1": ("agent", "B"),
+            "viewer": ("viewer", None),
+        },
+    )
     customers = {}
     for who in ("a1", "a2", "b1"):
         made = http.post(
@@ -163,7 +161,8 @@ def test_teams_are_admin_business(
     a1 = world["people"]["a1"]
     assert http.post("/teams", headers=a1.headers, json={"name": "mine"}).status_code == 403
     assert http.get("/teams", headers=a1.headers).status_code == 403
-    taken = http.post("/teams", headers=admin, json={"name": f"TEAM-a-{world['tag']}"})
+    names = {t["id"]: t["name"] for t in http.get("/teams", headers=admin).json()}
+    taken = http.post("/teams", headers=admin, json={"name": names[world["teams"]["A"]].upper()})
     assert taken.status_code == 409, taken.text
     missing = http.patch(f"/users/{a1.id}", headers=admin, json={"team_id": "999999999"})
     assert missing.status_code == 422, missing.text

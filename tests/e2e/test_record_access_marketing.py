@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Member
+from tests.e2e.conftest import team_people
 
 pytestmark = pytest.mark.e2e
 
@@ -21,21 +21,19 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     campaign each manager owns; one lead each agent owns, all in a campaign of this
     module's own (the lists are filtered by it)."""
     tag = os.urandom(4).hex()
-    teams = {}
-    for name in ("A", "B"):
-        made = http.post("/teams", headers=admin, json={"name": f"mkt-{name}-{tag}"})
-        assert made.status_code == 201, made.text
-        teams[name] = made.json()["id"]
-    people = {
-        "a1": Member(http, admin, "agent", teams["A"]),
-        "a2": Member(http, admin, "agent", teams["A"]),
-        "b1": Member(http, admin, "agent", teams["B"]),
-        "mA": Member(http, admin, "manager", teams["A"]),
-        "mB": Member(http, admin, "manager", teams["B"]),
-        "viewer": Member(http, admin, "viewer", None),
-    }
-    for person in people.values():  # a token lists the team members of its sign-in
-        person.sign_in()
+    teams, people = team_people(
+        http,
+        admin,
+        "mkt",
+        {
+            "a1": ("agent", "A"),
+            "a2": ("agent", "A"),
+            "b1": ("agent", "B"),
+            "mA": ("manager", "A"),
+            "mB": ("manager", "B"),
+            "viewer": ("viewer", None),
+        },
+    )
     campaigns = {}
     for who in ("mA", "mB", "admin"):
         body: dict[str, Any] = {"name": f"Scope {tag} {who}", "type": "email"}

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Member
+from tests.e2e.conftest import Member, team_people
 
 pytestmark = pytest.mark.e2e
 AGENTS = ("a1", "a2", "b1")
@@ -43,17 +43,9 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     in this module's price book. Beside them, on a2's customer: a deal the admin gave
     to b1 and an order the admin owns, which a1 must not see among a2's."""
     tag = os.urandom(4).hex()
-    teams = {}
-    for name in ("A", "B"):
-        made = _made(http.post("/teams", headers=admin, json={"name": f"sales-{name}-{tag}"}))
-        teams[name] = made["id"]
-    people = {
-        "a1": Member(http, admin, "agent", teams["A"]),
-        "a2": Member(http, admin, "agent", teams["A"]),
-        "b1": Member(http, admin, "agent", teams["B"]),
-    }
-    for person in people.values():  # a token lists the team members of its sign-in
-        person.sign_in()
+    teams, people = team_people(
+        http, admin, "sales", {"a1": ("agent", "A"), "a2": ("agent", "A"), "b1": ("agent", "B")}
+    )
     books = []
     for _ in range(2):  # the second for orders made from deals (kept out of the lists)
         body = {"name": f"Scope book {os.urandom(3).hex()}", "currency": "EUR"}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Member
+from tests.e2e.conftest import team_people
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
@@ -20,18 +20,9 @@ PROBLEM = "application/problem+json"
 def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     """Teams A and B; agents a1 and a2 in A, b1 in B; a customer the admin owns."""
     tag = os.urandom(4).hex()
-    teams = {}
-    for name in ("A", "B"):
-        made = http.post("/teams", headers=admin, json={"name": f"desk-{name}-{tag}"})
-        assert made.status_code == 201, made.text
-        teams[name] = made.json()["id"]
-    people = {
-        "a1": Member(http, admin, "agent", teams["A"]),
-        "a2": Member(http, admin, "agent", teams["A"]),
-        "b1": Member(http, admin, "agent", teams["B"]),
-    }
-    for person in people.values():  # a token lists the team members of its sign-in
-        person.sign_in()
+    teams, people = team_people(
+        http, admin, "desk", {"a1": ("agent", "A"), "a2": ("agent", "A"), "b1": ("agent", "B")}
+    )
     customer = http.post("/customers", headers=admin, json={"name": f"Desk {tag}"})
     assert customer.status_code == 201, customer.text
     return {"people": people, "customer": customer.json()["id"]}
