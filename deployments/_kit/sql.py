@@ -95,6 +95,24 @@ def owned_by(column: str, owners: frozenset[int] | None, params: Params) -> str 
     return f"{column} = ANY({params(sorted(owners))}::bigint[])"
 
 
+def by_id(
+    params: Params,
+    record_id: int,
+    owner: str,
+    owners: frozenset[int] | None,
+    deleted: bool | None = False,
+) -> list[str]:
+    """The conditions of one record by id: live (`deleted` False), deleted (True) or
+    either (None), and owned by one of `owners` when the caller is scoped (`owned_by`
+    on the `owner` expression)."""
+    where = [f"id = {params(record_id)}"]
+    if deleted is not None:
+        where.append("deleted_at IS NOT NULL" if deleted else "deleted_at IS NULL")
+    if scope := owned_by(owner, owners, params):
+        where.append(scope)
+    return where
+
+
 def denied(owners: frozenset[int] | None, owner_id: int | None) -> Denied | None:
     """Denied when a row owned by `owner_id` lies outside `owners` (None: all)."""
     if owners is None or (owner_id is not None and owner_id in owners):

@@ -16,6 +16,7 @@ from deployments._kit.sql import (
     Denied,
     Params,
     Stale,
+    by_id,
     denied,
     escape_like,
     keyset_page,
@@ -125,9 +126,7 @@ async def get_customer(
 ) -> CustomerRead | None:
     """The live customer, if `owners` (None: anyone) holds its owner."""
     params = Params()
-    where = [f"id = {params(customer_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, customer_id, "owner_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_CUSTOMER} FROM customers WHERE {' AND '.join(where)}", *params.values
     )
@@ -165,9 +164,7 @@ async def restore_customer(
     """The restored customer (or the live one); None when absent or its owner is
     outside `owners`."""
     params = Params()
-    where = [f"id = {params(customer_id)}", "deleted_at IS NOT NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, customer_id, "owner_id", owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE customers SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE {" AND ".join(where)} RETURNING {_CUSTOMER}""",
@@ -347,9 +344,7 @@ async def restore_contact(
     """The restored contact (or the live one); None when absent or its customer's
     owner is outside `owners`."""
     params = Params()
-    where = [f"id = {params(contact_id)}", "deleted_at IS NOT NULL"]
-    if scope := owned_by(_CONTACTS.owner, owners, params):
-        where.append(scope)
+    where = by_id(params, contact_id, _CONTACTS.owner, owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE contacts SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE {" AND ".join(where)} RETURNING {_CONTACT}""",
@@ -386,9 +381,7 @@ async def _customer_alive(
     """Whether the customer is live and its owner in `owners` (None: anyone); `lock`
     keeps it from being deleted until the transaction ends."""
     params = Params()
-    where = [f"id = {params(customer_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, customer_id, "owner_id", owners)
     sql = f"SELECT 1 FROM customers WHERE {' AND '.join(where)}"
     return bool(await conn.fetchval(sql + (" FOR KEY SHARE" if lock else ""), *params.values))
 
@@ -494,11 +487,9 @@ async def _soft_delete(
     """The record as deleted, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
     params = Params()
-    where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
+    where = by_id(params, record_id, table.owner, owners)
     if if_version is not None:
         where.append(f"version = {params(if_version)}")
-    if scope := owned_by(table.owner, owners, params):
-        where.append(scope)
     row = await conn.fetchrow(
         f"UPDATE {table.name} SET deleted_at = now(), version = version + 1, updated_at = now()"
         f" WHERE {' AND '.join(where)} RETURNING {table.columns}",

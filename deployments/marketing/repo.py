@@ -18,6 +18,7 @@ from deployments._kit.sql import (
     Denied,
     Params,
     Stale,
+    by_id,
     denied,
     escape_like,
     keyset_page,
@@ -146,9 +147,7 @@ async def get_lead(
 ) -> LeadRead | None:
     """The live lead, if `owners` (None: anyone) holds its owner."""
     params = Params()
-    where = [f"id = {params(lead_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, lead_id, "owner_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_LEAD} FROM leads WHERE {' AND '.join(where)}", *params.values
     )
@@ -348,9 +347,7 @@ async def get_campaign(
 ) -> CampaignRead | None:
     """The live campaign, if `owners` (None: anyone) holds its owner."""
     params = Params()
-    where = [f"id = {params(campaign_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, campaign_id, "owner_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_CAMPAIGN} FROM campaigns WHERE {' AND '.join(where)}", *params.values
     )
@@ -599,9 +596,7 @@ async def list_members(
     """None when the campaign is absent (or its owner outside `owners`); else up to
     `limit + 1` members."""
     params = Params()
-    campaign = [f"id = {params(campaign_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        campaign.append(scope)
+    campaign = by_id(params, campaign_id, "owner_id", owners)
     alive = await conn.fetchval(
         f"SELECT 1 FROM campaigns WHERE {' AND '.join(campaign)}", *params.values
     )
@@ -941,12 +936,10 @@ async def _restore(
     """The restored record, or the live one; None when absent or its owner is outside
     `owners` (None: anyone)."""
     params = Params()
-    where = [f"id = {params(record_id)}"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, record_id, "owner_id", owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE {table} SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} AND deleted_at IS NOT NULL RETURNING {columns}""",
+            WHERE {" AND ".join(where)} RETURNING {columns}""",
         *params.values,
     )
     if row is None:

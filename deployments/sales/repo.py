@@ -17,6 +17,7 @@ from deployments._kit.sql import (
     Denied,
     Params,
     Stale,
+    by_id,
     denied,
     keyset_page,
     on_shards,
@@ -482,9 +483,7 @@ async def get_deal(
 ) -> DealRead | None:
     """The live deal, if `owners` (None: anyone) holds its owner."""
     params = Params()
-    where = [f"id = {params(deal_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, deal_id, "owner_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_DEAL} FROM deals WHERE {' AND '.join(where)}", *params.values
     )
@@ -624,9 +623,7 @@ async def restore_deal(
     """The restored deal (or the live one); None when absent or its owner is outside
     `owners`."""
     params = Params()
-    where = [f"id = {params(deal_id)}", "deleted_at IS NOT NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, deal_id, "owner_id", owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE deals SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE {" AND ".join(where)} RETURNING {_DEAL}""",
@@ -846,9 +843,7 @@ async def get_order(
 ) -> OrderRead | None:
     """The live order, if `owners` (None: anyone) holds its owner."""
     params = Params()
-    where = [f"id = {params(order_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, order_id, "owner_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_ORDER} FROM orders WHERE {' AND '.join(where)}", *params.values
     )
@@ -968,9 +963,7 @@ async def restore_order(
     """The restored order (or the live one); None when absent or its owner is outside
     `owners`."""
     params = Params()
-    where = [f"id = {params(order_id)}", "deleted_at IS NOT NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
+    where = by_id(params, order_id, "owner_id", owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE orders SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE {" AND ".join(where)} RETURNING {_ORDER}""",

@@ -19,6 +19,7 @@ from deployments._kit.sql import (
     Denied,
     Params,
     Stale,
+    by_id,
     denied,
     keyset_page,
     on_shards,
@@ -178,9 +179,7 @@ async def get_ticket(
 ) -> TicketRead | None:
     """The live ticket, if `owners` (None: anyone) holds its assignee."""
     params = Params()
-    where = [f"id = {params(ticket_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("assignee_id", owners, params):
-        where.append(scope)
+    where = by_id(params, ticket_id, "assignee_id", owners)
     row = await conn.fetchrow(
         f"SELECT {_TICKET} FROM tickets WHERE {' AND '.join(where)}", *params.values
     )
@@ -332,9 +331,7 @@ async def restore_ticket(
     """The restored ticket (or the live one); None when absent or its assignee is
     outside `owners`."""
     params = Params()
-    where = [f"id = {params(ticket_id)}", "deleted_at IS NOT NULL"]
-    if scope := owned_by("assignee_id", owners, params):
-        where.append(scope)
+    where = by_id(params, ticket_id, "assignee_id", owners, deleted=True)
     row = await conn.fetchrow(
         f"""UPDATE tickets SET deleted_at = NULL, version = version + 1, updated_at = now()
             WHERE {" AND ".join(where)} RETURNING {_TICKET}""",
@@ -543,11 +540,7 @@ async def _ticket_reached(
     """Whether the ticket exists (and is not deleted, when `live`) with its assignee
     in `owners` (None: anyone)."""
     params = Params()
-    where = [f"id = {params(ticket_id)}"]
-    if live:
-        where.append("deleted_at IS NULL")
-    if scope := owned_by("assignee_id", owners, params):
-        where.append(scope)
+    where = by_id(params, ticket_id, "assignee_id", owners, deleted=False if live else None)
     found = await conn.fetchval(
         f"SELECT 1 FROM tickets WHERE {' AND '.join(where)}", *params.values
     )
