@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
+
 from deployments._kit.errors import Forbidden, NotFound, PreconditionFailed
 from deployments._kit.listing import Order, Position
 from deployments._kit.principal import Principal
+from shards.connections import WriteConn
 from shards.ids import shard_sql
 
 
@@ -118,6 +121,34 @@ def denied(owners: frozenset[int] | None, owner_id: int | None) -> Denied | None
     if owners is None or (owner_id is not None and owner_id in owners):
         return None
     return Denied(owner_id)
+
+
+async def locked_row(
+    conn: WriteConn,
+    table: str,
+    columns: str,
+    record_id: int,
+    if_version: int | None,
+    owner: str,
+    owners: frozenset[int] | None,
+    *,
+    unowned_passes: bool = False,
+) -> asyncpg.Record | Stale | Denied | None:
+    """The live row, locked for the change that follows; Denied when `owners` (None:
+    anyone) does not hold its `owner` column (a row nobody owns passes with
+    `unowned_passes`), Stale when not at `if_version`, None when absent. The owner is
+    checked before the version: a caller outside the scope learns nothing of it."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {columns} FROM {table} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        record_id,
+    )
+    if row is None:
+        return None
+    if not (unowned_passes and row[owner] is None) and (refused := denied(owners, row[owner])):
+        return refused
+    if if_version is not None and row["version"] != if_version:
+        return Stale(row["version"])
+    return row
 
 
 T = TypeVar("T")

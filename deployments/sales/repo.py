@@ -20,6 +20,7 @@ from deployments._kit.sql import (
     by_id,
     denied,
     keyset_page,
+    locked_row,
     on_shards,
     owned_by,
 )
@@ -506,23 +507,6 @@ async def previous_stage(conn: ReadConn, deal_id: int) -> int | None:
     return None if value is None else int(value)
 
 
-async def _locked_deal(
-    conn: WriteConn, deal_id: int, if_version: int | None, owners: frozenset[int] | None
-) -> asyncpg.Record | Stale | Denied | None:
-    """The live deal's row, locked; Denied when its owner is outside `owners` (None:
-    anyone), Stale when not at `if_version`, None when absent."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT {_DEAL} FROM deals WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", deal_id
-    )
-    if row is None:
-        return None
-    if refused := denied(owners, row["owner_id"]):
-        return refused
-    if if_version is not None and row["version"] != if_version:
-        return Stale(row["version"])
-    return row
-
-
 async def update_deal(
     conn: WriteConn,
     deal_id: int,
@@ -533,7 +517,7 @@ async def update_deal(
 ) -> DealRead | Stale | Denied | None:
     """The deal as updated, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
-    before = await _locked_deal(conn, deal_id, if_version, owners)
+    before = await locked_row(conn, "deals", _DEAL, deal_id, if_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     params = Params()
@@ -562,7 +546,7 @@ async def transition_deal(
     """Apply a planned stage/status change, if the deal is still at `expected_version`
     (the version the plan was made from) and its owner in `owners` (None: anyone;
     else Denied); records stage history and change history."""
-    before = await _locked_deal(conn, deal_id, expected_version, owners)
+    before = await locked_row(conn, "deals", _DEAL, deal_id, expected_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     row = await conn.fetchrow(
@@ -605,7 +589,7 @@ async def delete_deal(
 ) -> DealRead | Stale | Denied | None:
     """The deal as deleted, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
-    before = await _locked_deal(conn, deal_id, if_version, owners)
+    before = await locked_row(conn, "deals", _DEAL, deal_id, if_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     row = await conn.fetchrow(
@@ -850,23 +834,6 @@ async def get_order(
     return None if row is None else await _order(conn, row)
 
 
-async def _locked_order(
-    conn: WriteConn, order_id: int, if_version: int | None, owners: frozenset[int] | None
-) -> asyncpg.Record | Stale | Denied | None:
-    """The live order's row, locked; Denied when its owner is outside `owners` (None:
-    anyone), Stale when not at `if_version`, None when absent."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT {_ORDER} FROM orders WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", order_id
-    )
-    if row is None:
-        return None
-    if refused := denied(owners, row["owner_id"]):
-        return refused
-    if if_version is not None and row["version"] != if_version:
-        return Stale(row["version"])
-    return row
-
-
 async def update_order(
     conn: WriteConn,
     order_id: int,
@@ -878,7 +845,7 @@ async def update_order(
 ) -> OrderRead | Stale | Refused | Denied | None:
     """A draft's notes, or its price book and lines (replaced, totals with them);
     Denied when its owner is outside `owners` (None: anyone)."""
-    before = await _locked_order(conn, order_id, if_version, owners)
+    before = await locked_row(conn, "orders", _ORDER, order_id, if_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] != "draft":
@@ -912,7 +879,7 @@ async def set_order_status(
 ) -> OrderRead | Stale | Refused | Denied | None:
     """draft -> confirmed; draft or confirmed -> cancelled. Denied when the order's
     owner is outside `owners` (None: anyone)."""
-    before = await _locked_order(conn, order_id, if_version, owners)
+    before = await locked_row(conn, "orders", _ORDER, order_id, if_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] not in _STATUS_MOVES[status]:
@@ -943,7 +910,7 @@ async def delete_order(
 ) -> OrderRead | Stale | Refused | Denied | None:
     """Soft delete of a draft or cancelled order (a confirmed one is cancelled first);
     Denied when its owner is outside `owners` (None: anyone)."""
-    before = await _locked_order(conn, order_id, if_version, owners)
+    before = await locked_row(conn, "orders", _ORDER, order_id, if_version, "owner_id", owners)
     if before is None or isinstance(before, Stale | Denied):
         return before
     if before["status"] == "confirmed":

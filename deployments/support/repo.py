@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import ChangeRead, diff, list_changes, record_change
 from deployments._kit.listing import Order, Position
@@ -20,8 +22,8 @@ from deployments._kit.sql import (
     Params,
     Stale,
     by_id,
-    denied,
     keyset_page,
+    locked_row,
     on_shards,
     owned_by,
 )
@@ -196,19 +198,11 @@ async def _locked(
     """The live ticket's row, locked; Denied when `owners` (None: anyone) does not
     hold its assignee (an unassigned one passes when `take_unassigned`), Stale for a
     stale `if_version`."""
-    row = await conn.fetchrow(
-        f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-        ticket_id,
-    )
-    if row is None:
-        return None
-    if not (take_unassigned and row["assignee_id"] is None) and (
-        refused := denied(owners, row["assignee_id"])
-    ):
-        return refused
-    if if_version is not None and row["version"] != if_version:
-        return Stale(row["version"])
-    return dict(row)
+    found = await locked_row(
+        conn, "tickets", _TICKET, ticket_id, if_version, "assignee_id", owners,
+        unowned_passes=take_unassigned,
+    )  # fmt: skip
+    return dict(found) if isinstance(found, asyncpg.Record) else found
 
 
 async def _save(
