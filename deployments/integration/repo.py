@@ -4,7 +4,9 @@ function runs inside the one transaction its ShardManager opened."""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from deployments._kit.events import emit
 from deployments._kit.types import Id
-from deployments.integration.csvio import RECORD_COLUMNS
+from deployments.integration.csvio import AUDITED, COPY_COLUMNS, ShardBatch
 from shards import ReadConn, WriteConn
 from shards.ids import shard_sql
 
@@ -130,7 +132,6 @@ async def fail_abandoned(conn: WriteConn, older_than_s: float) -> int:
 
 
 # -- the bulk upsert (database `customer`) ---------------------------------------------
-_AUDITED = ("name", "email", "phone", "website", "industry", "tags", "owner_id")
 # History in the form `_kit.history.diff` gives other writes: for a new customer
 # {field: [null, value]} of each audited field with a value; for an updated one
 # {field: [old, new]} of each audited field that differs.
@@ -138,20 +139,20 @@ _CREATED_CHANGES = (
     "jsonb_strip_nulls(jsonb_build_object("
     + ", ".join(
         f"'{c}', CASE WHEN up.{c} IS NULL THEN NULL ELSE jsonb_build_array(NULL, up.{c}) END"
-        for c in _AUDITED
+        for c in AUDITED
     )
     + "))"
 )
 _UPDATED_CHANGES = (
     "(SELECT COALESCE(jsonb_object_agg(f.k, jsonb_build_array(f.o, f.n)), '{}') FROM (VALUES "
-    + ", ".join(f"('{c}', to_jsonb(o.{c}), to_jsonb(up.{c}))" for c in _AUDITED)
+    + ", ".join(f"('{c}', to_jsonb(o.{c}), to_jsonb(up.{c}))" for c in AUDITED)
     + ") AS f(k, o, n) WHERE f.o IS DISTINCT FROM f.n)"
 )
-_VALUES = ", ".join(_AUDITED)
+_VALUES = ", ".join(AUDITED)
 
 
 def _cols(alias: str) -> str:
-    return ", ".join(f"{alias}.{c}" for c in _AUDITED)
+    return ", ".join(f"{alias}.{c}" for c in AUDITED)
 
 
 _RETURNING = f"RETURNING c.id, {_cols('c')}, (xmax = 0) AS created"
@@ -159,12 +160,12 @@ _RETURNING = f"RETURNING c.id, {_cols('c')}, (xmax = 0) AS created"
 
 async def upsert_customers(
     conn: WriteConn,
-    records: list[tuple[Any, ...]],
+    batch: ShardBatch,
     actor_id: int,
     job_id: int,
     owners: list[int] | None = None,
 ) -> tuple[int, int, int]:
-    """Write `records` (RECORD_COLUMNS, all of one logical shard):
+    """Write the rows of `batch` (all of one logical shard):
     - a row with an external id: insert it, or update the customer with that external
       id where a value differs (an identical row is not touched: no version bump, no
       `updated_at`); a deleted customer named again is restored;
@@ -188,21 +189,23 @@ async def upsert_customers(
     `owners` (None: anyone) are the users whose customers the importer's write scope
     reaches (`Principal.owners`): a row naming a customer someone else owns is
     refused, never written. Returns (created, updated, refused)."""
-    shard = records[0][0]
-    created = await _copy_new(conn, shard, records, actor_id)
+    shard = batch.shard
+    everything = range(len(batch.rows))
+    created = await _copy_new(conn, batch, everything, actor_id)
     updated: list[int] = []
     refused = 0
     if created is None:  # some key exists already
-        known = await _known_keys(conn, records)
-        if owners is not None:
-            reach = set(owners)
-            kept = [r for r in records if _key(r) not in known or known[_key(r)] in reach]
-            refused, records = len(records) - len(kept), kept
-        new = [r for r in records if _key(r) not in known]
-        copied = await _copy_new(conn, shard, new, actor_id) if new else []
+        known = await _known_keys(conn, batch.keys)
+        reach = None if owners is None else set(owners)
+        keys = batch.keys
+        kept = [i for i in everything if keys[i] not in known or reach is None
+                or known[keys[i]] in reach]  # fmt: skip
+        refused = len(batch.rows) - len(kept)
+        new = [i for i in kept if keys[i] not in known]
+        copied = await _copy_new(conn, batch, new, actor_id) if new else []
         # None: a concurrent writer made one of the new keys meanwhile.
-        rest = records if copied is None else [r for r in records if _key(r) in known]
-        created, updated = await _upsert(conn, rest, actor_id, owners) if rest else ([], [])
+        rest = kept if copied is None else [i for i in kept if keys[i] in known]
+        created, updated = await _upsert(conn, batch, rest, actor_id, owners) if rest else ([], [])
         created += copied or []
     if created or updated:
         data = {
@@ -214,46 +217,44 @@ async def upsert_customers(
     return len(created), len(updated), refused
 
 
-def _key(record: tuple[Any, ...]) -> str:
-    """The row's identity across imports (`csvio.ImportRow.key`)."""
-    external_id, source_key = record[-2:]
-    return f"ext:{external_id}" if external_id is not None else str(source_key)
-
-
-async def _known_keys(conn: WriteConn, records: list[tuple[Any, ...]]) -> dict[str, int | None]:
-    """The keys of `records` that a customer (live or deleted) already has, with
-    that customer's owner."""
+async def _known_keys(conn: WriteConn, keys: list[str]) -> dict[str, int | None]:
+    """Those of `keys` (`ImportRow.key`) that a customer (live or deleted) already
+    has, with that customer's owner."""
+    external_ids = [k[4:] for k in keys if k.startswith("ext:")]
+    source_keys = [k for k in keys if not k.startswith("ext:")]
     rows = await conn.fetch(
         """SELECT external_id, source_key, owner_id FROM customers
            WHERE external_id = ANY($1::text[]) OR source_key = ANY($2::text[])""",
-        [r[-2] for r in records if r[-2] is not None],
-        [r[-1] for r in records if r[-1] is not None],
+        external_ids,
+        source_keys,
     )
-    return {_key((r["external_id"], r["source_key"])): r["owner_id"] for r in rows}
+    return {
+        f"ext:{r['external_id']}" if r["external_id"] is not None else r["source_key"]: r[
+            "owner_id"
+        ]
+        for r in rows
+    }
 
 
 async def _copy_new(
-    conn: WriteConn, shard: int, records: list[tuple[Any, ...]], actor_id: int
+    conn: WriteConn, batch: ShardBatch, rows: Sequence[int], actor_id: int
 ) -> list[int] | None:
-    """COPY rows that are new customers, with their "created" history rows; their
-    ids, or None when a key turned out to be taken (nothing written)."""
+    """COPY the rows of `batch` at indexes `rows`, new customers, with their "created"
+    history rows; their ids, or None when a key turned out to be taken (nothing
+    written)."""
+    n = len(rows)
     ids = await conn.fetchval(
-        "SELECT array_agg(nextflow_id($1)) FROM generate_series(1, $2)", shard, 2 * len(records)
+        "SELECT array_agg(nextflow_id($1)) FROM generate_series(1, $2)", batch.shard, 2 * n
     )
-    n = len(records)
-    customers = [(ids[i], *r[1:]) for i, r in enumerate(records)]
-    history = [
-        (ids[n + i], "customer", ids[i], "created", _created(r), actor_id)
-        for i, r in enumerate(records)
-    ]
+    customers = "".join(f"{ids[j]},{batch.rows[i]}\n" for j, i in enumerate(rows))
+    history = "".join(
+        f"{ids[n + j]},customer,{ids[j]},created,{batch.created[i]},{actor_id}\n"
+        for j, i in enumerate(rows)
+    )
     try:
         async with conn.transaction():  # a savepoint
-            await conn.copy_records_to_table(
-                "customers", records=customers, columns=("id", *RECORD_COLUMNS[1:])
-            )
-            await conn.copy_records_to_table(
-                "record_changes", records=history, columns=_HISTORY_COLUMNS
-            )
+            await _copy(conn, "customers", ("id", *COPY_COLUMNS), customers)
+            await _copy(conn, "record_changes", _HISTORY_COLUMNS, history)
     except asyncpg.UniqueViolationError:
         return None
     return list(ids[:n])
@@ -262,19 +263,23 @@ async def _copy_new(
 _HISTORY_COLUMNS = ("id", "record_type", "record_id", "action", "changes", "actor_id")
 
 
-def _created(record: tuple[Any, ...]) -> dict[str, list[Any]]:
-    """A new customer's history: {field: [None, value]} of each audited field with a
-    value (what `_kit.history.diff(None, ...)` gives other creates)."""
-    return {c: [None, v] for c, v in zip(_AUDITED, record[1:8], strict=True) if v is not None}
+async def _copy(conn: WriteConn, table: str, columns: Sequence[str], csv_text: str) -> None:
+    await conn.copy_to_table(
+        table, source=io.BytesIO(csv_text.encode()), columns=list(columns), format="csv"
+    )
 
 
 async def _upsert(
-    conn: WriteConn, records: list[tuple[Any, ...]], actor_id: int, owners: list[int] | None
+    conn: WriteConn,
+    batch: ShardBatch,
+    rows: Sequence[int],
+    actor_id: int,
+    owners: list[int] | None,
 ) -> tuple[list[int], list[int]]:
-    """The rows some customer may already have: COPY into a temp table, then one
-    statement upserts them and writes their history; a customer whose owner is not
-    in `owners` (None: anyone) is never changed (one made by a concurrent writer since
-    the look-up). (created ids, updated ids)."""
+    """The rows of `batch` at indexes `rows`, which some customer may already have:
+    COPY into a temp table, then one statement upserts them and writes their history;
+    a customer whose owner is not in `owners` (None: anyone) is never changed (one made
+    by a concurrent writer since the look-up). (created ids, updated ids)."""
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS import_customer_rows (
                shard integer, name text, email text, phone text, website text,
@@ -282,9 +287,8 @@ async def _upsert(
                source_key text
            ) ON COMMIT DELETE ROWS"""
     )
-    await conn.copy_records_to_table(
-        "import_customer_rows", records=records, columns=RECORD_COLUMNS
-    )
+    records = "".join(f"{batch.shard},{batch.rows[i]}\n" for i in rows)
+    await _copy(conn, "import_customer_rows", ("shard", *COPY_COLUMNS), records)
     row = await conn.fetchrow(
         f"""WITH by_external_id AS (
                INSERT INTO customers AS c (id, {_VALUES}, external_id)

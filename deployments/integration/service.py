@@ -34,6 +34,10 @@ log = logging.getLogger("nextflow.integration")
 KIND_CUSTOMER_IMPORT = "customer_import"
 CHUNK = 20_000  # rows parsed per step; written as one COPY batch per logical shard
 IN_FLIGHT = 2  # chunks being written while the next one is parsed
+# Batches written at once, over all servers: enough to keep the servers busy, and few
+# enough that an import never holds most of a server's pool (`pool_max_size`) from
+# the requests of everyone else.
+WRITERS = 4
 ABANDONED_AFTER_S = 300.0
 
 
@@ -67,6 +71,7 @@ class Chunk:
     rows: list[csvio.ImportRow] = field(default_factory=list)
     errors: list[csvio.RowError] = field(default_factory=list)
     read: int = 0
+    batches: dict[int, csvio.ShardBatch] = field(default_factory=dict)
 
 
 class ImportFailed(Exception):
@@ -227,6 +232,7 @@ class IntegrationService:
             errors = csv.writer(ef, lineterminator="\r\n")
             errors.writerow([*csvio.ERROR_COLUMNS, *header])
             records = _records(reader)
+            writers = asyncio.Semaphore(WRITERS)
 
             def parse() -> Chunk:
                 chunk = Chunk()
@@ -243,10 +249,13 @@ class IntegrationService:
                         chunk.rows.append(parsed)
                     if chunk.read >= CHUNK:
                         break
+                chunk.batches = csvio.encode_by_shard(chunk.rows, self.customers.place)
+                chunk.rows = []
                 return chunk
 
-            # Writes of up to IN_FLIGHT chunks run while the next chunk is parsed;
-            # they land (and count, and report progress) in file order.
+            # Writes of up to IN_FLIGHT chunks run while the next chunk is parsed
+            # (WRITERS batches at a time); they land (and count, and report progress)
+            # in file order.
             in_flight: deque[tuple[asyncio.Task[tuple[int, int, int]], int, int]] = deque()
 
             async def land(keep: int, report: bool = True) -> bool:
@@ -268,30 +277,33 @@ class IntegrationService:
                     break
                 for e in chunk.errors:
                     errors.writerow([e.line, e.message, *e.raw])
-                task = asyncio.create_task(self._write(chunk.rows, principal, job_id))
+                task = asyncio.create_task(self._write(chunk.batches, principal, job_id, writers))
                 in_flight.append((task, chunk.read, len(chunk.errors)))
-                if not await land(IN_FLIGHT - 1):
+                if not await land(IN_FLIGHT):
                     return "cancelled", None
             if not await land(0):
                 return "cancelled", None
         return "succeeded", None
 
     async def _write(
-        self, rows: list[csvio.ImportRow], principal: Principal, job_id: int
+        self,
+        batches: dict[int, csvio.ShardBatch],
+        principal: Principal,
+        job_id: int,
+        writers: asyncio.Semaphore,
     ) -> tuple[int, int, int]:
         """(created, updated, refused) of one chunk; refused: rows naming a customer the
         importer's write scope does not reach."""
-        batches = csvio.batch_by_shard(rows, self.customers.place)
         reach = principal.owners("customer:write")
         owners = None if reach is None else sorted(reach)
-        done = await asyncio.gather(
-            *(
-                self.customers.write_bulk(
-                    shard, repo.upsert_customers, records, principal.user_id, job_id, owners
+
+        async def write(shard: int, batch: csvio.ShardBatch) -> tuple[int, int, int]:
+            async with writers:
+                return await self.customers.write_bulk(
+                    shard, repo.upsert_customers, batch, principal.user_id, job_id, owners
                 )
-                for shard, records in batches.items()
-            )
-        )
+
+        done = await asyncio.gather(*(write(shard, b) for shard, b in batches.items()))
         return sum(c for c, _, _ in done), sum(u for _, u, _ in done), sum(r for _, _, r in done)
 
 

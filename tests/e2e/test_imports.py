@@ -84,6 +84,40 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(
     assert "name" in by_line["3"] and "email" in by_line["4"] and "line 2" in by_line["6"]
 
 
+def test_awkward_values_arrive_exactly_as_written(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """What COPY reads is CSV the service writes: quotes, commas, line breaks,
+    backslashes, braces and non-ASCII text in names and tags arrive unchanged, and
+    in the history; a NUL (which PostgreSQL text cannot hold) fails only its row."""
+    tag = "imp" + os.urandom(3).hex()
+    names = {
+        f"{tag}-1": 'Quote "Q", comma',
+        f"{tag}-2": "Two\nlines\r\nand \\N",
+        f"{tag}-3": "\\. {braces} 'single' ;semi",
+        f"{tag}-4": "Đà Nẵng Trading — 株式会社",
+    }
+    odd_tags = ['say "hi"', "back\\slash", "{curly}", "NULL"]
+    body = _csv(
+        [["name", "website", "tags", "external_id"]]
+        + [[name, "", ";".join([tag, *odd_tags]), ext] for ext, name in names.items()]
+        + [["Has \x00 NUL", "", tag, f"{tag}-5"]]
+    )
+    job = _import(http, admin, body)
+    assert job["status"] == "succeeded", job
+    assert (job["result"]["created"], job["result"]["failed"]) == (4, 1), job
+    imported = _tagged(http, admin, tag)
+    assert {ext: c["name"] for ext, c in imported.items()} == names
+    for customer in imported.values():
+        assert customer["tags"] == [tag, *odd_tags] and customer["website"] is None
+        history = http.get(f"/customers/{customer['id']}/history", headers=admin).json()["data"]
+        assert history[-1]["changes"]["name"] == [None, customer["name"]]
+        assert history[-1]["changes"]["tags"] == [None, [tag, *odd_tags]]
+    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    (error,) = list(csv.reader(io.StringIO(errors.text)))[1:]
+    assert error[0] == "8" and "NUL" in error[1]  # a file line: the second name spans 3
+
+
 def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(
     http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:

@@ -149,9 +149,11 @@ def test_every_csv_row_parses_or_says_why(
             name, owner_id = parsed.values[0], parsed.values[6]
             assert name.strip()
             assert may_assign or owner_id == 7
-            assert len(parsed.values) == len(csvio.RECORD_COLUMNS) - 1  # all but the shard
-            (batch,) = csvio.batch_by_shard([parsed], lambda key: 0).values()
-            assert batch[0][0] == 0  # what COPY sends is built without error
+            assert len(parsed.values) == len(csvio.COPY_COLUMNS)
+            (batch,) = csvio.encode_by_shard([parsed], lambda key: 0).values()
+            # What COPY reads is built without error, one record of every column.
+            (fields,) = csv.reader(io.StringIO(batch.rows[0] + "\n"))
+            assert len(fields) == len(csvio.COPY_COLUMNS) and fields[0] == name
 
 
 @settings(

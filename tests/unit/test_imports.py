@@ -7,6 +7,7 @@ import asyncio
 import csv
 import importlib
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,12 +107,41 @@ def test_batches_per_shard_keep_an_external_id_on_its_shard() -> None:
         placed.append(key)
         return int(key[-1]) + 1 if key.startswith("ext:") else 0
 
-    batches = csvio.batch_by_shard([r for r in rows if isinstance(r, csvio.ImportRow)], place)
-    assert sum(len(v) for v in batches.values()) == 10
-    for shard, records in batches.items():
-        assert all(r[0] == shard for r in records)  # the shard column travels with the row
+    batches = csvio.encode_by_shard([r for r in rows if isinstance(r, csvio.ImportRow)], place)
+    assert sum(len(b.rows) for b in batches.values()) == 10
+    for shard, batch in batches.items():
+        assert batch.shard == shard
+        assert len(batch.rows) == len(batch.created) == len(batch.keys)
+        assert all(k.startswith("ext:") == (shard != 0) for k in batch.keys)
     assert "ext:E1" in placed and any(k and k.startswith("import:") for k in placed)
-    assert all(len(r) == len(csvio.RECORD_COLUMNS) for v in batches.values() for r in v)
+
+
+def test_encoded_rows_read_back_as_copy_reads_csv() -> None:
+    """COPY's CSV: an absent value is an unquoted empty field (NULL), texts keep
+    quotes, commas and line breaks, tags are an array literal with quoted elements."""
+    header = ["name", "email", "phone", "tags", "owner_id", "external_id"]
+    row = csvio.parse_row(
+        2, header, ['A "q", b\nc', "", "", 'x"y;b\\s;{z}', "9", "E1"], 7, True
+    )
+    assert isinstance(row, csvio.ImportRow)
+    (batch,) = csvio.encode_by_shard([row], lambda key: 3).values()
+    (record,) = batch.rows
+    assert "\n" in record  # the line break is inside a quoted field
+    (fields,) = csv.reader(io.StringIO(record + "\n"))
+    assert fields == ['A "q", b\nc', "", "", "", "", '{"x\\"y","b\\\\s","{z}"}', "9", "E1", ""]
+    assert record.startswith('"A ""q"", b\nc",,,,,')  # NULL: unquoted, never '""'
+    (changes,) = csv.reader(io.StringIO(batch.created[0]))
+    assert json.loads(changes[0]) == {
+        "name": [None, 'A "q", b\nc'],
+        "tags": [None, ['x"y', "b\\s", "{z}"]],
+        "owner_id": [None, 9],
+    }
+    assert batch.keys == ["ext:E1"]
+
+
+def test_a_nul_character_fails_its_row() -> None:
+    row = csvio.parse_row(4, HEADER, ["Ac\x00me", "", "", "", ""], 7, False)
+    assert isinstance(row, csvio.RowError) and row.line == 4 and "NUL" in row.message
 
 
 @pytest.mark.parametrize(
