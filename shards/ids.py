@@ -6,6 +6,10 @@ Layout (Instagram/Snowflake style, always positive in a signed bigint):
 
 PostgreSQL makes the ids (`nextflow_id(shard)` in every sharded database, see the
 migrations), so ids stay unique however many processes write. This module reads them.
+The sequence part is a database-wide sequence modulo 4096, taken between two
+readings of the clock that must name the same millisecond (else it is taken again):
+two ids can only be equal if a database takes more than 4096 sequence values in one
+millisecond (migration `_sharded/0005`; tests/integration/test_ids.py).
 
 Ids stay unique when a logical shard moves to another server (`shards.moves`): the
 new server makes ids of that shard with its own sequence but with the current time,

@@ -1,0 +1,28 @@
+-- nextflow_id() made the same id twice under load: a backend took a sequence value,
+-- was descheduled for some milliseconds while other backends took 4096 more, then
+-- read the clock in the same millisecond as one of those; the two ids were equal
+-- (tests/integration/test_ids.py made several in 400,000 on 2 busy cores). Now the
+-- clock is read before and after the sequence, and both must name the same
+-- millisecond: the values of one millisecond were all taken within it, so two ids
+-- can be equal only if a database takes more than 4096 values a millisecond (about
+-- 770 a millisecond per core is what this function does).
+CREATE OR REPLACE FUNCTION nextflow_id(shard integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    epoch_ms constant bigint := 1767225600000;  -- 2026-01-01T00:00:00Z
+    before_ms bigint;
+    now_ms bigint;
+    seq bigint;
+BEGIN
+    IF shard < 0 OR shard > 1023 THEN
+        RAISE EXCEPTION 'logical shard % out of range', shard;
+    END IF;
+    LOOP
+        before_ms := floor(extract(epoch FROM clock_timestamp()) * 1000);
+        seq := nextval('global_id_seq') % 4096;
+        now_ms := floor(extract(epoch FROM clock_timestamp()) * 1000);
+        EXIT WHEN now_ms = before_ms;
+    END LOOP;
+    RETURN ((now_ms - epoch_ms) << 22) | (shard::bigint << 12) | seq;
+END
+$$;
