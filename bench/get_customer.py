@@ -316,6 +316,7 @@ def stack_env(root: Path) -> dict[str, str]:
         "NEXTFLOW_SERVE_THROUGHPUT_OPTIMIZED": "false",
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
+        "NEXTFLOW_SECRETS_KEY": secrets.token_urlsafe(48),
         "NEXTFLOW_ACCESS_TOKEN_TTL_S": "7200",
         "NEXTFLOW_RATE_LIMIT_PER_MINUTE": "100000000",
         "NEXTFLOW_RATE_LIMIT_BURST": "100000000",

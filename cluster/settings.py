@@ -174,6 +174,11 @@ class Settings(StackSettings):
 
     pg_password: SecretStr
     jwt_secret: SecretStr = Field(min_length=32)
+    # Seals secrets the databases must keep readable (webhook signing secrets:
+    # deployments/_kit/sealed.py). To rotate: the old key into `secrets_key_previous`,
+    # a new one here; replicas reseal what they find at start.
+    secrets_key: SecretStr = Field(min_length=32)
+    secrets_key_previous: SecretStr | None = None
     jwt_issuer: str = "nextflow"
     jwt_audience: str = "nextflow-api"
     access_token_ttl_s: int = Field(default=900, ge=30)

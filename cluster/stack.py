@@ -34,7 +34,7 @@ from cluster.settings import ServerAddress, Settings, StackSettings
 
 SERVE_CONFIG_NAME = "serve_config.yaml"
 _ENV_PREFIX = "NEXTFLOW_"
-_SECRET_NAMES = ("pg_password", "jwt_secret")
+_SECRET_NAMES = ("pg_password", "jwt_secret", "secrets_key")
 _SHARD_SERVER = re.compile(r"^shard([1-9][0-9]*)$")
 
 
@@ -207,8 +207,10 @@ class LocalStack:
         return self._app_settings
 
     def ensure_secrets(self) -> bool:
-        """Write secrets.env (mode 0600) on first use; True when it was created."""
+        """Write secrets.env (mode 0600) on first use; True when it was created. A file
+        from an earlier version gets the secrets it lacks (never a new password)."""
         if self.secrets_file.exists():
+            self._add_missing_secrets()
             return False
         existing = [s.name for s in self.postgres_servers() if s.is_initialized()]
         if existing and "NEXTFLOW_PG_PASSWORD" not in os.environ:
@@ -227,6 +229,21 @@ class LocalStack:
         with os.fdopen(fd, "w") as handle:
             handle.write("".join(f"{key}={value}\n" for key, value in values.items()))
         return True
+
+    def _add_missing_secrets(self) -> None:
+        text = self.secrets_file.read_text()
+        present = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+        missing = [
+            f"{_ENV_PREFIX}{name.upper()}"
+            for name in _SECRET_NAMES
+            if name != "pg_password" and f"{_ENV_PREFIX}{name.upper()}" not in present
+        ]
+        if missing:
+            with self.secrets_file.open("a") as handle:
+                prefix = "" if not text or text.endswith("\n") else "\n"
+                handle.write(prefix + "".join(
+                    f"{key}={os.environ.get(key) or secrets.token_urlsafe(48)}\n" for key in missing
+                ))  # fmt: skip
 
     # -- components -----------------------------------------------------------------
 

@@ -63,6 +63,7 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_HAPROXY_METRICS_PORT": str(hap_metrics),
         "NEXTFLOW_PG_PASSWORD": secrets.token_urlsafe(24),
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
+        "NEXTFLOW_SECRETS_KEY": secrets.token_urlsafe(48),
         "NEXTFLOW_POOL_MAX_SIZE": "4",
         # Tests create managers at any time and expect SLA notices to reach them: the
         # NotificationService asks Auth for the managers on every breach here.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import Event
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
+from deployments._kit.sealed import SecretBox
 from deployments.webhooks import guard
 from deployments.webhooks.backoff import Backoff
 from deployments.webhooks.schemas import (
@@ -36,6 +38,8 @@ from deployments.webhooks.schemas import (
 )
 from deployments.webhooks.service import WebhookService as _Logic
 from shards.client import Database
+
+log = logging.getLogger("nextflow.webhooks")
 
 
 @serve.deployment(name="WebhookService")
@@ -57,8 +61,13 @@ class WebhookDeployment:
                 horizon_s=s.webhook_retry_horizon_s,
             ),
             self._client,
+            SecretBox(
+                s.secrets_key.get_secret_value(),
+                [s.secrets_key_previous.get_secret_value()] if s.secrets_key_previous else [],
+            ),
         )
         loop = asyncio.get_running_loop()
+        self._resealing = loop.create_task(self._reseal())
         interval = s.webhook_poll_interval_s
         self._worker = loop.create_task(self._svc.run_forever(interval)) if interval > 0 else None
         self._redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
@@ -70,6 +79,21 @@ class WebhookDeployment:
         )
         self._consuming = loop.create_task(self._consumer.run())
 
+    async def _reseal(self) -> None:
+        """Signing secrets stored in plain text (before they were sealed) or under the
+        previous key are sealed under the current one; retried while the database is
+        not reachable."""
+        while True:
+            try:
+                done = await self._svc.reseal_secrets()
+            except Exception as exc:
+                log.warning("resealing webhook secrets failed (retrying in 30 s): %s", exc)
+                await asyncio.sleep(30)
+                continue
+            if done:
+                log.info("sealed %d webhook signing secret(s) under the current key", done)
+            return
+
     async def _on_event(self, event: Event) -> None:
         await self._svc.handle(event)
 
@@ -77,7 +101,7 @@ class WebhookDeployment:
         consumer = getattr(self, "_consumer", None)
         if consumer is not None:
             consumer.stop()
-        for name in ("_worker", "_consuming"):
+        for name in ("_worker", "_consuming", "_resealing"):
             task = getattr(self, name, None)
             if task is not None:
                 with contextlib.suppress(RuntimeError):

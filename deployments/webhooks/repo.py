@@ -13,7 +13,6 @@ from deployments.webhooks.schemas import (
     DeliveryListQuery,
     DeliveryRead,
     WebhookCreate,
-    WebhookCreated,
     WebhookListQuery,
     WebhookRead,
 )
@@ -45,15 +44,37 @@ class Due:
 
 # -- subscriptions -------------------------------------------------------------------
 async def create_subscription(
-    conn: WriteConn, data: WebhookCreate, secret: str, owner_id: int
-) -> WebhookCreated:
+    conn: WriteConn, data: WebhookCreate, sealed_secret: str, owner_id: int
+) -> WebhookRead:
+    """`sealed_secret`: the signing secret as `_kit.sealed.SecretBox.seal` gives it."""
     row = await conn.fetchrow(
         f"""INSERT INTO webhook_subscriptions (url, event_types, secret, description, active,
                                                owner_id)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SUB}, secret""",
-        data.url, data.event_types, secret, data.description, data.active, owner_id,
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SUB}""",
+        data.url, data.event_types, sealed_secret, data.description, data.active, owner_id,
     )  # fmt: skip
-    return WebhookCreated.model_validate(dict(row))
+    return WebhookRead.model_validate(dict(row))
+
+
+async def secrets_to_reseal(conn: ReadConn, current_prefix: str) -> list[tuple[int, str]]:
+    """(id, stored secret) of every subscription, deleted ones too, whose secret is not
+    sealed under the current key (`current_prefix`): plain text from before secrets
+    were sealed, or sealed under a previous key."""
+    rows = await conn.fetch(
+        "SELECT id, secret FROM webhook_subscriptions WHERE left(secret, $2) <> $1",
+        current_prefix, len(current_prefix),
+    )  # fmt: skip
+    return [(r["id"], r["secret"]) for r in rows]
+
+
+async def reseal(conn: WriteConn, sub_id: int, stored: str, sealed: str) -> bool:
+    """Replace a secret's stored form if it is still `stored` (another replica may
+    have done it first); the secret itself, and so every signature, is unchanged."""
+    done = await conn.execute(
+        "UPDATE webhook_subscriptions SET secret = $3 WHERE id = $1 AND secret = $2",
+        sub_id, stored, sealed,
+    )  # fmt: skip
+    return str(done) == "UPDATE 1"
 
 
 async def get_subscription(conn: ReadConn, sub_id: int) -> WebhookRead | None:

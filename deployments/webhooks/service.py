@@ -18,6 +18,7 @@ from deployments._kit.errors import NotFound, PreconditionFailed, Validation
 from deployments._kit.events import Event
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
+from deployments._kit.sealed import PREFIX, SecretBox, Unsealable
 from deployments._kit.sql import Stale
 from deployments.webhooks import guard, repo, sender
 from deployments.webhooks.backoff import Backoff
@@ -36,6 +37,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 log = logging.getLogger("nextflow.webhooks")
 LEASE_S = 120.0  # longer than an attempt can take (timeout + resolution)
+SECRET_CONTEXT = "webhook_subscriptions.secret"  # a sealed secret opens only here
 
 
 class Store(Protocol):
@@ -78,12 +80,14 @@ class WebhookService:
         policy: guard.Policy,
         backoff: Backoff,
         client: httpx.AsyncClient,
+        box: SecretBox,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.db = db
         self.policy = policy
         self.backoff = backoff
         self.client = client
+        self.box = box
         self.rng = rng
 
     # -- subscriptions -------------------------------------------------------------
@@ -99,7 +103,30 @@ class WebhookService:
         principal.require("webhook:write")
         await self._check_target(data.url)
         secret = "whsec_" + secrets.token_urlsafe(32)
-        return await self.db.write(repo.create_subscription, data, secret, principal.user_id)
+        sealed = self.box.seal(secret, SECRET_CONTEXT)
+        created = await self.db.write(repo.create_subscription, data, sealed, principal.user_id)
+        return WebhookCreated(**created.model_dump(), secret=secret)
+
+    async def reseal_secrets(self) -> int:
+        """Seal under the current key every signing secret stored otherwise (plain text
+        from before secrets were sealed, or sealed under the previous key); how many.
+        A secret no configured key opens is left as it is, and logged."""
+        done = 0
+        for sub_id, stored in await self.db.read_primary(
+            repo.secrets_to_reseal, self.box.current_prefix
+        ):
+            try:
+                secret = (
+                    stored
+                    if not stored.startswith(PREFIX)
+                    else self.box.open(stored, SECRET_CONTEXT)
+                )
+            except Unsealable as exc:
+                log.error("webhook %s: its signing secret cannot be resealed: %s", sub_id, exc)
+                continue
+            sealed = self.box.seal(secret, SECRET_CONTEXT)
+            done += await self.db.write(repo.reseal, sub_id, stored, sealed)
+        return done
 
     async def get(self, principal: Principal, sub_id: int) -> WebhookRead:
         principal.require("webhook:read")
@@ -178,14 +205,24 @@ class WebhookService:
                 repo.record_attempt, due.id, "cancelled", None, "subscription disabled", None
             )
             return
-        attempt = await sender.send(
-            self.client, self.policy, due.url, due.secret, str(due.event_id), due.body.encode()
-        )
+        try:
+            secret = self._secret(due.secret)
+        except Unsealable as exc:  # a key missing from the settings: retried as any failure
+            attempt = sender.Attempt(error=f"the signing secret does not open: {exc}")
+        else:
+            attempt = await sender.send(
+                self.client, self.policy, due.url, secret, str(due.event_id), due.body.encode()
+            )
         status, retry_in, disable = self._outcome(attempt, due.failures_before + 1)
         await self.db.write(
             repo.record_attempt, due.id, status, attempt.status_code, attempt.error, retry_in,
             disable,
         )  # fmt: skip
+
+    def _secret(self, stored: str) -> str:
+        """The signing secret from its stored form; plain text is read as it is until the
+        replicas' start reseals it (`reseal_secrets`)."""
+        return self.box.open(stored, SECRET_CONTEXT) if stored.startswith(PREFIX) else stored
 
     def _outcome(self, attempt: sender.Attempt, failures: int) -> tuple[str, float | None, Any]:
         if attempt.succeeded:

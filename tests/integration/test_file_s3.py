@@ -53,6 +53,7 @@ def store(s3_endpoint: str) -> S3BlobStore:
     settings = Settings(
         pg_password="x",  # type: ignore[arg-type]
         jwt_secret="y" * 32,  # type: ignore[arg-type]
+        secrets_key="z" * 32,  # type: ignore[arg-type]
         s3_endpoint=s3_endpoint,
         s3_bucket="nextflow-test-files",
         s3_access_key="testing",  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from cluster.settings import Settings
 from deployments._kit.errors import Validation
 from deployments._kit.events import Event
 from deployments._kit.principal import Principal
+from deployments._kit.sealed import SecretBox
 from deployments.notification.mailer import SmtpMailer
 from deployments.notification.schemas import (
     ChannelPreferences,
@@ -46,6 +47,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 ADMIN = Principal(user_id=1, role="admin", permissions=frozenset({"webhook:read", "webhook:write"}))
 SHORT = Backoff(base_s=0.2, factor=2, cap_s=0.4, horizon_s=30, jitter=0.5)
+KEY = "k" * 40
+BOX = SecretBox(KEY)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -130,12 +133,12 @@ def receiver() -> Iterator[Callable[[list[int]], Receiver]]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def webhooks(stores: Stores) -> AsyncIterator[Callable[[guard.Policy], WebhookService]]:
+async def webhooks(stores: Stores) -> AsyncIterator[Callable[..., WebhookService]]:
     client = httpx.AsyncClient(timeout=5, follow_redirects=False, trust_env=False)
     made: list[WebhookService] = []
 
-    def make(policy: guard.Policy) -> WebhookService:
-        svc = WebhookService(stores.integration, policy, SHORT, client, rng=random.random)
+    def make(policy: guard.Policy, box: SecretBox = BOX) -> WebhookService:
+        svc = WebhookService(stores.integration, policy, SHORT, client, box, rng=random.random)
         made.append(svc)
         return svc
 
@@ -263,6 +266,59 @@ async def test_replay_sends_a_delivery_again(
     assert hook.requests[0]["body"] == hook.requests[1]["body"]
     assert all(r["valid"] for r in hook.requests)
     await svc.delete(ADMIN, sub_id, None)
+
+
+async def _stored_secret(conn: Any, sub_id: int) -> str:
+    found = await conn.fetchval("SELECT secret FROM webhook_subscriptions WHERE id = $1", sub_id)
+    return str(found)
+
+
+async def _store_secret(conn: Any, sub_id: int, stored: str) -> None:
+    await conn.execute("UPDATE webhook_subscriptions SET secret = $2 WHERE id = $1", sub_id, stored)
+
+
+async def test_signing_secrets_are_sealed_at_rest_and_resealed_after_a_key_rotation(
+    webhooks: Callable[..., WebhookService],
+    receiver: Callable[[list[int]], Receiver],
+    stores: Stores,
+) -> None:
+    db = stores.integration
+    svc = webhooks(LOOPBACK_ALLOWED)
+    hook, legacy = receiver([200]), receiver([200])
+    sub_id = await subscribe(svc, hook, ["deal.won"])
+    legacy_id = await subscribe(svc, legacy, ["deal.won"])
+    stored = await db.read(_stored_secret, sub_id)
+    assert stored.startswith(BOX.current_prefix)
+    assert hook.secret.removeprefix("whsec_") not in stored  # not there in any form
+    await db.write(_store_secret, legacy_id, legacy.secret)  # as stored before sealing
+
+    # Rotation: a new key, the old one kept as previous; a replica's start reseals both
+    # the plain secret and the one sealed under the old key, and only once.
+    rotated = webhooks(LOOPBACK_ALLOWED, SecretBox("n" * 40, [KEY]))
+    assert await rotated.reseal_secrets() >= 2
+    assert await rotated.reseal_secrets() == 0
+    for i in (sub_id, legacy_id):
+        assert (await db.read(_stored_secret, i)).startswith(rotated.box.current_prefix)
+    # The secrets themselves are unchanged: deliveries verify with what the subscriber got.
+    won = event("deal.won", {"deal": {"id": "9"}})
+    await rotated.handle(won)
+    for i in (sub_id, legacy_id):
+        assert (await drain(rotated, i, lambda d: d.status != "pending")).status == "succeeded"
+    assert hook.requests[0]["valid"] and legacy.requests[0]["valid"]
+
+    # A key the settings no longer have: the attempt fails (and is retried), nothing sent.
+    without = webhooks(LOOPBACK_ALLOWED, SecretBox("x" * 40))
+    again = event("deal.won", {"deal": {"id": "10"}})
+    await without.handle(again)
+    await without.deliver_due()
+    page = await without.deliveries(ADMIN, sub_id, DeliveryListQuery())
+    latest = next(d for d in page.data if d.event_id == again.id)
+    assert latest.status == "pending" and "does not open" in (latest.last_error or "")
+    assert len(hook.requests) == 1
+    for i in (sub_id, legacy_id):
+        await svc.delete(ADMIN, i, None)
+    # Back under the key the other tests use.
+    assert await webhooks(LOOPBACK_ALLOWED, SecretBox(KEY, ["n" * 40])).reseal_secrets() >= 2
 
 
 # -- notifications -----------------------------------------------------------------------

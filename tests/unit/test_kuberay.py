@@ -453,7 +453,8 @@ def test_settings_reach_servers_behind_services() -> None:
         5432,
     )
     assert s.redis_url == "redis://nextflow-redis:6379/0"
-    app = Settings(**env, pg_password="p", jwt_secret="j" * 32, redis_password="a/b@c")  # type: ignore[arg-type]
+    secrets = {"pg_password": "p", "jwt_secret": "j" * 32, "secrets_key": "k" * 32}
+    app = Settings(**env, **secrets, redis_password="a/b@c")  # type: ignore[arg-type]
     assert app.redis_url == "redis://:a%2Fb%40c@nextflow-redis:6379/0"
     local = StackSettings()
     assert local.catalog_address().host == local.host

@@ -152,7 +152,7 @@ class Client:
 
 
 def _settings(**changes: Any) -> Settings:
-    return Settings(pg_password="x", jwt_secret=SECRET, **changes)  # type: ignore[arg-type]
+    return Settings(pg_password="x", jwt_secret=SECRET, secrets_key=SECRET, **changes)  # type: ignore[arg-type]
 
 
 def _app(**settings: Any) -> FastAPI:
