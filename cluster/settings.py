@@ -235,6 +235,9 @@ class Settings(StackSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(default=10.0, gt=0)
+    # The server's certificate is always verified: against the system's CAs, or only
+    # the CAs in this PEM file (an internal relay with its own CA).
+    smtp_ca_file: Path | None = None
     # How long a NotificationService replica reuses the list of managers it asked the
     # Auth service for (SLA breach notices go to them); a new manager is included at
     # the latest this much later.

@@ -24,9 +24,14 @@ class SmtpMailer:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = 10.0,
+        ca_file: str | None = None,
     ) -> None:
+        """`tls`: "starttls" (upgrade on the submission port), "tls" (implicit, port
+        465) or "none". The server's certificate is always verified, against the
+        system's CAs or only those in `ca_file` (an internal relay's CA)."""
         self.host, self.port, self.sender, self.tls = host, port, sender, tls
         self.username, self.password, self.timeout_s = username, password, timeout_s
+        self.ca_file = ca_file
 
     @classmethod
     def from_settings(cls, s: Settings) -> SmtpMailer | None:
@@ -36,7 +41,7 @@ class SmtpMailer:
         password = s.smtp_password.get_secret_value() if s.smtp_password else None
         return cls(
             s.smtp_host, s.smtp_port, s.smtp_from, s.smtp_tls, s.smtp_username, password,
-            s.smtp_timeout_s,
+            s.smtp_timeout_s, str(s.smtp_ca_file) if s.smtp_ca_file else None,
         )  # fmt: skip
 
     async def send(self, to: str, subject: str, body: str) -> None:
@@ -53,5 +58,7 @@ class SmtpMailer:
             password=self.password,
             use_tls=self.tls == "tls",
             start_tls=True if self.tls == "starttls" else False,
+            validate_certs=True,
+            cert_bundle=self.ca_file,
             timeout=self.timeout_s,
         )
