@@ -52,7 +52,8 @@ from ray.util import metrics
 from cluster import logs
 from cluster.batching import Outcome
 from cluster.settings import Settings, get_settings
-from deployments._kit.events import EVENT_STREAM, Event
+from deployments._kit.consumer import ensure_groups
+from deployments._kit.events import CONSUMER_GROUPS, EVENT_STREAM, Event
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import SHARDED_DATABASES
@@ -64,6 +65,7 @@ from shards.routing import ServerSpec, ShardMap
 log = logging.getLogger("nextflow.relay")
 _CLEANUP_BATCH = 5000
 _MAP_REFRESH_S = 5.0
+_GROUPS_CHECK_S = 60.0  # how often a publishing relay makes sure the consumer groups exist
 
 outbox_backlog = metrics.Gauge(
     "nextflow_outbox_backlog",
@@ -198,7 +200,9 @@ class Relay:
         databases: Iterable[str] = SHARDED_DATABASES,
         settings: Settings | None = None,
         on_crash: Callable[[], None] | None = None,
+        groups: Iterable[str] = CONSUMER_GROUPS,
     ) -> None:
+        """`groups`: the consumer groups made sure of before publishing."""
         logs.configure()
         self._settings = settings or get_settings()
         s = self._settings
@@ -218,6 +222,8 @@ class Relay:
         self._crash = _Crash()
         self._on_crash = on_crash or _die
         self._loops = 0
+        self._groups = tuple(groups)
+        self._groups_checked = -_GROUPS_CHECK_S
 
     # -- ownership ------------------------------------------------------------------
     async def _owned(self, force: bool = False) -> tuple[list[int], dict[int, int]]:
@@ -312,6 +318,12 @@ class Relay:
         state.backlog, state.oldest_age_s = backlog, age
         if not rows:
             return 0
+        if time.monotonic() - self._groups_checked > _GROUPS_CHECK_S:
+            # Before the first event (and now and then: a Redis that lost its data
+            # loses the groups too), so that no event is published with no group to
+            # keep it for a service whose replicas are not up yet.
+            await ensure_groups(self._redis, self._groups)
+            self._groups_checked = time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 pipe.xadd(

@@ -73,6 +73,19 @@ def parse_entry(fields: dict[str, str]) -> Event:
         raise ValueError(f"unreadable event: {exc.error_count()} errors") from exc
 
 
+async def ensure_groups(
+    redis: aioredis.Redis, groups: Iterable[str], stream: str = EVENT_STREAM, start_id: str = "$"
+) -> None:
+    """Create each group (and the stream) if missing, at `start_id`; existing ones are
+    kept as they are."""
+    for group in groups:
+        try:
+            await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
 class EventConsumer:
     """One member (`name`) of a consumer group (`group`) on the event stream."""
 
@@ -119,11 +132,7 @@ class EventConsumer:
 
     async def ensure_group(self) -> None:
         """Create the group (and the stream) if missing; an existing one is kept."""
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_groups(self.redis, [self.group], self.stream, self.start_id)
         self._group_ready = True
 
     # -- one round -----------------------------------------------------------------

@@ -24,6 +24,14 @@ from shards import WriteConn
 from shards.ids import shard_sql
 
 EVENT_STREAM = "nextflow:events"
+# The services' consumer groups. Every relay makes sure each exists (created at the
+# stream's end) before it publishes: an event is never published before a group is
+# there to keep it, so a service whose replicas start after the first writes still
+# gets every event (tests/integration/test_events.py).
+NOTIFICATION_GROUP = "notification"
+WEBHOOKS_GROUP = "webhooks"
+ANALYTICS_GROUP = "analytics"
+CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP)
 SCHEMA_VERSION = 1
 
 

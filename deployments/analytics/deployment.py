@@ -19,7 +19,7 @@ from ray import serve
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import Event
+from deployments._kit.events import ANALYTICS_GROUP, Event
 from deployments._kit.principal import Principal
 from deployments.analytics.reports import ReportQuery, ReportRead
 from deployments.analytics.service import AnalyticsService as _Logic
@@ -42,7 +42,7 @@ class AnalyticsDeployment:
         )
         self._consumer = EventConsumer(
             self._redis,
-            group="analytics",
+            group=ANALYTICS_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
             handler=self._on_event,
         )

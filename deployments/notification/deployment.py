@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import Event
+from deployments._kit.events import NOTIFICATION_GROUP, Event
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
 from deployments.notification.mailer import SmtpMailer
@@ -50,7 +50,7 @@ class NotificationDeployment:
         self._redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
         self._consumer = EventConsumer(
             self._redis,
-            group="notification",
+            group=NOTIFICATION_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
             handler=self._on_event,
             types=RULES,

@@ -21,7 +21,7 @@ from ray import serve
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import Event
+from deployments._kit.events import WEBHOOKS_GROUP, Event
 from deployments._kit.listing import Page
 from deployments._kit.principal import Principal
 from deployments._kit.sealed import SecretBox
@@ -73,7 +73,7 @@ class WebhookDeployment:
         self._redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
         self._consumer = EventConsumer(
             self._redis,
-            group="webhooks",
+            group=WEBHOOKS_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
             handler=self._on_event,
         )

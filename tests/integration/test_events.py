@@ -161,6 +161,35 @@ async def test_relay_publishes_in_id_order_and_marks_sent(env: Env) -> None:
     assert stats["backlog"] == 0 and stats["last_publish"] is not None
 
 
+async def test_a_consumer_whose_replicas_start_after_the_first_event_still_gets_it(
+    env: Env,
+) -> None:
+    """The relay makes sure every consumer group exists before it publishes: an event
+    written and published before any member of a group was up is still that group's."""
+    group = f"late-{uuid.uuid4().hex[:8]}"
+    shard = env.shards.place()
+    server = env.shards.map.server_for_shard(shard).name
+    early = await env.shards.write(
+        shard, repo.create_customer, shard, CustomerCreate(name="early"), None, None
+    )
+    relay = env.relay(server, groups=[group])
+    while await relay.publish_once():
+        pass
+    (published,) = await _outbox(env, server, early.id)
+    assert published["sent_at"] is not None  # on the stream before the group had a member
+
+    seen: list[Event] = []
+
+    async def handle(event: Event) -> None:
+        seen.append(event)
+
+    consumer = EventConsumer(env.redis, group=group, name="late-1", handler=handle)
+    while await consumer.poll(block_ms=100):
+        pass
+    assert [e.id for e in seen if e.aggregate_id == early.id] == [published["event_id"]]
+    await env.redis.xgroup_destroy(EVENT_STREAM, group)
+
+
 async def test_relay_crash_between_send_and_mark_resends_and_effect_applies_once(
     env: Env,
 ) -> None:
