@@ -82,6 +82,12 @@ class StackSettings(BaseSettings):
     # for. With `ai_resource` 1.0 on the head, 4 tasks run at once at 0.25 each.
     ai_task_num_cpus: float = Field(default=0.25, gt=0)
     ai_task_resource: float = Field(default=0.25, gt=0)
+    # Bulk import: a file of more than one chunk is parsed in Ray tasks, this many at
+    # once (each reserving `import_task_num_cpus`); 0 parses in the replica's thread.
+    # Unset: half the cluster's CPUs (at most 8) from 4 CPUs on, else 0 (on 2 cores the
+    # tasks only add their hand-over to the same CPU time: docs/imports.md).
+    import_parsers: int | None = Field(default=None, ge=0, le=64)
+    import_task_num_cpus: float = Field(default=0.25, gt=0)
     # Reports (deployments/analytics) are cached in Redis this long, and dropped
     # earlier when an event changes what they count.
     report_cache_ttl_s: float = Field(default=300.0, ge=0)

@@ -65,6 +65,8 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "NEXTFLOW_SECRETS_KEY": secrets.token_urlsafe(48),
         "NEXTFLOW_POOL_MAX_SIZE": "4",
+        # Imports of more than one chunk parse in Ray tasks (by default only on 4+ CPUs).
+        "NEXTFLOW_IMPORT_PARSERS": "2",
         # Tests create managers at any time and expect SLA notices to reach them: the
         # NotificationService asks Auth for the managers on every breach here.
         "NEXTFLOW_NOTIFICATION_DIRECTORY_TTL_S": "0",

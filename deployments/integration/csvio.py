@@ -9,14 +9,24 @@ import functools
 import hashlib
 import importlib
 import io
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import email_validator
 import orjson
+from email_validator import EmailSyntaxError
+from email_validator.rfc_constants import (
+    ATEXT,
+    CASE_INSENSITIVE_MAILBOX_NAMES,
+    LOCAL_PART_MAX_LENGTH,
+)
 from pydantic import ValidationError
+from pydantic import networks as pydantic_networks
 
 from deployments.customer.schemas import CustomerCreate, CustomerRead
+from shards.routing import stable_hash
 
 COLUMNS = ("name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id")
 REQUIRED = frozenset({"name"})
@@ -61,20 +71,71 @@ def fast_split_email(
     return split_email
 
 
+_PLAIN_ADDRESS = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
+
+
+def fast_validate_email(
+    validate: Callable[[str], tuple[str, str]],
+) -> Callable[[str], tuple[str, str]]:
+    """pydantic's `validate_email` (what `EmailStr` calls: (name, normalized address))
+    with a shortcut for the plain address.
+
+    An ASCII dot-atom local part of at most 64 characters that is not one of the
+    mailbox names email-validator lower-cases, "@", and a domain its (remembered)
+    domain check accepts without IDNA conversion, the whole at most 200 characters:
+    email-validator would find no display name, quoting, Unicode or length problem,
+    and normalise it to the local part as written, "@", the checked domain; the name
+    is the local part. Anything else (and every error, for its message) goes to the
+    original. `tests/unit/test_imports.py` checks both agree."""
+
+    def validate_email(value: str) -> tuple[str, str]:
+        match = _PLAIN_ADDRESS.fullmatch(value) if len(value) <= 200 else None
+        if match is not None:
+            local, domain = match.groups()
+            if len(local) <= LOCAL_PART_MAX_LENGTH and local.lower() not in _CASELESS:
+                try:
+                    info = _domain_check()(
+                        domain,
+                        test_environment=email_validator.TEST_ENVIRONMENT,
+                        globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
+                    )
+                except EmailSyntaxError:
+                    info = None
+                if info is not None and info["domain"] == info["ascii_domain"]:
+                    return local, f"{local}@{info['domain']}"
+        return validate(value)
+
+    validate_email.original = validate  # type: ignore[attr-defined]
+    return validate_email
+
+
+_CASELESS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+def _domain_check() -> Callable[..., dict[str, str]]:
+    # The module, not the package's `validate_email` function of the same name.
+    module = importlib.import_module("email_validator.validate_email")
+    return module.validate_email_domain_name  # type: ignore[no-any-return]
+
+
 def _speed_up_email_checks() -> None:
-    """Two shortcuts through email-validator, the bulk of a row's validation, with the
-    rules exactly `CustomerCreate`'s `EmailStr`:
+    """Three shortcuts through email-validator, the bulk of a row's validation, with
+    the rules exactly `CustomerCreate`'s `EmailStr`:
     - a file's addresses share few domains: remember the checks of domains seen before
       (a pure function of its arguments; a refused domain raises and is not remembered);
     - split plain ASCII addresses without the library's per-character scan
-      (`fast_split_email`)."""
-    # The module, not the package's `validate_email` function of the same name.
+      (`fast_split_email`);
+    - validate a plain address without the library's general path
+      (`fast_validate_email`)."""
     module = importlib.import_module("email_validator.validate_email")
     check = module.validate_email_domain_name
     if not hasattr(check, "cache_info"):
         setattr(module, "validate_email_domain_name", functools.lru_cache(65_536)(check))  # noqa: B010
     if not hasattr(module.split_email, "original"):
         setattr(module, "split_email", fast_split_email(module.split_email))  # noqa: B010
+    if not hasattr(pydantic_networks.validate_email, "original"):
+        fast = fast_validate_email(pydantic_networks.validate_email)
+        setattr(pydantic_networks, "validate_email", fast)  # noqa: B010
 
 
 _speed_up_email_checks()
@@ -111,12 +172,9 @@ class ImportRow:
     line: int
     # name, email, phone, website, industry, tags, owner_id, external_id, source_key
     values: tuple[Any, ...]
-
-    @property
-    def key(self) -> str:
-        """What identifies the row across imports: its external id, else its content."""
-        external_id, source_key = self.values[-2:]
-        return f"ext:{external_id}" if external_id else str(source_key)
+    # What identifies the row across imports: "ext:" + its external id, else its
+    # content key (`source_key`).
+    key: str
 
 
 @dataclass(frozen=True)
@@ -160,7 +218,8 @@ def parse_row(
     # A row without an external id is known by its content: the same row imported again
     # finds the customer it made (`source_key`, unique per shard).
     source_key = None if external_id else content_key(fields)
-    return ImportRow(line, (*fields, external_id, source_key))
+    key = f"ext:{external_id}" if external_id else str(source_key)
+    return ImportRow(line, (*fields, external_id, source_key), key)
 
 
 def content_key(values: tuple[Any, ...]) -> str:
@@ -188,6 +247,55 @@ class ShardBatch:
     rows: list[str]  # each row's COPY_COLUMNS as one CSV record, without its line end
     created: list[str]  # each row's "created" history changes: one CSV field of JSON
     keys: list[str]  # each row's identity across imports (`ImportRow.key`)
+    lines: list[int]  # each row's line in the file
+
+    def without(self, drop: set[int]) -> ShardBatch:
+        """The batch less the rows at indexes `drop`."""
+        keep = [i for i in range(len(self.rows)) if i not in drop]
+        return ShardBatch(
+            self.shard, [self.rows[i] for i in keep], [self.created[i] for i in keep],
+            [self.keys[i] for i in keep], [self.lines[i] for i in keep],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedChunk:
+    """A chunk of the file's records, validated and encoded (`parse_chunk`)."""
+
+    read: int  # records
+    errors: list[RowError]
+    batches: dict[int, ShardBatch]
+
+
+def parse_chunk(
+    lines: list[str],
+    first_line: int,
+    header: Sequence[str],
+    caller_id: int,
+    may_assign: bool,
+    logical_shards: int,
+) -> ParsedChunk:
+    """The records of `lines` (the file's lines from line `first_line` on, whole
+    records only: the reader that cut them found them whole) validated and encoded per
+    logical shard (`encode_by_shard`, placed as `Shards.place` places a key). A pure
+    function of its arguments: it runs in a Ray task (deployments/integration/tasks.py)
+    as well as in a thread, with the same result."""
+    reader = csv.reader(lines)
+    rows: list[ImportRow] = []
+    errors: list[RowError] = []
+    read = 0
+    line = first_line
+    for cells in reader:
+        if cells:
+            read += 1
+            parsed = parse_row(line, header, cells, caller_id, may_assign)
+            if isinstance(parsed, ImportRow):
+                rows.append(parsed)
+            else:
+                errors.append(parsed)
+        line = first_line + reader.line_num
+    batches = encode_by_shard(rows, lambda key: stable_hash(key or "") % logical_shards)
+    return ParsedChunk(read, errors, batches)
 
 
 def encode_by_shard(
@@ -222,7 +330,7 @@ def _encode(shard: int, rows: list[ImportRow]) -> ShardBatch:
     starts = [0, *ends[:-1]]
     # Without the "\n" each record ends with (the shard manager joins them again).
     records = [text[start : end - 1] for start, end in zip(starts, ends, strict=True)]
-    return ShardBatch(shard, records, created, [row.key for row in rows])
+    return ShardBatch(shard, records, created, [row.key for row in rows], [r.line for r in rows])
 
 
 def _array(items: list[str]) -> str:

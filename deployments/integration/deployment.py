@@ -18,6 +18,7 @@ from deployments._kit.principal import Principal
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import IntegrationService as _Logic
 from deployments.integration.service import upload_dir
+from deployments.integration.tasks import parse_in_task, parsers
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")
@@ -26,10 +27,13 @@ log = logging.getLogger("nextflow.integration")
 @serve.deployment(name="IntegrationService")
 class IntegrationDeployment:
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
+        s = get_settings()
         self._svc = _Logic(
             Database("integration"),
             await Shards.connect("customer"),
-            upload_dir(get_settings().data_dir),
+            upload_dir(s.data_dir),
+            parse_remote=parse_in_task,
+            parsers=parsers(s.import_parsers),
         )
         abandoned = await self._svc.fail_abandoned()
         if abandoned:

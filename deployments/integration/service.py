@@ -19,8 +19,8 @@ import csv
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +31,9 @@ from deployments.integration.repo import JobAccepted, JobRead
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")
+ParseRemote = Callable[
+    [list[str], int, Sequence[str], int, bool, int], Awaitable[csvio.ParsedChunk]
+]
 KIND_CUSTOMER_IMPORT = "customer_import"
 CHUNK = 20_000  # rows parsed per step; written as one COPY batch per logical shard
 IN_FLIGHT = 2  # chunks being written while the next one is parsed
@@ -64,14 +67,6 @@ class Counts:
             "unchanged": unchanged, "refused": self.refused, "failed": self.failed,
             "error_file": error_file,
         }  # fmt: skip
-
-
-@dataclass
-class Chunk:
-    rows: list[csvio.ImportRow] = field(default_factory=list)
-    errors: list[csvio.RowError] = field(default_factory=list)
-    read: int = 0
-    batches: dict[int, csvio.ShardBatch] = field(default_factory=dict)
 
 
 class ImportFailed(Exception):
@@ -124,23 +119,57 @@ def count_records(path: Path) -> int:
         return max(sum(1 for cells in csv.reader(text_lines(f)) if cells) - 1, 0)
 
 
-def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """(first line number, cells) of each record; blank lines skipped."""
-    line = reader.line_num + 1
-    try:
-        for cells in reader:
-            if cells:
-                yield line, cells
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise ImportFailed(f"line {line}: {exc}") from None
+class ChunkReader:
+    """A CSV file's records after its header, a chunk at a time, as the lines they were
+    read from (what `csvio.parse_chunk` takes): a record with quoted line breaks is
+    never cut, and line numbers are the file's."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._raw: list[str] = []  # the lines the reader took since the last chunk
+        self._reader = csv.reader(_kept(text_lines(f), self._raw))
+
+    def header(self) -> list[str]:
+        try:
+            return csvio.check_header(next(self._reader, []))
+        except csvio.BadHeader as exc:
+            raise ImportFailed(f"header: {exc}") from None
+        except csv.Error:
+            raise ImportFailed("line 1: not a CSV header") from None
+
+    def next_chunk(self, size: int) -> tuple[list[str], int, int]:
+        """Up to `size` records: (their lines, the first one's number, how many
+        records; 0 at the end of the file). Raises ImportFailed at a line that is
+        not CSV or not UTF-8."""
+        first, records = self._reader.line_num + 1, 0
+        self._raw.clear()
+        try:
+            for cells in self._reader:
+                if cells:
+                    records += 1
+                    if records >= size:
+                        break
+        except csv.Error as exc:
+            raise ImportFailed(f"line {self._reader.line_num}: {exc}") from None
+        return list(self._raw), first, records
 
 
 class IntegrationService:
-    def __init__(self, jobs: Database, customers: Shards, work_dir: Path) -> None:
+    def __init__(
+        self,
+        jobs: Database,
+        customers: Shards,
+        work_dir: Path,
+        parse_remote: ParseRemote | None = None,
+        parsers: int = 0,
+    ) -> None:
+        """`parse_remote`: `csvio.parse_chunk` elsewhere (a Ray task,
+        deployments/integration/tasks.py), used for files of more than one chunk,
+        `parsers` chunks at once; without it every chunk is parsed in a thread here."""
         self.jobs = jobs
         self.customers = customers
         self.work_dir = work_dir
+        self._parse_remote = parse_remote
+        self._parsers = parsers
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- jobs -----------------------------------------------------------------------
@@ -220,42 +249,28 @@ class IntegrationService:
         if not await self.jobs.write(repo.start_job, job_id, total):
             return "cancelled", None
         may_assign = "customer:assign" in principal.permissions
-        seen: dict[str, int] = {}
+        # A file of one chunk is parsed here; a larger one in Ray tasks, `parsers` at once.
+        remote = self._parse_remote is not None and self._parsers > 0 and total > CHUNK
+        parsers = self._parsers if remote else 1
+        seen: dict[str, int] = {}  # key -> the line it was first on
         with path.open("rb") as f, error_path.open("w", newline="", encoding="utf-8") as ef:
-            reader = csv.reader(text_lines(f))
-            try:
-                header = csvio.check_header(next(reader, []))
-            except csvio.BadHeader as exc:
-                raise ImportFailed(f"header: {exc}") from None
-            except csv.Error:
-                raise ImportFailed("line 1: not a CSV header") from None
+            chunks = ChunkReader(f)
+            header = chunks.header()
             errors = csv.writer(ef, lineterminator="\r\n")
             errors.writerow([*csvio.ERROR_COLUMNS, *header])
-            records = _records(reader)
             writers = asyncio.Semaphore(WRITERS)
+            shards = self.customers.map.logical_shards
 
-            def parse() -> Chunk:
-                chunk = Chunk()
-                for line, cells in records:
-                    chunk.read += 1
-                    parsed = csvio.parse_row(line, header, cells, principal.user_id, may_assign)
-                    if isinstance(parsed, csvio.ImportRow):
-                        first = seen.setdefault(parsed.key, line)
-                        if first != line:
-                            parsed = csvio.RowError(line, _again(parsed, first), tuple(cells))
-                    if isinstance(parsed, csvio.RowError):
-                        chunk.errors.append(parsed)
-                    else:
-                        chunk.rows.append(parsed)
-                    if chunk.read >= CHUNK:
-                        break
-                chunk.batches = csvio.encode_by_shard(chunk.rows, self.customers.place)
-                chunk.rows = []
-                return chunk
+            async def parse(lines: list[str], first: int) -> csvio.ParsedChunk:
+                args = (lines, first, header, principal.user_id, may_assign, shards)
+                if remote and self._parse_remote is not None:
+                    return await self._parse_remote(*args)
+                return await asyncio.to_thread(csvio.parse_chunk, *args)
 
-            # Writes of up to IN_FLIGHT chunks run while the next chunk is parsed
-            # (WRITERS batches at a time); they land (and count, and report progress)
-            # in file order.
+            # Up to `parsers` chunks are parsed while up to IN_FLIGHT parsed ones are
+            # written (WRITERS batches at a time); they land (and count, and report
+            # progress) in file order.
+            parsing: deque[tuple[asyncio.Future[csvio.ParsedChunk], list[str], int]] = deque()
             in_flight: deque[tuple[asyncio.Task[tuple[int, int, int]], int, int]] = deque()
 
             async def land(keep: int, report: bool = True) -> bool:
@@ -267,23 +282,50 @@ class IntegrationService:
                         return False
                 return True
 
-            while True:
-                try:
-                    chunk = await asyncio.to_thread(parse)
-                except ImportFailed:
-                    await land(0, report=False)  # what landed before the bad line counts
-                    raise
-                if not chunk.read:
-                    break
-                for e in chunk.errors:
-                    errors.writerow([e.line, e.message, *e.raw])
-                task = asyncio.create_task(self._write(chunk.batches, principal, job_id, writers))
-                in_flight.append((task, chunk.read, len(chunk.errors)))
-                if not await land(IN_FLIGHT):
-                    return "cancelled", None
+            failure: ImportFailed | None = None
+            reading = True
+            try:
+                while True:
+                    while reading and len(parsing) < parsers:
+                        try:
+                            lines, first, records = await asyncio.to_thread(
+                                chunks.next_chunk, CHUNK
+                            )
+                        except ImportFailed as exc:  # chunks before the bad line still land
+                            failure, reading = exc, False
+                            break
+                        if not records:
+                            reading = False
+                            break
+                        parsing.append((asyncio.ensure_future(parse(lines, first)), lines, first))
+                    if not parsing:
+                        break
+                    future, lines, first = parsing.popleft()
+                    chunk = _drop_repeats(await future, seen, lines, first)
+                    if await self._cancelled(job_id):  # no chunk is written after a cancel
+                        await land(0, report=False)
+                        return "cancelled", None
+                    for e in chunk.errors:
+                        errors.writerow([e.line, e.message, *e.raw])
+                    task = asyncio.create_task(
+                        self._write(chunk.batches, principal, job_id, writers)
+                    )
+                    in_flight.append((task, chunk.read, len(chunk.errors)))
+                    if not await land(IN_FLIGHT):
+                        return "cancelled", None
+            finally:  # cancelled, or a parse failed: the other parses are not wanted
+                for future, _, _ in parsing:
+                    future.cancel()
+            if failure is not None:
+                await land(0, report=False)
+                raise failure
             if not await land(0):
                 return "cancelled", None
         return "succeeded", None
+
+    async def _cancelled(self, job_id: int) -> bool:
+        job = await self.jobs.read_primary(repo.get_job, job_id)
+        return job is None or job.status == "cancelled"
 
     async def _write(
         self,
@@ -307,8 +349,38 @@ class IntegrationService:
         return sum(c for c, _, _ in done), sum(u for _, u, _ in done), sum(r for _, _, r in done)
 
 
-def _again(row: csvio.ImportRow, first: int) -> str:
-    if row.key.startswith("ext:"):
+def _kept(lines: Iterator[str], into: list[str]) -> Iterator[str]:
+    """`lines`, each also appended to `into` as it is taken."""
+    for line in lines:
+        into.append(line)
+        yield line
+
+
+def _drop_repeats(
+    chunk: csvio.ParsedChunk, seen: dict[str, int], lines: list[str], first_line: int
+) -> csvio.ParsedChunk:
+    """`chunk` less the rows whose key an earlier line of the file had (`seen`: each key
+    and the line it was first on, updated), each reported as an error of its line."""
+    errors = list(chunk.errors)
+    batches: dict[int, csvio.ShardBatch] = {}
+    for shard, batch in chunk.batches.items():
+        drop: set[int] = set()
+        for i, (key, line) in enumerate(zip(batch.keys, batch.lines, strict=True)):
+            first = seen.setdefault(key, line)
+            if first != line:  # rows of a key are on one shard, in file order
+                drop.add(i)
+                cells = next(csv.reader(lines[line - first_line :]))
+                errors.append(csvio.RowError(line, _again(key, first), tuple(cells)))
+        if drop:
+            batch = batch.without(drop)
+        if batch.rows:
+            batches[shard] = batch
+    errors.sort(key=lambda e: e.line)
+    return csvio.ParsedChunk(chunk.read, errors, batches)
+
+
+def _again(key: str, first: int) -> str:
+    if key.startswith("ext:"):
         return f"external_id: already on line {first}"
     return f"the same values as line {first} (a row without external_id is known by its values)"
 

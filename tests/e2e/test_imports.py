@@ -15,11 +15,13 @@ import httpx
 import pytest
 import redis
 from ray import serve
+from ray.util.state import list_tasks
 
 from cluster.settings import Settings
 from deployments._kit.events import EVENT_STREAM, Event
 from deployments._kit.principal import Principal
 from deployments.integration.repo import JobAccepted
+from deployments.integration.service import CHUNK
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +118,51 @@ def test_awkward_values_arrive_exactly_as_written(
     errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
     (error,) = list(csv.reader(io.StringIO(errors.text)))[1:]
     assert error[0] == "8" and "NUL" in error[1]  # a file line: the second name spans 3
+
+
+def test_a_file_of_several_chunks_is_parsed_in_ray_tasks(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    """More than one chunk: chunks are parsed in Ray tasks, two at once, and a row
+    repeating a key from an earlier chunk (or from a chunk parsed at the same time) is
+    still an error of its line; a record with a quoted line break is never cut."""
+    tag = "imp" + os.urandom(3).hex()
+    n = CHUNK * 2 + 300
+    rows = [["name", "email", "tags", "external_id"]]
+    rows += [[f"Bulk {i}", f"b{i}@example.com", tag, f"{tag}-{i}"] for i in range(n)]
+    rows[CHUNK] = ["Two\nlines", "", tag, f"{tag}-{CHUNK - 2}"]  # a chunk's last record
+    rows.insert(CHUNK + 5, ["Repeat", "", tag, f"{tag}-3"])  # chunk 2 repeats chunk 1
+    rows.insert(2 * CHUNK + 7, ["Bad", "not-an-email", tag, f"{tag}-bad"])
+    rows.append(["Repeat 2", "", tag, f"{tag}-{CHUNK + 20}"])  # chunk 3 repeats chunk 2
+    body = _csv(rows)
+    lines = body.decode().split("\n")  # file lines: the quoted line break is one too
+    line_of = {name: lines.index(next(x for x in lines if x.startswith(name))) + 1
+               for name in ("Repeat,", "Bad,", "Repeat 2,")}  # fmt: skip
+
+    job = _import(http, admin, body)
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    # rows[CHUNK] replaced a row and took the external id of the row before it: a repeat.
+    assert (result["rows"], result["failed"]) == (n + 3, 4), result
+    assert result["created"] == n - 1
+    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    by_line = {int(r[0]): r[1] for r in list(csv.reader(io.StringIO(errors.text)))[1:]}
+    assert by_line[line_of["Repeat,"]] == "external_id: already on line 5"
+    assert "email" in by_line[line_of["Bad,"]]
+    assert by_line[line_of["Repeat 2,"]].startswith("external_id: already on line")
+    assert any(m == f"external_id: already on line {CHUNK}" for m in by_line.values())
+    assert list(by_line) == sorted(by_line)
+    page = http.get("/customers", headers=admin, params={"tag": tag, "count": "true", "limit": 1})
+    assert page.json()["total"] == n - 1
+
+    deadline, names = time.monotonic() + 30, set()
+    while time.monotonic() < deadline and not any(x.endswith("parse_import_chunk") for x in names):
+        tasks = list_tasks(
+            address=serve_app.ray_address, filters=[("type", "=", "NORMAL_TASK")], limit=1000
+        )
+        names = {t.name for t in tasks}
+        time.sleep(0.5)
+    assert any(x.endswith("parse_import_chunk") for x in names), names
 
 
 def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(

@@ -19,10 +19,9 @@ from deployments._kit.errors import Validation
 from deployments._kit.listing import ListQuery, decode_cursor, parse_list_params
 from deployments.integration import csvio
 from deployments.integration.service import (
+    ChunkReader,
     ImportFailed,
-    _records,
     read_header,
-    text_lines,
 )
 
 _SCHEMA_MODULES = (
@@ -184,12 +183,21 @@ def test_any_file_gives_a_header_or_a_clear_refusal(tmp_path: Path, content: byt
         return
     assert set(header) <= set(csvio.COLUMNS) and "name" in header
     with path.open("rb") as f:
-        reader = csv.reader(text_lines(f))
-        next(reader, None)
-        failure = ""
-        try:
-            for line, cells in _records(reader):
-                assert line >= 2 and cells
+        chunks = ChunkReader(f)
+        assert chunks.header() == header
+        failure, read, line = "", 0, 2
+        try:  # small chunks, parsed as the job parses them
+            while (chunk := chunks.next_chunk(2))[2]:
+                lines, first, records = chunk
+                assert first == line and records <= 2
+                parsed = csvio.parse_chunk(lines, first, header, 7, True, 4)
+                assert parsed.read == records
+                # Every record is a row of one batch or an error, at a line of the chunk.
+                numbers = [n for b in parsed.batches.values() for n in b.lines]
+                numbers += [e.line for e in parsed.errors]
+                assert len(numbers) == len(set(numbers)) == records
+                assert all(first <= n < first + len(lines) for n in numbers)
+                read, line = read + records, first + len(lines)
         except ImportFailed as exc:
             failure = str(exc)
         assert failure == "" or failure.startswith("line ")

@@ -10,11 +10,14 @@ import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from email_validator import EmailSyntaxError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import networks as pydantic_networks
+from pydantic_core import PydanticCustomError
 
 from deployments._kit.errors import BadRequest
 from deployments.integration import csvio
@@ -95,6 +98,35 @@ def test_the_email_split_shortcut_agrees_with_email_validator(text: str) -> None
     assert outcome(fast, text) == outcome(original, text)
 
 
+_ATOM = st.text(alphabet=st.sampled_from("aZ09_!#$%&'*+-/=?^`{|}~"), min_size=1, max_size=8)
+_LABEL = st.sampled_from(
+    ["example", "EXAMPLE", "a", "x-y", "-x", "x-", "123", "xn--bcher-kva", "xn--zz", "localhost",
+     "test", "invalid", "local", "com", "COM", "io", "1", "a" * 63, "a" * 64, "onion", ""]
+)  # fmt: skip
+_PLAIN = st.builds(
+    lambda local, labels: ".".join(local) + "@" + ".".join(labels),
+    st.lists(
+        _ATOM | st.sampled_from(["Postmaster", "abuse", "x" * 64, ""]), min_size=1, max_size=3
+    ),
+    st.lists(_LABEL, min_size=1, max_size=4),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PLAIN | _EMAILISH | st.text(max_size=260).map(lambda t: t + "@example.com"))
+def test_the_plain_address_shortcut_agrees_with_pydantic_and_email_validator(text: str) -> None:
+    fast = pydantic_networks.validate_email
+    original = fast.original  # type: ignore[attr-defined]
+
+    def outcome(validate: Any, value: str) -> object:
+        try:
+            return validate(value)
+        except PydanticCustomError as exc:
+            return ("error", str(exc))
+
+    assert outcome(fast, text) == outcome(original, text)
+
+
 def test_batches_per_shard_keep_an_external_id_on_its_shard() -> None:
     rows = [
         csvio.parse_row(i + 2, HEADER, [f"C{i}", "", "", "", f"E{i % 3}" if i % 2 else ""], 1, True)
@@ -120,9 +152,7 @@ def test_encoded_rows_read_back_as_copy_reads_csv() -> None:
     """COPY's CSV: an absent value is an unquoted empty field (NULL), texts keep
     quotes, commas and line breaks, tags are an array literal with quoted elements."""
     header = ["name", "email", "phone", "tags", "owner_id", "external_id"]
-    row = csvio.parse_row(
-        2, header, ['A "q", b\nc', "", "", 'x"y;b\\s;{z}', "9", "E1"], 7, True
-    )
+    row = csvio.parse_row(2, header, ['A "q", b\nc', "", "", 'x"y;b\\s;{z}', "9", "E1"], 7, True)
     assert isinstance(row, csvio.ImportRow)
     (batch,) = csvio.encode_by_shard([row], lambda key: 3).values()
     (record,) = batch.rows
