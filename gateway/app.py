@@ -35,7 +35,7 @@ from deployments.webhooks.deployment import WebhookDeployment
 from gateway import idempotency, problems
 from gateway.batching import BatchedHandle
 from gateway.context import GatewayState, Services
-from gateway.hardening import BodyLimit, RequestTimeout, SecurityHeaders
+from gateway.hardening import BodyLimit, HardenedAPI, RequestTimeout
 from gateway.middleware import RequestContext
 from gateway.ratelimit import RateLimiter
 from gateway.routes import (
@@ -73,7 +73,7 @@ class AppArgs(BaseModel):
 
 def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    app = HardenedAPI(
         title=args.title,
         version="1.0",
         description=(
@@ -82,7 +82,8 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
         ),
     )
     app.state.gateway = state
-    # Outermost last: RequestContext (ids, metrics) > security headers > CORS >
+    app.hsts_max_age_s = settings.hsts_max_age_s  # the security headers: outermost
+    # Outermost last: security headers (HardenedAPI) > RequestContext (ids, metrics) > CORS >
     # timeout > body cap > Idempotency-Key > the routes.
     idempotency.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -98,7 +99,6 @@ def create_api(state: GatewayState, args: AppArgs, settings: Settings | None = N
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-Id",
                             "NextFlow-Read-After", "Idempotent-Replayed"],
         )  # fmt: skip
-    app.add_middleware(SecurityHeaders, hsts_max_age_s=settings.hsts_max_age_s)
     app.add_middleware(RequestContext)
     problems.install(app)
     for module in (

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,6 +70,18 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HardenedAPI(FastAPI):
+    """FastAPI whose outermost layer is `SecurityHeaders`: outside Starlette's
+    last-resort error handler too, so even the 500 it writes for an exception that
+    escaped every handler carries the headers (`add_middleware` can only place a
+    layer inside that handler)."""
+
+    hsts_max_age_s: int = 0
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), self.hsts_max_age_s)
 
 
 class RequestTimeout:

@@ -130,12 +130,13 @@ def test_argon2id_parameters_meet_owasp_minimum() -> None:
 class Client:
     """Requests straight into an ASGI app (httpx's ASGI transport, no server)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, raise_app_exceptions: bool = True) -> None:
         self._app = app
+        self._raise = raise_app_exceptions
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self._app)
+            transport = httpx.ASGITransport(app=self._app, raise_app_exceptions=self._raise)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 return await c.request(method, path, **kwargs)
 
@@ -211,6 +212,27 @@ def test_security_headers_and_closed_cors() -> None:
     plain = client.get("/openapi.json", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in plain.headers
     assert "cache-control" not in plain.headers  # no credentials: cacheable
+
+
+def test_an_unexpected_error_is_a_bare_500_with_the_security_headers() -> None:
+    """An exception no handler expected: Starlette's last-resort handler answers, outside
+    every other middleware; the security headers are still there (HardenedAPI)."""
+    app = _app(hsts_max_age_s=600)
+
+    async def boom() -> None:
+        raise RuntimeError("secret detail: SELECT * FROM users")
+
+    app.add_api_route("/boom", boom)
+    response = Client(app, raise_app_exceptions=False).get(
+        "/boom", headers={"Authorization": "Bearer x"}
+    )
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "secret detail" not in response.text and "SELECT" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["strict-transport-security"].startswith("max-age=600")
 
 
 def test_cors_and_hsts_when_configured() -> None:
