@@ -281,6 +281,10 @@ class Settings(StackSettings):
 
     # Bulk CSV imports (`POST /imports/customers`): the largest upload accepted.
     import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Records in one import (a job with more fails before writing anything), and the
+    # imports one user may have queued or running at once (more: 429).
+    import_max_rows: int = Field(default=5_000_000, ge=1)
+    import_max_running_per_user: int = Field(default=2, ge=1)
 
     # Events (shards/relay.py, deployments/_kit/consumer.py): how often each server's
     # relay looks for unsent outbox rows and how many it publishes per database per pass;

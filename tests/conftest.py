@@ -67,6 +67,7 @@ def stack_settings() -> Iterator[Settings]:
         "NEXTFLOW_POOL_MAX_SIZE": "4",
         # Imports of more than one chunk parse in Ray tasks (by default only on 4+ CPUs).
         "NEXTFLOW_IMPORT_PARSERS": "2",
+        "NEXTFLOW_IMPORT_MAX_ROWS": "100000",  # tests/e2e/test_imports.py: the cap
         # Tests create managers at any time and expect SLA notices to reach them: the
         # NotificationService asks Auth for the managers on every breach here.
         "NEXTFLOW_NOTIFICATION_DIRECTORY_TTL_S": "0",

@@ -34,6 +34,8 @@ class IntegrationDeployment:
             upload_dir(s.data_dir),
             parse_remote=parse_in_task,
             parsers=parsers(s.import_parsers),
+            max_rows=s.import_max_rows,
+            max_running_per_user=s.import_max_running_per_user,
         )
         abandoned = await self._svc.fail_abandoned()
         if abandoned:

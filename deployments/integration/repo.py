@@ -63,6 +63,26 @@ async def create_job(conn: WriteConn, kind: str, created_by: int) -> JobRead:
     return _job(row)
 
 
+async def create_job_capped(
+    conn: WriteConn, kind: str, created_by: int, max_running: int
+) -> JobRead | None:
+    """A new queued job; None when `created_by` already has `max_running` jobs of this
+    kind queued or running (counted under a lock per user and kind, so two requests at
+    once cannot both pass)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('jobs:' || $1::text), hashtext($2::bigint::text))",
+        kind, created_by,
+    )  # fmt: skip
+    running = await conn.fetchval(
+        """SELECT count(*) FROM jobs
+           WHERE kind = $1 AND created_by = $2 AND status IN ('queued', 'running')""",
+        kind, created_by,
+    )  # fmt: skip
+    if running >= max_running:
+        return None
+    return await create_job(conn, kind, created_by)
+
+
 async def get_job(conn: ReadConn, job_id: int) -> JobRead | None:
     row = await conn.fetchrow(f"SELECT {_JOB} FROM jobs WHERE id = $1", job_id)
     return None if row is None else _job(row)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from deployments._kit.errors import Conflict, NotFound, Validation
+from deployments._kit.errors import Conflict, NotFound, RateLimited, Validation
 from deployments._kit.principal import Principal
 from deployments.integration import csvio, repo
 from deployments.integration.repo import JobAccepted, JobRead
@@ -161,6 +161,8 @@ class IntegrationService:
         work_dir: Path,
         parse_remote: ParseRemote | None = None,
         parsers: int = 0,
+        max_rows: int | None = None,
+        max_running_per_user: int | None = None,
     ) -> None:
         """`parse_remote`: `csvio.parse_chunk` elsewhere (a Ray task,
         deployments/integration/tasks.py), used for files of more than one chunk,
@@ -170,6 +172,8 @@ class IntegrationService:
         self.work_dir = work_dir
         self._parse_remote = parse_remote
         self._parsers = parsers
+        self._max_rows = max_rows
+        self._max_running = max_running_per_user
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- jobs -----------------------------------------------------------------------
@@ -203,25 +207,58 @@ class IntegrationService:
     # -- import ---------------------------------------------------------------------
     async def start_customer_import(self, principal: Principal, upload: str) -> JobAccepted:
         """Accept an uploaded CSV (a file this service now owns) and import it in the
-        background; the job says how it goes."""
+        background; the job says how it goes. Refused at once (and the file deleted):
+        no `customer:write`, a bad header, more records than `max_rows` (422), or
+        `max_running_per_user` imports of the caller's already queued or running (429)."""
         path = Path(upload)
         try:
             principal.require("customer:write")
             read_header(path)
+            total = await self._count(path)
+            job = await self._new_job(principal.user_id)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        job = await self.jobs.write(repo.create_job, KIND_CUSTOMER_IMPORT, principal.user_id)
-        task = asyncio.create_task(self.run_customer_import(job.id, path, principal))
+        task = asyncio.create_task(self.run_customer_import(job.id, path, principal, total))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return JobAccepted(job_id=job.id, status_url=f"/jobs/{job.id}")
 
-    async def run_customer_import(self, job_id: int, path: Path, principal: Principal) -> None:
+    async def _count(self, path: Path) -> int:
+        try:
+            total = await asyncio.to_thread(count_records, path)
+        except csv.Error as exc:
+            raise Validation(f"not CSV: {exc}") from None
+        except ImportFailed as exc:
+            raise Validation(str(exc)) from None
+        if self._max_rows is not None and total > self._max_rows:
+            raise Validation(
+                f"the file has {total:,} records; one import takes at most {self._max_rows:,}"
+                " (NEXTFLOW_IMPORT_MAX_ROWS): split the file"
+            )
+        return total
+
+    async def _new_job(self, user_id: int) -> JobRead:
+        if self._max_running is None:
+            return await self.jobs.write(repo.create_job, KIND_CUSTOMER_IMPORT, user_id)
+        job = await self.jobs.write(
+            repo.create_job_capped, KIND_CUSTOMER_IMPORT, user_id, self._max_running
+        )
+        if job is None:
+            raise RateLimited(
+                f"you have {self._max_running} imports queued or running; start another"
+                " when one has ended (GET /jobs/{id})",
+                retry_after=30,
+            )
+        return job
+
+    async def run_customer_import(
+        self, job_id: int, path: Path, principal: Principal, total: int
+    ) -> None:
         counts = Counts()
         error_path = self.work_dir / f"job-{job_id}-errors.csv"
         try:
-            status, error = await self._import(job_id, path, principal, counts, error_path)
+            status, error = await self._import(job_id, path, principal, total, counts, error_path)
         except ImportFailed as exc:
             status, error = "failed", str(exc)
         except Exception as exc:  # a shard down, a bug: the job says so, the replica lives
@@ -240,12 +277,14 @@ class IntegrationService:
             log.exception("import job %s: could not record its end", job_id)
 
     async def _import(
-        self, job_id: int, path: Path, principal: Principal, counts: Counts, error_path: Path
+        self,
+        job_id: int,
+        path: Path,
+        principal: Principal,
+        total: int,
+        counts: Counts,
+        error_path: Path,
     ) -> tuple[repo.JobStatus, str | None]:
-        try:
-            total = await asyncio.to_thread(count_records, path)
-        except csv.Error as exc:
-            raise ImportFailed(f"not CSV: {exc}") from None
         if not await self.jobs.write(repo.start_job, job_id, total):
             return "cancelled", None
         may_assign = "customer:assign" in principal.permissions

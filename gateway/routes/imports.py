@@ -34,7 +34,9 @@ async def import_customers(
     phone, website, industry, tags (`;`-separated), owner_id, external_id. Rows with an
     `external_id` are upserted by it; the same file imported twice changes nothing.
     Answers `202` with the job to poll; bad rows are reported by line in the job's
-    error file, a bad header or encoding is a `422` here."""
+    error file; a bad header or encoding, or more records than `NEXTFLOW_IMPORT_MAX_ROWS`
+    (5,000,000), is a `422` here; while `NEXTFLOW_IMPORT_MAX_RUNNING_PER_USER` (2) of the
+    caller's imports are queued or running, another is a `429` (with `Retry-After`)."""
     principal.require("customer:write")
     cap = get_settings().import_max_bytes
     declared = request.headers.get("content-length")

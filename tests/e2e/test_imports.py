@@ -261,6 +261,37 @@ def test_who_may_import_and_what_is_refused_at_upload(
     assert http.get("/jobs/999999999", headers=admin).status_code == 404
 
 
+def test_too_many_records_or_imports_at_once_are_refused_at_upload(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """More records than NEXTFLOW_IMPORT_MAX_ROWS (100,000 in the test stack) is a 422 at
+    upload; a third import while two of the caller's are queued or running is a 429."""
+    raw = {**admin, "Content-Type": "text/csv"}
+    big = b"name\n" + b"".join(b"R%d\n" % i for i in range(100_001))
+    refused = http.post("/imports/customers", headers=raw, content=big)
+    assert refused.status_code == 422, refused.text
+    assert "100,001 records" in refused.json()["detail"]
+
+    tag = "cap" + os.urandom(3).hex()
+    body = _csv([["name", "tags", "external_id"]]
+                + [[f"C {i}", tag, f"{tag}-{i}"] for i in range(90_000)])  # fmt: skip
+    urls = []
+    for _ in range(2):
+        started = http.post("/imports/customers", headers=raw, content=body)
+        assert started.status_code == 202, started.text
+        urls.append(started.json()["status_url"])
+    third = http.post("/imports/customers", headers=raw, content=_csv([["name"], ["Later"]]))
+    assert third.status_code == 429, third.text
+    assert third.headers["retry-after"] == "30" and "2 imports" in third.json()["detail"]
+    for url in urls:  # ended (cancelled, or done if it was that quick): room again
+        http.post(url + "/cancel", headers=admin)
+        deadline = time.monotonic() + 60
+        while http.get(url, headers=admin).json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert _import(http, admin, _csv([["name"], ["Later"]]))["status"] == "succeeded"
+
+
 def test_a_file_that_stops_being_utf8_fails_the_job_clearly(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
