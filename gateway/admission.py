@@ -17,21 +17,24 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from deployments.auth.tokens import cutoff_key
+from deployments.auth.tokens import cutoff_key, revoked_key
 from gateway.ratelimit import GCRA_FUNCTION, Decision, RateLimiter
 from gateway.sessions import SessionPositions
 
 log = logging.getLogger("nextflow.gateway")
 
 # KEYS: the rate-limit key ('' without a limiter), the caller's positions hash, the
-# user's cutoff key ('' for an API key). ARGV: the GCRA arguments.
+# user's cutoff key and the access token's revocation key ('' for an API key).
+# ARGV: the GCRA arguments.
 _ADMIT = """
 local decision = false
 if KEYS[1] ~= '' then decision = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])) end
 local positions = redis.call('HGETALL', KEYS[2])
 local cutoff = false
 if KEYS[3] ~= '' then cutoff = redis.call('GET', KEYS[3]) end
-return {decision, positions, cutoff}
+local revoked = 0
+if KEYS[4] ~= '' then revoked = redis.call('EXISTS', KEYS[4]) end
+return {decision, positions, cutoff, revoked}
 """
 
 
@@ -40,6 +43,7 @@ class Admitted:
     decision: Decision | None  # None: no limiter, or Redis down and failing open
     positions: dict[str, int]
     cutoff: float | None  # access tokens issued before this (epoch s) are refused
+    revoked: bool = False  # this access token was signed out
 
 
 class Admission:
@@ -47,16 +51,20 @@ class Admission:
         self._script = redis.register_script(GCRA_FUNCTION + _ADMIT)
         self._limiter = limiter
 
-    async def check(self, caller: str, user_id: int | None) -> Admitted:
-        """`user_id`: the user whose cutoff applies (None for an API key)."""
+    async def check(
+        self, caller: str, user_id: int | None, token_id: str | None = None
+    ) -> Admitted:
+        """`user_id`: the user whose cutoff applies, `token_id` the access token's
+        `jti` (both None for an API key)."""
         limiter = self._limiter
         keys = [
             limiter.key(caller) if limiter else "",
             SessionPositions.key(caller),
             cutoff_key(user_id) if user_id is not None else "",
+            revoked_key(token_id) if token_id else "",
         ]
         try:
-            decision, positions, cutoff = await self._script(
+            decision, positions, cutoff, revoked = await self._script(
                 keys=keys, args=limiter.args() if limiter else [0, 0]
             )
         except (RedisError, OSError) as exc:
@@ -68,6 +76,7 @@ class Admission:
             decision=limiter.decision(decision) if limiter and decision else None,
             positions=_pairs(positions),
             cutoff=float(cutoff) if cutoff is not None else None,
+            revoked=bool(revoked),
         )
 
 

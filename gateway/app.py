@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from cluster import logs, tracing
+from cluster import logs, redis_client, tracing
 from cluster.settings import Settings, get_settings
 from deployments.ai.deployment import AIDeployment
 from deployments.analytics.deployment import AnalyticsDeployment
@@ -122,9 +122,7 @@ class Gateway(GrpcServicer):
         tracing.enabled()  # before FastAPI starts its first request span
         logs.configure()
         self._args = AppArgs.model_validate(args)
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self._redis = redis_client.connect(settings.redis_url)
         self._state = GatewayState(
             services=Services(**_batched(handles, settings)),
             jwt=JwtConfig(

@@ -143,12 +143,13 @@ async def authenticate(
             raise BadRequest(str(exc)) from None
     caller = f"k{principal.api_key_id}" if principal.api_key_id else f"u{principal.user_id}"
     # One Redis round trip: the caller's rate limit, its write positions, and whether
-    # its access token was cut off.
+    # its access token was cut off or signed out.
     if verified is None:
         admitted = await st.admission.check(caller, None)
     else:
-        admitted = await st.admission.check(caller, principal.user_id)
-        if admitted.cutoff is not None and verified.issued < admitted.cutoff:
+        admitted = await st.admission.check(caller, principal.user_id, verified.token_id)
+        cut_off = admitted.cutoff is not None and verified.issued < admitted.cutoff
+        if cut_off or admitted.revoked:
             raise Unauthenticated("access token revoked; sign in again")
     if st.limiter is not None:
         judge(st.limiter, caller, admitted.decision, on_decision)

@@ -49,7 +49,7 @@ import redis.asyncio as aioredis
 from ray.exceptions import RayActorError
 from ray.util import metrics
 
-from cluster import logs
+from cluster import logs, redis_client
 from cluster.batching import Outcome
 from cluster.settings import Settings, get_settings
 from deployments._kit.consumer import ensure_groups
@@ -210,8 +210,8 @@ class Relay:
         self._manager = manager_for(server)
         catalog = s.catalog_address()
         self._catalog = manager_for(ServerSpec("catalog", catalog.host, catalog.port))
-        self._redis = redis or aioredis.from_url(
-            s.redis_url, socket_timeout=5, socket_connect_timeout=5
+        self._redis = redis or redis_client.connect(
+            s.redis_url, socket_timeout=5, connect_timeout=5
         )
         self._databases = tuple(databases)
         self._state = {db: _DbState() for db in self._databases}

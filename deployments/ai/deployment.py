@@ -14,10 +14,10 @@ import contextlib
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.principal import Principal
@@ -44,9 +44,7 @@ class AIDeployment:
         sales: DeploymentHandle[Any] | None = None,
     ) -> None:
         settings = get_settings()
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        self._redis = redis_client.connect(settings.redis_url, socket_timeout=5)
         self._svc = _Logic(
             await Shards.connect("marketing"),
             Database("ai"),

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-import redis.asyncio as aioredis
 from ray import serve
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
@@ -30,9 +30,7 @@ from shards.client import Database, Shards
 class AnalyticsDeployment:
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         settings = get_settings()
-        self._redis = aioredis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        self._redis = redis_client.connect(settings.redis_url, socket_timeout=5)
         self._svc = _Logic(
             await Shards.connect("sales"),
             Database("sales_config"),

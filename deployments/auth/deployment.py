@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-import redis.asyncio as aioredis
 from ray import serve
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.listing import Page
@@ -42,7 +42,7 @@ log = logging.getLogger("nextflow.service")
 class AuthDeployment:
     def __init__(self) -> None:
         settings = get_settings()
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = redis_client.connect(settings.redis_url)
         self._svc = _Logic(Database("auth"), settings, redis)
         self._idem_lease_s = settings.request_timeout_s + 30
         self._idem_retention_s = settings.idempotency_retention_s
@@ -66,8 +66,8 @@ class AuthDeployment:
         return await self._svc.refresh(refresh_token)
 
     @boundary
-    async def logout(self, refresh_token: str) -> None:
-        await self._svc.logout(refresh_token)
+    async def logout(self, refresh_token: str, access_token: str | None = None) -> None:
+        await self._svc.logout(refresh_token, access_token)
 
     @boundary
     async def authenticate_api_key(self, key: str) -> Principal:

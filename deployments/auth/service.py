@@ -86,8 +86,25 @@ class AuthService:
             raise Unauthenticated("invalid or expired refresh token")
         return await self._issue(found, family_id=outcome.family_id)
 
-    async def logout(self, refresh_token: str) -> None:
+    async def logout(self, refresh_token: str, access_token: str | None = None) -> None:
+        """Revoke the refresh token's family and, when given, the access token in hand
+        (refused by the gateway from now until it would have expired)."""
         await self.db.write(repo.revoke_refresh_token, tokens.digest(refresh_token))
+        if access_token is None:
+            return
+        try:
+            verified = tokens.verify_access_token_claims(self.jwt, access_token)
+        except Unauthenticated:
+            return  # expired or not ours: nothing to revoke
+        left = verified.expires - int(time.time())
+        if self._redis is None or left <= 0:
+            return
+        try:
+            await self._redis.set(tokens.revoked_key(verified.token_id), 1, ex=left + 1)
+        except (RedisError, OSError) as exc:
+            # Without Redis the token runs out by itself (access_token_ttl_s).
+            user = verified.principal.user_id
+            log.warning("could not revoke an access token of user %s: %s", user, exc)
 
     async def _issue(self, who: repo.Credentials, family_id: uuid.UUID | None) -> TokenPair:
         refresh = tokens.new_refresh_token()

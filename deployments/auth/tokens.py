@@ -78,6 +78,12 @@ def cutoff_key(user_id: int) -> str:
     return f"token-cutoff:u{user_id}"
 
 
+def revoked_key(token_id: str) -> str:
+    """Redis key: the access token with this `jti` is refused (its holder signed
+    out); it lives until the token would have expired anyway."""
+    return f"token-revoked:{token_id}"
+
+
 class Verified(NamedTuple):
     principal: Principal
     issued: float  # `iat`, epoch seconds
@@ -87,6 +93,10 @@ class Verified(NamedTuple):
 
 def verify_access_token(config: JwtConfig, token: str) -> Principal:
     return _verify(config, token).principal
+
+
+def verify_access_token_claims(config: JwtConfig, token: str) -> Verified:
+    return _verify(config, token)
 
 
 def _verify(config: JwtConfig, token: str) -> Verified:

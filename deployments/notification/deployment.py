@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from typing import Any
 
-import redis.asyncio as aioredis
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
@@ -47,7 +47,7 @@ class NotificationDeployment:
             AuthDirectory(auth, ttl_s=settings.notification_directory_ttl_s),
             SmtpMailer.from_settings(settings),
         )
-        self._redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
+        self._redis = redis_client.connect(settings.redis_url, socket_timeout=None)
         self._consumer = EventConsumer(
             self._redis,
             group=NOTIFICATION_GROUP,

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from ray import serve
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
@@ -38,7 +38,7 @@ from shards.client import Database
 class ProductDeployment:
     def __init__(self) -> None:
         settings = get_settings()
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = redis_client.connect(settings.redis_url)
         self._svc = _Logic(Database("product"), CatalogCache(redis))
 
     async def check_health(self) -> None:

@@ -15,9 +15,9 @@ import logging
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 from ray import serve
 
+from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
@@ -70,7 +70,7 @@ class WebhookDeployment:
         self._resealing = loop.create_task(self._reseal())
         interval = s.webhook_poll_interval_s
         self._worker = loop.create_task(self._svc.run_forever(interval)) if interval > 0 else None
-        self._redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
+        self._redis = redis_client.connect(s.redis_url, socket_timeout=None)
         self._consumer = EventConsumer(
             self._redis,
             group=WEBHOOKS_GROUP,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from deployments.auth.schemas import LoginRequest, RefreshRequest, RoleRead, TokenPair, UserRead
@@ -37,9 +39,16 @@ async def refresh(body: RefreshRequest, request: Request, services: ServicesDep)
 
 
 @router.post("/logout", status_code=204)
-async def logout(body: RefreshRequest, services: ServicesDep) -> Response:
-    """Revoke the refresh token and every token rotated from the same sign-in."""
-    await services.auth.logout.remote(body.refresh_token)
+async def logout(
+    body: RefreshRequest,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Revoke the refresh token and every token rotated from the same sign-in, and
+    the access token sent in `Authorization: Bearer` (refused from now on)."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    access = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    await services.auth.logout.remote(body.refresh_token, access)
     return Response(status_code=204)
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import subprocess
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from cluster import redis_client
 from cluster.settings import Settings
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Stale
@@ -241,3 +249,45 @@ async def test_admission_asks_redis_everything_in_one_script(
     assert (open_.decision, open_.positions, open_.cutoff) == (None, {}, None)  # fails open
     with pytest.raises(Unavailable):
         await Admission(down, RateLimiter(down, 60, 2, fail_open=False)).check(caller, user_id)
+
+
+async def test_a_client_survives_a_redis_restart(tmp_path: Path) -> None:
+    """A Redis server restarted under a client with pooled connections: redis-py's own
+    client fails the first command on each stale connection; ours (cluster.redis_client,
+    every Redis client of the application) goes on. (A token cutoff or sign-out right
+    after a restart was lost that way.)"""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+                return server
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    server = start()
+    url = f"redis://127.0.0.1:{port}/0"
+    ours, plain = redis_client.connect(url), aioredis.from_url(url)
+    try:
+        assert await ours.set("before", 1) and await plain.set("before", 1)
+        server.terminate()
+        server.wait()
+        server = start()
+        assert await ours.set("after", 1)  # on a fresh connection, retried
+        assert await ours.get("after") == b"1"
+        with pytest.raises(RedisConnectionError):
+            await plain.set("after", 2)  # what the retry is for (redis-py 8.1)
+    finally:
+        await ours.aclose()
+        await plain.aclose()
+        server.terminate()
+        server.wait()
