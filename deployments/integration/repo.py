@@ -248,12 +248,11 @@ async def _known_keys(conn: WriteConn, keys: list[str]) -> dict[str, int | None]
         external_ids,
         source_keys,
     )
-    return {
-        f"ext:{r['external_id']}" if r["external_id"] is not None else r["source_key"]: r[
-            "owner_id"
-        ]
-        for r in rows
-    }
+    known: dict[str, int | None] = {}
+    for r in rows:
+        key = f"ext:{r['external_id']}" if r["external_id"] is not None else r["source_key"]
+        known[key] = r["owner_id"]
+    return known
 
 
 async def _copy_new(

@@ -6,39 +6,23 @@ repeated across chunks and writes the batches)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import ray
 
 from cluster.settings import get_settings
 from deployments.integration import csvio
 
-
-@ray.remote(max_retries=0)
-def parse_import_chunk(
-    lines: list[str],
-    first_line: int,
-    header: Sequence[str],
-    caller_id: int,
-    may_assign: bool,
-    logical_shards: int,
-) -> csvio.ParsedChunk:
-    return csvio.parse_chunk(lines, first_line, header, caller_id, may_assign, logical_shards)
+# The task (named `...csvio.parse_chunk` in the dashboard); a failed parse is not retried:
+# the job fails with its error.
+_parse_chunk = ray.remote(max_retries=0)(csvio.parse_chunk)
 
 
-async def parse_in_task(
-    lines: list[str],
-    first_line: int,
-    header: Sequence[str],
-    caller_id: int,
-    may_assign: bool,
-    logical_shards: int,
-) -> csvio.ParsedChunk:
-    """`csvio.parse_chunk` in a Ray task (`import_task_num_cpus` of a CPU each)."""
-    ref = parse_import_chunk.options(num_cpus=get_settings().import_task_num_cpus).remote(
-        lines, first_line, header, caller_id, may_assign, logical_shards
-    )
-    return await ref
+async def parse_in_task(*args: Any) -> csvio.ParsedChunk:
+    """`csvio.parse_chunk(*args)` in a Ray task (`import_task_num_cpus` of a CPU)."""
+    cpus = get_settings().import_task_num_cpus
+    chunk: csvio.ParsedChunk = await _parse_chunk.options(num_cpus=cpus).remote(*args)
+    return chunk
 
 
 def parsers(configured: int | None) -> int:

@@ -212,12 +212,18 @@ def test_permissions_validation_and_versions(
     # The agent's own customer: an agent opens tickets only for customers its
     # customer:read scope reaches (its team's book; this agent has no team).
     cust = customer(http, agent, "Rules Co")
-    made = ticket(http, agent, customer_id=cust, tags=["billing"])
+    body = {"subject": "Help", "customer_id": cust, "tags": ["billing"]}
+    opened = http.post("/tickets", headers=agent, json=body)
+    assert opened.status_code == 201, opened.text
+    made = opened.json()
     assert made["assignee_id"] is None  # the default queue assigns nobody
     url = f"/tickets/{made['id']}"
 
-    # Viewers read, never write; agents work tickets but not configuration.
-    assert http.get(url, headers=viewer).status_code == 200
+    # Viewers read, never write; agents work tickets but not configuration. (Another
+    # user reads the agent's write: with its NextFlow-Read-After token, not whatever a
+    # replica has replayed by then.)
+    after = {"NextFlow-Read-After": opened.headers["nextflow-read-after"]}
+    assert http.get(url, headers={**viewer, **after}).status_code == 200
     for call in (
         http.post("/tickets", headers=viewer, json={"customer_id": cust, "subject": "x"}),
         http.patch(url, headers=viewer, json={"subject": "x"}),
