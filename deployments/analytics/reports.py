@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments._kit.errors import Forbidden
+from deployments._kit.principal import Principal
 from deployments._kit.types import Id
 from deployments.analytics.repo import ShardFilters, as_decimal
 
@@ -50,6 +52,25 @@ class ReportQuery(BaseModel):
     def _ordered(self) -> ReportQuery:
         if self.date_from and self.date_to and self.date_from > self.date_to:
             raise ValueError("date_from must not be after date_to")
+        return self
+
+    def within_scope(self, principal: Principal) -> ReportQuery:
+        """This query as `principal` may ask it. A role whose `report:read` is scoped
+        sees only the totals of records its scope reaches: `own`, the caller's (the
+        query is narrowed to `owner_id` = the caller); `team`, one team member's at a
+        time (`owner_id` is required: the totals of several owners at once are not
+        computed). Another owner is a 403, never a report of everyone's records."""
+        owners = principal.owners("report:read")
+        if owners is None:
+            return self
+        if self.owner_id is None:
+            if owners == {principal.user_id}:
+                return self.model_copy(update={"owner_id": principal.user_id})
+            raise Forbidden(
+                "your reports reach your team's records: name one member with owner_id"
+            )
+        if self.owner_id not in owners:
+            raise Forbidden("owner_id is outside the records your reports reach")
         return self
 
     def shard_filters(self) -> ShardFilters:

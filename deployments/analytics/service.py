@@ -81,6 +81,7 @@ class AnalyticsService:
     # -- reports ----------------------------------------------------------------------
     async def report(self, principal: Principal, name: str, query: ReportQuery) -> ReportRead:
         principal.require("report:read")
+        query = query.within_scope(principal)
         if name not in REPORTS:
             raise NotFound(f"no report named {name!r}; reports: {', '.join(REPORTS)}")
         if query.pipeline_id is not None and name not in BY_PIPELINE:
