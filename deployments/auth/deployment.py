@@ -24,6 +24,7 @@ from deployments.auth.schemas import (
     ApiKeyRead,
     LoginRequest,
     RoleRead,
+    RoleUpdate,
     TeamCreate,
     TeamRead,
     TokenPair,
@@ -104,6 +105,10 @@ class AuthDeployment:
     @boundary
     async def roles(self, principal: Principal) -> list[RoleRead]:
         return await self._svc.roles(principal)
+
+    @boundary
+    async def update_role(self, principal: Principal, name: str, data: RoleUpdate) -> RoleRead:
+        return await self._svc.update_role(principal, name, data)
 
     @boundary
     async def create_team(self, principal: Principal, data: TeamCreate) -> TeamRead:

@@ -217,6 +217,32 @@ async def list_roles(conn: ReadConn) -> list[RoleRead]:
     return [RoleRead.model_validate(dict(r)) for r in rows]
 
 
+async def role_permissions(conn: ReadConn, name: str) -> frozenset[str] | None:
+    found = await conn.fetchval("SELECT permissions FROM roles WHERE name = $1", name)
+    return None if found is None else frozenset(found)
+
+
+async def update_role(
+    conn: WriteConn,
+    name: str,
+    scopes: dict[str, str] | None,
+    hidden: dict[str, list[str]] | None,
+) -> tuple[RoleRead, list[int]] | None:
+    """The role with the maps given replaced, and the ids of its users (whose access
+    tokens carry the old ones); None when there is no such role."""
+    row = await conn.fetchrow(
+        """UPDATE roles SET scopes = COALESCE($2::jsonb, scopes),
+                            hidden_fields = COALESCE($3::jsonb, hidden_fields)
+           WHERE name = $1
+           RETURNING name, description, permissions, scopes, hidden_fields""",
+        name, scopes, hidden,
+    )  # fmt: skip
+    if row is None:
+        return None
+    users = await conn.fetch("SELECT id FROM users WHERE role = $1", name)
+    return RoleRead.model_validate(dict(row)), [u["id"] for u in users]
+
+
 # -- teams ---------------------------------------------------------------------------
 async def create_team(conn: WriteConn, name: str) -> TeamRead | None:
     """The new team; None when the name is taken (names are unique, case aside)."""

@@ -112,6 +112,20 @@ class RoleRead(BaseModel):
     )
 
 
+class RoleUpdate(_Input):
+    """A role's record scopes and hidden fields; each map given replaces the role's."""
+
+    scopes: dict[str, Scope] | None = Field(
+        default=None, max_length=50,
+        description="Permission -> `own` | `team`; a permission not named reaches every record.",
+    )  # fmt: skip
+    hidden_fields: dict[str, list[str]] | None = Field(
+        default=None, max_length=20,
+        description="Record type -> fields this role sees as null (customer, contact, lead:"
+        " email, phone).",
+    )  # fmt: skip
+
+
 class TeamCreate(_Input):
     name: str = Field(min_length=1, max_length=100)
 

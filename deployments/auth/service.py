@@ -23,13 +23,14 @@ from deployments._kit.errors import (
 from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
 from deployments._kit.principal import Principal
 from deployments._kit.sql import Stale
-from deployments.auth import passwords, repo, tokens
+from deployments.auth import passwords, repo, roles, tokens
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
     LoginRequest,
     RoleRead,
+    RoleUpdate,
     TeamCreate,
     TeamRead,
     TokenPair,
@@ -227,6 +228,29 @@ class AuthService:
     async def roles(self, principal: Principal) -> list[RoleRead]:
         principal.require("user:read")
         return await self.db.read(repo.list_roles)
+
+    async def update_role(self, principal: Principal, name: str, data: RoleUpdate) -> RoleRead:
+        """Replace a role's record scopes and/or hidden fields (`roles.problems` says
+        what they may be). Every access token of the role's users is cut off at once:
+        they carry the old scopes, and a narrowed scope must not wait for them to run
+        out; API keys take the role's from their next request."""
+        principal.require("role:write")
+        permissions = await self.db.read_primary(repo.role_permissions, name)
+        if permissions is None:
+            raise NotFound(f"role {name!r} not found")
+        errors = roles.problems(permissions, data.scopes, data.hidden_fields)
+        if errors:
+            raise Validation("the role cannot take these scopes or hidden fields", errors)
+        hidden = None
+        if data.hidden_fields is not None:
+            hidden = {k: sorted(set(v)) for k, v in data.hidden_fields.items() if v}
+        scopes: dict[str, str] | None = None if data.scopes is None else dict(data.scopes)
+        updated = await self.db.write(repo.update_role, name, scopes, hidden)
+        if updated is None:
+            raise NotFound(f"role {name!r} not found")
+        role, users = updated
+        await self._cut_off_access_tokens(*users)
+        return role
 
     # -- teams -----------------------------------------------------------------------
     async def create_team(self, principal: Principal, data: TeamCreate) -> TeamRead:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from starlette.responses import Response
 
-from deployments.auth.schemas import LoginRequest, RefreshRequest, RoleRead, TokenPair, UserRead
+from deployments.auth.schemas import (
+    LoginRequest,
+    RefreshRequest,
+    RoleRead,
+    RoleUpdate,
+    TokenPair,
+    UserRead,
+)
 from gateway.context import CurrentPrincipal, ServicesDep, enforce, json, state
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -63,3 +70,19 @@ async def roles(principal: CurrentPrincipal, services: ServicesDep) -> list[Role
     """The roles and the permission strings each grants."""
     found: list[RoleRead] = await services.auth.roles.remote(principal)
     return found
+
+
+@router.patch("/roles/{name}", response_model=RoleRead)
+async def update_role(
+    name: Annotated[str, Path(pattern=r"^[a-z][a-z_]{0,31}$")],
+    body: RoleUpdate,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> RoleRead:
+    """Set a role's record scopes (`{"customer:read": "own"}`: own records; `team`: the
+    team's; a permission not named reaches every record) and the fields it sees as null
+    (`{"customer": ["email"]}`); each map given replaces the role's. Needs `role:write`
+    (admin). Every access token of the role's users is cut off at once: they sign in
+    again and get the new scopes."""
+    updated: RoleRead = await services.auth.update_role.remote(principal, name, body)
+    return updated

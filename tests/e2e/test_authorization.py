@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.conftest import make_user
+from tests.e2e.conftest import Member, make_user
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
@@ -208,3 +208,57 @@ def test_deactivation_and_demotion_cut_off_access_tokens_at_once(
         assert "revoked" in refused.json()["detail"]
     # The admin's own token is untouched.
     assert http.get("/users", headers=admin).status_code == 200
+
+
+def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
+    http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
+) -> None:
+    """`PATCH /auth/roles/{name}`: admin only, values checked, and the role's users'
+    tokens cut off at once (a narrowed scope does not wait for them to run out). The
+    manager role is restored at the end."""
+    before = {r["name"]: r for r in http.get("/auth/roles", headers=admin).json()}["manager"]
+    tag = os.urandom(3).hex()
+    boss = Member(http, admin, "manager", None)
+    theirs = http.post("/customers", headers=admin, json={"name": f"Role {tag} admin"})
+    mine = http.post("/customers", headers=boss.headers,
+                     json={"name": f"Role {tag} boss", "phone": "+49 30 1"})  # fmt: skip
+    assert theirs.status_code == mine.status_code == 201
+
+    assert http.patch("/auth/roles/manager", headers=agent, json={"scopes": {}}).status_code == 403
+    assert http.patch("/auth/roles/nobody", headers=admin, json={"scopes": {}}).status_code == 404
+    for role, body, field in (
+        ("manager", {"scopes": {"webhook:read": "own"}}, "scopes.webhook:read"),
+        ("viewer", {"scopes": {"customer:write": "own"}}, "scopes.customer:write"),
+        ("manager", {"hidden_fields": {"customer": ["name"]}}, "hidden_fields.customer"),
+        ("manager", {"hidden_fields": {"deal": ["amount"]}}, "hidden_fields.deal"),
+        ("manager", {"scopes": {"customer:read": "everyone"}}, None),
+    ):
+        refused = http.patch(f"/auth/roles/{role}", headers=admin, json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == PROBLEM
+        if field:
+            assert [e["field"] for e in refused.json()["errors"]] == [field]
+    assert http.get("/auth/me", headers=boss.headers).status_code == 200  # nothing changed
+
+    try:
+        changed = http.patch("/auth/roles/manager", headers=admin, json={
+            "scopes": {"customer:read": "own"}, "hidden_fields": {"customer": ["phone"]},
+        })  # fmt: skip
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["scopes"] == {"customer:read": "own"}
+        assert changed.json()["hidden_fields"] == {"customer": ["phone"]}
+        gone = http.get("/auth/me", headers=boss.headers)
+        assert gone.status_code == 401 and "revoked" in gone.json()["detail"]
+        boss.sign_in()  # the new token carries the new scope
+        page = http.get("/customers", headers=boss.headers, params={"name[prefix]": f"Role {tag}"})
+        assert [c["name"] for c in page.json()["data"]] == [f"Role {tag} boss"]
+        other = http.get(f"/customers/{theirs.json()['id']}", headers=boss.headers)
+        assert other.status_code == 404
+        seen = http.get(f"/customers/{mine.json()['id']}", headers=boss.headers).json()
+        assert seen["phone"] is None and seen["name"] == f"Role {tag} boss"
+    finally:
+        restored = http.patch("/auth/roles/manager", headers=admin, json={
+            "scopes": before["scopes"], "hidden_fields": before["hidden_fields"],
+        })  # fmt: skip
+        assert restored.status_code == 200, restored.text
+    assert restored.json() == before
