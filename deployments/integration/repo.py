@@ -263,7 +263,7 @@ async def _copy_new(
     written)."""
     n = len(rows)
     ids = await conn.fetchval(
-        "SELECT array_agg(nextflow_id($1)) FROM generate_series(1, $2)", batch.shard, 2 * n
+        "SELECT nextflow_ids($1, $2)", batch.shard, 2 * n
     )
     customers = "".join(f"{ids[j]},{batch.rows[i]}\n" for j, i in enumerate(rows))
     history = "".join(

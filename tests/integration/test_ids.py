@@ -23,9 +23,9 @@ async def test_concurrent_backends_never_make_the_same_id(
     stack: object, stack_settings: Settings
 ) -> None:
     """Five backends each make 80,000 ids, a call at a time for a rotating logical shard
-    (a bulk import's pattern). The function before migration 0005 made several equal
-    ids in such a run on 2 cores: a backend descheduled between taking its sequence
-    value and reading the clock."""
+    (a bulk import's pattern), with `nextflow_id()` and `nextflow_ids()` in turn. The
+    function before migration 0005 made several equal ids in such a run on 2 cores: a
+    backend descheduled between taking its sequence value and reading the clock."""
     s = stack_settings
     dsn = s.dsn_for(s.host, s.shard_base_port, "customer")
     conns = [await asyncpg.connect(dsn) for _ in range(BACKENDS)]
@@ -34,10 +34,13 @@ async def test_concurrent_backends_never_make_the_same_id(
     async def backend(k: int) -> None:
         for call in range(CALLS):
             shard = (call * BACKENDS + k) % 10
-            made.extend(await conns[k].fetchval(
-                "SELECT array_agg(nextflow_id($1)) FROM generate_series(1, $2)",
-                shard, IDS_PER_CALL,
-            ))  # fmt: skip
+            # One id per call of nextflow_id(), and the bulk nextflow_ids(), in turn.
+            query = (
+                "SELECT array_agg(nextflow_id($1)) FROM generate_series(1, $2)"
+                if call % 2
+                else "SELECT nextflow_ids($1, $2)"
+            )
+            made.extend(await conns[k].fetchval(query, shard, IDS_PER_CALL))
 
     try:
         await asyncio.gather(*(backend(k) for k in range(BACKENDS)))
