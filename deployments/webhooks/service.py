@@ -116,11 +116,7 @@ class WebhookService:
             repo.secrets_to_reseal, self.box.current_prefix
         ):
             try:
-                secret = (
-                    stored
-                    if not stored.startswith(PREFIX)
-                    else self.box.open(stored, SECRET_CONTEXT)
-                )
+                secret = self._secret(stored)
             except Unsealable as exc:
                 log.error("webhook %s: its signing secret cannot be resealed: %s", sub_id, exc)
                 continue
