@@ -47,8 +47,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 ADMIN = Principal(user_id=1, role="admin", permissions=frozenset({"webhook:read", "webhook:write"}))
 SHORT = Backoff(base_s=0.2, factor=2, cap_s=0.4, horizon_s=30, jitter=0.5)
-KEY = "k" * 40
-BOX = SecretBox(KEY)
 
 
 # -- plumbing ----------------------------------------------------------------------------
@@ -133,12 +131,21 @@ def receiver() -> Iterator[Callable[[list[int]], Receiver]]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def webhooks(stores: Stores) -> AsyncIterator[Callable[..., WebhookService]]:
+async def webhooks(
+    stores: Stores, stack_settings: Settings
+) -> AsyncIterator[Callable[..., WebhookService]]:
+    """`make(policy, box)`: a WebhookService on the stack's `integration` database. Its
+    secrets are sealed with the stack's key unless `box` says otherwise: when the e2e
+    tests' Serve app runs too, its WebhookService replicas claim due deliveries of
+    these subscriptions as well, and must open their secrets."""
     client = httpx.AsyncClient(timeout=5, follow_redirects=False, trust_env=False)
     made: list[WebhookService] = []
+    stack_box = SecretBox(stack_settings.secrets_key.get_secret_value())
 
-    def make(policy: guard.Policy, box: SecretBox = BOX) -> WebhookService:
-        svc = WebhookService(stores.integration, policy, SHORT, client, box, rng=random.random)
+    def make(policy: guard.Policy, box: SecretBox | None = None) -> WebhookService:
+        svc = WebhookService(
+            stores.integration, policy, SHORT, client, box or stack_box, rng=random.random
+        )
         made.append(svc)
         return svc
 
@@ -281,6 +288,7 @@ async def test_signing_secrets_are_sealed_at_rest_and_resealed_after_a_key_rotat
     webhooks: Callable[..., WebhookService],
     receiver: Callable[[list[int]], Receiver],
     stores: Stores,
+    stack_settings: Settings,
 ) -> None:
     db = stores.integration
     svc = webhooks(LOOPBACK_ALLOWED)
@@ -288,13 +296,14 @@ async def test_signing_secrets_are_sealed_at_rest_and_resealed_after_a_key_rotat
     sub_id = await subscribe(svc, hook, ["deal.won"])
     legacy_id = await subscribe(svc, legacy, ["deal.won"])
     stored = await db.read(_stored_secret, sub_id)
-    assert stored.startswith(BOX.current_prefix)
+    assert stored.startswith(svc.box.current_prefix)
     assert hook.secret.removeprefix("whsec_") not in stored  # not there in any form
     await db.write(_store_secret, legacy_id, legacy.secret)  # as stored before sealing
 
     # Rotation: a new key, the old one kept as previous; a replica's start reseals both
     # the plain secret and the one sealed under the old key, and only once.
-    rotated = webhooks(LOOPBACK_ALLOWED, SecretBox("n" * 40, [KEY]))
+    key = stack_settings.secrets_key.get_secret_value()
+    rotated = webhooks(LOOPBACK_ALLOWED, SecretBox("n" * 40, [key]))
     assert await rotated.reseal_secrets() >= 2
     assert await rotated.reseal_secrets() == 0
     for i in (sub_id, legacy_id):
@@ -318,7 +327,7 @@ async def test_signing_secrets_are_sealed_at_rest_and_resealed_after_a_key_rotat
     for i in (sub_id, legacy_id):
         await svc.delete(ADMIN, i, None)
     # Back under the key the other tests use.
-    assert await webhooks(LOOPBACK_ALLOWED, SecretBox(KEY, ["n" * 40])).reseal_secrets() >= 2
+    assert await webhooks(LOOPBACK_ALLOWED, SecretBox(key, ["n" * 40])).reseal_secrets() >= 2
 
 
 # -- notifications -----------------------------------------------------------------------
