@@ -94,6 +94,15 @@ class StackSettings(BaseSettings):
     # Batch lead scoring: leads per Ray task, and tasks in flight per job.
     ai_score_batch_size: int = Field(default=500, ge=1)
     ai_tasks_in_flight: int = Field(default=8, ge=1)
+    # Semantic search (deployments/ai/embed.py): "auto" embeds records and queries when
+    # the optional `ai` extra is installed; "off" keeps search lexical (BM25) only.
+    ai_embeddings: Literal["auto", "off"] = "auto"
+    # Records per indexing task (a search-index rebuild, or one event's records).
+    ai_index_batch_size: int = Field(default=500, ge=1)
+    # A bulk import's records are indexed for words at once and embedded later by the
+    # embedding backlog: one AIService replica at a time (a Redis lease) looks this
+    # often for documents without an embedding (0: never; the reindex job still embeds).
+    ai_embed_backlog_interval_s: float = Field(default=5.0, ge=0)
     serve_http_port: int = 8000
     # Serve's gRPC ingress (`grpc_options` in serve_config.yaml; the nextflow.v1 API).
     serve_grpc_port: int = 9000
@@ -248,6 +257,15 @@ class Settings(StackSettings):
     # Auth service for (SLA breach notices go to them); a new manager is included at
     # the latest this much later.
     notification_directory_ttl_s: float = Field(default=60.0, ge=0)
+
+    # Ticket summaries by a chat model: any OpenAI-compatible endpoint (`POST
+    # <ai_chat_url>/chat/completions`: OpenAI, vLLM, llama.cpp's server, Ollama...).
+    # Unset: summaries are extractive, computed here. When the endpoint fails or times
+    # out, the summary falls back to the extractive one and says so.
+    ai_chat_url: str | None = None
+    ai_chat_model: str = "gpt-4o-mini"
+    ai_chat_api_key: SecretStr | None = None
+    ai_chat_timeout_s: float = Field(default=20.0, gt=0)
 
     # Outbound webhooks. Targets on private, loopback, link-local, multicast or
     # reserved addresses are refused unless `webhook_allow_private` or the target is

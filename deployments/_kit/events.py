@@ -31,7 +31,8 @@ EVENT_STREAM = "nextflow:events"
 NOTIFICATION_GROUP = "notification"
 WEBHOOKS_GROUP = "webhooks"
 ANALYTICS_GROUP = "analytics"
-CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP)
+AI_GROUP = "ai"  # keeps the search index up to date (deployments/ai/indexing.py)
+CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP, AI_GROUP)
 SCHEMA_VERSION = 1
 
 

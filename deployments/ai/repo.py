@@ -159,49 +159,172 @@ async def heartbeat(conn: WriteConn, job_id: int, done: int, total: int | None) 
     return status is not None
 
 
-# -- search texts (databases `customer` and `support`, one logical shard per call) -----
-# `owners`: per kind, the users whose records the caller's read scope reaches (a kind
-# not named: every record; `Principal.owners`).
-async def customer_texts(
-    conn: ReadConn, shard: int, kinds: list[str], owners: Mapping[str, list[int]] | None = None
-) -> list[tuple[str, int, dict[str, Any]]]:
-    owners = owners or {}
-    out: list[tuple[str, int, dict[str, Any]]] = []
-    if "customer" in kinds:
-        scope = "owner_id = ANY($2::bigint[])" if "customer" in owners else "$2::bigint[] IS NULL"
-        rows = await conn.fetch(
-            f"""SELECT id, name, email, website, industry, tags FROM customers
-                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
-            shard,
-            owners.get("customer"),
-        )
-        out += [("customer", int(r["id"]), dict(r)) for r in rows]
-    if "contact" in kinds:
-        scope = (
-            """EXISTS (SELECT 1 FROM customers p WHERE p.id = c.customer_id
-                       AND p.owner_id = ANY($2::bigint[]))"""
-            if "contact" in owners
-            else "$2::bigint[] IS NULL"
-        )
-        rows = await conn.fetch(
-            f"""SELECT id, first_name, last_name, email, title, phone FROM contacts c
-                WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
-            shard,
-            owners.get("contact"),
-        )
-        out += [("contact", int(r["id"]), dict(r)) for r in rows]
-    return out
+# -- the search index (databases `customer` and `support`, one logical shard per call) -
+# kind -> (database, table, columns indexed). A document is read only together with
+# its record (`_VISIBLE`): a deleted record, or one outside the caller's read scope
+# (`owners`: the users whose records it reaches; None: every record), is never found,
+# whatever the index still holds.
+SOURCES: Mapping[str, tuple[str, str, str]] = {
+    "customer": ("customer", "customers", "id, name, email, phone, website, industry, tags"),
+    "contact": ("customer", "contacts", "id, first_name, last_name, email, phone, title"),
+    "ticket": ("support", "tickets", "id, subject, description"),
+}
+_VISIBLE: Mapping[str, tuple[str, str]] = {  # kind -> (join, owner column)
+    "customer": ("JOIN customers r ON r.id = d.id AND r.deleted_at IS NULL", "r.owner_id"),
+    "contact": (
+        """JOIN contacts r ON r.id = d.id AND r.deleted_at IS NULL
+           JOIN customers p ON p.id = r.customer_id""",
+        "p.owner_id",
+    ),
+    "ticket": ("JOIN tickets r ON r.id = d.id AND r.deleted_at IS NULL", "r.assignee_id"),
+}
 
 
-async def ticket_texts(
-    conn: ReadConn, shard: int, owners: Mapping[str, list[int]] | None = None
-) -> list[tuple[str, int, dict[str, Any]]]:
-    mine = (owners or {}).get("ticket")
-    scope = "assignee_id = ANY($2::bigint[])" if mine is not None else "$2::bigint[] IS NULL"
-    rows = await conn.fetch(
-        f"""SELECT id, subject, description FROM tickets
-            WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND {scope}""",
-        shard,
-        mine,
+async def index_sources(
+    conn: ReadConn, kind: str, shard: int, ids: list[int] | None, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """Records to index: the live ones of `ids`, or the next `limit` live records of
+    `shard` after id `after`, in id order. (A deleted record's document stays: the
+    search reads documents only with their live records, and a restored record is
+    found again at once.)"""
+    _, table, columns = SOURCES[kind]
+    select = f"SELECT {columns}, updated_at FROM {table}"
+    if ids is not None:
+        rows = await conn.fetch(
+            f"""{select} WHERE deleted_at IS NULL AND id = ANY($1::bigint[])
+                AND {shard_sql("id")} = $2""",
+            ids, shard,
+        )  # fmt: skip
+    else:
+        rows = await conn.fetch(
+            f"""{select} WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND id > $2
+                ORDER BY id LIMIT $3""",
+            shard, after, limit,
+        )  # fmt: skip
+    return [dict(r) for r in rows]
+
+
+async def count_sources(conn: ReadConn, kind: str, shard: int) -> int:
+    _, table, _ = SOURCES[kind]
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE deleted_at IS NULL AND {shard_sql('id')} = $1",
+            shard,
+        )
     )
-    return [("ticket", int(r["id"]), dict(r)) for r in rows]
+
+
+async def unembedded_ids(conn: ReadConn, kind: str, shard: int, limit: int) -> list[int]:
+    """Up to `limit` documents of live records of `kind` on `shard` that have no
+    embedding yet."""
+    table = SOURCES[kind][1]
+    rows = await conn.fetch(
+        f"""SELECT d.id FROM search_documents d
+            JOIN {table} r ON r.id = d.id AND r.deleted_at IS NULL
+            WHERE d.embedding IS NULL AND d.record_type = $1 AND {shard_sql("d.id")} = $2
+            ORDER BY d.id LIMIT $3""",
+        kind, shard, limit,
+    )  # fmt: skip
+    return [int(r["id"]) for r in rows]
+
+
+class Document(BaseModel):
+    """One record's row of `search_documents` (words joined by spaces)."""
+
+    id: int
+    title: str
+    terms: str
+    email_terms: str
+    phone_terms: str
+    length: int
+    embedding: bytes | None
+    model: str | None
+    updated_at: datetime
+
+
+async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> int:
+    """Upsert `docs`; a document indexed from a newer state of its record is kept.
+    Returns how many rows were written."""
+    if not docs:
+        return 0
+    status = await conn.execute(
+        """INSERT INTO search_documents AS d (id, record_type, title, terms, email_terms,
+               phone_terms, length, embedding, model, source_updated_at)
+           SELECT u.id, $1, u.title, string_to_array(u.terms, ' '),
+                  string_to_array(u.email, ' '), string_to_array(u.phone, ' '),
+                  u.length, u.embedding, u.model, u.updated
+           FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::int[], $8::bytea[], $9::text[], $10::timestamptz[])
+                AS u(id, title, terms, email, phone, length, embedding, model, updated)
+           ON CONFLICT (id) DO UPDATE SET
+               title = EXCLUDED.title, terms = EXCLUDED.terms,
+               email_terms = EXCLUDED.email_terms, phone_terms = EXCLUDED.phone_terms,
+               length = EXCLUDED.length, embedding = EXCLUDED.embedding,
+               model = EXCLUDED.model, source_updated_at = EXCLUDED.source_updated_at,
+               indexed_at = now()
+           WHERE d.source_updated_at <= EXCLUDED.source_updated_at""",
+        kind,
+        [d.id for d in docs], [d.title for d in docs], [d.terms for d in docs],
+        [d.email_terms for d in docs], [d.phone_terms for d in docs],
+        [d.length for d in docs], [d.embedding for d in docs], [d.model for d in docs],
+        [d.updated_at for d in docs],
+    )  # fmt: skip
+    return int(status.split()[-1])
+
+
+def _scope(kind: str, owners: list[int] | None, param: int) -> tuple[str, str]:
+    join, owner = _VISIBLE[kind]
+    return join, ("" if owners is None else f"AND {owner} = ANY(${param}::bigint[])")
+
+
+async def lexical_matches(
+    conn: ReadConn,
+    kind: str,
+    shard: int,
+    terms: list[str],
+    owners: list[int] | None,
+    email: bool,
+    phone: bool,
+) -> tuple[int, int, list[tuple[str, int, str, list[str], int]]]:
+    """(documents of `kind` on the shard, their total length, every visible document
+    holding a query term: (kind, id, title, the words the caller may match, length)).
+    `email`, `phone`: the caller may see (and so match) those fields."""
+    shard_of = shard_sql("d.id")
+    stats = await conn.fetchrow(
+        f"""SELECT count(*) AS docs, coalesce(sum(length), 0) AS length
+            FROM search_documents d WHERE {shard_of} = $1 AND d.record_type = $2""",
+        shard, kind,
+    )  # fmt: skip
+    join, scope = _scope(kind, owners, 4)
+    # One text per combination of shown fields, so every plan can use the GIN indexes.
+    matched = ["d.terms && $3::text[]"]
+    words = ["d.terms"]
+    for shown, column in ((email, "d.email_terms"), (phone, "d.phone_terms")):
+        if shown:
+            matched.append(f"{column} && $3::text[]")
+            words.append(column)
+    args: list[Any] = [shard, kind, terms] + ([owners] if owners is not None else [])
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.title, {" || ".join(words)} AS words, d.length
+            FROM search_documents d {join}
+            WHERE {shard_of} = $1 AND d.record_type = $2 AND ({" OR ".join(matched)}) {scope}""",
+        *args,
+    )
+    found = [(kind, int(r["id"]), str(r["title"]), list(r["words"]), int(r["length"]))
+             for r in rows]  # fmt: skip
+    return int(stats["docs"]), int(stats["length"]), found
+
+
+async def embedded_documents(
+    conn: ReadConn, kind: str, shard: int, model: str, owners: list[int] | None
+) -> list[tuple[int, str, bytes]]:
+    """(id, title, embedding) of the visible documents of `kind` embedded by `model`."""
+    join, scope = _scope(kind, owners, 4)
+    args: list[Any] = [shard, kind, model] + ([owners] if owners is not None else [])
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.title, d.embedding FROM search_documents d {join}
+            WHERE {shard_sql("d.id")} = $1 AND d.record_type = $2 AND d.model = $3
+              AND d.embedding IS NOT NULL {scope}""",
+        *args,
+    )
+    return [(int(r["id"]), str(r["title"]), bytes(r["embedding"])) for r in rows]

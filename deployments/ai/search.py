@@ -1,14 +1,23 @@
-"""Lexical search (BM25) over customers, contacts and tickets, scattered over the
-logical shards and gathered. Pure functions: the per-shard part runs in one Ray task
-per shard (`shard_candidates`), the merge in one more (`merge`).
+"""Search over customers, contacts and tickets: what is indexed of a record, and the
+three rankings. Pure functions; the Ray tasks in tasks.py call them.
 
-Each shard task returns its corpus statistics for the query's terms (documents,
-total length, document frequency of each term) and its best candidates with their
-term counts. The merge adds the statistics up and scores every candidate again with
-the global IDF and average length, so scores from different shards compare. Which
-candidates a shard sends is decided with its own statistics, `CANDIDATE_FACTOR`
-times the limit of them, so a document can only be missed when the global and
-local weights order it very differently."""
+- **What is indexed** (`entry`): a title, the record's words (`terms`, each as often
+  as it occurs), the words of its e-mail address and phone number kept apart (a role
+  may hide those fields: they are matched only for callers who may see them), and
+  the text a sentence embedding is made of (never the e-mail or phone).
+- **Lexical (BM25)**: each shard's task finds the documents holding any query word
+  (a GIN index on the stored words), and returns its corpus statistics (documents,
+  total length, document frequency of each query word) with its best
+  `CANDIDATE_FACTOR * limit` candidates and their term counts (`shard_candidates`);
+  `merge` adds the statistics up and scores every candidate again with the global
+  IDF and average length, so scores from different shards compare. A document can be
+  missed only when the global and local weights order it very differently.
+- **Semantic**: cosine similarity of the query's embedding with each stored one; a
+  shard's top `limit` (`nearest`) are exact, and so is the merge (`merge_nearest`).
+- **Hybrid** (the default when embeddings are on): the two lists fused by reciprocal
+  rank (`fuse`): an exact name or e-mail match (lexical) and a match in meaning
+  (semantic) both come up, and neither's score scale has to be calibrated.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +25,18 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 K1 = 1.2
 B = 0.75
 CANDIDATE_FACTOR = 4
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al., 2009)
 _WORD = re.compile(r"[0-9a-z]+")
+KINDS = ("customer", "contact", "ticket")
 
 
 def tokens(text: str) -> list[str]:
@@ -32,22 +46,53 @@ def tokens(text: str) -> list[str]:
     return _WORD.findall(plain)
 
 
-def document(kind: str, row: dict[str, Any]) -> tuple[str, str]:
-    """(title shown in results, full text indexed) of a record row."""
+@dataclass(frozen=True)
+class Entry:
+    """One record as the index keeps it."""
+
+    title: str
+    terms: list[str]
+    email_terms: list[str]
+    phone_terms: list[str]
+    text: str
+
+    @property
+    def length(self) -> int:
+        return len(self.terms) + len(self.email_terms) + len(self.phone_terms)
+
+
+def _join(*parts: Any) -> str:
+    return " ".join(str(p) for p in parts if p)
+
+
+def entry(kind: str, row: dict[str, Any]) -> Entry:
+    """The index entry of a record row (customer, contact or ticket)."""
     if kind == "customer":
         title = str(row["name"])
-        parts = [row["name"], row.get("email"), row.get("website"), row.get("industry"),
-                 " ".join(row.get("tags") or [])]  # fmt: skip
+        visible = _join(row["name"], row.get("website"), row.get("industry"),
+                        " ".join(row.get("tags") or []))  # fmt: skip
+        text = _join(row["name"], row.get("industry"), " ".join(row.get("tags") or []))
     elif kind == "contact":
-        title = " ".join(p for p in (row["first_name"], row.get("last_name")) if p)
-        parts = [title, row.get("email"), row.get("title"), row.get("phone")]
-    else:
+        title = _join(row["first_name"], row.get("last_name"))
+        visible = _join(title, row.get("title"))
+        text = visible
+    elif kind == "ticket":
         title = str(row["subject"])
         # The subject counts twice: it names what the ticket is about.
-        parts = [row["subject"], row["subject"], row.get("description")]
-    return title, " ".join(str(p) for p in parts if p)
+        visible = _join(row["subject"], row["subject"], row.get("description"))
+        text = _join(row["subject"], row.get("description"))
+    else:
+        raise ValueError(f"not a searchable kind: {kind}")
+    return Entry(
+        title=title,
+        terms=tokens(visible),
+        email_terms=tokens(row.get("email") or ""),
+        phone_terms=tokens(row.get("phone") or ""),
+        text=text[:2000],  # the model reads 256 word pieces; more is only cost
+    )
 
 
+# -- lexical: BM25 --------------------------------------------------------------------
 def _bm25(counts: dict[str, int], length: int, idf: dict[str, float], avg_len: float) -> float:
     score = 0.0
     for term, weight in idf.items():
@@ -63,32 +108,32 @@ def _idf(n_docs: int, df: dict[str, int]) -> dict[str, float]:
 
 
 def shard_candidates(
-    query: str, records: Iterable[tuple[str, int, dict[str, Any]]], limit: int
+    terms: Sequence[str],
+    docs: int,
+    length: int,
+    matches: Iterable[tuple[str, int, str, list[str], int]],
+    limit: int,
 ) -> dict[str, Any]:
-    """Statistics and the best `limit * CANDIDATE_FACTOR` matches of one shard.
-    `records`: (kind, id, row)."""
-    terms = sorted(set(tokens(query)))
-    n_docs = 0
-    total_len = 0
+    """One shard's statistics and best `limit * CANDIDATE_FACTOR` matches. `docs`,
+    `length`: the shard's documents (of the searched kinds) and their total length;
+    `matches`: (kind, id, title, words the caller may match, length) of every
+    document holding a query term."""
+    wanted = set(terms)
     df: Counter[str] = Counter()
-    matches = []
-    for kind, record_id, row in records:
-        title, text = document(kind, row)
-        words = tokens(text)
-        n_docs += 1
-        total_len += len(words)
-        counts = Counter(w for w in words if w in terms)
+    found = []
+    for kind, record_id, title, words, doc_len in matches:
+        counts = Counter(w for w in words if w in wanted)
         if counts:
             df.update(counts.keys())
-            matches.append((kind, record_id, title, dict(counts), len(words)))
-    idf = _idf(n_docs, {t: df[t] for t in terms})
-    avg = total_len / n_docs if n_docs else 0.0
-    matches.sort(key=lambda m: (-_bm25(m[3], m[4], idf, avg), m[1]))
+            found.append((kind, record_id, title, dict(counts), doc_len))
+    idf = _idf(docs, {t: df[t] for t in wanted})
+    avg = length / docs if docs else 0.0
+    found.sort(key=lambda m: (-_bm25(m[3], m[4], idf, avg), m[1]))
     return {
-        "docs": n_docs,
-        "length": total_len,
-        "df": {t: df[t] for t in terms},
-        "candidates": matches[: limit * CANDIDATE_FACTOR],
+        "docs": docs,
+        "length": length,
+        "df": {t: df[t] for t in sorted(wanted)},
+        "candidates": found[: limit * CANDIDATE_FACTOR],
     }
 
 
@@ -107,7 +152,40 @@ def merge(partials: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
         for kind, record_id, title, counts, length in p["candidates"]
     ]
     scored.sort(key=lambda c: (-c[3], c[1]))
-    return [
-        {"type": kind, "id": str(record_id), "title": title, "score": round(score, 6)}
-        for kind, record_id, title, score in scored[:limit]
-    ]
+    return [_hit(kind, record_id, title, score) for kind, record_id, title, score in scored[:limit]]
+
+
+def _hit(kind: str, record_id: int, title: str, score: float) -> dict[str, Any]:
+    return {"type": kind, "id": str(record_id), "title": title, "score": round(score, 6)}
+
+
+# -- semantic: cosine similarity -------------------------------------------------------
+def nearest(
+    query: np.ndarray, rows: Sequence[tuple[str, int, str]], vectors: np.ndarray, limit: int
+) -> list[dict[str, Any]]:
+    """The `limit` rows whose vectors are closest to `query` (all unit length)."""
+    if not rows:
+        return []
+    scores = vectors @ np.asarray(query, dtype=np.float32)
+    best = np.argsort(-scores, kind="stable")[:limit]
+    return [_hit(rows[i][0], rows[i][1], rows[i][2], float(scores[i])) for i in best]
+
+
+def merge_nearest(partials: Iterable[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    hits = [h for p in partials for h in p]
+    hits.sort(key=lambda h: (-h["score"], int(h["id"])))
+    return hits[:limit]
+
+
+# -- hybrid: reciprocal rank fusion ----------------------------------------------------
+def fuse(rankings: Sequence[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    """One list from several rankings of the same records: each record scores
+    Σ 1 / (RRF_K + rank) over the lists it is in."""
+    fused: dict[str, float] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            fused[hit["id"]] = fused.get(hit["id"], 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(hit["id"], hit)
+    order = sorted(fused, key=lambda i: (-fused[i], int(i)))
+    return [{**first[i], "score": round(fused[i], 6)} for i in order[:limit]]

@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from deployments._kit.errors import Conflict, Forbidden, NotFound, Validation
 from deployments._kit.principal import Principal
@@ -31,9 +30,11 @@ from deployments._kit.types import Id
 from deployments.ai import model as lead_model
 from deployments.ai import repo
 from deployments.ai.advice import Action, deal_actions, ticket_actions
+from deployments.ai.indexing import MODES, SearchIndex
 from deployments.ai.repo import ModelRead
+from deployments.ai.runs import JobCancelled, JobRun
 from deployments.ai.search import tokens as search_tokens
-from deployments.ai.tasks import merge_search, score_batch, search_shard, summarize, train_leads
+from deployments.ai.tasks import score_batch, summarize, train_leads
 from deployments.analytics.fanout import FanOut, cause
 from deployments.analytics.tasks import shard_reads, task_options
 from deployments.integration import repo as jobs_repo
@@ -45,13 +46,10 @@ from shards.errors import StaleShardMap
 log = logging.getLogger("nextflow.ai")
 KIND_TRAIN = "ai.train_lead_model"
 KIND_SCORE = "ai.score_leads"
+KIND_INDEX = "ai.search_index"
 MODEL_KEY = "nextflow:ai:lead_model_version"
 HEARTBEAT_S = 1.0
 ABANDONED_AFTER_S = 15.0
-
-
-class JobCancelled(Exception):
-    pass
 
 
 SEARCH_KINDS = ("customer", "contact", "ticket")
@@ -72,7 +70,7 @@ class SearchHit(BaseModel):
 class SearchResult(BaseModel):
     query: str
     types: list[str]
-    method: str = "bm25"
+    mode: str = Field(description="hybrid, semantic or lexical: how `data` was ranked")
     data: list[SearchHit]
 
 
@@ -96,29 +94,6 @@ class LeadScore(BaseModel):
     model_version: int
 
 
-@dataclass
-class JobRun:
-    """One running job: its progress, and the Ray tasks to cancel when it is."""
-
-    job_id: int
-    total: int | None = None
-    done: int = 0
-    cancelled: bool = False
-    refs: set[Any] = field(default_factory=set)
-    fanouts: list[FanOut] = field(default_factory=list)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        for ref in list(self.refs):
-            ray.cancel(ref, force=False)
-        for fanout in self.fanouts:
-            fanout.cancel()
-
-    def check(self) -> None:
-        if self.cancelled:
-            raise JobCancelled()
-
-
 class AIService:
     def __init__(
         self,
@@ -130,6 +105,7 @@ class AIService:
         in_flight: int,
         support: Any = None,
         sales: Any = None,
+        index_batch_size: int = 500,
     ) -> None:
         """`support`, `sales`: those services' deployment handles (summaries and next
         best actions read tickets and deals through them, with their permissions)."""
@@ -144,6 +120,7 @@ class AIService:
         self._loaded: tuple[int, Any] | None = None
         self._load_lock = asyncio.Lock()
         self._runs: dict[int, asyncio.Task[None]] = {}
+        self.index = SearchIndex(leads, index_batch_size, in_flight)
 
     # -- jobs -------------------------------------------------------------------------
     async def start_training(self, principal: Principal) -> JobAccepted:
@@ -155,6 +132,11 @@ class AIService:
         if await self.models.read(repo.list_models, 1) == []:
             raise Conflict("no lead model yet: train one first (POST /ai/lead-scoring/train)")
         return await self._start(KIND_SCORE, principal.user_id)
+
+    async def start_reindex(self, principal: Principal) -> JobAccepted:
+        """Rebuild the search index of every customer, contact and ticket (a job)."""
+        principal.require("ai:train")
+        return await self._start(KIND_INDEX, principal.user_id)
 
     async def _start(self, kind: str, user_id: int) -> JobAccepted:
         job = await self.jobs.write(jobs_repo.create_job, kind, user_id)
@@ -169,6 +151,8 @@ class AIService:
 
             async def work(run: JobRun) -> dict[str, Any]:
                 return await self._train(run, user_id)
+        elif kind == KIND_INDEX:
+            work = self.index.rebuild
         else:
             work = self._score_all
         task = asyncio.get_running_loop().create_task(self._run(job_id, work))
@@ -178,7 +162,7 @@ class AIService:
     async def take_over_abandoned(self) -> list[int]:
         """Run again the AI jobs a dead replica left behind; their ids."""
         taken = await self.jobs.write(
-            repo.claim_abandoned, [KIND_TRAIN, KIND_SCORE], ABANDONED_AFTER_S
+            repo.claim_abandoned, [KIND_TRAIN, KIND_SCORE, KIND_INDEX], ABANDONED_AFTER_S
         )
         for row in taken:
             if int(row["id"]) in self._runs:  # ours, and still running: just slow to renew
@@ -367,11 +351,18 @@ class AIService:
 
     # -- search -----------------------------------------------------------------------
     async def search(
-        self, principal: Principal, query: str, types: list[str] | None, limit: int
+        self,
+        principal: Principal,
+        query: str,
+        types: list[str] | None,
+        limit: int,
+        mode: str | None = None,
     ) -> SearchResult:
-        """BM25 over customers, contacts and tickets: one Ray task per logical shard,
-        merged by one more task with the global statistics (deployments/ai/search.py).
-        Only the types the caller may read are searched."""
+        """Customers, contacts and tickets matching `query` best, from the stored search
+        index on every logical shard (deployments/ai/indexing.py). `mode`: hybrid
+        (the default when embeddings are on), semantic, or lexical (the default when
+        they are off). Only the types the caller may read are searched, only the
+        records its scope reaches, only the fields its role shows."""
         wanted = list(types or SEARCH_KINDS)
         unknown = [t for t in wanted if t not in SEARCH_KINDS]
         if unknown:
@@ -379,6 +370,17 @@ class AIService:
             raise Validation(message, [{"field": "types", "message": message}])
         if not query.strip() or not search_tokens(query):
             raise Validation("q needs at least one word", [{"field": "q", "message": "empty"}])
+        embeddings = self.index.embeddings()
+        mode = mode or ("hybrid" if embeddings else "lexical")
+        if mode not in MODES:
+            message = f"unknown mode {mode!r}; use {', '.join(MODES)}"
+            raise Validation(message, [{"field": "mode", "message": message}])
+        if mode != "lexical" and not embeddings:
+            message = (
+                f"{mode} search needs sentence embeddings, which are off here (install the"
+                " `ai` extra, and leave NEXTFLOW_AI_EMBEDDINGS unset); use mode=lexical"
+            )
+            raise Validation(message, [{"field": "mode", "message": message}])
         allowed = [t for t in wanted if principal.can(_SEARCH_PERMISSION[t])]
         if not allowed:
             raise Forbidden("missing permission: customer:read or ticket:read")
@@ -388,17 +390,17 @@ class AIService:
             if reach is not None:
                 owners[kind] = sorted(reach)
         hidden = {kind: sorted(principal.hidden.get(kind, ())) for kind in allowed}
-        seen = self.leads.map
-        parts = [
-            search_shard.options(**task_options()).remote(
-                seen.server_for_shard(s), seen.route([s]), s, query, allowed, limit, owners, hidden
-            )
-            for s in range(seen.logical_shards)
-        ]
-        hits = await merge_search.options(**task_options()).remote(limit, *parts)
+        try:
+            hits = await self.index.search(query, allowed, limit, mode, owners, hidden)
+        except Exception as exc:
+            if not isinstance(cause(exc), StaleShardMap):
+                raise
+            await self.leads.reload()  # a shard moved meanwhile: plan once more
+            hits = await self.index.search(query, allowed, limit, mode, owners, hidden)
         return SearchResult(
-            query=query, types=allowed, data=[SearchHit.model_validate(h) for h in hits]
-        )
+            query=query, types=allowed, mode=mode,
+            data=[SearchHit.model_validate(h) for h in hits],
+        )  # fmt: skip
 
     # -- ticket summary and next best action -------------------------------------------
     async def ticket_summary(self, principal: Principal, ticket_id: int) -> TicketSummary:

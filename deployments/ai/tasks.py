@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from deployments.ai import advice, repo, search
+from deployments.ai import advice, embed, repo, search
 from deployments.ai import model as lead_model
 from deployments.analytics.tasks import TaskRuntime, read_on, runtime
 from shards.manager import manager_handle
@@ -51,7 +51,62 @@ def score_batch(
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def search_shard(
+def index_records(
+    server: ServerSpec,
+    route: Mapping[int, int],
+    shard: int,
+    kind: str,
+    ids: list[int] | None = None,
+    after: int = 0,
+    limit: int = 500,
+    embeddings: bool = False,
+) -> dict[str, Any]:
+    """(Re)index records of one logical shard (deployments/ai/indexing.py): `ids`, or
+    the next `limit` records after id `after`. Reads them on the primary (the state
+    just written), builds their entries, embeds them when `embeddings`, writes the
+    documents back through the same ShardManager. Returns counts and the last id."""
+    database = repo.SOURCES[kind][0]
+    manager = manager_handle(server)
+    rows, _ = ray.get(
+        manager.run.remote(database, repo.index_sources, (kind, shard, ids, after, limit), {},
+                           False, None, route=route)
+    )  # fmt: skip
+    entries = [search.entry(kind, r) for r in rows]
+    vectors = embed.encode([e.text for e in entries]) if embeddings and entries else None
+    docs = [
+        repo.Document(
+            id=int(r["id"]), title=e.title, terms=" ".join(e.terms),
+            email_terms=" ".join(e.email_terms), phone_terms=" ".join(e.phone_terms),
+            length=e.length, updated_at=r["updated_at"],
+            embedding=None if vectors is None else embed.to_bytes(vectors[n]),
+            model=None if vectors is None else embed.MODEL_NAME,
+        )
+        for n, (r, e) in enumerate(zip(rows, entries, strict=True))
+    ]  # fmt: skip
+    written, _ = ray.get(
+        manager.run.remote(database, repo.store_documents, (kind, docs), {}, False, None,
+                           route=route)
+    )  # fmt: skip
+    return {
+        "indexed": len(docs),
+        "written": int(written),
+        "last_id": int(rows[-1]["id"]) if rows else None,
+        "embedded": vectors is not None,
+    }
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def embed_query(query: str) -> Any:
+    """The query's embedding (one vector; shard tasks get it from the object store)."""
+    return embed.encode([query])[0]
+
+
+def _hidden(kind: str, hidden: Mapping[str, list[str]] | None) -> set[str]:
+    return set((hidden or {}).get(kind, ()))
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def lexical_shard(
     server: ServerSpec,
     route: Mapping[int, int],
     shard: int,
@@ -61,27 +116,68 @@ def search_shard(
     owners: Mapping[str, list[int]] | None = None,
     hidden: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """One shard's BM25 statistics and best candidates (deployments/ai/search.py), over
-    the records the caller's read scope reaches (`owners`, per kind), without the
-    fields their role may not see (`hidden`, per kind): a hidden e-mail must not be
-    found by searching for it."""
-    calls: list[Any] = []
-    if "customer" in kinds or "contact" in kinds:
-        calls.append(("customer", repo.customer_texts, (shard, kinds, owners)))
-    if "ticket" in kinds:
-        calls.append(("support", repo.ticket_texts, (shard, owners)))
-    records = [r for rows in read_on(server, route, calls) for r in rows]
-    for kind, _, row in records:
-        for field in (hidden or {}).get(kind, ()):
-            row.pop(field, None)
-    found = search.shard_candidates(query, records, limit)
-    found["runtime"] = runtime().model_dump()
-    return found
+    """One shard's BM25 statistics and best candidates from its stored index, over the
+    records the caller's read scope reaches (`owners`, per kind), matching only the
+    fields its role may see (`hidden`, per kind: a hidden e-mail is not found by
+    searching for it)."""
+    terms = sorted(set(search.tokens(query)))
+    calls: list[Any] = [
+        (repo.SOURCES[kind][0], repo.lexical_matches,
+         (kind, shard, terms, (owners or {}).get(kind),
+          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden)))
+        for kind in kinds
+    ]  # fmt: skip
+    docs = length = 0
+    matches: list[Any] = []
+    for n_docs, n_length, found in read_on(server, route, calls):
+        docs += n_docs
+        length += n_length
+        matches += found
+    partial = search.shard_candidates(terms, docs, length, matches, limit)
+    partial["runtime"] = runtime().model_dump()
+    return partial
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def merge_search(limit: int, *partials: dict[str, Any]) -> list[dict[str, Any]]:
-    return search.merge(list(partials), limit)
+def semantic_shard(
+    server: ServerSpec,
+    route: Mapping[int, int],
+    shard: int,
+    query_vector: Any,
+    kinds: list[str],
+    limit: int,
+    owners: Mapping[str, list[int]] | None = None,
+) -> list[dict[str, Any]]:
+    """One shard's `limit` documents closest in meaning to the query (stored
+    embeddings, compared here)."""
+    calls: list[Any] = [
+        (repo.SOURCES[kind][0], repo.embedded_documents,
+         (kind, shard, embed.MODEL_NAME, (owners or {}).get(kind)))
+        for kind in kinds
+    ]  # fmt: skip
+    rows: list[tuple[str, int, str]] = []
+    blobs: list[bytes] = []
+    for kind, found in zip(kinds, read_on(server, route, calls), strict=True):
+        for record_id, title, blob in found:
+            rows.append((kind, record_id, title))
+            blobs.append(blob)
+    return search.nearest(query_vector, rows, embed.from_bytes(blobs), limit)
+
+
+@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
+def merge_search(
+    limit: int, lexical: int, *partials: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """The lexical partials (the first `lexical`) and the semantic ones merged into
+    their two rankings and, when both are there, the fused one."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if lexical:
+        out["lexical"] = search.merge(list(partials[:lexical]), limit)
+    if len(partials) > lexical:
+        out["semantic"] = search.merge_nearest(partials[lexical:], limit)
+    if len(out) == 2:
+        out["hybrid"] = search.fuse([out["lexical"], out["semantic"]], limit)
+    return out
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)

@@ -1,5 +1,6 @@
-"""Lead scoring. Path: this file -> deployments/ai (jobs of Ray tasks; models in the
-catalog database `ai`); jobs are polled and cancelled at /jobs/{id} (imports.py)."""
+"""Lead scoring, search, ticket summaries and next actions. Path: this file ->
+deployments/ai (jobs of Ray tasks; models in the catalog database `ai`; the search
+index beside the records); jobs are polled and cancelled at /jobs/{id} (imports.py)."""
 
 from __future__ import annotations
 
@@ -67,11 +68,27 @@ async def search(
         str | None, Query(description="comma-separated: customer,contact,ticket")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    mode: Annotated[
+        str | None,
+        Query(description="hybrid (default with embeddings on), semantic, or lexical"),
+    ] = None,
 ) -> Response:
-    """Records matching `q` best (BM25 over names, e-mails, titles, tags, ticket subjects
-    and descriptions), across every shard; only the types the caller may read."""
+    """Records matching `q` best, across every shard, from the search index kept beside
+    the records: by words (BM25 over names, e-mails, phones, titles, tags, ticket
+    subjects and descriptions), by meaning (sentence embeddings, when the `ai` extra
+    is installed), or both fused. Only the types, records and fields the caller may
+    read."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
-    return json(await services.ai.search.remote(principal, q, wanted, limit))
+    return json(await services.ai.search.remote(principal, q, wanted, limit, mode))
+
+
+@router.post("/ai/search/reindex", status_code=202, response_model=JobAccepted)
+async def reindex(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+    """Rebuild the search index of every customer, contact and ticket (Ray tasks, shard
+    by shard): after a model change, or for data from before the index. Writes keep it
+    up to date on their own. A job (cancel with `POST /jobs/{id}/cancel`)."""
+    accepted = await services.ai.start_reindex.remote(principal)
+    return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
 @router.get("/ai/tickets/{ticket_id}/summary", response_model=TicketSummary)

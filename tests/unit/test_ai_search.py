@@ -1,10 +1,14 @@
-"""BM25 scatter-gather (deployments/ai/search.py) and the report reducers, without Ray:
-shard partials merged with global statistics rank like one index over all records."""
+"""Search rankings (deployments/ai/search.py) and the report reducers, without Ray:
+BM25 shard partials merged with global statistics rank like one index over all
+records; semantic partials merge exactly; fusion; what an index entry holds."""
 
 from __future__ import annotations
 
 import random
 from decimal import Decimal
+
+import numpy as np
+import pytest
 
 from deployments.ai import search
 from deployments.analytics import reports
@@ -26,6 +30,22 @@ def test_tokens_fold_case_accents_and_addresses() -> None:
     ]  # fmt: skip
 
 
+def shard(query: str, records: list[tuple[str, int, dict[str, object]]], limit: int) -> dict:
+    """What a shard's task computes from its stored documents: the statistics of all of
+    them, and the documents holding a query word (the GIN lookup)."""
+    terms = sorted(set(search.tokens(query)))
+    entries = [(kind, i, search.entry(kind, row)) for kind, i, row in records]
+    words = {i: e.terms + e.email_terms + e.phone_terms for _, i, e in entries}
+    matches = [
+        (kind, i, e.title, words[i], e.length)
+        for kind, i, e in entries
+        if set(words[i]) & set(terms)
+    ]
+    return search.shard_candidates(
+        terms, len(entries), sum(e.length for _, _, e in entries), matches, limit
+    )
+
+
 def test_sharded_merge_ranks_like_a_single_index() -> None:
     records = CUSTOMERS + TICKETS
     rng = random.Random(3)
@@ -34,15 +54,52 @@ def test_sharded_merge_ranks_like_a_single_index() -> None:
         for r in records:
             shards[rng.randrange(3)].append(r)
         for query in ("rocket", "printer fire", "bakery rocket", "invoice"):
-            one = search.merge([search.shard_candidates(query, records, 10)], 10)
-            many = search.merge([search.shard_candidates(query, s, 10) for s in shards], 10)
+            one = search.merge([shard(query, records, 10)], 10)
+            many = search.merge([shard(query, s, 10) for s in shards], 10)
             assert one == many, query
 
 
 def test_the_obvious_match_comes_first() -> None:
-    found = search.merge([search.shard_candidates("printer on fire", CUSTOMERS + TICKETS, 3)], 3)
+    found = search.merge([shard("printer on fire", CUSTOMERS + TICKETS, 3)], 3)
     assert found[0]["id"] == "4" and found[0]["type"] == "ticket"
-    assert search.merge([search.shard_candidates("zebra", CUSTOMERS, 3)], 3) == []
+    assert search.merge([shard("zebra", CUSTOMERS, 3)], 3) == []
+
+
+def test_an_entry_keeps_email_and_phone_apart_and_out_of_the_embedded_text() -> None:
+    row = {"first_name": "Ada", "last_name": "Byron", "title": "Head Baker",
+           "email": "ada@analytical.example", "phone": "+44 20 7946 0000"}  # fmt: skip
+    e = search.entry("contact", row)
+    assert e.title == "Ada Byron"
+    assert e.terms == ["ada", "byron", "head", "baker"]
+    assert e.email_terms == ["ada", "analytical", "example"]
+    assert e.phone_terms == ["44", "20", "7946", "0000"]
+    assert "analytical" not in e.text and "7946" not in e.text
+    assert e.length == 4 + 3 + 4
+
+
+def test_semantic_shards_merge_exactly_like_one_matrix() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [("ticket", 1000 + i, f"t{i}") for i in range(60)]
+    query = vectors[7] + 0.1 * vectors[3]
+    whole = search.nearest(query, rows, vectors, 5)
+    parts = [search.nearest(query, rows[i::4], vectors[i::4], 5) for i in range(4)]
+    merged = search.merge_nearest(parts, 5)
+    assert [h["id"] for h in merged] == [h["id"] for h in whole]
+    # float32 sums may differ in the last digit with the matrix's shape
+    assert [h["score"] for h in merged] == pytest.approx([h["score"] for h in whole], abs=1e-5)
+    assert whole[0]["id"] == "1007"
+
+
+def test_fusion_rewards_what_both_rankings_agree_on() -> None:
+    def ranked(*ids: int) -> list[dict[str, object]]:
+        return [{"type": "customer", "id": str(i), "title": str(i), "score": 1.0} for i in ids]
+
+    fused = search.fuse([ranked(1, 2, 3), ranked(3, 4, 1)], 3)
+    assert [h["id"] for h in fused] == ["1", "3", "2"]  # 1: ranks 1+3; 3: 3+1 (tie by id)
+    assert fused[0]["score"] == round(1 / 61 + 1 / 63, 6)
+    assert [h["id"] for h in search.fuse([ranked(9), []], 3)] == ["9"]
 
 
 def test_pipeline_reduce_is_exact() -> None:

@@ -1,0 +1,242 @@
+"""The search index: kept up to date from the event stream, rebuilt by a job, read by
+`GET /search`. Every piece of work is a Ray task (deployments/ai/tasks.py); this
+module plans, submits and gathers.
+
+- **Stored with the records.** Each record's document (`search_documents`, migration
+  `_sharded/0006`) lives on its shard, in its record's database, and moves with it.
+- **Kept fresh by events.** Every AIService replica is a member of the consumer group
+  `ai`; a customer, contact or ticket event (and each batch of a bulk import) makes
+  an `index_records` task read those records on their primary and write their
+  documents. The task reads the record as it is now, not the event's copy, so events
+  handled twice or out of order leave the newest state, and a document indexed from
+  an older state never replaces a newer one (`source_updated_at`). Delivery is the
+  stream's: at-least-once, so nothing written is left unindexed.
+- **Embeddings later for bulk writes.** A bulk import's batches are indexed for words
+  at once; their embeddings are left to the backlog (`embed_backlog`), which one
+  AIService replica at a time works through, so an import of a million rows never
+  holds up the indexing of other writes behind minutes of model time.
+- **Rebuilt by a job** (`POST /ai/search/reindex`): every live record, shard by
+  shard in pages of `ai_index_batch_size`, for a new model, a changed tokenizer, or
+  data written before this index existed.
+- **Searched** by one task per logical shard and mode (BM25 on the GIN-indexed words,
+  cosine on the stored embeddings), merged by one more task (search.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from deployments._kit.events import Event
+from deployments.ai import embed, repo
+from deployments.ai.runs import JobRun
+from deployments.ai.search import KINDS
+from deployments.ai.tasks import (
+    embed_query,
+    index_records,
+    lexical_shard,
+    merge_search,
+    semantic_shard,
+)
+from deployments.analytics.fanout import FanOut, cause
+from deployments.analytics.tasks import task_options
+from shards.client import Shards
+from shards.errors import StaleShardMap
+from shards.ids import shard_of
+
+log = logging.getLogger("nextflow.ai")
+MODES = ("hybrid", "semantic", "lexical")
+# Event type -> the kind of record whose document it changes.
+INDEXED_EVENTS: Mapping[str, str] = {
+    "customer.created": "customer",
+    "customer.updated": "customer",
+    "customer.imported": "customer",
+    "contact.created": "contact",
+    "contact.updated": "contact",
+    "ticket.created": "ticket",
+    "ticket.updated": "ticket",
+}
+
+
+def event_records(event: Event) -> tuple[str, list[int]] | None:
+    """(kind, record ids) an event asks to index, or None."""
+    kind = INDEXED_EVENTS.get(event.type)
+    if kind is None:
+        return None
+    if event.type == "customer.imported":
+        ids = [int(i) for key in ("created", "updated") for i in event.data.get(key) or ()]
+        return kind, ids
+    return kind, [int(event.aggregate_id)]
+
+
+class SearchIndex:
+    def __init__(self, shards: Shards, batch_size: int, in_flight: int) -> None:
+        """`shards`: any sharded database's client (only its shard map is used)."""
+        self.shards = shards
+        self.batch_size = batch_size
+        self.in_flight = in_flight
+
+    @staticmethod
+    def embeddings() -> bool:
+        return embed.available()
+
+    # -- indexing -----------------------------------------------------------------------
+    async def handle(self, event: Event) -> None:
+        """Index what an event changed (the consumer group `ai`'s handler). A bulk
+        import's batch is indexed for words only: its embeddings are the backlog's."""
+        found = event_records(event)
+        if found is not None:
+            kind, ids = found
+            await self.index(kind, ids, embeddings=event.type != "customer.imported")
+
+    async def index(self, kind: str, ids: Iterable[int], embeddings: bool = True) -> int:
+        """Index these records now (each once, on its shard), with their embeddings when
+        `embeddings` and they are on; how many documents were written."""
+        embeddings = embeddings and self.embeddings()
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for record_id in sorted(set(ids)):
+            by_shard[shard_of(record_id)].append(record_id)
+        batches = [
+            (shard, chunk[i : i + self.batch_size])
+            for shard, chunk in by_shard.items()
+            for i in range(0, len(chunk), self.batch_size)
+        ]
+        results = await asyncio.gather(
+            *(self._index_batch(kind, s, b, embeddings=embeddings) for s, b in batches)
+        )
+        return sum(int(r["written"]) for r in results)
+
+    async def _index_batch(
+        self,
+        kind: str,
+        shard: int,
+        ids: list[int] | None,
+        after: int = 0,
+        *,
+        embeddings: bool,
+    ) -> dict[str, Any]:
+        """One task; planned again on a fresh map when the shard moved meanwhile."""
+        for attempt in (1, 2):
+            seen = self.shards.map
+            try:
+                result: dict[str, Any] = await index_records.options(**task_options()).remote(
+                    seen.server_for_shard(shard), seen.route([shard]), shard, kind, ids,
+                    after, self.batch_size, embeddings,
+                )  # fmt: skip
+                return result
+            except Exception as exc:
+                if attempt == 1 and isinstance(cause(exc), StaleShardMap):
+                    await self.shards.reload(seen)
+                    continue
+                raise cause(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def rebuild(self, run: JobRun) -> dict[str, Any]:
+        """Index every live record of every kind on every logical shard (a job)."""
+        fanout = FanOut(self.shards)
+        run.fanouts.append(fanout)
+        counted = await fanout.each_shard(
+            lambda s: [(repo.SOURCES[k][0], repo.count_sources, (k, s)) for k in KINDS]
+        )
+        run.total = sum(sum(r.values) for r in counted)
+        run.check()
+        work = [(r.shard, kind) for r in counted for kind in KINDS]
+        slots = asyncio.Semaphore(self.in_flight)
+        written = 0
+
+        async def walk(shard: int, kind: str) -> None:
+            nonlocal written
+            after = 0
+            while True:
+                async with slots:
+                    run.check()
+                    page = await self._index_batch(
+                        kind, shard, None, after, embeddings=self.embeddings()
+                    )
+                run.done += int(page["indexed"])
+                written += int(page["written"])
+                if page["last_id"] is None or page["indexed"] < self.batch_size:
+                    return
+                after = int(page["last_id"])
+
+        walks = [asyncio.ensure_future(walk(s, k)) for s, k in work]
+        try:
+            await asyncio.gather(*walks)
+        finally:
+            for w in walks:
+                w.cancel()
+        return {
+            "indexed": run.done,
+            "written": written,
+            "embeddings": embed.MODEL_NAME if self.embeddings() else None,
+        }
+
+    async def embed_backlog(self) -> int:
+        """One round of the embedding backlog: up to a batch of documents without an
+        embedding per logical shard and kind, embedded by tasks. Returns how many were
+        embedded (0: nothing waits)."""
+        if not self.embeddings():
+            return 0
+        waiting = await FanOut(self.shards).each_shard(
+            lambda s: [
+                (repo.SOURCES[k][0], repo.unembedded_ids, (k, s, self.batch_size)) for k in KINDS
+            ]
+        )
+        slots = asyncio.Semaphore(self.in_flight)
+
+        async def embed(kind: str, shard: int, ids: list[int]) -> int:
+            async with slots:
+                page = await self._index_batch(kind, shard, ids, embeddings=True)
+            return int(page["written"])
+
+        done = await asyncio.gather(
+            *(
+                embed(kind, r.shard, ids)
+                for r in waiting
+                for kind, ids in zip(KINDS, r.values, strict=True)
+                if ids
+            )
+        )
+        return sum(done)
+
+    # -- searching ----------------------------------------------------------------------
+    async def search(
+        self,
+        query: str,
+        kinds: list[str],
+        limit: int,
+        mode: str,
+        owners: Mapping[str, list[int]],
+        hidden: Mapping[str, list[str]],
+    ) -> list[dict[str, Any]]:
+        """The best `limit` records for `query` by `mode` (hybrid, semantic, lexical)."""
+        seen = self.shards.map
+        shards = range(seen.logical_shards)
+        # Fusing needs each list deeper than the answer.
+        depth = limit * 2 if mode == "hybrid" else limit
+        lexical = []
+        if mode in ("hybrid", "lexical"):
+            lexical = [
+                lexical_shard.options(**task_options()).remote(
+                    seen.server_for_shard(s), seen.route([s]), s, query, kinds, depth,
+                    owners, hidden,
+                )
+                for s in shards
+            ]  # fmt: skip
+        semantic = []
+        if mode in ("hybrid", "semantic"):
+            vector = embed_query.options(**task_options()).remote(query)
+            semantic = [
+                semantic_shard.options(**task_options()).remote(
+                    seen.server_for_shard(s), seen.route([s]), s, vector, kinds, depth, owners
+                )
+                for s in shards
+            ]
+        merged = await merge_search.options(**task_options()).remote(
+            depth, len(lexical), *lexical, *semantic
+        )
+        ranked: list[dict[str, Any]] = merged[mode]
+        return ranked[:limit]
