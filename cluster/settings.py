@@ -97,6 +97,8 @@ class StackSettings(BaseSettings):
     # Semantic search (deployments/ai/embed.py): "auto" embeds records and queries when
     # the optional `ai` extra is installed; "off" keeps search lexical (BM25) only.
     ai_embeddings: Literal["auto", "off"] = "auto"
+    # Threads the embedding model computes with, per call (two calls may run at once).
+    ai_embed_threads: int = Field(default=1, ge=1, le=64)
     # Records per indexing task (a search-index rebuild, or one event's records).
     ai_index_batch_size: int = Field(default=500, ge=1)
     # A bulk import's records are indexed for words at once and embedded later by the

@@ -25,13 +25,25 @@ import hypothesis  # noqa: E402, F401
 import pytest  # noqa: E402
 
 from cluster.settings import Settings, get_settings  # noqa: E402
+from tests.chat_server import ChatServer  # noqa: E402
 
 TEST_LOGICAL_SHARDS = 10
 TEST_SHARD_SERVERS = 2
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
+def chat_server() -> Iterator[ChatServer]:
+    """The chat model the session's AIService replicas summarize tickets with. It
+    fails ("error") unless a test says otherwise, so summaries fall back to the
+    extractive ones (tests/e2e/test_ai.py checks both)."""
+    server = ChatServer()
+    server.behaviour = "error"
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(chat_server: ChatServer) -> Iterator[Settings]:
     """Settings for the session's stack, also exported as NEXTFLOW_* variables so that
     code reading `get_settings()` (and every Ray worker) sees the same values."""
     # PostgreSQL runs as `postgres` when we are root: the folder must be enterable.
@@ -84,6 +96,8 @@ def stack_settings() -> Iterator[Settings]:
         # is (batches of 50, eight at once, all landed before the cancel on a quiet one).
         "NEXTFLOW_AI_SCORE_BATCH_SIZE": "10",
         "NEXTFLOW_AI_TASKS_IN_FLIGHT": "1",
+        "NEXTFLOW_AI_CHAT_URL": chat_server.url,
+        "NEXTFLOW_AI_CHAT_MODEL": "test-chat",
         # No embedding backlog in the background: the imports of tests/e2e/test_imports.py
         # would keep a core busy embedding for minutes; test_ai.py runs a round by hand.
         "NEXTFLOW_AI_EMBED_BACKLOG_INTERVAL_S": "0",

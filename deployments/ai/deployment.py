@@ -25,6 +25,8 @@ from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import AI_GROUP, Event
 from deployments._kit.principal import Principal
+from deployments.ai import embed
+from deployments.ai.chat import ChatModel
 from deployments.ai.indexing import INDEXED_EVENTS
 from deployments.ai.repo import ModelRead
 from deployments.ai.service import (
@@ -61,7 +63,10 @@ class AIDeployment:
             support=support,
             sales=sales,
             index_batch_size=settings.ai_index_batch_size,
+            chat=ChatModel.from_settings(settings),
         )
+        if embed.available():
+            embed.embedder()  # created (or found) now: warm before the first write
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
         self._consumer = EventConsumer(
             self._redis,

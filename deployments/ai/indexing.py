@@ -35,7 +35,6 @@ from deployments.ai import embed, repo
 from deployments.ai.runs import JobRun
 from deployments.ai.search import KINDS
 from deployments.ai.tasks import (
-    embed_query,
     index_records,
     lexical_shard,
     merge_search,
@@ -187,14 +186,14 @@ class SearchIndex:
         )
         slots = asyncio.Semaphore(self.in_flight)
 
-        async def embed(kind: str, shard: int, ids: list[int]) -> int:
+        async def embed_batch(kind: str, shard: int, ids: list[int]) -> int:
             async with slots:
                 page = await self._index_batch(kind, shard, ids, embeddings=True)
             return int(page["written"])
 
         done = await asyncio.gather(
             *(
-                embed(kind, r.shard, ids)
+                embed_batch(kind, r.shard, ids)
                 for r in waiting
                 for kind, ids in zip(KINDS, r.values, strict=True)
                 if ids
@@ -228,7 +227,7 @@ class SearchIndex:
             ]  # fmt: skip
         semantic = []
         if mode in ("hybrid", "semantic"):
-            vector = embed_query.options(**task_options()).remote(query)
+            vector = embed.embedder().encode.remote([query])
             semantic = [
                 semantic_shard.options(**task_options()).remote(
                     seen.server_for_shard(s), seen.route([s]), s, vector, kinds, depth, owners

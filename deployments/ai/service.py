@@ -30,6 +30,7 @@ from deployments._kit.types import Id
 from deployments.ai import model as lead_model
 from deployments.ai import repo
 from deployments.ai.advice import Action, deal_actions, ticket_actions
+from deployments.ai.chat import ChatModel, ChatUnavailable
 from deployments.ai.indexing import MODES, SearchIndex
 from deployments.ai.repo import ModelRead
 from deployments.ai.runs import JobCancelled, JobRun
@@ -76,9 +77,13 @@ class SearchResult(BaseModel):
 
 class TicketSummary(BaseModel):
     ticket_id: Id
-    method: str = "extractive"
+    method: str = Field(default="extractive", description="extractive, or chat (a model)")
+    model: str | None = Field(default=None, description="the chat model, for `chat`")
     summary: str
-    sentences: list[dict[str, str]]
+    sentences: list[dict[str, str]] = Field(description="the sentences chosen (extractive)")
+    note: str | None = Field(
+        default=None, description="why a configured chat model was not used this time"
+    )
 
 
 class NextActions(BaseModel):
@@ -106,6 +111,7 @@ class AIService:
         support: Any = None,
         sales: Any = None,
         index_batch_size: int = 500,
+        chat: ChatModel | None = None,
     ) -> None:
         """`support`, `sales`: those services' deployment handles (summaries and next
         best actions read tickets and deals through them, with their permissions)."""
@@ -121,6 +127,7 @@ class AIService:
         self._load_lock = asyncio.Lock()
         self._runs: dict[int, asyncio.Task[None]] = {}
         self.index = SearchIndex(leads, index_batch_size, in_flight)
+        self.chat = chat
 
     # -- jobs -------------------------------------------------------------------------
     async def start_training(self, principal: Principal) -> JobAccepted:
@@ -176,6 +183,8 @@ class AIService:
         beating = asyncio.get_running_loop().create_task(self._heartbeat(run))
         try:
             result = await work(run)
+            # The final progress (a job shorter than a heartbeat has reported none).
+            await self.jobs.write(repo.heartbeat, job_id, run.done, run.total)
             await self.jobs.write(jobs_repo.finish_job, job_id, "succeeded", run.done, result, None)
         except (JobCancelled, asyncio.CancelledError):
             run.cancel()
@@ -412,8 +421,19 @@ class AIService:
         )
         parts = [("description", f"{ticket.subject}. {ticket.description}")]
         parts += [(f"user {c.author_id}", c.body) for c in page.data]
+        note = None
+        if self.chat is not None:
+            try:
+                text = await self.chat.summarize(parts)
+                return TicketSummary(
+                    ticket_id=ticket_id, method="chat", model=self.chat.model, summary=text,
+                    sentences=[],
+                )  # fmt: skip
+            except ChatUnavailable as exc:
+                log.warning("ticket %s: chat summary unavailable (%s)", ticket_id, exc)
+                note = f"chat model unavailable ({exc}); extractive summary instead"
         found = await summarize.options(**task_options()).remote(parts, 3)
-        return TicketSummary(ticket_id=ticket_id, **found)
+        return TicketSummary(ticket_id=ticket_id, note=note, **found)
 
     async def ticket_next_actions(self, principal: Principal, ticket_id: int) -> NextActions:
         ticket = await self.support.get.remote(principal, ticket_id)

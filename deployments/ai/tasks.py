@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import ray
 
 from deployments.ai import advice, embed, repo, search
@@ -95,12 +96,6 @@ def index_records(
     }
 
 
-@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def embed_query(query: str) -> Any:
-    """The query's embedding (one vector; shard tasks get it from the object store)."""
-    return embed.encode([query])[0]
-
-
 def _hidden(kind: str, hidden: Mapping[str, list[str]] | None) -> set[str]:
     return set((hidden or {}).get(kind, ()))
 
@@ -148,8 +143,8 @@ def semantic_shard(
     limit: int,
     owners: Mapping[str, list[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One shard's `limit` documents closest in meaning to the query (stored
-    embeddings, compared here)."""
+    """One shard's `limit` documents closest in meaning to the query (`query_vector`:
+    its embedding, any shape holding 384 numbers; stored embeddings compared here)."""
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.embedded_documents,
          (kind, shard, embed.MODEL_NAME, (owners or {}).get(kind)))
@@ -161,7 +156,8 @@ def semantic_shard(
         for record_id, title, blob in found:
             rows.append((kind, record_id, title))
             blobs.append(blob)
-    return search.nearest(query_vector, rows, embed.from_bytes(blobs), limit)
+    query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    return search.nearest(query, rows, embed.from_bytes(blobs), limit)
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
