@@ -109,3 +109,33 @@ def test_pipeline_reduce_is_exact() -> None:
     (stage,) = out["stages"]
     assert stage["deals"] == 3 and stage["amount"] == "0.3000"
     assert stage["weighted_amount"] == "0.0750" and stage["stage"] == "Proposal"
+
+
+def test_embeddings_follow_the_extra_and_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster.settings import get_settings
+    from deployments.ai import embed
+
+    for name, value in (("PG_PASSWORD", "x"), ("JWT_SECRET", "j" * 32),
+                        ("SECRETS_KEY", "k" * 32)):  # fmt: skip
+        monkeypatch.setenv(f"NEXTFLOW_{name}", value)
+    assert embed.installed()  # `make setup` installs the `ai` extra
+    try:
+        monkeypatch.setenv("NEXTFLOW_AI_EMBEDDINGS", "off")
+        get_settings.cache_clear()
+        assert not embed.available()
+        monkeypatch.setenv("NEXTFLOW_AI_EMBEDDINGS", "auto")
+        get_settings.cache_clear()
+        assert embed.available()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_stored_vectors_round_trip_as_float32_bytes() -> None:
+    from deployments.ai import embed
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3, embed.DIMENSIONS)).astype(np.float32)
+    blobs = [embed.to_bytes(v) for v in vectors]
+    assert all(len(b) == 4 * embed.DIMENSIONS for b in blobs)
+    assert np.array_equal(embed.from_bytes(blobs), vectors)
+    assert embed.from_bytes([]).shape == (0, embed.DIMENSIONS)
