@@ -78,7 +78,7 @@ class StackSettings(BaseSettings):
     prometheus_port: int = 56386
     ray_num_cpus: int | None = None
     ai_resource: float = 1.0
-    # Analytics and AI Ray tasks (deployments/analytics/tasks.py): what each one asks
+    # Analytics and AI Ray tasks (ai/runtime.py): what each one asks
     # for. With `ai_resource` 1.0 on the head, 4 tasks run at once at 0.25 each.
     ai_task_num_cpus: float = Field(default=0.25, gt=0)
     ai_task_resource: float = Field(default=0.25, gt=0)
@@ -94,7 +94,7 @@ class StackSettings(BaseSettings):
     # Batch lead scoring: leads per Ray task, and tasks in flight per job.
     ai_score_batch_size: int = Field(default=500, ge=1)
     ai_tasks_in_flight: int = Field(default=8, ge=1)
-    # Semantic search (deployments/ai/embed.py): "auto" embeds records and queries when
+    # Semantic search (ai/embed.py): "auto" embeds records and queries when
     # the optional `ai` extra is installed; "off" keeps search lexical (BM25) only.
     ai_embeddings: Literal["auto", "off"] = "auto"
     # Threads the embedding model computes with, per call (two calls may run at once).

@@ -38,6 +38,7 @@ from shards import WriteConn
 log = logging.getLogger("nextflow.events")
 DEAD_STREAM = "nextflow:events:dead"
 Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
 
 async def first_time(conn: WriteConn, consumer: str, event_id: uuid.UUID) -> bool:
@@ -94,8 +95,9 @@ class EventConsumer:
         redis: aioredis.Redis,
         group: str,
         name: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         stream: str = EVENT_STREAM,
         start_id: str = "$",
         types: Iterable[str] | None = None,
@@ -107,11 +109,19 @@ class EventConsumer:
         dead_stream: str = DEAD_STREAM,
     ) -> None:
         """`start_id`: where a new group starts (`$`: only new events; `0`: the whole
-        stream). `types`: handle only these event types (others are acknowledged)."""
+        stream). `types`: handle only these event types (others are acknowledged).
+
+        Give `handler` (one event at a time, each acknowledged after it) or
+        `batch_handler`: every event of a read (up to `count`) in one call, all
+        acknowledged after it returns; when it raises, the events are handed to it
+        again one by one, so one bad event leaves only itself pending."""
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self.redis = redis
         self.group = group
         self.name = name
-        self.handler = handler
+        self.handler: Handler = handler or self._one_of_batch
+        self.batch_handler = batch_handler
         self.stream = stream
         self.start_id = start_id
         self.types = frozenset(types) if types is not None else None
@@ -209,23 +219,58 @@ class EventConsumer:
             )  # fmt: skip
             deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
         handled = 0
+        ready: list[tuple[str, Event, int]] = []
         for entry_id, fields in entries:
-            if await self._handle(entry_id, fields, deliveries.get(entry_id, 1)):
+            event = await self._accept(entry_id, fields, deliveries.get(entry_id, 1))
+            if event is None:
+                continue
+            if self.batch_handler is not None:
+                ready.append((entry_id, event, deliveries.get(entry_id, 1)))
+            elif await self._handle(entry_id, event, deliveries.get(entry_id, 1)):
                 handled += 1
+        if ready:
+            handled += await self._handle_batch(ready)
         return handled
 
-    async def _handle(self, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
+    async def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Event | None:
+        """The entry's event when it is to be handled; otherwise it is dead-lettered
+        (unreadable, delivered too often) or acknowledged (a type not handled here)."""
         try:
             event = parse_entry(fields)
         except ValueError as exc:
             await self._dead_letter(entry_id, fields, deliveries, str(exc))
-            return False
+            return None
         if deliveries > self.max_deliveries:
             await self._dead_letter(entry_id, fields, deliveries, "too many deliveries")
-            return False
+            return None
         if self.types is not None and event.type not in self.types:
             await self.redis.xack(self.stream, self.group, entry_id)
-            return False
+            return None
+        return event
+
+    async def _one_of_batch(self, event: Event) -> None:
+        assert self.batch_handler is not None
+        await self.batch_handler([event])
+
+    async def _handle_batch(self, ready: list[tuple[str, Event, int]]) -> int:
+        assert self.batch_handler is not None
+        if len(ready) > 1:
+            try:
+                await self.batch_handler([event for _, event, _ in ready])
+            except Exception as exc:
+                log.warning("%s/%s: a batch of %d events failed (%r); one by one now",
+                            self.group, self.name, len(ready), exc)  # fmt: skip
+            else:
+                await self.redis.xack(self.stream, self.group, *[i for i, _, _ in ready])
+                self.handled += len(ready)
+                return len(ready)
+        handled = 0
+        for entry_id, event, deliveries in ready:
+            if await self._handle(entry_id, event, deliveries):
+                handled += 1
+        return handled
+
+    async def _handle(self, entry_id: str, event: Event, deliveries: int) -> bool:
         try:
             await self.handler(event)
         except Exception as exc:

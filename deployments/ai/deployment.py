@@ -19,13 +19,13 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from ai import embed
 from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import AI_GROUP, Event
+from deployments._kit.events import AI_GROUP
 from deployments._kit.principal import Principal
-from deployments.ai import embed
 from deployments.ai.chat import ChatModel
 from deployments.ai.indexing import INDEXED_EVENTS
 from deployments.ai.repo import ModelRead
@@ -72,8 +72,9 @@ class AIDeployment:
             self._redis,
             group=AI_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
-            handler=self._on_event,
+            batch_handler=self._svc.index.handle,
             types=INDEXED_EVENTS,
+            count=200,
         )
         self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
         self._backlog_every = settings.ai_embed_backlog_interval_s
@@ -95,9 +96,6 @@ class AIDeployment:
             except Exception as exc:  # the next round tries again
                 log.warning("embedding backlog round failed: %s", exc)
             await asyncio.sleep(self._backlog_every)
-
-    async def _on_event(self, event: Event) -> None:
-        await self._svc.index.handle(event)
 
     async def _sweep(self) -> None:
         """Take over AI jobs whose replica died (any replica may; each job once)."""

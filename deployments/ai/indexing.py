@@ -1,15 +1,16 @@
 """The search index: kept up to date from the event stream, rebuilt by a job, read by
-`GET /search`. Every piece of work is a Ray task (deployments/ai/tasks.py); this
+`GET /search`. Every piece of work is a Ray task (ai/tasks.py); this
 module plans, submits and gathers.
 
 - **Stored with the records.** Each record's document (`search_documents`, migration
   `_sharded/0006`) lives on its shard, in its record's database, and moves with it.
 - **Kept fresh by events.** Every AIService replica is a member of the consumer group
-  `ai`; a customer, contact or ticket event (and each batch of a bulk import) makes
-  an `index_records` task read those records on their primary and write their
-  documents. The task reads the record as it is now, not the event's copy, so events
-  handled twice or out of order leave the newest state, and a document indexed from
-  an older state never replaces a newer one (`source_updated_at`). Delivery is the
+  `ai`; the customer, contact and ticket events of one read of the stream (up to
+  200, and each batch of a bulk import) make one `index_records` task per logical
+  shard and kind read those records on their primary and write their documents.
+  The task reads the record as it is now, not the event's copy, so events handled
+  twice or out of order leave the newest state, and a document indexed from an
+  older state never replaces a newer one (`source_updated_at`). Delivery is the
   stream's: at-least-once, so nothing written is left unindexed.
 - **Embeddings later for bulk writes.** A bulk import's batches are indexed for words
   at once; their embeddings are left to the backlog (`embed_backlog`), which one
@@ -18,8 +19,9 @@ module plans, submits and gathers.
 - **Rebuilt by a job** (`POST /ai/search/reindex`): every live record, shard by
   shard in pages of `ai_index_batch_size`, for a new model, a changed tokenizer, or
   data written before this index existed.
-- **Searched** by one task per logical shard and mode (BM25 on the GIN-indexed words,
-  cosine on the stored embeddings), merged by one more task (search.py).
+- **Searched** by one task per shard server and mode, over the logical shards it holds
+  (BM25 on the GIN-indexed words, cosine on the stored embeddings), merged by one
+  more task (search.py).
 """
 
 from __future__ import annotations
@@ -30,18 +32,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from deployments._kit.events import Event
-from deployments.ai import embed, repo
-from deployments.ai.runs import JobRun
-from deployments.ai.search import KINDS
-from deployments.ai.tasks import (
+from ai import embed
+from ai.fanout import FanOut, cause
+from ai.runtime import task_options
+from ai.search import KINDS
+from ai.tasks import (
     index_records,
-    lexical_shard,
+    lexical_server,
     merge_search,
-    semantic_shard,
+    semantic_server,
 )
-from deployments.analytics.fanout import FanOut, cause
-from deployments.analytics.tasks import task_options
+from deployments._kit.events import Event
+from deployments.ai import repo
+from deployments.ai.runs import JobRun
 from shards.client import Shards
 from shards.errors import StaleShardMap
 from shards.ids import shard_of
@@ -83,13 +86,22 @@ class SearchIndex:
         return embed.available()
 
     # -- indexing -----------------------------------------------------------------------
-    async def handle(self, event: Event) -> None:
-        """Index what an event changed (the consumer group `ai`'s handler). A bulk
-        import's batch is indexed for words only: its embeddings are the backlog's."""
-        found = event_records(event)
-        if found is not None:
-            kind, ids = found
-            await self.index(kind, ids, embeddings=event.type != "customer.imported")
+    async def handle(self, events: list[Event]) -> None:
+        """Index what a batch of events changed (the consumer group `ai`'s handler):
+        each record once, a task per logical shard and kind. A bulk import's records
+        are indexed for words only: their embeddings are the backlog's."""
+        wanted: dict[tuple[str, bool], set[int]] = defaultdict(set)
+        for event in events:
+            found = event_records(event)
+            if found is not None:
+                kind, ids = found
+                wanted[kind, event.type != "customer.imported"].update(ids)
+        for kind in KINDS:  # a record both imported and edited: embedded with the edit
+            wanted[kind, False] -= wanted.get((kind, True), set())
+        await asyncio.gather(
+            *(self.index(kind, ids, embeddings=embed) for (kind, embed), ids in wanted.items()
+              if ids)
+        )  # fmt: skip
 
     async def index(self, kind: str, ids: Iterable[int], embeddings: bool = True) -> int:
         """Index these records now (each once, on its shard), with their embeddings when
@@ -213,26 +225,30 @@ class SearchIndex:
     ) -> list[dict[str, Any]]:
         """The best `limit` records for `query` by `mode` (hybrid, semantic, lexical)."""
         seen = self.shards.map
-        shards = range(seen.logical_shards)
+        # One task per shard server and mode, over the logical shards it holds: its
+        # indexes narrow the read to the matches, and fewer tasks answer sooner.
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        for shard in range(seen.logical_shards):
+            server = seen.server_for_shard(shard)
+            groups.setdefault(server.name, (server, []))[1].append(shard)
         # Fusing needs each list deeper than the answer.
         depth = limit * 2 if mode == "hybrid" else limit
         lexical = []
         if mode in ("hybrid", "lexical"):
             lexical = [
-                lexical_shard.options(**task_options()).remote(
-                    seen.server_for_shard(s), seen.route([s]), s, query, kinds, depth,
-                    owners, hidden,
+                lexical_server.options(**task_options()).remote(
+                    server, seen.route(group), group, query, kinds, depth, owners, hidden
                 )
-                for s in shards
-            ]  # fmt: skip
+                for server, group in groups.values()
+            ]
         semantic = []
         if mode in ("hybrid", "semantic"):
             vector = embed.embedder().encode.remote([query])
             semantic = [
-                semantic_shard.options(**task_options()).remote(
-                    seen.server_for_shard(s), seen.route([s]), s, vector, kinds, depth, owners
+                semantic_server.options(**task_options()).remote(
+                    server, seen.route(group), group, vector, kinds, depth, owners
                 )
-                for s in shards
+                for server, group in groups.values()
             ]
         merged = await merge_search.options(**task_options()).remote(
             depth, len(lexical), *lexical, *semantic

@@ -159,7 +159,7 @@ async def heartbeat(conn: WriteConn, job_id: int, done: int, total: int | None) 
     return status is not None
 
 
-# -- the search index (databases `customer` and `support`, one logical shard per call) -
+# -- the search index (databases `customer` and `support`) ------------------------------
 # kind -> (database, table, columns indexed). A document is read only together with
 # its record (`_VISIBLE`): a deleted record, or one outside the caller's read scope
 # (`owners`: the users whose records it reaches; None: every record), is never found,
@@ -280,20 +280,20 @@ def _scope(kind: str, owners: list[int] | None, param: int) -> tuple[str, str]:
 async def lexical_matches(
     conn: ReadConn,
     kind: str,
-    shard: int,
+    shards: list[int],
     terms: list[str],
     owners: list[int] | None,
     email: bool,
     phone: bool,
 ) -> tuple[int, int, list[tuple[str, int, str, list[str], int]]]:
-    """(documents of `kind` on the shard, their total length, every visible document
-    holding a query term: (kind, id, title, the words the caller may match, length)).
-    `email`, `phone`: the caller may see (and so match) those fields."""
+    """(documents of `kind` on these logical shards, their total length, every visible
+    document holding a query term: (kind, id, title, the words the caller may match,
+    length)). `email`, `phone`: the caller may see (and so match) those fields."""
     shard_of = shard_sql("d.id")
     stats = await conn.fetchrow(
         f"""SELECT count(*) AS docs, coalesce(sum(length), 0) AS length
-            FROM search_documents d WHERE {shard_of} = $1 AND d.record_type = $2""",
-        shard, kind,
+            FROM search_documents d WHERE {shard_of} = ANY($1::int[]) AND d.record_type = $2""",
+        shards, kind,
     )  # fmt: skip
     join, scope = _scope(kind, owners, 4)
     # One text per combination of shown fields, so every plan can use the GIN indexes.
@@ -303,11 +303,12 @@ async def lexical_matches(
         if shown:
             matched.append(f"{column} && $3::text[]")
             words.append(column)
-    args: list[Any] = [shard, kind, terms] + ([owners] if owners is not None else [])
+    args: list[Any] = [shards, kind, terms] + ([owners] if owners is not None else [])
     rows = await conn.fetch(
         f"""SELECT d.id, d.title, {" || ".join(words)} AS words, d.length
             FROM search_documents d {join}
-            WHERE {shard_of} = $1 AND d.record_type = $2 AND ({" OR ".join(matched)}) {scope}""",
+            WHERE {shard_of} = ANY($1::int[]) AND d.record_type = $2
+              AND ({" OR ".join(matched)}) {scope}""",
         *args,
     )
     found = [(kind, int(r["id"]), str(r["title"]), list(r["words"]), int(r["length"]))
@@ -316,14 +317,15 @@ async def lexical_matches(
 
 
 async def embedded_documents(
-    conn: ReadConn, kind: str, shard: int, model: str, owners: list[int] | None
+    conn: ReadConn, kind: str, shards: list[int], model: str, owners: list[int] | None
 ) -> list[tuple[int, str, bytes]]:
-    """(id, title, embedding) of the visible documents of `kind` embedded by `model`."""
+    """(id, title, embedding) of the visible documents of `kind` on these logical
+    shards embedded by `model`."""
     join, scope = _scope(kind, owners, 4)
-    args: list[Any] = [shard, kind, model] + ([owners] if owners is not None else [])
+    args: list[Any] = [shards, kind, model] + ([owners] if owners is not None else [])
     rows = await conn.fetch(
         f"""SELECT d.id, d.title, d.embedding FROM search_documents d {join}
-            WHERE {shard_sql("d.id")} = $1 AND d.record_type = $2 AND d.model = $3
+            WHERE {shard_sql("d.id")} = ANY($1::int[]) AND d.record_type = $2 AND d.model = $3
               AND d.embedding IS NOT NULL {scope}""",
         *args,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import ray
 
-from deployments.analytics.fanout import FanOut
+from ai.fanout import FanOut
 
 
 class JobCancelled(Exception):

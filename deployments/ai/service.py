@@ -24,20 +24,20 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
+from ai import model as lead_model
+from ai.advice import Action, deal_actions, ticket_actions
+from ai.fanout import FanOut, cause
+from ai.runtime import shard_reads, task_options
+from ai.search import tokens as search_tokens
+from ai.tasks import score_batch, summarize, train_leads
 from deployments._kit.errors import Conflict, Forbidden, NotFound, Validation
 from deployments._kit.principal import Principal
 from deployments._kit.types import Id
-from deployments.ai import model as lead_model
 from deployments.ai import repo
-from deployments.ai.advice import Action, deal_actions, ticket_actions
 from deployments.ai.chat import ChatModel, ChatUnavailable
 from deployments.ai.indexing import MODES, SearchIndex
 from deployments.ai.repo import ModelRead
 from deployments.ai.runs import JobCancelled, JobRun
-from deployments.ai.search import tokens as search_tokens
-from deployments.ai.tasks import score_batch, summarize, train_leads
-from deployments.analytics.fanout import FanOut, cause
-from deployments.analytics.tasks import shard_reads, task_options
 from deployments.integration import repo as jobs_repo
 from deployments.integration.repo import JobAccepted
 from shards import ShardNotFound

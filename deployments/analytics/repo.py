@@ -1,7 +1,9 @@
-"""All SQL of the analytics service: one aggregate per report and logical shard. Each
-function runs in one read transaction its ShardManager opened, and keeps to the
-logical shard it is given (a server can still hold rows of a shard that moved away
-until the move drops them). Money stays `numeric` -> `Decimal`; nothing is a float.
+"""All SQL of the analytics service: one aggregate per report and shard server, over
+the logical shards it is given (those the map puts on that server: one scan of the
+table, not one per logical shard). Each function runs in one read transaction its
+ShardManager opened, and keeps to those logical shards (a server can still hold rows
+of a shard that moved away until the move drops them). Money stays `numeric` ->
+`Decimal`; nothing is a float.
 
 The time filters are half-open `[start, end)` instants (UTC); None means unbounded."""
 
@@ -32,16 +34,18 @@ def _rows(rows: list[Any]) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-# The filter tail every report shares: $1 shard, $2 start, $3 end, $4 owner.
+# The filter tail every report shares: $1 logical shards, $2 start, $3 end, $4 owner.
 def _window(time_column: str, owner_column: str, alias: str = "") -> str:
     p = f"{alias}." if alias else ""
-    return f"""{shard_sql(p + "id")} = $1
+    return f"""{shard_sql(p + "id")} = ANY($1::int[])
         AND ($2::timestamptz IS NULL OR {p}{time_column} >= $2)
         AND ($3::timestamptz IS NULL OR {p}{time_column} < $3)
         AND ($4::bigint IS NULL OR {p}{owner_column} = $4)"""
 
 
-async def pipeline_by_stage(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[str, Any]]:
+async def pipeline_by_stage(
+    conn: ReadConn, shards: list[int], f: ShardFilters
+) -> list[dict[str, Any]]:
     """Open deals by (pipeline, stage, currency): count, sum of amounts, and the sum of
     amount x probability (a percentage; divided by 100 after the reduce, exactly)."""
     return _rows(
@@ -53,7 +57,7 @@ async def pipeline_by_stage(conn: ReadConn, shard: int, f: ShardFilters) -> list
                   AND {_window("created_at", "owner_id")}
                   AND ($5::bigint IS NULL OR pipeline_id = $5)
                 GROUP BY pipeline_id, stage_id, currency""",
-            shard,
+            shards,
             f.start,
             f.end,
             f.owner_id,
@@ -62,7 +66,7 @@ async def pipeline_by_stage(conn: ReadConn, shard: int, f: ShardFilters) -> list
     )
 
 
-async def revenue_won(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[str, Any]]:
+async def revenue_won(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
     """Won deals by (calendar month of `closed_at` in UTC, currency): count and sum."""
     return _rows(
         await conn.fetch(
@@ -73,7 +77,7 @@ async def revenue_won(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[
                   AND {_window("closed_at", "owner_id")}
                   AND ($5::bigint IS NULL OR pipeline_id = $5)
                 GROUP BY 1, 2""",
-            shard,
+            shards,
             f.start,
             f.end,
             f.owner_id,
@@ -82,7 +86,7 @@ async def revenue_won(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[
     )
 
 
-async def funnel_leads(conn: ReadConn, shard: int, f: ShardFilters) -> dict[str, Any]:
+async def funnel_leads(conn: ReadConn, shards: list[int], f: ShardFilters) -> dict[str, Any]:
     """Leads created in the window, how many became customers, and the deals their
     conversions opened (checked against the sales shards in a second step)."""
     row = await conn.fetchrow(
@@ -92,7 +96,7 @@ async def funnel_leads(conn: ReadConn, shard: int, f: ShardFilters) -> dict[str,
                             FILTER (WHERE converted_deal_id IS NOT NULL), '{{}}') AS deal_ids
             FROM leads
             WHERE deleted_at IS NULL AND {_window("created_at", "owner_id")}""",
-        shard, f.start, f.end, f.owner_id,
+        shards, f.start, f.end, f.owner_id,
     )  # fmt: skip
     return {
         "leads": int(row["leads"]),
@@ -101,18 +105,18 @@ async def funnel_leads(conn: ReadConn, shard: int, f: ShardFilters) -> dict[str,
     }
 
 
-async def deals_won_among(conn: ReadConn, shard: int, deal_ids: list[int]) -> int:
-    """How many of `deal_ids` (all of logical shard `shard`) are won."""
+async def deals_won_among(conn: ReadConn, shards: list[int], deal_ids: list[int]) -> int:
+    """How many of `deal_ids` (all of the logical shards `shards`) are won."""
     count = await conn.fetchval(
         f"""SELECT count(*) FROM deals
-            WHERE id = ANY($2::bigint[]) AND {shard_sql("id")} = $1
+            WHERE id = ANY($2::bigint[]) AND {shard_sql("id")} = ANY($1::int[])
               AND status = 'won' AND deleted_at IS NULL""",
-        shard, deal_ids,
+        shards, deal_ids,
     )  # fmt: skip
     return int(count)
 
 
-async def ticket_sla(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[str, Any]]:
+async def ticket_sla(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
     """Tickets created in the window by (priority, assignee): how many, how many
     breached their first-response target, their resolution target, either one."""
     return _rows(
@@ -125,7 +129,7 @@ async def ticket_sla(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[s
                 FROM tickets
                 WHERE deleted_at IS NULL AND {_window("created_at", "assignee_id")}
                 GROUP BY priority, assignee_id""",
-            shard,
+            shards,
             f.start,
             f.end,
             f.owner_id,
@@ -133,7 +137,7 @@ async def ticket_sla(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[s
     )
 
 
-async def activity(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[str, Any]]:
+async def activity(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
     """Changes recorded in the window (`record_changes`) by (actor, record type, action)."""
     return _rows(
         await conn.fetch(
@@ -141,7 +145,7 @@ async def activity(conn: ReadConn, shard: int, f: ShardFilters) -> list[dict[str
                 FROM record_changes
                 WHERE actor_id IS NOT NULL AND {_window("created_at", "actor_id")}
                 GROUP BY actor_id, record_type, action""",
-            shard,
+            shards,
             f.start,
             f.end,
             f.owner_id,

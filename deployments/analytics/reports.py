@@ -89,7 +89,7 @@ class ReportQuery(BaseModel):
 
 
 class TaskInfo(BaseModel):
-    shard: int
+    shards: list[int]  # the logical shards it read, all on `server`
     server: str
     task_id: str
     node_id: str

@@ -1,5 +1,5 @@
 """Analytics logic: permissions, the Redis cache, and each report as Ray tasks per
-logical shard (deployments/analytics/fanout.py) reduced here. No SQL here (repo.py),
+logical shard (ai/fanout.py) reduced here. No SQL here (repo.py),
 no Serve (deployment.py).
 
 Cache: `nextflow:reports:<name>:<generation>:<query>` for `report_cache_ttl_s`. Each
@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ai.fanout import FanOut, ServerResult
 from deployments._kit.errors import NotFound, Validation
 from deployments._kit.events import Event
 from deployments._kit.principal import Principal
 from deployments.analytics import repo
-from deployments.analytics.fanout import FanOut, ShardResult
 from deployments.analytics.reports import (
     AFFECTS,
     BY_PIPELINE,
@@ -49,10 +49,10 @@ def generation_key(name: str) -> str:
     return f"{CACHE_PREFIX}gen:{name}"
 
 
-def _tasks(results: list[ShardResult]) -> list[TaskInfo]:
+def _tasks(results: list[ServerResult]) -> list[TaskInfo]:
     return [
         TaskInfo(
-            shard=r.shard,
+            shards=r.shards,
             server=r.server,
             task_id=r.runtime.task_id,
             node_id=r.runtime.node_id,
@@ -103,34 +103,36 @@ class AnalyticsService:
         """The report from the shards now (no cache)."""
         fanout = fanout or FanOut(self.shards)
         f = query.shard_filters()
-        results: list[ShardResult]
+        results: list[ServerResult]
         if name == "pipeline":
             results, stages = await asyncio.gather(
-                fanout.each_shard(lambda s: [("sales", repo.pipeline_by_stage, (s, f))]),
+                fanout.each_server(lambda s: [("sales", repo.pipeline_by_stage, (s, f))]),
                 self.sales_config.read(repo.stage_names),
             )
             data = reduce_pipeline((r.values[0] for r in results), stages)
         elif name == "revenue":
-            results = await fanout.each_shard(lambda s: [("sales", repo.revenue_won, (s, f))])
+            results = await fanout.each_server(lambda s: [("sales", repo.revenue_won, (s, f))])
             data = reduce_revenue(r.values[0] for r in results)
         elif name == "funnel":
-            results = await fanout.each_shard(lambda s: [("marketing", repo.funnel_leads, (s, f))])
+            results = await fanout.each_server(lambda s: [("marketing", repo.funnel_leads, (s, f))])
             partials = [r.values[0] for r in results]
             # The deals conversions opened live on their customers' shards: a second
-            # round of tasks, one per shard holding any of them.
+            # round of tasks, one per server holding any of them.
             by_shard: dict[int, list[int]] = defaultdict(list)
             for deal_id in funnel_deal_ids(partials):
                 by_shard[self.shards.map.shard_for_id(deal_id)].append(deal_id)
-            won_results = await fanout.each_shard(
-                lambda s: [("sales", repo.deals_won_among, (s, by_shard[s]))], only=by_shard
-            )
+            won_results = await fanout.each_server(
+                lambda ss: [("sales", repo.deals_won_among,
+                             (ss, [d for s in ss for d in by_shard[s]]))],
+                only=by_shard,
+            )  # fmt: skip
             results = results + won_results
             data = reduce_funnel(partials, sum(r.values[0] for r in won_results))
         elif name == "sla":
-            results = await fanout.each_shard(lambda s: [("support", repo.ticket_sla, (s, f))])
+            results = await fanout.each_server(lambda s: [("support", repo.ticket_sla, (s, f))])
             data = reduce_sla(r.values[0] for r in results)
         elif name == "activity":
-            results = await fanout.each_shard(
+            results = await fanout.each_server(
                 lambda s: [(db, repo.activity, (s, f)) for db in ACTIVITY_DATABASES]
             )
             data = reduce_activity(rows for r in results for rows in r.values)

@@ -351,6 +351,36 @@ async def test_group_is_created_once_and_restarted_consumer_rereads_its_pending(
     assert (await env.redis.xpending(stream, "g"))["pending"] == 0
 
 
+async def test_a_batch_handler_gets_a_read_at_once_and_a_bad_event_only_holds_itself(
+    env: Env,
+) -> None:
+    stream, ids = await _stream_with(env, 5)
+    calls: list[list[uuid.UUID]] = []
+
+    async def batch(events: list[Event]) -> None:
+        calls.append([e.id for e in events])
+        if ids[2] in calls[-1]:
+            raise Boom("event 2 cannot be handled")
+
+    consumer = EventConsumer(
+        env.redis, "g", "c", batch_handler=batch, stream=stream, start_id="0", block_ms=10
+    )
+    assert await consumer.poll() == 4
+    # The whole read once, then (it failed) each event on its own.
+    assert calls == [ids, *([i] for i in ids)]
+    pending = await env.redis.xpending_range(stream, "g", "-", "+", 10)
+    assert len(pending) == 1 and consumer.failed == 1 and consumer.handled == 4
+    calls.clear()
+    stream2, ids2 = await _stream_with(env, 3)
+    good = EventConsumer(
+        env.redis, "g", "c", batch_handler=batch, stream=stream2, start_id="0", block_ms=10
+    )
+    assert await good.poll() == 3 and calls == [ids2]  # one call, all acknowledged
+    assert (await env.redis.xpending(stream2, "g"))["pending"] == 0
+    with pytest.raises(ValueError, match="exactly one"):
+        EventConsumer(env.redis, "g", "c", _ignore, batch_handler=batch)
+
+
 async def _ignore(event: Event) -> None:
     return None
 

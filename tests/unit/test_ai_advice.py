@@ -1,11 +1,11 @@
-"""Extractive ticket summaries and next-best-action rules (deployments/ai/advice.py)."""
+"""Extractive ticket summaries and next-best-action rules (ai/advice.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
-from deployments.ai import advice
+from ai import advice
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

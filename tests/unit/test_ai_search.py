@@ -1,4 +1,4 @@
-"""Search rankings (deployments/ai/search.py) and the report reducers, without Ray:
+"""Search rankings (ai/search.py) and the report reducers, without Ray:
 BM25 shard partials merged with global statistics rank like one index over all
 records; semantic partials merge exactly; fusion; what an index entry holds."""
 
@@ -10,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from deployments.ai import search
+from ai import search
 from deployments.analytics import reports
 
 CUSTOMERS = [
@@ -112,8 +112,8 @@ def test_pipeline_reduce_is_exact() -> None:
 
 
 def test_embeddings_follow_the_extra_and_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ai import embed
     from cluster.settings import get_settings
-    from deployments.ai import embed
 
     for name, value in (("PG_PASSWORD", "x"), ("JWT_SECRET", "j" * 32),
                         ("SECRETS_KEY", "k" * 32)):  # fmt: skip
@@ -131,7 +131,7 @@ def test_embeddings_follow_the_extra_and_the_setting(monkeypatch: pytest.MonkeyP
 
 
 def test_stored_vectors_round_trip_as_float32_bytes() -> None:
-    from deployments.ai import embed
+    from ai import embed
 
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(3, embed.DIMENSIONS)).astype(np.float32)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from deployments.ai.search import tokens
+from ai.search import tokens
 
 STOP = frozenset(
     "a an and are as at be but by for from has have i if in is it its me my no not of on "

@@ -1,7 +1,10 @@
-"""Fan a read out as one Ray task per logical shard and gather the results.
+"""Fan a read out as Ray tasks over the logical shards and gather the results: one
+task per logical shard (`each_shard`), or one per shard server covering the logical
+shards the map puts there (`each_server`: a table scan per server, not one per
+logical shard, for aggregates that read most of a table).
 
 The plan is the shard map this replica holds (`Shards.map`): each task gets its
-shard's server and the map version it was planned by. A task refused because the
+shards' server and the map version it was planned by. A task refused because the
 shard moved (StaleShardMap) is planned again on the fresh map, once. The refs of the
 tasks in flight are kept so a job can cancel them (`cancel()`)."""
 
@@ -15,7 +18,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayTaskError, TaskCancelledError
 
-from deployments.analytics.tasks import Call, TaskRuntime, shard_reads, task_options
+from ai.runtime import Call, TaskRuntime, shard_reads, task_options
 from shards.client import Shards
 from shards.errors import StaleShardMap
 
@@ -33,6 +36,14 @@ def cause(exc: BaseException) -> BaseException:
     while isinstance(exc, RayTaskError) and exc.cause is not None and exc.cause is not exc:
         exc = exc.cause
     return exc
+
+
+@dataclass
+class ServerResult:
+    shards: list[int]
+    server: str
+    values: list[Any]
+    runtime: TaskRuntime
 
 
 class FanOut:
@@ -53,18 +64,43 @@ class FanOut:
         only: Iterable[int] | None = None,
     ) -> list[ShardResult]:
         """`calls(shard)` as one task per logical shard (all, or `only` these)."""
-        wanted = sorted(set(only) if only is not None else range(self.shards.map.logical_shards))
-        done: dict[int, ShardResult] = {}
+        found = await self._gather(lambda group: calls(group[0]), only, per_server=False)
+        by_shard = {
+            group[0]: ShardResult(group[0], server, v, rt) for group, server, v, rt in found
+        }
+        return [by_shard[s] for s in sorted(by_shard)]
+
+    async def each_server(
+        self,
+        calls: Callable[[list[int]], list[Call]],
+        only: Iterable[int] | None = None,
+    ) -> list[ServerResult]:
+        """`calls(shards)` as one task per server, for the logical shards (all, or
+        `only` these) the map puts on it."""
+        found = await self._gather(calls, only, per_server=True)
+        return [ServerResult(group, server, v, rt) for group, server, v, rt in found]
+
+    async def _gather(
+        self,
+        calls: Callable[[list[int]], list[Call]],
+        only: Iterable[int] | None,
+        per_server: bool,
+    ) -> list[tuple[list[int], str, list[Any], TaskRuntime]]:
+        wanted = set(only) if only is not None else set(range(self.shards.map.logical_shards))
+        done: list[tuple[list[int], str, list[Any], TaskRuntime]] = []
         for attempt in (1, 2):
             seen = self.shards.map
-            planned = [
-                (shard, seen.server_for_shard(shard)) for shard in wanted if shard not in done
-            ]
+            groups: dict[Any, tuple[Any, list[int]]] = {}
+            for shard in sorted(wanted):
+                server = seen.server_for_shard(shard)
+                key = server.name if per_server else shard
+                groups.setdefault(key, (server, []))[1].append(shard)
+            planned = list(groups.values())
             refs = [
                 shard_reads.options(**task_options()).remote(
-                    server, seen.route([shard]), calls(shard)
+                    server, seen.route(group), calls(group)
                 )
-                for shard, server in planned
+                for server, group in planned
             ]
             self._in_flight.update(refs)
             try:
@@ -72,7 +108,7 @@ class FanOut:
             finally:
                 self._in_flight.difference_update(refs)
             stale = False
-            for (shard, server), outcome in zip(planned, outcomes, strict=True):
+            for (server, group), outcome in zip(planned, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     error = cause(outcome)
                     if isinstance(error, StaleShardMap) and attempt == 1:
@@ -82,8 +118,9 @@ class FanOut:
                         raise asyncio.CancelledError() from outcome
                     raise error
                 values, runtime = outcome
-                done[shard] = ShardResult(shard, server.name, values, runtime)
+                done.append((group, server.name, values, runtime))
+                wanted.difference_update(group)
             if not stale:
                 break
             await self.shards.reload(seen)
-        return [done[s] for s in wanted]
+        return done

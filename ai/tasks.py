@@ -10,17 +10,21 @@ a CPU share and a share of the `ai` resource).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import ray
 
-from deployments.ai import advice, embed, repo, search
-from deployments.ai import model as lead_model
-from deployments.analytics.tasks import TaskRuntime, read_on, runtime
+from ai import advice, embed, search
+from ai import model as lead_model
+from ai.runtime import TaskRuntime, read_on, runtime
+from deployments.ai import repo
 from shards.manager import manager_handle
 from shards.routing import ServerSpec
+
+log = logging.getLogger("nextflow.ai")
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
@@ -73,7 +77,12 @@ def index_records(
                            False, None, route=route)
     )  # fmt: skip
     entries = [search.entry(kind, r) for r in rows]
-    vectors = embed.encode([e.text for e in entries]) if embeddings and entries else None
+    vectors = None
+    if embeddings and entries:
+        try:
+            vectors = embed.encode([e.text for e in entries])
+        except Exception as exc:  # the words are indexed anyway; the backlog embeds later
+            log.warning("embedding %d %s records failed: %r", len(entries), kind, exc)
     docs = [
         repo.Document(
             id=int(r["id"]), title=e.title, terms=" ".join(e.terms),
@@ -101,24 +110,24 @@ def _hidden(kind: str, hidden: Mapping[str, list[str]] | None) -> set[str]:
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def lexical_shard(
+def lexical_server(
     server: ServerSpec,
     route: Mapping[int, int],
-    shard: int,
+    shards: list[int],
     query: str,
     kinds: list[str],
     limit: int,
     owners: Mapping[str, list[int]] | None = None,
     hidden: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """One shard's BM25 statistics and best candidates from its stored index, over the
-    records the caller's read scope reaches (`owners`, per kind), matching only the
-    fields its role may see (`hidden`, per kind: a hidden e-mail is not found by
-    searching for it)."""
+    """One server's BM25 statistics and best candidates from the stored index of its
+    logical shards `shards`, over the records the caller's read scope reaches
+    (`owners`, per kind), matching only the fields its role may see (`hidden`, per
+    kind: a hidden e-mail is not found by searching for it)."""
     terms = sorted(set(search.tokens(query)))
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.lexical_matches,
-         (kind, shard, terms, (owners or {}).get(kind),
+         (kind, shards, terms, (owners or {}).get(kind),
           "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden)))
         for kind in kinds
     ]  # fmt: skip
@@ -134,20 +143,21 @@ def lexical_shard(
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def semantic_shard(
+def semantic_server(
     server: ServerSpec,
     route: Mapping[int, int],
-    shard: int,
+    shards: list[int],
     query_vector: Any,
     kinds: list[str],
     limit: int,
     owners: Mapping[str, list[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One shard's `limit` documents closest in meaning to the query (`query_vector`:
+    """The `limit` documents of one server's logical shards `shards` closest in meaning
+    to the query (`query_vector`:
     its embedding, any shape holding 384 numbers; stored embeddings compared here)."""
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.embedded_documents,
-         (kind, shard, embed.MODEL_NAME, (owners or {}).get(kind)))
+         (kind, shards, embed.MODEL_NAME, (owners or {}).get(kind)))
         for kind in kinds
     ]  # fmt: skip
     rows: list[tuple[str, int, str]] = []
@@ -161,9 +171,7 @@ def semantic_shard(
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def merge_search(
-    limit: int, lexical: int, *partials: Any
-) -> dict[str, list[dict[str, Any]]]:
+def merge_search(limit: int, lexical: int, *partials: Any) -> dict[str, list[dict[str, Any]]]:
     """The lexical partials (the first `lexical`) and the semantic ones merged into
     their two rankings and, when both are there, the fused one."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -178,5 +186,5 @@ def merge_search(
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
 def summarize(parts: list[tuple[str, str]], n: int) -> dict[str, Any]:
-    """An extractive summary of a ticket's thread (deployments/ai/advice.py)."""
+    """An extractive summary of a ticket's thread (ai/advice.py)."""
     return advice.summarize(parts, n)
