@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,14 @@ def agent(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def viewer(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
     return make_user(http, admin, "viewer")
+
+
+def until(check: Any, timeout: float = 15.0, every: float = 0.1) -> Any:
+    """Poll `check()` until it returns something true, or `timeout` seconds passed;
+    its last value (for what follows the stream, a replica, an index...)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)

@@ -19,6 +19,7 @@ from ray import serve
 from cluster.settings import Settings
 from tests.chat_server import ChatServer
 from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
+from tests.e2e.conftest import until
 
 pytestmark = pytest.mark.e2e
 TAG = "aitest"
@@ -172,17 +173,6 @@ def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
     assert _scored(serve_app, lay, open_ids) == len(open_ids)
 
 
-def _until(check: Any, timeout: float = 60) -> Any:
-    """Poll `check()` until it returns something true (the index follows writes by
-    way of the event stream: the outbox relay, then an AIService replica's task)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.3)
-
-
 def test_search_finds_the_obvious_record_first_across_shards(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
 ) -> None:
@@ -210,7 +200,7 @@ def test_search_finds_the_obvious_record_first_across_shards(
         return search(q, **params)["data"]
 
     # Indexed from their events, within seconds (measured: 2.4 s for all five).
-    assert _until(lambda: len(hits(word, mode="lexical")) >= 4), hits(word, mode="lexical")
+    assert until(lambda: len(hits(word, mode="lexical")) >= 4, 60), hits(word, mode="lexical")
     assert hits(f"quantum {word} bakery", mode="lexical")[0]["id"] == target
     first = hits(f"{word} oven overheating", mode="lexical")[0]
     assert (first["id"], first["type"]) == (ticket, "ticket")
@@ -223,9 +213,13 @@ def test_search_finds_the_obvious_record_first_across_shards(
     renamed = http.patch(f"/customers/{target}", headers={**admin, "If-Match": '"1"'},
                          json={"name": f"Nebula {word} Patisserie"})  # fmt: skip
     assert renamed.status_code == 200, renamed.text
-    assert _until(lambda: [h["id"] for h in hits(f"nebula {word}", mode="lexical")][:1] == [target])
+
+    def renamed_first() -> list[str]:
+        return [h["id"] for h in hits(f"nebula {word}", mode="lexical")][:1]
+
+    assert until(lambda: renamed_first() == [target], 60)
     gone = made("/customers", {"name": f"Doomed {word} Mill"})
-    assert _until(lambda: gone in [h["id"] for h in hits(f"doomed {word}", mode="lexical")])
+    assert until(lambda: gone in [h["id"] for h in hits(f"doomed {word}", mode="lexical")], 60)
     assert http.delete(f"/customers/{gone}", headers=admin).status_code == 204
     assert gone not in [h["id"] for h in hits(f"doomed {word}", mode="lexical")]
     # A caller sees only the types it may read; bad input is a 422.
@@ -263,9 +257,8 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
         return [h["id"] for h in got.json()["data"]]
 
     query = "coffee maker dripping"
-    assert _until(lambda: top(query, "semantic")[:1] == [tickets["Espresso machine leaks"]]), top(
-        query, "semantic"
-    )
+    leak = tickets["Espresso machine leaks"]
+    assert until(lambda: top(query, "semantic")[:1] == [leak], 60), top(query, "semantic")
     assert tickets["Espresso machine leaks"] not in top(query, "lexical")  # no word in common
     assert (
         top("parcel sent to a former location", "semantic")[0] == tickets["Wrong delivery address"]
@@ -293,7 +286,7 @@ def test_an_imports_records_are_found_by_words_at_once_and_by_meaning_after_the_
         assert got.status_code == 200, got.text
         return [h["id"] for h in got.json()["data"]]
 
-    (record,) = _until(lambda: ids(word, "lexical"))
+    (record,) = until(lambda: ids(word, "lexical"), 60)
     assert record not in ids("trips to see lava and craters", "semantic")
     handle = serve.get_deployment_handle("AIService", app_name="nextflow")
     assert handle.embed_backlog.remote().result(timeout_s=120) >= 1
@@ -314,7 +307,7 @@ def test_a_reindex_job_restores_a_lost_document(
         data = http.get("/search", headers=admin, params={"q": word, "mode": "lexical"}).json()
         return record in [h["id"] for h in data["data"]]
 
-    assert _until(found)
+    assert until(found, 60)
 
     async def drop() -> list[str]:
         lay = await layout(serve_app)

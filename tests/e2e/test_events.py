@@ -24,6 +24,7 @@ from deployments._kit.events import EVENT_STREAM, Event
 from shards import ids
 from shards.manager import NAMESPACE
 from shards.relay import actor_name
+from tests.e2e.conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,15 +53,6 @@ def _stream_end(stream: redis.Redis) -> str:
     info: dict[str, Any] = stream.xinfo_stream(EVENT_STREAM)
     last = info["last-generated-id"]
     return last.decode() if isinstance(last, bytes) else str(last)
-
-
-def _wait_for(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 async def _catalog(s: Settings, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -94,13 +86,13 @@ def test_creating_a_deal_publishes_deal_created(
     def created() -> list[Event]:
         return [e for e in _events_of(stream, int(deal["id"]), after) if e.type == "deal.created"]
 
-    (event,) = _wait_for(created)
+    (event,) = until(created)
     assert time.monotonic() - began < 10
     assert event.aggregate_type == "deal" and event.version == 1
     assert event.actor_id == int(me["id"])
     assert event.data == {"deal": deal}  # the record exactly as the API returned it
     # The customer's event came too; its stream fields name the event.
-    (customer_created,) = _wait_for(lambda: _events_of(stream, int(customer.json()["id"]), after))
+    (customer_created,) = until(lambda: _events_of(stream, int(customer.json()["id"]), after))
     assert customer_created.type == "customer.created"
     entries = stream.xrange(EVENT_STREAM, f"({after}", "+")
     mine = [f for _, f in entries if f[b"id"] == str(event.id).encode()]
@@ -116,7 +108,7 @@ def test_creating_a_deal_publishes_deal_created(
         types = [e.type for e in _events_of(stream, int(deal["id"]), after)]
         return types if len(types) >= 3 else []
 
-    assert _wait_for(three) == ["deal.created", "deal.updated", "deal.won"]
+    assert until(three) == ["deal.created", "deal.updated", "deal.won"]
     updated = _events_of(stream, int(deal["id"]), after)[1]
     assert updated.data["changes"]["name"] == ["Evented deal", "Renamed"]
 
@@ -139,7 +131,7 @@ def test_relay_killed_between_send_and_mark_resends_and_effect_applies_once(
             found = _events_of(stream, customer_id, after)
             return found if len(found) >= 2 else []
 
-        events = _wait_for(twice, timeout=60)
+        events = until(twice, timeout=60)
         assert len(events) == 2 and events[0].id == events[1].id  # the same event re-sent
     finally:
         for relay in relays.values():
@@ -230,7 +222,7 @@ def test_ticket_comment_and_lead_events(
         found = _events_of(stream, int(ticket_id), after)
         return found if len(found) >= 4 else []
 
-    events = _wait_for(ticket_events)
+    events = until(ticket_events)
     assert [e.type for e in events] == [
         "ticket.created", "ticket.assigned", "comment.added", "ticket.status_changed",
     ]  # fmt: skip
@@ -240,7 +232,7 @@ def test_ticket_comment_and_lead_events(
     assert events[2].data["comment"] == reply.json()
     assert events[3].data["ticket"] == pending.json()
     assert events[3].data["changes"]["status"] == ["assigned", "pending"]
-    (lead_created,) = _wait_for(lambda: _events_of(stream, int(lead.json()["id"]), after))
+    (lead_created,) = until(lambda: _events_of(stream, int(lead.json()["id"]), after))
     assert lead_created.type == "lead.created" and lead_created.data == {"lead": lead.json()}
 
 
