@@ -350,6 +350,15 @@ def dockerfile_problems(dockerfile: Path, pyproject: Path = PYPROJECT_FILE) -> l
     ]
     if not froms or not all(f == base or f.startswith(f"{base}-") for f in froms):
         return [f"{dockerfile.name}: FROM {', '.join(froms) or 'nothing'} is not {base}"]
+    # Every top-level package the project installs is copied into the image (a new
+    # one forgotten here would import on a laptop and fail in every pod).
+    with pyproject.open("rb") as f:
+        found = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = sorted(p.rstrip("*") for p in found)
+    copied = set(re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)\s", text, flags=re.MULTILINE))
+    missing = [p for p in packages if p not in copied]
+    if missing:
+        return [f"{dockerfile.name}: the image lacks the package(s) {', '.join(missing)}"]
     return []
 
 

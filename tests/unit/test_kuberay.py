@@ -309,6 +309,12 @@ def test_image_pin_check_catches_a_mismatch(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM rayproject/ray:2.60.0-py310\n")
     assert kuberay.dockerfile_problems(dockerfile)
+    # The right base, but a package of the project not copied into the image.
+    ours = kuberay.DOCKERFILE.read_text()
+    dockerfile.write_text(ours.replace("COPY --chown=ray:users ai ./ai\n", ""))
+    assert kuberay.dockerfile_problems(dockerfile) == [
+        "Dockerfile: the image lacks the package(s) ai"
+    ]
 
 
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[-_]?key)$", re.IGNORECASE)
