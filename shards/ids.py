@@ -40,6 +40,21 @@ def shard_sql(column: str = "id") -> str:
     return f"(({column} >> {SEQUENCE_BITS}) & {_SHARD_MASK})"
 
 
+def shard_test(column: str, shards: list[int], logical: int, param: str) -> tuple[str, list[int]]:
+    """SQL keeping the rows of `column` whose logical shard is one of `shards` (of
+    `logical` in all), and the int[] to bind to `param`: `= ANY(shards)`, or `<> ALL`
+    of the other shards when they are fewer, or TRUE when there are none (a server
+    holding every logical shard). Every id's shard is below `logical`, so the three
+    keep the same rows; the shorter list is less work per row on a scan."""
+    mine = sorted(set(shards))
+    others = [s for s in range(logical) if s not in mine]
+    if not others:
+        return "TRUE", []
+    if len(others) < len(mine):
+        return f"{shard_sql(column)} <> ALL({param}::int[])", others
+    return f"{shard_sql(column)} = ANY({param}::int[])", mine
+
+
 def make_id(timestamp_ms: int, shard: int, sequence: int) -> int:
     """Compose an id the way `nextflow_id()` does (used by tests and tools)."""
     if not 0 <= shard < MAX_LOGICAL_SHARDS:

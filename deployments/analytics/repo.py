@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from shards import ReadConn
-from shards.ids import shard_sql
+from shards.ids import shard_sql, shard_test
 
 
 class ShardFilters(BaseModel):
@@ -34,30 +34,37 @@ def _rows(rows: list[Any]) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-# The filter tail every report shares: $1 logical shards, $2 start, $3 end, $4 owner.
-def _window(time_column: str, owner_column: str, alias: str = "") -> str:
-    p = f"{alias}." if alias else ""
-    return f"""{shard_sql(p + "id")} = ANY($1::int[])
-        AND ($2::timestamptz IS NULL OR {p}{time_column} >= $2)
-        AND ($3::timestamptz IS NULL OR {p}{time_column} < $3)
-        AND ($4::bigint IS NULL OR {p}{owner_column} = $4)"""
+# The filter tail every report shares: $1 the logical shards' test (shard_test),
+# $2 start, $3 end, $4 owner. Returns the SQL and the value of $1.
+def _window(
+    shards: list[int], logical: int, time_column: str, owner_column: str
+) -> tuple[str, list[int]]:
+    test, shard_param = shard_test("id", shards, logical, "$1")
+    return (
+        f"""({test} OR $1::int[] IS NULL)
+        AND ($2::timestamptz IS NULL OR {time_column} >= $2)
+        AND ($3::timestamptz IS NULL OR {time_column} < $3)
+        AND ($4::bigint IS NULL OR {owner_column} = $4)""",
+        shard_param,
+    )
 
 
 async def pipeline_by_stage(
-    conn: ReadConn, shards: list[int], f: ShardFilters
+    conn: ReadConn, shards: list[int], logical: int, f: ShardFilters
 ) -> list[dict[str, Any]]:
     """Open deals by (pipeline, stage, currency): count, sum of amounts, and the sum of
     amount x probability (a percentage; divided by 100 after the reduce, exactly)."""
+    window, shard_param = _window(shards, logical, "created_at", "owner_id")
     return _rows(
         await conn.fetch(
             f"""SELECT pipeline_id, stage_id, currency::text AS currency, count(*) AS deals,
                        sum(amount) AS amount, sum(amount * probability) AS weighted_x100
                 FROM deals
                 WHERE deleted_at IS NULL AND status = 'open'
-                  AND {_window("created_at", "owner_id")}
+                  AND {window}
                   AND ($5::bigint IS NULL OR pipeline_id = $5)
                 GROUP BY pipeline_id, stage_id, currency""",
-            shards,
+            shard_param,
             f.start,
             f.end,
             f.owner_id,
@@ -66,18 +73,21 @@ async def pipeline_by_stage(
     )
 
 
-async def revenue_won(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
+async def revenue_won(
+    conn: ReadConn, shards: list[int], logical: int, f: ShardFilters
+) -> list[dict[str, Any]]:
     """Won deals by (calendar month of `closed_at` in UTC, currency): count and sum."""
+    window, shard_param = _window(shards, logical, "closed_at", "owner_id")
     return _rows(
         await conn.fetch(
             f"""SELECT to_char(closed_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month,
                        currency::text AS currency, count(*) AS deals, sum(amount) AS amount
                 FROM deals
                 WHERE deleted_at IS NULL AND status = 'won'
-                  AND {_window("closed_at", "owner_id")}
+                  AND {window}
                   AND ($5::bigint IS NULL OR pipeline_id = $5)
                 GROUP BY 1, 2""",
-            shards,
+            shard_param,
             f.start,
             f.end,
             f.owner_id,
@@ -86,17 +96,20 @@ async def revenue_won(conn: ReadConn, shards: list[int], f: ShardFilters) -> lis
     )
 
 
-async def funnel_leads(conn: ReadConn, shards: list[int], f: ShardFilters) -> dict[str, Any]:
+async def funnel_leads(
+    conn: ReadConn, shards: list[int], logical: int, f: ShardFilters
+) -> dict[str, Any]:
     """Leads created in the window, how many became customers, and the deals their
     conversions opened (checked against the sales shards in a second step)."""
+    window, shard_param = _window(shards, logical, "created_at", "owner_id")
     row = await conn.fetchrow(
         f"""SELECT count(*) AS leads,
                    count(converted_customer_id) AS customers,
                    coalesce(array_agg(converted_deal_id)
                             FILTER (WHERE converted_deal_id IS NOT NULL), '{{}}') AS deal_ids
             FROM leads
-            WHERE deleted_at IS NULL AND {_window("created_at", "owner_id")}""",
-        shards, f.start, f.end, f.owner_id,
+            WHERE deleted_at IS NULL AND {window}""",
+        shard_param, f.start, f.end, f.owner_id,
     )  # fmt: skip
     return {
         "leads": int(row["leads"]),
@@ -116,9 +129,12 @@ async def deals_won_among(conn: ReadConn, shards: list[int], deal_ids: list[int]
     return int(count)
 
 
-async def ticket_sla(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
+async def ticket_sla(
+    conn: ReadConn, shards: list[int], logical: int, f: ShardFilters
+) -> list[dict[str, Any]]:
     """Tickets created in the window by (priority, assignee): how many, how many
     breached their first-response target, their resolution target, either one."""
+    window, shard_param = _window(shards, logical, "created_at", "assignee_id")
     return _rows(
         await conn.fetch(
             f"""SELECT priority, assignee_id, count(*) AS tickets,
@@ -127,9 +143,9 @@ async def ticket_sla(conn: ReadConn, shards: list[int], f: ShardFilters) -> list
                        count(*) FILTER (WHERE NOT first_response_breached
                                           AND NOT resolution_breached) AS met
                 FROM tickets
-                WHERE deleted_at IS NULL AND {_window("created_at", "assignee_id")}
+                WHERE deleted_at IS NULL AND {window}
                 GROUP BY priority, assignee_id""",
-            shards,
+            shard_param,
             f.start,
             f.end,
             f.owner_id,
@@ -137,15 +153,18 @@ async def ticket_sla(conn: ReadConn, shards: list[int], f: ShardFilters) -> list
     )
 
 
-async def activity(conn: ReadConn, shards: list[int], f: ShardFilters) -> list[dict[str, Any]]:
+async def activity(
+    conn: ReadConn, shards: list[int], logical: int, f: ShardFilters
+) -> list[dict[str, Any]]:
     """Changes recorded in the window (`record_changes`) by (actor, record type, action)."""
+    window, shard_param = _window(shards, logical, "created_at", "actor_id")
     return _rows(
         await conn.fetch(
             f"""SELECT actor_id, record_type, action, count(*) AS changes
                 FROM record_changes
-                WHERE actor_id IS NOT NULL AND {_window("created_at", "actor_id")}
+                WHERE actor_id IS NOT NULL AND {window}
                 GROUP BY actor_id, record_type, action""",
-            shards,
+            shard_param,
             f.start,
             f.end,
             f.owner_id,

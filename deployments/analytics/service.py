@@ -103,18 +103,21 @@ class AnalyticsService:
         """The report from the shards now (no cache)."""
         fanout = fanout or FanOut(self.shards)
         f = query.shard_filters()
+        n = self.shards.map.logical_shards
         results: list[ServerResult]
         if name == "pipeline":
             results, stages = await asyncio.gather(
-                fanout.each_server(lambda s: [("sales", repo.pipeline_by_stage, (s, f))]),
+                fanout.each_server(lambda s: [("sales", repo.pipeline_by_stage, (s, n, f))]),
                 self.sales_config.read(repo.stage_names),
             )
             data = reduce_pipeline((r.values[0] for r in results), stages)
         elif name == "revenue":
-            results = await fanout.each_server(lambda s: [("sales", repo.revenue_won, (s, f))])
+            results = await fanout.each_server(lambda s: [("sales", repo.revenue_won, (s, n, f))])
             data = reduce_revenue(r.values[0] for r in results)
         elif name == "funnel":
-            results = await fanout.each_server(lambda s: [("marketing", repo.funnel_leads, (s, f))])
+            results = await fanout.each_server(
+                lambda s: [("marketing", repo.funnel_leads, (s, n, f))]
+            )
             partials = [r.values[0] for r in results]
             # The deals conversions opened live on their customers' shards: a second
             # round of tasks, one per server holding any of them.
@@ -129,11 +132,11 @@ class AnalyticsService:
             results = results + won_results
             data = reduce_funnel(partials, sum(r.values[0] for r in won_results))
         elif name == "sla":
-            results = await fanout.each_server(lambda s: [("support", repo.ticket_sla, (s, f))])
+            results = await fanout.each_server(lambda s: [("support", repo.ticket_sla, (s, n, f))])
             data = reduce_sla(r.values[0] for r in results)
         elif name == "activity":
             results = await fanout.each_server(
-                lambda s: [(db, repo.activity, (s, f)) for db in ACTIVITY_DATABASES]
+                lambda s: [(db, repo.activity, (s, n, f)) for db in ACTIVITY_DATABASES]
             )
             data = reduce_activity(rows for r in results for rows in r.values)
         else:  # pragma: no cover - checked by report()

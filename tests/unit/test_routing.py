@@ -69,3 +69,28 @@ def test_more_logical_shards_than_servers_spread_evenly() -> None:
     counts = [len(shard_map.shards_on(n)) for n in shard_map.server_names()]
     assert sum(counts) == 64
     assert max(counts) - min(counts) <= 1
+
+
+@given(
+    logical=st.integers(min_value=1, max_value=32),
+    data=st.data(),
+)
+def test_a_shard_test_keeps_exactly_the_rows_of_its_shards(
+    logical: int, data: st.DataObject
+) -> None:
+    """`shard_test` picks the shorter of `= ANY(mine)` / `<> ALL(others)` / TRUE; each
+    keeps the same rows (ids carry shards below `logical`)."""
+    from shards.ids import shard_test
+
+    mine = data.draw(st.lists(st.integers(0, logical - 1), min_size=1, unique=True))
+    sql, values = shard_test("id", mine, logical, "$1")
+    for shard in range(logical):
+        kept = {
+            "TRUE": True,
+            "((id >> 12) & 1023) = ANY($1::int[])": shard in values,
+            "((id >> 12) & 1023) <> ALL($1::int[])": shard not in values,
+        }[sql]
+        assert kept == (shard in mine), (sql, values, shard)
+    assert (sql == "TRUE") == (len(mine) == logical)
+    if sql != "TRUE":
+        assert len(values) == min(len(mine), logical - len(mine))
