@@ -1,5 +1,7 @@
-"""AI logic: lead-scoring training and batch scoring as jobs of Ray tasks, online
-scoring of one lead. No SQL here (repo.py), no Serve (deployment.py).
+"""AI logic: lead-scoring training, batch scoring and search-index rebuilds as jobs
+of Ray tasks, online scoring of one lead, search (the index: indexing.py), ticket
+summaries (extractive, or a chat model: chat.py) and next best actions. No SQL here
+(repo.py), no Serve (deployment.py); the tasks and what they compute are in `ai/`.
 
 Jobs use the shared `jobs` table (database `integration`), so `GET /jobs/{id}` and
 `POST /jobs/{id}/cancel` work for them as for imports. The replica that runs a job
@@ -7,7 +9,7 @@ renews its row every `HEARTBEAT_S` with the progress; a cancel (the row turns
 `cancelled`) is seen within that time and cancels the job's Ray tasks still queued
 or running (`ray.cancel`). A job whose replica died stops being renewed, and any AI
 replica takes it over after `ABANDONED_AFTER_S` and runs it again from the start
-(training and scoring are both safe to repeat).
+(training, scoring and indexing are all safe to repeat).
 
 Online scoring: each replica keeps the newest model loaded; the version published
 last is in Redis (`MODEL_KEY`), read on every call, and a different version is
