@@ -230,13 +230,14 @@ def machine() -> str:
             f"{platform.python_version()}")  # fmt: skip
 
 
-def write_doc(section: str) -> None:
+def write_doc(section: str, begin: str = DOC_BEGIN, end: str = DOC_END) -> None:
+    """Replace (or append) the generated section between `begin` and `end`."""
     doc = base.DOC
     text = doc.read_text()
-    block = f"{DOC_BEGIN}\n{section}\n{DOC_END}"
-    if DOC_BEGIN in text:
-        head, _, rest = text.partition(DOC_BEGIN)
-        _, _, tail = rest.partition(DOC_END)
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
