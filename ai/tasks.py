@@ -171,20 +171,6 @@ def semantic_server(
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def merge_search(limit: int, lexical: int, *partials: Any) -> dict[str, list[dict[str, Any]]]:
-    """The lexical partials (the first `lexical`) and the semantic ones merged into
-    their two rankings and, when both are there, the fused one."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    if lexical:
-        out["lexical"] = search.merge(list(partials[:lexical]), limit)
-    if len(partials) > lexical:
-        out["semantic"] = search.merge_nearest(partials[lexical:], limit)
-    if len(out) == 2:
-        out["hybrid"] = search.fuse([out["lexical"], out["semantic"]], limit)
-    return out
-
-
-@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
 def summarize(parts: list[tuple[str, str]], n: int) -> dict[str, Any]:
     """An extractive summary of a ticket's thread (ai/advice.py)."""
     return advice.summarize(parts, n)

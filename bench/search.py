@@ -219,9 +219,10 @@ def main() -> None:
         "",
         "The single-server query is the floor, not an equal: it ranks one table with no "
         "scope, no hidden fields, no global statistics across shards and no HTTP. Search "
-        "goes through the Gateway, the AIService, one Ray task per shard server and mode, "
-        "and a merge task; semantic also embeds the query in the model actor and compares "
-        "it with every stored vector of the searched kinds.",
+        "goes through the Gateway, the AIService, one Ray task per shard server and mode "
+        "(merged in the AIService); semantic also embeds the query in the model actor and "
+        "compares it with every stored vector of the searched kinds, read from PostgreSQL "
+        "per query (no vector index here): that read is most of its time.",
         "",
         f"Seeding took {seeded_s:.0f} s. Machine: {an.machine()}",
     ])  # fmt: skip
