@@ -50,9 +50,13 @@ def test_customer_and_contact_history(
     _ok(http.patch(url, headers=agent, json={"name": "Hist Ltd", "tags": ["a", "b"]}))
     _ok(http.patch(url, headers=agent, json={"custom_fields": {"tier": 2}}))  # not audited
     _ok(http.delete(url, headers=admin), 204)
-    _ok(http.post(f"{url}/restore", headers=admin))
+    restored = http.post(f"{url}/restore", headers=admin)
+    _ok(restored)
+    # Another user reads the admin's writes: with their NextFlow-Read-After token (a
+    # standby may not have replayed them yet).
+    viewer_after = {**viewer, "NextFlow-Read-After": restored.headers["nextflow-read-after"]}
 
-    history = _history(http, url, viewer)
+    history = _history(http, url, viewer_after)
     assert [(h["action"], h["actor_id"]) for h in history] == [
         ("created", agent_id),
         ("updated", agent_id),
@@ -66,9 +70,9 @@ def test_customer_and_contact_history(
     }
     assert history[1]["changes"] == {"name": ["Hist", "Hist Ltd"], "tags": [["a"], ["a", "b"]]}
     assert all(h["record_type"] == "customer" and h["record_id"] == customer["id"] for h in history)
-    newest = http.get(f"{url}/history?limit=1", headers=viewer).json()
+    newest = http.get(f"{url}/history?limit=1", headers=viewer_after).json()
     assert [h["action"] for h in newest["data"]] == ["restored"] and newest["next_cursor"]
-    after = http.get(f"{url}/history?limit=1&cursor={newest['next_cursor']}", headers=viewer)
+    after = http.get(f"{url}/history?limit=1&cursor={newest['next_cursor']}", headers=viewer_after)
     assert [h["action"] for h in after.json()["data"]] == ["deleted"]
     assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
@@ -81,8 +85,10 @@ def test_customer_and_contact_history(
     _ok(http.patch(curl, headers=agent, json={"title": "CEO"}))
     _ok(http.patch(curl, headers=agent, json={"title": "CEO"}))  # no audited change
     _ok(http.delete(curl, headers=admin), 204)
-    _ok(http.post(f"{curl}/restore", headers=admin))
-    history = _history(http, curl, viewer)
+    restored = http.post(f"{curl}/restore", headers=admin)
+    _ok(restored)
+    viewer_after = {**viewer, "NextFlow-Read-After": restored.headers["nextflow-read-after"]}
+    history = _history(http, curl, viewer_after)
     assert [h["action"] for h in history] == ["created", "updated", "deleted", "restored"]
     assert history[0]["changes"] == {"first_name": [None, "Ana"], "title": [None, "CTO"]}
     assert history[1]["changes"] == {"title": ["CTO", "CEO"]}
