@@ -81,8 +81,9 @@ class AIDeployment:
         self._embedding = asyncio.get_running_loop().create_task(self._embed_backlog())
 
     async def _embed_backlog(self) -> None:
-        """Work through documents without an embedding, while this replica holds the
-        lease (one replica at a time; another takes over when it stops renewing)."""
+        """Work through the backlog (imported records, documents without an
+        embedding) while this replica holds the lease (one replica at a time; another
+        takes over when it stops renewing)."""
         if not self._backlog_every:
             return
         me = serve.get_replica_context().replica_id.unique_id
@@ -94,7 +95,7 @@ class AIDeployment:
                     while await self._svc.index.embed_backlog():
                         await self._redis.set(EMBEDDER_LEASE, me, px=lease_ms)
             except Exception as exc:  # the next round tries again
-                log.warning("embedding backlog round failed: %s", exc)
+                log.warning("search backlog round failed: %s", exc)
             await asyncio.sleep(self._backlog_every)
 
     async def _sweep(self) -> None:
@@ -171,8 +172,8 @@ class AIDeployment:
         return self._svc.loaded_version
 
     async def embed_backlog(self) -> int:
-        """One round of the embedding backlog now (operators, tests); how many
-        documents got their embedding."""
+        """One round of the search backlog now (operators, tests): how many records
+        it worked on (0: nothing waits, or an import runs)."""
         return await self._svc.index.embed_backlog()
 
     async def consumer_stats(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from deployments.ai.repo import ModelRead
 from deployments.ai.runs import JobCancelled, JobRun
 from deployments.integration import repo as jobs_repo
 from deployments.integration.repo import JobAccepted
+from deployments.integration.service import KIND_CUSTOMER_IMPORT
 from shards import ShardNotFound
 from shards.client import Database, Shards
 from shards.errors import StaleShardMap
@@ -53,6 +54,10 @@ KIND_INDEX = "ai.search_index"
 MODEL_KEY = "nextflow:ai:lead_model_version"
 HEARTBEAT_S = 1.0
 ABANDONED_AFTER_S = 15.0
+# Bulk writes the search backlog waits for, and how long a running one may stay silent
+# before it counts as dead (an import reports progress after every chunk).
+BULK_WRITE_KINDS = [KIND_CUSTOMER_IMPORT]
+BULK_WRITE_ALIVE_S = 120.0
 
 
 SEARCH_KINDS = ("customer", "contact", "ticket")
@@ -128,8 +133,16 @@ class AIService:
         self._loaded: tuple[int, Any] | None = None
         self._load_lock = asyncio.Lock()
         self._runs: dict[int, asyncio.Task[None]] = {}
-        self.index = SearchIndex(leads, index_batch_size, in_flight)
+        self.index = SearchIndex(
+            leads, index_batch_size, in_flight, redis, self.bulk_writes_running
+        )
         self.chat = chat
+
+    async def bulk_writes_running(self) -> bool:
+        """Whether an import is under way (the search backlog waits for it)."""
+        return await self.jobs.read_primary(
+            repo.bulk_writes_running, BULK_WRITE_KINDS, BULK_WRITE_ALIVE_S
+        )
 
     # -- jobs -------------------------------------------------------------------------
     async def start_training(self, principal: Principal) -> JobAccepted:

@@ -14,9 +14,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import redis
 from ray import serve
 
 from cluster.settings import Settings
+from deployments.ai.indexing import IMPORTED
 from tests.chat_server import ChatServer
 from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
 from tests.e2e.conftest import until
@@ -270,11 +272,11 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
 
 
 @pytest.mark.usefixtures("ray_driver")
-def test_an_imports_records_are_found_by_words_at_once_and_by_meaning_after_the_backlog(
-    http: httpx.Client, admin: dict[str, str]
+def test_an_imports_records_are_indexed_by_the_backlog_once_no_import_runs(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:
-    """A bulk import's batches are indexed for words from their events; their
-    embeddings wait for the backlog (off in the test stack, run here by hand)."""
+    """A bulk import's batches wait for the backlog (off in the test stack, run here by
+    hand), which waits while an import runs, then indexes them for words and meaning."""
     word = f"zb{int(time.time() * 1000) % 10**8}"
     body = f"name,industry,tags\nVolcano {word} Tours,travel,{word}\n".encode()
     started = http.post(
@@ -290,10 +292,40 @@ def test_an_imports_records_are_found_by_words_at_once_and_by_meaning_after_the_
         assert got.status_code == 200, got.text
         return [h["id"] for h in got.json()["data"]]
 
-    (record,) = until(lambda: ids(word, "lexical"), 60)
-    assert record not in ids("trips to see lava and craters", "semantic")
+    s = serve_app
+    catalog = s.catalog_address()
+
+    async def jobs(sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(s.dsn_for(catalog.host, catalog.port, "integration"))
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    queued = redis.Redis.from_url(s.redis_url)
+    assert until(lambda: queued.llen(IMPORTED) >= 1, 60), "the import's event never queued"
+    assert ids(word, "lexical") == []  # not indexed when its event arrived
+    # Another replica's import under way: the backlog waits...
+    me = http.get("/auth/me", headers=admin).json()
+    running = asyncio.run(
+        jobs("""INSERT INTO jobs (kind, status, created_by) VALUES ('customer_import',
+                'running', $1) RETURNING id""", int(me["id"]))
+    )  # fmt: skip
     handle = serve.get_deployment_handle("AIService", app_name="nextflow")
-    assert handle.embed_backlog.remote().result(timeout_s=120) >= 1
+    try:
+        assert handle.embed_backlog.remote().result(timeout_s=120) == 0
+        assert ids(word, "lexical") == []
+        # ...but not for one whose replica died (no progress for minutes).
+        asyncio.run(jobs("UPDATE jobs SET updated_at = now() - interval '10 minutes' "
+                         "WHERE id = $1", running))  # fmt: skip
+
+        def indexed() -> list[str]:
+            assert handle.embed_backlog.remote().result(timeout_s=120) >= 1
+            return ids(word, "lexical")
+
+        (record,) = until(indexed, 120)
+    finally:
+        asyncio.run(jobs("UPDATE jobs SET status = 'failed' WHERE id = $1", running))
     assert ids("trips to see lava and craters", "semantic")[0] == record
 
 
