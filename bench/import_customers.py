@@ -307,6 +307,10 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
     stack: LocalStack | None = None
     try:
         os.environ.update(stack_env(root))
+        # The search backlog indexes imported records after the import (not during
+        # it, docs/ai.md); on 2 cores embedding a million rows takes far longer than
+        # the import, and would run into the raw COPY measured after the job.
+        os.environ["NEXTFLOW_AI_EMBED_BACKLOG_INTERVAL_S"] = "0"
         get_settings.cache_clear()
         settings = get_settings()
         stack = LocalStack(settings)
