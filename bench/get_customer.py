@@ -350,14 +350,15 @@ def apply_variant(variant: Variant, everything: dict[str, Variant]) -> None:
 # -- CPU time -------------------------------------------------------------------------------
 
 
-def stack_cpu_s(data_dir: Path) -> dict[str, float]:
+def stack_cpu_s(data_dir: Path, pg_roles: bool = False) -> dict[str, float]:
     """CPU seconds used so far by this process ("bench") and every process of the
     stack, by kind: "postgres" (every server under the data folder, by its
     postmaster.pid, and its backends), each Ray actor or Serve replica by its name, and
     "other" (the rest whose environment names the data folder: raylet, GCS, HAProxy).
     Children that exited count with whoever reaped them (cutime/cstime). Unlike elapsed
     time, a difference over a phase does not depend on how much of the shared machine
-    other work took meanwhile."""
+    other work took meanwhile. `pg_roles`: PostgreSQL split by what its processes do
+    (`_pg_role`)."""
     marker = f"NEXTFLOW_DATA_DIR={data_dir}".encode()
     postmasters = set()
     for pid_file in data_dir.glob("pg/*/data/postmaster.pid"):
@@ -375,6 +376,8 @@ def stack_cpu_s(data_dir: Path) -> dict[str, float]:
             pid, parent = int(entry.name), int(fields[1])
             if pid in postmasters or parent in postmasters:
                 kind = "postgres"  # (PostgreSQL rewrites its environment for ps)
+                if pg_roles:
+                    kind = _pg_role((entry / "cmdline").read_bytes().decode(errors="replace"))
             elif marker in (entry / "environ").read_bytes().split(b"\0"):
                 cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
                 kind = _kind(cmd.decode(errors="replace"))
@@ -398,6 +401,22 @@ def _kind(cmd: str) -> str:
     return "other"
 
 
+def _pg_role(title: str) -> str:
+    """A PostgreSQL process by its title: queries (backends), WAL replay on a standby
+    (startup), WAL streaming (walsender, walreceiver), background writes (checkpointer,
+    background writer, walwriter), and the postmaster, whose share includes the
+    children that exited (autovacuum workers)."""
+    title = title.removeprefix("postgres: ")
+    for word, role in (("startup", "pg replay"), ("walsender", "pg wal stream"),
+                       ("walreceiver", "pg wal stream"), ("checkpointer", "pg writes"),
+                       ("background writer", "pg writes"), ("walwriter", "pg writes"),
+                       ("autovacuum", "pg autovacuum"), ("logical replication", "pg other"),
+                       ("/postgres", "pg postmaster")):  # fmt: skip
+        if word in title:
+            return role
+    return "pg backends"
+
+
 def cpu_delta(
     before: dict[str, float], after: dict[str, float], idle: dict[str, float], seconds: float
 ) -> dict[str, float]:
@@ -410,10 +429,10 @@ def cpu_delta(
     }
 
 
-def idle_rate(data_dir: Path, seconds: float = 10.0) -> dict[str, float]:
-    before = stack_cpu_s(data_dir)
+def idle_rate(data_dir: Path, seconds: float = 10.0, pg_roles: bool = False) -> dict[str, float]:
+    before = stack_cpu_s(data_dir, pg_roles)
     time.sleep(seconds)
-    after = stack_cpu_s(data_dir)
+    after = stack_cpu_s(data_dir, pg_roles)
     return {k: (after.get(k, 0.0) - before.get(k, 0.0)) / seconds for k in after}
 
 

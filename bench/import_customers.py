@@ -331,10 +331,10 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
 
         def raw() -> float:
             with console.status("raw COPY…"):
-                started, cpu = time.monotonic(), stack_cpu_s(root)
+                started, cpu = time.monotonic(), stack_cpu_s(root, True)
                 copied = asyncio.run(raw_copy(settings, shard_map, path, owner_id))
                 elapsed = time.monotonic() - started
-                r.raw_cpu_runs.append(cpu_delta(cpu, stack_cpu_s(root), idle, elapsed))
+                r.raw_cpu_runs.append(cpu_delta(cpu, stack_cpu_s(root, True), idle, elapsed))
             console.print(f"raw COPY: {copied:,} rows in {elapsed:.1f} s "
                           f"({copied / elapsed:,.0f} rows/s)")  # fmt: skip
             with console.status("emptying the tables…"):
@@ -342,17 +342,17 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
             return elapsed
 
         with console.status("measuring the idle stack's CPU use (10 s)…"):
-            idle = idle_rate(root)
+            idle = idle_rate(root, pg_roles=True)
         r.idle_cpu = sum(idle.values())
         # Raw COPY before and after the job, the tables emptied after each: the machine
         # is shared, and its load drifts over minutes.
         r.raw_runs.append(raw())
         r.load.append(os.getloadavg()[0])
-        cpu = stack_cpu_s(root)
+        cpu = stack_cpu_s(root, True)
         r.upload_s, r.job_s, r.job_result = run_job(
             settings.serve_url, token, path, rows, "import job"
         )
-        r.job_cpu = cpu_delta(cpu, stack_cpu_s(root), idle, r.job_s)
+        r.job_cpu = cpu_delta(cpu, stack_cpu_s(root, True), idle, r.job_s)
         console.print(f"job: {rows:,} rows in {r.job_s:.1f} s ({rows / r.job_s:,.0f} rows/s), "
                       f"{r.job_result}")  # fmt: skip
         _, r.reimport_s, r.reimport_result = run_job(
@@ -368,6 +368,8 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
             f"job vs raw COPY (mean of {len(r.raw_runs)}): {r.raw_s / r.job_s:.2f}x; "
             f"CPU seconds: raw {r.raw_cpu_s:.1f}, job {r.job_cpu_s:.1f}; the job's by process: "
             + cpu_text(r.job_cpu, r.rows)
+            + "; the last raw COPY's: "
+            + cpu_text(r.raw_cpu_runs[-1], r.rows)
         )
         r.load.append(os.getloadavg()[0])
         if write_doc:
