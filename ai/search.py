@@ -152,10 +152,10 @@ def merge(partials: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
         for kind, record_id, title, counts, length in p["candidates"]
     ]
     scored.sort(key=lambda c: (-c[3], c[1]))
-    return [_hit(kind, record_id, title, score) for kind, record_id, title, score in scored[:limit]]
+    return [hit(kind, record_id, title, score) for kind, record_id, title, score in scored[:limit]]
 
 
-def _hit(kind: str, record_id: int, title: str, score: float) -> dict[str, Any]:
+def hit(kind: str, record_id: int, title: str, score: float) -> dict[str, Any]:
     return {"type": kind, "id": str(record_id), "title": title, "score": round(score, 6)}
 
 
@@ -168,7 +168,7 @@ def nearest(
         return []
     scores = vectors @ np.asarray(query, dtype=np.float32)
     best = np.argsort(-scores, kind="stable")[:limit]
-    return [_hit(rows[i][0], rows[i][1], rows[i][2], float(scores[i])) for i in best]
+    return [hit(rows[i][0], rows[i][1], rows[i][2], float(scores[i])) for i in best]
 
 
 def merge_nearest(partials: Iterable[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:

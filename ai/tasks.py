@@ -14,7 +14,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import ray
 
 from ai import advice, embed, search
@@ -140,34 +139,6 @@ def lexical_server(
     partial = search.shard_candidates(terms, docs, length, matches, limit)
     partial["runtime"] = runtime().model_dump()
     return partial
-
-
-@ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)
-def semantic_server(
-    server: ServerSpec,
-    route: Mapping[int, int],
-    shards: list[int],
-    query_vector: Any,
-    kinds: list[str],
-    limit: int,
-    owners: Mapping[str, list[int]] | None = None,
-) -> list[dict[str, Any]]:
-    """The `limit` documents of one server's logical shards `shards` closest in meaning
-    to the query (`query_vector`:
-    its embedding, any shape holding 384 numbers; stored embeddings compared here)."""
-    calls: list[Any] = [
-        (repo.SOURCES[kind][0], repo.embedded_documents,
-         (kind, shards, embed.MODEL_NAME, (owners or {}).get(kind)))
-        for kind in kinds
-    ]  # fmt: skip
-    rows: list[tuple[str, int, str]] = []
-    blobs: list[bytes] = []
-    for kind, found in zip(kinds, read_on(server, route, calls), strict=True):
-        for record_id, title, blob in found:
-            rows.append((kind, record_id, title))
-            blobs.append(blob)
-    query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-    return search.nearest(query, rows, embed.from_bytes(blobs), limit)
 
 
 @ray.remote(num_cpus=0.25, resources={"ai": 0.25}, max_retries=0)

@@ -23,9 +23,11 @@ module plans, submits and gathers.
 - **Rebuilt by a job** (`POST /ai/search/reindex`): every live record, shard by
   shard in pages of `ai_index_batch_size`, for a new model, a changed tokenizer, or
   data written before this index existed.
-- **Searched** by one task per shard server and mode, over the logical shards it holds
-  (BM25 on the GIN-indexed words, cosine on the stored embeddings), merged here
-  (search.py: re-scoring a few dozen candidates, less work than another task hop).
+- **Searched** per shard server, over the logical shards it holds, merged here
+  (search.py: re-scoring a few dozen candidates, less work than another task hop):
+  words by one task per server (BM25 on the GIN-indexed words), meaning by the
+  server's vector actor (ai/vectors.py: the stored embeddings held in memory, kept
+  current from `indexed_at`, candidates checked against their live records).
 """
 
 from __future__ import annotations
@@ -43,11 +45,8 @@ from ai import embed, search
 from ai.fanout import FanOut, cause
 from ai.runtime import task_options
 from ai.search import KINDS
-from ai.tasks import (
-    index_records,
-    lexical_server,
-    semantic_server,
-)
+from ai.tasks import index_records, lexical_server
+from ai.vectors import vector_index
 from deployments._kit.events import Event
 from deployments.ai import repo
 from deployments.ai.runs import JobRun
@@ -281,7 +280,7 @@ class SearchIndex:
         if mode in ("hybrid", "semantic"):
             vector = embed.embedder().encode.remote([query])
             semantic = [
-                semantic_server.options(**task_options()).remote(
+                vector_index(server.name).nearest.remote(
                     server, seen.route(group), group, vector, kinds, depth, owners
                 )
                 for server, group in groups.values()

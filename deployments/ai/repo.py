@@ -328,6 +328,56 @@ async def lexical_matches(
     return int(stats["docs"]), int(stats["length"]), found
 
 
+# Read by each shard server's in-memory vector index (ai/vectors.py).
+async def database_now(conn: ReadConn) -> datetime:
+    """The server's clock (where a vector block's first read starts from)."""
+    return await conn.fetchval("SELECT now()")  # type: ignore[no-any-return]
+
+
+async def embeddings_page(
+    conn: ReadConn, kind: str, shard: int, after: int, limit: int
+) -> list[tuple[int, bytes | None, str | None]]:
+    """(id, embedding, model) of the next `limit` documents of `kind` on `shard` after
+    id `after`, in id order (with or without an embedding)."""
+    rows = await conn.fetch(
+        f"""SELECT id, embedding, model FROM search_documents
+            WHERE record_type = $1 AND {shard_sql("id")} = $2 AND id > $3
+            ORDER BY id LIMIT $4""",
+        kind, shard, after, limit,
+    )  # fmt: skip
+    return [(int(r["id"]), r["embedding"], r["model"]) for r in rows]
+
+
+async def embeddings_since(
+    conn: ReadConn, kind: str, shards: list[int], since: list[datetime]
+) -> list[tuple[int, bytes | None, str | None, datetime]]:
+    """(id, embedding, model, indexed_at) of the documents of `kind` indexed after
+    `since[i]` on logical shard `shards[i]`."""
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.embedding, d.model, d.indexed_at FROM search_documents d
+            JOIN unnest($2::int[], $3::timestamptz[]) AS w(shard, since)
+              ON {shard_sql("d.id")} = w.shard AND d.indexed_at > w.since
+            WHERE d.record_type = $1 AND d.indexed_at > $4""",
+        kind, shards, since, min(since),
+    )  # fmt: skip
+    return [(int(r["id"]), r["embedding"], r["model"], r["indexed_at"]) for r in rows]
+
+
+async def visible_embedded(
+    conn: ReadConn, kind: str, ids: list[int], model: str
+) -> list[tuple[int, str]]:
+    """(id, title) of those of `ids` whose record is live and whose document holds an
+    embedding by `model`."""
+    join, _ = _VISIBLE[kind]
+    rows = await conn.fetch(
+        f"""SELECT d.id, d.title FROM search_documents d {join}
+            WHERE d.id = ANY($1::bigint[]) AND d.record_type = $2 AND d.model = $3
+              AND d.embedding IS NOT NULL""",
+        ids, kind, model,
+    )  # fmt: skip
+    return [(int(r["id"]), str(r["title"])) for r in rows]
+
+
 async def embedded_documents(
     conn: ReadConn, kind: str, shards: list[int], model: str, owners: list[int] | None
 ) -> list[tuple[int, str, bytes]]:

@@ -21,7 +21,7 @@ from cluster.settings import Settings
 from deployments.ai.indexing import IMPORTED
 from tests.chat_server import ChatServer
 from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
-from tests.e2e.conftest import until
+from tests.e2e.conftest import make_user, until
 
 pytestmark = pytest.mark.e2e
 TAG = "aitest"
@@ -269,6 +269,36 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
     moved = "parcel sent to a former location"
     delivery = tickets["Wrong delivery address"]
     assert until(lambda: top(moved, "semantic")[:1] == [delivery], 60), top(moved, "semantic")
+    # Each server's vectors are held in memory (ai/vectors.py): a deleted record is
+    # gone at once, and a re-indexed one is found by its new meaning.
+    assert http.delete(f"/tickets/{leak}", headers=admin).status_code == 204
+    assert leak not in top(query, "semantic")
+    reset = tickets["Password reset"]
+    drips = {"description": "Our coffee machine drips water everywhere."}
+    changed = http.patch(f"/tickets/{reset}", headers=admin, json=drips)
+    assert changed.status_code == 200, changed.text
+    assert until(lambda: top(query, "semantic")[:1] == [reset], 60), top(query, "semantic")
+
+
+def test_semantic_search_keeps_to_the_callers_scope(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """An agent without a team reads only its own customers: its semantic search is
+    answered over just those (the database's exact read), never the global top list."""
+    agent = make_user(http, admin, "agent")
+    theirs = http.post("/customers", headers=agent, json={"name": "Alpine Trekking Guides"})
+    assert theirs.status_code == 201, theirs.text
+    others = http.post("/customers", headers=admin, json={"name": "Mountain Hiking Tours"})
+    assert others.status_code == 201, others.text
+
+    def found(headers: dict[str, str]) -> list[str]:
+        query = {"q": "walking holidays in the mountains", "types": "customer", "mode": "semantic"}
+        got = http.get("/search", headers=headers, params=query)
+        assert got.status_code == 200, got.text
+        return [h["id"] for h in got.json()["data"]]
+
+    assert until(lambda: others.json()["id"] in found(admin), 60), found(admin)
+    assert until(lambda: found(agent) == [theirs.json()["id"]], 60), found(agent)
 
 
 @pytest.mark.usefixtures("ray_driver")
