@@ -11,9 +11,9 @@ tasks in flight are kept so a job can cancel them (`cancel()`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import RayTaskError, TaskCancelledError
@@ -21,6 +21,9 @@ from ray.exceptions import RayTaskError, TaskCancelledError
 from ai.runtime import Call, TaskRuntime, shard_reads, task_options
 from shards.client import Shards
 from shards.errors import StaleShardMap
+from shards.routing import ServerSpec, ShardMap
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,6 +39,33 @@ def cause(exc: BaseException) -> BaseException:
     while isinstance(exc, RayTaskError) and exc.cause is not None and exc.cause is not exc:
         exc = exc.cause
     return exc
+
+
+def by_server(seen: ShardMap, shards: Iterable[int]) -> list[tuple[ServerSpec, list[int]]]:
+    """`shards` grouped by the server `seen` puts them on: (server, its logical shards)."""
+    groups: dict[str, tuple[ServerSpec, list[int]]] = {}
+    for shard in sorted(shards):
+        server = seen.server_for_shard(shard)
+        groups.setdefault(server.name, (server, []))[1].append(shard)
+    return list(groups.values())
+
+
+async def planned_once_more_if_stale(
+    shards: Shards, submit: Callable[[ShardMap], Awaitable[T]]
+) -> T:
+    """`submit(map)` (Ray work planned by that map, awaited), submitted again on a
+    fresh map, once, when a shard it read moved meanwhile; any other error is the
+    task's own (without Ray's wrappers)."""
+    for attempt in (1, 2):
+        seen = shards.map
+        try:
+            return await submit(seen)
+        except Exception as exc:
+            if attempt == 1 and isinstance(cause(exc), StaleShardMap):
+                await shards.reload(seen)
+                continue
+            raise cause(exc) from exc
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -90,12 +120,10 @@ class FanOut:
         done: list[tuple[list[int], str, list[Any], TaskRuntime]] = []
         for attempt in (1, 2):
             seen = self.shards.map
-            groups: dict[Any, tuple[Any, list[int]]] = {}
-            for shard in sorted(wanted):
-                server = seen.server_for_shard(shard)
-                key = server.name if per_server else shard
-                groups.setdefault(key, (server, []))[1].append(shard)
-            planned = list(groups.values())
+            if per_server:
+                planned = by_server(seen, wanted)
+            else:
+                planned = [(seen.server_for_shard(s), [s]) for s in sorted(wanted)]
             refs = [
                 shard_reads.options(**task_options()).remote(
                     server, seen.route(group), calls(group)

@@ -42,7 +42,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ai import embed, search
-from ai.fanout import FanOut, cause
+from ai.fanout import FanOut, by_server, planned_once_more_if_stale
 from ai.runtime import task_options
 from ai.search import KINDS
 from ai.tasks import index_records, lexical_server
@@ -51,8 +51,8 @@ from deployments._kit.events import Event
 from deployments.ai import repo
 from deployments.ai.runs import JobRun
 from shards.client import Shards
-from shards.errors import StaleShardMap
 from shards.ids import shard_of
+from shards.routing import ShardMap
 
 log = logging.getLogger("nextflow.ai")
 MODES = ("hybrid", "semantic", "lexical")
@@ -155,20 +155,15 @@ class SearchIndex:
         embeddings: bool,
     ) -> dict[str, Any]:
         """One task; planned again on a fresh map when the shard moved meanwhile."""
-        for attempt in (1, 2):
-            seen = self.shards.map
-            try:
-                result: dict[str, Any] = await index_records.options(**task_options()).remote(
-                    seen.server_for_shard(shard), seen.route([shard]), shard, kind, ids,
-                    after, self.batch_size, embeddings,
-                )  # fmt: skip
-                return result
-            except Exception as exc:
-                if attempt == 1 and isinstance(cause(exc), StaleShardMap):
-                    await self.shards.reload(seen)
-                    continue
-                raise cause(exc) from exc
-        raise AssertionError("unreachable")
+
+        async def submit(seen: ShardMap) -> dict[str, Any]:
+            result: dict[str, Any] = await index_records.options(**task_options()).remote(
+                seen.server_for_shard(shard), seen.route([shard]), shard, kind, ids,
+                after, self.batch_size, embeddings,
+            )  # fmt: skip
+            return result
+
+        return await planned_once_more_if_stale(self.shards, submit)
 
     async def rebuild(self, run: JobRun) -> dict[str, Any]:
         """Index every live record of every kind on every logical shard (a job)."""
@@ -259,36 +254,36 @@ class SearchIndex:
         hidden: Mapping[str, list[str]],
     ) -> list[dict[str, Any]]:
         """The best `limit` records for `query` by `mode` (hybrid, semantic, lexical)."""
-        seen = self.shards.map
-        # One task per shard server and mode, over the logical shards it holds: its
-        # indexes narrow the read to the matches, and fewer tasks answer sooner.
-        groups: dict[str, tuple[Any, list[int]]] = {}
-        for shard in range(seen.logical_shards):
-            server = seen.server_for_shard(shard)
-            groups.setdefault(server.name, (server, []))[1].append(shard)
         # Fusing needs each list deeper than the answer.
         depth = limit * 2 if mode == "hybrid" else limit
-        lexical = []
-        if mode in ("hybrid", "lexical"):
+        vector = embed.embedder().encode.remote([query]) if mode != "lexical" else None
+
+        async def submit(seen: ShardMap) -> list[Any]:
+            # Per shard server and mode, over the logical shards it holds: its indexes
+            # narrow the read to the matches, and fewer calls answer sooner.
+            groups = by_server(seen, range(seen.logical_shards))
             lexical = [
                 lexical_server.options(**task_options()).remote(
                     server, seen.route(group), group, query, kinds, depth, owners, hidden
                 )
-                for server, group in groups.values()
+                for server, group in groups
+                if mode in ("hybrid", "lexical")
             ]
-        semantic = []
-        if mode in ("hybrid", "semantic"):
-            vector = embed.embedder().encode.remote([query])
             semantic = [
                 vector_index(server.name).nearest.remote(
                     server, seen.route(group), group, vector, kinds, depth, owners
                 )
-                for server, group in groups.values()
+                for server, group in groups
+                if vector is not None
             ]
+            parts = await asyncio.gather(*lexical, *semantic)
+            return [parts[: len(lexical)] if lexical else None,
+                    parts[len(lexical) :] if semantic else None]  # fmt: skip
+
+        lexical, semantic = await planned_once_more_if_stale(self.shards, submit)
         # Merged here: re-scoring a few dozen candidates is less work than a task hop.
-        parts = await asyncio.gather(*lexical, *semantic)
-        words = search.merge(list(parts[: len(lexical)]), depth) if lexical else []
-        meaning = search.merge_nearest(parts[len(lexical) :], depth) if semantic else []
+        words = search.merge(list(lexical), depth) if lexical else []
+        meaning = search.merge_nearest(semantic, depth) if semantic else []
         if mode == "hybrid":
             return search.fuse([words, meaning], limit)
         return (words if mode == "lexical" else meaning)[:limit]
