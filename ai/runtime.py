@@ -22,7 +22,7 @@ import ray
 from pydantic import BaseModel
 
 from cluster.settings import get_settings
-from shards.manager import manager_handle
+from shards.manager import NAMESPACE, manager_handle
 from shards.routing import ServerSpec
 
 Call = tuple[str, Callable[..., Awaitable[Any]], tuple[Any, ...]]
@@ -44,6 +44,24 @@ def task_options(cpus: float | None = None, ai: float | None = None) -> dict[str
         "num_cpus": s.ai_task_num_cpus if cpus is None else cpus,
         "resources": {"ai": s.ai_task_resource if ai is None else ai},
     }
+
+
+def cluster_actor(cls: type, name: str, **options: Any) -> Any:
+    """The cluster's one detached actor `name` of `cls` (namespace `nextflow`), found,
+    or created by the first caller; restarted whenever it dies. `options`: the rest of
+    its `.options()` (resources, retries)."""
+    return (
+        ray.remote(cls)
+        .options(
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            **options,
+        )  # fmt: skip
+        .remote()
+    )
 
 
 def runtime() -> TaskRuntime:

@@ -28,11 +28,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import ray
 
 from ai import embed, search
-from ai.embed import DIMENSIONS, MODEL_NAME, NAMESPACE
-from ai.runtime import read_on
+from ai.embed import DIMENSIONS, MODEL_NAME
+from ai.runtime import cluster_actor, read_on
 from deployments.ai import repo
 from shards.ids import shard_of
 from shards.routing import ServerSpec
@@ -231,18 +230,11 @@ def vector_index(server_name: str) -> Any:
     """The actor holding `server_name`'s vectors, created by the first caller."""
     handle = _handles.get(server_name)
     if handle is None:
-        handle = _handles[server_name] = (
-            ray.remote(VectorIndex)
-            .options(
-                name=f"vectors-{server_name}",
-                namespace=NAMESPACE,
-                lifetime="detached",
-                get_if_exists=True,
-                max_restarts=-1,
-                max_task_retries=1,  # a search is safe to repeat
-                num_cpus=0,
-                resources={"ai": 0.01},
-            )
-            .remote()
+        handle = _handles[server_name] = cluster_actor(
+            VectorIndex,
+            f"vectors-{server_name}",
+            max_task_retries=1,  # a search is safe to repeat
+            num_cpus=0,
+            resources={"ai": 0.01},
         )
     return handle
