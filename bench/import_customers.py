@@ -281,7 +281,15 @@ def markdown(r: Results, quick: bool) -> str:
         f"us per row: the job needs **{r.job_cpu_s / raw_cpu:.2f}x** the CPU of raw COPY "
         f"(a CPU-bound 2-core machine would run it at about {raw_cpu / r.job_cpu_s:.2f}x "
         "raw COPY's rate). Per row, in us, by process: raw COPY "
-        f"{cpu_text(r.raw_cpu_runs[-1], r.rows)}; the job {cpu_text(r.job_cpu, r.rows)}.",
+        f"{cpu_text(r.raw_cpu_runs[-1], r.rows)}; the job {cpu_text(r.job_cpu, r.rows)}. "
+        "PostgreSQL by what its processes do: `pg backends` run the queries, `pg replay` "
+        "applies WAL on the standbys, `pg wal stream` sends and receives it, `pg writes` "
+        "are the checkpointer and background writers, and `pg postmaster` holds the CPU of "
+        "children that exited (the raw COPY's own connections, autovacuum workers).",
+        "",
+        "While the job runs, the search index waits (docs/ai.md: the backlog indexes an "
+        "import's records after it; this benchmark's stack leaves the backlog off, since "
+        "embedding a million rows on 2 cores takes far longer than the import).",
         "",
         f"The job: upload {r.upload_s:.1f} s; created {res.get('created', 0):,}, "
         f"updated {res.get('updated', 0):,}, failed {res.get('failed', 0):,}. "
