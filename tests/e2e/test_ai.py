@@ -397,6 +397,47 @@ def test_a_reindex_job_restores_a_lost_document(
     assert found()
 
 
+def test_a_cancelled_reindex_stops_writing(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    """A rebuild cancelled mid-way: the job says so and its tasks stop writing."""
+    rows = "".join(f"Reindex Filler {i},retail\n" for i in range(6000))  # seconds of model time
+    body = f"name,industry\n{rows}".encode()
+    filled = http.post(
+        "/imports/customers", headers=admin, files={"file": ("f.csv", body, "text/csv")}
+    )
+    assert filled.status_code == 202, filled.text
+    assert _job(http, admin, filled.json()["status_url"])["status"] == "succeeded"
+
+    started = http.post("/ai/search/reindex", headers=admin)
+    assert started.status_code == 202, started.text
+    url = started.json()["status_url"]
+    deadline = time.monotonic() + 30
+    while http.get(url, headers=admin).json()["progress"]["done"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = http.post(f"{url}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+    async def written() -> int:
+        lay = await layout(serve_app)
+        counts = await on_each_server(
+            serve_app, lay, "customer",
+            lambda conn, _: conn.fetchval(
+                "SELECT count(*) FROM search_documents WHERE title LIKE 'Reindex Filler %'"
+            ),
+        )  # fmt: skip
+        return sum(counts)
+
+    time.sleep(3)  # what was in flight lands
+    first = asyncio.run(written())  # (the import's own records wait for the backlog: off)
+    time.sleep(3)
+    assert asyncio.run(written()) == first < 6000  # stopped, part-way
+    job = _job(http, admin, url)
+    assert job["status"] == "cancelled"
+    assert 0 < job["progress"]["done"] < job["progress"]["total"]
+
+
 def test_ticket_summary_and_next_actions(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str], chat_server: ChatServer
 ) -> None:
