@@ -5,8 +5,9 @@ every embedding from PostgreSQL on every query (the first version did: 0.9 s at
 
 - **The database stays the truth.** A block (one kind of record on one logical shard)
   is read whole the first time it is asked for, then, before every answer, only the
-  documents indexed since its last read (`indexed_at`, less `REFRESH_SLACK_S` for a
-  write whose transaction began before, and committed after, a later one). So a
+  documents indexed since its last read (`indexed_at`, less `REFRESH_SLACK_S` or
+  twice `max_replica_lag_s`, for a write whose transaction began before, and
+  committed after, a later one, or that a standby had not replayed yet). So a
   document is found as soon as its index write committed, and a shard that moved
   here is read from here.
 - **Exact.** The same float32 cosines as a full read; the candidates are then checked
@@ -32,6 +33,7 @@ import numpy as np
 from ai import embed, search
 from ai.embed import DIMENSIONS, MODEL_NAME
 from ai.runtime import cluster_actor, read_on
+from cluster.settings import get_settings
 from deployments.ai import repo
 from shards.ids import shard_of
 from shards.routing import ServerSpec
@@ -153,7 +155,9 @@ class VectorIndex:
             self.blocks[kind, shard] = block
         held = [s for s in shards if s not in fresh]
         if held:
-            slack = timedelta(seconds=REFRESH_SLACK_S)
+            # Reads may come from a standby up to max_replica_lag_s behind.
+            lag = get_settings().max_replica_lag_s
+            slack = timedelta(seconds=max(REFRESH_SLACK_S, 2 * lag))
             since = [self.blocks[kind, s].seen - slack for s in held]  # type: ignore[operator]
             (changed,) = read_on(
                 server, route, [(database, repo.embeddings_since, (kind, held, since))]
