@@ -11,10 +11,10 @@ every embedding from PostgreSQL on every query (the first version did: 0.9 s at
   document is found as soon as its index write committed, and a shard that moved
   here is read from here.
 - **Exact.** The same float32 cosines as a full read; the candidates are then checked
-  against their live records (a deleted record is never found) and, when fewer
-  survive than asked for, the candidates widen. A caller whose role reaches only some
-  owners' records is answered from the database over just those records (`exact`),
-  as narrow scopes are small and a global top list may hold none of them.
+  against their live records and the caller's scope (a deleted record, or one the
+  caller may not read, is never found) and, when fewer survive than asked for, the
+  candidates widen, up to `MAX_CANDIDATES`; past that the database answers over just
+  the records the caller may see (`exact`): a scope that narrow holds few.
 - **Cheap to hold.** No CPU is reserved (`num_cpus=0`, a sliver of `ai` so it lives
   on the AI nodes), and it is created by the first search that needs it.
 
@@ -117,12 +117,9 @@ class VectorIndex:
         query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
         hits: list[dict[str, Any]] = []
         for kind in kinds:
-            scope = (owners or {}).get(kind)
-            if scope is not None:
-                hits += exact(server, route, shards, kind, query, limit, scope)
-                continue
             blocks = self._current(server, route, kind, shards)
-            hits += self._checked(server, route, kind, shards, blocks, query, limit)
+            scope = (owners or {}).get(kind)
+            hits += self._checked(server, route, kind, shards, blocks, query, limit, scope)
         return search.merge_nearest([hits], limit)
 
     def held(self) -> dict[str, int]:
@@ -181,30 +178,33 @@ class VectorIndex:
         blocks: list[VectorBlock],
         query: np.ndarray,
         limit: int,
+        owners: list[int] | None,
     ) -> list[dict[str, Any]]:
-        """The best `limit` candidates whose records are live, widening the candidates
-        while too few survive, up to MAX_CANDIDATES; then the database's exact read."""
+        """The best `limit` candidates whose records are live and in the caller's scope
+        (`owners`; None: every record's), widening the candidates while too few
+        survive, up to MAX_CANDIDATES; then the database's exact read, which for a
+        scope that narrow reads few records. Exact either way: a visible record left
+        out of the top k scores no higher than every candidate."""
         held = sum(b.size for b in blocks)
         if held == 0:
             return []
         k = min(held, max(2 * limit, 16))
         database = repo.SOURCES[kind][0]
-        while k > 0:
+        while True:
             candidates = merged([b.nearest(query, k) for b in blocks], k)
-            (live,) = read_on(
+            ids = [i for i, _ in candidates]
+            (visible,) = read_on(
                 server, route,
-                [(database, repo.visible_embedded, (kind, [i for i, _ in candidates],
-                                                    MODEL_NAME))],
+                [(database, repo.visible_embedded, (kind, ids, MODEL_NAME, owners))],
             )  # fmt: skip
-            titles = dict(live)
+            titles = dict(visible)
             found = [search.hit(kind, i, titles[i], score) for i, score in candidates
                      if i in titles]  # fmt: skip
             if len(found) >= limit or k >= held:
                 return found[:limit]
             if k >= MAX_CANDIDATES:
-                break
-            k = min(held, 4 * k)
-        return exact(server, route, shards, kind, query, limit, None)
+                return exact(server, route, shards, kind, query, limit, owners)
+            k = min(held, 8 * k, MAX_CANDIDATES)
 
 
 def exact(

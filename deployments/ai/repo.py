@@ -364,17 +364,18 @@ async def embeddings_since(
 
 
 async def visible_embedded(
-    conn: ReadConn, kind: str, ids: list[int], model: str
+    conn: ReadConn, kind: str, ids: list[int], model: str, owners: list[int] | None
 ) -> list[tuple[int, str]]:
-    """(id, title) of those of `ids` whose record is live and whose document holds an
-    embedding by `model`."""
-    join, _ = _VISIBLE[kind]
+    """(id, title) of those of `ids` whose record is live and in scope (`owners`; None:
+    anyone's) and whose document holds an embedding by `model`."""
+    join, scope = _scope(kind, owners, 4)
+    args: list[Any] = [ids, kind, model] + ([owners] if owners is not None else [])
     rows = await conn.fetch(
         f"""SELECT d.id, d.title FROM search_documents d {join}
             WHERE d.id = ANY($1::bigint[]) AND d.record_type = $2 AND d.model = $3
-              AND d.embedding IS NOT NULL""",
-        ids, kind, model,
-    )  # fmt: skip
+              AND d.embedding IS NOT NULL {scope}""",
+        *args,
+    )
     return [(int(r["id"]), str(r["title"])) for r in rows]
 
 
