@@ -120,19 +120,25 @@ def _scored(s: Settings, lay: Layout, ids: list[int]) -> int:
     return sum(asyncio.run(on_each_server(s, lay, "marketing", each)))
 
 
-def test_a_cancelled_scoring_job_stops(
-    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
-) -> None:
-    lay, open_ids = leads
-    started = http.post("/ai/lead-scoring/score", headers=admin)
+def _cancelled_mid_way(http: httpx.Client, admin: dict[str, str], path: str) -> str:
+    """Start the job `POST path`, cancel it once it reports progress; its status URL."""
+    started = http.post(path, headers=admin)
     assert started.status_code == 202, started.text
-    url = started.json()["status_url"]
+    url = str(started.json()["status_url"])
     deadline = time.monotonic() + 30
     while http.get(url, headers=admin).json()["progress"]["done"] == 0:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     cancelled = http.post(f"{url}/cancel", headers=admin)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    return url
+
+
+def test_a_cancelled_scoring_job_stops(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
+) -> None:
+    lay, open_ids = leads
+    url = _cancelled_mid_way(http, admin, "/ai/lead-scoring/score")
     job = _job(http, admin, url)
     time.sleep(3)  # whatever was still running has had time to land
     after = _job(http, admin, url)
@@ -409,15 +415,7 @@ def test_a_cancelled_reindex_stops_writing(
     assert filled.status_code == 202, filled.text
     assert _job(http, admin, filled.json()["status_url"])["status"] == "succeeded"
 
-    started = http.post("/ai/search/reindex", headers=admin)
-    assert started.status_code == 202, started.text
-    url = started.json()["status_url"]
-    deadline = time.monotonic() + 30
-    while http.get(url, headers=admin).json()["progress"]["done"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    cancelled = http.post(f"{url}/cancel", headers=admin)
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    url = _cancelled_mid_way(http, admin, "/ai/search/reindex")
 
     async def written() -> int:
         lay = await layout(serve_app)
