@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import sys
@@ -100,14 +99,7 @@ async def seed_deals(s: Settings, n: int, chunk: int = 200_000) -> float:
     started = time.perf_counter()
     pipeline, stages, probs = await _stages(s)
     servers, owned, logical = await _layout(s)
-    cat = s.catalog_address()
-    admin = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "postgres"))
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS bench_single")
-        await admin.execute("CREATE DATABASE bench_single")
-    finally:
-        await admin.close()
-    single = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "bench_single"))
+    single = await asyncpg.connect(await base.scratch_database(s, "bench_single"))
     await single.execute(
         """CREATE TABLE deals (id bigint PRIMARY KEY, customer_id bigint, name text,
                amount numeric NOT NULL, currency char(3), pipeline_id bigint, stage_id bigint,
@@ -253,10 +245,8 @@ def pipeline_on(servers: int, deals: int, runs: int, leads: int | None) -> dict[
     try:
         console.rule(f"starting a private stack with {servers} shard server(s)")
         stack.up(RichReporter(console))
-        password = secrets.token_urlsafe(16)
-        base.create_admin(password)
         url = settings.serve_url
-        token = base.login(url, password)
+        token = base.admin_token(url)
         headers = {"Authorization": f"Bearer {token}"}
         console.rule(f"seeding {deals:,} deals twice (shards, one server)")
         out["seeded_s"] = asyncio.run(seed_deals(settings, deals))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import statistics
 import sys
@@ -148,10 +147,8 @@ def run(plan: Plan) -> None:
     try:
         console.rule("starting a private stack")
         stack.up(RichReporter(console))
-        password = secrets.token_urlsafe(16)
-        base.create_admin(password)
         url = settings.serve_url
-        token = base.login(url, password)
+        token = base.admin_token(url)
         customers, _ = asyncio.run(_seed(url, token, plan))
         auth = f"Authorization: Bearer {token}"
         pairs = _pairs(url, auth, customers[0])

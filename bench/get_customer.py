@@ -464,6 +464,26 @@ def login(base_url: str, password: str) -> str:
     return token
 
 
+def admin_token(base_url: str) -> str:
+    """Create the stack's admin with a fresh password and sign in: its access token."""
+    password = secrets.token_urlsafe(16)
+    create_admin(password)
+    return login(base_url, password)
+
+
+async def scratch_database(s: Settings, name: str) -> str:
+    """A new, empty database `name` on the catalog server (dropped first if there);
+    its DSN. The single-server baselines live there."""
+    cat = s.catalog_address()
+    admin = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return s.dsn_for(cat.host, cat.port, name)
+
+
 async def seed_customers(base_url: str, token: str, count: int) -> list[int]:
     """Create `count` customers through the API (so ids, shards and rows are real)."""
     gate = asyncio.Semaphore(SEED_CONCURRENCY)
@@ -925,9 +945,7 @@ def run(plan: Plan) -> None:
         console.rule(f"[bold]stack in {root}, {chosen[0].key}")
         stack.up(reporter)
 
-        password = secrets.token_urlsafe(16)
-        create_admin(password)
-        token = login(settings.serve_url, password)
+        token = admin_token(settings.serve_url)
         customer_ids = asyncio.run(seed_customers(settings.serve_url, token, plan.customers))
         customer_id = sorted(customer_ids)[len(customer_ids) // 2]
         console.print(

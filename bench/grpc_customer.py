@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import sys
@@ -216,9 +215,7 @@ def run(plan: Plan) -> None:
     try:
         console.rule(f"[bold]stack in {root}, ingress {plan.ingresses[0]}")
         stack.up(reporter)
-        password = secrets.token_urlsafe(16)
-        base.create_admin(password)
-        token = base.login(settings.serve_url, password)
+        token = base.admin_token(settings.serve_url)
         ids = asyncio.run(base.seed_customers(settings.serve_url, token, plan.customers))
         customer_id = sorted(ids)[len(ids) // 2]
         for index, ingress in enumerate(plan.ingresses):

@@ -38,7 +38,6 @@ import asyncio  # noqa: E402
 import csv  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import secrets  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -62,10 +61,9 @@ from rich.progress import (  # noqa: E402
 
 from bench.get_customer import (  # noqa: E402
     BenchError,
+    admin_token,
     cpu_delta,
-    create_admin,
     idle_rate,
-    login,
     stack_cpu_s,
     stack_env,
     write_doc_section,
@@ -324,9 +322,7 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
         stack = LocalStack(settings)
         console.rule(f"[bold]stack in {root}")
         stack.up(RichReporter(console))
-        password = secrets.token_urlsafe(16)
-        create_admin(password)
-        token = login(settings.serve_url, password)
+        token = admin_token(settings.serve_url)
         me = httpx.get(f"{settings.serve_url}/auth/me",
                        headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
         owner_id = int(me.json()["id"]) if me.status_code == 200 else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import shutil
 import statistics
 import sys
@@ -102,14 +101,7 @@ async def seed(s: Settings, customers: int) -> float:
             )  # fmt: skip
         finally:
             await conn.close()
-    cat = s.catalog_address()
-    admin = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "postgres"))
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS bench_search")
-        await admin.execute("CREATE DATABASE bench_search")
-    finally:
-        await admin.close()
-    single = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "bench_search"))
+    single = await asyncpg.connect(await base.scratch_database(s, "bench_search"))
     try:
         await single.execute("CREATE TABLE docs (id bigint PRIMARY KEY, title text, tsv tsvector)")
         await single.execute(
@@ -162,10 +154,8 @@ def main() -> None:
     try:
         console.rule("starting a private stack")
         stack.up(RichReporter(console))
-        password = secrets.token_urlsafe(16)
-        base.create_admin(password)
         url = settings.serve_url
-        headers = {"Authorization": f"Bearer {base.login(url, password)}"}
+        headers = {"Authorization": f"Bearer {base.admin_token(url)}"}
         console.rule(f"seeding {args.customers:,} customers and {args.customers // 5:,} tickets")
         seeded_s = asyncio.run(seed(settings, args.customers))
         with httpx.Client(base_url=url, timeout=600) as http:
