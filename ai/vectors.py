@@ -122,13 +122,6 @@ class VectorIndex:
             hits += self._checked(server, route, kind, shards, blocks, query, limit, scope)
         return search.merge_nearest([hits], limit)
 
-    def held(self) -> dict[str, int]:
-        """Documents held per kind (tests, operators)."""
-        out: dict[str, int] = {}
-        for (kind, _), block in self.blocks.items():
-            out[kind] = out.get(kind, 0) + block.size
-        return out
-
     def _current(
         self, server: ServerSpec, route: Mapping[int, int], kind: str, shards: list[int]
     ) -> list[VectorBlock]:
@@ -136,9 +129,11 @@ class VectorIndex:
         to date with the documents indexed since."""
         database = repo.SOURCES[kind][0]
         fresh = [s for s in shards if (kind, s) not in self.blocks]
+        if fresh:  # every fresh block's reads start after this moment
+            (started,) = read_on(server, route, [(database, repo.database_now, ())])
         for shard in fresh:
             block = VectorBlock()
-            (block.seen,) = read_on(server, route, [(database, repo.database_now, ())])
+            block.seen = started
             after = 0
             while True:
                 (page,) = read_on(

@@ -82,10 +82,6 @@ def event_records(event: Event) -> tuple[str, list[int]] | None:
     return kind, [int(event.aggregate_id)]
 
 
-async def _never_busy() -> bool:
-    return False
-
-
 class SearchIndex:
     def __init__(
         self,
@@ -93,7 +89,7 @@ class SearchIndex:
         batch_size: int,
         in_flight: int,
         redis: aioredis.Redis,
-        bulk_writes_running: Callable[[], Awaitable[bool]] = _never_busy,
+        bulk_writes_running: Callable[[], Awaitable[bool]],
     ) -> None:
         """`shards`: any sharded database's client (only its shard map is used);
         `bulk_writes_running`: whether the backlog should wait (an import runs)."""
