@@ -93,16 +93,9 @@ def fast_validate_email(
         if match is not None:
             local, domain = match.groups()
             if len(local) <= LOCAL_PART_MAX_LENGTH and local.lower() not in _CASELESS:
-                try:
-                    info = _domain_check()(
-                        domain,
-                        test_environment=email_validator.TEST_ENVIRONMENT,
-                        globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
-                    )
-                except EmailSyntaxError:
-                    info = None
-                if info is not None and info["domain"] == info["ascii_domain"]:
-                    return local, f"{local}@{info['domain']}"
+                checked = _checked_domain(domain)
+                if checked is not None:
+                    return local, f"{local}@{checked}"
         return validate(value)
 
     validate_email.original = validate  # type: ignore[attr-defined]
@@ -110,6 +103,32 @@ def fast_validate_email(
 
 
 _CASELESS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+# A domain's check (`_checked_domain`) by domain and the library's two switches.
+_DOMAINS: dict[tuple[str, bool, bool], str | None] = {}
+_DOMAINS_MAX = 65_536
+
+
+def _checked_domain(domain: str) -> str | None:
+    """The normalised domain when email-validator's domain check accepts `domain`
+    without IDNA conversion, else None (the caller then takes the library's general
+    path, for its result or its error). Remembered per domain (and the library's
+    `TEST_ENVIRONMENT` and `GLOBALLY_DELIVERABLE`, which the check reads): a file's
+    addresses share few domains, and the check is a pure function of these."""
+    key = (domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
+    try:
+        return _DOMAINS[key]
+    except KeyError:
+        pass
+    try:
+        info = _domain_check()(domain, test_environment=key[1], globally_deliverable=key[2])
+    except EmailSyntaxError:
+        checked = None
+    else:
+        checked = info["domain"] if info["domain"] == info["ascii_domain"] else None
+    if len(_DOMAINS) >= _DOMAINS_MAX:
+        _DOMAINS.clear()
+    _DOMAINS[key] = checked
+    return checked
 
 
 def _domain_check() -> Callable[..., dict[str, str]]:
@@ -193,25 +212,33 @@ def parse_row(
 ) -> ImportRow | RowError:
     """One CSV record (starting on file line `line`) as a validated customer, or why not.
     Empty cells are absent values; `tags` are `;`-separated."""
-    raw = tuple(cells)
     if len(cells) != len(header):
-        return RowError(line, f"expected {len(header)} cells, found {len(cells)}", raw)
-    if any("\x00" in cell for cell in cells):
-        return RowError(line, "a NUL character (PostgreSQL text cannot hold one)", raw)
-    values = {k: v.strip() for k, v in zip(header, cells, strict=True)}
-    external_id = values.pop("external_id", "") or None
+        return RowError(line, f"expected {len(header)} cells, found {len(cells)}", tuple(cells))
+    if "\x00" in "".join(cells):
+        return RowError(line, "a NUL character (PostgreSQL text cannot hold one)", tuple(cells))
+    body: dict[str, Any] = {}
+    external_id = None
+    for column, cell in zip(header, cells):  # noqa: B905 (lengths checked above)
+        value = cell.strip()
+        if not value:
+            continue
+        if column == "external_id":
+            external_id = value
+        elif column == "tags":
+            body["tags"] = [t for t in value.split(";") if t.strip()]
+        else:
+            body[column] = value
     if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
-        return RowError(line, f"external_id: at most {EXTERNAL_ID_MAX} characters", raw)
-    body: dict[str, Any] = {k: v for k, v in values.items() if v != ""}
-    if "tags" in body:
-        body["tags"] = [t for t in body["tags"].split(";") if t.strip()]
+        message = f"external_id: at most {EXTERNAL_ID_MAX} characters"
+        return RowError(line, message, tuple(cells))
     try:
         data = CustomerCreate.model_validate(body)
     except ValidationError as exc:
-        return RowError(line, _message(exc), raw)
+        return RowError(line, _message(exc), tuple(cells))
     owner_id = data.owner_id if data.owner_id is not None else caller_id
     if owner_id != caller_id and not may_assign:
-        return RowError(line, "owner_id: assigning another owner needs customer:assign", raw)
+        message = "owner_id: assigning another owner needs customer:assign"
+        return RowError(line, message, tuple(cells))
     fields = (
         data.name, data.email, data.phone, data.website, data.industry, data.tags, owner_id,
     )  # fmt: skip
@@ -315,22 +342,23 @@ def encode_by_shard(
 
 
 def _encode(shard: int, rows: list[ImportRow]) -> ShardBatch:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    ends: list[int] = []
+    records: list[str] = []
     created: list[str] = []
     for row in rows:
-        *fields, external_id, source_key = row.values
-        tags = fields[5]
-        writer.writerow((*fields[:5], _array(tags), fields[6], external_id, source_key))
-        ends.append(buffer.tell())
-        changes = {c: [None, v] for c, v in zip(AUDITED, fields, strict=True) if v is not None}
-        created.append('"' + orjson.dumps(changes).decode().replace('"', '""') + '"')
-    text = buffer.getvalue()
-    starts = [0, *ends[:-1]]
-    # Without the "\n" each record ends with (the shard manager joins them again).
-    records = [text[start : end - 1] for start, end in zip(starts, ends, strict=True)]
+        name, email, phone, website, industry, tags, owner_id, external_id, source_key = row.values
+        records.append(",".join((
+            _text(name), _text(email), _text(phone), _text(website), _text(industry),
+            _text(_array(tags)), str(owner_id), _text(external_id), _text(source_key),
+        )))  # fmt: skip
+        changes = {c: [None, v] for c, v in zip(AUDITED, row.values) if v is not None}  # noqa: B905
+        created.append(_text(orjson.dumps(changes).decode()))
     return ShardBatch(shard, records, created, [row.key for row in rows], [r.line for r in rows])
+
+
+def _text(value: str | None) -> str:
+    """A CSV field as COPY reads it: None an unquoted empty field (NULL), a text always
+    quoted (so that neither a comma, a quote nor a line break in it ends the field)."""
+    return "" if value is None else '"' + value.replace('"', '""') + '"'
 
 
 def _array(items: list[str]) -> str:
