@@ -77,6 +77,14 @@ class StackSettings(BaseSettings):
     # Prometheus (`nextflow up --monitoring`); the Ray dashboard reads its metrics here.
     prometheus_port: int = 56386
     ray_num_cpus: int | None = None
+    # How long Ray keeps a task worker process that has nothing to do (Ray's own default
+    # is 1 s). AI and analytics work runs as Ray tasks (a report, a lexical search, the
+    # search backlog's round every few seconds): with 1 s, nearly every such call started
+    # a fresh Python worker first (1.8-2.7 s for a search after 3 s of quiet, against
+    # 0.1 s warm), and the backlog's rounds kept starting and stopping them (about a
+    # third of a core on an idle 2-core stack). Set on every node (`ray start`'s
+    # environment; kuberay/base/rayservice.yaml sets the same).
+    ray_idle_worker_keep_s: float = Field(default=300.0, ge=1)
     ai_resource: float = 1.0
     # Analytics and AI Ray tasks (ai/runtime.py): what each one asks
     # for. With `ai_resource` 1.0 on the head, 4 tasks run at once at 0.25 each.

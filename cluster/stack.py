@@ -144,6 +144,13 @@ def serve_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
+def worker_pool_env(settings: StackSettings) -> dict[str, str]:
+    """Ray's worker pool for the head (read by its raylet at start): idle task workers
+    kept `ray_idle_worker_keep_s`, not Ray's 1 s (cluster/settings.py says why)."""
+    keep_ms = round(settings.ray_idle_worker_keep_s * 1000)
+    return {"RAY_idle_worker_killing_time_threshold_ms": str(keep_ms)}
+
+
 def find_serve_config(option: Path | None = None) -> Path:
     """`--config`, else ./serve_config.yaml, else the one at the repository root."""
     if option is not None:
@@ -688,7 +695,10 @@ class LocalStack:
 
     def start_ray(self) -> bool:
         settings = self.app_settings()
-        env = {**settings_env(settings), **serve_env(settings), **_dashboard_env(settings)}
+        env = {
+            **settings_env(settings), **serve_env(settings), **_dashboard_env(settings),
+            **worker_pool_env(settings),
+        }  # fmt: skip
         return self.ray_head(env=env).start()
 
     def start_monitoring(self) -> bool:

@@ -18,6 +18,7 @@ import yaml
 
 from cluster import kuberay
 from cluster.settings import Settings, StackSettings
+from cluster.stack import worker_pool_env
 
 KUBERAY = kuberay.KUBERAY_DIR
 CRDS = KUBERAY / "crds"
@@ -481,3 +482,17 @@ def test_the_settings_config_map_names_real_settings() -> None:
         f"{h.removesuffix('-rw')}" for h in [s.catalog_address().host, *servers]
     ) == sorted(clusters)
     assert all(d["spec"]["instances"] == 2 for d in _docs(KUBERAY / "base" / "postgres.yaml"))
+
+
+def test_every_ray_container_keeps_idle_task_workers_as_the_local_stack_does() -> None:
+    """Ray stops a task worker 1 s after its last task unless told otherwise; every
+    Ray node on Kubernetes is told what `nextflow up` tells its head."""
+    (service,) = _docs(KUBERAY / "base" / "rayservice.yaml")
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    wanted = worker_pool_env(StackSettings())
+    assert wanted == {"RAY_idle_worker_killing_time_threshold_ms": "300000"}
+    for pod in pods:
+        (container,) = pod["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in wanted} == wanted, container["name"]
