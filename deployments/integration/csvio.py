@@ -25,6 +25,7 @@ from email_validator.rfc_constants import (
 from pydantic import ValidationError
 from pydantic import networks as pydantic_networks
 
+from cluster import heap
 from deployments.customer.schemas import CustomerCreate, CustomerRead
 from shards.routing import stable_hash
 
@@ -312,16 +313,19 @@ def parse_chunk(
     errors: list[RowError] = []
     read = 0
     line = first_line
-    for cells in reader:
-        if cells:
-            read += 1
-            parsed = parse_row(line, header, cells, caller_id, may_assign)
-            if isinstance(parsed, ImportRow):
-                rows.append(parsed)
-            else:
-                errors.append(parsed)
-        line = first_line + reader.line_num
-    batches = encode_by_shard(rows, lambda key: stable_hash(key or "") % logical_shards)
+    # Tens of thousands of short-lived containers and no cycle: the collections they
+    # triggered were 10-15 % of the parse (`cluster.heap.collections_paused`).
+    with heap.collections_paused():
+        for cells in reader:
+            if cells:
+                read += 1
+                parsed = parse_row(line, header, cells, caller_id, may_assign)
+                if isinstance(parsed, ImportRow):
+                    rows.append(parsed)
+                else:
+                    errors.append(parsed)
+            line = first_line + reader.line_num
+        batches = encode_by_shard(rows, lambda key: stable_hash(key or "") % logical_shards)
     return ParsedChunk(read, errors, batches)
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cluster import heap
 from deployments._kit.errors import Conflict, NotFound, RateLimited, Validation
 from deployments._kit.principal import Principal
 from deployments.integration import csvio, repo
@@ -305,7 +304,7 @@ class IntegrationService:
                 args = (lines, first, header, principal.user_id, may_assign, shards)
                 if remote and self._parse_remote is not None:
                     return await self._parse_remote(*args)
-                return await asyncio.to_thread(parse_chunk, *args)
+                return await asyncio.to_thread(csvio.parse_chunk, *args)
 
             # Up to `parsers` chunks are parsed while up to IN_FLIGHT parsed ones are
             # written (WRITERS batches at a time); they land (and count, and report
@@ -387,21 +386,6 @@ class IntegrationService:
 
         done = await asyncio.gather(*(write(shard, b) for shard, b in batches.items()))
         return sum(c for c, _, _ in done), sum(u for _, u, _ in done), sum(r for _, _, r in done)
-
-
-def parse_chunk(
-    lines: list[str],
-    first_line: int,
-    header: Sequence[str],
-    caller_id: int,
-    may_assign: bool,
-    logical_shards: int,
-) -> csvio.ParsedChunk:
-    """`csvio.parse_chunk` with the cyclic garbage collector paused: a chunk builds
-    tens of thousands of short-lived containers and no cycle, and the collections they
-    triggered cost 10-15 % of the parse (`cluster.heap.collections_paused`)."""
-    with heap.collections_paused():
-        return csvio.parse_chunk(lines, first_line, header, caller_id, may_assign, logical_shards)
 
 
 def _kept(lines: Iterator[str], into: list[str]) -> Iterator[str]:

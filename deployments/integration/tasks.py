@@ -12,15 +12,14 @@ import ray
 
 from cluster.settings import get_settings
 from deployments.integration import csvio
-from deployments.integration.service import parse_chunk
 
-# The task (named `...service.parse_chunk` in the dashboard); a failed parse is not
-# retried: the job fails with its error.
-_parse_chunk = ray.remote(max_retries=0)(parse_chunk)
+# The task (named `...csvio.parse_chunk` in the dashboard); a failed parse is not retried:
+# the job fails with its error.
+_parse_chunk = ray.remote(max_retries=0)(csvio.parse_chunk)
 
 
 async def parse_in_task(*args: Any) -> csvio.ParsedChunk:
-    """`parse_chunk(*args)` in a Ray task (`import_task_num_cpus` of a CPU)."""
+    """`csvio.parse_chunk(*args)` in a Ray task (`import_task_num_cpus` of a CPU)."""
     cpus = get_settings().import_task_num_cpus
     chunk: csvio.ParsedChunk = await _parse_chunk.options(num_cpus=cpus).remote(*args)
     return chunk
