@@ -219,7 +219,7 @@ def parse_row(
         return RowError(line, "a NUL character (PostgreSQL text cannot hold one)", tuple(cells))
     body: dict[str, Any] = {}
     external_id = None
-    for column, cell in zip(header, cells):  # noqa: B905 (lengths checked above)
+    for column, cell in zip(header, cells, strict=True):
         value = cell.strip()
         if not value:
             continue
@@ -354,7 +354,8 @@ def _encode(shard: int, rows: list[ImportRow]) -> ShardBatch:
             _text(name), _text(email), _text(phone), _text(website), _text(industry),
             _text(_array(tags)), str(owner_id), _text(external_id), _text(source_key),
         )))  # fmt: skip
-        changes = {c: [None, v] for c, v in zip(AUDITED, row.values) if v is not None}  # noqa: B905
+        # The audited fields are the first of a row's values.
+        changes = {c: [None, v] for c, v in zip(AUDITED, row.values, strict=False) if v is not None}
         created.append(_text(orjson.dumps(changes).decode()))
     return ShardBatch(shard, records, created, [row.key for row in rows], [r.line for r in rows])
 
