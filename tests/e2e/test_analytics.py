@@ -243,7 +243,8 @@ def _finished(task_id: str, ray_address: str) -> Any:
         state = get_task(task_id, address=ray_address)
         if isinstance(state, list):
             state = state[-1] if state else None
-        if state is not None and state.state == "FINISHED" and state.worker_pid:
+        finished = state is not None and state.state == "FINISHED"
+        if finished and state.required_resources and state.worker_pid:
             return state
         time.sleep(0.5)
     raise AssertionError(f"task {task_id}: no record of it finished on a worker")
