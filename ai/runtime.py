@@ -76,12 +76,20 @@ def runtime() -> TaskRuntime:
     )
 
 
-def read_on(server: ServerSpec, route: Mapping[int, int], calls: Sequence[Call]) -> list[Any]:
-    """Run read-only repo calls on `server`'s manager, one transaction each, in order."""
+def read_on(
+    server: ServerSpec,
+    route: Mapping[int, int],
+    calls: Sequence[Call],
+    min_lsn: int | None = None,
+) -> list[Any]:
+    """Run read-only repo calls on `server`'s manager, one transaction each, in order.
+    `min_lsn`: the caller's read-your-writes position on that server
+    (`shards.consistency.min_lsn_for`), so that a standby answers only once it has
+    replayed the caller's writes; None: any standby in bounds."""
     manager = manager_handle(server)
     values = []
     for database, fn, args in calls:
-        value, _ = ray.get(manager.run.remote(database, fn, args, {}, True, None, route=route))
+        value, _ = ray.get(manager.run.remote(database, fn, args, {}, True, min_lsn, route=route))
         values.append(value)
     return values
 

@@ -118,11 +118,13 @@ def lexical_server(
     limit: int,
     owners: Mapping[str, list[int]] | None = None,
     hidden: Mapping[str, list[str]] | None = None,
+    min_lsn: int | None = None,
 ) -> dict[str, Any]:
     """One server's BM25 statistics and best candidates from the stored index of its
     logical shards `shards`, over the records the caller's read scope reaches
     (`owners`, per kind), matching only the fields its role may see (`hidden`, per
-    kind: a hidden e-mail is not found by searching for it)."""
+    kind: a hidden e-mail is not found by searching for it), read where the caller's
+    writes are (`min_lsn`, `read_on`)."""
     terms = sorted(set(search.tokens(query)))
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.lexical_matches,
@@ -132,7 +134,7 @@ def lexical_server(
     ]  # fmt: skip
     docs = length = 0
     matches: list[Any] = []
-    for n_docs, n_length, found in read_on(server, route, calls):
+    for n_docs, n_length, found in read_on(server, route, calls, min_lsn):
         docs += n_docs
         length += n_length
         matches += found

@@ -109,28 +109,36 @@ class VectorIndex:
         kinds: list[str],
         limit: int,
         owners: Mapping[str, list[int]] | None = None,
+        min_lsn: int | None = None,
     ) -> list[dict[str, Any]]:
         """The `limit` documents of `kinds` on these logical shards of `server` closest
         in meaning to the query (its embedding, any shape holding DIMENSIONS numbers),
         each of a live record the caller may see (`owners`: per kind, the users whose
-        records the caller's role reaches; absent: every record)."""
+        records the caller's role reaches; absent: every record), read where the
+        caller's writes are (`min_lsn`, `read_on`: a record the caller just deleted is
+        not found)."""
         query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
         hits: list[dict[str, Any]] = []
         for kind in kinds:
-            blocks = self._current(server, route, kind, shards)
+            blocks = self._current(server, route, kind, shards, min_lsn)
             scope = (owners or {}).get(kind)
-            hits += self._checked(server, route, kind, shards, blocks, query, limit, scope)
+            hits += self._checked(server, route, kind, shards, blocks, query, limit, scope, min_lsn)
         return search.merge_nearest([hits], limit)
 
     def _current(
-        self, server: ServerSpec, route: Mapping[int, int], kind: str, shards: list[int]
+        self,
+        server: ServerSpec,
+        route: Mapping[int, int],
+        kind: str,
+        shards: list[int],
+        min_lsn: int | None,
     ) -> list[VectorBlock]:
         """The blocks of `kind` on `shards`, read whole the first time, then brought up
         to date with the documents indexed since."""
         database = repo.SOURCES[kind][0]
         fresh = [s for s in shards if (kind, s) not in self.blocks]
         if fresh:  # every fresh block's reads start after this moment
-            (started,) = read_on(server, route, [(database, repo.database_now, ())])
+            (started,) = read_on(server, route, [(database, repo.database_now, ())], min_lsn)
         for shard in fresh:
             block = VectorBlock()
             block.seen = started
@@ -139,6 +147,7 @@ class VectorIndex:
                 (page,) = read_on(
                     server, route,
                     [(database, repo.embeddings_page, (kind, shard, after, LOAD_PAGE))],
+                    min_lsn,
                 )  # fmt: skip
                 block.upsert(page)
                 if len(page) < LOAD_PAGE:
@@ -152,7 +161,7 @@ class VectorIndex:
             slack = timedelta(seconds=max(REFRESH_SLACK_S, 2 * lag))
             since = [self.blocks[kind, s].seen - slack for s in held]  # type: ignore[operator]
             (changed,) = read_on(
-                server, route, [(database, repo.embeddings_since, (kind, held, since))]
+                server, route, [(database, repo.embeddings_since, (kind, held, since))], min_lsn
             )
             by_shard: dict[int, list[tuple[int, bytes | None, str | None]]] = {}
             for record_id, blob, model, indexed_at in changed:
@@ -174,6 +183,7 @@ class VectorIndex:
         query: np.ndarray,
         limit: int,
         owners: list[int] | None,
+        min_lsn: int | None,
     ) -> list[dict[str, Any]]:
         """The best `limit` candidates whose records are live and in the caller's scope
         (`owners`; None: every record's), widening the candidates while too few
@@ -191,6 +201,7 @@ class VectorIndex:
             (visible,) = read_on(
                 server, route,
                 [(database, repo.visible_embedded, (kind, ids, MODEL_NAME, owners))],
+                min_lsn,
             )  # fmt: skip
             titles = dict(visible)
             found = [search.hit(kind, i, titles[i], score) for i, score in candidates
@@ -198,7 +209,7 @@ class VectorIndex:
             if len(found) >= limit or k >= held:
                 return found[:limit]
             if k >= MAX_CANDIDATES:
-                return exact(server, route, shards, kind, query, limit, owners)
+                return exact(server, route, shards, kind, query, limit, owners, min_lsn)
             k = min(held, 8 * k, MAX_CANDIDATES)
 
 
@@ -210,13 +221,15 @@ def exact(
     query: np.ndarray,
     limit: int,
     owners: list[int] | None,
+    min_lsn: int | None = None,
 ) -> list[dict[str, Any]]:
     """The `limit` visible documents closest to `query`, every candidate read from the
-    database (the caller's scope applied there)."""
+    database (the caller's scope applied there, and where its writes are: `min_lsn`)."""
     database = repo.SOURCES[kind][0]
     (found,) = read_on(
         server, route,
         [(database, repo.embedded_documents, (kind, shards, MODEL_NAME, owners))],
+        min_lsn,
     )  # fmt: skip
     rows = [(kind, record_id, title) for record_id, title, _ in found]
     return search.nearest(query, rows, embed.from_bytes([b for _, _, b in found]), limit)

@@ -50,6 +50,7 @@ from ai.vectors import vector_index
 from deployments._kit.events import Event
 from deployments.ai import repo
 from deployments.ai.runs import JobRun
+from shards import consistency
 from shards.client import Shards
 from shards.ids import shard_of
 from shards.routing import ShardMap
@@ -257,21 +258,25 @@ class SearchIndex:
         async def submit(seen: ShardMap) -> list[Any]:
             # Per shard server and mode, over the logical shards it holds: its indexes
             # narrow the read to the matches, and fewer calls answer sooner.
+            # Each server's reads wait for the caller's writes there (read-your-writes:
+            # a record the caller just deleted or changed is not found as it was).
             groups = by_server(seen, range(seen.logical_shards))
             lexical = [
                 lexical_server.options(**task_options()).remote(
-                    server, seen.route(group), group, query, kinds, depth, owners, hidden
+                    server, seen.route(group), group, query, kinds, depth, owners, hidden,
+                    consistency.min_lsn_for(server.name),
                 )
                 for server, group in groups
                 if mode in ("hybrid", "lexical")
-            ]
+            ]  # fmt: skip
             semantic = [
                 vector_index(server.name).nearest.remote(
-                    server, seen.route(group), group, vector, kinds, depth, owners
+                    server, seen.route(group), group, vector, kinds, depth, owners,
+                    consistency.min_lsn_for(server.name),
                 )
                 for server, group in groups
                 if vector is not None
-            ]
+            ]  # fmt: skip
             parts = await asyncio.gather(*lexical, *semantic)
             return [parts[: len(lexical)] if lexical else None,
                     parts[len(lexical) :] if semantic else None]  # fmt: skip

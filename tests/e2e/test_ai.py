@@ -286,6 +286,48 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
     assert until(lambda: top(query, "semantic")[:1] == [reset], 60), top(query, "semantic")
 
 
+async def _replay(s: Settings, standbys: list[tuple[str, int]], action: str) -> None:
+    """`pg_wal_replay_<action>()` ("pause" or "resume") on each standby."""
+    for host, port in standbys:
+        conn = await asyncpg.connect(s.dsn_for(host, port, "postgres"))
+        try:
+            await conn.execute(f"SELECT pg_wal_replay_{action}()")
+        finally:
+            await conn.close()
+
+
+def test_a_search_right_after_a_delete_does_not_find_it_on_a_lagging_standby(
+    serve_app: Settings, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """Read-your-writes in search: with every standby's replay paused, the ticket the
+    caller has just deleted is in neither its next semantic nor its next lexical
+    results: the search's reads wait for the caller's write, so the primaries answer
+    (they went to any standby before, and a deleted ticket came back)."""
+    customer = http.post("/customers", headers=admin, json={"name": "Kettle Works"}).json()
+    body = {"customer_id": customer["id"], "subject": "Kettle whistles",
+            "description": "The kettle whistles all night long."}  # fmt: skip
+    got = http.post("/tickets", headers=admin, json=body)
+    assert got.status_code == 201, got.text
+    ticket = got.json()["id"]
+
+    def found(mode: str) -> bool:
+        params = {"q": "kettle whistles", "types": "ticket", "mode": mode, "limit": 5}
+        answer = http.get("/search", headers=admin, params=params)
+        assert answer.status_code == 200, answer.text
+        return ticket in [h["id"] for h in answer.json()["data"]]
+
+    assert until(lambda: found("lexical") and found("semantic"), 60)
+    lay = asyncio.run(layout(serve_app))
+    standbys = [(h, p + serve_app.replica_port_offset) for h, p in lay.servers.values()]
+    asyncio.run(_replay(serve_app, standbys, "pause"))
+    try:
+        assert http.delete(f"/tickets/{ticket}", headers=admin).status_code == 204
+        assert not found("semantic")
+        assert not found("lexical")
+    finally:
+        asyncio.run(_replay(serve_app, standbys, "resume"))
+
+
 def test_semantic_search_keeps_to_the_callers_scope(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
