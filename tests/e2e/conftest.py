@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import ray
@@ -141,6 +142,17 @@ def agent(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def viewer(http: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
     return make_user(http, admin, "viewer")
+
+
+async def set_replay(s: Settings, primary_port: int, paused: bool) -> None:
+    """Pause or resume WAL replay on the standby of the local shard server whose
+    primary listens on `primary_port`."""
+    standby = primary_port + s.replica_port_offset
+    conn = await asyncpg.connect(s.dsn_for(s.host, standby, "postgres"))
+    try:
+        await conn.execute(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
+    finally:
+        await conn.close()
 
 
 def until(check: Any, timeout: float = 15.0, every: float = 0.1) -> Any:

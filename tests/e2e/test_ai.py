@@ -21,7 +21,7 @@ from cluster.settings import Settings
 from deployments.ai.indexing import IMPORTED
 from tests.chat_server import ChatServer
 from tests.e2e.analytics_data import Layout, generate_leads, layout, on_each_server, remove
-from tests.e2e.conftest import make_user, until
+from tests.e2e.conftest import make_user, set_replay, until
 
 pytestmark = pytest.mark.e2e
 TAG = "aitest"
@@ -286,16 +286,6 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
     assert until(lambda: top(query, "semantic")[:1] == [reset], 60), top(query, "semantic")
 
 
-async def _replay(s: Settings, standbys: list[tuple[str, int]], action: str) -> None:
-    """`pg_wal_replay_<action>()` ("pause" or "resume") on each standby."""
-    for host, port in standbys:
-        conn = await asyncpg.connect(s.dsn_for(host, port, "postgres"))
-        try:
-            await conn.execute(f"SELECT pg_wal_replay_{action}()")
-        finally:
-            await conn.close()
-
-
 def test_a_search_right_after_a_delete_does_not_find_it_on_a_lagging_standby(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str]
 ) -> None:
@@ -317,15 +307,19 @@ def test_a_search_right_after_a_delete_does_not_find_it_on_a_lagging_standby(
         return ticket in [h["id"] for h in answer.json()["data"]]
 
     assert until(lambda: found("lexical") and found("semantic"), 60)
-    lay = asyncio.run(layout(serve_app))
-    standbys = [(h, p + serve_app.replica_port_offset) for h, p in lay.servers.values()]
-    asyncio.run(_replay(serve_app, standbys, "pause"))
+    ports = [port for _, port in asyncio.run(layout(serve_app)).servers.values()]
+
+    async def replay(paused: bool) -> None:
+        for port in ports:
+            await set_replay(serve_app, port, paused)
+
+    asyncio.run(replay(paused=True))
     try:
         assert http.delete(f"/tickets/{ticket}", headers=admin).status_code == 204
         assert not found("semantic")
         assert not found("lexical")
     finally:
-        asyncio.run(_replay(serve_app, standbys, "resume"))
+        asyncio.run(replay(paused=False))
 
 
 def test_semantic_search_keeps_to_the_callers_scope(

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import httpx
 import pytest
 
 from cluster.settings import Settings
 from shards import consistency, ids
+from tests.e2e.conftest import set_replay
 
 pytestmark = pytest.mark.e2e
 TOKEN = consistency.HEADER
-
-
-async def _set_replay(s: Settings, port: int, paused: bool) -> None:
-    conn = await asyncpg.connect(s.dsn_for(s.host, port + s.replica_port_offset, "postgres"))
-    try:
-        await conn.execute(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
-    finally:
-        await conn.close()
 
 
 def test_token_makes_reads_see_the_write(
@@ -36,7 +28,7 @@ def test_token_makes_reads_see_the_write(
     primary_port = s.shard_base_port + server_index
     url = f"/customers/{customer['id']}"
 
-    asyncio.run(_set_replay(s, primary_port, paused=True))
+    asyncio.run(set_replay(s, primary_port, paused=True))
     try:
         updated = http.patch(url, headers={**admin, TOKEN: first}, json={"name": "After"})
         assert updated.status_code == 200
@@ -48,7 +40,7 @@ def test_token_makes_reads_see_the_write(
             seen = http.get(url, headers={**admin, TOKEN: second})
             assert seen.status_code == 200 and seen.json()["name"] == "After"
     finally:
-        asyncio.run(_set_replay(s, primary_port, paused=False))
+        asyncio.run(set_replay(s, primary_port, paused=False))
 
     assert TOKEN not in http.get(url, headers=admin).headers  # reads issue no token
     bad = http.get(url, headers={**admin, TOKEN: "not-a-token"})
@@ -64,7 +56,7 @@ def test_a_caller_sees_its_own_writes_without_sending_the_token(
     primary_port = s.shard_base_port + server_index
     url = f"/customers/{customer['id']}"
 
-    asyncio.run(_set_replay(s, primary_port, paused=True))
+    asyncio.run(set_replay(s, primary_port, paused=True))
     try:
         # A client that ignores NextFlow-Read-After: the gateway remembers for it.
         assert http.patch(url, headers=admin, json={"name": "Changed"}).status_code == 200
@@ -73,4 +65,4 @@ def test_a_caller_sees_its_own_writes_without_sending_the_token(
         assert http.delete(url, headers=admin).status_code == 204
         assert http.get(url, headers=admin).status_code == 404
     finally:
-        asyncio.run(_set_replay(s, primary_port, paused=False))
+        asyncio.run(set_replay(s, primary_port, paused=False))
