@@ -1,7 +1,7 @@
 """Sharded PostgreSQL: the shard map, ShardManager actors, routing, global ids,
 migrations and scatter-gather. Services use `Shards` and `Database`."""
 
-from shards.connections import ReadConn, WriteConn
+from shards.connections import ReadConn, WriteConn, single_statement
 from shards.errors import DatabaseError, ShardUnavailable
 from shards.routing import ShardMap, ShardNotFound, stable_hash
 
@@ -12,5 +12,6 @@ __all__ = [
     "ShardNotFound",
     "ShardUnavailable",
     "WriteConn",
+    "single_statement",
     "stable_hash",
 ]

@@ -1,12 +1,24 @@
 """Typed connections: a function that writes takes a `WriteConn` and cannot be handed
 to `read()`, which supplies only a `ReadConn` (a read-only transaction, and later a
-replica). A read function may run inside a write: `WriteConn` is a `ReadConn`."""
+replica). A read function may run inside a write: `WriteConn` is a `ReadConn`.
+
+A read function that sends exactly one statement may say so with `@single_statement`:
+read alone, it then runs without `BEGIN READ ONLY` / `COMMIT` around it (one statement
+is its own snapshot), two round trips fewer on the hottest reads.
+
+Functions handed to a `ShardManager` run inside a transaction and must leave no
+session state behind (no plain `SET`, `LISTEN`, session advisory locks or temporary
+tables that outlive the transaction): connections go back to the pool as they are.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
 
@@ -18,3 +30,16 @@ if TYPE_CHECKING:
 
 else:
     ReadConn = WriteConn = asyncpg.Connection
+
+
+def single_statement(fn: F) -> F:
+    """Mark a read function that sends one statement and nothing else, so a read runs
+    it outside an explicit transaction. A function that may send a second statement
+    (a follow-up query, a lookup per row) must not be marked: its statements would
+    each see a different snapshot."""
+    fn.single_statement = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_single_statement(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "single_statement", False) is True

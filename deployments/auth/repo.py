@@ -12,7 +12,7 @@ from deployments._kit.listing import Order, Position
 from deployments._kit.principal import Scope
 from deployments._kit.sql import Params, Stale, keyset_page
 from deployments.auth.schemas import ApiKeyRead, RoleRead, TeamRead, UserListQuery, UserRead
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 _USER = "id, email, name, role, team_id, is_active, version, created_at, updated_at, last_login_at"
 _TEAM = "id, name, created_at"
@@ -115,6 +115,7 @@ async def create_user(
     return UserRead.model_validate(dict(row))
 
 
+@single_statement
 async def get_user(conn: ReadConn, user_id: int) -> UserRead | None:
     row = await conn.fetchrow(f"SELECT {_USER} FROM users WHERE id = $1", user_id)
     return None if row is None else UserRead.model_validate(dict(row))

@@ -30,7 +30,7 @@ from deployments.customer.schemas import (
     CustomerListQuery,
     CustomerRead,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 _CUSTOMER = (
     "id, name, email, phone, website, industry, tags, custom_fields, owner_id,"
@@ -121,6 +121,7 @@ async def create_customer_from_source(
     return created
 
 
+@single_statement
 async def get_customer(
     conn: ReadConn, customer_id: int, owners: frozenset[int] | None = None
 ) -> CustomerRead | None:
@@ -195,6 +196,7 @@ def _customer_filters(
     return where
 
 
+@single_statement
 async def list_customers(
     conn: ReadConn,
     shards: list[int],
@@ -213,6 +215,7 @@ async def list_customers(
     return [CustomerRead.model_validate(dict(r)) for r in rows]
 
 
+@single_statement
 async def count_customers(
     conn: ReadConn,
     shards: list[int],
@@ -295,6 +298,7 @@ async def create_contact_from_source(
     return created
 
 
+@single_statement
 async def get_contact(
     conn: ReadConn, contact_id: int, owners: frozenset[int] | None = None
 ) -> ContactRead | None:

@@ -42,7 +42,7 @@ from deployments.marketing.schemas import (
     MemberListQuery,
     MemberRead,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -142,6 +142,7 @@ async def create_lead(
     return lead
 
 
+@single_statement
 async def get_lead(
     conn: ReadConn, lead_id: int, owners: frozenset[int] | None = None
 ) -> LeadRead | None:

@@ -20,7 +20,7 @@ from deployments.product.schemas import (
     ProductRead,
     QuoteLine,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,6 +52,7 @@ async def create_product(conn: WriteConn, data: ProductCreate, actor_id: int) ->
     return product
 
 
+@single_statement
 async def get_product(conn: ReadConn, product_id: int) -> ProductRead | None:
     row = await conn.fetchrow(
         f"SELECT {_PRODUCT} FROM products WHERE id = $1 AND deleted_at IS NULL", product_id
@@ -59,6 +60,7 @@ async def get_product(conn: ReadConn, product_id: int) -> ProductRead | None:
     return None if row is None else ProductRead.model_validate(dict(row))
 
 
+@single_statement
 async def get_products(conn: ReadConn, product_ids: list[int]) -> list[ProductRead]:
     rows = await conn.fetch(
         f"SELECT {_PRODUCT} FROM products WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL",

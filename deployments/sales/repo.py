@@ -40,7 +40,7 @@ from deployments.sales.schemas import (
     StageCreate,
     StageRead,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 from shards.ids import shard_sql
 
 
@@ -479,6 +479,7 @@ async def _record_stage_change(
     )
 
 
+@single_statement
 async def get_deal(
     conn: ReadConn, deal_id: int, owners: frozenset[int] | None = None
 ) -> DealRead | None:
@@ -491,6 +492,7 @@ async def get_deal(
     return None if row is None else _deal(row)
 
 
+@single_statement
 async def get_deal_by_source_key(conn: ReadConn, source_key: str) -> DealRead | None:
     """The deal made with `source_key`, whoever owns it (idempotent creates)."""
     row = await conn.fetchrow(f"SELECT {_DEAL} FROM deals WHERE source_key = $1", source_key)

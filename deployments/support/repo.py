@@ -35,7 +35,7 @@ from deployments.support.schemas import (
     TicketListQuery,
     TicketRead,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 from shards.ids import shard_sql
 
 _TICKET = (
@@ -176,6 +176,7 @@ async def _emit(
     await emit(conn, type, "ticket", record.id, data, actor_id)
 
 
+@single_statement
 async def get_ticket(
     conn: ReadConn, ticket_id: int, owners: frozenset[int] | None = None
 ) -> TicketRead | None:
