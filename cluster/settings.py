@@ -314,12 +314,15 @@ class Settings(StackSettings):
     import_max_rows: int = Field(default=5_000_000, ge=1)
     import_max_running_per_user: int = Field(default=2, ge=1)
 
-    # Events (shards/relay.py, deployments/_kit/consumer.py): how often each server's
-    # relay looks for unsent outbox rows and how many it publishes per database per pass;
+    # Events (shards/relay.py, deployments/_kit/consumer.py): each server's relay looks
+    # for unsent outbox rows when a write commits there, at most every
+    # `outbox_poll_interval_s`, and every `outbox_idle_poll_s` with no write; how many it
+    # publishes per database per pass;
     # sent rows are deleted after `outbox_retention_s`, consumers' processed-event marks
     # after `processed_events_retention_s` (keep it longer than any redelivery can take);
     # the stream is trimmed to about `event_stream_maxlen` entries.
     outbox_poll_interval_s: float = Field(default=0.25, gt=0)
+    outbox_idle_poll_s: float = Field(default=5.0, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10000)
     outbox_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
     outbox_cleanup_interval_s: float = Field(default=300.0, gt=0)

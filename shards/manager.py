@@ -25,9 +25,11 @@ then see the map the manager holds by then (after a move: `ShardMoved`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -177,6 +179,11 @@ class ShardManager:
         self._frozen: dict[int, _Freeze] = {}
         self._in_flight: dict[int, int] = {}
         self._write_done = asyncio.Condition()
+        # Writes committed here per database, for the outbox relay's long poll
+        # (`next_commits`); the epoch tells a restarted manager's counts apart.
+        self._epoch = secrets.token_hex(8)
+        self._commits: dict[str, int] = {}
+        self._commit_seen = asyncio.Event()
         heap.settle()
 
     # -- topology ----------------------------------------------------------------------
@@ -664,6 +671,8 @@ class ShardManager:
                         async with conn.transaction(readonly=readonly):
                             value = await fn(conn, *args, **kwargs)
                 lsn = int(await conn.fetchval(f"SELECT {_LSN}")) if with_lsn else None
+            if not readonly:
+                self._note_commit(database)
             # After commit: that position is at or past our commit record.
             took_ms = (time.perf_counter() - began) * 1e3
             metrics.queries.observe(took_ms, tags={**tags, "kind": "read" if readonly else "write"})
@@ -681,6 +690,22 @@ class ShardManager:
         except _CONNECTION_ERRORS as exc:
             metrics.query_errors.inc(tags={**tags, "error": "unavailable"})
             raise ShardUnavailable(self._name, type(exc).__name__) from None
+
+    def _note_commit(self, database: str) -> None:
+        self._commits[database] = self._commits.get(database, 0) + 1
+        self._commit_seen.set()
+        self._commit_seen = asyncio.Event()  # the next wait waits for the next commit
+
+    async def next_commits(
+        self, epoch: str | None, seen: Mapping[str, int], timeout_s: float
+    ) -> tuple[str, dict[str, int]]:
+        """A long poll: this manager's epoch and per-database commit counts, as soon as
+        they differ from what the caller saw (`epoch`, `seen`), or after `timeout_s`
+        if nothing commits. The outbox relay waits here instead of polling."""
+        if epoch == self._epoch and dict(seen) == self._commits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_seen.wait(), timeout_s)
+        return self._epoch, dict(self._commits)
 
     async def close(self) -> None:
         """Stop monitoring and close every connection (used outside Ray, e.g. tests)."""

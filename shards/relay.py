@@ -2,13 +2,20 @@
 
 Every sharded database has an `outbox` table (`deployments/_kit/events.py`,
 `_sharded/0003_outbox.sql`) that repo functions append to in the same transaction as
-their change. The relay of a server loops over every sharded database on it:
+their change. The relay of a server loops over the sharded databases on it:
 
 1. read up to `outbox_batch_size` unsent rows of the logical shards the server owns,
    in id order (`WHERE sent_at IS NULL ORDER BY id LIMIT n`, on the primary);
 2. `XADD` each to `EVENT_STREAM` (fields `id` = event id, `type`, `event` = the Event
    JSON), in that order, in one pipeline;
-3. `UPDATE outbox SET sent_at = now() WHERE id = ANY(...)`.
+3. `UPDATE outbox SET sent_at = now() WHERE id = ANY(...)`;
+4. wait for a reason to look again: its `ShardManager` answers a long poll
+   (`next_commits`) when a write commits there, and the next pass reads the databases
+   written since; with no write for `outbox_idle_poll_s`, it reads them all (rows no
+   write announced: a shard moved in, a restarted manager). Passes stay at least
+   `outbox_poll_interval_s` apart. So an event leaves at once on a quiet server, an
+   idle relay costs a query every few seconds, not four a second per database, and
+   the fallback pass keeps the guarantee below without trusting the wake-ups.
 
 Guarantees. Nothing is lost: a row is marked only after Redis accepted it, and a
 rollback never leaves a row behind. Nothing is re-ordered per aggregate: one relay
@@ -187,6 +194,14 @@ class _Crash:
     fired: int = field(default=0)
 
 
+@dataclass(frozen=True)
+class _Commits:
+    """What a relay last heard of its manager's commits (`ShardManager.next_commits`)."""
+
+    epoch: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 class Relay:
     """Publishes one server's outbox rows. As a Ray actor (`relay_handle`) it runs its
     loop from its constructor; in-process (tests) call `publish_once()` or `start()`."""
@@ -254,8 +269,10 @@ class Relay:
         return value
 
     # -- one pass -------------------------------------------------------------------
-    async def publish_once(self) -> int:
-        """One batch per database. Returns how many events were published."""
+    async def publish_once(self, databases: Iterable[str] | None = None) -> int:
+        """One batch per database (of `databases`, default all). Returns how many
+        events were published."""
+        databases = self._databases if databases is None else tuple(databases)
         self._loops += 1
         try:
             owned, route = await self._owned()
@@ -269,7 +286,7 @@ class Relay:
             return 0
         total = 0
         for database, unsent in zip(
-            self._databases, await self._fetch_unsent(owned, route), strict=True
+            databases, await self._fetch_unsent(owned, route, databases), strict=True
         ):
             try:
                 value, _ = unsent.unwrap()  # (what fetch_unsent returned, no LSN)
@@ -283,9 +300,10 @@ class Relay:
         self._publish_metrics()
         return total
 
-    async def _fetch_unsent(self, owned: list[int], route: dict[int, int]) -> list[Outcome]:
-        """Every database's next batch in one actor call (most passes find nothing, so
-        an idle relay costs one call per pass, not one per database)."""
+    async def _fetch_unsent(
+        self, owned: list[int], route: dict[int, int], databases: tuple[str, ...]
+    ) -> list[Outcome]:
+        """Each database's next batch, all in one actor call."""
         calls = [
             ShardCall(
                 (
@@ -298,12 +316,12 @@ class Relay:
                 ),
                 route=route,
             )  # fmt: skip
-            for db in self._databases
+            for db in databases
         ]
         try:
             outcomes: list[Outcome] = await self._manager.run_batch.remote(calls)
         except Exception as exc:  # the manager restarting: every database failed
-            return [Outcome(error=exc) for _ in self._databases]
+            return [Outcome(error=exc) for _ in databases]
         return outcomes
 
     async def _publish_database(
@@ -385,17 +403,42 @@ class Relay:
 
     async def _loop(self) -> None:
         s = self._settings
+        databases, seen = self._databases, _Commits()
         while True:
+            began = time.monotonic()
             try:
-                published = await self.publish_once()
+                published = await self.publish_once(databases)
                 if time.monotonic() - self._last_cleanup > s.outbox_cleanup_interval_s:
                     self._last_cleanup = time.monotonic()
                     await self.cleanup_once()
             except Exception as exc:  # the loop must outlive any one bad pass
                 published = 0
                 log.warning("relay %s: %r", self._server.name, exc)
-            if published < s.outbox_batch_size:  # a full batch: go on at once
-                await asyncio.sleep(s.outbox_poll_interval_s)
+            if published >= s.outbox_batch_size:  # a full batch: go on at once
+                continue
+            databases, seen = await self._next_pass(seen)
+            # However often writes wake it, passes stay `outbox_poll_interval_s` apart.
+            await asyncio.sleep(max(0.0, began + s.outbox_poll_interval_s - time.monotonic()))
+
+    async def _next_pass(self, seen: _Commits) -> tuple[tuple[str, ...], _Commits]:
+        """Waits for a reason to look again, and says where: at the first write that
+        commits through the server's manager, the databases written since `seen`; after
+        `outbox_idle_poll_s` with none, every database (rows no write here announced:
+        a shard moved in, a manager restarted, a tool's own SQL)."""
+        s = self._settings
+        try:
+            epoch, counts = await self._manager.next_commits.remote(
+                seen.epoch, seen.counts, s.outbox_idle_poll_s
+            )
+        except Exception as exc:  # the manager restarting: look everywhere, soon
+            log.warning("relay %s: waiting for commits: %r", self._server.name, exc)
+            await asyncio.sleep(s.outbox_poll_interval_s)
+            return self._databases, _Commits()
+        now = _Commits(epoch, counts)
+        if epoch != seen.epoch:
+            return self._databases, now
+        written = tuple(db for db in self._databases if counts.get(db, 0) != seen.counts.get(db, 0))
+        return written or self._databases, now
 
     # -- operations -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

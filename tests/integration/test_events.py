@@ -47,12 +47,12 @@ class Env:
         return InProcess(self.managers[spec.name])
 
     def relay(self, server: str, **kw: Any) -> Relay:
+        kw.setdefault("settings", self.settings)
         return Relay(
             self.shards.map.servers[server],
             manager_for=self.manager_for,
             redis=self.redis,
             databases=("customer",),
-            settings=self.settings,
             **kw,
         )
 
@@ -450,3 +450,65 @@ async def test_cleanup_deletes_only_sent_rows_and_marks_past_retention(env: Env)
         server, "SELECT event_id FROM processed_events WHERE consumer = 'cleanup'"
     )
     assert [m["event_id"] for m in marks] == [new_mark]
+
+
+async def _sent_within(env: Env, server: str, customer_id: int, timeout_s: float) -> float:
+    """Seconds until every outbox row of `customer_id` is marked sent."""
+    began = asyncio.get_running_loop().time()
+    while True:
+        rows = await _outbox(env, server, customer_id)
+        waited = asyncio.get_running_loop().time() - began
+        if rows and all(r["sent_at"] is not None for r in rows):
+            return waited
+        assert waited < timeout_s, f"not published within {timeout_s} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_write_wakes_the_relay_and_an_idle_relay_does_not_poll(env: Env) -> None:
+    shard = env.shards.place()
+    server = env.shards.map.server_for_shard(shard).name
+    relay = env.relay(
+        server,
+        settings=env.settings.model_copy(
+            update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": 60.0}
+        ),
+    )
+    await relay.start()
+    try:
+        await asyncio.sleep(1.0)  # its first passes publish what earlier tests left
+        passes = relay.stats()["passes"]
+        await asyncio.sleep(1.0)
+        assert relay.stats()["passes"] == passes  # idle: no pass for the idle poll's 60 s
+        customer = await env.shards.write(
+            shard, repo.create_customer, shard, CustomerCreate(name="woken"), None, None
+        )
+        # Published at the write, not at the next idle poll 60 s away.
+        assert await _sent_within(env, server, customer.id, timeout_s=10) < 10
+        assert relay.stats()["passes"] > passes
+    finally:
+        await relay.stop()
+
+
+async def test_rows_no_write_announced_are_published_by_the_idle_poll(env: Env) -> None:
+    shard = env.shards.place()
+    server = env.shards.map.server_for_shard(shard).name
+    relay = env.relay(
+        server,
+        settings=env.settings.model_copy(
+            update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": 2.0}
+        ),
+    )
+    # Written through another manager of the server (another process, as after a
+    # restart): the relay's manager never hears of it.
+    other = ShardManager(env.shards.map.servers[server])
+    await relay.start()
+    try:
+        await asyncio.sleep(1.0)  # past its first passes, waiting on its manager
+        customer, _ = await other.run(
+            "customer", repo.create_customer, (shard, CustomerCreate(name="quiet"), None, None),
+            {}, False,
+        )  # fmt: skip
+        assert await _sent_within(env, server, customer.id, timeout_s=10) < 10
+    finally:
+        await relay.stop()
+        await other.close()
