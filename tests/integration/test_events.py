@@ -464,15 +464,19 @@ async def _sent_within(env: Env, server: str, customer_id: int, timeout_s: float
         await asyncio.sleep(0.05)
 
 
-async def test_a_write_wakes_the_relay_and_an_idle_relay_does_not_poll(env: Env) -> None:
+def _waking_relay(env: Env, idle_poll_s: float) -> tuple[int, str, Relay]:
+    """A new customer's shard, its server, and a relay of that server that passes at
+    most every 0.05 s and looks everywhere every `idle_poll_s` with no write."""
     shard = env.shards.place()
     server = env.shards.map.server_for_shard(shard).name
-    relay = env.relay(
-        server,
-        settings=env.settings.model_copy(
-            update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": 60.0}
-        ),
+    settings = env.settings.model_copy(
+        update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": idle_poll_s}
     )
+    return shard, server, env.relay(server, settings=settings)
+
+
+async def test_a_write_wakes_the_relay_and_an_idle_relay_does_not_poll(env: Env) -> None:
+    shard, server, relay = _waking_relay(env, idle_poll_s=60.0)
     await relay.start()
     try:
         await asyncio.sleep(1.0)  # its first passes publish what earlier tests left
@@ -490,14 +494,7 @@ async def test_a_write_wakes_the_relay_and_an_idle_relay_does_not_poll(env: Env)
 
 
 async def test_rows_no_write_announced_are_published_by_the_idle_poll(env: Env) -> None:
-    shard = env.shards.place()
-    server = env.shards.map.server_for_shard(shard).name
-    relay = env.relay(
-        server,
-        settings=env.settings.model_copy(
-            update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": 2.0}
-        ),
-    )
+    shard, server, relay = _waking_relay(env, idle_poll_s=2.0)
     # Written through another manager of the server (another process, as after a
     # restart): the relay's manager never hears of it.
     other = ShardManager(env.shards.map.servers[server])

@@ -4,8 +4,11 @@ and no call is followed by asyncpg's session reset."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from cluster.settings import Settings
 from shards import single_statement
@@ -54,34 +57,36 @@ async def _last_statements(settings: Settings, application: str) -> list[str]:
     return [r["query"] for r in rows]
 
 
-async def test_a_single_statement_read_goes_without_begin_and_commit(
-    stack: object, stack_settings: Settings
-) -> None:
+@pytest_asyncio.fixture(loop_scope="session")
+async def manager(stack: object, stack_settings: Settings) -> AsyncIterator[ShardManager]:
+    """shard1's manager, in process."""
     s = stack_settings
     manager = ShardManager(ServerSpec("shard1", s.host, s.shard_base_port))
     try:
-        (inside, _) = await manager.run("customer", _in_a_transaction, (), {}, True, _PRIMARY)
-        assert inside is True
-        (inside, _) = await manager.run("customer", _marked, (), {}, True, _PRIMARY)
-        assert inside is False
+        yield manager
     finally:
         await manager.close()
+
+
+async def test_a_single_statement_read_goes_without_begin_and_commit(
+    manager: ShardManager,
+) -> None:
+    (inside, _) = await manager.run("customer", _in_a_transaction, (), {}, True, _PRIMARY)
+    assert inside is True
+    (inside, _) = await manager.run("customer", _marked, (), {}, True, _PRIMARY)
+    assert inside is False
 
 
 async def test_released_connections_keep_no_failed_transaction_and_get_no_reset(
-    stack: object, stack_settings: Settings
+    manager: ShardManager, stack_settings: Settings
 ) -> None:
     s = stack_settings
-    manager = ShardManager(ServerSpec("shard1", s.host, s.shard_base_port))
-    try:
-        for _ in range(s.pool_max_size + 1):  # every connection of the pool, and one again
-            with pytest.raises(DatabaseError) as failed:
-                await manager.run("customer", _write_then_fail, ("rolled back",), {}, False)
-            assert failed.value.sqlstate == "22012"
-        (count, _) = await manager.run("customer", _count, ("rolled back",), {}, False)
-        assert count == 0
-        statements = await _last_statements(s, "nextflow-shard1")
-        assert statements, "the pool's idle connections are visible"
-        assert not [q for q in statements if "RESET ALL" in q], statements
-    finally:
-        await manager.close()
+    for _ in range(s.pool_max_size + 1):  # every connection of the pool, and one again
+        with pytest.raises(DatabaseError) as failed:
+            await manager.run("customer", _write_then_fail, ("rolled back",), {}, False)
+        assert failed.value.sqlstate == "22012"
+    (count, _) = await manager.run("customer", _count, ("rolled back",), {}, False)
+    assert count == 0
+    statements = await _last_statements(s, "nextflow-shard1")
+    assert statements, "the pool's idle connections are visible"
+    assert not [q for q in statements if "RESET ALL" in q], statements
