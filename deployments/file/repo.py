@@ -8,7 +8,7 @@ from deployments._kit.history import record_change
 from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, keyset_page
 from deployments.file.schemas import FileCommit, FileContent, FileListQuery, FileRead
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 _FILE = (
     "id, owner_type, owner_id, filename, content_type, size_bytes, sha256, uploaded_by,"
@@ -47,6 +47,7 @@ async def create_file(
     return created
 
 
+@single_statement
 async def get_file(conn: ReadConn, file_id: int) -> FileContent | None:
     row = await conn.fetchrow(
         f"SELECT {_FILE}, blob_key FROM files WHERE id = $1 AND deleted_at IS NULL", file_id

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from deployments._kit.events import emit
 from deployments._kit.types import Id
 from deployments.integration.csvio import AUDITED, COPY_COLUMNS, ShardBatch
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 from shards.ids import shard_sql
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -83,6 +83,7 @@ async def create_job_capped(
     return await create_job(conn, kind, created_by)
 
 
+@single_statement
 async def get_job(conn: ReadConn, job_id: int) -> JobRead | None:
     row = await conn.fetchrow(f"SELECT {_JOB} FROM jobs WHERE id = $1", job_id)
     return None if row is None else _job(row)

@@ -214,6 +214,7 @@ def _lead_filters(
     return where
 
 
+@single_statement
 async def list_leads(
     conn: ReadConn,
     shards: list[int],
@@ -232,6 +233,7 @@ async def list_leads(
     return [_lead(r) for r in rows]
 
 
+@single_statement
 async def count_leads(
     conn: ReadConn,
     shards: list[int],

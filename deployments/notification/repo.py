@@ -16,7 +16,7 @@ from deployments.notification.schemas import (
     NotificationRead,
     PreferencesRead,
 )
-from shards import ReadConn, WriteConn
+from shards import ReadConn, WriteConn, single_statement
 
 _NOTE = (
     "id, recipient_id, event_id, event_type, title, body, data, read_at IS NOT NULL AS read,"
@@ -126,6 +126,7 @@ async def email_failed(conn: WriteConn, email_id: int, error: str) -> bool:
 
 
 # -- the inbox -------------------------------------------------------------------------
+@single_statement
 async def list_notifications(
     conn: ReadConn,
     user_id: int,

@@ -91,6 +91,7 @@ async def set_product_deleted(
     )  # fmt: skip
 
 
+@single_statement
 async def list_products(
     conn: ReadConn, query: ProductListQuery, order: Order, position: Position | None
 ) -> list[ProductRead]:

@@ -645,6 +645,7 @@ def _deal_filters(
     return where
 
 
+@single_statement
 async def list_deals(
     conn: ReadConn,
     shards: list[int],
@@ -663,6 +664,7 @@ async def list_deals(
     return [_deal(r) for r in rows]
 
 
+@single_statement
 async def count_deals(
     conn: ReadConn,
     shards: list[int],

@@ -374,6 +374,7 @@ def _ticket_filters(
     return where
 
 
+@single_statement
 async def list_tickets(
     conn: ReadConn,
     shards: list[int],
@@ -392,6 +393,7 @@ async def list_tickets(
     return [ticket(r) for r in rows]
 
 
+@single_statement
 async def count_tickets(
     conn: ReadConn,
     shards: list[int],
