@@ -13,9 +13,11 @@ their change. The relay of a server loops over the sharded databases on it:
    (`next_commits`) when a write commits there, and the next pass reads the databases
    written since; with no write for `outbox_idle_poll_s`, it reads them all (rows no
    write announced: a shard moved in, a restarted manager). Passes stay at least
-   `outbox_poll_interval_s` apart. So an event leaves at once on a quiet server, an
-   idle relay costs a query every few seconds, not four a second per database, and
-   the fallback pass keeps the guarantee below without trusting the wake-ups.
+   `outbox_poll_interval_s` apart, and a database whose pass failed (Redis or
+   PostgreSQL refused) is tried again after that interval without waiting. So an
+   event leaves at once on a quiet server, an idle relay costs a query every few
+   seconds, not four a second per database, and the fallback pass keeps the
+   guarantee below without trusting the wake-ups.
 
 Guarantees. Nothing is lost: a row is marked only after Redis accepted it, and a
 rollback never leaves a row behind. Nothing is re-ordered per aggregate: one relay
@@ -239,6 +241,7 @@ class Relay:
         self._loops = 0
         self._groups = tuple(groups)
         self._groups_checked = -_GROUPS_CHECK_S
+        self.failed: tuple[str, ...] = ()  # databases whose last pass did not finish
 
     # -- ownership ------------------------------------------------------------------
     async def _owned(self, force: bool = False) -> tuple[list[int], dict[int, int]]:
@@ -271,17 +274,20 @@ class Relay:
     # -- one pass -------------------------------------------------------------------
     async def publish_once(self, databases: Iterable[str] | None = None) -> int:
         """One batch per database (of `databases`, default all). Returns how many
-        events were published."""
+        events were published; `self.failed` names the databases to try again."""
         databases = self._databases if databases is None else tuple(databases)
         self._loops += 1
+        self.failed = databases
         try:
             owned, route = await self._owned()
         except (ShardUnavailable, RayActorError, OSError) as exc:
             log.warning("relay %s: shard map unavailable: %r", self._server.name, exc)
             return 0
+        failed: list[str] = []
         if not owned:
             for db in self._databases:
                 self._state[db].backlog, self._state[db].oldest_age_s = 0, 0.0
+            self.failed = ()
             self._publish_metrics()
             return 0
         total = 0
@@ -293,10 +299,13 @@ class Relay:
                 total += await self._publish_database(database, value, route)
                 self._state[database].last_error = None
             except StaleShardMap:
+                failed.append(database)
                 await self._owned(force=True)
             except Exception as exc:  # one bad database must not stop the others
+                failed.append(database)
                 self._state[database].last_error = repr(exc)
                 log.warning("relay %s/%s: %r", self._server.name, database, exc)
+        self.failed = tuple(failed)
         self._publish_metrics()
         return total
 
@@ -416,7 +425,10 @@ class Relay:
                 log.warning("relay %s: %r", self._server.name, exc)
             if published >= s.outbox_batch_size:  # a full batch: go on at once
                 continue
-            databases, seen = await self._next_pass(seen)
+            if self.failed:  # Redis or the database refused: again at the next interval
+                databases = self.failed
+            else:
+                databases, seen = await self._next_pass(seen)
             # However often writes wake it, passes stay `outbox_poll_interval_s` apart.
             await asyncio.sleep(max(0.0, began + s.outbox_poll_interval_s - time.monotonic()))
 

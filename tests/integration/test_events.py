@@ -48,10 +48,10 @@ class Env:
 
     def relay(self, server: str, **kw: Any) -> Relay:
         kw.setdefault("settings", self.settings)
+        kw.setdefault("redis", self.redis)
         return Relay(
             self.shards.map.servers[server],
             manager_for=self.manager_for,
-            redis=self.redis,
             databases=("customer",),
             **kw,
         )
@@ -464,7 +464,7 @@ async def _sent_within(env: Env, server: str, customer_id: int, timeout_s: float
         await asyncio.sleep(0.05)
 
 
-def _waking_relay(env: Env, idle_poll_s: float) -> tuple[int, str, Relay]:
+def _waking_relay(env: Env, idle_poll_s: float, **kw: Any) -> tuple[int, str, Relay]:
     """A new customer's shard, its server, and a relay of that server that passes at
     most every 0.05 s and looks everywhere every `idle_poll_s` with no write."""
     shard = env.shards.place()
@@ -472,7 +472,7 @@ def _waking_relay(env: Env, idle_poll_s: float) -> tuple[int, str, Relay]:
     settings = env.settings.model_copy(
         update={"outbox_poll_interval_s": 0.05, "outbox_idle_poll_s": idle_poll_s}
     )
-    return shard, server, env.relay(server, settings=settings)
+    return shard, server, env.relay(server, settings=settings, **kw)
 
 
 async def test_a_write_wakes_the_relay_and_an_idle_relay_does_not_poll(env: Env) -> None:
@@ -509,3 +509,33 @@ async def test_rows_no_write_announced_are_published_by_the_idle_poll(env: Env) 
     finally:
         await relay.stop()
         await other.close()
+
+
+class _Switch:
+    """A Redis client whose target a test can swap (Redis going away and coming back)."""
+
+    def __init__(self, target: aioredis.Redis) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+
+async def test_a_pass_that_failed_is_tried_again_without_waiting_for_a_write(env: Env) -> None:
+    dead = aioredis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=1)
+    redis = _Switch(dead)
+    shard, server, relay = _waking_relay(env, idle_poll_s=60.0, redis=redis)
+    customer = await env.shards.write(
+        shard, repo.create_customer, shard, CustomerCreate(name="retried"), None, None
+    )
+    await relay.start()
+    try:
+        await asyncio.sleep(1.0)
+        (row,) = await _outbox(env, server, customer.id)
+        assert row["sent_at"] is None and relay.failed == ("customer",)
+        redis.target = env.redis  # Redis is back; no write announces anything
+        assert await _sent_within(env, server, customer.id, timeout_s=10) < 10
+        assert relay.failed == ()
+    finally:
+        await relay.stop()
+        await dead.aclose()
