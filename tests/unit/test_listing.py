@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ray import cloudpickle
 
 from deployments._kit.errors import Validation
-from deployments._kit.listing import Position, decode_cursor, merge_pages, parse_list_params
-from deployments.customer.schemas import CustomerListQuery
+from deployments._kit.listing import (
+    Page,
+    Position,
+    decode_cursor,
+    merge_pages,
+    parse_list_params,
+)
+from deployments.customer.schemas import CustomerListQuery, CustomerRead
 
 
 @dataclass(frozen=True)
@@ -147,3 +155,36 @@ def test_inserts_between_pages_never_shift_a_page(
             break
     assert len(seen) == len(set(seen))  # nothing twice
     assert original <= set(seen)  # nothing that existed is skipped
+
+
+def test_a_page_crosses_a_ray_hop_without_its_class() -> None:
+    """Ray pickles what a deployment returns with cloudpickle; `Page[CustomerRead]` has
+    no importable name, and shipped by value the class cost more than the customers."""
+    now = datetime.now(UTC)
+    customers = [
+        CustomerRead(
+            id=n,
+            name=f"c{n}",
+            email=None,
+            phone=None,
+            website=None,
+            industry=None,
+            tags=["a"],
+            custom_fields={},
+            owner_id=1,
+            external_id=None,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )  # fmt: skip
+        for n in range(1, 51)
+    ]
+    for page in (Page[CustomerRead](data=customers, next_cursor="x"), Page[CustomerRead](data=[])):
+        sent = cloudpickle.dumps(page)
+        assert b"_make_skeleton_class" not in sent  # cloudpickle's class-by-value
+        back = pickle.loads(sent)
+        assert type(back) is Page[CustomerRead]
+        assert back == page and back.model_fields_set == page.model_fields_set
+    assert len(cloudpickle.dumps(Page[CustomerRead](data=customers))) < 1.1 * len(
+        cloudpickle.dumps(customers)
+    )
