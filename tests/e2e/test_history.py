@@ -74,7 +74,7 @@ def test_customer_and_contact_history(
     assert [h["action"] for h in newest["data"]] == ["restored"] and newest["next_cursor"]
     after = http.get(f"{url}/history?limit=1&cursor={newest['next_cursor']}", headers=viewer_after)
     assert [h["action"] for h in after.json()["data"]] == ["deleted"]
-    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 422
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
 
     contact = _ok(
@@ -92,7 +92,7 @@ def test_customer_and_contact_history(
     assert [h["action"] for h in history] == ["created", "updated", "deleted", "restored"]
     assert history[0]["changes"] == {"first_name": [None, "Ana"], "title": [None, "CTO"]}
     assert history[1]["changes"] == {"title": ["CTO", "CEO"]}
-    assert http.get(f"{curl}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{curl}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 422
     assert http.get(f"{curl}/history", headers=no_reads).status_code == 403
 
 
