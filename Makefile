@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint fuzz-api proto bench bench-shards bench-domain bench-import bench-suite bench-grpc
+.PHONY: setup up down status test lint fuzz-api proto bench bench-shards bench-domain bench-import bench-suite bench-grpc bench-floor
 
 VENV := .venv/bin
 
@@ -49,3 +49,6 @@ bench-suite:
 
 bench-grpc:
 	$(VENV)/python bench/grpc_customer.py
+
+bench-floor:
+	$(VENV)/python bench/hop_floor.py

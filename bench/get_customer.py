@@ -165,7 +165,9 @@ DEFAULT_VARIANTS = (
     "both-hops",
     "haproxy+throughput+tracing",
 )
-ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:])
+ALL_VARIANTS = (
+    "default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:], "both-hops-1", "both-hops-1-2",
+)  # fmt: skip
 LAYERS = ("proxy", "Gateway", "CustomerService")
 
 
@@ -212,6 +214,31 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
             "haproxy+throughput with micro-batching at the Gateway -> CustomerService hop "
             "too (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=4`)",
             {**haproxy, **throughput, "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "4"},
+        ),
+        # One batch out at a time at each hop: the calls that arrive meanwhile all
+        # travel in the next one (bench/hop_floor.py measured the hops alone so).
+        Variant(
+            "both-hops-1",
+            "haproxy+throughput with micro-batching at both hops, one batch out at a time "
+            "at each (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=1`)",
+            {
+                **haproxy,
+                **throughput,
+                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
+                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "1",
+            },
+        ),
+        Variant(
+            "both-hops-1-2",
+            "haproxy+throughput with micro-batching at both hops, one batch out at a time "
+            "to CustomerService and two to each ShardManager "
+            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=2`)",
+            {
+                **haproxy,
+                **throughput,
+                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
+                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "2",
+            },
         ),
         # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
         # local sink (what a Jaeger collector would receive), against the same without.
