@@ -161,13 +161,11 @@ class Plan:
 DEFAULT_VARIANTS = (
     "default",
     "unbatched",
+    "shard-hop",
     "haproxy+throughput",
-    "both-hops",
     "haproxy+throughput+tracing",
 )
-ALL_VARIANTS = (
-    "default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:], "both-hops-1", "both-hops-1-2",
-)  # fmt: skip
+ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:], "both-hops-1")
 LAYERS = ("proxy", "Gateway", "CustomerService")
 
 
@@ -198,46 +196,45 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
         Variant(
             "haproxy+throughput",
             "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, micro-batching "
-            "at the service -> ShardManager hop (the stack's default)",
+            "at both hops, one batch out at a time to CustomerService and two to each "
+            "ShardManager (the stack's default)",
             {**haproxy, **throughput},
         ),
-        # Caller-side micro-batching (cluster.batching), each hop on its own: none,
-        # the service -> ShardManager hop (haproxy+throughput: the stack's default),
-        # and the Gateway -> CustomerService hop as well.
+        # Caller-side micro-batching (cluster.batching), hop by hop: none, the service ->
+        # ShardManager hop alone (the default before 2026-11-30), and both hops with one
+        # batch out at each.
         Variant(
             "unbatched",
-            "haproxy+throughput with no micro-batching (`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`)",
-            {**haproxy, **throughput, "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0"},
+            "haproxy+throughput with no micro-batching "
+            "(`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`, `NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
+            {
+                **haproxy,
+                **throughput,
+                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0",
+                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0",
+            },
         ),
         Variant(
-            "both-hops",
-            "haproxy+throughput with micro-batching at the Gateway -> CustomerService hop "
-            "too (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=4`)",
-            {**haproxy, **throughput, "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "4"},
+            "shard-hop",
+            "haproxy+throughput with micro-batching at the service -> ShardManager hop only, "
+            "up to 4 batches out (`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=4`, "
+            "`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
+            {
+                **haproxy,
+                **throughput,
+                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "4",
+                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0",
+            },
         ),
-        # One batch out at a time at each hop: the calls that arrive meanwhile all
-        # travel in the next one (bench/hop_floor.py measured the hops alone so).
         Variant(
             "both-hops-1",
-            "haproxy+throughput with micro-batching at both hops, one batch out at a time "
-            "at each (`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=1`)",
+            "haproxy+throughput with one batch out at a time at both hops "
+            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=1`)",
             {
                 **haproxy,
                 **throughput,
                 "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
                 "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "1",
-            },
-        ),
-        Variant(
-            "both-hops-1-2",
-            "haproxy+throughput with micro-batching at both hops, one batch out at a time "
-            "to CustomerService and two to each ShardManager "
-            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=2`)",
-            {
-                **haproxy,
-                **throughput,
-                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
-                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "2",
             },
         ),
         # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
