@@ -555,20 +555,23 @@ async def customer_dsn(settings: Settings, customer_id: int) -> str:
 
 
 @contextmanager
-def bare_app(dsn: str, pool_size: int, log: Path) -> Iterator[str]:
-    """uvicorn with bench/bare_app.py on a free port: 1 worker, uvloop and httptools,
-    at a Ray worker's niceness."""
+def uvicorn_app(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """uvicorn serving `app` ("module:attribute" of a module in bench/) on a free port:
+    1 worker, uvloop and httptools, at a Ray worker's niceness, with `env` added."""
     (port,) = free_ports(1)
     args = [
         "nice", "-n", str(RAY_WORKER_NICENESS),
-        sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(BENCH_DIR),
+        sys.executable, "-m", "uvicorn", app, "--app-dir", str(BENCH_DIR),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    env = {**os.environ, "BARE_DSN": dsn, "BARE_POOL_SIZE": str(pool_size)}
     with log.open("w") as out:
         process = subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            args,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_until(
@@ -584,6 +587,14 @@ def bare_app(dsn: str, pool_size: int, log: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def bare_app(dsn: str, pool_size: int, log: Path) -> Iterator[str]:
+    """bench/bare_app.py under `uvicorn_app`."""
+    env = {"BARE_DSN": dsn, "BARE_POOL_SIZE": str(pool_size)}
+    with uvicorn_app("bare_app:app", env, log) as url:
+        yield url
 
 
 # -- load ---------------------------------------------------------------------------------

@@ -31,9 +31,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -44,8 +42,6 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from bench.get_customer import (  # noqa: E402
-    BENCH_DIR,
-    RAY_WORKER_NICENESS,
     BenchError,
     Target,
     cpu_delta,
@@ -54,12 +50,12 @@ from bench.get_customer import (  # noqa: E402
     machine,
     stack_cpu_s,
     tuned_stack,
+    uvicorn_app,
     wait_for_200,
     write_doc_section,
     wrk,
 )
 from cluster.postgres import PostgresServer  # noqa: E402
-from cluster.procs import port_open, wait_until  # noqa: E402
 from cluster.settings import Settings  # noqa: E402
 
 DOC_BEGIN = "<!-- BEGIN bench/hop_floor.py: generated, rerun `make bench-floor` to update -->"
@@ -134,32 +130,10 @@ def start_postgres(root: Path, settings: Settings) -> tuple[PostgresServer, str]
 
 @contextmanager
 def bare_app(dsn: str, log: Path) -> Iterator[str]:
-    """uvicorn with `hop_floor_app:bare`: 1 worker, uvloop, httptools, at a Ray
-    worker's niceness."""
-    (port,) = free_ports(1)
-    args = [
-        "nice", "-n", str(RAY_WORKER_NICENESS),
-        sys.executable, "-m", "uvicorn", "hop_floor_app:bare", "--app-dir", str(BENCH_DIR),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    env = {**os.environ, "FLOOR_DSN": dsn, "PYTHONPATH": str(REPO)}
-    with log.open("w") as out:
-        process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        wait_until(lambda: process.poll() is not None or port_open("127.0.0.1", port), 60,
-                   "bare app")  # fmt: skip
-        if process.poll() is not None:
-            raise BenchError(f"bare app exited: {log.read_text().strip()[-300:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """`hop_floor_app:bare` under uvicorn, as the other benchmarks run their bare app."""
+    env = {"FLOOR_DSN": dsn, "PYTHONPATH": str(REPO)}
+    with uvicorn_app("hop_floor_app:bare", env, log) as url:
+        yield url
 
 
 def deploy(settings: Settings, dsn: str) -> None:
