@@ -161,8 +161,8 @@ class Plan:
 DEFAULT_VARIANTS = (
     "default",
     "unbatched",
-    "shard-hop",
     "haproxy+throughput",
+    "both-hops",
     "haproxy+throughput+tracing",
 )
 ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:], "both-hops-1")
@@ -196,13 +196,11 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
         Variant(
             "haproxy+throughput",
             "`RAY_SERVE_ENABLE_HA_PROXY=1` + `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, micro-batching "
-            "at both hops, one batch out at a time to CustomerService and two to each "
-            "ShardManager (the stack's default)",
+            "at the service -> ShardManager hop, up to 4 batches out (the stack's default)",
             {**haproxy, **throughput},
         ),
-        # Caller-side micro-batching (cluster.batching), hop by hop: none, the service ->
-        # ShardManager hop alone (the default before 2026-11-30), and both hops with one
-        # batch out at each.
+        # Caller-side micro-batching (cluster.batching), hop by hop: none, and both hops
+        # with one batch out to CustomerService and one or two to each ShardManager.
         Variant(
             "unbatched",
             "haproxy+throughput with no micro-batching "
@@ -215,15 +213,15 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
             },
         ),
         Variant(
-            "shard-hop",
-            "haproxy+throughput with micro-batching at the service -> ShardManager hop only, "
-            "up to 4 batches out (`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=4`, "
-            "`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
+            "both-hops",
+            "haproxy+throughput with micro-batching at both hops, one batch out to "
+            "CustomerService and two to each ShardManager "
+            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=2`)",
             {
                 **haproxy,
                 **throughput,
-                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "4",
-                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0",
+                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
+                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "2",
             },
         ),
         Variant(

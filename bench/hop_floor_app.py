@@ -1,7 +1,7 @@
 """The apps `bench/hop_floor.py` measures: the request path of the stack with nothing
 in it but its hops, and the bare baseline, both answering the same row.
 
-Serve (`app`): an ingress deployment (FastAPI), a service deployment called through a
+Serve (`build(dsn)`): an ingress deployment (FastAPI), a service deployment called through a
 Serve handle, and an async actor called from the service, as the stack's Gateway →
 CustomerService → ShardManager. None of them authenticates, rate-limits, validates or
 routes: each path answers as soon as its last hop has the row.

@@ -132,17 +132,16 @@ class StackSettings(BaseSettings):
     replica_poll_interval_s: float = Field(default=0.2, gt=0)
     # Caller-side batching of ShardManager calls (shards.client.ManagerLink): batches
     # out at once per manager and process (0: every call its own actor call), and the
-    # most calls one batch carries. Fewer batches out make larger batches under load
-    # (calls wait for a free slot) and cost a call that finds every slot taken up to one
-    # round trip; 2, not 1, so one slow call cannot hold a process's calls to a server.
-    shard_batch_in_flight: int = Field(default=2, ge=0, le=64)
+    # most calls one batch carries.
+    shard_batch_in_flight: int = Field(default=4, ge=0, le=64)
     shard_batch_max: int = Field(default=64, ge=1, le=1000)
     # The same for the gateway's calls of a domain deployment's short methods
     # (gateway.batching): Serve requests out at once per gateway replica and deployment.
-    # One: a Serve handle call is the dearest hop (bench/hop_floor.py), and with one out
-    # the calls that arrive meanwhile travel together (docs/benchmarks.md, "Batching by
-    # default": 15 calls a batch at 32 connections, twice the reads a second).
-    service_batch_in_flight: int = Field(default=1, ge=0, le=64)
+    # Off by default. With 1 here (and 2 above) reads run about twice as fast under
+    # load, but the calls then wait in the Gateway's batchers, where Serve's autoscaler
+    # does not see them, and CustomerService no longer scales up under a step load
+    # (docs/benchmarks.md, "Batching both hops").
+    service_batch_in_flight: int = Field(default=0, ge=0, le=64)
     service_batch_max: int = Field(default=64, ge=1, le=1000)
 
     def shard_server_addresses(self) -> list[ServerAddress]:
