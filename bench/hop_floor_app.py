@@ -56,6 +56,10 @@ async def _read(pool: asyncpg.Pool, item: int) -> dict[str, Any]:
     return dict(row) if row is not None else {}
 
 
+# Replicas and the actor import this module as `bench.hop_floor_app`, from the checkout.
+RUNTIME_ENV = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
+
+
 def _batcher(
     batchers: dict[int, Batcher[Any]], send: Any, target: str, in_flight: int
 ) -> Batcher[Any]:
@@ -141,15 +145,15 @@ class Ingress:
 
     @ingress_api.get("/h1/{item}")
     async def h1(self, item: int) -> dict[str, Any]:
-        return await self._service.get.remote(item, False, False, False)  # type: ignore[no-any-return]
+        return await self._service.get.remote(item, False, False)  # type: ignore[no-any-return]
 
     @ingress_api.get("/h2/{item}")
     async def h2(self, item: int) -> dict[str, Any]:
-        return await self._service.get.remote(item, True, False, False)  # type: ignore[no-any-return]
+        return await self._service.get.remote(item, True, False)  # type: ignore[no-any-return]
 
     @ingress_api.get("/h2db/{item}")
     async def h2db(self, item: int) -> dict[str, Any]:
-        return await self._service.get.remote(item, True, True, False)  # type: ignore[no-any-return]
+        return await self._service.get.remote(item, True, True)  # type: ignore[no-any-return]
 
     @ingress_api.get("/h2b/{in_flight}/{item}")
     async def h2b(self, in_flight: int, item: int) -> dict[str, Any]:
@@ -158,10 +162,6 @@ class Ingress:
     @ingress_api.get("/h2bdb/{in_flight}/{item}")
     async def h2bdb(self, in_flight: int, item: int) -> dict[str, Any]:
         return await self._batched(item, True, in_flight)
-
-
-# Replicas and the actor import this module as `bench.hop_floor_app`, from the checkout.
-RUNTIME_ENV = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
 
 
 def build(dsn: str) -> Any:
