@@ -238,6 +238,9 @@ class Settings(StackSettings):
     # origins are listed (comma-separated); `hsts_max_age_s` > 0 sends
     # Strict-Transport-Security (only behind TLS).
     idempotency_retention_s: float = Field(default=24 * 3600.0, ge=60)
+    # How long an ingress trusts an API key it checked (revocation is at once, through
+    # Redis; a deactivated owner or a changed role within this time).
+    api_key_cache_ttl_s: float = Field(default=10.0, ge=0)
     request_timeout_s: float = Field(default=25.0, gt=0)  # under Serve's 30 s
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     cors_allowed_origins: str = ""

@@ -1,7 +1,7 @@
 """What the gateway asks Redis about each authenticated request, in one round trip:
 the caller's rate limit (GCRA, `gateway.ratelimit`), the write positions remembered
 for it (read-your-writes, `gateway.sessions`) and its user's access-token cutoff
-(`deployments.auth.tokens.cutoff_key`). One script call instead of three commands:
+(`gateway.tokens.cutoff_key`). One script call instead of three commands:
 one connection checkout and one reply to parse per request.
 
 Without Redis every part fails open as it would alone: no remembered positions, no
@@ -17,9 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from deployments.auth.tokens import cutoff_key, revoked_key
 from gateway.ratelimit import GCRA_FUNCTION, Decision, RateLimiter
 from gateway.sessions import SessionPositions
+from gateway.tokens import cutoff_key, revoked_key
 
 log = logging.getLogger("nextflow.gateway")
 

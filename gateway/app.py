@@ -21,7 +21,6 @@ from cluster.settings import Settings, get_settings
 from deployments.ai.deployment import AIDeployment
 from deployments.analytics.deployment import AnalyticsDeployment
 from deployments.auth.deployment import AuthDeployment
-from deployments.auth.tokens import JwtConfig
 from deployments.customer import deployment as customer_deployment
 from deployments.customer.deployment import CustomerDeployment
 from deployments.file.deployment import FileDeployment
@@ -62,6 +61,7 @@ from gateway.routes import (
 )
 from gateway.rpc import GrpcServicer
 from gateway.sessions import SessionPositions
+from gateway.tokens import JwtConfig
 
 
 class AppArgs(BaseModel):

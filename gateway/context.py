@@ -1,12 +1,11 @@
-"""What every route needs: the service handles, the caller, version headers, and
-fast JSON responses. Routes get them as FastAPI dependencies."""
+"""What every route needs: its service, the caller, version headers, and fast JSON
+responses. Routes get them as FastAPI dependencies."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -14,78 +13,29 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from cluster import tracing
-from deployments._kit.errors import BadRequest, RateLimited, Unauthenticated
-from deployments._kit.principal import Principal
-from deployments._kit.records import Record
-from deployments.auth.tokens import (
-    API_KEY_PREFIX,
-    JwtConfig,
-    Verified,
-    VerifiedTokens,
-)
 from gateway import idempotency, metrics
-from gateway.admission import Admission
+from gateway.errors import BadRequest, RateLimited, Unauthenticated
+from gateway.pipeline import Pipeline
+from gateway.principal import Principal
 from gateway.ratelimit import Decision, RateLimiter
-from gateway.sessions import SessionPositions
+from gateway.records import Record
+from gateway.tokens import API_KEY_PREFIX, Verified
 from shards import consistency
 
 log = logging.getLogger("nextflow.gateway")
 
 
-@dataclass
-class Services:
-    """Deployment handles (typed loosely: a handle's methods are dynamic)."""
-
-    auth: Any
-    customers: Any
-    products: Any = None
-    sales: Any = None
-    marketing: Any = None
-    support: Any = None
-    files: Any = None
-    integration: Any = None
-    notifications: Any = None
-    webhooks: Any = None
-    analytics: Any = None
-    ai: Any = None
-
-    def bound(self) -> list[tuple[str, Any]]:
-        """(name, handle) of every deployment this gateway was given."""
-        return [(f.name, h) for f in fields(self) if (h := getattr(self, f.name)) is not None]
+def state(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.gateway
+    return pipeline
 
 
-@dataclass
-class GatewayState:
-    services: Services
-    jwt: JwtConfig
-    limiter: RateLimiter | None
-    login_limiter: RateLimiter | None
-    sessions: SessionPositions
-    redis: Any
-    # Public lead capture: limits per form and per client, and whom to believe about
-    # a client's address (gateway/routes/capture.py).
-    capture_form_limiter: RateLimiter | None = None
-    capture_client_limiter: RateLimiter | None = None
-    trusted_proxies: tuple[Any, ...] = ()
-    # Access tokens verified in this replica (signature checked once per token).
-    tokens: VerifiedTokens = field(init=False)
-    admission: Admission = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = VerifiedTokens(self.jwt)
-        if self.redis is not None:
-            self.admission = Admission(self.redis, self.limiter)
-
-
-def state(request: Request) -> GatewayState:
-    gateway_state: GatewayState = request.app.state.gateway
-    return gateway_state
-
-
-async def services(request: Request) -> Services:
-    # A coroutine on purpose: FastAPI runs a plain-function dependency in a worker
-    # thread, a thread hop per request for one attribute read.
-    return state(request).services
+async def service(request: Request) -> Any:
+    """The service object of the application answering the request (each domain's
+    routes type it: `Annotated[CustomerService, Depends(service)]`). A coroutine on
+    purpose: FastAPI runs a plain-function dependency in a worker thread, a thread hop
+    per request for one attribute read."""
+    return request.app.state.service
 
 
 async def current_principal(
@@ -109,14 +59,15 @@ async def current_principal(
 
 
 async def authenticate(
-    st: GatewayState,
+    st: Pipeline,
     authorization: str | None,
     x_api_key: str | None,
     read_after_token: str | None,
     on_decision: Callable[[Decision], None] | None = None,
 ) -> tuple[Principal, str]:
     """The caller and its rate-limit key ("u<id>" / "k<id>"), for HTTP and gRPC alike.
-    JWTs are verified here, in process; API keys are checked by the Auth service.
+    JWTs are verified here, in process; API keys by the pipeline's `api_keys` (a
+    short-lived cache in front of the auth database).
     Reads see the caller's own recent writes: the positions the gateway remembered
     for this caller, plus a `NextFlow-Read-After` token the client sends back (from
     another session or device, say). The caller's rate limit is enforced here
@@ -131,7 +82,9 @@ async def authenticate(
         raise Unauthenticated("authentication required")
     verified: Verified | None = None
     if token.startswith(API_KEY_PREFIX):
-        principal: Principal = await st.services.auth.authenticate_api_key.remote(token)
+        if st.api_keys is None:
+            raise Unauthenticated("API keys are not accepted here")
+        principal: Principal = await st.api_keys.verify(token)
     else:
         verified = st.tokens.verify(token)
         principal = verified.principal
@@ -145,7 +98,10 @@ async def authenticate(
     # One Redis round trip: the caller's rate limit, its write positions, and whether
     # its access token was cut off or signed out.
     if verified is None:
-        admitted = await st.admission.check(caller, None)
+        # An API key: its mark is set when it is revoked (ingresses cache keys).
+        admitted = await st.admission.check(caller, None, f"api-key-{principal.api_key_id}")
+        if admitted.revoked:
+            raise Unauthenticated("API key revoked")
     else:
         admitted = await st.admission.check(caller, principal.user_id, verified.token_id)
         cut_off = admitted.cutoff is not None and verified.issued < admitted.cutoff
@@ -195,7 +151,6 @@ def judge(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-ServicesDep = Annotated[Services, Depends(services)]
 
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,10})"\s*$')
 

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments._kit.errors import PROBLEM_BASE
+from gateway.errors import PROBLEM_BASE
 
 # Swagger UI and ReDoc load scripts and styles; every other response is data only.
 _DOC_PATHS = ("/docs", "/redoc")
@@ -33,7 +33,7 @@ _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _DOC_CSP = b"frame-ancestors 'none'"
 _CREDENTIALS = (b"authorization", b"x-api-key")
 # Paths whose body streams for as long as the upload takes.
-STREAMING_UPLOADS = ("/files", "/imports/")
+STREAMING_UPLOADS = ("/v1/files", "/v1/integration/imports/")
 
 
 class SecurityHeaders:
@@ -79,6 +79,14 @@ class HardenedAPI(FastAPI):
     layer inside that handler)."""
 
     hsts_max_age_s: int = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Serve mounts an application at its route prefix (`root_path`): the prefix
+        # itself (`POST /v1/customers`) is the app's "/" route, not a redirect to it.
+        root = scope.get("root_path", "")
+        if root and scope.get("path") == root and scope["type"] in ("http", "websocket"):
+            scope = {**scope, "path": root + "/", "raw_path": (root + "/").encode()}
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         return SecurityHeaders(super().build_middleware_stack(), self.hsts_max_age_s)

@@ -1,5 +1,6 @@
 """`Idempotency-Key` on POST: the first response is stored in PostgreSQL (the `auth`
-database, deployments/auth/idempotency.py) and replayed for a repeat.
+database, deployments/auth/idempotency.py, reached by the ingress itself through the
+catalog's ShardManager: no service hop) and replayed for a repeat.
 
 - Scope: per caller (user or API key) and key. Another caller's same key is another
   key. Keys are kept `idempotency_retention_s` (24 h), then swept.
@@ -36,7 +37,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments._kit.errors import BadRequest, Conflict, Validation
+from gateway.errors import BadRequest, Conflict, Validation
 from shards import consistency
 
 log = logging.getLogger("nextflow.gateway")
@@ -100,7 +101,11 @@ def source_key(request: Request) -> str | None:
     pending: Pending | None = getattr(request.state, "idempotency", None)
     if pending is None or pending.caller is None:
         return None
-    digest = hashlib.sha256(f"{pending.caller}\n{pending.key}".encode()).hexdigest()
+    return source_key_for(pending.caller, pending.key)
+
+
+def source_key_for(caller: str, key: str) -> str:
+    digest = hashlib.sha256(f"{caller}\n{key}".encode()).hexdigest()
     return f"idem:{digest[:40]}"
 
 
@@ -163,8 +168,8 @@ class IdempotencyKeys:
                 await _release(scope, pending)
 
 
-def _auth(scope: Scope) -> Any:
-    return scope["app"].state.gateway.services.auth
+def _store(scope: Scope) -> Any:
+    return scope["app"].state.gateway.idempotency
 
 
 async def _finish(scope: Scope, pending: Pending) -> None:
@@ -181,7 +186,7 @@ async def _finish(scope: Scope, pending: Pending) -> None:
         if name.decode("latin-1").lower() in _KEPT_HEADERS
     )
     try:
-        await _auth(scope).idempotency_complete.remote(
+        await _store(scope).complete(
             pending.caller, pending.key, claim_id, pending.fingerprint(), pending.status,
             kept, b"".join(pending.body),
         )  # fmt: skip
@@ -197,7 +202,7 @@ async def _release(scope: Scope, pending: Pending, claim_id: str | None = None) 
     if claim_id is None or pending.caller is None:
         return
     try:
-        await _auth(scope).idempotency_release.remote(pending.caller, pending.key, claim_id)
+        await _store(scope).release(pending.caller, pending.key, claim_id)
     except Exception as exc:  # the lease runs out instead
         log.warning("could not release an Idempotency-Key: %r", exc)
 
@@ -210,8 +215,10 @@ async def claim(request: Request, caller: str) -> None:
         return
     if not _VALID_KEY.match(pending.key):
         raise BadRequest(f"{HEADER} must be 1-255 printable ASCII characters without spaces")
-    auth = request.app.state.gateway.services.auth
-    found = await auth.idempotency_claim.remote(caller, pending.key)
+    store = request.app.state.gateway.idempotency
+    if store is None:  # an application that keeps no keys: the header means nothing
+        return
+    found = await store.claim(caller, pending.key)
     if found.outcome == "busy":
         raise KeyInFlight()
     if found.outcome == "done":

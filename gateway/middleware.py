@@ -96,8 +96,9 @@ class RequestContext:
 def _observe(scope: Scope, status: int, seconds: float) -> None:
     """Count and time the request by its route template."""
     route = scope.get("route")
-    # The template (`/customers/{customer_id}`), never the raw path: ids would make
+    # The template (`/v1/customers/{customer_id}`), never the raw path: ids would make
     # a series per record.
-    template = getattr(route, "path", None) or "unmatched"
+    path = getattr(route, "path", None)
+    template = scope.get("root_path", "") + path if path else "unmatched"
     method = scope.get("method", "")
     metrics.request_done(template, method, status, seconds * 1000)

@@ -14,7 +14,7 @@ from ray.serve import exceptions as serve_exceptions
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from deployments._kit.errors import PROBLEM_BASE, AppError, RateLimited, Unavailable
+from gateway.errors import PROBLEM_BASE, AppError, RateLimited, Unavailable
 
 log = logging.getLogger("nextflow.gateway")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from deployments._kit.errors import Unavailable
+from gateway.errors import Unavailable
 
 log = logging.getLogger("nextflow.gateway")
 

@@ -1,11 +1,12 @@
-"""gRPC ingress: the `nextflow.v1` services (proto/nextflow/v1/*.proto) answered by
-the Gateway deployment itself, beside its HTTP routes.
+"""gRPC on the shared pipeline: the `nextflow.v1` services (proto/nextflow/v1/*.proto)
+are answered by the ingress of the service that owns them (customers, sales, support),
+beside its HTTP routes; clients name the application in the `application` metadata.
 
 Serve's gRPC server (`grpc_options` in serve_config.yaml) calls the ingress
 deployment's method named after the RPC with the request message and a
 `grpc_context`. Every method here goes through `GrpcServicer._call`, which runs the
 same `authenticate` as the HTTP routes (JWT or API key, rate limit, read-your-writes)
-before anything reaches a service, then calls the same service handle methods with
+before anything reaches a service, then calls the same service methods with
 the same pydantic models, and maps the same `AppError`s to gRPC status codes. Nothing
 here checks a permission itself: the services do, as for HTTP.
 
@@ -28,7 +29,9 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel, ValidationError
 
-from deployments._kit.errors import (
+from gateway import idempotency
+from gateway.context import authenticate, if_match
+from gateway.errors import (
     AppError,
     BadRequest,
     Conflict,
@@ -36,16 +39,13 @@ from deployments._kit.errors import (
     Unavailable,
     Validation,
 )
-from deployments._kit.listing import ListQuery, field_errors, parse_list_params
-from deployments._kit.principal import Principal
-from deployments._kit.records import Record
-from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerUpdate
-from deployments.sales.schemas import DealCreate, DealListQuery, StageMove
-from deployments.support.schemas import TicketCreate, TicketListQuery
-from gateway.context import GatewayState, authenticate, if_match
+from gateway.listing import ListQuery, field_errors, parse_list_params
+from gateway.pipeline import Pipeline
+from gateway.principal import Principal
 from gateway.problems import unwrap
 from gateway.ratelimit import Decision
-from nextflow.v1 import common_pb2, customers_pb2, deals_pb2, tickets_pb2
+from gateway.records import Record
+from nextflow.v1 import common_pb2
 from shards import consistency
 from shards.ids import MAX_ID
 
@@ -73,8 +73,6 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
-_CUSTOMER_WRITABLE = frozenset(CustomerUpdate.model_fields)
-
 
 class Call:
     """One gRPC call: its metadata in, its trailers out."""
@@ -97,6 +95,15 @@ class Call:
         if value is not None and value.strip().isdigit() and len(value.strip()) <= 10:
             return int(value.strip())
         return if_match(value)
+
+    def source_key(self) -> str | None:
+        """The domain idempotency key of a create with an `idempotency-key`, as HTTP
+        makes it (`gateway.idempotency.source_key`): one record per caller and key,
+        whichever edge the create came through."""
+        key = self.get("idempotency-key")
+        if key is None or not self.caller:
+            return None
+        return idempotency.source_key_for(self.caller, key)
 
     def on_decision(self, decision: Decision) -> None:
         self.trailers.extend((k.lower(), v) for k, v in decision.headers().items())
@@ -203,11 +210,11 @@ def masked_update(message: Message, paths: list[str], writable: frozenset[str]) 
     return data
 
 
-class GrpcServicer:
-    """Mixed into the Gateway deployment: its methods are the RPCs of the services in
-    `nextflow.v1`. Needs `self._state` (the gateway's `GatewayState`)."""
+class GrpcIngress:
+    """Mixed into a service's ingress deployment, whose methods named after RPCs of
+    `nextflow.v1` answer them through `_call`. Needs `self._pipeline`."""
 
-    _state: GatewayState
+    _pipeline: Pipeline
 
     async def _call(
         self,
@@ -219,7 +226,7 @@ class GrpcServicer:
         call = Call(context)
         try:
             principal, call.caller = await authenticate(
-                self._state,
+                self._pipeline,
                 call.get("authorization"),
                 call.get("x-api-key"),
                 call.get(READ_AFTER),
@@ -245,7 +252,7 @@ class GrpcServicer:
         positions = model.read_after
         if not positions:
             return
-        await self._state.sessions.remember(call.caller, positions)
+        await self._pipeline.sessions.remember(call.caller, positions)
         brought = call.get(READ_AFTER)
         merged = positions
         if brought:
@@ -271,10 +278,12 @@ class GrpcServicer:
         HTTP key), with the same lease and retention."""
         if not 1 <= len(key) <= 200:
             raise BadRequest("idempotency-key must be 1-200 characters")
-        auth = self._state.services.auth
+        store = self._pipeline.idempotency
+        if store is None:
+            return await handler(principal, call)
         slot = f"grpc:{request.DESCRIPTOR.full_name}:{key}"
         fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-        found = await auth.idempotency_claim.remote(call.caller, slot)
+        found = await store.claim(call.caller, slot)
         if found.outcome == "busy":
             raise Conflict("a request with this idempotency-key is in progress")
         if found.outcome == "done":
@@ -288,9 +297,9 @@ class GrpcServicer:
         try:
             answer = await handler(principal, call)
         except BaseException:
-            await auth.idempotency_release.remote(call.caller, slot, found.claim_id)
+            await store.release(call.caller, slot, found.claim_id)
             raise
-        await auth.idempotency_complete.remote(
+        await store.complete(
             call.caller, slot, found.claim_id, fingerprint, 200, (), answer.SerializeToString()
         )
         return answer
@@ -300,134 +309,20 @@ class GrpcServicer:
         call.trailers.append(("etag", f'"{getattr(record, "version", "")}"'))
         return to_proto(record, message)
 
-    # -- nextflow.v1.CustomerService ---------------------------------------------------
 
-    async def GetCustomer(  # noqa: N802 (the RPC's name)
-        self, request: customers_pb2.GetCustomerRequest, grpc_context: Any
-    ) -> customers_pb2.Customer:
-        async def run(principal: Principal, call: Call) -> customers_pb2.Customer:
-            found = await self._state.services.customers.get.remote(principal, _id(request.id))
-            return to_proto(found, customers_pb2.Customer)
-
-        return await self._call(grpc_context, customers_pb2.Customer, run)
-
-    async def ListCustomers(  # noqa: N802
-        self, request: common_pb2.ListRequest, grpc_context: Any
-    ) -> customers_pb2.ListCustomersResponse:
-        async def run(principal: Principal, call: Call) -> customers_pb2.ListCustomersResponse:
-            query = list_query(request, CustomerListQuery)
-            page = await self._state.services.customers.list.remote(principal, query)
-            return to_proto(page, customers_pb2.ListCustomersResponse)
-
-        return await self._call(grpc_context, customers_pb2.ListCustomersResponse, run)
-
-    async def CreateCustomer(  # noqa: N802
-        self, request: customers_pb2.CreateCustomerRequest, grpc_context: Any
-    ) -> customers_pb2.Customer:
-        async def run(principal: Principal, call: Call) -> customers_pb2.Customer:
-            data = CustomerCreate.model_validate(from_proto(request))
-            made = await self._state.services.customers.create.remote(principal, data)
-            return await self._write(principal, call, made, customers_pb2.Customer)
-
-        return await self._call(grpc_context, customers_pb2.Customer, run, idempotent=request)
-
-    async def UpdateCustomer(  # noqa: N802
-        self, request: customers_pb2.UpdateCustomerRequest, grpc_context: Any
-    ) -> customers_pb2.Customer:
-        async def run(principal: Principal, call: Call) -> customers_pb2.Customer:
-            version = call.version()
-            data = CustomerUpdate.model_validate(
-                masked_update(request.customer, list(request.update_mask.paths), _CUSTOMER_WRITABLE)
-            )
-            changed = await self._state.services.customers.update.remote(
-                principal, _id(request.id), data, version
-            )
-            return await self._write(principal, call, changed, customers_pb2.Customer)
-
-        return await self._call(grpc_context, customers_pb2.Customer, run)
-
-    # -- nextflow.v1.DealService -------------------------------------------------------
-
-    async def GetDeal(  # noqa: N802
-        self, request: deals_pb2.GetDealRequest, grpc_context: Any
-    ) -> deals_pb2.Deal:
-        async def run(principal: Principal, call: Call) -> deals_pb2.Deal:
-            found = await self._state.services.sales.get_deal.remote(principal, _id(request.id))
-            return to_proto(found, deals_pb2.Deal)
-
-        return await self._call(grpc_context, deals_pb2.Deal, run)
-
-    async def ListDeals(  # noqa: N802
-        self, request: common_pb2.ListRequest, grpc_context: Any
-    ) -> deals_pb2.ListDealsResponse:
-        async def run(principal: Principal, call: Call) -> deals_pb2.ListDealsResponse:
-            query = list_query(request, DealListQuery)
-            page = await self._state.services.sales.list_deals.remote(principal, query)
-            return to_proto(page, deals_pb2.ListDealsResponse)
-
-        return await self._call(grpc_context, deals_pb2.ListDealsResponse, run)
-
-    async def CreateDeal(  # noqa: N802
-        self, request: deals_pb2.CreateDealRequest, grpc_context: Any
-    ) -> deals_pb2.Deal:
-        async def run(principal: Principal, call: Call) -> deals_pb2.Deal:
-            data = DealCreate.model_validate(from_proto(request))
-            made = await self._state.services.sales.create_deal.remote(principal, data)
-            return await self._write(principal, call, made, deals_pb2.Deal)
-
-        return await self._call(grpc_context, deals_pb2.Deal, run, idempotent=request)
-
-    async def MoveDealStage(  # noqa: N802
-        self, request: deals_pb2.MoveDealStageRequest, grpc_context: Any
-    ) -> deals_pb2.Deal:
-        async def run(principal: Principal, call: Call) -> deals_pb2.Deal:
-            version = call.version()
-            body = from_proto(request)
-            body.pop("id", None)
-            moved = await self._state.services.sales.move_stage.remote(
-                principal, _id(request.id), StageMove.model_validate(body), version
-            )
-            return await self._write(principal, call, moved, deals_pb2.Deal)
-
-        return await self._call(grpc_context, deals_pb2.Deal, run)
-
-    # -- nextflow.v1.TicketService -----------------------------------------------------
-
-    async def GetTicket(  # noqa: N802
-        self, request: tickets_pb2.GetTicketRequest, grpc_context: Any
-    ) -> tickets_pb2.Ticket:
-        async def run(principal: Principal, call: Call) -> tickets_pb2.Ticket:
-            found = await self._state.services.support.get.remote(principal, _id(request.id))
-            return to_proto(found, tickets_pb2.Ticket)
-
-        return await self._call(grpc_context, tickets_pb2.Ticket, run)
-
-    async def ListTickets(  # noqa: N802
-        self, request: common_pb2.ListRequest, grpc_context: Any
-    ) -> tickets_pb2.ListTicketsResponse:
-        async def run(principal: Principal, call: Call) -> tickets_pb2.ListTicketsResponse:
-            query = list_query(request, TicketListQuery)
-            page = await self._state.services.support.list.remote(principal, query)
-            return to_proto(page, tickets_pb2.ListTicketsResponse)
-
-        return await self._call(grpc_context, tickets_pb2.ListTicketsResponse, run)
-
-    async def CreateTicket(  # noqa: N802
-        self, request: tickets_pb2.CreateTicketRequest, grpc_context: Any
-    ) -> tickets_pb2.Ticket:
-        async def run(principal: Principal, call: Call) -> tickets_pb2.Ticket:
-            data = TicketCreate.model_validate(from_proto(request))
-            made = await self._state.services.support.create.remote(principal, data)
-            return await self._write(principal, call, made, tickets_pb2.Ticket)
-
-        return await self._call(grpc_context, tickets_pb2.Ticket, run, idempotent=request)
-
-
-def _id(value: int) -> int:
+def record_id(value: int) -> int:
     """A record id from a request (the HTTP path's 1..MAX_ID check)."""
     if not 1 <= value <= MAX_ID:
         raise Validation("invalid id", [{"field": "id", "message": f"1 to {MAX_ID}"}])
     return value
 
 
-__all__ = ["GrpcServicer"]
+__all__ = [
+    "Call",
+    "GrpcIngress",
+    "from_proto",
+    "list_query",
+    "masked_update",
+    "record_id",
+    "to_proto",
+]

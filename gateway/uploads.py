@@ -21,7 +21,7 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deployments._kit.errors import AppError, BadRequest, Validation
+from gateway.errors import AppError, BadRequest, Validation
 
 MAX_FIELD_BYTES = 1024
 MAX_FIELDS = 16

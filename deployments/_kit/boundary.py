@@ -11,123 +11,75 @@ is down) without leaking SQL or host names; the detail goes to the replica's log
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry.trace import SpanKind
 
 from cluster import logs, tracing
-from cluster.autoscaling import CALLS_IN_PROGRESS
-from cluster.batching import Outcome, run_each
-from deployments._kit.errors import AppError, Conflict, Unavailable, Validation
-from deployments._kit.principal import Principal
-from deployments._kit.records import Record
+from gateway.errors import AppError, Conflict, Unavailable, Validation
+from gateway.principal import Principal
+from gateway.records import Record
 from shards import consistency
 from shards.errors import DatabaseError, ShardUnavailable, StaleShardMap
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S")
 log = logging.getLogger("nextflow.service")
 
 
-class _Load:
-    """Boundary calls in progress in this process, and their time-weighted mean since
-    the last read: what a replica reports to Serve's autoscaler
-    (`BatchedCalls.record_autoscaling_stats`), where one Serve request may carry many
-    calls."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self._area = 0.0
-        self._since = self._last = time.monotonic()
-
-    def change(self, delta: int) -> None:
-        at = time.monotonic()
-        self._area += self.now * (at - self._last)
-        self._last = at
-        self.now += delta
-
-    def mean(self) -> float:
-        self.change(0)
-        span = self._last - self._since
-        mean = self._area / span if span > 0 else float(self.now)
-        self._area, self._since = 0.0, self._last
-        return mean
-
-
-load = _Load()
-
-
-# The wrapper below reaches `load` only through these module functions: Serve pickles a
-# deployment class by value, with the globals its methods name, so a wrapper that
-# named `load` itself would count into a copy of it.
-def _call_started() -> None:
-    load.change(1)
-
-
-def _call_ended() -> None:
-    load.change(-1)
-
-
 def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """For a method whose first argument after `self` may be the caller's Principal."""
+    return _wrap(fn, principal_at=1)
+
+
+def _wrap(fn: Callable[P, Awaitable[T]], principal_at: int) -> Callable[P, Awaitable[T]]:
     name = fn.__qualname__
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         logs.configure()  # once per replica: JSON lines with request and trace ids
-        # args[0] is the deployment itself; the caller's Principal, when any, is next.
-        principal = args[1] if len(args) > 1 and isinstance(args[1], Principal) else None
-        _call_started()
-        try:
-            with (
-                _span(name, principal),
-                consistency.request_scope(principal.read_after if principal else {}) as written,
-            ):
-                result = await _translated(fn, *args, **kwargs)
-        finally:
-            _call_ended()
+        given = args[principal_at] if len(args) > principal_at else None
+        principal = given if isinstance(given, Principal) else None
+        with (
+            _span(name, principal),
+            consistency.request_scope(principal.read_after if principal else {}) as written,
+        ):
+            result = await _translated(fn, *args, **kwargs)
         if written and isinstance(result, Record):
             result._read_after = dict(written)
         return result
 
-    wrapper.__boundary__ = True  # type: ignore[attr-defined]  # callable in a batch
     return wrapper
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceCall:
-    """One call of a deployment method inside a batch (`BatchedCalls.call_batch`), with
-    the id of the request that made it."""
+class _Bounded:
+    """A service seen through its boundary: each public coroutine method is wrapped
+    once, on first use; other attributes pass through."""
 
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    request_id: str | None = None
+    def __init__(self, service: object) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        target = getattr(self._service, name)
+        if not inspect.iscoroutinefunction(target):
+            return target
+        wrapped = _wrap(target, principal_at=0)
+        setattr(self, name, wrapped)  # found directly next time
+        return wrapped
 
 
-class BatchedCalls:
-    """A deployment whose callers may send many calls of its `@boundary` methods in one
-    Serve request (`gateway.batching.BatchedHandle`): one Ray hop for the lot, each call
-    then running as if called alone (its own request scope, errors and log id)."""
-
-    def record_autoscaling_stats(self) -> dict[str, float]:
-        """Serve calls this periodically; `cluster.autoscaling.calls_in_progress`
-        scales the deployment on it instead of on Serve requests (a batch is one)."""
-        return {CALLS_IN_PROGRESS: load.mean()}
-
-    async def call_batch(self, calls: list[ServiceCall]) -> list[Outcome]:
-        return await run_each(self._call_one(call) for call in calls)
-
-    async def _call_one(self, call: ServiceCall) -> Any:
-        method = getattr(type(self), call.method, None)
-        if not getattr(method, "__boundary__", False):
-            raise AppError(f"{type(self).__name__} has no method {call.method!r} to batch")
-        with logs.serve_request_id(call.request_id):
-            return await method(self, *call.args, **call.kwargs)  # type: ignore[misc]
+def bounded(service: S) -> S:
+    """`service` with every public coroutine method behind the boundary: what its
+    routes call in process and what a deployment handle reaches. One wrapper for all
+    methods, so nothing forwards method by method."""
+    return cast(S, _Bounded(service))
 
 
 def _span(name: str, principal: Principal | None) -> AbstractContextManager[object]:

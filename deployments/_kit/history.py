@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from deployments._kit.listing import ListQuery, Order, Page, Position
-from deployments._kit.principal import Principal
-from deployments._kit.records import Record
 from deployments._kit.sql import Params, keyset_page
 from deployments._kit.types import Id
+from gateway.listing import ListQuery, Order, Page, Position
+from gateway.principal import Principal
+from gateway.records import Record
 from shards import ReadConn, WriteConn
 from shards.ids import shard_sql
 

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from deployments._kit.errors import Forbidden, NotFound, PreconditionFailed
-from deployments._kit.listing import Order, Position
-from deployments._kit.principal import Principal
+from gateway.errors import Forbidden, NotFound, PreconditionFailed
+from gateway.listing import Order, Position
+from gateway.principal import Principal
 from shards.connections import WriteConn
 from shards.ids import shard_sql
 

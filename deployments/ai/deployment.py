@@ -25,7 +25,6 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import AI_GROUP
-from deployments._kit.principal import Principal
 from deployments.ai.chat import ChatModel
 from deployments.ai.indexing import INDEXED_EVENTS
 from deployments.ai.repo import ModelRead
@@ -38,6 +37,7 @@ from deployments.ai.service import (
 )
 from deployments.ai.service import AIService as _Logic
 from deployments.integration.repo import JobAccepted
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.ai")

@@ -32,8 +32,6 @@ from ai.fanout import FanOut, cause
 from ai.runtime import shard_reads, task_options
 from ai.search import tokens as search_tokens
 from ai.tasks import score_batch, summarize, train_leads
-from deployments._kit.errors import Conflict, Forbidden, NotFound, Validation
-from deployments._kit.principal import Principal
 from deployments._kit.types import Id
 from deployments.ai import repo
 from deployments.ai.chat import ChatModel, ChatUnavailable
@@ -43,6 +41,8 @@ from deployments.ai.runs import JobCancelled, JobRun
 from deployments.integration import repo as jobs_repo
 from deployments.integration.repo import JobAccepted
 from deployments.integration.service import KIND_CUSTOMER_IMPORT
+from gateway.errors import Conflict, Forbidden, NotFound, Validation
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Database, Shards
 from shards.errors import StaleShardMap

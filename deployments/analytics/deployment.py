@@ -20,9 +20,9 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import ANALYTICS_GROUP, Event
-from deployments._kit.principal import Principal
 from deployments.analytics.reports import ReportQuery, ReportRead
 from deployments.analytics.service import AnalyticsService as _Logic
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 

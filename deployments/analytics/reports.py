@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployments._kit.errors import Forbidden
-from deployments._kit.principal import Principal
 from deployments._kit.types import Id
 from deployments.analytics.repo import ShardFilters, as_decimal
+from gateway.errors import Forbidden
+from gateway.principal import Principal
 
 ReportName = Literal["pipeline", "revenue", "funnel", "sla", "activity"]
 REPORTS: tuple[str, ...] = ("pipeline", "revenue", "funnel", "sla", "activity")

@@ -20,9 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ai.fanout import FanOut, ServerResult
-from deployments._kit.errors import NotFound, Validation
 from deployments._kit.events import Event
-from deployments._kit.principal import Principal
 from deployments.analytics import repo
 from deployments.analytics.reports import (
     AFFECTS,
@@ -38,6 +36,8 @@ from deployments.analytics.reports import (
     reduce_revenue,
     reduce_sla,
 )
+from gateway.errors import NotFound, Validation
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.analytics")

@@ -15,8 +15,6 @@ from ray import serve
 from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.auth import idempotency
 from deployments.auth.schemas import (
     ApiKeyCreate,
@@ -34,6 +32,8 @@ from deployments.auth.schemas import (
     UserUpdate,
 )
 from deployments.auth.service import AuthService as _Logic
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database
 
 log = logging.getLogger("nextflow.service")

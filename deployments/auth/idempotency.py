@@ -7,11 +7,16 @@ stores the response when it is done, and replays it for a repeat. One row per
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from shards import WriteConn
+from shards import Database, WriteConn
+
+log = logging.getLogger("nextflow.gateway")
 
 
 @dataclass(frozen=True)
@@ -111,3 +116,51 @@ async def sweep(conn: WriteConn, retention_s: float, batch: int = 5000) -> int:
         batch,
     )
     return int(deleted or 0)
+
+
+class IdempotencyKeys:
+    """The pipeline's `IdempotencyStore` (gateway/idempotency.py): every ingress keeps
+    its callers' keys here itself, through the catalog's ShardManager, with no service
+    hop. Every few minutes a claim also sweeps keys past their retention."""
+
+    def __init__(self, db: Database, lease_s: float, retention_s: float) -> None:
+        self._db = db
+        self._lease_s = lease_s
+        self._retention_s = retention_s
+        self._swept = 0.0
+        self._sweeping: set[asyncio.Task[None]] = set()
+
+    async def claim(self, caller: str, key: str) -> Claim:
+        """Claim `key` for `caller`'s request, or say it runs or what it answered."""
+        now = time.monotonic()
+        if now - self._swept > 300:
+            self._swept = now
+            task = asyncio.get_running_loop().create_task(self._sweep())
+            self._sweeping.add(task)
+            task.add_done_callback(self._sweeping.discard)
+        return await self._db.write(claim, caller, key, self._lease_s, self._retention_s)
+
+    async def complete(
+        self,
+        caller: str,
+        key: str,
+        claim_id: str,
+        fingerprint: bytes,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+    ) -> bool:
+        return await self._db.write(
+            complete, caller, key, claim_id, fingerprint, status, headers, body
+        )
+
+    async def release(self, caller: str, key: str, claim_id: str) -> None:
+        await self._db.write(release, caller, key, claim_id)
+
+    async def _sweep(self) -> None:
+        try:
+            gone = await self._db.write(sweep, self._retention_s)
+            if gone:
+                log.info("swept %d expired idempotency keys", gone)
+        except Exception as exc:  # the next claim tries again
+            log.warning("idempotency key sweep failed: %r", exc)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from deployments._kit.listing import Order, Position
-from deployments._kit.principal import Scope
 from deployments._kit.sql import Params, Stale, keyset_page
 from deployments.auth.schemas import ApiKeyRead, RoleRead, TeamRead, UserListQuery, UserRead
+from gateway.listing import Order, Position
+from gateway.principal import Scope
 from shards import ReadConn, WriteConn, single_statement
 
 _USER = "id, email, name, role, team_id, is_active, version, created_at, updated_at, last_login_at"
@@ -24,7 +24,7 @@ _KEY = "id, user_id, name, prefix, permissions, expires_at, created_at, last_use
 @dataclass(frozen=True)
 class Reach:
     """What a user's role and team let their permissions reach, record by record:
-    `Principal.scopes`, `.team` and `.hidden` (deployments/_kit/principal.py)."""
+    `Principal.scopes`, `.team` and `.hidden` (gateway/principal.py)."""
 
     scopes: dict[str, Scope]
     team: list[int]

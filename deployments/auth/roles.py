@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from deployments._kit.principal import Scope
+from gateway.principal import Scope
 
 SCOPEABLE = frozenset({
     "customer:read", "customer:write", "customer:delete",

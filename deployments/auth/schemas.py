@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.principal import Scope
-from deployments._kit.records import Record
 from deployments._kit.types import Id
+from gateway.listing import ListQuery
+from gateway.principal import Scope
+from gateway.records import Record
 
 Role = Literal["admin", "manager", "agent", "viewer"]
 

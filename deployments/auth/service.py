@@ -12,18 +12,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from cluster.settings import Settings
-from deployments._kit.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    PreconditionFailed,
-    Unauthenticated,
-    Validation,
-)
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments._kit.sql import Stale
-from deployments.auth import passwords, repo, roles, tokens
+from deployments.auth import keys, passwords, repo, roles
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -39,6 +29,17 @@ from deployments.auth.schemas import (
     UserRead,
     UserUpdate,
 )
+from gateway import tokens
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+    Validation,
+)
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards.client import Database
 
 _BAD_LOGIN = "invalid e-mail or password"
@@ -127,21 +128,10 @@ class AuthService:
         if parts is None:
             raise Unauthenticated("invalid API key")
         prefix, secret = parts
-        owner = await self.db.write(repo.use_api_key, prefix, tokens.digest(secret))
-        if owner is None:
+        found = await self.db.write(keys.lookup, prefix, tokens.digest(secret))
+        if found is None:
             raise Unauthenticated("invalid API key")
-        # A key never grants more than its owner's role has today.
-        granted = frozenset(owner.key_permissions) & frozenset(owner.role_permissions)
-        return Principal(
-            user_id=owner.user_id,
-            role=owner.role,
-            permissions=granted,
-            kind="api_key",
-            api_key_id=owner.key_id,
-            scopes=owner.reach.scopes,
-            team=frozenset(owner.reach.team),
-            hidden={k: frozenset(v) for k, v in owner.reach.hidden.items()},
-        )
+        return found
 
     # -- users -----------------------------------------------------------------------
     async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
@@ -302,4 +292,16 @@ class AuthService:
         revoked = await self.db.write(repo.revoke_api_key, key_id)
         if revoked is None:
             raise NotFound(f"API key {key_id} not found")
+        await self._mark_revoked(key_id)
         return revoked
+
+    async def _mark_revoked(self, key_id: int) -> None:
+        """Ingresses cache a checked key (`keys.ApiKeyCache`); this mark, read by their
+        admission check, refuses it at once."""
+        if self._redis is None:
+            return
+        ttl = int(self._settings.api_key_cache_ttl_s * 2 + 60)
+        try:
+            await self._redis.set(tokens.revoked_key(keys.revocation_mark(key_id)), 1, ex=ttl)
+        except (RedisError, OSError) as exc:
+            log.warning("could not mark API key %s revoked: %s", key_id, exc)

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
     Denied,
     Params,
@@ -30,6 +29,7 @@ from deployments.customer.schemas import (
     CustomerListQuery,
     CustomerRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
 _CUSTOMER = (

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 
 class _Input(BaseModel):

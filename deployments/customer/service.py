@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from deployments._kit.errors import Forbidden, NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
-from deployments._kit.listing import (
-    ListQuery,
-    Page,
-    decode_cursor,
-    merge_pages,
-    row_key,
-    validate_sort,
-)
-from deployments._kit.principal import Principal
 from deployments._kit.sql import written
 from deployments.customer import repo
 from deployments.customer.schemas import (
@@ -27,6 +17,16 @@ from deployments.customer.schemas import (
     CustomerRead,
     CustomerUpdate,
 )
+from gateway.errors import Forbidden, NotFound, Validation
+from gateway.listing import (
+    ListQuery,
+    Page,
+    decode_cursor,
+    merge_pages,
+    row_key,
+    validate_sort,
+)
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Shards
 

@@ -20,12 +20,12 @@ from ray.serve.handle import DeploymentHandle
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.file.blobs import blob_store
 from deployments.file.schemas import FileCommit, FileContent, FileListQuery, FileRead, Owner
 from deployments.file.service import FileService as _Logic
 from deployments.file.service import OwnerLookup
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Shards
 
 log = logging.getLogger("nextflow.files")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from deployments._kit.events import emit
 from deployments._kit.history import record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, keyset_page
 from deployments.file.schemas import FileCommit, FileContent, FileListQuery, FileRead
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
 _FILE = (

@@ -7,9 +7,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 OwnerType = Literal["customer", "contact", "deal", "ticket", "lead"]
 # The permission prefix of each owner type: reading a file needs `<prefix>:read` on

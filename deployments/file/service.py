@@ -15,10 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from deployments._kit.errors import AppError, Forbidden, NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments.file import repo
 from deployments.file.blobs import BlobStore, shard_of_key
 from deployments.file.schemas import (
@@ -29,6 +26,9 @@ from deployments.file.schemas import (
     FileRead,
     Owner,
 )
+from gateway.errors import AppError, Forbidden, NotFound, Validation
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Shards
 

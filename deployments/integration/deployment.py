@@ -14,11 +14,11 @@ from ray import serve
 from cluster import heap
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
-from deployments._kit.principal import Principal
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import IntegrationService as _Logic
 from deployments.integration.service import upload_dir
 from deployments.integration.tasks import parse_in_task, parsers
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")

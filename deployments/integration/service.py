@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from deployments._kit.errors import Conflict, NotFound, RateLimited, Validation
-from deployments._kit.principal import Principal
 from deployments.integration import csvio, repo
 from deployments.integration.repo import JobAccepted, JobRead
+from gateway.errors import Conflict, NotFound, RateLimited, Validation
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")

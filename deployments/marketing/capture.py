@@ -9,7 +9,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict
 
-from deployments._kit.errors import Validation
+from gateway.errors import Validation
 
 # Largest accepted body (the route refuses more with 413 before parsing).
 MAX_BODY_BYTES = 8 * 1024

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from deployments._kit.errors import Unavailable
+from gateway.errors import Unavailable
 
 State = Literal["started", "customer_done", "contact_done", "deal_done", "completed"]
 Step = Literal["customer", "contact", "deal", "complete"]

@@ -17,8 +17,6 @@ from ray import serve
 
 from deployments._kit.boundary import boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.marketing.conversion import ConversionFaults
 from deployments.marketing.schemas import (
     CampaignCreate,
@@ -42,6 +40,8 @@ from deployments.marketing.schemas import (
     MemberUpdate,
 )
 from deployments.marketing.service import MarketingService as _Logic
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 

@@ -13,7 +13,6 @@ from pydantic import BaseModel
 
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
     Denied,
     Params,
@@ -42,6 +41,7 @@ from deployments.marketing.schemas import (
     MemberListQuery,
     MemberRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
 M = TypeVar("M", bound=BaseModel)

@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id, Money
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 LeadSource = Literal["web_form", "import", "referral", "event", "ad", "other"]
 LeadStatus = Literal["new", "contacted", "qualified", "unqualified", "converted"]

@@ -10,17 +10,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from deployments._kit.errors import (
-    AppError,
-    Conflict,
-    Forbidden,
-    NotFound,
-    Unavailable,
-    Validation,
-)
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
-from deployments._kit.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
-from deployments._kit.principal import Principal
 from deployments._kit.sql import Denied, Stale, written
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from deployments.marketing import repo
@@ -53,6 +43,16 @@ from deployments.marketing.schemas import (
     MemberUpdate,
 )
 from deployments.sales.schemas import DealCreate
+from gateway.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    Validation,
+)
+from gateway.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Database, Shards
 

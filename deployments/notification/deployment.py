@@ -21,8 +21,6 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import NOTIFICATION_GROUP, Event
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.notification.mailer import SmtpMailer
 from deployments.notification.rules import RULES
 from deployments.notification.schemas import (
@@ -35,6 +33,8 @@ from deployments.notification.schemas import (
 )
 from deployments.notification.service import AuthDirectory
 from deployments.notification.service import NotificationService as _Logic
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Shards
 
 

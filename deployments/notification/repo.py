@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, keyset_page
 from deployments.notification.rules import RULES, Recipient
 from deployments.notification.schemas import (
@@ -16,6 +15,7 @@ from deployments.notification.schemas import (
     NotificationRead,
     PreferencesRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
 _NOTE = (

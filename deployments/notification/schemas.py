@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id
 from deployments.notification.rules import RULES
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 
 class NotificationRead(Record):

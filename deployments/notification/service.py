@@ -10,10 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from deployments._kit.errors import NotFound, Unavailable
 from deployments._kit.events import Event
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments.notification import repo
 from deployments.notification.mailer import Mailer
 from deployments.notification.rules import NEEDS_MANAGERS, Recipient, recipients
@@ -25,6 +22,9 @@ from deployments.notification.schemas import (
     ReadAllResult,
     UnreadCount,
 )
+from gateway.errors import NotFound, Unavailable
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards.client import Shards
 
 log = logging.getLogger("nextflow.notification")

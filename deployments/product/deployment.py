@@ -13,8 +13,6 @@ from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.product.cache import CatalogCache
 from deployments.product.schemas import (
     PriceBookCreate,
@@ -31,6 +29,8 @@ from deployments.product.schemas import (
     Quote,
 )
 from deployments.product.service import ProductService as _Logic
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database
 
 

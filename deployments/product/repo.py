@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from deployments._kit.history import diff, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, escape_like, keyset_page
 from deployments.product.schemas import (
     PriceBookCreate,
@@ -20,6 +19,7 @@ from deployments.product.schemas import (
     ProductRead,
     QuoteLine,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
 M = TypeVar("M", bound=BaseModel)

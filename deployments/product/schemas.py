@@ -8,9 +8,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Amount, Currency, Id
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 Percent = Field(ge=0, le=100, max_digits=7, decimal_places=4)
 

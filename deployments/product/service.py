@@ -6,17 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deployments._kit.errors import NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import (
-    Page,
-    decode_cursor,
-    encode_cursor,
-    merge_pages,
-    row_key,
-    validate_sort,
-)
-from deployments._kit.principal import Principal
 from deployments._kit.sql import written
 from deployments.product import repo
 from deployments.product.cache import CatalogCache
@@ -35,6 +25,16 @@ from deployments.product.schemas import (
     Quote,
     QuoteLine,
 )
+from gateway.errors import NotFound, Validation
+from gateway.listing import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    merge_pages,
+    row_key,
+    validate_sort,
+)
+from gateway.principal import Principal
 from shards.client import Database
 
 T = TypeVar("T")

@@ -13,10 +13,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments._kit.boundary import boundary
-from deployments._kit.errors import NotFound
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.product.schemas import Quote
 from deployments.sales.schemas import (
     DealCreate,
@@ -42,6 +39,9 @@ from deployments.sales.schemas import (
     WonRequest,
 )
 from deployments.sales.service import SalesService as _Logic
+from gateway.errors import NotFound
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 

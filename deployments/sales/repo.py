@@ -12,7 +12,6 @@ import asyncpg
 
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
     Denied,
     Params,
@@ -40,6 +39,7 @@ from deployments.sales.schemas import (
     StageCreate,
     StageRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 from shards.ids import shard_sql
 

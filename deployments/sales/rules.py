@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from deployments._kit.errors import Conflict, Validation
 from deployments.sales.schemas import DealRead, PipelineRead, StageRead
+from gateway.errors import Conflict, Validation
 
 
 def weighted_amount(amount: Decimal, probability: int) -> Decimal:

@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Amount, Id, Money
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 StageKind = Literal["open", "won", "lost"]
 DealStatus = Literal["open", "won", "lost"]

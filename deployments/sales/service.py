@@ -9,10 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from deployments._kit.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments._kit.sql import Denied, Stale, written
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
@@ -42,6 +39,9 @@ from deployments.sales.schemas import (
     WonRequest,
 )
 from deployments.sales.totals import order_totals
+from gateway.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Validation
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Database, Shards
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from deployments._kit.history import diff, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, keyset_after, order_by
 from deployments.support import rules
 from deployments.support.schemas import QueueCreate, QueueRead, SlaPolicyPut, SlaPolicyRead
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn
 
 _QUEUE = """q.id, q.name, q.description, q.strategy, q.is_default, q.last_assigned_id,

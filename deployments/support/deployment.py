@@ -21,10 +21,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
-from deployments._kit.errors import NotFound
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments.support.schemas import (
     CommentCreate,
     CommentListQuery,
@@ -45,6 +42,9 @@ from deployments.support.schemas import (
     TicketUpdate,
 )
 from deployments.support.service import SupportService as _Logic
+from gateway.errors import NotFound
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.support")

@@ -16,7 +16,6 @@ import asyncpg
 
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import ChangeRead, diff, list_changes, record_change
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import (
     Denied,
     Params,
@@ -35,6 +34,7 @@ from deployments.support.schemas import (
     TicketListQuery,
     TicketRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 from shards.ids import shard_sql
 

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id
 from deployments.support.rules import Channel, Priority, Status, Strategy
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 _YEAR_S = 366 * 24 * 3600
 

@@ -17,10 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from deployments._kit.errors import Conflict, NotFound, PreconditionFailed, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments._kit.sql import Denied, Stale, written
 from deployments.support import config_repo, repo, rules
 from deployments.support.schemas import (
@@ -42,6 +39,9 @@ from deployments.support.schemas import (
     TicketStatusChange,
     TicketUpdate,
 )
+from gateway.errors import Conflict, NotFound, PreconditionFailed, Validation
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards import ShardNotFound
 from shards.client import Database, Shards
 

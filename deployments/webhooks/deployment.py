@@ -22,8 +22,6 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import WEBHOOKS_GROUP, Event
-from deployments._kit.listing import Page
-from deployments._kit.principal import Principal
 from deployments._kit.sealed import SecretBox
 from deployments.webhooks import guard
 from deployments.webhooks.backoff import Backoff
@@ -37,6 +35,8 @@ from deployments.webhooks.schemas import (
     WebhookUpdate,
 )
 from deployments.webhooks.service import WebhookService as _Logic
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database
 
 log = logging.getLogger("nextflow.webhooks")

@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Params, Stale, keyset_page
 from deployments.webhooks.schemas import (
     DeliveryListQuery,
@@ -16,6 +15,7 @@ from deployments.webhooks.schemas import (
     WebhookListQuery,
     WebhookRead,
 )
+from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn
 
 _SUB = (

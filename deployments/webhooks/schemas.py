@@ -9,9 +9,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments._kit.listing import ListQuery
-from deployments._kit.records import Record
 from deployments._kit.types import Id
+from gateway.listing import ListQuery
+from gateway.records import Record
 
 _PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))*)$")
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]

@@ -14,10 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 import httpx
 import orjson
 
-from deployments._kit.errors import NotFound, PreconditionFailed, Validation
 from deployments._kit.events import Event
-from deployments._kit.listing import Page, decode_cursor, merge_pages, validate_sort
-from deployments._kit.principal import Principal
 from deployments._kit.sealed import PREFIX, SecretBox, Unsealable
 from deployments._kit.sql import Stale
 from deployments.webhooks import guard, repo, sender
@@ -31,6 +28,9 @@ from deployments.webhooks.schemas import (
     WebhookRead,
     WebhookUpdate,
 )
+from gateway.errors import NotFound, PreconditionFailed, Validation
+from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.principal import Principal
 from shards import ReadConn, WriteConn
 
 P = ParamSpec("P")

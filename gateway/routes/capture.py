@@ -18,11 +18,11 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from deployments._kit.errors import BadRequest, Validation
-from deployments._kit.principal import Principal
 from deployments.marketing.capture import MAX_BODY_BYTES
 from deployments.marketing.schemas import CaptureAccepted
 from gateway.context import ServicesDep, enforce, json, state
+from gateway.errors import BadRequest, Validation
+from gateway.principal import Principal
 from gateway.problems import problem
 
 router = APIRouter(tags=["capture"])

@@ -38,13 +38,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from cluster.settings import get_settings
-from deployments._kit.errors import NotFound, Validation
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page, field_errors, parse_list_params
 from deployments.file import content
 from deployments.file.blobs import Stored, TooLarge, blob_store, measured, new_key
 from deployments.file.schemas import FileCommit, FileListQuery, FileRead, Owner
 from gateway.context import CurrentPrincipal, ServicesDep, json, no_content, record
+from gateway.errors import NotFound, Validation
+from gateway.listing import Page, field_errors, parse_list_params
 from gateway.problems import problem
 from gateway.uploads import FilePart, MultipartStream
 from shards import ids

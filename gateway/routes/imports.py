@@ -11,13 +11,13 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from cluster.settings import get_settings
-from deployments._kit.listing import parse_list_params
-from deployments._kit.principal import Principal
 from deployments.customer.schemas import CustomerListQuery
 from deployments.integration import csvio
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import upload_dir
 from gateway.context import CurrentPrincipal, Services, ServicesDep, json
+from gateway.listing import parse_list_params
+from gateway.principal import Principal
 from gateway.uploads import TooLarge, save_upload
 
 router = APIRouter(tags=["imports"])

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page, parse_list_params
 from deployments.marketing.schemas import (
     CampaignCreate,
     CampaignListQuery,
@@ -32,6 +31,7 @@ from deployments.marketing.schemas import (
     MemberUpdate,
 )
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["marketing"])

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from deployments._kit.listing import Page, parse_list_params
 from deployments.notification.schemas import (
     NotificationListQuery,
     NotificationRead,
@@ -18,6 +17,7 @@ from deployments.notification.schemas import (
     UnreadCount,
 )
 from gateway.context import CurrentPrincipal, ServicesDep, json, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["notifications"])

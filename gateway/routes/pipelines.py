@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page, parse_list_params
 from deployments.sales.schemas import (
     PipelineCreate,
     PipelineListQuery,
@@ -19,6 +18,7 @@ from deployments.sales.schemas import (
     StageUpdate,
 )
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["pipelines"])

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Body, Path, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page, parse_list_params
 from deployments.support.schemas import (
     QueueCreate,
     QueueListQuery,
@@ -21,6 +20,7 @@ from deployments.support.schemas import (
     SlaPolicyRead,
 )
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["support configuration"])

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from deployments._kit.errors import Validation
 from deployments.analytics.reports import ReportQuery, ReportRead
 from gateway.context import CurrentPrincipal, ServicesDep, json
+from gateway.errors import Validation
 
 router = APIRouter(tags=["reports"])
 ReportName = Annotated[str, Path(max_length=40, description="pipeline|revenue|funnel|sla|activity")]

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments._kit.listing import Page, parse_list_params
 from deployments.support.schemas import (
     CommentCreate,
     CommentListQuery,
@@ -29,6 +28,7 @@ from deployments.support.schemas import (
     TicketUpdate,
 )
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["tickets"])

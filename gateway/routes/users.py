@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from deployments._kit.listing import Page, parse_list_params
 from deployments.auth.schemas import UserCreate, UserListQuery, UserRead, UserUpdate
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(prefix="/users", tags=["users"])

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from deployments._kit.listing import Page, parse_list_params
 from deployments.webhooks.schemas import (
     DeliveryListQuery,
     DeliveryRead,
@@ -19,6 +18,7 @@ from deployments.webhooks.schemas import (
     WebhookUpdate,
 )
 from gateway.context import CurrentPrincipal, IfMatch, ServicesDep, json, no_content, record
+from gateway.listing import Page, parse_list_params
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["webhooks"])

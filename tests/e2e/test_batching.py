@@ -13,9 +13,9 @@ from ray import serve
 
 from cluster.batching import Outcome
 from deployments._kit.boundary import ServiceCall
-from deployments._kit.errors import AppError, Forbidden, NotFound
-from deployments._kit.principal import Principal
 from deployments.customer.schemas import CustomerCreate, CustomerRead
+from gateway.errors import AppError, Forbidden, NotFound
+from gateway.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import pytest
 from ray import serve
 
 from cluster.settings import Settings
-from deployments._kit.principal import Principal
+from gateway.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e

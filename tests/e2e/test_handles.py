@@ -9,9 +9,9 @@ import pytest
 import ray
 from ray import serve
 
-from deployments._kit.errors import Forbidden, NotFound
-from deployments._kit.principal import Principal
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
+from gateway.errors import Forbidden, NotFound
+from gateway.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e

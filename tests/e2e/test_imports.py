@@ -19,9 +19,9 @@ from ray.util.state import list_tasks
 
 from cluster.settings import Settings
 from deployments._kit.events import EVENT_STREAM, Event
-from deployments._kit.principal import Principal
 from deployments.integration.repo import JobAccepted
 from deployments.integration.service import CHUNK
+from gateway.principal import Principal
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import ray
 from ray import serve
 
 from cluster.settings import Settings
-from deployments._kit.principal import Principal
+from gateway.principal import Principal
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"

@@ -11,8 +11,8 @@ import ray
 from ray import serve
 
 from cluster.settings import Settings
-from deployments._kit.errors import Validation
-from deployments._kit.principal import Principal
+from gateway.errors import Validation
+from gateway.principal import Principal
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments._kit.principal import Principal
 from deployments._kit.types import Money
 from deployments.sales.schemas import DealCreate, DealRead
+from gateway.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e

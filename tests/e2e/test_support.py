@@ -11,8 +11,8 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments._kit.principal import Principal
 from deployments.support.schemas import SweepResult, TicketRead
+from gateway.principal import Principal
 from shards import ids
 from tests.e2e.conftest import make_user
 

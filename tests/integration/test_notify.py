@@ -21,9 +21,7 @@ import pytest_asyncio
 from aiosmtpd.controller import Controller
 
 from cluster.settings import Settings
-from deployments._kit.errors import Validation
 from deployments._kit.events import Event
-from deployments._kit.principal import Principal
 from deployments._kit.sealed import SecretBox
 from deployments.notification.mailer import SmtpMailer
 from deployments.notification.schemas import (
@@ -36,6 +34,8 @@ from deployments.webhooks import guard
 from deployments.webhooks.backoff import Backoff
 from deployments.webhooks.schemas import DeliveryListQuery, WebhookCreate, WebhookUpdate
 from deployments.webhooks.service import WebhookService
+from gateway.errors import Validation
+from gateway.principal import Principal
 from shards import consistency
 from shards.client import InProcess, Shards, read_shard_map
 from shards.manager import ShardManager

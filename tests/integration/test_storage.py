@@ -18,10 +18,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster import redis_client
 from cluster.settings import Settings
-from deployments._kit.listing import Order, Position
 from deployments._kit.sql import Stale
 from deployments.customer import repo
 from deployments.customer.schemas import ContactCreate, CustomerCreate, CustomerListQuery
+from gateway.listing import Order, Position
 from shards import ids
 from shards.client import load_shard_map
 from shards.errors import DatabaseError, ShardUnavailable
@@ -219,11 +219,11 @@ async def test_admission_asks_redis_everything_in_one_script(
 ) -> None:
     import redis.asyncio as aioredis
 
-    from deployments._kit.errors import Unavailable
-    from deployments.auth.tokens import cutoff_key
     from gateway.admission import Admission
+    from gateway.errors import Unavailable
     from gateway.ratelimit import RateLimiter
     from gateway.sessions import SessionPositions
+    from gateway.tokens import cutoff_key
 
     caller, user_id = f"test-{os.urandom(4).hex()}", 10_000 + os.getpid()
     client = aioredis.from_url(stack_settings.redis_url)

@@ -14,7 +14,7 @@ from cluster.autoscaling import CALLS_IN_PROGRESS, calls_in_progress
 from cluster.batching import Batcher, Outcome, run_each
 from deployments._kit import boundary
 from deployments._kit.boundary import BatchedCalls, ServiceCall
-from deployments._kit.errors import AppError, NotFound
+from gateway.errors import AppError, NotFound
 
 
 @dataclass

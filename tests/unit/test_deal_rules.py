@@ -9,8 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployments._kit.errors import Conflict, Validation
-from deployments._kit.listing import Order, decode_cursor, encode_cursor, parse_list_params
 from deployments._kit.types import Money
 from deployments.sales import rules
 from deployments.sales.schemas import (
@@ -21,6 +19,8 @@ from deployments.sales.schemas import (
     PipelineRead,
     StageRead,
 )
+from gateway.errors import Conflict, Validation
+from gateway.listing import Order, decode_cursor, encode_cursor, parse_list_params
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 KINDS = [("Prospecting", 10, "open"), ("Proposal", 50, "open"), ("Won", 100, "won")]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from deployments._kit.errors import BadRequest
 from deployments.file.blobs import (
     LocalBlobStore,
     Stored,
@@ -29,6 +28,7 @@ from deployments.file.content import (
     parse_range,
     sanitise_filename,
 )
+from gateway.errors import BadRequest
 from gateway.uploads import FilePart, FormField, MultipartStream
 
 

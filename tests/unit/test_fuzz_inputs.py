@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployments._kit.errors import Validation
-from deployments._kit.listing import ListQuery, decode_cursor, parse_list_params
 from deployments.integration import csvio
 from deployments.integration.service import (
     ChunkReader,
     ImportFailed,
     read_header,
 )
+from gateway.errors import Validation
+from gateway.listing import ListQuery, decode_cursor, parse_list_params
 
 _SCHEMA_MODULES = (
     "deployments._kit.history",

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from pydantic import networks as pydantic_networks
 from pydantic_core import PydanticCustomError
 
-from deployments._kit.errors import BadRequest
 from deployments.integration import csvio
+from gateway.errors import BadRequest
 from gateway.uploads import TooLarge, save_upload
 
 HEADER = ["name", "email", "tags", "owner_id", "external_id"]

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ray import cloudpickle
 
-from deployments._kit.errors import Validation
-from deployments._kit.listing import (
+from deployments.customer.schemas import CustomerListQuery, CustomerRead
+from gateway.errors import Validation
+from gateway.listing import (
     Page,
     Position,
     decode_cursor,
     merge_pages,
     parse_list_params,
 )
-from deployments.customer.schemas import CustomerListQuery, CustomerRead
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from deployments._kit.errors import Validation
 from deployments.marketing.capture import MAX_LENGTH, parse_capture
 from deployments.marketing.conversion import (
     STATES,
@@ -17,6 +16,7 @@ from deployments.marketing.conversion import (
     source_key,
     step_for,
 )
+from gateway.errors import Validation
 from gateway.routes.capture import client_address, trusted_networks
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployments._kit.errors import Forbidden
-from deployments._kit.principal import Principal, Scope
 from deployments.analytics.reports import ReportQuery
+from gateway.errors import Forbidden
+from gateway.principal import Principal, Scope
 
 
 def _caller(scope: Scope | None) -> Principal:

@@ -15,8 +15,8 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import ValidationError
 
-from deployments._kit import errors
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
+from gateway import errors
 from gateway.rpc import _CUSTOMER_WRITABLE, Call, list_query, masked_update, to_proto
 from nextflow.v1 import common_pb2, customers_pb2
 

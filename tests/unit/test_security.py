@@ -21,10 +21,11 @@ from fastapi import FastAPI
 from starlette.responses import Response, StreamingResponse
 
 from cluster.settings import Settings
-from deployments._kit.errors import Unauthenticated
-from deployments.auth import passwords, tokens
+from deployments.auth import passwords
+from gateway import tokens
 from gateway.app import AppArgs, create_api
 from gateway.context import GatewayState, Services
+from gateway.errors import Unauthenticated
 from gateway.hardening import RequestTimeout, SecurityHeaders
 
 SECRET = "s" * 40
@@ -321,7 +322,7 @@ async def test_the_rate_limiter_without_redis_fails_open_or_closed_as_configured
 
     import redis.asyncio as aioredis
 
-    from deployments._kit.errors import Unavailable
+    from gateway.errors import Unavailable
     from gateway.ratelimit import RateLimiter
 
     with socket.socket() as s:  # a port nothing listens on: Redis is "down"

@@ -6,9 +6,10 @@ import time
 import jwt
 import pytest
 
-from deployments._kit.errors import AppError, NotFound, RateLimited, Unauthenticated
-from deployments._kit.principal import Principal
-from deployments.auth import passwords, tokens
+from deployments.auth import passwords
+from gateway import tokens
+from gateway.errors import AppError, NotFound, RateLimited, Unauthenticated
+from gateway.principal import Principal
 
 CONFIG = tokens.JwtConfig(secret="s" * 40, issuer="nextflow", audience="nextflow-api", ttl_s=60)
 

@@ -1,4 +1,5 @@
-"""Liveness and readiness."""
+"""Liveness and readiness of one service's ingress (every application has both,
+under its own prefix)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health() -> dict[str, str]:
-    """Liveness: the gateway replica answers. Checks no dependency."""
+    """Liveness: the replica answers. Checks no dependency."""
     return {"status": "ok"}
 
 
@@ -28,9 +29,9 @@ _OPTIONAL = frozenset({"redis"})
 
 @router.get("/ready")
 async def ready(request: Request) -> Response:
-    """Readiness: every database (through its shard manager), Redis and every
-    service deployment answer. 503 names what does not; only Redis down is 200
-    "degraded" (the API keeps serving without it)."""
+    """Readiness: Redis and this service's checks (its databases through their shard
+    managers; the gateway application: every service) answer. 503 names what does
+    not; only Redis down is 200 "degraded" (the API keeps serving without it)."""
     st = state(request)
     checks: dict[str, Any] = {}
 
@@ -43,7 +44,7 @@ async def ready(request: Request) -> Response:
 
     await asyncio.gather(
         check("redis", st.redis.ping()),
-        *(check(name, handle.ready.remote()) for name, handle in st.services.bound()),
+        *(check(name, ready()) for name, ready in request.app.state.ready_checks.items()),
     )
     failing = ", ".join(k for k, v in checks.items() if v != "ok")
     if all(v == "ok" for k, v in checks.items() if k not in _OPTIONAL):

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import jwt
 from pydantic import ValidationError
 
-from deployments._kit.errors import Unauthenticated
-from deployments._kit.principal import Principal
+from gateway.errors import Unauthenticated
+from gateway.principal import Principal
 
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "nf_"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments._kit.errors import Validation
+from gateway.errors import Validation
 
 T = TypeVar("T")
 

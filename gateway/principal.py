@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments._kit.errors import Forbidden
+from gateway.errors import Forbidden
 
 Scope = Literal["own", "team"]
 M = TypeVar("M", bound=BaseModel)

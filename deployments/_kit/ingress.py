@@ -1,0 +1,117 @@
+"""What every domain service's Serve application is made of: one ingress deployment
+that answers HTTP through the shared pipeline (gateway/pipeline.py) and calls its
+service in process, and whose service methods a deployment handle reaches directly:
+
+    @serve.deployment(name="CustomerService")
+    @serve.ingress()
+    class CustomerApp(ServiceIngress):
+        async def __init__(self) -> None:
+            self._svc = CustomerService(await Shards.connect("customer"))
+            self.open_ingress(self._svc, title="Customers", routers=[routes.router])
+
+    handle = serve.get_app_handle("customer")
+    customer = await handle.get.remote(principal, customer_id)
+
+One request is one Serve hop (the ingress replica) plus the ShardManager calls its
+service makes. Deployment handles are for in-cluster Python code, which is trusted
+with the `Principal` it passes (as a service is trusted by another): the HTTP and gRPC
+edges are where callers prove who they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cluster.settings import get_settings
+from deployments._kit.boundary import bounded
+from deployments.auth.idempotency import IdempotencyKeys
+from deployments.auth.keys import ApiKeyCache
+from gateway.pipeline import Pipeline, build_api, open_pipeline
+from shards import Database
+
+# Each application and its ingress deployment (`serve_config.yaml` names them alike).
+APPS = {
+    "auth": "AuthService",
+    "customer": "CustomerService",
+    "product": "ProductService",
+    "sales": "SalesService",
+    "marketing": "MarketingService",
+    "support": "SupportService",
+    "notification": "NotificationService",
+    "file": "FileService",
+    "integration": "IntegrationService",
+    "webhooks": "WebhookService",
+    "analytics": "AnalyticsService",
+    "ai": "AIService",
+}
+
+# Names Serve itself looks up on a deployment: never answered by a service method.
+_SERVE_NAMES = frozenset({"check_health", "reconfigure", "record_autoscaling_stats", "ready"})
+
+
+def app_handle(app: str) -> DeploymentHandle[Any]:
+    """A handle on another service's application (its ingress deployment), for real
+    composition only: a Serve handle call is the dearest hop a request can take."""
+    return serve.get_deployment_handle(APPS[app], app_name=app)
+
+
+class ServiceIngress:
+    """Base of every service's ingress deployment (see the module's docstring)."""
+
+    _pipeline: Pipeline
+    _api: FastAPI
+
+    def open_ingress(
+        self,
+        service: Any,
+        *,
+        title: str,
+        routers: Iterable[APIRouter],
+        ready: Callable[[], Awaitable[None]] | None = None,
+        description: str = "",
+    ) -> None:
+        """Build the pipeline and the FastAPI app; `service` is what the routes call
+        and what handles reach (behind its boundary: errors, read-your-writes)."""
+        settings = get_settings()
+        auth = Database("auth")
+        self._service = bounded(service)
+        self._pipeline = open_pipeline(
+            settings,
+            api_keys=ApiKeyCache(auth, settings.api_key_cache_ttl_s),
+            idempotency=IdempotencyKeys(
+                auth, settings.request_timeout_s + 30, settings.idempotency_retention_s
+            ),
+        )
+        self._api = build_api(
+            self._pipeline,
+            title=title,
+            routers=routers,
+            service=self._service,
+            ready={"databases": ready or self.ready},
+            description=description,
+            settings=settings,
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return self._api
+
+    def __getattr__(self, name: str) -> Any:
+        """A handle's method call: the service's method of that name, behind its
+        boundary (only coroutine methods; nothing private)."""
+        if name.startswith("_") or name in _SERVE_NAMES:
+            raise AttributeError(name)
+        service = self.__dict__.get("_service")
+        if service is None:
+            raise AttributeError(name)
+        found = getattr(service, name)
+        if not callable(found):
+            raise AttributeError(name)
+        return found
+
+    async def ready(self) -> None:
+        """Readiness: what this service needs answers (each application says what)."""

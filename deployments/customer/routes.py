@@ -1,0 +1,183 @@
+"""Customers and their contacts, under `/v1/customers` (the customer application's
+prefix). Path: this file -> deployments/customer/service.py ->
+deployments/customer/repo.py -> shards/."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.responses import Response
+
+from deployments._kit.history import ChangeRead, HistoryQuery
+from deployments.customer.schemas import (
+    ContactCreate,
+    ContactListQuery,
+    ContactRead,
+    ContactUpdate,
+    CustomerCreate,
+    CustomerListQuery,
+    CustomerRead,
+    CustomerUpdate,
+)
+from deployments.customer.service import CustomerService
+from gateway import idempotency
+from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
+from gateway.listing import Page, parse_list_params
+from shards.ids import MAX_ID
+
+router = APIRouter(tags=["customers"])
+Service = Annotated[CustomerService, Depends(service)]
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+
+
+@router.post("/", status_code=201, response_model=CustomerRead)
+async def create_customer(
+    body: CustomerCreate, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Create a customer. It is placed on a logical shard that its id carries. With an
+    `Idempotency-Key`, a repeat gets the first response, and the key is also the
+    customer's `source_key`: one customer however often the create runs."""
+    if (key := idempotency.source_key(request)) is not None:
+        customer = await svc.create_from_source(principal, key, body)
+    else:
+        customer = await svc.create(principal, body)
+    return record(customer, 201, f"/v1/customers/{customer.id}")
+
+
+@router.get("/", response_model=Page[CustomerRead])
+async def list_customers(
+    request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Customers across all shards, cursor-paged. Filters: `name[prefix]`,
+    `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
+    `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
+    `limit` (max 200), `cursor`, `count=true` for a total."""
+    query = parse_list_params(request.query_params.multi_items(), CustomerListQuery)
+    return json(await svc.list(principal, query))
+
+
+@router.post("/search", response_model=Page[CustomerRead])
+async def search_customers(
+    body: CustomerListQuery, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """The same filters as the list, as a JSON body (`name_prefix`, `tags`, ...)."""
+    return json(await svc.list(principal, body))
+
+
+@router.get("/{customer_id}", response_model=CustomerRead)
+async def get_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    return record(await svc.get(principal, customer_id))
+
+
+@router.patch("/{customer_id}", response_model=CustomerRead)
+async def update_customer(
+    customer_id: RecordId,
+    body: CustomerUpdate,
+    principal: CurrentPrincipal,
+    svc: Service,
+    version: IfMatch,
+) -> Response:
+    """Partial update. Send `If-Match: "<version>"` to refuse a stale write (412)."""
+    return record(await svc.update(principal, customer_id, body, version))
+
+
+@router.delete("/{customer_id}", status_code=204)
+async def delete_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    """Soft delete (restore with `POST /v1/customers/{id}/restore`)."""
+    return no_content(await svc.delete(principal, customer_id, version))
+
+
+@router.post("/{customer_id}/restore", response_model=CustomerRead)
+async def restore_customer(
+    customer_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    return record(await svc.restore(principal, customer_id))
+
+
+@router.get("/{customer_id}/history", response_model=Page[ChangeRead])
+async def customer_history(
+    customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Changes of name, email, phone, website, industry, tags and owner, with creation,
+    deletion and restore; newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await svc.history(principal, customer_id, query))
+
+
+@router.post("/{customer_id}/contacts", status_code=201, response_model=ContactRead)
+async def create_contact(
+    customer_id: RecordId,
+    body: ContactCreate,
+    request: Request,
+    principal: CurrentPrincipal,
+    svc: Service,
+) -> Response:
+    """Add a contact; it lives on its customer's shard. An `Idempotency-Key` is also
+    the contact's `source_key` (one contact however often the create runs)."""
+    if (key := idempotency.source_key(request)) is not None:
+        contact = await svc.create_contact_from_source(
+            principal, key, customer_id, body
+        )
+    else:
+        contact = await svc.create_contact(principal, customer_id, body)
+    return record(contact, 201, f"/v1/customers/contacts/{contact.id}")
+
+
+@router.get("/{customer_id}/contacts", response_model=Page[ContactRead])
+async def list_contacts(
+    customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """A customer's contacts; `sort` = `created_at` or `-created_at`, cursor pages."""
+    query = parse_list_params(request.query_params.multi_items(), ContactListQuery)
+    return json(await svc.list_contacts(principal, customer_id, query))
+
+
+@router.get("/contacts/{contact_id}", response_model=ContactRead)
+async def get_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    return record(await svc.get_contact(principal, contact_id))
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactRead)
+async def update_contact(
+    contact_id: RecordId,
+    body: ContactUpdate,
+    principal: CurrentPrincipal,
+    svc: Service,
+    version: IfMatch,
+) -> Response:
+    return record(
+        await svc.update_contact(principal, contact_id, body, version)
+    )
+
+
+@router.delete("/contacts/{contact_id}", status_code=204)
+async def delete_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    return no_content(
+        await svc.delete_contact(principal, contact_id, version)
+    )
+
+
+@router.post("/contacts/{contact_id}/restore", response_model=ContactRead)
+async def restore_contact(
+    contact_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    return record(await svc.restore_contact(principal, contact_id))
+
+
+@router.get("/contacts/{contact_id}/history", response_model=Page[ChangeRead])
+async def contact_history(
+    contact_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Changes of first and last name, email, phone and title, with creation, deletion
+    and restore; newest first (`sort=created_at` for oldest first)."""
+    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    return json(await svc.contact_history(principal, contact_id, query))
