@@ -6,7 +6,7 @@ Starts a throwaway stack on free ports (as bench/get_customer.py does), then:
 1. writes N deals straight into the shard servers' `sales` databases (each on the
    server the shard map names for its logical shard) and the same N rows into one
    table on one server (database `bench_single` on the catalog server);
-2. times `GET /reports/pipeline` (one Ray task per logical shard, reduced in the
+2. times `GET /v1/analytics/reports/pipeline` (one Ray task per logical shard, reduced in the
    AnalyticsService; a new `date_to` each time so the cache never answers) against
    the same aggregate as one SQL statement on the single server; checks that both
    give the same numbers;
@@ -165,7 +165,7 @@ def time_report(
         for k in range(runs):
             to = (date(2098, 12, 31) + timedelta(days=first_day + k)).isoformat()  # not cached
             t0 = time.perf_counter()
-            r = http.get("/reports/pipeline", params={"date_to": to},
+            r = http.get("/v1/analytics/reports/pipeline", params={"date_to": to},
                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
             times.append(time.perf_counter() - t0)
             r.raise_for_status()
@@ -268,8 +268,8 @@ def pipeline_on(servers: int, deals: int, runs: int, leads: int | None) -> dict[
             asyncio.run(seed_leads(settings, labelled=max(leads // 5, 2000), open_leads=leads))
             time.sleep(settings.max_replica_lag_s + 2)
             with httpx.Client(base_url=url, timeout=600) as http:
-                out["trained"], out["train_s"] = run_job(http, headers, "/ai/lead-scoring/train")
-                out["scored"], out["score_s"] = run_job(http, headers, "/ai/lead-scoring/score")
+                out["trained"], out["train_s"] = run_job(http, headers, "/v1/ai/lead-scoring/train")
+                out["scored"], out["score_s"] = run_job(http, headers, "/v1/ai/lead-scoring/score")
             out["batch"] = settings.ai_score_batch_size
             out["in_flight"] = settings.ai_tasks_in_flight
     finally:
@@ -309,7 +309,8 @@ def main() -> None:
         "",
         f"{args.deals:,} open deals, written twice in the same run: across the shard servers "
         "(10 logical shards) and into one table on one server. The pipeline report "
-        "(`GET /reports/pipeline`: one Ray task of 0.25 CPU + 0.25 `ai` per shard server, "
+        "(`GET /v1/analytics/reports/pipeline`: one Ray task of 0.25 CPU + 0.25 `ai` "
+        "per shard server, "
         "over the logical shards it holds, reduced in the AnalyticsService, cache bypassed) "
         "against the same `GROUP BY` as one SQL statement on the single server; medians of "
         f"{args.runs} runs; one private stack per server count, all on this machine.",

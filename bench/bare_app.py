@@ -69,7 +69,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 app = FastAPI(lifespan=_lifespan)
 
 
-@app.get("/customers/{customer_id}")
+@app.get("/v1/customers/{customer_id}")
 async def get_customer(customer_id: int) -> Response:
     pool: asyncpg.Pool = app.state.pool
     row = await pool.fetchrow(_SELECT, customer_id)
@@ -82,7 +82,7 @@ async def get_customer(customer_id: int) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@app.post("/customers", status_code=201)
+@app.post("/v1/customers", status_code=201)
 async def create_customer(body: _NewCustomer) -> Response:
     pool: asyncpg.Pool = app.state.pool
     row = await pool.fetchrow(_INSERT, app.state.shard, body.name, body.email, body.tags)

@@ -4,11 +4,12 @@ Starts a throwaway stack on free ports (as bench/get_customer.py does), seeds
 customers and tickets over the API, then loads with wrk, each pair interleaved so
 both sides see the same machine:
 
-- `POST /deals` (checks the customer through CustomerService, reads the cached
+- `POST /v1/sales/deals` (checks the customer through CustomerService, reads the cached
   pipeline, writes the deal + its stage history + its change history on the
-  customer's shard) against the foundation's `POST /customers`;
-- `GET /tickets?limit=50` and `GET /tickets?status=assigned&limit=50` (cursor pages
-  merged across every shard server) against `GET /customers?limit=50`.
+  customer's shard) against the foundation's `POST /v1/customers`;
+- `GET /v1/support/tickets?limit=50` and
+  `GET /v1/support/tickets?status=assigned&limit=50` (cursor pages
+  merged across every shard server) against `GET /v1/customers?limit=50`.
 
 The ratio is what the extra work costs; absolute req/s depend on the (shared, noisy)
 machine, so the report gives p50/p99 and ratios, not single times.
@@ -87,9 +88,9 @@ async def _seed(base_url: str, token: str, plan: Plan) -> tuple[list[int], int]:
                     "priority": ("low", "normal", "high", "urgent")[n % 4],
                 }
                 async with gate:
-                    response = await client.post("/tickets", json=body)
+                    response = await client.post("/v1/support/tickets", json=body)
                 if response.status_code != 201:
-                    raise base.BenchError(f"POST /tickets: HTTP {response.status_code}")
+                    raise base.BenchError(f"POST /v1/support/tickets: HTTP {response.status_code}")
                 progress.advance(task)
 
             await asyncio.gather(*(create(n) for n in range(plan.tickets)))
@@ -109,20 +110,22 @@ def _pairs(url: str, auth: str, customer_id: int) -> list[tuple[str, base.Target
     return [
         (
             "create",
-            base.Target("POST /deals", f"{url}/deals", headers, body=deal),
-            base.Target("POST /customers", f"{url}/customers", headers, body=customer),
+            base.Target("POST /v1/sales/deals", f"{url}/deals", headers, body=deal),
+            base.Target("POST /v1/customers", f"{url}/customers", headers, body=customer),
         ),
         (
             "list",
-            base.Target("GET /tickets?limit=50", f"{url}/tickets?limit=50", headers),
-            base.Target("GET /customers?limit=50", f"{url}/customers?limit=50", headers),
+            base.Target("GET /v1/support/tickets?limit=50", f"{url}/tickets?limit=50", headers),
+            base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", headers),
         ),
         (
             "list (filtered)",
             base.Target(
-                "GET /tickets?status=new&limit=50", f"{url}/tickets?status=new&limit=50", headers
+                "GET /v1/support/tickets?status=new&limit=50",
+                f"{url}/tickets?status=new&limit=50",
+                headers,
             ),
-            base.Target("GET /customers?limit=50", f"{url}/customers?limit=50", headers),
+            base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", headers),
         ),
     ]
 

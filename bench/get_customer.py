@@ -1,4 +1,4 @@
-"""Benchmark: `GET /customers/{id}` on the full stack against a bare baseline.
+"""Benchmark: `GET /v1/customers/{id}` on the full stack against a bare baseline.
 
 Starts a throwaway stack on free ports (PostgreSQL catalog and shard servers, Redis,
 a Ray head, the Serve app from serve_config.yaml, all through `LocalStack`), seeds
@@ -524,9 +524,9 @@ async def seed_customers(base_url: str, token: str, count: int) -> list[int]:
                     "custom_fields": {"n": n, "tier": "gold" if n % 7 == 0 else "standard"},
                 }
                 async with gate:
-                    response = await client.post("/customers", json=body)
+                    response = await client.post("/v1/customers", json=body)
                 if response.status_code != 201:
-                    raise BenchError(f"POST /customers: HTTP {response.status_code}")
+                    raise BenchError(f"POST /v1/customers: HTTP {response.status_code}")
                 created.append(int(response.json()["id"]))
                 progress.advance(task)
 
@@ -725,7 +725,7 @@ def measure_variant(
 
 # At 1 connection a batch carries one call, so `call_batch` is that read's time.
 _ACCESS_LINE = re.compile(
-    r"^(?:GET /customers/\{customer_id\} 200|CALL (?:get|call_batch) OK) ([\d.]+)ms$"
+    r"^(?:GET /v1/customers/\{customer_id\} 200|CALL (?:get|call_batch) OK) ([\d.]+)ms$"
 )
 
 
@@ -769,7 +769,7 @@ _LAYER_COLUMNS = ("variant", "wrk p50", *(f"{layer} p50" for layer in LAYERS))
 
 
 def results_tables(results: Results) -> list[Table]:
-    table = Table(title="GET /customers/{id}: full stack vs bare FastAPI + asyncpg")
+    table = Table(title="GET /v1/customers/{id}: full stack vs bare FastAPI + asyncpg")
     for name in _COLUMNS:
         table.add_column(name, justify="left" if name in ("variant", "target") else "right")
     for row in results.rows:
@@ -850,7 +850,7 @@ def _md_row(cells: Sequence[str]) -> str:
 def markdown(results: Results, plan: Plan, chosen: Sequence[Variant], pool: int) -> str:
     lines = [
         DOC_BEGIN,
-        "## GET /customers/{id}: full stack vs bare FastAPI + asyncpg",
+        "## GET /v1/customers/{id}: full stack vs bare FastAPI + asyncpg",
         "",
         "One customer read by id, the hottest path of the API. Each Ray Serve variant runs",
         "on a freshly restarted Ray head, and its bare runs are interleaved with its",
@@ -887,9 +887,9 @@ def markdown(results: Results, plan: Plan, chosen: Sequence[Variant], pool: int)
         "- Stack: a throwaway `LocalStack` on free ports: PostgreSQL catalog + "
         f"{SHARD_SERVERS} shard servers, Redis, one Ray head, `serve deploy` of "
         "`serve_config.yaml` (Gateway → CustomerService → ShardManager actor → asyncpg "
-        f"pool of {pool}). {plan.customers} customers created through `POST /customers`; "
+        f"pool of {pool}). {plan.customers} customers created through `POST /v1/customers`; "
         "the benchmark reads one of them.",
-        "- **full**: `GET /customers/{id}` on the Serve HTTP port with "
+        "- **full**: `GET /v1/customers/{id}` on the Serve HTTP port with "
         "`Authorization: Bearer <JWT>`: JWT verified in the Gateway, GCRA rate limit in "
         "Redis (limits raised so nothing is refused), a handle call to CustomerService, a "
         "ShardManager actor call, one SELECT.",
@@ -1050,7 +1050,7 @@ def _same_customer(bare_body: bytes, full_body: bytes) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> Plan:
     parser = argparse.ArgumentParser(
         description=(
-            "Benchmark GET /customers/{id}: the full NextFlow stack (Ray Serve, several "
+            "Benchmark GET /v1/customers/{id}: the full NextFlow stack (Ray Serve, several "
             "configurations) against a bare uvicorn + FastAPI + asyncpg app, with wrk, "
             "on a throwaway stack. A full run rewrites its section of docs/benchmarks.md."
         )

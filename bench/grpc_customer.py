@@ -1,5 +1,5 @@
 """Benchmark: get one customer over gRPC (`nextflow.v1.CustomerService/GetCustomer`)
-against the same read over HTTP (`GET /customers/{id}`), in the same run.
+against the same read over HTTP (`GET /v1/customers/{id}`), in the same run.
 
 Starts a throwaway stack on free ports (as bench/get_customer.py does), seeds
 customers over the API, then loads one customer through each protocol in turn, at 1
@@ -130,7 +130,7 @@ async def measure_http(
 ) -> Stats:
     host, _, port = url.removeprefix("http://").partition(":")
     request = (
-        f"GET /customers/{customer_id} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"GET /v1/customers/{customer_id} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {token}\r\n\r\n"
     ).encode()
     idle = [await HttpConnection.open(host, int(port)) for _ in range(concurrency)]
@@ -143,7 +143,7 @@ async def measure_http(
             finally:
                 idle.append(connection)
             if status != 200:
-                raise base.BenchError(f"GET /customers: HTTP {status}")
+                raise base.BenchError(f"GET /v1/customers: HTTP {status}")
 
         await _load(call, concurrency, warmup)
         return await _load(call, concurrency, seconds)
@@ -155,7 +155,7 @@ async def measure_http(
 async def measure_grpc(
     target: str, token: str, customer_id: int, concurrency: int, seconds: float, warmup: float
 ) -> Stats:
-    metadata = (("authorization", f"Bearer {token}"), ("application", "nextflow"))
+    metadata = (("authorization", f"Bearer {token}"), ("application", "customer"))
     request = customers_pb2.GetCustomerRequest(id=customer_id)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = customers_pb2_grpc.CustomerServiceStub(channel)
@@ -177,12 +177,12 @@ def same_customer(settings: Settings, token: str, customer_id: int) -> None:
         timeout=30,
     )
     if over_http.status_code != 200:
-        raise base.BenchError(f"GET /customers: HTTP {over_http.status_code}")
+        raise base.BenchError(f"GET /v1/customers: HTTP {over_http.status_code}")
     with grpc.insecure_channel(settings.serve_grpc_target) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
         got = customers_pb2_grpc.CustomerServiceStub(channel).GetCustomer(
             customers_pb2.GetCustomerRequest(id=customer_id),
-            metadata=(("authorization", f"Bearer {token}"), ("application", "nextflow")),
+            metadata=(("authorization", f"Bearer {token}"), ("application", "customer")),
             timeout=30,
         )
     if (str(got.id), got.name) != (over_http.json()["id"], over_http.json()["name"]):
@@ -316,7 +316,7 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         DOC_BEGIN,
         "## Get one customer: gRPC vs HTTP",
         "",
-        "The same read, `GetCustomer` over gRPC and `GET /customers/{id}` over HTTP, in",
+        "The same read, `GetCustomer` over gRPC and `GET /v1/customers/{id}` over HTTP, in",
         "the same run, alternating which goes first. Both end in the same Gateway",
         "replica (JWT check, Redis rate limit, CustomerService handle call, one SELECT);",
         "`gRPC/HTTP` divides the gRPC run's throughput by the HTTP run's beside it.",
@@ -345,7 +345,7 @@ def markdown(rows: Sequence[Row], plan: Plan, load_at_start: float) -> str:
         "",
         f"- Stack: a throwaway `LocalStack` on free ports (as for the section above), "
         f"throughput-optimized mode; {plan.customers} customers created through "
-        "`POST /customers`, the benchmark reads one of them.",
+        "`POST /v1/customers`, the benchmark reads one of them.",
         "- Ingress, each on a restarted Ray head: `haproxy` = `RAY_SERVE_ENABLE_HA_PROXY=1`: "
         "HAProxy listens on both the HTTP and the gRPC port and forwards to the Gateway "
         "replica's direct-ingress HTTP and gRPC (h2c) servers; `proxy` = Serve's proxy "

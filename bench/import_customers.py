@@ -12,7 +12,7 @@ with an external id), then:
    servers at once while the CSV is read;
 2. empties `customers`, `record_changes` and `outbox` again (TRUNCATE), so both start
    equal;
-3. **the job**: `POST /imports/customers` (the upload is timed with it), polled until
+3. **the job**: `POST /v1/integration/imports/customers` (the upload is timed with it), polled until
    it succeeds: validation of every row with `CustomerCreate`, then per logical shard
    through the ShardManagers: look up which keys exist, COPY the new customers and
    their history rows, upsert the others, one `customer.imported` event per batch;
@@ -243,7 +243,7 @@ def run_job(
         task = progress.add_task(label, total=rows)
         started = time.monotonic()
         with path.open("rb") as f:
-            answer = client.post("/imports/customers", content=f,
+            answer = client.post("/v1/integration/imports/customers", content=f,
                                  headers={**headers, "Content-Type": "text/csv"})  # fmt: skip
         uploaded = time.monotonic() - started
         if answer.status_code != 202:
@@ -361,7 +361,7 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
                        headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
         owner_id = int(me.json()["id"]) if me.status_code == 200 else None
         if owner_id is None:
-            raise BenchError(f"GET /auth/me: HTTP {me.status_code}")
+            raise BenchError(f"GET /v1/auth/me: HTTP {me.status_code}")
 
         path = root / "customers.csv"
         r.csv_bytes = generate(path, rows, seed)

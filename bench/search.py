@@ -1,6 +1,6 @@
-"""Benchmark: search (`GET /search`) over generated customers and tickets, each mode
+"""Benchmark: search (`GET /v1/ai/search`) over generated customers and tickets, each mode
 against PostgreSQL's own full-text search over the same rows on one server, in one
-run; and how fast the index is rebuilt (`POST /ai/search/reindex`, with embeddings).
+run; and how fast the index is rebuilt (`POST /v1/ai/search/reindex`, with embeddings).
 
 Starts a throwaway stack on free ports (as bench/get_customer.py does), then:
 
@@ -8,7 +8,7 @@ Starts a throwaway stack on free ports (as bench/get_customer.py does), then:
    server the shard map names for its logical shard), and the same texts into one
    table on one server with a GIN index on their `to_tsvector('simple', ...)`;
 2. rebuilds the search index as the job an operator runs (words and embeddings);
-3. sends the same queries one at a time to `GET /search` in each mode and to the
+3. sends the same queries one at a time to `GET /v1/ai/search` in each mode and to the
    single server (`ts_rank` top 10 of `@@ plainto_tsquery`), interleaved; p50/p99.
 
     .venv/bin/python bench/search.py --customers 50000      # rewrites its docs section
@@ -160,7 +160,7 @@ def main() -> None:
         seeded_s = asyncio.run(seed(settings, args.customers))
         with httpx.Client(base_url=url, timeout=600) as http:
             console.rule("rebuilding the search index (words and embeddings)")
-            job, index_s = an.run_job(http, headers, "/ai/search/reindex")
+            job, index_s = an.run_job(http, headers, "/v1/ai/search/reindex")
             indexed = int(job["result"]["indexed"]) if job.get("result") else 0
             console.print(f"  {job['status']}: {indexed:,} records in {index_s:.1f}s")
             time.sleep(settings.max_replica_lag_s + 2)
@@ -171,16 +171,16 @@ def main() -> None:
             # actors (ai/vectors.py): timed apart, as what the first search after a
             # restart costs.
             t0 = time.perf_counter()
-            http.get("/search", headers=headers, params={"q": QUERIES[0], "mode": "semantic"})
+            http.get("/v1/ai/search", headers=headers, params={"q": QUERIES[0], "mode": "semantic"})
             first_s = time.perf_counter() - t0
             for q in QUERIES[:2]:  # not counted: task workers start, caches fill
                 for m in modes:
-                    http.get("/search", headers=headers, params={"q": q, "mode": m})
+                    http.get("/v1/ai/search", headers=headers, params={"q": q, "mode": m})
             for _ in range(args.rounds):
                 for q in QUERIES:
                     for m in modes:
                         t0 = time.perf_counter()
-                        r = http.get("/search", headers=headers, params={"q": q, "mode": m})
+                        r = http.get("/v1/ai/search", headers=headers, params={"q": q, "mode": m})
                         timed[m].append(time.perf_counter() - t0)
                         r.raise_for_status()
                         found[m] += bool(r.json()["data"])
@@ -195,7 +195,7 @@ def main() -> None:
             "| 1.0x | |"]  # fmt: skip
     for m in ("lexical", "semantic", "hybrid"):
         p50, p99 = percentiles(timed[m])
-        rows.append(f"| GET /search mode={m} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
+        rows.append(f"| GET /v1/ai/search mode={m} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
                     f"{p50 / s50:.1f}x | {found[m]}/{len(timed[m])} |")  # fmt: skip
     total = indexed
     section = "\n".join([
@@ -203,7 +203,7 @@ def main() -> None:
         "",
         f"{args.customers:,} customers and {args.customers // 5:,} tickets written straight "
         "into the shard servers, and the same texts into one table on one server with a GIN "
-        "index on `to_tsvector('simple', ...)`. The index rebuilt by `POST /ai/search/reindex` "
+        "index on `to_tsvector('simple', ...)`. The index rebuilt by `POST /v1/ai/search/reindex` "
         f"(words and all-MiniLM-L6-v2 embeddings): **{total:,} records in {index_s:.0f} s = "
         f"{total / index_s:,.0f} records/s** (status {job['status']}). Then {len(QUERIES)} "
         f"queries x {args.rounds} rounds, one at a time, each mode in turn, against "

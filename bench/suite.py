@@ -6,17 +6,17 @@ the test suite's); generates data with a progress bar; runs each scenario; print
 table and, on a full run, rewrites its section of docs/benchmarks.md.
 
 Scenarios (targets from issue 9, on 2 cores):
-1. `GET /customers/{id}`, full stack against the bare uvicorn + FastAPI + asyncpg app
+1. `GET /v1/customers/{id}`, full stack against the bare uvicorn + FastAPI + asyncpg app
    (`bench/bare_app.py`) on the same server and row, at 32 connections: the ratio of
    throughputs (target >= 0.25) and the full stack's p99 (target <= 50 ms).
-2. `POST /customers`, the same comparison (target >= 0.25).
-3. First page of the cross-shard customer list (`GET /customers?limit=50`, newest
+2. `POST /v1/customers`, the same comparison (target >= 0.25).
+3. First page of the cross-shard customer list (`GET /v1/customers?limit=50`, newest
    first, every logical shard): p99 at 8 connections (target <= 50 ms).
 4. A mixed CRM workload from a Python load generator (reads, writes, lists):
    throughput and p99 per operation.
-5. Autoscaling: a step load on `GET /customers/{id}` (256 workers for 60 s), replica
-   counts of CustomerService and the Gateway sampled every second from the Serve
-   API, plotted into `autoscaling.png` (docs/ on a full run); every request must
+5. Autoscaling: a step load on `GET /v1/customers/{id}` (256 workers for 60 s), replica
+   counts of CustomerService (the customer application's ingress) sampled every second
+   from the Serve API, plotted into `autoscaling.png` (docs/ on a full run); every request must
    succeed. Targets: scale-up within 60 s, back down after the load.
 6. Footprint: the resident memory of the idle stack (target <= 4 GiB) and `nextflow
    up` to ready (target <= 90 s; only when the suite starts the stack).
@@ -318,28 +318,28 @@ def paired(plan: Plan, scenario: str, full: base.Target, bare: base.Target) -> l
 
 def mixed(plan: Plan, url: str, token: str, customer_ids: list[int]) -> list[Row]:
     async def get(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
-        return await client.get(f"/customers/{rng.choice(customer_ids)}")
+        return await client.get(f"/v1/customers/{rng.choice(customer_ids)}")
 
     async def page(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
-        return await client.get("/customers", params={"limit": 50, "tag": "bench"})
+        return await client.get("/v1/customers", params={"limit": 50, "tag": "bench"})
 
     async def create(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
         n = rng.randrange(10**9)
-        return await client.post("/customers", json={"name": f"Mixed {n}", "tags": ["mixed"]})
+        return await client.post("/v1/customers", json={"name": f"Mixed {n}", "tags": ["mixed"]})
 
     async def update(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
         cid = rng.choice(customer_ids)
-        return await client.patch(f"/customers/{cid}", json={"industry": rng.choice(INDUSTRIES)})
+        return await client.patch(f"/v1/customers/{cid}", json={"industry": rng.choice(INDUSTRIES)})
 
     async def tickets(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
-        return await client.get("/tickets", params={"limit": 50})
+        return await client.get("/v1/support/tickets", params={"limit": 50})
 
     ops: list[tuple[str, float, Op]] = [
-        ("GET /customers/{id}", 50, get),
-        ("GET /customers?tag=bench", 15, page),
-        ("POST /customers", 15, create),
-        ("PATCH /customers/{id}", 10, update),
-        ("GET /tickets", 10, tickets),
+        ("GET /v1/customers/{id}", 50, get),
+        ("GET /v1/customers?tag=bench", 15, page),
+        ("POST /v1/customers", 15, create),
+        ("PATCH /v1/customers/{id}", 10, update),
+        ("GET /v1/support/tickets", 10, tickets),
     ]
     stats, elapsed = asyncio.run(
         drive(url, {"Authorization": f"Bearer {token}"}, ops, 32, plan.duration_s)
@@ -366,7 +366,7 @@ class Scaling:
                      if t >= after and c.get(deployment, 0) <= count), None)  # fmt: skip
 
 
-WATCHED = ("CustomerService", "Gateway")
+WATCHED = ("CustomerService",)
 
 
 def replica_counts(settings: Settings) -> dict[str, int]:
@@ -375,14 +375,22 @@ def replica_counts(settings: Settings) -> dict[str, int]:
     response = httpx.get(f"{settings.dashboard_url}/api/serve/applications/",
                          headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
     response.raise_for_status()
-    app = response.json()["applications"]["nextflow"]["deployments"]
-    return {name: sum(r["state"] == "RUNNING" for r in app[name]["replicas"]) for name in WATCHED}
+    deployments = {
+        name: deployment
+        for app in response.json()["applications"].values()
+        for name, deployment in (app.get("deployments") or {}).items()
+    }
+    return {
+        name: sum(r["state"] == "RUNNING" for r in deployments[name]["replicas"])
+        for name in WATCHED
+        if name in deployments
+    }
 
 
 def autoscaling(
     plan: Plan, settings: Settings, url: str, token: str, customer_ids: list[int], out_dir: Path
 ) -> Scaling:
-    """Quiet, then a step of heavy load on `GET /customers/{id}`, then quiet again,
+    """Quiet, then a step of heavy load on `GET /v1/customers/{id}`, then quiet again,
     sampling the replica counts every second; every request must succeed."""
     quiet_s, load_s, settle_s = (1, 3, 2) if plan.quick else (10, 60, 180)
     workers = 16 if plan.quick else 256
@@ -419,7 +427,7 @@ def autoscaling(
         else:
 
             async def get(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
-                return await client.get(f"/customers/{rng.choice(customer_ids)}")
+                return await client.get(f"/v1/customers/{rng.choice(customer_ids)}")
 
             stats, _ = asyncio.run(drive(url, {"Authorization": f"Bearer {token}"},
                                          [("get", 1.0, get)], workers, load_s))  # fmt: skip
@@ -552,7 +560,7 @@ def run(plan: Plan) -> Results:
         token = _login(url, email, password)
         me = httpx.get(f"{url}/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         if me.status_code != 200:
-            raise base.BenchError(f"GET /auth/me: HTTP {me.status_code}")
+            raise base.BenchError(f"GET /v1/auth/me: HTTP {me.status_code}")
         owner_id = int(me.json()["id"])
         if not plan.reuse:
             time.sleep(5)  # let start-up work settle before measuring memory
@@ -572,19 +580,19 @@ def run(plan: Plan) -> Results:
         ) as bare_url:
             console.rule("1 GET customer, full vs bare")
             results.rows += paired(
-                plan, "1 GET /customers/{id}, 32 conn",
+                plan, "1 GET /v1/customers/{id}, 32 conn",
                 base.Target("full stack", f"{url}/customers/{customer_id}", auth),
                 base.Target("bare app", f"{bare_url}/customers/{customer_id}"),
             )  # fmt: skip
             console.rule("2 POST customer, full vs bare")
             results.rows += paired(
-                plan, "2 POST /customers, 32 conn",
+                plan, "2 POST /v1/customers, 32 conn",
                 base.Target("full stack", f"{url}/customers", auth, body),
                 base.Target("bare app", f"{bare_url}/customers", (), body),
             )  # fmt: skip
         console.rule("3 first page of the cross-shard list")
         results.rows.append(_wrk_or_python(
-            plan, base.Target("GET /customers?limit=50", f"{url}/customers?limit=50", auth), 8,
+            plan, base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", auth), 8,
             "3 cross-shard list, 8 conn",
         ))  # fmt: skip
         console.rule("4 mixed workload")
@@ -626,7 +634,7 @@ async def _sample_ids(url: str, token: str) -> list[int]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         for _ in range(5):
-            page = (await client.get("/customers", params=params)).json()
+            page = (await client.get("/v1/customers", params=params)).json()
             out += [int(c["id"]) for c in page["data"]]
             if not page.get("next_cursor"):
                 break

@@ -603,7 +603,9 @@ def import_customers(
     except OSError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        err_console.print("interrupted (the job goes on; cancel it with POST /jobs/{id}/cancel)")
+        err_console.print(
+            "interrupted (the job goes on; cancel it with POST /v1/integration/jobs/{id}/cancel)"
+        )
         raise typer.Exit(130) from None
 
 

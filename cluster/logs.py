@@ -40,7 +40,7 @@ def request_id() -> str | None:
 def serve_request_id(request_id: str | None) -> Iterator[None]:
     """Within the block, this task's logs (and Serve's) name `request_id`: one call
     of a batch that arrived as one Serve request keeps the id of the request that
-    made it (`deployments._kit.boundary.BatchedCalls`)."""
+    made it."""
     if not request_id:
         yield
         return

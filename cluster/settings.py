@@ -135,14 +135,6 @@ class StackSettings(BaseSettings):
     # most calls one batch carries.
     shard_batch_in_flight: int = Field(default=4, ge=0, le=64)
     shard_batch_max: int = Field(default=64, ge=1, le=1000)
-    # The same for the gateway's calls of a domain deployment's short methods
-    # (gateway.batching): Serve requests out at once per gateway replica and deployment.
-    # Off by default. With 1 here (and 2 above) reads run about twice as fast under
-    # load, but the calls then wait in the Gateway's batchers, where Serve's autoscaler
-    # does not see them, and CustomerService no longer scales up under a step load
-    # (docs/benchmarks.md, "Batching both hops").
-    service_batch_in_flight: int = Field(default=0, ge=0, le=64)
-    service_batch_max: int = Field(default=64, ge=1, le=1000)
 
     def shard_server_addresses(self) -> list[ServerAddress]:
         if self.server_host_template is not None:

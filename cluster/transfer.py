@@ -37,7 +37,7 @@ class Client:
         if self.token is None:
             if not (self.email and self.password):
                 raise TransferError("give --token, or --email and --password (or NEXTFLOW_TOKEN)")
-            body = self.call("POST", "/auth/login", auth=False,
+            body = self.call("POST", "/v1/auth/login", auth=False,
                              json={"email": self.email, "password": self.password})  # fmt: skip
             self.token = str(body["access_token"])
         return {"Authorization": f"Bearer {self.token}"}
@@ -77,7 +77,10 @@ def upload(client: Client, path: Path) -> dict[str, Any]:
         raise TransferError(f"{path}: no such file")
     with path.open("rb") as f:
         accepted: dict[str, Any] = client.call(
-            "POST", "/imports/customers", content=_chunks(f), extra={"Content-Type": "text/csv"}
+            "POST",
+            "/v1/integration/imports/customers",
+            content=_chunks(f),
+            extra={"Content-Type": "text/csv"},
         )
     return accepted
 
@@ -100,7 +103,7 @@ def wait(
 
 
 def download_errors(client: Client, job_id: str, dest: Path) -> Path:
-    data = client.http.get(f"/jobs/{job_id}/errors", headers=client.headers())
+    data = client.http.get(f"/v1/integration/jobs/{job_id}/errors", headers=client.headers())
     if data.status_code >= 400:
         raise TransferError(problem(data))
     dest.write_bytes(data.content)
@@ -112,7 +115,7 @@ def export(client: Client, dest: Path, params: dict[str, str]) -> int:
     size = 0
     try:
         with client.http.stream(
-            "GET", "/exports/customers.csv", params=params, headers=client.headers()
+            "GET", "/v1/integration/exports/customers.csv", params=params, headers=client.headers()
         ) as response:
             if response.status_code >= 400:
                 response.read()

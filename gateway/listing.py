@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.errors import Validation
 
 T = TypeVar("T")
+Q = TypeVar("Q", bound="ListQuery")
 
 
 class Page(BaseModel, Generic[T]):
@@ -100,7 +101,7 @@ def validate_sort(query: ListQuery) -> Order:
     return order
 
 
-def parse_list_params(params: Iterable[tuple[str, str]], model: type[ListQuery]) -> ListQuery:
+def parse_list_params(params: Iterable[tuple[str, str]], model: type[Q]) -> Q:
     """Turn `?name[prefix]=Ac&tag[in]=a,b&sort=-name` into `model`, or a 422 naming
     every unknown or invalid parameter (never ignoring one)."""
     values: dict[str, Any] = {}

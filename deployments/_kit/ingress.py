@@ -32,7 +32,7 @@ from deployments._kit.boundary import bounded
 from deployments.auth.idempotency import IdempotencyKeys
 from deployments.auth.keys import ApiKeyCache
 from gateway.pipeline import Pipeline, build_api, open_pipeline
-from shards import Database
+from shards.client import Database
 
 # Each application and its ingress deployment (`serve_config.yaml` names them alike).
 APPS = {
@@ -57,7 +57,9 @@ _SERVE_NAMES = frozenset({"check_health", "reconfigure", "record_autoscaling_sta
 def app_handle(app: str) -> DeploymentHandle[Any]:
     """A handle on another service's application (its ingress deployment), for real
     composition only: a Serve handle call is the dearest hop a request can take."""
-    return serve.get_deployment_handle(APPS[app], app_name=app)
+    # Not checked against the controller: an application may still be deploying when
+    # another takes its handle (the calls wait for its replicas).
+    return serve.get_deployment_handle(APPS[app], app_name=app, _check_exists=False)
 
 
 class ServiceIngress:
@@ -72,11 +74,12 @@ class ServiceIngress:
         *,
         title: str,
         routers: Iterable[APIRouter],
-        ready: Callable[[], Awaitable[None]] | None = None,
+        ready: dict[str, Callable[[], Awaitable[None]]] | None = None,
         description: str = "",
     ) -> None:
         """Build the pipeline and the FastAPI app; `service` is what the routes call
-        and what handles reach (behind its boundary: errors, read-your-writes)."""
+        and what handles reach (behind its boundary: errors, read-your-writes);
+        `ready`: what `/ready` checks beside Redis (default: this app's `ready`)."""
         settings = get_settings()
         auth = Database("auth")
         self._service = bounded(service)
@@ -92,7 +95,7 @@ class ServiceIngress:
             title=title,
             routers=routers,
             service=self._service,
-            ready={"databases": ready or self.ready},
+            ready=ready if ready is not None else {"databases": self.ready},
             description=description,
             settings=settings,
         )

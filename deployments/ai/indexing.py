@@ -1,5 +1,5 @@
 """The search index: kept up to date from the event stream, rebuilt by a job, read by
-`GET /search`. Every piece of work is a Ray task (ai/tasks.py); this
+`GET /v1/ai/search`. Every piece of work is a Ray task (ai/tasks.py); this
 module plans, submits and gathers.
 
 - **Stored with the records.** Each record's document (`search_documents`, migration
@@ -20,7 +20,7 @@ module plans, submits and gathers.
   row as the import itself, and on shared cores it halved the import's rate
   (measured: 0.24x raw COPY with indexing alongside). Other writes' events are
   indexed at once, import or not.
-- **Rebuilt by a job** (`POST /ai/search/reindex`): every live record, shard by
+- **Rebuilt by a job** (`POST /v1/ai/search/reindex`): every live record, shard by
   shard in pages of `ai_index_batch_size`, for a new model, a changed tokenizer, or
   data written before this index existed.
 - **Searched** per shard server, over the logical shards it holds, merged here

@@ -1,11 +1,12 @@
 """AI logic: lead-scoring training, batch scoring and search-index rebuilds as jobs
 of Ray tasks, online scoring of one lead, search (the index: indexing.py), ticket
 summaries (extractive, or a chat model: chat.py) and next best actions. No SQL here
-(repo.py), no Serve (deployment.py); the tasks and what they compute are in `ai/`.
+(repo.py), no Serve (app.py); the tasks and what they compute are in `ai/`.
 
-Jobs use the shared `jobs` table (database `integration`), so `GET /jobs/{id}` and
-`POST /jobs/{id}/cancel` work for them as for imports. The replica that runs a job
-renews its row every `HEARTBEAT_S` with the progress; a cancel (the row turns
+Jobs use the shared `jobs` table (database `integration`), so
+`GET /v1/integration/jobs/{id}` and `POST /v1/integration/jobs/{id}/cancel` work for
+them as for imports. The replica that runs a job renews its row every `HEARTBEAT_S`
+with the progress; a cancel (the row turns
 `cancelled`) is seen within that time and cancels the job's Ray tasks still queued
 or running (`ray.cancel`). A job whose replica died stops being renewed, and any AI
 replica takes it over after `ABANDONED_AFTER_S` and runs it again from the start
@@ -152,7 +153,7 @@ class AIService:
     async def start_scoring(self, principal: Principal) -> JobAccepted:
         principal.require("ai:train")
         if await self.models.read(repo.list_models, 1) == []:
-            raise Conflict("no lead model yet: train one first (POST /ai/lead-scoring/train)")
+            raise Conflict("no lead model yet: train one first (POST /v1/ai/lead-scoring/train)")
         return await self._start(KIND_SCORE, principal.user_id)
 
     async def start_reindex(self, principal: Principal) -> JobAccepted:
@@ -165,7 +166,7 @@ class AIService:
         if not await self.jobs.write(jobs_repo.start_job, job.id, 0):
             raise Conflict(f"job {job.id} was cancelled before it started")
         self._launch(job.id, kind, user_id)
-        return JobAccepted(job_id=job.id, status_url=f"/jobs/{job.id}")
+        return JobAccepted(job_id=job.id, status_url=f"/v1/integration/jobs/{job.id}")
 
     def _launch(self, job_id: int, kind: str, user_id: int) -> None:
         work: Callable[[JobRun], Awaitable[dict[str, Any]]]
@@ -357,6 +358,15 @@ class AIService:
     @property
     def loaded_version(self) -> int | None:
         return None if self._loaded is None else self._loaded[0]
+
+    async def loaded_model_version(self) -> int | None:
+        """The model version this replica has loaded (tests, debugging)."""
+        return self.loaded_version
+
+    async def embed_backlog(self) -> int:
+        """One round of the search backlog now (operators, tests): how many records
+        it worked on (0: nothing waits, or an import runs)."""
+        return await self.index.embed_backlog()
 
     async def score_lead(self, principal: Principal, lead_id: int) -> LeadScore:
         principal.require("lead:read")

@@ -37,9 +37,9 @@ _EXACT = decimal.Context(prec=60)  # sums of 18-digit amounts over millions of r
 
 
 class ReportQuery(BaseModel):
-    """`GET /reports/<name>?date_from=&date_to=&owner_id=&pipeline_id=`. Dates are UTC
-    calendar days, both inclusive; `owner_id` is the deal/lead owner, the ticket's
-    assignee, or the actor of a change (activity)."""
+    """`GET /v1/analytics/reports/<name>?date_from=&date_to=&owner_id=&pipeline_id=`.
+    Dates are UTC calendar days, both inclusive; `owner_id` is the deal/lead owner, the
+    ticket's assignee, or the actor of a change (activity)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,9 +66,7 @@ class ReportQuery(BaseModel):
         if self.owner_id is None:
             if owners == {principal.user_id}:
                 return self.model_copy(update={"owner_id": principal.user_id})
-            raise Forbidden(
-                "your reports reach your team's records: name one member with owner_id"
-            )
+            raise Forbidden("your reports reach your team's records: name one member with owner_id")
         if self.owner_id not in owners:
             raise Forbidden("owner_id is outside the records your reports reach")
         return self

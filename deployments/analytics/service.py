@@ -1,6 +1,6 @@
 """Analytics logic: permissions, the Redis cache, and each report as Ray tasks per
 logical shard (ai/fanout.py) reduced here. No SQL here (repo.py),
-no Serve (deployment.py).
+no Serve (app.py).
 
 Cache: `nextflow:reports:<name>:<generation>:<query>` for `report_cache_ttl_s`. Each
 report has a generation counter (`nextflow:reports:gen:<name>`) that the event

@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from shards import Database, WriteConn
+from shards import WriteConn
+from shards.client import Database
 
 log = logging.getLogger("nextflow.gateway")
 

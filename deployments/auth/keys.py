@@ -16,7 +16,8 @@ from deployments.auth import repo
 from gateway import tokens
 from gateway.errors import Unauthenticated
 from gateway.principal import Principal
-from shards import Database, WriteConn
+from shards import WriteConn
+from shards.client import Database
 
 _MAX_CACHED = 10_000
 

@@ -1,11 +1,11 @@
 """File logic: owner checks and permissions, routing to the owner's shard, recording
-what the gateway stored. No SQL here (repo.py), no Ray or FastAPI (deployment.py),
-no HTTP parsing (gateway/routes/files.py streams the bytes, see there why).
+what the ingress stored. No SQL here (repo.py), no Ray (app.py), no HTTP parsing
+(deployments/file/routes.py streams the bytes, see there why).
 
 An upload is two calls around the streaming, so no call carries content:
 `prepare_upload` (permission + the owner exists) before a byte is stored, then
 `commit_upload` once the blob is complete: it checks the blob's stored size against
-what the gateway measured and writes the metadata row, history and `file.attached`
+what the route measured and writes the metadata row, history and `file.attached`
 event in one transaction. A file is visible exactly when that transaction commits.
 """
 
@@ -134,7 +134,7 @@ class FileService:
         return (await self._content(principal, file_id)).file
 
     async def get_content(self, principal: Principal, file_id: int) -> FileContent:
-        """Metadata plus the blob key, for the gateway that streams the content."""
+        """Metadata plus the blob key, for the route that streams the content."""
         return await self._content(principal, file_id)
 
     async def list(self, principal: Principal, query: FileListQuery) -> Page[FileRead]:
@@ -185,7 +185,13 @@ class FileService:
         return deleted.file
 
     # -- orphans -----------------------------------------------------------------------
-    async def sweep_orphans(self, older_than_s: float) -> int:
+    async def sweep_orphans(self, principal: Principal, older_than_s: float) -> int:
+        """Remove unreferenced blobs older than that now (admins; the replicas also
+        sweep periodically, `remove_orphans`)."""
+        principal.require("user:write")
+        return await self.remove_orphans(older_than_s)
+
+    async def remove_orphans(self, older_than_s: float) -> int:
         """Delete blobs older than `older_than_s` that no file row refers to (their
         upload died between storing the blob and committing the row). The age keeps
         uploads still being committed safe: a commit follows its blob within the

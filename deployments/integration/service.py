@@ -1,15 +1,16 @@
 """Integration logic: jobs and the bulk customer import. No SQL here (repo.py), no
-Ray or FastAPI (deployment.py).
+Ray (app.py), no HTTP (routes.py).
 
-An import runs as an asyncio task in the IntegrationService replica that accepted it,
-outside the HTTP request. Why not a Ray task: the work is mostly waiting on the shard
+An import runs as an asyncio task in the IntegrationService replica that took the
+upload (its ingress saved the file to this machine's disk) and accepted it, outside
+the HTTP request. Why not a Ray task: the work is mostly waiting on the shard
 managers (COPY and the upsert run in PostgreSQL through them), and the CPU part
 (parsing and validating rows) runs in a worker thread, chunk by chunk, overlapped
 with the writes of the previous chunk; a task in the replica needs no worker process
 start-up, no second copy of the settings and shard map, and the replica's own
-`max_ongoing_requests` stays free for `GET /jobs/{id}`. The job row is the state: a
-replica that dies leaves a job that stops reporting, which the next replica start
-marks failed (`fail_abandoned`).
+`max_ongoing_requests` stays free for `GET /v1/integration/jobs/{id}`. The job row
+is the state: a replica that dies leaves a job that stops reporting, which the next
+replica start marks failed (`fail_abandoned`).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class IntegrationService:
         task = asyncio.create_task(self.run_customer_import(job.id, path, principal, total))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return JobAccepted(job_id=job.id, status_url=f"/jobs/{job.id}")
+        return JobAccepted(job_id=job.id, status_url=f"/v1/integration/jobs/{job.id}")
 
     async def _count(self, path: Path) -> int:
         try:
@@ -247,7 +248,7 @@ class IntegrationService:
         if job is None:
             raise RateLimited(
                 f"you have {self._max_running} imports queued or running; start another"
-                " when one has ended (GET /jobs/{id})",
+                " when one has ended (GET /v1/integration/jobs/{id})",
                 retry_after=30,
             )
         return job

@@ -264,6 +264,10 @@ class ProductService:
         return Quote(price_book_id=book_id, currency=book.currency, lines=lines)
 
     # -- shared ----------------------------------------------------------------------
+    async def cache_stats(self) -> dict[str, int]:
+        """This replica's catalog cache hits and misses (for tests and benchmarks)."""
+        return {"hits": self.cache.hits, "misses": self.cache.misses}
+
     async def _history(
         self, record_type: str, record_id: int, query: HistoryQuery
     ) -> Page[ChangeRead]:

@@ -687,6 +687,18 @@ class SalesService:
         )  # fmt: skip
         return principal.redact("order", _written(outcome, "order", order_id, principal))
 
+    async def confirm_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        """Draft -> confirmed (then immutable)."""
+        return await self.set_order_status(principal, order_id, "confirmed", if_version)
+
+    async def cancel_order(
+        self, principal: Principal, order_id: int, if_version: int | None = None
+    ) -> OrderRead:
+        """Draft or confirmed -> cancelled."""
+        return await self.set_order_status(principal, order_id, "cancelled", if_version)
+
     async def delete_order(
         self, principal: Principal, order_id: int, if_version: int | None = None
     ) -> OrderRead:

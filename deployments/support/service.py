@@ -375,9 +375,10 @@ class SupportService:
         return Page[CommentRead](data=items, next_cursor=cursor)
 
     # -- SLA sweep ---------------------------------------------------------------------
-    async def sweep_sla(self) -> SweepResult:
+    async def sweep_all(self) -> SweepResult:
         """Store breach flags for every clock that ran out, on every logical shard
-        (one write per shard, so frozen or moving shards are respected). Idempotent."""
+        (one write per shard, so frozen or moving shards are respected). Idempotent.
+        The replica's periodic sweep; a caller's sweep is `sweep_sla`."""
         results = await asyncio.gather(
             *(
                 self.shards.write(shard, repo.sweep_sla, [shard])
@@ -391,9 +392,11 @@ class SupportService:
                      len(first), len(resolution))  # fmt: skip
         return SweepResult(first_response_breached=first, resolution_breached=resolution)
 
-    async def sweep_sla_as(self, principal: Principal) -> SweepResult:
+    async def sweep_sla(self, principal: Principal) -> SweepResult:
+        """Store SLA breach flags now, for a caller holding `sla:write` (the route, or a
+        handle's `sweep_sla.remote(principal)`); the periodic sweep does the same."""
         principal.require("sla:write")
-        return await self.sweep_sla()
+        return await self.sweep_all()
 
     # -- queues ------------------------------------------------------------------------
     async def create_queue(self, principal: Principal, data: QueueCreate) -> QueueRead:

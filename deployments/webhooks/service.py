@@ -1,5 +1,5 @@
 """Outbound webhook logic: subscriptions, fan-out of events into deliveries, and the
-delivery worker. No SQL here (repo.py) and no Ray or FastAPI (deployment.py)."""
+delivery worker. No SQL here (repo.py), no Ray (app.py), no HTTP (routes.py)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def http(serve_app: Settings) -> Iterator[httpx.Client]:
 
 
 def login(http: httpx.Client, email: str, password: str) -> dict[str, str]:
-    response = http.post("/auth/login", json={"email": email, "password": password})
+    response = http.post("/v1/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     tokens: dict[str, str] = response.json()
     return tokens
@@ -85,7 +85,7 @@ def make_user(http: httpx.Client, admin: dict[str, str], role: str) -> dict[str,
     email = f"{role}-{os.urandom(4).hex()}@example.com"
     password = f"{role}-password-123"
     created = http.post(
-        "/users", headers=admin, json={"email": email, "password": password, "role": role}
+        "/v1/auth/users", headers=admin, json={"email": email, "password": password, "role": role}
     )
     assert created.status_code == 201, created.text
     return bearer(login(http, email, password)["access_token"])
@@ -102,7 +102,7 @@ class Member:
         body: dict[str, Any] = {"email": self.email, "password": self.password, "role": role}
         if team is not None:
             body["team_id"] = team
-        created = http.post("/users", headers=admin, json=body)
+        created = http.post("/v1/auth/users", headers=admin, json=body)
         assert created.status_code == 201, created.text
         self.id = created.json()["id"]
         assert created.json()["team_id"] == team
@@ -122,7 +122,7 @@ def team_people(
     tag = os.urandom(4).hex()
     teams: dict[str, str] = {}
     for name in sorted({team for _, team in who.values() if team is not None}):
-        made = http.post("/teams", headers=admin, json={"name": f"{prefix}-{name}-{tag}"})
+        made = http.post("/v1/auth/teams", headers=admin, json={"name": f"{prefix}-{name}-{tag}"})
         assert made.status_code == 201, made.text
         teams[name] = made.json()["id"]
     people = {

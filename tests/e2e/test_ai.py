@@ -51,7 +51,7 @@ def _job(http: httpx.Client, headers: dict[str, str], url: str, timeout: float =
 
 
 def _train(http: httpx.Client, admin: dict[str, str]) -> Any:
-    started = http.post("/ai/lead-scoring/train", headers=admin)
+    started = http.post("/v1/ai/lead-scoring/train", headers=admin)
     assert started.status_code == 202, started.text
     assert started.headers["Location"] == started.json()["status_url"]
     job = _job(http, admin, started.json()["status_url"])
@@ -73,12 +73,12 @@ def test_training_reaches_auc_on_known_signal(
     assert result["n_train"] >= 1600 and result["n_test"] >= 400
     # The fit ran as a Ray task holding a share of the `ai` resource.
     assert result["task"]["resources"]["ai"] == pytest.approx(0.25)
-    models = http.get("/ai/lead-scoring/models", headers=admin).json()["data"]
+    models = http.get("/v1/ai/lead-scoring/models", headers=admin).json()["data"]
     assert models[0]["version"] == result["model_version"] and models[0]["auc"] == result["auc"]
 
 
 def _lead(http: httpx.Client, admin: dict[str, str], **fields: Any) -> str:
-    made = http.post("/leads", headers=admin, json=fields)
+    made = http.post("/v1/marketing/leads", headers=admin, json=fields)
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
@@ -87,25 +87,25 @@ def test_online_scoring_follows_the_signal_and_new_models(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], trained: Any
 ) -> None:
     # The agent's own leads (its `lead:read` reaches its team's, here its own).
-    mine = http.get("/auth/me", headers=agent).json()["id"]
+    mine = http.get("/v1/auth/me", headers=agent).json()["id"]
     hot = _lead(http, admin, email=f"{TAG}-hot@bigcorp.example", title="VP Sales",
                 source="referral", company="Big", owner_id=mine)  # fmt: skip
     cold = _lead(http, admin, email=f"{TAG}-cold@gmail.com", title="Student", source="ad",
                  owner_id=mine)  # fmt: skip
     others = _lead(http, admin, email=f"{TAG}-other@bigcorp.example", title="VP Sales")
-    assert http.get(f"/ai/leads/{others}/score", headers=agent).status_code == 404
-    assert http.get(f"/ai/leads/{others}/score", headers=admin).status_code == 200
-    hot_score = http.get(f"/ai/leads/{hot}/score", headers=agent)
+    assert http.get(f"/v1/ai/leads/{others}/score", headers=agent).status_code == 404
+    assert http.get(f"/v1/ai/leads/{others}/score", headers=admin).status_code == 200
+    hot_score = http.get(f"/v1/ai/leads/{hot}/score", headers=agent)
     assert hot_score.status_code == 200, hot_score.text
-    cold_score = http.get(f"/ai/leads/{cold}/score", headers=agent).json()
+    cold_score = http.get(f"/v1/ai/leads/{cold}/score", headers=agent).json()
     assert hot_score.json()["score"] > 0.7 > 0.2 > cold_score["score"]
     assert hot_score.json()["model_version"] == trained["result"]["model_version"]
     # A new model is published: the next online score uses it.
     newer = _train(http, admin)["result"]["model_version"]
     assert newer > trained["result"]["model_version"]
-    assert http.get(f"/ai/leads/{hot}/score", headers=agent).json()["model_version"] == newer
-    assert http.get("/ai/leads/12345/score", headers=agent).status_code == 404
-    assert http.post("/ai/lead-scoring/train", headers=agent).status_code == 403
+    assert http.get(f"/v1/ai/leads/{hot}/score", headers=agent).json()["model_version"] == newer
+    assert http.get("/v1/ai/leads/12345/score", headers=agent).status_code == 404
+    assert http.post("/v1/ai/lead-scoring/train", headers=agent).status_code == 403
 
 
 def _scored(s: Settings, lay: Layout, ids: list[int]) -> int:
@@ -138,7 +138,7 @@ def test_a_cancelled_scoring_job_stops(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
 ) -> None:
     lay, open_ids = leads
-    url = _cancelled_mid_way(http, admin, "/ai/lead-scoring/score")
+    url = _cancelled_mid_way(http, admin, "/v1/ai/lead-scoring/score")
     job = _job(http, admin, url)
     time.sleep(3)  # whatever was still running has had time to land
     after = _job(http, admin, url)
@@ -155,7 +155,7 @@ def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str], leads: Any, trained: Any
 ) -> None:
     lay, open_ids = leads
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     s = serve_app
     catalog = s.catalog_address()
 
@@ -175,7 +175,7 @@ def test_an_abandoned_scoring_job_is_taken_over_and_finishes(
             await conn.close()
 
     job_id = asyncio.run(orphan())
-    job = _job(http, admin, f"/jobs/{job_id}", timeout=120)
+    job = _job(http, admin, f"/v1/integration/jobs/{job_id}", timeout=120)
     assert job["status"] == "succeeded", (job["error"], job["progress"])
     assert job["result"]["scored"] >= len(open_ids)
     assert _scored(serve_app, lay, open_ids) == len(open_ids)
@@ -191,16 +191,17 @@ def test_search_finds_the_obvious_record_first_across_shards(
         assert got.status_code == 201, got.text
         return str(got.json()["id"])
 
-    target = made("/customers", {"name": f"Quantum {word} Bakery", "industry": "food"})
-    made("/customers", {"name": f"{word} Holdings", "industry": "bakery supplies"})
-    made("/customers", {"name": "Plain Bakery", "tags": ["bread"]})
-    contact = made(f"/customers/{target}/contacts", {"first_name": "Ada", "last_name": word,
+    target = made("/v1/customers", {"name": f"Quantum {word} Bakery", "industry": "food"})
+    made("/v1/customers", {"name": f"{word} Holdings", "industry": "bakery supplies"})
+    made("/v1/customers", {"name": "Plain Bakery", "tags": ["bread"]})
+    contact = made(f"/v1/customers/{target}/contacts", {"first_name": "Ada", "last_name": word,
                                                       "title": "Head Baker"})  # fmt: skip
-    ticket = made("/tickets", {"customer_id": target, "subject": f"Oven {word} overheating",
+    ticket = made("/v1/support/tickets", {"customer_id": target,  # noqa: E501
+                                          "subject": f"Oven {word} overheating",
                                "description": "the oven overheating again"})  # fmt: skip
 
     def search(q: str, **params: Any) -> Any:
-        got = http.get("/search", headers=admin, params={"q": q, **params})
+        got = http.get("/v1/ai/search", headers=admin, params={"q": q, **params})
         assert got.status_code == 200, got.text
         return got.json()
 
@@ -218,7 +219,7 @@ def test_search_finds_the_obvious_record_first_across_shards(
     default = search(f"quantum {word} bakery")
     assert default["mode"] == "hybrid" and default["data"][0]["id"] == target
     # An update is indexed; a deleted record is never found.
-    renamed = http.patch(f"/customers/{target}", headers={**admin, "If-Match": '"1"'},
+    renamed = http.patch(f"/v1/customers/{target}", headers={**admin, "If-Match": '"1"'},
                          json={"name": f"Nebula {word} Patisserie"})  # fmt: skip
     assert renamed.status_code == 200, renamed.text
 
@@ -226,17 +227,18 @@ def test_search_finds_the_obvious_record_first_across_shards(
         return [h["id"] for h in hits(f"nebula {word}", mode="lexical")][:1]
 
     assert until(lambda: renamed_first() == [target], 60)
-    gone = made("/customers", {"name": f"Doomed {word} Mill"})
+    gone = made("/v1/customers", {"name": f"Doomed {word} Mill"})
     assert until(lambda: gone in [h["id"] for h in hits(f"doomed {word}", mode="lexical")], 60)
-    assert http.delete(f"/customers/{gone}", headers=admin).status_code == 204
+    assert http.delete(f"/v1/customers/{gone}", headers=admin).status_code == 204
     assert gone not in [h["id"] for h in hits(f"doomed {word}", mode="lexical")]
     # A caller sees only the types it may read; bad input is a 422.
-    assert http.get("/search", headers=viewer, params={"q": word}).status_code == 200
+    assert http.get("/v1/ai/search", headers=viewer, params={"q": word}).status_code == 200
     assert (
-        http.get("/search", headers=admin, params={"q": word, "types": "deal"}).status_code == 422
+        http.get("/v1/ai/search", headers=admin, params={"q": word, "types": "deal"}).status_code
+        == 422
     )
-    assert http.get("/search", headers=admin, params={"q": "!!"}).status_code == 422
-    bad_mode = http.get("/search", headers=admin, params={"q": word, "mode": "psychic"})
+    assert http.get("/v1/ai/search", headers=admin, params={"q": "!!"}).status_code == 422
+    bad_mode = http.get("/v1/ai/search", headers=admin, params={"q": word, "mode": "psychic"})
     assert bad_mode.status_code == 422 and "mode" in bad_mode.text
 
 
@@ -245,7 +247,7 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
 ) -> None:
     """The sentence-embedding path (the `ai` extra, installed by `make setup`): the
     query shares no word with the ticket it should find first."""
-    customer = http.post("/customers", headers=admin, json={"name": "Cafe Meaning"}).json()
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Cafe Meaning"}).json()
     tickets = {}
     for subject, description in (
         ("Espresso machine leaks", "Water drips from the espresso machine onto the floor."),
@@ -253,12 +255,12 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
         ("Wrong delivery address", "Parcels go to our old office."),
     ):
         body = {"customer_id": customer["id"], "subject": subject, "description": description}
-        got = http.post("/tickets", headers=admin, json=body)
+        got = http.post("/v1/support/tickets", headers=admin, json=body)
         assert got.status_code == 201, got.text
         tickets[subject] = got.json()["id"]
 
     def top(q: str, mode: str) -> list[str]:
-        got = http.get("/search", headers=admin, params={"q": q, "types": "ticket",
+        got = http.get("/v1/ai/search", headers=admin, params={"q": q, "types": "ticket",
                                                           "mode": mode, "limit": 5})  # fmt: skip
         assert got.status_code == 200, got.text
         assert got.json()["mode"] == mode
@@ -277,11 +279,11 @@ def test_semantic_search_finds_a_record_by_meaning_without_a_shared_word(
     assert until(lambda: top(moved, "semantic")[:1] == [delivery], 60), top(moved, "semantic")
     # Each server's vectors are held in memory (ai/vectors.py): a deleted record is
     # gone at once, and a re-indexed one is found by its new meaning.
-    assert http.delete(f"/tickets/{leak}", headers=admin).status_code == 204
+    assert http.delete(f"/v1/support/tickets/{leak}", headers=admin).status_code == 204
     assert leak not in top(query, "semantic")
     reset = tickets["Password reset"]
     drips = {"description": "Our coffee machine drips water everywhere."}
-    changed = http.patch(f"/tickets/{reset}", headers=admin, json=drips)
+    changed = http.patch(f"/v1/support/tickets/{reset}", headers=admin, json=drips)
     assert changed.status_code == 200, changed.text
     assert until(lambda: top(query, "semantic")[:1] == [reset], 60), top(query, "semantic")
 
@@ -293,16 +295,16 @@ def test_a_search_right_after_a_delete_does_not_find_it_on_a_lagging_standby(
     caller has just deleted is in neither its next semantic nor its next lexical
     results: the search's reads wait for the caller's write, so the primaries answer
     (they went to any standby before, and a deleted ticket came back)."""
-    customer = http.post("/customers", headers=admin, json={"name": "Kettle Works"}).json()
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Kettle Works"}).json()
     body = {"customer_id": customer["id"], "subject": "Kettle whistles",
             "description": "The kettle whistles all night long."}  # fmt: skip
-    got = http.post("/tickets", headers=admin, json=body)
+    got = http.post("/v1/support/tickets", headers=admin, json=body)
     assert got.status_code == 201, got.text
     ticket = got.json()["id"]
 
     def found(mode: str) -> bool:
         params = {"q": "kettle whistles", "types": "ticket", "mode": mode, "limit": 5}
-        answer = http.get("/search", headers=admin, params=params)
+        answer = http.get("/v1/ai/search", headers=admin, params=params)
         assert answer.status_code == 200, answer.text
         return ticket in [h["id"] for h in answer.json()["data"]]
 
@@ -315,7 +317,7 @@ def test_a_search_right_after_a_delete_does_not_find_it_on_a_lagging_standby(
 
     asyncio.run(replay(paused=True))
     try:
-        assert http.delete(f"/tickets/{ticket}", headers=admin).status_code == 204
+        assert http.delete(f"/v1/support/tickets/{ticket}", headers=admin).status_code == 204
         assert not found("semantic")
         assert not found("lexical")
     finally:
@@ -328,14 +330,14 @@ def test_semantic_search_keeps_to_the_callers_scope(
     """An agent without a team reads only its own customers: its semantic search is
     answered over just those (the database's exact read), never the global top list."""
     agent = make_user(http, admin, "agent")
-    theirs = http.post("/customers", headers=agent, json={"name": "Alpine Trekking Guides"})
+    theirs = http.post("/v1/customers", headers=agent, json={"name": "Alpine Trekking Guides"})
     assert theirs.status_code == 201, theirs.text
-    others = http.post("/customers", headers=admin, json={"name": "Mountain Hiking Tours"})
+    others = http.post("/v1/customers", headers=admin, json={"name": "Mountain Hiking Tours"})
     assert others.status_code == 201, others.text
 
     def found(headers: dict[str, str]) -> list[str]:
         query = {"q": "walking holidays in the mountains", "types": "customer", "mode": "semantic"}
-        got = http.get("/search", headers=headers, params=query)
+        got = http.get("/v1/ai/search", headers=headers, params=query)
         assert got.status_code == 200, got.text
         return [h["id"] for h in got.json()["data"]]
 
@@ -352,14 +354,16 @@ def test_an_imports_records_are_indexed_by_the_backlog_once_no_import_runs(
     word = f"zb{int(time.time() * 1000) % 10**8}"
     body = f"name,industry,tags\nVolcano {word} Tours,travel,{word}\n".encode()
     started = http.post(
-        "/imports/customers", headers=admin, files={"file": ("c.csv", body, "text/csv")}
+        "/v1/integration/imports/customers",
+        headers=admin,
+        files={"file": ("c.csv", body, "text/csv")},
     )
     assert started.status_code == 202, started.text
     job = _job(http, admin, started.json()["status_url"])
     assert job["status"] == "succeeded", job
 
     def ids(q: str, mode: str) -> list[str]:
-        got = http.get("/search", headers=admin,
+        got = http.get("/v1/ai/search", headers=admin,
                        params={"q": q, "mode": mode, "types": "customer", "limit": 50})  # fmt: skip
         assert got.status_code == 200, got.text
         return [h["id"] for h in got.json()["data"]]
@@ -378,12 +382,12 @@ def test_an_imports_records_are_indexed_by_the_backlog_once_no_import_runs(
     assert until(lambda: queued.llen(IMPORTED) >= 1, 60), "the import's event never queued"
     assert ids(word, "lexical") == []  # not indexed when its event arrived
     # Another replica's import under way: the backlog waits...
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     running = asyncio.run(
         jobs("""INSERT INTO jobs (kind, status, created_by) VALUES ('customer_import',
                 'running', $1) RETURNING id""", int(me["id"]))
     )  # fmt: skip
-    handle = serve.get_deployment_handle("AIService", app_name="nextflow")
+    handle = serve.get_app_handle("ai")
     try:
         assert handle.embed_backlog.remote().result(timeout_s=120) == 0
         assert ids(word, "lexical") == []
@@ -407,12 +411,14 @@ def test_a_reindex_job_restores_a_lost_document(
     """The index rebuilt by a job of Ray tasks: a document removed behind the service's
     back (as for records written before the index existed) is found again after it."""
     word = f"zr{int(time.time() * 1000) % 10**8}"
-    made = http.post("/customers", headers=admin, json={"name": f"Lost {word} Index"})
+    made = http.post("/v1/customers", headers=admin, json={"name": f"Lost {word} Index"})
     assert made.status_code == 201, made.text
     record = made.json()["id"]
 
     def found() -> bool:
-        data = http.get("/search", headers=admin, params={"q": word, "mode": "lexical"}).json()
+        data = http.get(
+            "/v1/ai/search", headers=admin, params={"q": word, "mode": "lexical"}
+        ).json()
         return record in [h["id"] for h in data["data"]]
 
     assert until(found, 60)
@@ -427,9 +433,9 @@ def test_a_reindex_job_restores_a_lost_document(
 
     assert "DELETE 1" in asyncio.run(drop())
     assert not found()
-    viewer_try = http.post("/ai/search/reindex", headers={})
+    viewer_try = http.post("/v1/ai/search/reindex", headers={})
     assert viewer_try.status_code == 401
-    started = http.post("/ai/search/reindex", headers=admin)
+    started = http.post("/v1/ai/search/reindex", headers=admin)
     assert started.status_code == 202, started.text
     job = _job(http, admin, started.json()["status_url"], timeout=180)
     assert job["status"] == "succeeded", job
@@ -446,12 +452,14 @@ def test_a_cancelled_reindex_stops_writing(
     rows = "".join(f"Reindex Filler {i},retail\n" for i in range(6000))  # seconds of model time
     body = f"name,industry\n{rows}".encode()
     filled = http.post(
-        "/imports/customers", headers=admin, files={"file": ("f.csv", body, "text/csv")}
+        "/v1/integration/imports/customers",
+        headers=admin,
+        files={"file": ("f.csv", body, "text/csv")},
     )
     assert filled.status_code == 202, filled.text
     assert _job(http, admin, filled.json()["status_url"])["status"] == "succeeded"
 
-    url = _cancelled_mid_way(http, admin, "/ai/search/reindex")
+    url = _cancelled_mid_way(http, admin, "/v1/ai/search/reindex")
 
     async def written() -> int:
         lay = await layout(serve_app)
@@ -475,14 +483,14 @@ def test_a_cancelled_reindex_stops_writing(
 def test_ticket_summary_and_next_actions(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str], chat_server: ChatServer
 ) -> None:
-    customer = http.post("/customers", headers=admin, json={"name": "Summary Co"}).json()
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Summary Co"}).json()
     ticket = http.post(
-        "/tickets",
+        "/v1/support/tickets",
         headers=admin,
         json={"customer_id": customer["id"], "subject": "Invoice export fails",
               "description": "The invoice export fails with an error. Nice weather today."},
     ).json()  # fmt: skip
-    url = f"/tickets/{ticket['id']}"
+    url = f"/v1/support/tickets/{ticket['id']}"
     for body in ("Hello, thanks for writing.", "The invoice export error is the new tax field."):
         added = http.post(f"{url}/comments", headers=admin, json={"body": body})
         assert added.status_code == 201, added.text
@@ -498,7 +506,7 @@ def test_ticket_summary_and_next_actions(
     # A new, unassigned ticket: someone must own it and answer it.
     actions = http.get(f"/ai{url}/next-actions", headers=admin).json()["actions"]
     assert actions[0]["action"] == "assign" and "respond" in [a["action"] for a in actions]
-    assert http.get("/ai/tickets/12345/summary", headers=admin).status_code == 404
+    assert http.get("/v1/ai/tickets/12345/summary", headers=admin).status_code == 404
     # With the chat model answering, the summary is its answer to the thread.
     chat_server.behaviour = "ok"
     try:
@@ -511,12 +519,12 @@ def test_ticket_summary_and_next_actions(
     assert "Invoice export fails" in thread and "the new tax field" in thread
 
     deal = http.post(
-        "/deals",
+        "/v1/sales/deals",
         headers=admin,
         json={"customer_id": customer["id"], "name": "Late deal", "expected_close_date":
               "2026-01-15", "amount": {"amount": "10", "currency": "EUR"}},
     ).json()  # fmt: skip
-    advice = http.get(f"/ai/deals/{deal['id']}/next-actions", headers=viewer)
+    advice = http.get(f"/v1/ai/deals/{deal['id']}/next-actions", headers=viewer)
     assert advice.status_code == 200, advice.text
     assert advice.json()["actions"][0]["action"] == "update_close_date"
     assert advice.json()["score"] == 0.1  # its stage's probability: no lead behind it

@@ -35,7 +35,7 @@ START, END = "2025-02-01T00:00:00Z", "2025-11-01T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def default_stages(http: httpx.Client, admin: dict[str, str]) -> list[dict[str, Any]]:
-    page = http.get("/pipelines", headers=admin).json()["data"]
+    page = http.get("/v1/sales/pipelines", headers=admin).json()["data"]
     pipeline = next(p for p in page if p["is_default"])
     return [{**s, "pipeline_id": pipeline["id"]} for s in pipeline["stages"]]
 
@@ -69,7 +69,7 @@ def _sql(s: Settings, lay: Layout, database: str, query: str, *args: Any) -> lis
 
 
 def _report(http: httpx.Client, headers: dict[str, str], name: str, **params: Any) -> Any:
-    got = http.get(f"/reports/{name}", headers=headers, params=params)
+    got = http.get(f"/v1/analytics/reports/{name}", headers=headers, params=params)
     assert got.status_code == 200, got.text
     return got.json()
 
@@ -288,12 +288,12 @@ def test_cache_and_event_invalidation(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str]
 ) -> None:
     # A fresh owner: no other test's deals count in this report.
-    me = http.get("/auth/me", headers=make_user(http, admin, "agent")).json()
-    customer = http.post("/customers", headers=admin, json={"name": "Report Co"}).json()
+    me = http.get("/v1/auth/me", headers=make_user(http, admin, "agent")).json()
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Report Co"}).json()
 
     def deal(amount: str) -> None:
         made = http.post(
-            "/deals",
+            "/v1/sales/deals",
             headers=admin,
             json={"customer_id": customer["id"], "name": "Counted",
                   "amount": {"amount": amount, "currency": "EUR"}, "owner_id": me["id"]},
@@ -332,10 +332,10 @@ def test_report_permissions_and_bad_input(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
 ) -> None:
     agent = make_user(http, admin, "agent")
-    assert http.get("/reports/pipeline", headers=agent).status_code == 403
-    assert http.get("/reports/pipeline").status_code == 401
-    assert http.get("/reports/funnel", headers=viewer).status_code == 200
-    unknown = http.get("/reports/nope", headers=admin)
+    assert http.get("/v1/analytics/reports/pipeline", headers=agent).status_code == 403
+    assert http.get("/v1/analytics/reports/pipeline").status_code == 401
+    assert http.get("/v1/analytics/reports/funnel", headers=viewer).status_code == 200
+    unknown = http.get("/v1/analytics/reports/nope", headers=admin)
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/problem+json")
     for params, field in (
@@ -345,6 +345,6 @@ def test_report_permissions_and_bad_input(
         ({"colour": "red"}, "colour"),
         ({"pipeline_id": "1"}, "pipeline_id"),  # not a filter of the SLA report
     ):
-        bad = http.get("/reports/sla", headers=admin, params=params)
+        bad = http.get("/v1/analytics/reports/sla", headers=admin, params=params)
         assert bad.status_code == 422, (params, bad.text)
         assert bad.json()["errors"][0]["field"] == field, bad.json()

@@ -31,20 +31,20 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = int(os.environ.get("NEXTFLOW_FUZZ_EXAMPLES", "3"))
 # Shared configuration, sign-in and the caller's own account: invalid input only.
 NEGATIVE_ONLY = (
-    "/auth/",
-    "/users",
-    "/api-keys",
-    "/pipelines",
-    "/sla-policies",
-    "/queues",
-    "/webhooks",
-    "/forms",
-    "/capture/",
-    "/notification-preferences",
-    "/tickets/sla/sweep",
-    "/jobs/",
-    "/imports/",
-    "/files",
+    "/v1/auth/",
+    "/v1/auth/users",
+    "/v1/auth/api-keys",
+    "/v1/sales/pipelines",
+    "/v1/support/sla-policies",
+    "/v1/support/queues",
+    "/v1/webhooks",
+    "/v1/marketing/forms",
+    "/v1/marketing/capture/",
+    "/v1/notifications/preferences",
+    "/v1/support/tickets/sla/sweep",
+    "/v1/integration/jobs/",
+    "/v1/integration/imports/",
+    "/v1/files",
 )
 
 
@@ -77,7 +77,7 @@ def test_no_operation_answers_5xx_or_off_schema(
     assert operations >= 100
     assert not failures, "\n\n".join(failures)
     # The admin is still the admin: nothing the fuzzer sent locked the suite out.
-    assert http.get("/auth/me", headers=admin).json()["role"] == "admin"
+    assert http.get("/v1/auth/me", headers=admin).json()["role"] == "admin"
 
 
 def _fuzz(operation: Any, mode: GenerationMode, base_url: str, admin: dict[str, str]) -> str:

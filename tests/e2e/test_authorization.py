@@ -44,23 +44,23 @@ _PLACEHOLDER = re.compile(r"\{[^}]+\}")
 # Valid bodies for the privileged creates: a body that fails validation would be a
 # 422 before the permission is looked at, and prove nothing.
 BODIES: dict[tuple[str, str], object] = {
-    ("POST", "/users"): {"email": "x@example.com", "password": "long-enough-password"},
-    ("POST", "/teams"): {"name": "x"},
-    ("POST", "/products"): {"sku": "AUTHZ-1", "name": "x"},
-    ("POST", "/price-books"): {"name": "x", "currency": "EUR"},
-    ("PUT", "/price-books/{book_id}/prices/{product_id}"): {"unit_price": "1.00"},
-    ("POST", "/pipelines"): {"name": "x", "stages": [{"name": "Open", "probability": 10}]},
-    ("POST", "/pipelines/{pipeline_id}/stages"): {"name": "x", "probability": 10},
-    ("POST", "/queues"): {"name": "x"},
-    ("PUT", "/queues/{queue_id}/members/{user_id}"): {"active": True},
-    ("PUT", "/sla-policies/{priority}"): {"first_response_s": 60, "resolution_s": 600},
-    ("POST", "/campaigns"): {"name": "x", "type": "email"},
-    ("POST", "/campaigns/{campaign_id}/members"): {"contact_id": "1"},
-    ("PATCH", "/campaigns/{campaign_id}/members/{member_id}"): {"status": "sent"},
-    ("POST", "/forms"): {"name": "x"},
+    ("POST", "/v1/auth/users"): {"email": "x@example.com", "password": "long-enough-password"},
+    ("POST", "/v1/auth/teams"): {"name": "x"},
+    ("POST", "/v1/products"): {"sku": "AUTHZ-1", "name": "x"},
+    ("POST", "/v1/products/price-books"): {"name": "x", "currency": "EUR"},
+    ("PUT", "/v1/products/price-books/{book_id}/prices/{product_id}"): {"unit_price": "1.00"},
+    ("POST", "/v1/sales/pipelines"): {"name": "x", "stages": [{"name": "Open", "probability": 10}]},
+    ("POST", "/v1/sales/pipelines/{pipeline_id}/stages"): {"name": "x", "probability": 10},
+    ("POST", "/v1/support/queues"): {"name": "x"},
+    ("PUT", "/v1/support/queues/{queue_id}/members/{user_id}"): {"active": True},
+    ("PUT", "/v1/support/sla-policies/{priority}"): {"first_response_s": 60, "resolution_s": 600},
+    ("POST", "/v1/marketing/campaigns"): {"name": "x", "type": "email"},
+    ("POST", "/v1/marketing/campaigns/{campaign_id}/members"): {"contact_id": "1"},
+    ("PATCH", "/v1/marketing/campaigns/{campaign_id}/members/{member_id}"): {"status": "sent"},
+    ("POST", "/v1/marketing/forms"): {"name": "x"},
     # User 1 is the admin: assigning to someone else needs ticket:assign.
-    ("POST", "/tickets/{ticket_id}/assign"): {"assignee_id": "1"},
-    ("POST", "/webhooks"): {"url": "https://example.com/hook", "event_types": ["*"]},
+    ("POST", "/v1/support/tickets/{ticket_id}/assign"): {"assignee_id": "1"},
+    ("POST", "/v1/webhooks"): {"url": "https://example.com/hook", "event_types": ["*"]},
 }
 
 
@@ -68,8 +68,12 @@ def required_permission(method: str, path: str) -> str | None:
     """The permission an operation needs, by the REST shape of its path (None for
     the routes outside the role table: sign-in, own notifications, files, jobs)."""
     segments = [s for s in path.strip("/").split("/") if not _PLACEHOLDER.fullmatch(s)]
+    if segments[:1] == ["v1"]:  # /v1/<service>/...: the service's own prefix
+        segments = segments[1:]
+    if segments[:2] in (["auth", "users"], ["auth", "teams"]):
+        segments = segments[1:]
     named = [s for s in segments if s in RESOURCES or s in _PART_OF_PARENT]
-    if not named or segments[0] in ("auth", "api-keys", "capture", "files", "imports", "jobs"):
+    if not named or segments[0] in ("auth", "files", "integration") or "capture" in segments:
         return None
     last = named[-1]
     if last in _PART_OF_PARENT:
@@ -100,7 +104,7 @@ def _concrete(path: str) -> str:
 
 
 def _permissions(http: httpx.Client, headers: dict[str, str]) -> dict[str, set[str]]:
-    roles = http.get("/auth/roles", headers=headers)
+    roles = http.get("/v1/auth/roles", headers=headers)
     assert roles.status_code == 200, roles.text
     return {r["name"]: set(r["permissions"]) for r in roles.json()}
 
@@ -141,7 +145,7 @@ def test_request_bodies_refuse_server_owned_and_unknown_fields(
 ) -> None:
     """Mass assignment: ids, versions, timestamps and unknown fields in a body are 422
     (never silently taken); `owner_id` and `role` only with the permission for them."""
-    customer = http.post("/customers", headers=agent, json={"name": "Mass Co"}).json()
+    customer = http.post("/v1/customers", headers=agent, json={"name": "Mass Co"}).json()
     for field, value in (
         ("id", "1"),
         ("version", 99),
@@ -150,22 +154,24 @@ def test_request_bodies_refuse_server_owned_and_unknown_fields(
         ("shard", 3),
         ("is_admin", True),
     ):
-        made = http.post("/customers", headers=agent, json={"name": "Mass", field: value})
+        made = http.post("/v1/customers", headers=agent, json={"name": "Mass", field: value})
         assert made.status_code == 422, (field, made.text)
-        changed = http.patch(f"/customers/{customer['id']}", headers=agent, json={field: value})
+        changed = http.patch(f"/v1/customers/{customer['id']}", headers=agent, json={field: value})
         assert changed.status_code == 422, (field, changed.text)
         assert field in {e["field"] for e in changed.json()["errors"]}
-    after = http.get(f"/customers/{customer['id']}", headers=agent).json()
+    after = http.get(f"/v1/customers/{customer['id']}", headers=agent).json()
     assert after["version"] == customer["version"] and after["id"] == customer["id"]
 
     # Owner: an agent may not give a record to someone else, on create or update.
-    me = http.get("/auth/me", headers=agent).json()
-    admin_id = http.get("/auth/me", headers=admin).json()["id"]
+    me = http.get("/v1/auth/me", headers=agent).json()
+    admin_id = http.get("/v1/auth/me", headers=admin).json()["id"]
     assert me["id"] != admin_id
-    given = http.patch(f"/customers/{customer['id']}", headers=agent, json={"owner_id": admin_id})
+    given = http.patch(
+        f"/v1/customers/{customer['id']}", headers=agent, json={"owner_id": admin_id}
+    )
     assert given.status_code == 403
     deal = http.post(
-        "/deals",
+        "/v1/sales/deals",
         headers=agent,
         json={
             "customer_id": customer["id"],
@@ -177,11 +183,11 @@ def test_request_bodies_refuse_server_owned_and_unknown_fields(
     assert deal.status_code in (403, 422) and deal.status_code != 201, deal.text
 
     # Role: nobody changes their own role; only user administrators set roles.
-    raised = http.patch(f"/users/{me['id']}", headers=agent, json={"role": "admin"})
+    raised = http.patch(f"/v1/auth/users/{me['id']}", headers=agent, json={"role": "admin"})
     assert raised.status_code == 403
-    assert http.get("/auth/me", headers=agent).json()["role"] == "agent"
+    assert http.get("/v1/auth/me", headers=agent).json()["role"] == "agent"
     key = http.post(
-        "/api-keys",
+        "/v1/auth/api-keys",
         headers=agent,
         json={"name": f"k{os.urandom(3).hex()}", "permissions": ["user:write"]},
     )
@@ -195,37 +201,41 @@ def test_deactivation_and_demotion_cut_off_access_tokens_at_once(
     it once its user is deactivated or changes role, without waiting for expiry."""
     leaving = make_user(http, admin, "manager")
     demoted = make_user(http, admin, "manager")
-    assert http.get("/users", headers=leaving).status_code == 200
-    assert http.get("/users", headers=demoted).status_code == 200
-    leaving_id = http.get("/auth/me", headers=leaving).json()["id"]
-    demoted_id = http.get("/auth/me", headers=demoted).json()["id"]
-    assert http.delete(f"/users/{leaving_id}", headers=admin).status_code in (200, 204)
-    patched = http.patch(f"/users/{demoted_id}", headers=admin, json={"role": "viewer"})
+    assert http.get("/v1/auth/users", headers=leaving).status_code == 200
+    assert http.get("/v1/auth/users", headers=demoted).status_code == 200
+    leaving_id = http.get("/v1/auth/me", headers=leaving).json()["id"]
+    demoted_id = http.get("/v1/auth/me", headers=demoted).json()["id"]
+    assert http.delete(f"/v1/auth/users/{leaving_id}", headers=admin).status_code in (200, 204)
+    patched = http.patch(f"/v1/auth/users/{demoted_id}", headers=admin, json={"role": "viewer"})
     assert patched.status_code == 200, patched.text
     for headers in (leaving, demoted):
-        refused = http.get("/customers", headers=headers)
+        refused = http.get("/v1/customers", headers=headers)
         assert refused.status_code == 401 and refused.headers["content-type"] == PROBLEM
         assert "revoked" in refused.json()["detail"]
     # The admin's own token is untouched.
-    assert http.get("/users", headers=admin).status_code == 200
+    assert http.get("/v1/auth/users", headers=admin).status_code == 200
 
 
 def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
 ) -> None:
-    """`PATCH /auth/roles/{name}`: admin only, values checked, and the role's users'
+    """`PATCH /v1/auth/roles/{name}`: admin only, values checked, and the role's users'
     tokens cut off at once (a narrowed scope does not wait for them to run out). The
     manager role is restored at the end."""
-    before = {r["name"]: r for r in http.get("/auth/roles", headers=admin).json()}["manager"]
+    before = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}["manager"]
     tag = os.urandom(3).hex()
     boss = Member(http, admin, "manager", None)
-    theirs = http.post("/customers", headers=admin, json={"name": f"Role {tag} admin"})
-    mine = http.post("/customers", headers=boss.headers,
+    theirs = http.post("/v1/customers", headers=admin, json={"name": f"Role {tag} admin"})
+    mine = http.post("/v1/customers", headers=boss.headers,
                      json={"name": f"Role {tag} boss", "phone": "+49 30 1"})  # fmt: skip
     assert theirs.status_code == mine.status_code == 201
 
-    assert http.patch("/auth/roles/manager", headers=agent, json={"scopes": {}}).status_code == 403
-    assert http.patch("/auth/roles/nobody", headers=admin, json={"scopes": {}}).status_code == 404
+    assert (
+        http.patch("/v1/auth/roles/manager", headers=agent, json={"scopes": {}}).status_code == 403
+    )
+    assert (
+        http.patch("/v1/auth/roles/nobody", headers=admin, json={"scopes": {}}).status_code == 404
+    )
     for role, body, field in (
         ("manager", {"scopes": {"webhook:read": "own"}}, "scopes.webhook:read"),
         ("viewer", {"scopes": {"customer:write": "own"}}, "scopes.customer:write"),
@@ -233,32 +243,64 @@ def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
         ("manager", {"hidden_fields": {"deal": ["amount"]}}, "hidden_fields.deal"),
         ("manager", {"scopes": {"customer:read": "everyone"}}, None),
     ):
-        refused = http.patch(f"/auth/roles/{role}", headers=admin, json=body)
+        refused = http.patch(f"/v1/auth/roles/{role}", headers=admin, json=body)
         assert refused.status_code == 422, refused.text
         assert refused.headers["content-type"] == PROBLEM
         if field:
             assert [e["field"] for e in refused.json()["errors"]] == [field]
-    assert http.get("/auth/me", headers=boss.headers).status_code == 200  # nothing changed
+    assert http.get("/v1/auth/me", headers=boss.headers).status_code == 200  # nothing changed
 
     try:
-        changed = http.patch("/auth/roles/manager", headers=admin, json={
+        changed = http.patch("/v1/auth/roles/manager", headers=admin, json={
             "scopes": {"customer:read": "own"}, "hidden_fields": {"customer": ["phone"]},
         })  # fmt: skip
         assert changed.status_code == 200, changed.text
         assert changed.json()["scopes"] == {"customer:read": "own"}
         assert changed.json()["hidden_fields"] == {"customer": ["phone"]}
-        gone = http.get("/auth/me", headers=boss.headers)
+        gone = http.get("/v1/auth/me", headers=boss.headers)
         assert gone.status_code == 401 and "revoked" in gone.json()["detail"]
         boss.sign_in()  # the new token carries the new scope
-        page = http.get("/customers", headers=boss.headers, params={"name[prefix]": f"Role {tag}"})
+        page = http.get(
+            "/v1/customers", headers=boss.headers, params={"name[prefix]": f"Role {tag}"}
+        )
         assert [c["name"] for c in page.json()["data"]] == [f"Role {tag} boss"]
-        other = http.get(f"/customers/{theirs.json()['id']}", headers=boss.headers)
+        other = http.get(f"/v1/customers/{theirs.json()['id']}", headers=boss.headers)
         assert other.status_code == 404
-        seen = http.get(f"/customers/{mine.json()['id']}", headers=boss.headers).json()
+        seen = http.get(f"/v1/customers/{mine.json()['id']}", headers=boss.headers).json()
         assert seen["phone"] is None and seen["name"] == f"Role {tag} boss"
     finally:
-        restored = http.patch("/auth/roles/manager", headers=admin, json={
+        restored = http.patch("/v1/auth/roles/manager", headers=admin, json={
             "scopes": before["scopes"], "hidden_fields": before["hidden_fields"],
         })  # fmt: skip
         assert restored.status_code == 200, restored.text
     assert restored.json() == before
+
+
+def test_no_route_of_any_application_answers_without_credentials(http: httpx.Client) -> None:
+    """Every route of every application goes through the shared pipeline: without
+    credentials each answers 401 problem+json, except the public ones, listed in one
+    place (`deployments.api.app.PUBLIC`). The routes come from each application's own
+    FastAPI app, built as its ingress builds it."""
+    from fastapi.routing import APIRoute
+
+    from deployments.api.app import PREFIXES, PUBLIC, routers_of
+
+    operations = []
+    for prefix, module in PREFIXES.values():
+        for router in routers_of(module):
+            for route in router.routes:
+                assert isinstance(route, APIRoute)
+                for method in route.methods:
+                    operations.append((method, prefix + route.path.rstrip("/")))
+    operations.append(("GET", "/v1/overview/customers/{customer_id}"))
+    assert len(operations) >= 150
+    leaks = []
+    for method, path in operations:
+        if (method, path) in PUBLIC:
+            continue
+        response = http.request(method, _concrete(path), json={} if method != "GET" else None)
+        if response.status_code != 401 or response.headers["content-type"] != PROBLEM:
+            leaks.append(f"{method} {path}: {response.status_code}")
+    assert not leaks, "\n".join(leaks)
+    for prefix, _ in PREFIXES.values():  # each application's own liveness is public
+        assert http.get(f"{prefix}/health").status_code == 200, prefix

@@ -1,7 +1,6 @@
 """Micro-batched calls on the deployed application: many concurrent requests share
-Serve requests (gateway -> CustomerService) and actor calls (-> ShardManager), and
-each still gets exactly its own answer: its record, its 404, its 403, its own write
-read back at once."""
+actor calls (CustomerService -> ShardManager), and each still gets exactly its own
+answer: its record, its 404, its 403, its own write read back at once."""
 
 from __future__ import annotations
 
@@ -9,13 +8,7 @@ import asyncio
 
 import httpx
 import pytest
-from ray import serve
 
-from cluster.batching import Outcome
-from deployments._kit.boundary import ServiceCall
-from deployments.customer.schemas import CustomerCreate, CustomerRead
-from gateway.errors import AppError, Forbidden, NotFound
-from gateway.principal import Principal
 from shards import ids
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +20,7 @@ def test_concurrent_requests_each_get_their_own_answer(
 ) -> None:
     made = []
     for n in range(4):
-        created = http.post("/customers", headers=admin, json={"name": f"Storm {n}"})
+        created = http.post("/v1/customers", headers=admin, json={"name": f"Storm {n}"})
         assert created.status_code == 201, created.text
         made.append(created.json())
     missing = [str(ids.make_id(ids.EPOCH_MS + 1 + n, n, n)) for n in range(8)]
@@ -40,30 +33,30 @@ def test_concurrent_requests_each_get_their_own_answer(
         ) as client:
 
             async def read(customer: dict[str, str]) -> None:
-                got = await client.get(f"/customers/{customer['id']}", headers=admin)
+                got = await client.get(f"/v1/customers/{customer['id']}", headers=admin)
                 assert got.status_code == 200, got.text
                 assert got.json()["name"] == customer["name"]
                 assert got.headers["etag"] == f'"{customer["version"]}"'
 
             async def read_missing(customer_id: str) -> None:
-                got = await client.get(f"/customers/{customer_id}", headers=admin)
+                got = await client.get(f"/v1/customers/{customer_id}", headers=admin)
                 assert got.status_code == 404, got.text
                 assert got.headers["content-type"] == PROBLEM
                 assert customer_id in got.json()["detail"]
 
             async def forbidden_write(customer: dict[str, str]) -> None:
                 got = await client.patch(
-                    f"/customers/{customer['id']}", headers=viewer, json={"name": "No"}
+                    f"/v1/customers/{customer['id']}", headers=viewer, json={"name": "No"}
                 )
                 assert got.status_code == 403, got.text
 
             async def write_then_read(n: int) -> None:
                 name = f"Storm write {n}"
-                created = await client.post("/customers", headers=admin, json={"name": name})
+                created = await client.post("/v1/customers", headers=admin, json={"name": name})
                 assert created.status_code == 201, created.text
                 assert created.json()["name"] == name
                 # Read-your-writes: visible to its writer at once, whatever the replica.
-                again = await client.get(f"/customers/{created.json()['id']}", headers=admin)
+                again = await client.get(f"/v1/customers/{created.json()['id']}", headers=admin)
                 assert again.status_code == 200 and again.json()["name"] == name
 
             await asyncio.gather(
@@ -76,34 +69,6 @@ def test_concurrent_requests_each_get_their_own_answer(
     asyncio.run(storm())
     for customer in made:  # the viewers' refused updates changed nothing
         assert (
-            http.get(f"/customers/{customer['id']}", headers=admin).json()["name"]
+            http.get(f"/v1/customers/{customer['id']}", headers=admin).json()["name"]
             == (customer["name"])
         )
-
-
-def test_call_batch_through_a_handle(
-    ray_driver: None, http: httpx.Client, admin: dict[str, str]
-) -> None:
-    """What the gateway sends: one Serve request, one outcome per call, in order."""
-    me = http.get("/auth/me", headers=admin).json()
-    writer = Principal(
-        user_id=int(me["id"]),
-        role="admin",
-        permissions=frozenset({"customer:read", "customer:write"}),
-    )
-    reader = Principal(user_id=int(me["id"]), role="viewer", permissions=frozenset())
-    handle = serve.get_deployment_handle("CustomerService", app_name="nextflow")
-    outcomes: list[Outcome] = handle.call_batch.remote(
-        [
-            ServiceCall("create", (writer, CustomerCreate(name="Batched Co")), {}),
-            ServiceCall("get", (writer, 12345), {}),
-            ServiceCall("create", (reader, CustomerCreate(name="Refused")), {}),
-            ServiceCall("_call_one", (), {}),
-        ]
-    ).result()
-    created = outcomes[0].unwrap()
-    assert isinstance(created, CustomerRead) and created.name == "Batched Co"
-    assert created.read_after  # each call's own write position comes back with it
-    assert isinstance(outcomes[1].error, NotFound)
-    assert isinstance(outcomes[2].error, Forbidden)
-    assert isinstance(outcomes[3].error, AppError) and "no method" in str(outcomes[3].error)

@@ -25,7 +25,7 @@ def test_the_suite_runs_every_scenario(serve_app: Settings) -> None:
     )  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    for scenario in ("1 GET /customers/{id}", "2 POST /customers", "3 cross-shard list",
+    for scenario in ("1 GET /v1/customers/{id}", "2 POST /v1/customers", "3 cross-shard list",
                      "4 mixed workload", "5 autoscaling", "6 footprint"):  # fmt: skip
         assert scenario in out, out[-3000:]
     assert "errors" not in out.split("bench/run")[-1], out[-3000:]

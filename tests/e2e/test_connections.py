@@ -61,10 +61,10 @@ async def _load(base_url: str, headers: dict[str, str], ids: list[str], seconds:
             i = n
             while loop.time() < end:
                 if i % 4 == 0:
-                    r = await client.post("/customers", json={"name": f"load {n}-{i}"})
+                    r = await client.post("/v1/customers", json={"name": f"load {n}-{i}"})
                     assert r.status_code == 201, r.text
                 else:
-                    r = await client.get(f"/customers/{ids[i % len(ids)]}")
+                    r = await client.get(f"/v1/customers/{ids[i % len(ids)]}")
                     assert r.status_code == 200, r.text
                 done += 1
                 i += 1
@@ -78,7 +78,7 @@ def test_connections_stay_bounded_with_many_replicas(
 ) -> None:
     s = serve_app
     ids = [
-        http.post("/customers", headers=admin, json={"name": f"conn {i}"}).json()["id"]
+        http.post("/v1/customers", headers=admin, json={"name": f"conn {i}"}).json()["id"]
         for i in range(20)
     ]
     scaled = LocalStack(s, serve_config=_scaled_config(tmp_path / "scaled.yaml"))

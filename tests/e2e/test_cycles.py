@@ -29,33 +29,40 @@ def test_a_full_sales_cycle_from_a_web_form_to_an_order(
     tag = os.urandom(3).hex()
     # What marketing and sales set up once: a campaign, its form, a price book.
     campaign = _ok(
-        http.post("/campaigns", headers=admin, json={"name": f"Web {tag}", "type": "email"}), 201
+        http.post(
+            "/v1/marketing/campaigns", headers=admin, json={"name": f"Web {tag}", "type": "email"}
+        ),
+        201,
     )
     form = _ok(
         http.post(
-            "/forms", headers=admin, json={"name": f"Demo {tag}", "campaign_id": campaign["id"]}
+            "/v1/marketing/forms",
+            headers=admin,
+            json={"name": f"Demo {tag}", "campaign_id": campaign["id"]},
         ),
         201,
     )
     book = _ok(
-        http.post("/price-books", headers=admin, json={"name": f"EU {tag}", "currency": "EUR"}),
+        http.post(
+            "/v1/products/price-books", headers=admin, json={"name": f"EU {tag}", "currency": "EUR"}
+        ),
         201,
     )
     licence = _ok(
         http.post(
-            "/products",
+            "/v1/products",
             headers=admin,
             json={"sku": f"LIC-{tag}", "name": "Licence", "tax_percent": "19"},
         ),
         201,
     )
     setup = _ok(
-        http.post("/products", headers=admin, json={"sku": f"SET-{tag}", "name": "Setup"}), 201
+        http.post("/v1/products", headers=admin, json={"sku": f"SET-{tag}", "name": "Setup"}), 201
     )
     for product, price in ((licence, "19.99"), (setup, "0.10")):
         _ok(
             http.put(
-                f"/price-books/{book['id']}/prices/{product['id']}",
+                f"/v1/products/price-books/{book['id']}/prices/{product['id']}",
                 headers=admin,
                 json={"unit_price": price},
             )
@@ -64,20 +71,22 @@ def test_a_full_sales_cycle_from_a_web_form_to_an_order(
     # 1. A visitor fills the public form: no token.
     email = f"ada-{tag}@example.com"
     captured = http.post(
-        f"/capture/{form['form_key']}",
+        f"/v1/marketing/capture/{form['form_key']}",
         headers={"X-Forwarded-For": f"203.0.113.{os.urandom(1)[0]}"},
         json={"email": email, "first_name": "Ada", "last_name": "Lovelace", "company": "Engines"},
     )
     assert captured.status_code == 202, captured.text
-    (lead,) = _ok(http.get(f"/leads?email={email}", headers=admin))["data"]
+    (lead,) = _ok(http.get(f"/v1/marketing/leads?email={email}", headers=admin))["data"]
     assert lead["status"] == "new" and lead["source"] == "web_form"
-    members = _ok(http.get(f"/campaigns/{campaign['id']}/members", headers=admin))["data"]
+    members = _ok(http.get(f"/v1/marketing/campaigns/{campaign['id']}/members", headers=admin))[
+        "data"
+    ]
     assert [m["lead_id"] for m in members] == [lead["id"]]
 
     # 2. Sales converts it: customer + contact + deal, no distributed transaction.
     conversion = _ok(
         http.post(
-            f"/leads/{lead['id']}/convert",
+            f"/v1/marketing/leads/{lead['id']}/convert",
             headers=admin,
             json={
                 "create_deal": True,
@@ -89,33 +98,39 @@ def test_a_full_sales_cycle_from_a_web_form_to_an_order(
         )
     )
     assert conversion["state"] == "completed"
-    customer = _ok(http.get(f"/customers/{conversion['customer_id']}", headers=admin))
+    customer = _ok(http.get(f"/v1/customers/{conversion['customer_id']}", headers=admin))
     assert customer["name"] == "Engines"
-    contact = _ok(http.get(f"/contacts/{conversion['contact_id']}", headers=admin))
+    contact = _ok(http.get(f"/v1/customers/contacts/{conversion['contact_id']}", headers=admin))
     assert contact["email"] == email and contact["customer_id"] == customer["id"]
-    assert _ok(http.get(f"/leads/{lead['id']}", headers=admin))["status"] == "converted"
+    assert (
+        _ok(http.get(f"/v1/marketing/leads/{lead['id']}", headers=admin))["status"] == "converted"
+    )
     # The deal lives on its customer's shard.
-    deal = _ok(http.get(f"/deals/{conversion['deal_id']}", headers=admin))
+    deal = _ok(http.get(f"/v1/sales/deals/{conversion['deal_id']}", headers=admin))
     assert ids.shard_of(int(deal["id"])) == ids.shard_of(int(customer["id"]))
 
     # 3. Through the default pipeline's open stages; probability follows each stage.
-    pipeline = _ok(http.get(f"/pipelines/{deal['pipeline_id']}", headers=admin))
+    pipeline = _ok(http.get(f"/v1/sales/pipelines/{deal['pipeline_id']}", headers=admin))
     stages = sorted(pipeline["stages"], key=lambda s: s["position"])
     open_stages = [s for s in stages if s["kind"] == "open"]
     assert deal["stage_id"] == open_stages[0]["id"]
     for stage in open_stages[1:]:
         deal = _ok(
-            http.post(f"/deals/{deal['id']}/stage", headers=admin, json={"stage_id": stage["id"]})
+            http.post(
+                f"/v1/sales/deals/{deal['id']}/stage", headers=admin, json={"stage_id": stage["id"]}
+            )
         )
         assert deal["probability"] == stage["probability"]
         expected = Decimal("1200.00") * stage["probability"] / 100
         assert Decimal(deal["weighted_amount"]["amount"]) == expected
 
     # 4. Won, with a reason; the stage history holds every transition.
-    deal = _ok(http.post(f"/deals/{deal['id']}/won", headers=admin, json={"reason": "Best fit"}))
+    deal = _ok(
+        http.post(f"/v1/sales/deals/{deal['id']}/won", headers=admin, json={"reason": "Best fit"})
+    )
     assert deal["status"] == "won" and deal["probability"] == 100
     transitions = _ok(
-        http.get(f"/deals/{deal['id']}/stage-history?sort=changed_at", headers=admin)
+        http.get(f"/v1/sales/deals/{deal['id']}/stage-history?sort=changed_at", headers=admin)
     )["data"]
     won_stage = next(s for s in stages if s["kind"] == "won")
     moves = [(t["from_stage_id"], t["to_stage_id"]) for t in transitions]
@@ -127,7 +142,7 @@ def test_a_full_sales_cycle_from_a_web_form_to_an_order(
     # 5. The order: prices from the book, totals computed on the server, exact.
     order = _ok(
         http.post(
-            f"/deals/{deal['id']}/order",
+            f"/v1/sales/deals/{deal['id']}/order",
             headers=admin,
             json={
                 "price_book_id": book["id"],
@@ -150,12 +165,16 @@ def test_a_full_sales_cycle_from_a_web_form_to_an_order(
     line_totals = sum(Decimal(line["total"]) for line in order["lines"])
     assert line_totals == Decimal(order["total"]["amount"])
     assert ids.shard_of(int(order["id"])) == ids.shard_of(int(customer["id"]))
-    confirmed = _ok(http.post(f"/orders/{order['id']}/confirm", headers=admin))
+    confirmed = _ok(http.post(f"/v1/sales/orders/{order['id']}/confirm", headers=admin))
     assert confirmed["status"] == "confirmed"
     # The customer's page shows what happened: its deal and its order.
     assert [
-        d["id"] for d in _ok(http.get(f"/customers/{customer['id']}/deals", headers=admin))["data"]
+        d["id"]
+        for d in _ok(http.get(f"/v1/sales/customers/{customer['id']}/deals", headers=admin))["data"]
     ] == [deal["id"]]
     assert [
-        o["id"] for o in _ok(http.get(f"/customers/{customer['id']}/orders", headers=admin))["data"]
+        o["id"]
+        for o in _ok(http.get(f"/v1/sales/customers/{customer['id']}/orders", headers=admin))[
+            "data"
+        ]
     ] == [order["id"]]

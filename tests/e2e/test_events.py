@@ -67,11 +67,11 @@ def test_creating_a_deal_publishes_deal_created(
     http: httpx.Client, admin: dict[str, str], stream: redis.Redis
 ) -> None:
     after = _stream_end(stream)
-    customer = http.post("/customers", headers=admin, json={"name": "Event Co"})
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Event Co"})
     assert customer.status_code == 201, customer.text
     began = time.monotonic()
     made = http.post(
-        "/deals",
+        "/v1/sales/deals",
         headers=admin,
         json={
             "customer_id": customer.json()["id"],
@@ -81,7 +81,7 @@ def test_creating_a_deal_publishes_deal_created(
     )
     assert made.status_code == 201, made.text
     deal = made.json()
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
 
     def created() -> list[Event]:
         return [e for e in _events_of(stream, int(deal["id"]), after) if e.type == "deal.created"]
@@ -99,7 +99,7 @@ def test_creating_a_deal_publishes_deal_created(
     assert len(mine) == 1 and mine[0][b"type"] == b"deal.created"
 
     # An update carries its changes, a win its own type; both after the create.
-    url = f"/deals/{deal['id']}"
+    url = f"/v1/sales/deals/{deal['id']}"
     renamed = http.patch(url, headers={**admin, "If-Match": '"1"'}, json={"name": "Renamed"})
     assert renamed.status_code == 200, renamed.text
     assert http.post(f"{url}/won", headers=admin, json={"reason": "yes"}).status_code == 200
@@ -123,7 +123,7 @@ def test_relay_killed_between_send_and_mark_resends_and_effect_applies_once(
     after = _stream_end(stream)
     ray.get([r.arm_crash_after_send.remote("customer") for r in relays.values()])
     try:
-        made = http.post("/customers", headers=admin, json={"name": "Crash Co"})
+        made = http.post("/v1/customers", headers=admin, json={"name": "Crash Co"})
         assert made.status_code == 201, made.text
         customer_id = int(made.json()["id"])
 
@@ -200,21 +200,25 @@ def test_ticket_comment_and_lead_events(
     http: httpx.Client, admin: dict[str, str], stream: redis.Redis
 ) -> None:
     after = _stream_end(stream)
-    me = http.get("/auth/me", headers=admin).json()["id"]
-    customer = http.post("/customers", headers=admin, json={"name": "Ticket Co"}).json()
+    me = http.get("/v1/auth/me", headers=admin).json()["id"]
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Ticket Co"}).json()
     made = http.post(
-        "/tickets", headers=admin, json={"customer_id": customer["id"], "subject": "Help"}
+        "/v1/support/tickets",
+        headers=admin,
+        json={"customer_id": customer["id"], "subject": "Help"},
     )
     assert made.status_code == 201, made.text
     ticket_id = made.json()["id"]
-    url = f"/tickets/{ticket_id}"
+    url = f"/v1/support/tickets/{ticket_id}"
     assert http.post(f"{url}/assign", headers=admin, json={"assignee_id": me}).status_code == 200
     reply = http.post(f"{url}/comments", headers=admin, json={"body": "On it", "public": True})
     assert reply.status_code == 201, reply.text
     pending = http.post(f"{url}/status", headers=admin, json={"status": "pending"})
     assert pending.status_code == 200, pending.text
     lead = http.post(
-        "/leads", headers=admin, json={"last_name": "Event", "email": f"{uuid.uuid4()}@ex.com"}
+        "/v1/marketing/leads",
+        headers=admin,
+        json={"last_name": "Event", "email": f"{uuid.uuid4()}@ex.com"},
     )
     assert lead.status_code == 201, lead.text
 

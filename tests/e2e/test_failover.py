@@ -47,12 +47,12 @@ def test_writes_resume_after_failover(
     local = cast(LocalStack, stack)
     on_shard2 = None
     for i in range(60):
-        made = http.post("/customers", headers=admin, json={"name": f"Failover {i}"}).json()
+        made = http.post("/v1/customers", headers=admin, json={"name": f"Failover {i}"}).json()
         if ids.shard_of(int(made["id"])) >= 5:  # shards 5-9 live on shard2
             on_shard2 = made
             break
     assert on_shard2 is not None
-    url = f"/customers/{on_shard2['id']}"
+    url = f"/v1/customers/{on_shard2['id']}"
     (primary,) = [n for n in local.postgres_servers() if n.name == "shard2"]
     writers = Writers(serve_app.serve_url, admin, "fail" + os.urandom(3).hex())
     try:
@@ -71,7 +71,7 @@ def test_writes_resume_after_failover(
             print(f"\nwrites resumed {time.monotonic() - began:.1f}s after the failover began")
             assert resumed.status_code == 200
             assert http.get(url, headers=admin).json()["name"] == "After"
-            created = http.post("/customers", headers=admin, json={"name": "after failover"})
+            created = http.post("/v1/customers", headers=admin, json={"name": "after failover"})
             assert created.status_code == 201
             after = time.monotonic()
             try:

@@ -61,7 +61,7 @@ class Writers:
                     started = time.monotonic()
                     try:
                         answer = client.post(
-                            "/customers",
+                            "/v1/customers",
                             headers={**self.headers, "Idempotency-Key": key},
                             json={"name": name, "tags": [self.tag]},
                         )
@@ -101,7 +101,7 @@ def _all_tagged(http: httpx.Client, headers: dict[str, str], tag: str) -> list[d
     found: list[dict[str, Any]] = []
     params: dict[str, Any] = {"tag": tag, "limit": 200}
     while True:
-        page = http.get("/customers", headers=headers, params=params).json()
+        page = http.get("/v1/customers", headers=headers, params=params).json()
         found += page["data"]
         if not page.get("next_cursor"):
             return found
@@ -174,7 +174,7 @@ def test_without_redis_the_api_keeps_serving_and_loses_nothing(
             time.sleep(4)
             # Reads and writes go on without Redis.
             some = next(iter(writers.acknowledged.values()))
-            assert http.get(f"/customers/{some}", headers=admin).status_code == 200
+            assert http.get(f"/v1/customers/{some}", headers=admin).status_code == 200
             during = writers.served_between(stopped_at + 1, time.monotonic())
         finally:
             redis.start()
@@ -191,11 +191,11 @@ def test_without_redis_the_api_keeps_serving_and_loses_nothing(
 
     # The rate limiter and the event relays work again: a new customer's event (and
     # those of the writes made while Redis was down) reach the stream.
-    answer = http.get("/customers", headers=admin, params={"limit": 1})
+    answer = http.get("/v1/customers", headers=admin, params={"limit": 1})
     assert answer.status_code == 200 and "ratelimit-remaining" in {
         h.lower() for h in answer.headers
     }
-    made = http.post("/customers", headers=admin, json={"name": f"{tag}-after"}).json()
+    made = http.post("/v1/customers", headers=admin, json={"name": f"{tag}-after"}).json()
     wanted = {made["id"], *writers.acknowledged.values()}
     stream = redis_client.Redis.from_url(serve_app.redis_url)
     try:
@@ -332,7 +332,7 @@ def test_a_cut_silent_or_slow_network_to_a_primary_fails_fast_and_heals(
 
             def shard1_writes() -> int:
                 """A write to shard1 while shard2's link is down: it goes on."""
-                url = f"/customers/{on_shard1}"
+                url = f"/v1/customers/{on_shard1}"
                 return http.patch(url, headers=admin, json={"industry": tag}).status_code
 
             proxy.cut()
@@ -376,5 +376,5 @@ def test_a_cut_silent_or_slow_network_to_a_primary_fails_fast_and_heals(
     assert writers.slowest_s < 15, (slowest_before, writers.slowest_s)
     _exactly_once(http, admin, writers)
     # The manager is back on the real primary and writes there.
-    made = http.post("/customers", headers=admin, json={"name": f"{tag}-after"})
+    made = http.post("/v1/customers", headers=admin, json={"name": f"{tag}-after"})
     assert made.status_code == 201

@@ -28,7 +28,7 @@ LIMIT = 256 * 1024  # NEXTFLOW_FILE_MAX_BYTES in tests/conftest.py
 
 
 def customer(http: httpx.Client, headers: dict[str, str]) -> str:
-    made = http.post("/customers", headers=headers, json={"name": "Files Co"})
+    made = http.post("/v1/customers", headers=headers, json={"name": "Files Co"})
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
@@ -43,7 +43,7 @@ def upload(
     content_type: str = "text/plain",
 ) -> httpx.Response:
     return http.post(
-        "/files",
+        "/v1/files",
         headers=headers,
         data={"owner_type": owner_type, "owner_id": owner_id},
         files={"file": (name, content, content_type)},
@@ -52,7 +52,7 @@ def upload(
 
 def listed(http: httpx.Client, headers: dict[str, str], owner_id: str) -> list[str]:
     page = http.get(
-        "/files", headers=headers, params={"owner_type": "customer", "owner_id": owner_id}
+        "/v1/files", headers=headers, params={"owner_type": "customer", "owner_id": owner_id}
     )
     assert page.status_code == 200, page.text
     return [f["id"] for f in page.json()["data"]]
@@ -93,16 +93,16 @@ def test_round_trip_with_checksum_and_ranges(
     made = upload(http, admin, owner, data, name="../Quarterly report.bin", content_type="x")
     assert made.status_code == 201, made.text
     meta = made.json()
-    assert made.headers["location"] == f"/files/{meta['id']}"
+    assert made.headers["location"] == f"/v1/files/{meta['id']}"
     assert meta["sha256"] == hashlib.sha256(data).hexdigest()
     assert meta["size_bytes"] == len(data)
     assert meta["filename"] == "Quarterly report.bin"
     assert meta["content_type"] == "application/octet-stream"
     assert (meta["owner_type"], meta["owner_id"]) == ("customer", owner)
     assert ids.shard_of(int(meta["id"])) == ids.shard_of(int(owner))
-    assert http.get(f"/files/{meta['id']}", headers=admin).json() == meta
+    assert http.get(f"/v1/files/{meta['id']}", headers=admin).json() == meta
 
-    got = http.get(f"/files/{meta['id']}/content", headers=admin)
+    got = http.get(f"/v1/files/{meta['id']}/content", headers=admin)
     assert got.status_code == 200
     assert got.content == data
     assert hashlib.sha256(got.content).hexdigest() == meta["sha256"]
@@ -113,26 +113,26 @@ def test_round_trip_with_checksum_and_ranges(
     assert got.headers["content-disposition"].startswith(
         'attachment; filename="Quarterly report.bin"'
     )
-    verified = http.get(f"/files/{meta['id']}/content?verify=true", headers=admin)
+    verified = http.get(f"/v1/files/{meta['id']}/content?verify=true", headers=admin)
     assert verified.status_code == 200 and verified.content == data
 
-    first = http.get(f"/files/{meta['id']}/content", headers={**admin, "Range": "bytes=0-9"})
+    first = http.get(f"/v1/files/{meta['id']}/content", headers={**admin, "Range": "bytes=0-9"})
     assert first.status_code == 206
     assert first.content == data[:10]
     assert first.headers["content-range"] == f"bytes 0-9/{len(data)}"
     assert first.headers["content-length"] == "10"
-    last = http.get(f"/files/{meta['id']}/content", headers={**admin, "Range": "bytes=-5"})
+    last = http.get(f"/v1/files/{meta['id']}/content", headers={**admin, "Range": "bytes=-5"})
     assert last.status_code == 206 and last.content == b"tail!"
     assert last.headers["content-range"] == f"bytes {len(data) - 5}-{len(data) - 1}/{len(data)}"
     past = http.get(
-        f"/files/{meta['id']}/content", headers={**admin, "Range": f"bytes={len(data)}-"}
+        f"/v1/files/{meta['id']}/content", headers={**admin, "Range": f"bytes={len(data)}-"}
     )
     assert past.status_code == 416
     assert past.headers["content-type"] == PROBLEM
     assert past.headers["content-range"] == f"bytes */{len(data)}"
 
     assert listed(http, admin, owner) == [meta["id"]]
-    history = http.get(f"/files/{meta['id']}/history", headers=admin).json()["data"]
+    history = http.get(f"/v1/files/{meta['id']}/history", headers=admin).json()["data"]
     assert [c["action"] for c in history] == ["created"]
     events = outbox(serve_app, int(meta["id"]))
     assert [(e["type"], e["aggregate_type"]) for e in events] == [("file.attached", "file")]
@@ -140,11 +140,11 @@ def test_round_trip_with_checksum_and_ranges(
     attached = orjson.loads(attached) if isinstance(attached, str) else attached
     assert attached["file"]["sha256"] == meta["sha256"]
 
-    assert http.delete(f"/files/{meta['id']}", headers=admin).status_code == 204
-    assert http.get(f"/files/{meta['id']}", headers=admin).status_code == 404
-    assert http.get(f"/files/{meta['id']}/content", headers=admin).status_code == 404
+    assert http.delete(f"/v1/files/{meta['id']}", headers=admin).status_code == 204
+    assert http.get(f"/v1/files/{meta['id']}", headers=admin).status_code == 404
+    assert http.get(f"/v1/files/{meta['id']}/content", headers=admin).status_code == 404
     assert listed(http, admin, owner) == []
-    assert http.delete(f"/files/{meta['id']}", headers=admin).status_code == 404
+    assert http.delete(f"/v1/files/{meta['id']}", headers=admin).status_code == 404
     assert [e["type"] for e in outbox(serve_app, int(meta["id"]))] == [
         "file.attached",
         "file.deleted",
@@ -174,22 +174,24 @@ def test_unknown_owner_and_bad_forms(http: httpx.Client, admin: dict[str, str]) 
     refused = upload(http, admin, missing_deal, b"abc", owner_type="deal")
     assert refused.status_code == 422, refused.text
     assert [e["field"] for e in refused.json()["errors"]] == ["owner_id"]
-    no_type = http.post("/files", headers=admin, files={"file": ("a.txt", b"abc")})
+    no_type = http.post("/v1/files", headers=admin, files={"file": ("a.txt", b"abc")})
     assert no_type.status_code == 422
     assert {e["field"] for e in no_type.json()["errors"]} >= {"owner_type"}
     owner = customer(http, admin)
     no_file = http.post(  # multipart, but only plain fields
-        "/files",
+        "/v1/files",
         headers=admin,
         data={"owner_type": "customer", "owner_id": owner},
         files={"note": (None, b"no file here")},
     )
     assert no_file.status_code == 422
     assert no_file.json()["errors"][0]["field"] == "file"
-    as_json = http.post("/files", headers=admin, json={"owner_id": owner})
+    as_json = http.post("/v1/files", headers=admin, json={"owner_id": owner})
     assert as_json.status_code == 422
     assert as_json.json()["errors"][0]["field"] == "content-type"
-    bad_list = http.get("/files", headers=admin, params={"owner_type": "planet", "owner_id": "1"})
+    bad_list = http.get(
+        "/v1/files", headers=admin, params={"owner_type": "planet", "owner_id": "1"}
+    )
     assert bad_list.status_code == 422
 
 
@@ -202,8 +204,8 @@ def test_viewer_reads_but_cannot_upload_or_delete(
     assert made.status_code == 201
     assert made.json()["content_type"] == "application/pdf"  # the bytes, not the claim
     file_id = made.json()["id"]
-    assert http.get(f"/files/{file_id}/content", headers=viewer).content == b"%PDF-1.4 tiny"
-    assert http.delete(f"/files/{file_id}", headers=viewer).status_code == 403
+    assert http.get(f"/v1/files/{file_id}/content", headers=viewer).content == b"%PDF-1.4 tiny"
+    assert http.delete(f"/v1/files/{file_id}", headers=viewer).status_code == 403
     assert listed(http, viewer, owner) == [file_id]
 
 
@@ -231,7 +233,7 @@ def test_upload_in_flight_is_not_listed(
     def send() -> None:
         with httpx.Client(base_url=serve_app.serve_url, timeout=30) as client:
             result["r"] = client.post(
-                "/files",
+                "/v1/files",
                 headers={**admin, "Content-Type": f"multipart/form-data; boundary={boundary}"},
                 content=body(),
             )
@@ -270,14 +272,14 @@ def test_orphan_sweep_through_the_handle(
     young = root / str(shard) / ("1" * 32)
     young.write_bytes(b"an upload still being committed")
 
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     principal = Principal(
         user_id=int(me["id"]), role="admin", permissions=frozenset({"user:write"})
     )
-    handle = serve.get_deployment_handle("FileService", app_name="nextflow")
+    handle = serve.get_app_handle("file")
     removed = handle.sweep_orphans.remote(principal, 600).result()
     assert removed >= 1
     assert not orphan.exists() and young.exists()
-    got = http.get(f"/files/{made.json()['id']}/content", headers=admin)
+    got = http.get(f"/v1/files/{made.json()['id']}/content", headers=admin)
     assert got.status_code == 200 and got.content == b"keep me"
     young.unlink()

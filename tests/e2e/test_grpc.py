@@ -36,11 +36,29 @@ pytestmark = pytest.mark.e2e
 Metadata = list[tuple[str, str]]
 
 
+# Each service answers in its own application; Serve routes by the `application`
+# metadata. The tests write "customer"; deal and ticket calls go to theirs.
+APPLICATION_OF = {"nextflow.v1.DealService": "sales", "nextflow.v1.TicketService": "support"}
+
+
+class _RouteByService(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        service = details.method.strip("/").partition("/")[0]
+        app = APPLICATION_OF.get(service)
+        if app is not None and details.metadata:
+            metadata = [
+                (k, app if (k, v) == ("application", "customer") else v)
+                for k, v in details.metadata
+            ]
+            details = details._replace(metadata=metadata)
+        return continuation(details, request)
+
+
 @pytest.fixture(scope="module")
 def channel(serve_app: Settings) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(serve_app.serve_grpc_target) as ch:
         grpc.channel_ready_future(ch).result(timeout=60)
-        yield ch
+        yield grpc.intercept_channel(ch, _RouteByService())
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +78,7 @@ def tickets(channel: grpc.Channel) -> tickets_pb2_grpc.TicketServiceStub:
 
 def md(headers: dict[str, str], **extra: str) -> Metadata:
     """The HTTP auth header as gRPC metadata, plus Serve's application routing key."""
-    pairs = [(k.lower(), v) for k, v in headers.items()] + [("application", "nextflow")]
+    pairs = [(k.lower(), v) for k, v in headers.items()] + [("application", "customer")]
     return pairs + [(k.replace("_", "-"), v) for k, v in extra.items()]
 
 
@@ -172,13 +190,13 @@ def test_records_cross_between_grpc_and_http(
         customers_pb2.CreateCustomerRequest(name="Made over gRPC", phone="+1 555 0100"),
         metadata=md(agent),
     )
-    read = http.get(f"/customers/{over_grpc.id}", headers=agent)
+    read = http.get(f"/v1/customers/{over_grpc.id}", headers=agent)
     assert read.status_code == 200, read.text
     assert read.json()["name"] == "Made over gRPC" and read.json()["phone"] == "+1 555 0100"
     assert read.headers["etag"] == '"1"'
 
     over_http = http.post(
-        "/customers", headers=agent, json={"name": "Made over HTTP", "tags": ["web"]}
+        "/v1/customers", headers=agent, json={"name": "Made over HTTP", "tags": ["web"]}
     )
     assert over_http.status_code == 201, over_http.text
     got = customers.GetCustomer(
@@ -196,7 +214,7 @@ def test_records_cross_between_grpc_and_http(
         metadata=md(agent, if_match="1"),
     )
     stale = http.patch(
-        f"/customers/{got.id}", headers={**agent, "If-Match": '"1"'}, json={"industry": "x"}
+        f"/v1/customers/{got.id}", headers={**agent, "If-Match": '"1"'}, json={"industry": "x"}
     )
     assert stale.status_code == 412
 
@@ -205,7 +223,7 @@ def test_records_cross_between_grpc_and_http(
 
 
 def _pipeline(http: httpx.Client, headers: dict[str, str]) -> dict[str, int]:
-    page = http.get("/pipelines", headers=headers)
+    page = http.get("/v1/sales/pipelines", headers=headers)
     assert page.status_code == 200, page.text
     default = next(p for p in page.json()["data"] if p["is_default"])
     return {s["name"]: int(s["id"]) for s in default["stages"]}
@@ -252,11 +270,11 @@ def test_deal_create_get_list_and_move_stage(
     )
     assert won.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Read back over HTTP: the move made over gRPC.
-    read = http.get(f"/deals/{deal.id}", headers=agent).json()
+    read = http.get(f"/v1/sales/deals/{deal.id}", headers=agent).json()
     assert read["stage_id"] == str(stages["Proposal"]) and read["version"] == 2
 
     # A closed deal refuses a stage move: FAILED_PRECONDITION, reason `conflict` (409).
-    lost = http.post(f"/deals/{deal.id}/lost", headers=agent, json={"reason": "budget"})
+    lost = http.post(f"/v1/sales/deals/{deal.id}/lost", headers=agent, json={"reason": "budget"})
     assert lost.status_code == 200, lost.text
     closed = refused(
         deals.MoveDealStage,
@@ -274,7 +292,7 @@ def test_ticket_create_get_list_across_protocols(
     http: httpx.Client,
     agent: dict[str, str],
 ) -> None:
-    made = http.post("/customers", headers=agent, json={"name": "Ticket owner"})
+    made = http.post("/v1/customers", headers=agent, json={"name": "Ticket owner"})
     customer_id = int(made.json()["id"])
     ticket = tickets.CreateTicket(
         tickets_pb2.CreateTicketRequest(
@@ -284,11 +302,13 @@ def test_ticket_create_get_list_across_protocols(
     )
     assert ticket.priority == "high" and ticket.status in ("new", "assigned")
     assert ticket.resolution_due_at.seconds > ticket.created_at.seconds
-    over_http = http.get(f"/tickets/{ticket.id}", headers=agent)
+    over_http = http.get(f"/v1/support/tickets/{ticket.id}", headers=agent)
     assert over_http.status_code == 200 and over_http.json()["subject"] == "Printer on fire"
 
     second = http.post(
-        "/tickets", headers=agent, json={"customer_id": str(customer_id), "subject": "Also"}
+        "/v1/support/tickets",
+        headers=agent,
+        json={"customer_id": str(customer_id), "subject": "Also"},
     )
     assert second.status_code == 201, second.text
     got = tickets.GetTicket(
@@ -312,10 +332,10 @@ def test_unauthenticated_calls_get_nothing(
     agent: dict[str, str],
     serve_app: Settings,
 ) -> None:
-    known = http.post("/customers", headers=agent, json={"name": "Secret Co"}).json()
+    known = http.post("/v1/customers", headers=agent, json={"name": "Secret Co"}).json()
     request = customers_pb2.GetCustomerRequest(id=int(known["id"]))
     for metadata in (
-        [("application", "nextflow")],
+        [("application", "customer")],
         md({"authorization": "Bearer not-a-jwt"}),
         md({"authorization": "Basic abc"}),
         md({"authorization": "Bearer nf_not_a_key"}),
@@ -327,10 +347,10 @@ def test_unauthenticated_calls_get_nothing(
     nothing = refused(
         customers.CreateCustomer,
         customers_pb2.CreateCustomerRequest(name="Ghost Co"),
-        metadata=[("application", "nextflow")],
+        metadata=[("application", "customer")],
     )
     assert nothing.code() == grpc.StatusCode.UNAUTHENTICATED
-    ghosts = http.get("/customers", headers=agent, params={"name[prefix]": "Ghost Co"}).json()
+    ghosts = http.get("/v1/customers", headers=agent, params={"name[prefix]": "Ghost Co"}).json()
     assert ghosts["data"] == []
     # Only the RPCs of the protos are reachable: no other method of the Gateway
     # deployment (its helpers, its constructor) answers, authenticated or not.
@@ -363,19 +383,21 @@ def test_api_keys_and_permissions_are_the_http_ones(
     viewer: dict[str, str],
 ) -> None:
     key = http.post(
-        "/api-keys", headers=agent, json={"name": "grpc ro", "permissions": ["customer:read"]}
+        "/v1/auth/api-keys",
+        headers=agent,
+        json={"name": "grpc ro", "permissions": ["customer:read"]},
     )
     assert key.status_code == 201, key.text
     secret = key.json()["key"]
     known = customers.CreateCustomer(
         customers_pb2.CreateCustomerRequest(name="Keyed"), metadata=md(agent)
     )
-    by_key = [("authorization", f"Bearer {secret}"), ("application", "nextflow")]
+    by_key = [("authorization", f"Bearer {secret}"), ("application", "customer")]
     assert (
         customers.GetCustomer(customers_pb2.GetCustomerRequest(id=known.id), metadata=by_key).name
         == "Keyed"
     )
-    as_header = [("x-api-key", secret), ("application", "nextflow")]
+    as_header = [("x-api-key", secret), ("application", "customer")]
     assert (
         customers.GetCustomer(customers_pb2.GetCustomerRequest(id=known.id), metadata=as_header).id
         == known.id
@@ -395,7 +417,7 @@ def test_api_keys_and_permissions_are_the_http_ones(
     )
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     # The HTTP API says the same.
-    assert http.post("/customers", headers=viewer, json={"name": "x"}).status_code == 403
+    assert http.post("/v1/customers", headers=viewer, json={"name": "x"}).status_code == 403
 
 
 def test_not_found_and_invalid_input(
@@ -480,7 +502,7 @@ def test_idempotency_keys_replay_the_first_answer(
     first = customers.CreateCustomer(request, metadata=md(agent, idempotency_key=key))
     again = customers.CreateCustomer(request, metadata=md(agent, idempotency_key=key))
     assert again == first
-    page = http.get("/customers", headers=agent, params={"name[prefix]": name}).json()
+    page = http.get("/v1/customers", headers=agent, params={"name[prefix]": name}).json()
     assert [c["id"] for c in page["data"]] == [str(first.id)]
     # The same key with another request is refused; the key is per caller.
     other = refused(
@@ -530,7 +552,7 @@ def test_rate_limited_calls_get_resource_exhausted_with_retry_info(
     serve_app: Settings,
 ) -> None:
     user = make_user(http, admin, "agent")
-    me = http.get("/auth/me", headers=user).json()
+    me = http.get("/v1/auth/me", headers=user).json()
     allowed, call = customers.ListCustomers.with_call(
         common_pb2.ListRequest(limit=1), metadata=md(user)
     )
@@ -553,7 +575,7 @@ def test_rate_limited_calls_get_resource_exhausted_with_retry_info(
         retry = found["RetryInfo"].retry_delay.seconds
         assert 25 <= retry <= 31 and found["ErrorInfo"].reason == "rate-limited"
         assert dict(limited.trailing_metadata())["retry-after"] == str(retry)
-        over_http = http.get("/customers", headers=user)
+        over_http = http.get("/v1/customers", headers=user)
         assert over_http.status_code == 429 and int(over_http.headers["retry-after"]) >= 25
     finally:
         store.delete(f"rl:u{me['id']}")
@@ -565,7 +587,7 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     answers = stub.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-        metadata=[("application", "nextflow")],
+        metadata=[("application", "customer")],
         timeout=30,
     )
     names = {s.name for a in answers for s in a.list_services_response.service}
@@ -587,7 +609,7 @@ def test_writes_are_read_back_at_once(
             metadata=md(agent),
         )
         assert dict(call.trailing_metadata()).get("nextflow-read-after")
-        assert http.get(f"/customers/{made.id}", headers=agent).status_code == 200
+        assert http.get(f"/v1/customers/{made.id}", headers=agent).status_code == 200
         got = customers.GetCustomer(
             customers_pb2.GetCustomerRequest(id=made.id), metadata=md(agent)
         )
@@ -611,5 +633,5 @@ def test_the_readme_example_runs(
     )
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102
     assert "StatusCode.NOT_FOUND" in capsys.readouterr().out
-    made = http.get("/customers", headers=admin, params={"name[prefix]": name}).json()["data"]
+    made = http.get("/v1/customers", headers=admin, params={"name[prefix]": name}).json()["data"]
     assert [(c["industry"], c["version"]) for c in made] == [("Retail", 2)]

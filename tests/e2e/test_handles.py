@@ -20,13 +20,13 @@ pytestmark = pytest.mark.e2e
 def test_create_and_read_through_handles(
     ray_driver: None, http: httpx.Client, admin: dict[str, str]
 ) -> None:
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     principal = Principal(
         user_id=int(me["id"]),
         role="admin",
         permissions=frozenset({"customer:read", "customer:write"}),
     )
-    handle = serve.get_deployment_handle("CustomerService", app_name="nextflow")
+    handle = serve.get_app_handle("customer")
     created = handle.create.remote(
         principal, CustomerCreate(name="Handle Co", tags=["handle"])
     ).result()
@@ -40,7 +40,7 @@ def test_create_and_read_through_handles(
     assert [c.id for c in page.data] == [created.id]
 
     # The same record over HTTP.
-    over_http = http.get(f"/customers/{created.id}", headers=admin).json()
+    over_http = http.get(f"/v1/customers/{created.id}", headers=admin).json()
     assert over_http["id"] == str(created.id) and over_http["name"] == "Handle Co"
 
     with pytest.raises(NotFound):
@@ -62,8 +62,8 @@ def test_serve_status_shows_the_deployments(ray_driver: None) -> None:
 def test_a_killed_shard_manager_comes_back_with_fresh_pools(
     ray_driver: None, http: httpx.Client, admin: dict[str, str]
 ) -> None:
-    made = http.post("/customers", headers=admin, json={"name": "Manager restart"}).json()
-    url = f"/customers/{made['id']}"
+    made = http.post("/v1/customers", headers=admin, json={"name": "Manager restart"}).json()
+    url = f"/v1/customers/{made['id']}"
     assert http.get(url, headers=admin).status_code == 200
     server = "shard1" if ids.shard_of(int(made["id"])) < 5 else "shard2"
     manager = ray.get_actor(f"shard-manager:{server}", namespace="nextflow")

@@ -18,9 +18,9 @@ def test_every_response_carries_the_security_headers(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
     answers = [
-        http.get("/customers", headers=admin),  # 200 with credentials
-        http.post("/customers", headers=admin, json={"name": ""}),  # 422
-        http.get("/customers"),  # 401
+        http.get("/v1/customers", headers=admin),  # 200 with credentials
+        http.post("/v1/customers", headers=admin, json={"name": ""}),  # 422
+        http.get("/v1/customers"),  # 401
         http.get("/nowhere"),  # 404
         http.get("/health"),
         http.get("/openapi.json"),
@@ -34,11 +34,11 @@ def test_every_response_carries_the_security_headers(
     assert answers[1].headers["cache-control"] == "no-store"
     # CORS is closed by default: another origin gets no allowance, preflight or not.
     preflight = http.options(
-        "/customers",
+        "/v1/customers",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
     )
     assert "access-control-allow-origin" not in preflight.headers
-    simple = http.get("/customers", headers={**admin, "Origin": "https://evil.example"})
+    simple = http.get("/v1/customers", headers={**admin, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
 
 
@@ -46,30 +46,32 @@ def test_resource_caps(http: httpx.Client, admin: dict[str, str]) -> None:
     name = f"Big {os.urandom(4).hex()}"
     # Body: above 1 MiB of JSON is 413 before anything runs.
     big = http.post(
-        "/customers",
+        "/v1/customers",
         headers=admin,
         json={"name": name, "custom_fields": {"blob": "x" * (1024 * 1024 + 10)}},
     )
     assert big.status_code == 413 and big.headers["content-type"] == PROBLEM
-    page = http.get("/customers", headers=admin, params={"name[prefix]": name})
+    page = http.get("/v1/customers", headers=admin, params={"name[prefix]": name})
     assert page.json()["data"] == []
     # Page size: at most 200 per page.
-    assert http.get("/customers?limit=201", headers=admin).status_code == 422
-    assert http.get("/customers?limit=200", headers=admin).status_code == 200
+    assert http.get("/v1/customers?limit=201", headers=admin).status_code == 422
+    assert http.get("/v1/customers?limit=200", headers=admin).status_code == 200
     # Filter complexity: a list filter of more than 20 values, a repeated filter.
     many = ",".join(f"t{i}" for i in range(21))
-    too_many = http.get("/customers", headers=admin, params={"tag[in]": many})
+    too_many = http.get("/v1/customers", headers=admin, params={"tag[in]": many})
     assert too_many.status_code == 422 and too_many.headers["content-type"] == PROBLEM
-    repeated = http.get("/customers?name[prefix]=a&name[prefix]=b", headers=admin)
+    repeated = http.get("/v1/customers?name[prefix]=a&name[prefix]=b", headers=admin)
     assert repeated.status_code == 422
     # Import: a file whose header is wrong is refused before a job starts; nothing written.
     bad_import = http.post(
-        "/imports/customers",
+        "/v1/integration/imports/customers",
         headers={**admin, "Content-Type": "text/csv"},
         content=f"nom,email\n{name},a@example.com\n".encode(),
     )
     assert bad_import.status_code == 422 and bad_import.headers["content-type"] == PROBLEM
-    assert http.get("/customers", headers=admin, params={"name[prefix]": name}).json()["data"] == []
+    assert (
+        http.get("/v1/customers", headers=admin, params={"name[prefix]": name}).json()["data"] == []
+    )
 
 
 def test_ray_dashboard_is_local_and_needs_the_token(serve_app: Settings) -> None:
@@ -107,10 +109,10 @@ def test_text_the_database_cannot_store_is_422_not_500(
     saying so, and nothing is written."""
     json_headers = {**admin, "Content-Type": "application/json"}
     for raw in (b'{"name": "a\\u0000b"}', b'{"name": "x\\ud800y"}'):
-        refused = http.post("/customers", headers=json_headers, content=raw)
+        refused = http.post("/v1/customers", headers=json_headers, content=raw)
         assert refused.status_code == 422, (raw, refused.text)
         assert refused.headers["content-type"] == PROBLEM
-    query = http.get("/customers", headers=admin, params={"name[prefix]": "a\x00"})
+    query = http.get("/v1/customers", headers=admin, params={"name[prefix]": "a\x00"})
     assert query.status_code == 422, query.text
 
 
@@ -129,7 +131,7 @@ def test_sign_in_is_throttled_per_account_and_per_address(
 
     email = f"throttled-{os.urandom(4).hex()}@example.com"
     made = http.post(
-        "/users", headers=admin, json={"email": email, "password": "throttled-password-1"}
+        "/v1/auth/users", headers=admin, json={"email": email, "password": "throttled-password-1"}
     )
     assert made.status_code == 201, made.text
     interval = 60_000_000 // serve_app.login_limit_per_minute
@@ -143,12 +145,12 @@ def test_sign_in_is_throttled_per_account_and_per_address(
 
     try:
         use_up(f"rl:login-user:{email}", 30)
-        refused = http.post("/auth/login", json={"email": email, "password": "wrong"})
+        refused = http.post("/v1/auth/login", json={"email": email, "password": "wrong"})
         assert refused.status_code == 429, refused.text
         assert 25 <= int(refused.headers["retry-after"]) <= 31
         make_user(http, admin, "viewer")  # another account signs in
         use_up("rl:login-ip:127.0.0.1", 2)
-        blocked = http.post("/auth/login", json={"email": "x@example.com", "password": "x"})
+        blocked = http.post("/v1/auth/login", json={"email": "x@example.com", "password": "x"})
         assert blocked.status_code == 429, blocked.text
         time.sleep(2.5)
         assert login(http, ADMIN_EMAIL, ADMIN_PASSWORD)["access_token"]

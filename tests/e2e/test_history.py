@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def no_reads(http: httpx.Client, agent: dict[str, str]) -> dict[str, str]:
     """An API key that can read deals and nothing this module reads."""
     made = http.post(
-        "/api-keys", headers=agent, json={"name": "deals", "permissions": ["deal:read"]}
+        "/v1/auth/api-keys", headers=agent, json={"name": "deals", "permissions": ["deal:read"]}
     )
     assert made.status_code == 201, made.text
     return {"X-API-Key": made.json()["key"]}
@@ -41,12 +41,12 @@ def test_customer_and_contact_history(
     viewer: dict[str, str],
     no_reads: dict[str, str],
 ) -> None:
-    agent_id = http.get("/auth/me", headers=agent).json()["id"]
-    admin_id = http.get("/auth/me", headers=admin).json()["id"]
+    agent_id = http.get("/v1/auth/me", headers=agent).json()["id"]
+    admin_id = http.get("/v1/auth/me", headers=admin).json()["id"]
     customer = _ok(
-        http.post("/customers", headers=agent, json={"name": "Hist", "tags": ["a"]}), 201
+        http.post("/v1/customers", headers=agent, json={"name": "Hist", "tags": ["a"]}), 201
     )
-    url = f"/customers/{customer['id']}"
+    url = f"/v1/customers/{customer['id']}"
     _ok(http.patch(url, headers=agent, json={"name": "Hist Ltd", "tags": ["a", "b"]}))
     _ok(http.patch(url, headers=agent, json={"custom_fields": {"tier": 2}}))  # not audited
     _ok(http.delete(url, headers=admin), 204)
@@ -81,7 +81,7 @@ def test_customer_and_contact_history(
         http.post(f"{url}/contacts", headers=agent, json={"first_name": "Ana", "title": "CTO"}),
         201,
     )
-    curl = f"/contacts/{contact['id']}"
+    curl = f"/v1/customers/contacts/{contact['id']}"
     _ok(http.patch(curl, headers=agent, json={"title": "CEO"}))
     _ok(http.patch(curl, headers=agent, json={"title": "CEO"}))  # no audited change
     _ok(http.delete(curl, headers=admin), 204)
@@ -100,8 +100,8 @@ def test_pipeline_history(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str], no_reads: dict[str, str]
 ) -> None:
     body = {"name": "Hist", "stages": [{"name": "Open", "probability": 10}]}
-    pipeline = _ok(http.post("/pipelines", headers=admin, json=body), 201)
-    url = f"/pipelines/{pipeline['id']}"
+    pipeline = _ok(http.post("/v1/sales/pipelines", headers=admin, json=body), 201)
+    url = f"/v1/sales/pipelines/{pipeline['id']}"
     _ok(http.patch(url, headers=admin, json={"name": "History"}))
     _ok(http.patch(url, headers=admin, json={"name": "History"}))  # no audited change
     added = _ok(http.post(f"{url}/stages", headers=admin, json={"name": "Won", "probability": 100,
@@ -132,22 +132,22 @@ def test_pipeline_history(
 def test_form_history(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str], no_reads: dict[str, str]
 ) -> None:
-    form = _ok(http.post("/forms", headers=admin, json={"name": "Hist form"}), 201)
-    url = f"/forms/{form['id']}"
+    form = _ok(http.post("/v1/marketing/forms", headers=admin, json={"name": "Hist form"}), 201)
+    url = f"/v1/marketing/forms/{form['id']}"
     _ok(http.patch(url, headers=admin, json={"name": "History form", "active": False}))
     _ok(http.patch(url, headers=admin, json={"active": False}))  # no audited change
     _ok(http.delete(url, headers=admin), 204)
     # A deleted form is gone, its history with it (as for every record type).
     assert http.get(f"{url}/history", headers=viewer).status_code == 404
 
-    other = _ok(http.post("/forms", headers=admin, json={"name": "Kept"}), 201)
-    ourl = f"/forms/{other['id']}"
+    other = _ok(http.post("/v1/marketing/forms", headers=admin, json={"name": "Kept"}), 201)
+    ourl = f"/v1/marketing/forms/{other['id']}"
     _ok(http.patch(ourl, headers=admin, json={"default_source": "event"}))
     history = _history(http, ourl, viewer)
     assert [h["action"] for h in history] == ["created", "updated"]
     created = history[0]["changes"]
     assert created["name"] == [None, "Kept"] and created["active"] == [None, True]
-    assert created["owner_id"][1] == http.get("/auth/me", headers=admin).json()["id"]
+    assert created["owner_id"][1] == http.get("/v1/auth/me", headers=admin).json()["id"]
     assert history[1]["changes"] == {"default_source": ["web_form", "event"]}
     assert http.get(f"{ourl}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
     assert http.get(f"{ourl}/history", headers=no_reads).status_code == 403
@@ -156,9 +156,10 @@ def test_form_history(
 def test_queue_and_sla_policy_history(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str], no_reads: dict[str, str]
 ) -> None:
-    queue = _ok(http.post("/queues", headers=admin, json={"name": "Hist queue", "members": ["7"]}),
+    queue = _ok(http.post("/v1/support/queues", headers=admin,  # noqa: E501
+                          json={"name": "Hist queue", "members": ["7"]}),
                 201)  # fmt: skip
-    url = f"/queues/{queue['id']}"
+    url = f"/v1/support/queues/{queue['id']}"
     _ok(http.patch(url, headers=admin, json={"strategy": "round_robin"}))
     _ok(http.patch(url, headers=admin, json={"description": "not audited"}))
     _ok(http.put(f"{url}/members/8", headers=admin, json={"active": True}))
@@ -182,17 +183,20 @@ def test_queue_and_sla_policy_history(
     assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
 
-    policies = {p["priority"]: p for p in http.get("/sla-policies", headers=viewer).json()["data"]}
+    policies = {
+        p["priority"]: p
+        for p in http.get("/v1/support/sla-policies", headers=viewer).json()["data"]
+    }
     low = policies["low"]
     put = {"first_response_s": low["first_response_s"] + 1, "resolution_s": low["resolution_s"]}
-    _ok(http.put("/sla-policies/low", headers=admin, json=put))
-    _ok(http.put("/sla-policies/low", headers=admin, json=put))  # no change
-    changes = http.get("/sla-policies/low/history", headers=viewer).json()["data"]
+    _ok(http.put("/v1/support/sla-policies/low", headers=admin, json=put))
+    _ok(http.put("/v1/support/sla-policies/low", headers=admin, json=put))  # no change
+    changes = http.get("/v1/support/sla-policies/low/history", headers=viewer).json()["data"]
     assert changes[0]["record_type"] == "sla_policy" and changes[0]["record_id"] == low["id"]
     assert changes[0]["changes"] == {
         "first_response_s": [low["first_response_s"], low["first_response_s"] + 1]
     }
-    url = "/sla-policies/low/history"
+    url = "/v1/support/sla-policies/low/history"
     assert http.get(f"{url}?cursor=not-a-cursor", headers=viewer).status_code == 422
     assert http.get(url, headers=no_reads).status_code == 403
-    assert http.get("/sla-policies/critical/history", headers=viewer).status_code == 422
+    assert http.get("/v1/support/sla-policies/critical/history", headers=viewer).status_code == 422

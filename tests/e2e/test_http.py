@@ -22,34 +22,35 @@ def test_health_and_ready(http: httpx.Client) -> None:
     assert http.get("/health").json() == {"status": "ok"}
     ready = http.get("/ready")
     assert ready.status_code == 200, ready.text
-    assert {"redis", "auth", "customers", "products"} <= set(ready.json()["checks"])
+    assert {"redis", "auth", "customer", "product"} <= set(ready.json()["checks"])
     assert http.get("/docs").status_code == 200
-    assert "/customers/{customer_id}" in http.get("/openapi.json").json()["paths"]
+    assert "/v1/customers/{customer_id}" in http.get("/openapi.json").json()["paths"]
 
 
 def test_login_refresh_rotation_and_logout(http: httpx.Client) -> None:
     first = login(http, ADMIN_EMAIL, ADMIN_PASSWORD)
-    assert http.get("/auth/me", headers=bearer(first["access_token"])).json()["role"] == "admin"
+    assert http.get("/v1/auth/me", headers=bearer(first["access_token"])).json()["role"] == "admin"
 
-    rotated = http.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    rotated = http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert rotated.status_code == 200
     second = rotated.json()
     assert second["refresh_token"] != first["refresh_token"]
 
     # The spent token comes back: refused, and the whole family is revoked.
-    reuse = http.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    reuse = http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert reuse.status_code == 401 and reuse.headers["content-type"] == PROBLEM
     assert (
-        http.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code
+        http.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}).status_code
         == 401
     )
 
     third = login(http, ADMIN_EMAIL, ADMIN_PASSWORD)
     assert (
-        http.post("/auth/logout", json={"refresh_token": third["refresh_token"]}).status_code == 204
+        http.post("/v1/auth/logout", json={"refresh_token": third["refresh_token"]}).status_code
+        == 204
     )
     assert (
-        http.post("/auth/refresh", json={"refresh_token": third["refresh_token"]}).status_code
+        http.post("/v1/auth/refresh", json={"refresh_token": third["refresh_token"]}).status_code
         == 401
     )
 
@@ -57,7 +58,7 @@ def test_login_refresh_rotation_and_logout(http: httpx.Client) -> None:
     # token of the same user keeps working.
     fourth, fifth = (login(http, ADMIN_EMAIL, ADMIN_PASSWORD) for _ in range(2))
     signed_out = http.post(
-        "/auth/logout",
+        "/v1/auth/logout",
         headers=bearer(fourth["access_token"]),
         json={"refresh_token": fourth["refresh_token"]},
     )
@@ -65,23 +66,25 @@ def test_login_refresh_rotation_and_logout(http: httpx.Client) -> None:
     # (Asked up to three times: the revocation check fails open for a moment should
     # Redis not answer, docs/security.md.)
     for _ in range(3):
-        gone = http.get("/auth/me", headers=bearer(fourth["access_token"]))
+        gone = http.get("/v1/auth/me", headers=bearer(fourth["access_token"]))
         if gone.status_code == 401:
             break
         time.sleep(0.5)
     assert gone.status_code == 401 and "revoked" in gone.json()["detail"], gone.text
-    assert http.get("/auth/me", headers=bearer(fifth["access_token"])).status_code == 200
+    assert http.get("/v1/auth/me", headers=bearer(fifth["access_token"])).status_code == 200
 
-    wrong = http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": "nope"})
+    wrong = http.post("/v1/auth/login", json={"email": ADMIN_EMAIL, "password": "nope"})
     assert wrong.status_code == 401
 
 
 def test_authentication_failures_are_401(http: httpx.Client) -> None:
-    assert http.get("/customers").status_code == 401
-    assert http.get("/customers", headers=bearer("forged.jwt.token")).status_code == 401
-    assert http.get("/customers", headers={"Authorization": "Basic abc"}).status_code == 401
-    assert http.get("/customers", headers={"X-API-Key": "nf_000000000000_nope"}).status_code == 401
-    body = http.get("/customers").json()
+    assert http.get("/v1/customers").status_code == 401
+    assert http.get("/v1/customers", headers=bearer("forged.jwt.token")).status_code == 401
+    assert http.get("/v1/customers", headers={"Authorization": "Basic abc"}).status_code == 401
+    assert (
+        http.get("/v1/customers", headers={"X-API-Key": "nf_000000000000_nope"}).status_code == 401
+    )
+    body = http.get("/v1/customers").json()
     assert body["status"] == 401 and body["type"].endswith("/unauthenticated")
     assert body["request_id"]
 
@@ -89,28 +92,30 @@ def test_authentication_failures_are_401(http: httpx.Client) -> None:
 def test_roles_gate_writes(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], viewer: dict[str, str]
 ) -> None:
-    denied = http.post("/customers", headers=viewer, json={"name": "Viewer Co"})
+    denied = http.post("/v1/customers", headers=viewer, json={"name": "Viewer Co"})
     assert denied.status_code == 403 and denied.headers["content-type"] == PROBLEM
-    created = http.post("/customers", headers=agent, json={"name": "Agent Co"})
+    created = http.post("/v1/customers", headers=agent, json={"name": "Agent Co"})
     assert created.status_code == 201
     customer_id = created.json()["id"]
-    assert http.get(f"/customers/{customer_id}", headers=viewer).status_code == 200
+    assert http.get(f"/v1/customers/{customer_id}", headers=viewer).status_code == 200
     assert (
-        http.patch(f"/customers/{customer_id}", headers=viewer, json={"name": "x"}).status_code
+        http.patch(f"/v1/customers/{customer_id}", headers=viewer, json={"name": "x"}).status_code
         == 403
     )
-    assert http.delete(f"/customers/{customer_id}", headers=viewer).status_code == 403
-    assert http.delete(f"/customers/{customer_id}", headers=agent).status_code == 403  # no delete
-    assert http.post("/users", headers=agent, json={}).status_code in (403, 422)
-    assert http.get("/users", headers=agent).status_code == 403
+    assert http.delete(f"/v1/customers/{customer_id}", headers=viewer).status_code == 403
+    assert (
+        http.delete(f"/v1/customers/{customer_id}", headers=agent).status_code == 403
+    )  # no delete
+    assert http.post("/v1/auth/users", headers=agent, json={}).status_code in (403, 422)
+    assert http.get("/v1/auth/users", headers=agent).status_code == 403
     # An agent may not hand a customer to someone else (mass assignment of owner_id).
-    other = http.post("/customers", headers=agent, json={"name": "Given", "owner_id": "1"})
+    other = http.post("/v1/customers", headers=agent, json={"name": "Given", "owner_id": "1"})
     assert other.status_code == 403
 
 
 def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, str]) -> None:
     created = http.post(
-        "/customers",
+        "/v1/customers",
         headers={**admin, "X-Request-Id": "req-123"},
         json={"name": "Acme", "email": "ops@acme.com", "tags": ["vip"]},
     )
@@ -118,9 +123,9 @@ def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, s
     assert created.headers["x-request-id"] == "req-123"
     body = created.json()
     assert isinstance(body["id"], str) and body["version"] == 1
-    assert created.headers["location"] == f"/customers/{body['id']}"
+    assert created.headers["location"] == f"/v1/customers/{body['id']}"
     assert created.headers["etag"] == '"1"'
-    url = f"/customers/{body['id']}"
+    url = f"/v1/customers/{body['id']}"
 
     stale = http.patch(url, headers={**admin, "If-Match": '"7"'}, json={"name": "Acme 2"})
     assert stale.status_code == 412 and stale.headers["content-type"] == PROBLEM
@@ -142,29 +147,30 @@ def test_customer_lifecycle_with_versions(http: httpx.Client, admin: dict[str, s
 
 def test_bad_input_gets_clear_problems(http: httpx.Client, admin: dict[str, str]) -> None:
     bad = http.post(
-        "/customers", headers=admin, json={"name": "", "email": "not-an-email", "version": 3}
+        "/v1/customers", headers=admin, json={"name": "", "email": "not-an-email", "version": 3}
     )
     assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
     fields = {e["field"] for e in bad.json()["errors"]}
     assert {"name", "email", "version"} <= fields
 
     malformed = http.post(
-        "/customers", headers={**admin, "Content-Type": "application/json"}, content=b"{nope"
+        "/v1/customers", headers={**admin, "Content-Type": "application/json"}, content=b"{nope"
     )
     assert malformed.status_code == 400
 
-    assert http.get("/customers/12345", headers=admin).status_code == 404
+    assert http.get("/v1/customers/12345", headers=admin).status_code == 404
     foreign = ids.make_id(ids.EPOCH_MS + 10_000, 900, 1)  # shard bits name no shard
-    assert http.get(f"/customers/{foreign}", headers=admin).status_code == 404
-    assert http.get("/customers/abc", headers=admin).status_code == 422
-    assert http.get(f"/customers/{2**64}", headers=admin).status_code == 422
-    unknown = http.get("/customers?colour=red", headers=admin)
+    assert http.get(f"/v1/customers/{foreign}", headers=admin).status_code == 404
+    assert http.get("/v1/customers/abc", headers=admin).status_code == 422
+    assert http.get(f"/v1/customers/{2**64}", headers=admin).status_code == 422
+    unknown = http.get("/v1/customers?colour=red", headers=admin)
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "colour"
-    assert http.get("/customers?sort=-email", headers=admin).status_code == 422
-    assert http.get("/customers?limit=500", headers=admin).status_code == 422
-    assert http.get("/customers?cursor=garbage", headers=admin).status_code == 422
+    assert http.get("/v1/customers?sort=-email", headers=admin).status_code == 422
+    assert http.get("/v1/customers?limit=500", headers=admin).status_code == 422
+    assert http.get("/v1/customers?cursor=garbage", headers=admin).status_code == 422
     assert (
-        http.patch("/customers/1", headers={**admin, "If-Match": "v1"}, json={}).status_code == 400
+        http.patch("/v1/customers/1", headers={**admin, "If-Match": "v1"}, json={}).status_code
+        == 400
     )
     assert http.get("/nowhere", headers=admin).status_code == 404
 
@@ -174,12 +180,12 @@ def test_records_land_on_the_shard_their_id_names(
 ) -> None:
     made = [
         http.post(
-            "/customers", headers=admin, json={"name": f"Routed {i}", "tags": ["routed"]}
+            "/v1/customers", headers=admin, json={"name": f"Routed {i}", "tags": ["routed"]}
         ).json()
         for i in range(12)
     ]
     contact = http.post(
-        f"/customers/{made[0]['id']}/contacts", headers=admin, json={"first_name": "Ana"}
+        f"/v1/customers/{made[0]['id']}/contacts", headers=admin, json={"first_name": "Ana"}
     )
     assert contact.status_code == 201
     assert ids.shard_of(int(contact.json()["id"])) == ids.shard_of(int(made[0]["id"]))
@@ -217,7 +223,7 @@ def test_pages_cover_every_record_once_across_shards(
     names = [f"{chr(65 + (i * 7) % 26)}-{i:02d}" for i in range(33)]
     created = {}
     for name in names:
-        r = http.post("/customers", headers=admin, json={"name": name, "tags": [tag]})
+        r = http.post("/v1/customers", headers=admin, json={"name": name, "tags": [tag]})
         created[r.json()["id"]] = r.json()
     for sort in ("name", "-name", "-created_at", "created_at"):
         seen: list[dict[str, object]] = []
@@ -226,7 +232,7 @@ def test_pages_cover_every_record_once_across_shards(
             params = {"tag": tag, "sort": sort, "limit": "7"}
             if cursor:
                 params["cursor"] = cursor
-            page = http.get("/customers", headers=admin, params=params)
+            page = http.get("/v1/customers", headers=admin, params=params)
             assert page.status_code == 200, page.text
             seen += page.json()["data"]
             cursor = page.json()["next_cursor"]
@@ -237,18 +243,18 @@ def test_pages_cover_every_record_once_across_shards(
         keys = [(c[field], int(c["id"])) for c in seen]  # type: ignore[call-overload]
         assert keys == sorted(keys, reverse=reverse)
     counted = http.get(
-        "/customers", headers=admin, params={"tag": tag, "count": "true", "limit": "1"}
+        "/v1/customers", headers=admin, params={"tag": tag, "count": "true", "limit": "1"}
     )
     assert counted.json()["total"] == 33
-    prefix = http.get("/customers", headers=admin, params={"tag": tag, "name[prefix]": "a-"})
+    prefix = http.get("/v1/customers", headers=admin, params={"tag": tag, "name[prefix]": "a-"})
     assert {c["name"][:2] for c in prefix.json()["data"]} == {"A-"}
-    searched = http.post("/customers/search", headers=admin, json={"tags": [tag], "limit": 200})
+    searched = http.post("/v1/customers/search", headers=admin, json={"tags": [tag], "limit": 200})
     assert len(searched.json()["data"]) == 33
 
 
 def test_contacts_live_with_their_customer(http: httpx.Client, agent: dict[str, str]) -> None:
-    customer = http.post("/customers", headers=agent, json={"name": "Contacts Co"}).json()
-    base = f"/customers/{customer['id']}/contacts"
+    customer = http.post("/v1/customers", headers=agent, json={"name": "Contacts Co"}).json()
+    base = f"/v1/customers/{customer['id']}/contacts"
     made = [http.post(base, headers=agent, json={"first_name": f"P{i}"}).json() for i in range(5)]
     listed = http.get(base, headers=agent, params={"limit": "2", "sort": "created_at"}).json()
     assert [c["id"] for c in listed["data"]] == [c["id"] for c in made[:2]]
@@ -258,7 +264,7 @@ def test_contacts_live_with_their_customer(http: httpx.Client, agent: dict[str, 
         params={"limit": "2", "sort": "created_at", "cursor": listed["next_cursor"]},
     ).json()
     assert [c["id"] for c in second["data"]] == [c["id"] for c in made[2:4]]
-    one = f"/contacts/{made[0]['id']}"
+    one = f"/v1/customers/contacts/{made[0]['id']}"
     assert (
         http.patch(one, headers={**agent, "If-Match": '"5"'}, json={"title": "CTO"}).status_code
         == 412
@@ -268,58 +274,69 @@ def test_contacts_live_with_their_customer(http: httpx.Client, agent: dict[str, 
         == "CTO"
     )
     assert (
-        http.post("/customers/12345/contacts", headers=agent, json={"first_name": "X"}).status_code
+        http.post(
+            "/v1/customers/12345/contacts", headers=agent, json={"first_name": "X"}
+        ).status_code
         == 404
     )
 
 
 def test_api_keys_are_scoped_and_revocable(http: httpx.Client, agent: dict[str, str]) -> None:
     too_much = http.post(
-        "/api-keys", headers=agent, json={"name": "k", "permissions": ["user:write"]}
+        "/v1/auth/api-keys", headers=agent, json={"name": "k", "permissions": ["user:write"]}
     )
     assert too_much.status_code == 422
     created = http.post(
-        "/api-keys", headers=agent, json={"name": "ro", "permissions": ["customer:read"]}
+        "/v1/auth/api-keys", headers=agent, json={"name": "ro", "permissions": ["customer:read"]}
     )
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("nf_")
-    listed = http.get("/api-keys", headers=agent).json()
+    listed = http.get("/v1/auth/api-keys", headers=agent).json()
     assert all("key" not in k for k in listed)
-    assert http.get("/customers", headers={"X-API-Key": key}).status_code == 200
-    assert http.get("/customers", headers=bearer(key)).status_code == 200
+    assert http.get("/v1/customers", headers={"X-API-Key": key}).status_code == 200
+    assert http.get("/v1/customers", headers=bearer(key)).status_code == 200
     assert (
-        http.post("/customers", headers={"X-API-Key": key}, json={"name": "n"}).status_code == 403
+        http.post("/v1/customers", headers={"X-API-Key": key}, json={"name": "n"}).status_code
+        == 403
     )
-    assert http.delete(f"/api-keys/{created.json()['id']}", headers=agent).status_code == 200
-    assert http.get("/customers", headers={"X-API-Key": key}).status_code == 401
+    assert (
+        http.delete(f"/v1/auth/api-keys/{created.json()['id']}", headers=agent).status_code == 200
+    )
+    assert http.get("/v1/customers", headers={"X-API-Key": key}).status_code == 401
 
 
 def test_user_admin(http: httpx.Client, admin: dict[str, str]) -> None:
     email = f"temp-{os.urandom(3).hex()}@example.com"
     made = http.post(
-        "/users",
+        "/v1/auth/users",
         headers=admin,
         json={"email": email, "password": "a-long-password", "role": "viewer"},
     )
     assert made.status_code == 201
     dup = http.post(
-        "/users", headers=admin, json={"email": email.upper(), "password": "a-long-password"}
+        "/v1/auth/users",
+        headers=admin,
+        json={"email": email.upper(), "password": "a-long-password"},
     )
     assert dup.status_code == 409
-    user_url = f"/users/{made.json()['id']}"
+    user_url = f"/v1/auth/users/{made.json()['id']}"
     tokens = login(http, email, "a-long-password")
     promoted = http.patch(user_url, headers={**admin, "If-Match": '"1"'}, json={"role": "manager"})
     assert promoted.status_code == 200 and promoted.json()["role"] == "manager"
     # A role change revokes refresh tokens so the new role takes effect at once on refresh.
     assert (
-        http.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        http.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
         == 401
     )
     assert http.delete(user_url, headers=admin).status_code == 204
     assert (
-        http.post("/auth/login", json={"email": email, "password": "a-long-password"}).status_code
+        http.post(
+            "/v1/auth/login", json={"email": email, "password": "a-long-password"}
+        ).status_code
         == 401
     )
-    page = http.get("/users", headers=admin, params={"role": "manager", "limit": "200"}).json()
+    page = http.get(
+        "/v1/auth/users", headers=admin, params={"role": "manager", "limit": "200"}
+    ).json()
     assert any(u["email"] == email for u in page["data"])

@@ -21,13 +21,13 @@ def _key() -> str:
 
 
 def _count(http: httpx.Client, headers: dict[str, str], name: str) -> int:
-    page = http.get("/customers", headers=headers, params={"name[prefix]": name, "limit": 200})
+    page = http.get("/v1/customers", headers=headers, params={"name[prefix]": name, "limit": 200})
     assert page.status_code == 200, page.text
     return sum(1 for c in page.json()["data"] if c["name"] == name)
 
 
 def _caller(http: httpx.Client, headers: dict[str, str]) -> str:
-    return "u" + str(http.get("/auth/me", headers=headers).json()["id"])
+    return "u" + str(http.get("/v1/auth/me", headers=headers).json()["id"])
 
 
 def _auth_db(settings: Settings, sql: str, *args: Any) -> None:
@@ -47,9 +47,9 @@ def test_a_repeat_replays_the_first_response_and_creates_nothing(
 ) -> None:
     name = f"Idem {os.urandom(4).hex()}"
     headers = {**admin, "Idempotency-Key": _key()}
-    first = http.post("/customers", headers=headers, json={"name": name, "tags": ["idem"]})
+    first = http.post("/v1/customers", headers=headers, json={"name": name, "tags": ["idem"]})
     assert first.status_code == 201, first.text
-    again = http.post("/customers", headers=headers, json={"name": name, "tags": ["idem"]})
+    again = http.post("/v1/customers", headers=headers, json={"name": name, "tags": ["idem"]})
     assert again.status_code == 201
     assert again.content == first.content
     for header in ("location", "etag", "content-type"):
@@ -59,17 +59,17 @@ def test_a_repeat_replays_the_first_response_and_creates_nothing(
     assert _count(http, admin, name) == 1
 
     # The same key on a different body (or endpoint) is refused, and nothing runs.
-    other = http.post("/customers", headers=headers, json={"name": name + " B"})
+    other = http.post("/v1/customers", headers=headers, json={"name": name + " B"})
     assert other.status_code == 422 and other.headers["content-type"] == PROBLEM
     assert other.json()["type"].endswith("/idempotency-key-reused")
     assert _count(http, admin, name + " B") == 0
     elsewhere = http.post(
-        f"/customers/{first.json()['id']}/contacts", headers=headers, json={"first_name": "X"}
+        f"/v1/customers/{first.json()['id']}/contacts", headers=headers, json={"first_name": "X"}
     )
     assert elsewhere.status_code == 422
 
     # Without a key every POST creates.
-    assert http.post("/customers", headers=admin, json={"name": name}).status_code == 201
+    assert http.post("/v1/customers", headers=admin, json={"name": name}).status_code == 201
     assert _count(http, admin, name) == 2
 
 
@@ -78,8 +78,12 @@ def test_keys_are_scoped_per_caller(
 ) -> None:
     name = f"Scoped {os.urandom(4).hex()}"
     key = _key()
-    mine = http.post("/customers", headers={**admin, "Idempotency-Key": key}, json={"name": name})
-    theirs = http.post("/customers", headers={**agent, "Idempotency-Key": key}, json={"name": name})
+    mine = http.post(
+        "/v1/customers", headers={**admin, "Idempotency-Key": key}, json={"name": name}
+    )
+    theirs = http.post(
+        "/v1/customers", headers={**agent, "Idempotency-Key": key}, json={"name": name}
+    )
     assert mine.status_code == theirs.status_code == 201
     assert mine.json()["id"] != theirs.json()["id"]
     assert "idempotent-replayed" not in theirs.headers
@@ -90,13 +94,13 @@ def test_refusals_are_replayed_too_and_bad_keys_are_400(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
     headers = {**admin, "Idempotency-Key": _key()}
-    first = http.post("/customers", headers=headers, json={"name": ""})
+    first = http.post("/v1/customers", headers=headers, json={"name": ""})
     assert first.status_code == 422
-    again = http.post("/customers", headers=headers, json={"name": ""})
+    again = http.post("/v1/customers", headers=headers, json={"name": ""})
     assert again.status_code == 422 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["errors"] == first.json()["errors"]
     bad = http.post(
-        "/customers", headers={**admin, "Idempotency-Key": "has space"}, json={"name": "Bad Key"}
+        "/v1/customers", headers={**admin, "Idempotency-Key": "has space"}, json={"name": "Bad Key"}
     )
     assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
     assert _count(http, admin, "Bad Key") == 0
@@ -115,7 +119,7 @@ def test_a_key_in_flight_is_409_and_an_abandoned_claim_is_taken_over(
         key,
     )
     headers = {**admin, "Idempotency-Key": key}
-    busy = http.post("/customers", headers=headers, json={"name": name})
+    busy = http.post("/v1/customers", headers=headers, json={"name": name})
     assert busy.status_code == 409 and busy.headers["content-type"] == PROBLEM
     assert busy.json()["type"].endswith("/idempotency-in-flight")
     assert int(busy.headers["retry-after"]) >= 1
@@ -128,7 +132,7 @@ def test_a_key_in_flight_is_409_and_an_abandoned_claim_is_taken_over(
         caller,
         key,
     )
-    taken = http.post("/customers", headers=headers, json={"name": name})
+    taken = http.post("/v1/customers", headers=headers, json={"name": name})
     assert taken.status_code == 201, taken.text
     assert _count(http, admin, name) == 1
 
@@ -141,7 +145,7 @@ def test_a_lost_response_still_makes_one_record(
     customer's source key) makes it find the first customer instead of a second."""
     caller, key, name = _caller(http, admin), _key(), f"Lost {os.urandom(4).hex()}"
     headers = {**admin, "Idempotency-Key": key}
-    first = http.post("/customers", headers=headers, json={"name": name})
+    first = http.post("/v1/customers", headers=headers, json={"name": name})
     assert first.status_code == 201
     _auth_db(
         serve_app,
@@ -150,14 +154,14 @@ def test_a_lost_response_still_makes_one_record(
         caller,
         key,
     )
-    retried = http.post("/customers", headers=headers, json={"name": name})
+    retried = http.post("/v1/customers", headers=headers, json={"name": name})
     assert retried.status_code == 201
     assert "idempotent-replayed" not in retried.headers  # it really ran again
     assert retried.json()["id"] == first.json()["id"]
     assert _count(http, admin, name) == 1
 
     contact_key = _key()
-    path = f"/customers/{first.json()['id']}/contacts"
+    path = f"/v1/customers/{first.json()['id']}/contacts"
     contact = {"first_name": "Once"}
     made = http.post(path, headers={**admin, "Idempotency-Key": contact_key}, json=contact)
     assert made.status_code == 201, made.text
@@ -177,8 +181,8 @@ def test_every_create_route_takes_part(http: httpx.Client, admin: dict[str, str]
     """Keyed POSTs of other services replay too (the gateway does it for every route
     that authenticates): a pipeline and a product."""
     for path, body in (
-        ("/products", {"sku": f"SKU-{os.urandom(4).hex()}", "name": "Idem product"}),
-        ("/queues", {"name": f"Idem queue {os.urandom(4).hex()}"}),
+        ("/v1/products", {"sku": f"SKU-{os.urandom(4).hex()}", "name": "Idem product"}),
+        ("/v1/support/queues", {"name": f"Idem queue {os.urandom(4).hex()}"}),
     ):
         headers = {**admin, "Idempotency-Key": _key()}
         first = http.post(path, headers=headers, json=body)

@@ -30,11 +30,13 @@ NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
 
 def _import(http: httpx.Client, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     started = http.post(
-        "/imports/customers", headers=headers, files={"file": ("c.csv", body, "text/csv")}
+        "/v1/integration/imports/customers",
+        headers=headers,
+        files={"file": ("c.csv", body, "text/csv")},
     )
     assert started.status_code == 202, started.text
     accepted = started.json()
-    assert accepted["status_url"] == f"/jobs/{accepted['job_id']}"
+    assert accepted["status_url"] == f"/v1/integration/jobs/{accepted['job_id']}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         job: dict[str, Any] = http.get(accepted["status_url"], headers=headers).json()
@@ -51,7 +53,7 @@ def _csv(rows: list[list[str]]) -> bytes:
 
 
 def _tagged(http: httpx.Client, headers: dict[str, str], tag: str) -> dict[str, dict[str, Any]]:
-    page = http.get("/customers", headers=headers, params={"tag": tag, "limit": 200}).json()
+    page = http.get("/v1/customers", headers=headers, params={"tag": tag, "limit": 200}).json()
     return {c["external_id"] or c["name"]: c for c in page["data"]}
 
 
@@ -77,7 +79,7 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(
     assert set(imported) == {f"{tag}-1", f"{tag}-4", "No Ext"}
     assert imported[f"{tag}-1"]["tags"] == [tag, "vip"]
 
-    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    errors = http.get(f"/v1/integration/jobs/{job['id']}/errors", headers=admin)
     assert errors.status_code == 200 and errors.headers["content-type"].startswith("text/csv")
     lines = list(csv.reader(io.StringIO(errors.text)))
     assert lines[0][:2] == ["line", "error"]
@@ -112,10 +114,10 @@ def test_awkward_values_arrive_exactly_as_written(
     assert {ext: c["name"] for ext, c in imported.items()} == names
     for customer in imported.values():
         assert customer["tags"] == [tag, *odd_tags] and customer["website"] is None
-        history = http.get(f"/customers/{customer['id']}/history", headers=admin).json()["data"]
+        history = http.get(f"/v1/customers/{customer['id']}/history", headers=admin).json()["data"]
         assert history[-1]["changes"]["name"] == [None, customer["name"]]
         assert history[-1]["changes"]["tags"] == [None, [tag, *odd_tags]]
-    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    errors = http.get(f"/v1/integration/jobs/{job['id']}/errors", headers=admin)
     (error,) = list(csv.reader(io.StringIO(errors.text)))[1:]
     assert error[0] == "8" and "NUL" in error[1]  # a file line: the second name spans 3
 
@@ -145,7 +147,7 @@ def test_a_file_of_several_chunks_is_parsed_in_ray_tasks(
     # rows[CHUNK] replaced a row and took the external id of the row before it: a repeat.
     assert (result["rows"], result["failed"]) == (n + 3, 4), result
     assert result["created"] == n - 1
-    errors = http.get(f"/jobs/{job['id']}/errors", headers=admin)
+    errors = http.get(f"/v1/integration/jobs/{job['id']}/errors", headers=admin)
     by_line = {int(r[0]): r[1] for r in list(csv.reader(io.StringIO(errors.text)))[1:]}
     assert by_line[line_of["Repeat,"]] == "external_id: already on line 5"
     assert "email" in by_line[line_of["Bad,"]]
@@ -157,7 +159,7 @@ def test_a_file_of_several_chunks_is_parsed_in_ray_tasks(
     deadline = time.monotonic() + 30
     while True:
         count = {"tag": tag, "count": "true", "limit": 1}
-        total = http.get("/customers", headers=admin, params=count).json()["total"]
+        total = http.get("/v1/customers", headers=admin, params=count).json()["total"]
         if total == n - 1 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -212,7 +214,7 @@ def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(
     assert changed["version"] == before[f"{tag}-4"]["version"] + 1
 
     # History as any other write records it, with the changed fields.
-    history = http.get(f"/customers/{changed['id']}/history", headers=admin).json()["data"]
+    history = http.get(f"/v1/customers/{changed['id']}/history", headers=admin).json()["data"]
     by_action = {h["action"]: h["changes"] for h in history}
     assert by_action["updated"] == {"name": ["Cust 4", "Cust 4 renamed"]}
     assert by_action["created"]["name"] == [None, "Cust 4"]
@@ -243,9 +245,9 @@ def test_export_neutralises_formulas_and_round_trips_quotes(
     tag = "exp" + os.urandom(3).hex()
     names = ["=cmd()", 'Quote "q", comma', "+SUM(1)", "Plain"]
     for name in names:
-        created = http.post("/customers", headers=admin, json={"name": name, "tags": [tag]})
+        created = http.post("/v1/customers", headers=admin, json={"name": name, "tags": [tag]})
         assert created.status_code == 201, created.text
-    response = http.get("/exports/customers.csv", headers=admin, params={"tag": tag})
+    response = http.get("/v1/integration/exports/customers.csv", headers=admin, params={"tag": tag})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -254,7 +256,7 @@ def test_export_neutralises_formulas_and_round_trips_quotes(
     )
     assert all(r["tags"] == tag for r in rows)
 
-    bad = http.get("/exports/customers.csv", headers=admin, params={"sort": "nope"})
+    bad = http.get("/v1/integration/exports/customers.csv", headers=admin, params={"sort": "nope"})
     assert bad.status_code == 422
 
 
@@ -262,15 +264,15 @@ def test_who_may_import_and_what_is_refused_at_upload(
     http: httpx.Client, admin: dict[str, str], viewer: dict[str, str]
 ) -> None:
     body = _csv([["name"], ["Nope"]])
-    refused = http.post("/imports/customers", headers=viewer,
+    refused = http.post("/v1/integration/imports/customers", headers=viewer,
                         files={"file": ("c.csv", body, "text/csv")})  # fmt: skip
     assert refused.status_code == 403
     for bad in (b"colour,name\nred,x\n", b"\xff\xfe\x00n\x00a\x00m\x00e\n", b""):
-        answer = http.post("/imports/customers", headers=admin,
+        answer = http.post("/v1/integration/imports/customers", headers=admin,
                            files={"file": ("c.csv", bad, "text/csv")})  # fmt: skip
         assert answer.status_code == 422, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
-    assert http.get("/jobs/999999999", headers=admin).status_code == 404
+    assert http.get("/v1/integration/jobs/999999999", headers=admin).status_code == 404
 
 
 def test_too_many_records_or_imports_at_once_are_refused_at_upload(
@@ -280,7 +282,7 @@ def test_too_many_records_or_imports_at_once_are_refused_at_upload(
     upload; a third import while two of the caller's are queued or running is a 429."""
     raw = {**admin, "Content-Type": "text/csv"}
     big = b"name\n" + b"".join(b"R%d\n" % i for i in range(100_001))
-    refused = http.post("/imports/customers", headers=raw, content=big)
+    refused = http.post("/v1/integration/imports/customers", headers=raw, content=big)
     assert refused.status_code == 422, refused.text
     assert "100,001 records" in refused.json()["detail"]
 
@@ -289,10 +291,12 @@ def test_too_many_records_or_imports_at_once_are_refused_at_upload(
                 + [[f"C {i}", tag, f"{tag}-{i}"] for i in range(90_000)])  # fmt: skip
     urls = []
     for _ in range(2):
-        started = http.post("/imports/customers", headers=raw, content=body)
+        started = http.post("/v1/integration/imports/customers", headers=raw, content=body)
         assert started.status_code == 202, started.text
         urls.append(started.json()["status_url"])
-    third = http.post("/imports/customers", headers=raw, content=_csv([["name"], ["Later"]]))
+    third = http.post(
+        "/v1/integration/imports/customers", headers=raw, content=_csv([["name"], ["Later"]])
+    )
     assert third.status_code == 429, third.text
     assert third.headers["retry-after"] == "30" and "2 imports" in third.json()["detail"]
     for url in urls:  # ended (cancelled, or done if it was that quick): room again
@@ -349,7 +353,9 @@ def test_cancel_stops_a_running_import_and_not_a_finished_one(
     body = _csv([["name", "tags", "external_id"]]
                 + [[f"C {i}", tag, f"{tag}-{i}"] for i in range(45_000)])  # fmt: skip
     started = http.post(
-        "/imports/customers", headers={**admin, "Content-Type": "text/csv"}, content=body
+        "/v1/integration/imports/customers",
+        headers={**admin, "Content-Type": "text/csv"},
+        content=body,
     )
     assert started.status_code == 202, started.text
     url = started.json()["status_url"]
@@ -362,21 +368,21 @@ def test_cancel_stops_a_running_import_and_not_a_finished_one(
     assert job["status"] == "cancelled" and job["result"]["rows"] < 45_000
 
     done = _import(http, admin, _csv([["name"], ["Quick"]]))
-    again = http.post(f"/jobs/{done['id']}/cancel", headers=admin)
+    again = http.post(f"/v1/integration/jobs/{done['id']}/cancel", headers=admin)
     assert again.status_code == 409
 
 
 def test_import_through_the_handle(
     ray_driver: None, serve_app: Settings, http: httpx.Client, admin: dict[str, str]
 ) -> None:
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     principal = Principal(user_id=int(me["id"]), role="admin",
                           permissions=frozenset({"customer:read", "customer:write"}))  # fmt: skip
     tag = "hdl" + os.urandom(3).hex()
     upload = serve_app.data_dir / "imports" / f"handle-{tag}.csv"
     upload.parent.mkdir(parents=True, exist_ok=True)
     upload.write_bytes(_csv([["name", "tags", "external_id"], ["Via Handle", tag, tag]]))
-    handle = serve.get_deployment_handle("IntegrationService", app_name="nextflow")
+    handle = serve.get_app_handle("integration")
     accepted = handle.start_customer_import.remote(principal, str(upload)).result()
     assert isinstance(accepted, JobAccepted)
     deadline = time.monotonic() + 60

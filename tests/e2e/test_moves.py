@@ -52,16 +52,16 @@ class Load:
                 began = time.monotonic()
                 if step % 3 == 0:
                     name = f"t{n}-{step}"
-                    r = http.post("/customers", json={"name": name})
+                    r = http.post("/v1/customers", json={"name": name})
                     ok = r.status_code == 201
                     ack = (int(r.json()["id"]), name) if ok else None
                 elif step % 3 == 1:
                     name = f"t{n}-{step}-upd"
-                    r = http.patch(f"/customers/{cid}", json={"name": name})
+                    r = http.patch(f"/v1/customers/{cid}", json={"name": name})
                     ok = r.status_code == 200
                     ack = (cid, name) if ok else None
                 else:
-                    r = http.post(f"/customers/{cid}/contacts", json={"first_name": f"c{step}"})
+                    r = http.post(f"/v1/customers/{cid}/contacts", json={"first_name": f"c{step}"})
                     ok = r.status_code == 201
                     ack = None
                 with self.lock:
@@ -100,7 +100,7 @@ def test_move_a_shard_under_http_load(
 
     ours: list[int] = []
     for i in range(400):
-        made = http.post("/customers", headers=admin, json={"name": f"Mover {i}"})
+        made = http.post("/v1/customers", headers=admin, json={"name": f"Mover {i}"})
         assert made.status_code == 201, made.text
         if ids.shard_of(int(made.json()["id"])) == SHARD:
             ours.append(int(made.json()["id"]))
@@ -146,7 +146,7 @@ def test_move_a_shard_under_http_load(
 
     # Reads through the API see the last acknowledged values.
     for cid in ours:
-        got = http.get(f"/customers/{cid}", headers=admin)
+        got = http.get(f"/v1/customers/{cid}", headers=admin)
         assert got.status_code == 200 and got.json()["name"] == load.names.get(
             cid, got.json()["name"]
         )
@@ -156,4 +156,4 @@ def test_move_a_shard_under_http_load(
     back = _cli("shards", "move", str(SHARD), "--to", "shard1")
     assert back.returncode == 0, back.stdout + back.stderr
     for cid in ours:
-        assert http.get(f"/customers/{cid}", headers=admin).status_code == 200
+        assert http.get(f"/v1/customers/{cid}", headers=admin).status_code == 200

@@ -47,33 +47,33 @@ def test_webhook_retried_signed_replayed_and_loopback_refused(
     ray_driver: None, http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
 ) -> None:
     refused = http.post(
-        "/webhooks", headers=admin, json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]}
+        "/v1/webhooks", headers=admin, json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]}
     )
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.json()["errors"][0]["field"] == "url"
     forbidden = http.post(
-        "/webhooks", headers=agent, json={"url": "http://127.0.0.2:9/x", "event_types": ["*"]}
+        "/v1/webhooks", headers=agent, json={"url": "http://127.0.0.2:9/x", "event_types": ["*"]}
     )
     assert forbidden.status_code == 403
 
     hook = Receiver([500, 500, 200], host="127.0.0.2").start()
     try:
         created = http.post(
-            "/webhooks", headers=admin, json={"url": hook.url, "event_types": ["deal.*"]}
+            "/v1/webhooks", headers=admin, json={"url": hook.url, "event_types": ["deal.*"]}
         )
         assert created.status_code == 201, created.text
         body = created.json()
         hook.secret = body["secret"]
-        assert created.headers["Location"] == f"/webhooks/{body['id']}"
-        assert "secret" not in http.get(f"/webhooks/{body['id']}", headers=admin).json()
+        assert created.headers["Location"] == f"/v1/webhooks/{body['id']}"
+        assert "secret" not in http.get(f"/v1/webhooks/{body['id']}", headers=admin).json()
 
-        handle = serve.get_deployment_handle("WebhookService", app_name="nextflow")
+        handle = serve.get_app_handle("webhooks")
         won = event("deal.won", {"deal": {"id": "42"}})
         assert handle.handle.remote(won).result() == 1
         assert handle.handle.remote(won).result() == 0  # once per (event, subscription)
 
-        log_url = f"/webhooks/{body['id']}/deliveries"
+        log_url = f"/v1/webhooks/{body['id']}/deliveries"
         log = eventually(
             lambda: http.get(log_url, headers=admin).json()["data"],
             lambda d: bool(d) and d[0]["status"] != "pending",
@@ -91,60 +91,62 @@ def test_webhook_retried_signed_replayed_and_loopback_refused(
         assert replay.status_code == 200, replay.text
         eventually(lambda: len(hook.requests), lambda n: n == 4)
         assert len(hook.requests) == 4 and hook.requests[3]["event_id"] == str(won.id)
-        assert http.delete(f"/webhooks/{body['id']}", headers=admin).status_code == 204
+        assert http.delete(f"/v1/webhooks/{body['id']}", headers=admin).status_code == 204
     finally:
         hook.stop()
 
 
 def test_inbox_over_http(ray_driver: None, http: httpx.Client, admin: dict[str, str]) -> None:
     me_headers = make_user(http, admin, "agent")
-    me = http.get("/auth/me", headers=me_headers).json()
-    handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
+    me = http.get("/v1/auth/me", headers=me_headers).json()
+    handle = serve.get_app_handle("notification")
     assigned = event("ticket.assigned", {"ticket": {"assignee_id": me["id"], "subject": "VPN"}})
     assert handle.handle.remote(assigned).result() == 1
     assert handle.handle.remote(assigned).result() == 1  # applied once all the same
 
     def unread() -> int:
-        response = http.get("/notifications/unread-count", headers=me_headers)
+        response = http.get("/v1/notifications/unread-count", headers=me_headers)
         assert response.status_code == 200, response.text
         return int(response.json()["unread"])
 
     assert eventually(unread, lambda n: n == 1) == 1
-    page = http.get("/notifications?unread=true", headers=me_headers).json()
+    page = http.get("/v1/notifications?unread=true", headers=me_headers).json()
     assert [n["title"] for n in page["data"]] == ["Ticket assigned to you: VPN"]
     note_id = page["data"][0]["id"]
     # Not in anyone else's inbox.
-    assert http.get("/notifications", headers=admin).json()["data"] == [] or all(
-        n["id"] != note_id for n in http.get("/notifications", headers=admin).json()["data"]
+    assert http.get("/v1/notifications", headers=admin).json()["data"] == [] or all(
+        n["id"] != note_id for n in http.get("/v1/notifications", headers=admin).json()["data"]
     )
-    assert http.post(f"/notifications/{note_id}/read", headers=admin).status_code == 404
-    marked = http.post(f"/notifications/{note_id}/read", headers=me_headers)
+    assert http.post(f"/v1/notifications/{note_id}/read", headers=admin).status_code == 404
+    marked = http.post(f"/v1/notifications/{note_id}/read", headers=me_headers)
     assert marked.status_code == 200 and marked.json()["read"] is True
     assert unread() == 0  # read-your-writes: the mark is seen at once
 
-    prefs = http.get("/notification-preferences", headers=me_headers).json()
+    prefs = http.get("/v1/notifications/preferences", headers=me_headers).json()
     assert prefs["rules"]["deal.won"] == {"in_app": True, "email": True}
     put = http.put(
-        "/notification-preferences",
+        "/v1/notifications/preferences",
         headers=me_headers,
         json={"rules": {"deal.won": {"in_app": True, "email": False}}},
     )
     assert put.status_code == 200 and put.json()["rules"]["deal.won"]["email"] is False
-    bad = http.put("/notification-preferences", headers=me_headers, json={"rules": {"nope": {}}})
+    bad = http.put(
+        "/v1/notifications/preferences", headers=me_headers, json={"rules": {"nope": {}}}
+    )
     assert bad.status_code == 422
-    assert http.get("/notifications?colour=red", headers=me_headers).status_code == 422
+    assert http.get("/v1/notifications?colour=red", headers=me_headers).status_code == 422
 
 
 def test_sla_breach_reaches_the_managers_through_auth(
     ray_driver: None, http: httpx.Client, admin: dict[str, str]
 ) -> None:
     boss = make_user(http, admin, "manager")
-    handle = serve.get_deployment_handle("NotificationService", app_name="nextflow")
+    handle = serve.get_app_handle("notification")
     breached = event("ticket.sla_breached", {"ticket": {"assignee_id": None, "subject": "Down"}})
     assert handle.handle.remote(breached).result() >= 1  # every manager there is
 
     def titles() -> list[str]:
-        return [n["title"] for n in http.get("/notifications", headers=boss).json()["data"]]
+        return [n["title"] for n in http.get("/v1/notifications", headers=boss).json()["data"]]
 
     assert eventually(titles, lambda t: bool(t)) == ["SLA breached: Down"]
 
@@ -156,27 +158,31 @@ def test_the_event_stream_drives_inbox_and_webhooks(
     `notification` and `webhooks` consumer groups in the replicas; nobody calls
     handle() here."""
     assignee = make_user(http, admin, "agent")
-    assignee_id = http.get("/auth/me", headers=assignee).json()["id"]
+    assignee_id = http.get("/v1/auth/me", headers=assignee).json()["id"]
     hook = Receiver([200], host="127.0.0.2").start()
     try:
         created = http.post(
-            "/webhooks", headers=admin, json={"url": hook.url, "event_types": ["ticket.*"]}
+            "/v1/webhooks", headers=admin, json={"url": hook.url, "event_types": ["ticket.*"]}
         )
         assert created.status_code == 201, created.text
         hook.secret = created.json()["secret"]
-        cust = http.post("/customers", headers=admin, json={"name": "Stream Co"}).json()["id"]
+        cust = http.post("/v1/customers", headers=admin, json={"name": "Stream Co"}).json()["id"]
         ticket = http.post(
-            "/tickets",
+            "/v1/support/tickets",
             headers=admin,
             json={"customer_id": cust, "subject": "Stream", "assignee_id": assignee_id},
         )
         assert ticket.status_code == 201, ticket.text
 
         def unread() -> int:
-            return int(http.get("/notifications/unread-count", headers=assignee).json()["unread"])
+            return int(
+                http.get("/v1/notifications/unread-count", headers=assignee).json()["unread"]
+            )
 
         assert eventually(unread, lambda n: n == 1, timeout_s=60) == 1
-        titles = [n["title"] for n in http.get("/notifications", headers=assignee).json()["data"]]
+        titles = [
+            n["title"] for n in http.get("/v1/notifications", headers=assignee).json()["data"]
+        ]
         assert titles == ["Ticket assigned to you: Stream"]
 
         def types() -> set[str]:
@@ -187,6 +193,6 @@ def test_the_event_stream_drives_inbox_and_webhooks(
             "ticket.assigned",
         }
         assert all(r["valid"] for r in hook.requests)
-        http.delete(f"/webhooks/{created.json()['id']}", headers=admin)
+        http.delete(f"/v1/webhooks/{created.json()['id']}", headers=admin)
     finally:
         hook.stop()

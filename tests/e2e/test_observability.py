@@ -39,14 +39,14 @@ def _value(text: str, name: str, **labels: str) -> float:
 def test_requests_queries_and_replicas_are_measured(
     http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:
-    created = http.post("/customers", headers=admin, json={"name": "Metered"})
+    created = http.post("/v1/customers", headers=admin, json={"name": "Metered"})
     assert created.status_code == 201
     cid = created.json()["id"]
     for _ in range(5):
-        assert http.get(f"/customers/{cid}", headers=admin).status_code == 200
-    assert http.get("/customers/1", headers=admin).status_code == 404
+        assert http.get(f"/v1/customers/{cid}", headers=admin).status_code == 200
+    assert http.get("/v1/customers/1", headers=admin).status_code == 404
 
-    route = "/customers/{customer_id}"
+    route = "/v1/customers/{customer_id}"
     deadline = time.monotonic() + 60  # Ray exports worker metrics every few seconds
     while True:
         text = _scrape(serve_app)
@@ -67,7 +67,7 @@ def test_requests_queries_and_replicas_are_measured(
         time.sleep(2)
 
     # Labels name the route template and the deployment, never a record id.
-    assert f'route="/customers/{cid}"' not in text
+    assert f'route="/v1/customers/{cid}"' not in text
     assert _value(text, "ray_nextflow_http_request_duration_ms_count", route=route) >= 6
     assert 'deployment="Gateway"' in text
     assert _value(text, "ray_nextflow_shard_manager_up") >= 1
@@ -94,19 +94,25 @@ def test_every_dashboard_panel_names_a_series_the_stack_exports(
     # Traffic that makes every series exist: reads, a cached read, a duplicate (a
     # query error with its SQLSTATE), and the rest comes from the running stack.
     sku = f"OBS-{time.time_ns()}"
-    product = http.post("/products", headers=admin, json={"sku": sku, "name": "o"})
+    product = http.post("/v1/products", headers=admin, json={"sku": sku, "name": "o"})
     assert product.status_code == 201
     for _ in range(2):  # a cache miss, then a hit
-        assert http.get(f"/products/{product.json()['id']}", headers=admin).status_code == 200
+        assert http.get(f"/v1/products/{product.json()['id']}", headers=admin).status_code == 200
     # A public capture form used past its (low, in tests) limit: a 429.
-    form = http.post("/forms", headers=admin, json={"name": "Metered"}).json()
+    form = http.post("/v1/marketing/forms", headers=admin, json={"name": "Metered"}).json()
     client = {"X-Forwarded-For": "198.51.100.77"}
     answers = [
-        http.post(f"/capture/{form['form_key']}", headers=client, json={"email": f"m{i}@a.co"})
+        http.post(
+            f"/v1/marketing/capture/{form['form_key']}",
+            headers=client,
+            json={"email": f"m{i}@a.co"},
+        )
         for i in range(12)
     ]
     assert 429 in {a.status_code for a in answers}
-    assert http.post("/products", headers=admin, json={"sku": sku, "name": "o"}).status_code == 409
+    assert (
+        http.post("/v1/products", headers=admin, json={"sku": sku, "name": "o"}).status_code == 409
+    )
     deadline = time.monotonic() + 60
     while True:
         text = _scrape(serve_app)
@@ -125,7 +131,7 @@ def test_prometheus_scrapes_the_stack_and_loads_the_alerts(
     prometheus = stack.prometheus()
     assert prometheus.start()
     try:
-        assert http.get("/customers?limit=1", headers=admin).status_code == 200
+        assert http.get("/v1/customers?limit=1", headers=admin).status_code == 200
         deadline = time.monotonic() + 60
         while True:
             found = httpx.get(
@@ -167,14 +173,14 @@ def test_one_request_is_one_trace_from_the_gateway_to_each_statement(
 ) -> None:
     trace_id, caller_span = os.urandom(16).hex(), os.urandom(8).hex()
     traced = {**admin, "traceparent": f"00-{trace_id}-{caller_span}-01"}
-    created = http.post("/customers", headers=traced, json={"name": "Traced"})
+    created = http.post("/v1/customers", headers=traced, json={"name": "Traced"})
     assert created.status_code == 201
 
     def by_name(spans: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
         return next((s for s in spans if s["name"].startswith(prefix)), None)
 
     wanted = (
-        "POST /customers",
+        "POST /v1/customers",
         "CustomerDeployment.create",
         "ShardManager.run customer",
         "transaction customer",
@@ -210,7 +216,7 @@ def test_one_request_is_one_trace_from_the_gateway_to_each_statement(
             tree,
         )
     gateway, service, manager, transaction, insert = chain
-    assert gateway is not None and gateway["attributes"]["http.route"] == "/customers"
+    assert gateway is not None and gateway["attributes"]["http.route"] == "/v1/customers"
     assert gateway["attributes"]["http.response.status_code"] == 201
     assert gateway["attributes"]["nextflow.request_id"] == created.headers["x-request-id"]
     assert insert is not None and "INSERT INTO customers" in insert["attributes"]["db.query.text"]

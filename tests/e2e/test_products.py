@@ -24,14 +24,14 @@ def _sku() -> str:
 
 def _product(http: httpx.Client, admin: dict[str, str], **fields: object) -> dict[str, object]:
     body = {"sku": _sku(), "name": "Widget", **fields}
-    created = http.post("/products", headers=admin, json=body)
+    created = http.post("/v1/products", headers=admin, json=body)
     assert created.status_code == 201, created.text
     return dict(created.json())
 
 
 def _book(http: httpx.Client, admin: dict[str, str], currency: str = "EUR") -> dict[str, object]:
     created = http.post(
-        "/price-books",
+        "/v1/products/price-books",
         headers=admin,
         json={"name": f"Book {os.urandom(3).hex()}", "currency": currency},
     )
@@ -49,23 +49,26 @@ def test_product_crud_sku_and_history(
 
     # A SKU names one live product, whatever its case.
     dup = http.post(
-        "/products", headers=admin, json={"sku": str(product["sku"]).lower(), "name": "x"}
+        "/v1/products", headers=admin, json={"sku": str(product["sku"]).lower(), "name": "x"}
     )
     assert dup.status_code == 409 and dup.headers["content-type"] == PROBLEM
 
-    got = http.get(f"/products/{pid}", headers=viewer)
+    got = http.get(f"/v1/products/{pid}", headers=viewer)
     assert got.status_code == 200 and got.headers["etag"] == '"1"'
-    stale = http.patch(f"/products/{pid}", headers={**admin, "If-Match": '"7"'}, json={"name": "B"})
+    stale = http.patch(
+        f"/v1/products/{pid}", headers={**admin, "If-Match": '"7"'}, json={"name": "B"}
+    )
     assert stale.status_code == 412
     renamed = http.patch(
-        f"/products/{pid}", headers={**admin, "If-Match": '"1"'}, json={"name": "Gadget"}
+        f"/v1/products/{pid}", headers={**admin, "If-Match": '"1"'}, json={"name": "Gadget"}
     )
     assert renamed.status_code == 200 and renamed.json()["name"] == "Gadget"
     # The cached read sees the change at once (the write bumped the cache generation).
-    assert http.get(f"/products/{pid}", headers=viewer).json()["name"] == "Gadget"
+    assert http.get(f"/v1/products/{pid}", headers=viewer).json()["name"] == "Gadget"
 
     assert (
-        http.post("/products", headers=viewer, json={"sku": _sku(), "name": "n"}).status_code == 403
+        http.post("/v1/products", headers=viewer, json={"sku": _sku(), "name": "n"}).status_code
+        == 403
     )
     for bad in (
         {"sku": "", "name": "x"},
@@ -73,21 +76,21 @@ def test_product_crud_sku_and_history(
         {"sku": _sku(), "name": "x", "tax_percent": "101"},
         {"sku": _sku(), "name": "x", "id": "5"},
     ):
-        answer = http.post("/products", headers=admin, json=bad)
+        answer = http.post("/v1/products", headers=admin, json=bad)
         assert answer.status_code == 422, (bad, answer.text)
-    assert http.patch(f"/products/{pid}", headers=admin, json={"name": None}).status_code == 422
+    assert http.patch(f"/v1/products/{pid}", headers=admin, json={"name": None}).status_code == 422
 
-    assert http.delete(f"/products/{pid}", headers=admin).status_code == 204
-    assert http.get(f"/products/{pid}", headers=admin).status_code == 404
-    assert http.post(f"/products/{pid}/restore", headers=admin).status_code == 200
+    assert http.delete(f"/v1/products/{pid}", headers=admin).status_code == 204
+    assert http.get(f"/v1/products/{pid}", headers=admin).status_code == 404
+    assert http.post(f"/v1/products/{pid}/restore", headers=admin).status_code == 200
 
-    history = http.get(f"/products/{pid}/history?sort=created_at", headers=admin).json()["data"]
+    history = http.get(f"/v1/products/{pid}/history?sort=created_at", headers=admin).json()["data"]
     assert [h["action"] for h in history] == ["created", "updated", "deleted", "restored"]
     assert history[1]["changes"] == {"name": ["Widget", "Gadget"]}
 
-    listed = http.get(f"/products?sku={product['sku']}", headers=admin).json()["data"]
+    listed = http.get(f"/v1/products?sku={product['sku']}", headers=admin).json()["data"]
     assert [p["id"] for p in listed] == [pid]
-    assert http.get("/products?colour=red", headers=admin).status_code == 422
+    assert http.get("/v1/products?colour=red", headers=admin).status_code == 422
 
 
 def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app: Settings) -> None:
@@ -95,41 +98,53 @@ def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app:
     first, second = _product(http, admin, tax_percent="19"), _product(http, admin)
     bid = book["id"]
     assert (
-        http.post("/price-books", headers=admin, json={"name": "x", "currency": "eur"}).status_code
+        http.post(
+            "/v1/products/price-books", headers=admin, json={"name": "x", "currency": "eur"}
+        ).status_code
         == 422
     )
 
     set_one = http.put(
-        f"/price-books/{bid}/prices/{first['id']}", headers=admin, json={"unit_price": "19.99"}
+        f"/v1/products/price-books/{bid}/prices/{first['id']}",
+        headers=admin,
+        json={"unit_price": "19.99"},
     )
     assert set_one.status_code == 200, set_one.text
     assert set_one.json()["unit_price"] == "19.99" and set_one.json()["currency"] == "EUR"
     # Money is never a float.
     as_float = http.put(
-        f"/price-books/{bid}/prices/{second['id']}", headers=admin, json={"unit_price": 0.1}
+        f"/v1/products/price-books/{bid}/prices/{second['id']}",
+        headers=admin,
+        json={"unit_price": 0.1},
     )
     assert as_float.status_code == 422 and "decimal strings" in as_float.text
     negative = http.put(
-        f"/price-books/{bid}/prices/{second['id']}", headers=admin, json={"unit_price": "-1"}
+        f"/v1/products/price-books/{bid}/prices/{second['id']}",
+        headers=admin,
+        json={"unit_price": "-1"},
     )
     assert negative.status_code == 422
     assert (
         http.put(
-            f"/price-books/{bid}/prices/999999999", headers=admin, json={"unit_price": "1"}
+            f"/v1/products/price-books/{bid}/prices/999999999",
+            headers=admin,
+            json={"unit_price": "1"},
         ).status_code
         == 404
     )
     assert (
         http.put(
-            f"/price-books/{bid}/prices/{second['id']}", headers=admin, json={"unit_price": "0.10"}
+            f"/v1/products/price-books/{bid}/prices/{second['id']}",
+            headers=admin,
+            json={"unit_price": "0.10"},
         ).status_code
         == 200
     )
 
-    page = http.get(f"/price-books/{bid}/prices?limit=1", headers=admin).json()
+    page = http.get(f"/v1/products/price-books/{bid}/prices?limit=1", headers=admin).json()
     assert [p["product_id"] for p in page["data"]] == [first["id"]]
     rest = http.get(
-        f"/price-books/{bid}/prices?limit=1&cursor={page['next_cursor']}", headers=admin
+        f"/v1/products/price-books/{bid}/prices?limit=1&cursor={page['next_cursor']}", headers=admin
     )
     assert [p["product_id"] for p in rest.json()["data"]] == [second["id"]]
     assert rest.json()["next_cursor"] is None
@@ -137,8 +152,8 @@ def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app:
     os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=serve_app.ray_address, namespace="nextflow-tests", log_to_driver=False)
     try:
-        handle = serve.get_deployment_handle("ProductService", app_name="nextflow")
-        me = http.get("/auth/me", headers=admin).json()
+        handle = serve.get_app_handle("product")
+        me = http.get("/v1/auth/me", headers=admin).json()
         principal = Principal(
             user_id=int(me["id"]), role="admin", permissions=frozenset({"product:read"})
         )
@@ -155,11 +170,15 @@ def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app:
         handle.quote.remote(principal, int(str(bid)), ids).result(timeout_s=30)
         after = handle.cache_stats.remote().result(timeout_s=30)
         assert after["hits"] > before["hits"]
-        http.put(f"/price-books/{bid}/prices/{ids[1]}", headers=admin, json={"unit_price": "0.25"})
+        http.put(
+            f"/v1/products/price-books/{bid}/prices/{ids[1]}",
+            headers=admin,
+            json={"unit_price": "0.25"},
+        )
         again = handle.quote.remote(principal, int(str(bid)), ids).result(timeout_s=30)
         assert {line.product_id: line.unit_price for line in again.lines}[ids[1]] == Decimal("0.25")
         # An inactive product has no live price: the quote names it.
-        http.patch(f"/products/{ids[0]}", headers=admin, json={"is_active": False})
+        http.patch(f"/v1/products/{ids[0]}", headers=admin, json={"is_active": False})
         with pytest.raises(Validation) as refused:
             handle.quote.remote(principal, int(str(bid)), ids).result(timeout_s=30)
         assert str(ids[0]) in str(refused.value.errors)
@@ -167,10 +186,16 @@ def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app:
         ray.shutdown()
 
     assert (
-        http.delete(f"/price-books/{bid}/prices/{second['id']}", headers=admin).status_code == 204
+        http.delete(
+            f"/v1/products/price-books/{bid}/prices/{second['id']}", headers=admin
+        ).status_code
+        == 204
     )
     assert (
-        http.delete(f"/price-books/{bid}/prices/{second['id']}", headers=admin).status_code == 404
+        http.delete(
+            f"/v1/products/price-books/{bid}/prices/{second['id']}", headers=admin
+        ).status_code
+        == 404
     )
-    prices = http.get(f"/products/{first['id']}/prices", headers=admin).json()
+    prices = http.get(f"/v1/products/{first['id']}/prices", headers=admin).json()
     assert [p["price_book_id"] for p in prices] == [bid]

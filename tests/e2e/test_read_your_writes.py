@@ -20,13 +20,13 @@ def test_token_makes_reads_see_the_write(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str]
 ) -> None:
     s = serve_app
-    created = http.post("/customers", headers=admin, json={"name": "Before"})
+    created = http.post("/v1/customers", headers=admin, json={"name": "Before"})
     assert created.status_code == 201
     first = created.headers[TOKEN]
     customer = created.json()
     server_index = 0 if ids.shard_of(int(customer["id"])) < 5 else 1
     primary_port = s.shard_base_port + server_index
-    url = f"/customers/{customer['id']}"
+    url = f"/v1/customers/{customer['id']}"
 
     asyncio.run(set_replay(s, primary_port, paused=True))
     try:
@@ -51,10 +51,10 @@ def test_a_caller_sees_its_own_writes_without_sending_the_token(
     serve_app: Settings, http: httpx.Client, admin: dict[str, str]
 ) -> None:
     s = serve_app
-    customer = http.post("/customers", headers=admin, json={"name": "Plain client"}).json()
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Plain client"}).json()
     server_index = 0 if ids.shard_of(int(customer["id"])) < 5 else 1
     primary_port = s.shard_base_port + server_index
-    url = f"/customers/{customer['id']}"
+    url = f"/v1/customers/{customer['id']}"
 
     asyncio.run(set_replay(s, primary_port, paused=True))
     try:

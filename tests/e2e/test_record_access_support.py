@@ -23,7 +23,7 @@ def world(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
     teams, people = team_people(
         http, admin, "desk", {"a1": ("agent", "A"), "a2": ("agent", "A"), "b1": ("agent", "B")}
     )
-    customer = http.post("/customers", headers=admin, json={"name": f"Desk {tag}"})
+    customer = http.post("/v1/customers", headers=admin, json={"name": f"Desk {tag}"})
     assert customer.status_code == 201, customer.text
     return {"people": people, "customer": customer.json()["id"]}
 
@@ -36,7 +36,7 @@ def _tickets(http: httpx.Client, admin: dict[str, str], world: dict[str, Any]) -
         body: dict[str, Any] = {"customer_id": world["customer"], "subject": f"For {who}"}
         if who is not None:
             body["assignee_id"] = world["people"][who].id
-        ticket = http.post("/tickets", headers=admin, json=body)
+        ticket = http.post("/v1/support/tickets", headers=admin, json=body)
         assert ticket.status_code == 201, ticket.text
         expected = None if who is None else world["people"][who].id
         assert ticket.json()["assignee_id"] == expected
@@ -55,7 +55,7 @@ def test_agents_read_every_ticket(
     tickets = _tickets(http, admin, world)
     a1 = world["people"]["a1"]
     for ticket in tickets.values():
-        url = f"/tickets/{ticket['id']}"
+        url = f"/v1/support/tickets/{ticket['id']}"
         got = http.get(url, headers=a1.headers)
         assert got.status_code == 200, got.text
         assert got.json()["assignee_id"] == ticket["assignee_id"]
@@ -63,12 +63,12 @@ def test_agents_read_every_ticket(
         assert http.get(f"{url}/history", headers=a1.headers).status_code == 200
     # The list is the desk's, as the admin sees it: nobody's ticket is left out.
     params = {"customer_id": world["customer"], "count": "true", "limit": 200}
-    listed = http.get("/tickets", headers=a1.headers, params=params)
+    listed = http.get("/v1/support/tickets", headers=a1.headers, params=params)
     assert listed.status_code == 200, listed.text
     ids = {t["id"] for t in listed.json()["data"]}
     assert {t["id"] for t in tickets.values()} <= ids
     assert listed.json()["total"] == len(ids)
-    everything = http.get("/tickets", headers=admin, params=params).json()
+    everything = http.get("/v1/support/tickets", headers=admin, params=params).json()
     assert {t["id"] for t in everything["data"]} == ids
 
 
@@ -80,7 +80,7 @@ def test_agents_change_their_teams_tickets_only(
     mate, stranger = tickets["a2"], tickets["b1"]
 
     # A team mate's ticket: a1 works it.
-    url = f"/tickets/{mate['id']}"
+    url = f"/v1/support/tickets/{mate['id']}"
     changed = http.patch(url, headers=a1.headers, json={"subject": "Covered by a1"})
     assert changed.status_code == 200, changed.text
     assert changed.json()["subject"] == "Covered by a1"
@@ -90,7 +90,7 @@ def test_agents_change_their_teams_tickets_only(
     assert moved.status_code == 200 and moved.json()["status"] == "pending", moved.text
 
     # Another team's ticket: a1 may read it, so the refusal is a 403, not a 404.
-    url = f"/tickets/{stranger['id']}"
+    url = f"/v1/support/tickets/{stranger['id']}"
     _refused(http.patch(url, headers=a1.headers, json={"subject": "Taken over"}))
     _refused(http.post(f"{url}/comments", headers=a1.headers, json={"body": "mine now"}))
     _refused(http.post(f"{url}/status", headers=a1.headers, json={"status": "pending"}))
@@ -108,12 +108,12 @@ def test_an_agent_takes_an_unassigned_ticket_but_gives_none_away(
 ) -> None:
     tickets = _tickets(http, admin, world)
     a1, a2 = world["people"]["a1"], world["people"]["a2"]
-    url = f"/tickets/{tickets['nobody']['id']}"
+    url = f"/v1/support/tickets/{tickets['nobody']['id']}"
     assert tickets["nobody"]["status"] == "new"
 
     # Assigning to someone else needs ticket:assign, which agents lack.
     _refused(http.post(url + "/assign", headers=a1.headers, json={"assignee_id": a2.id}))
-    own = f"/tickets/{tickets['a1']['id']}"
+    own = f"/v1/support/tickets/{tickets['a1']['id']}"
     _refused(http.post(f"{own}/assign", headers=a1.headers, json={"assignee_id": a2.id}))
     assert http.get(own, headers=admin).json()["assignee_id"] == a1.id
     # An unassigned ticket is no one's to change ...

@@ -21,14 +21,14 @@ PROBLEM = "application/problem+json"
 
 
 def _customer(http: httpx.Client, headers: dict[str, str], name: str = "Deal Co") -> str:
-    made = http.post("/customers", headers=headers, json={"name": name})
+    made = http.post("/v1/customers", headers=headers, json={"name": name})
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
 
 @pytest.fixture(scope="module")
 def default_pipeline(http: httpx.Client, admin: dict[str, str]) -> dict[str, Any]:
-    page = http.get("/pipelines", headers=admin)
+    page = http.get("/v1/sales/pipelines", headers=admin)
     assert page.status_code == 200, page.text
     defaults = [p for p in page.json()["data"] if p["is_default"]]
     assert len(defaults) == 1
@@ -63,11 +63,11 @@ def test_pipeline_stages_are_managed_with_the_pipeline(
             {"name": "Churned", "probability": 0, "kind": "lost"},
         ],
     }
-    assert http.post("/pipelines", headers=agent, json=body).status_code == 403
-    made = http.post("/pipelines", headers=admin, json=body)
+    assert http.post("/v1/sales/pipelines", headers=agent, json=body).status_code == 403
+    made = http.post("/v1/sales/pipelines", headers=admin, json=body)
     assert made.status_code == 201, made.text
     pipeline = made.json()
-    url = f"/pipelines/{pipeline['id']}"
+    url = f"/v1/sales/pipelines/{pipeline['id']}"
     added = http.post(
         f"{url}/stages", headers=admin, json={"name": "Quoted", "probability": 80, "position": 2}
     )
@@ -100,7 +100,7 @@ def test_deal_lifecycle_through_the_stages(
 ) -> None:
     customer_id = _customer(http, admin)
     made = http.post(
-        "/deals",
+        "/v1/sales/deals",
         headers=admin,
         json={
             "customer_id": customer_id,
@@ -118,7 +118,7 @@ def test_deal_lifecycle_through_the_stages(
     assert Decimal(deal["weighted_amount"]["amount"]) == Decimal("1234.567")
     # The deal lives on its customer's logical shard.
     assert ids.shard_of(int(deal["id"])) == ids.shard_of(int(customer_id))
-    url = f"/deals/{deal['id']}"
+    url = f"/v1/sales/deals/{deal['id']}"
 
     for name, probability in (("Qualification", 25), ("Proposal", 50), ("Negotiation", 75)):
         step = http.post(
@@ -172,7 +172,7 @@ def test_deal_lists_filters_and_customer_deals(
     amounts = ["0.10", "0.20", "100", "99999.99"]
     made = [
         http.post(
-            "/deals",
+            "/v1/sales/deals",
             headers=admin,
             json={
                 "customer_id": customer_id,
@@ -182,28 +182,34 @@ def test_deal_lists_filters_and_customer_deals(
         ).json()
         for a in amounts
     ]
-    page = http.get(f"/deals?customer_id={customer_id}&sort=amount&limit=3", headers=admin).json()
+    page = http.get(
+        f"/v1/sales/deals?customer_id={customer_id}&sort=amount&limit=3", headers=admin
+    ).json()
     assert [d["amount"]["amount"] for d in page["data"]] == ["0.10", "0.20", "100"]
     rest = http.get(
-        f"/deals?customer_id={customer_id}&sort=amount&limit=3&cursor={page['next_cursor']}",
+        f"/v1/sales/deals?customer_id={customer_id}&sort=amount&limit=3&cursor={page['next_cursor']}",
         headers=admin,
     ).json()
     assert [d["amount"]["amount"] for d in rest["data"]] == ["99999.99"]
     ranged = http.get(
-        f"/deals?customer_id={customer_id}&amount[gte]=0.2&amount[lte]=100&count=true",
+        f"/v1/sales/deals?customer_id={customer_id}&amount[gte]=0.2&amount[lte]=100&count=true",
         headers=admin,
     ).json()
     assert ranged["total"] == 2
-    everywhere = http.get("/deals?sort=-amount&status=open&limit=200", headers=admin).json()
+    everywhere = http.get(
+        "/v1/sales/deals?sort=-amount&status=open&limit=200", headers=admin
+    ).json()
     assert {d["id"] for d in made} <= {d["id"] for d in everywhere["data"]}
-    mine = http.get(f"/customers/{customer_id}/deals?sort=-created_at", headers=admin).json()
+    mine = http.get(
+        f"/v1/sales/customers/{customer_id}/deals?sort=-created_at", headers=admin
+    ).json()
     assert [d["id"] for d in mine["data"]] == [d["id"] for d in reversed(made)]
-    assert http.get("/customers/12345/deals", headers=admin).status_code == 404
-    by_date = http.get("/deals?sort=expected_close_date&limit=2", headers=admin)
+    assert http.get("/v1/sales/customers/12345/deals", headers=admin).status_code == 404
+    by_date = http.get("/v1/sales/deals?sort=expected_close_date&limit=2", headers=admin)
     assert by_date.status_code == 200
     if by_date.json()["next_cursor"]:
         nxt = http.get(
-            f"/deals?sort=expected_close_date&limit=2&cursor={by_date.json()['next_cursor']}",
+            f"/v1/sales/deals?sort=expected_close_date&limit=2&cursor={by_date.json()['next_cursor']}",
             headers=admin,
         )
         assert nxt.status_code == 200
@@ -218,17 +224,17 @@ def test_roles_versions_and_bad_input(
 ) -> None:
     customer_id = _customer(http, agent, "Rules Co")
     body = {"customer_id": customer_id, "name": "R", "amount": {"amount": "5", "currency": "EUR"}}
-    assert http.post("/deals", headers=viewer, json=body).status_code == 403
-    made = http.post("/deals", headers=agent, json=body)
+    assert http.post("/v1/sales/deals", headers=viewer, json=body).status_code == 403
+    made = http.post("/v1/sales/deals", headers=agent, json=body)
     assert made.status_code == 201, made.text
-    url = f"/deals/{made.json()['id']}"
+    url = f"/v1/sales/deals/{made.json()['id']}"
     assert http.get(url, headers=viewer).status_code == 200
     assert http.patch(url, headers=viewer, json={"name": "x"}).status_code == 403
     assert http.post(f"{url}/won", headers=viewer, json={}).status_code == 403
     assert http.delete(url, headers=viewer).status_code == 403
-    assert http.post("/pipelines", headers=viewer, json={}).status_code in (403, 422)
+    assert http.post("/v1/sales/pipelines", headers=viewer, json={}).status_code in (403, 422)
     # Another owner needs deal:assign (agents do not have it).
-    given = http.post("/deals", headers=agent, json={**body, "owner_id": "1"})
+    given = http.post("/v1/sales/deals", headers=agent, json={**body, "owner_id": "1"})
     assert given.status_code == 403
 
     stale = http.patch(url, headers={**agent, "If-Match": '"9"'}, json={"name": "R2"})
@@ -244,27 +250,32 @@ def test_roles_versions_and_bad_input(
 
     problem(
         http.post(
-            "/deals", headers=agent, json={**body, "amount": {"amount": 0.1, "currency": "EUR"}}
+            "/v1/sales/deals",
+            headers=agent,
+            json={**body, "amount": {"amount": 0.1, "currency": "EUR"}},
         ),
         "amount.amount",
     )
     problem(
-        http.post("/deals", headers=agent, json={**body, "customer_id": "12345"}), "customer_id"
+        http.post("/v1/sales/deals", headers=agent, json={**body, "customer_id": "12345"}),
+        "customer_id",
     )
-    problem(http.post("/deals", headers=agent, json={**body, "stage_id": "999999"}), "stage_id")
-    problem(http.post("/deals", headers=agent, json={**body, "version": 3}), "version")
+    problem(
+        http.post("/v1/sales/deals", headers=agent, json={**body, "stage_id": "999999"}), "stage_id"
+    )
+    problem(http.post("/v1/sales/deals", headers=agent, json={**body, "version": 3}), "version")
     problem(http.post(f"{url}/stage", headers=agent, json={"stage_id": "999999"}), "stage_id")
     other = http.post(
-        "/pipelines",
+        "/v1/sales/pipelines",
         headers=admin,
         json={"name": "Other", "stages": [{"name": "Only", "probability": 5}]},
     ).json()
     foreign_stage = other["stages"][0]["id"]
     problem(http.post(f"{url}/stage", headers=agent, json={"stage_id": foreign_stage}), "stage_id")
-    problem(http.get("/deals?colour=red", headers=agent), "colour")
-    problem(http.get("/deals?amount[gte]=lots", headers=agent), "amount[gte]")
-    problem(http.get("/deals?sort=name", headers=agent), "sort")
-    problem(http.get("/deals?sort=amount&cursor=garbage", headers=agent), "cursor")
+    problem(http.get("/v1/sales/deals?colour=red", headers=agent), "colour")
+    problem(http.get("/v1/sales/deals?amount[gte]=lots", headers=agent), "amount[gte]")
+    problem(http.get("/v1/sales/deals?sort=name", headers=agent), "sort")
+    problem(http.get("/v1/sales/deals?sort=amount&cursor=garbage", headers=agent), "cursor")
 
     # A pipeline move into the other pipeline's open stage.
     moved = http.post(
@@ -282,14 +293,14 @@ def test_roles_versions_and_bad_input(
 def test_create_deal_through_the_handle_is_idempotent_by_source_key(
     ray_driver: None, http: httpx.Client, admin: dict[str, str]
 ) -> None:
-    me = http.get("/auth/me", headers=admin).json()
+    me = http.get("/v1/auth/me", headers=admin).json()
     principal = Principal(
         user_id=int(me["id"]),
         role="admin",
         permissions=frozenset({"deal:read", "deal:write", "customer:read"}),
     )
     customer_id = int(_customer(http, admin, "Lead Co"))
-    sales = serve.get_deployment_handle("SalesService", app_name="nextflow")
+    sales = serve.get_app_handle("sales")
     data = DealCreate(
         customer_id=customer_id, name="From lead", amount=Money(amount="250", currency="EUR")
     )
@@ -297,7 +308,7 @@ def test_create_deal_through_the_handle_is_idempotent_by_source_key(
     again = sales.create_deal.remote(principal, data, source_key="lead:42").result()
     assert isinstance(first, DealRead) and again.id == first.id
     assert first.source_key == "lead:42"
-    page = http.get(f"/customers/{customer_id}/deals", headers=admin).json()
+    page = http.get(f"/v1/sales/customers/{customer_id}/deals", headers=admin).json()
     assert [d["id"] for d in page["data"]] == [str(first.id)]
 
 
@@ -305,14 +316,14 @@ def _priced_product(
     http: httpx.Client, admin: dict[str, str], book: str, price: str, tax: str = "0"
 ) -> str:
     made = http.post(
-        "/products",
+        "/v1/products",
         headers=admin,
         json={"sku": f"S-{os.urandom(4).hex()}", "name": f"P {price}", "tax_percent": tax},
     )
     assert made.status_code == 201, made.text
     pid = str(made.json()["id"])
     priced = http.put(
-        f"/price-books/{book}/prices/{pid}", headers=admin, json={"unit_price": price}
+        f"/v1/products/price-books/{book}/prices/{pid}", headers=admin, json={"unit_price": price}
     )
     assert priced.status_code in (200, 201), priced.text
     return pid
@@ -322,7 +333,9 @@ def test_order_from_a_won_deal_with_exact_totals(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], viewer: dict[str, str]
 ) -> None:
     book = http.post(
-        "/price-books", headers=admin, json={"name": f"B {os.urandom(3).hex()}", "currency": "EUR"}
+        "/v1/products/price-books",
+        headers=admin,
+        json={"name": f"B {os.urandom(3).hex()}", "currency": "EUR"},
     )
     assert book.status_code == 201, book.text
     book_id = str(book.json()["id"])
@@ -331,7 +344,7 @@ def test_order_from_a_won_deal_with_exact_totals(
     fifth = _priced_product(http, admin, book_id, "0.20")
     customer_id = _customer(http, agent, "Order Co")
     deal = http.post(
-        "/deals",
+        "/v1/sales/deals",
         headers=agent,
         json={
             "customer_id": customer_id,
@@ -344,11 +357,11 @@ def test_order_from_a_won_deal_with_exact_totals(
         {"product_id": dime, "quantity": "1"},
         {"product_id": fifth, "quantity": "2.5", "discount_percent": "10"},  # 0.50 - 0.05
     ]
-    order_url = f"/deals/{deal['id']}/order"
+    order_url = f"/v1/sales/deals/{deal['id']}/order"
     body = {"price_book_id": book_id, "lines": lines}
     not_won = http.post(order_url, headers=agent, json=body)
     assert not_won.status_code == 409, not_won.text
-    assert http.post(f"/deals/{deal['id']}/won", headers=agent, json={}).status_code == 200
+    assert http.post(f"/v1/sales/deals/{deal['id']}/won", headers=agent, json={}).status_code == 200
 
     assert http.post(order_url, headers=viewer, json=body).status_code == 403
     made = http.post(order_url, headers=agent, json=body)
@@ -382,36 +395,43 @@ def test_order_from_a_won_deal_with_exact_totals(
         assert any(field in e["field"] for e in response.json()["errors"]), response.text
 
     new = {"customer_id": customer_id, "price_book_id": book_id, "lines": lines}
-    unprocessable(http.post("/orders", headers=agent, json={**new, "total": "1.00"}), "total")
+    unprocessable(
+        http.post("/v1/sales/orders", headers=agent, json={**new, "total": "1.00"}), "total"
+    )
     unprocessable(
         http.post(
-            "/orders", headers=agent, json={**new, "lines": [{"product_id": dime, "quantity": 1.5}]}
+            "/v1/sales/orders",
+            headers=agent,
+            json={**new, "lines": [{"product_id": dime, "quantity": 1.5}]},
         ),
         "quantity",
     )
     unprocessable(
         http.post(
-            "/orders", headers=agent, json={**new, "lines": [{"product_id": dime, "quantity": "0"}]}
+            "/v1/sales/orders",
+            headers=agent,
+            json={**new, "lines": [{"product_id": dime, "quantity": "0"}]},
         ),
         "quantity",
     )
     unprocessable(
         http.post(
-            "/orders",
+            "/v1/sales/orders",
             headers=agent,
             json={**new, "lines": [{"product_id": "12345", "quantity": "1"}]},
         ),
         "product_id",
     )
     unprocessable(
-        http.post("/orders", headers=agent, json={**new, "customer_id": "12345"}), "customer_id"
+        http.post("/v1/sales/orders", headers=agent, json={**new, "customer_id": "12345"}),
+        "customer_id",
     )
     explicit = {**new, "lines": [{"product_id": dime, "quantity": "1", "unit_price": "0.01"}]}
-    assert http.post("/orders", headers=agent, json=explicit).status_code == 403
-    by_admin = http.post("/orders", headers=admin, json=explicit)
+    assert http.post("/v1/sales/orders", headers=agent, json=explicit).status_code == 403
+    by_admin = http.post("/v1/sales/orders", headers=admin, json=explicit)
     assert by_admin.status_code == 201 and by_admin.json()["total"]["amount"] == "0.01"
 
-    url = f"/orders/{order['id']}"
+    url = f"/v1/sales/orders/{order['id']}"
     stale = http.patch(url, headers={**agent, "If-Match": '"9"'}, json={"notes": "x"})
     assert stale.status_code == 412
     noted = http.patch(url, headers={**agent, "If-Match": '"1"'}, json={"notes": "ship fast"})
@@ -424,10 +444,10 @@ def test_order_from_a_won_deal_with_exact_totals(
     cancelled = http.post(f"{url}/cancel", headers=agent)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
-    listed = http.get(f"/customers/{customer_id}/orders?sort=total", headers=viewer).json()
+    listed = http.get(f"/v1/sales/customers/{customer_id}/orders?sort=total", headers=viewer).json()
     assert [o["total"]["amount"] for o in listed["data"]] == ["0.01", "65.02"]
-    everywhere = http.get("/orders?status=cancelled&limit=200", headers=viewer).json()
+    everywhere = http.get("/v1/sales/orders?status=cancelled&limit=200", headers=viewer).json()
     assert order["id"] in {o["id"] for o in everywhere["data"]}
-    assert http.get("/orders?colour=red", headers=viewer).status_code == 422
+    assert http.get("/v1/sales/orders?colour=red", headers=viewer).status_code == 422
     actions = [c["action"] for c in http.get(f"{url}/history", headers=viewer).json()["data"]]
     assert actions == ["cancelled", "confirmed", "updated", "created"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack: object) -> None:
     by_server: dict[str, str] = {}
     for i in range(40):
-        made = http.post("/customers", headers=admin, json={"name": f"Outage {i}"}).json()
+        made = http.post("/v1/customers", headers=admin, json={"name": f"Outage {i}"}).json()
         server = "shard1" if ids.shard_of(int(made["id"])) < 5 else "shard2"
         by_server.setdefault(server, made["id"])
         if len(by_server) == 2:
@@ -27,14 +27,14 @@ def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack:
     (shard2,) = [s for s in stack.postgres_servers() if s.name == "shard2"]  # type: ignore[attr-defined]
     shard2.stop()
     try:
-        read = http.get(f"/customers/{by_server['shard2']}", headers=admin)
+        read = http.get(f"/v1/customers/{by_server['shard2']}", headers=admin)
         assert read.status_code == 200  # served by shard2's streaming replica
-        down = http.patch(f"/customers/{by_server['shard2']}", headers=admin, json={"name": "x"})
+        down = http.patch(f"/v1/customers/{by_server['shard2']}", headers=admin, json={"name": "x"})
         assert down.status_code == 503
         assert down.headers["content-type"] == "application/problem+json"
         assert "Retry-After" in down.headers
         assert str(shard2.port) not in down.text and "shard2" not in down.text  # no internals
-        up = http.patch(f"/customers/{by_server['shard1']}", headers=admin, json={"name": "y"})
+        up = http.patch(f"/v1/customers/{by_server['shard1']}", headers=admin, json={"name": "y"})
         assert up.status_code == 200
         ready = http.get("/ready")
         assert ready.status_code == 503
@@ -44,7 +44,7 @@ def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack:
 
     deadline = time.monotonic() + 60
     while True:
-        back = http.patch(f"/customers/{by_server['shard2']}", headers=admin, json={"name": "z"})
+        back = http.patch(f"/v1/customers/{by_server['shard2']}", headers=admin, json={"name": "z"})
         if back.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

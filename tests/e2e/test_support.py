@@ -21,19 +21,19 @@ PROBLEM = "application/problem+json"
 
 
 def user_id(http: httpx.Client, headers: dict[str, str]) -> int:
-    return int(http.get("/auth/me", headers=headers).json()["id"])
+    return int(http.get("/v1/auth/me", headers=headers).json()["id"])
 
 
 def customer(http: httpx.Client, headers: dict[str, str], name: str = "Support Co") -> str:
-    made = http.post("/customers", headers=headers, json={"name": name})
+    made = http.post("/v1/customers", headers=headers, json={"name": name})
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
 
 def ticket(http: httpx.Client, headers: dict[str, str], **fields: object) -> dict[str, object]:
-    made = http.post("/tickets", headers=headers, json={"subject": "Help", **fields})
+    made = http.post("/v1/support/tickets", headers=headers, json={"subject": "Help", **fields})
     assert made.status_code == 201, made.text
-    assert made.headers["location"] == f"/tickets/{made.json()['id']}"
+    assert made.headers["location"] == f"/v1/support/tickets/{made.json()['id']}"
     body: dict[str, object] = made.json()
     return body
 
@@ -41,7 +41,9 @@ def ticket(http: httpx.Client, headers: dict[str, str], **fields: object) -> dic
 def status(
     http: httpx.Client, headers: dict[str, str], ticket_id: object, to: str
 ) -> httpx.Response:
-    return http.post(f"/tickets/{ticket_id}/status", headers=headers, json={"status": to})
+    return http.post(
+        f"/v1/support/tickets/{ticket_id}/status", headers=headers, json={"status": to}
+    )
 
 
 def when(value: object) -> datetime:
@@ -58,7 +60,7 @@ def test_queues_assign_round_robin_then_least_busy(
     http: httpx.Client, admin: dict[str, str], agents: list[int]
 ) -> None:
     rr = http.post(
-        "/queues",
+        "/v1/support/queues",
         headers=admin,
         json={"name": f"Tier 1 {os.urandom(3).hex()}", "strategy": "round_robin",
               "members": [str(a) for a in reversed(agents)]},
@@ -73,12 +75,12 @@ def test_queues_assign_round_robin_then_least_busy(
     assert {t["status"] for t in made} == {"assigned"}
     # Each ticket lives on its customer's logical shard.
     assert {ids.shard_of(int(str(t["id"]))) for t in made} == {ids.shard_of(int(cust))}
-    assert http.get(f"/queues/{queue['id']}", headers=admin).json()["last_assigned_id"] == str(
-        agents[0]
-    )
+    assert http.get(f"/v1/support/queues/{queue['id']}", headers=admin).json()[
+        "last_assigned_id"
+    ] == str(agents[0])
 
     # An inactive member is skipped.
-    off = http.put(f"/queues/{queue['id']}/members/{agents[1]}", headers=admin,
+    off = http.put(f"/v1/support/queues/{queue['id']}/members/{agents[1]}", headers=admin,
                    json={"active": False})  # fmt: skip
     assert off.status_code == 200 and off.headers["etag"] == f'"{off.json()["version"]}"'
     assert ticket(http, admin, customer_id=cust, queue_id=queue["id"])["assignee_id"] == str(
@@ -88,7 +90,7 @@ def test_queues_assign_round_robin_then_least_busy(
     # Open tickets now: agents[0] 2, agents[1] 1, agents[2] 2. Least-busy over
     # agents[0] and agents[1] picks agents[1]; then both have 2: the tie goes in turn.
     lb = http.post(
-        "/queues",
+        "/v1/support/queues",
         headers=admin,
         json={"name": f"Tier 2 {os.urandom(3).hex()}", "strategy": "least_busy",
               "members": [str(agents[0]), str(agents[1])]},
@@ -107,16 +109,18 @@ def test_queues_assign_round_robin_then_least_busy(
     assert plain["status"] == "new" and plain["assignee_id"] is None
     assert plain["queue_id"] is not None  # the default queue
     listed = http.get(
-        "/tickets", headers=admin, params={"queue_id": queue["id"], "sort": "created_at"}
+        "/v1/support/tickets", headers=admin, params={"queue_id": queue["id"], "sort": "created_at"}
     ).json()
     assert [t["id"] for t in listed["data"]][:4] == [t["id"] for t in made]
     mine = http.get(
-        f"/customers/{cust}/tickets", headers=admin, params={"status": "new", "count": "true"}
+        f"/v1/support/customers/{cust}/tickets",
+        headers=admin,
+        params={"status": "new", "count": "true"},
     ).json()
     assert mine["total"] == 1 and mine["data"][0]["id"] == plain["id"]
 
     # Removing a member; removing them again is a 404.
-    url = f"/queues/{lb['id']}/members/{agents[0]}"
+    url = f"/v1/support/queues/{lb['id']}/members/{agents[0]}"
     assert http.delete(url, headers=admin).status_code == 200
     assert http.delete(url, headers=admin).status_code == 404
 
@@ -124,10 +128,12 @@ def test_queues_assign_round_robin_then_least_busy(
 def test_support_cycle_sla_pause_comments_and_workflow(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
-    policies = http.get("/sla-policies", headers=admin).json()["data"]
+    policies = http.get("/v1/support/sla-policies", headers=admin).json()["data"]
     assert [p["priority"] for p in policies] == ["urgent", "high", "normal", "low"]
     urgent = http.put(
-        "/sla-policies/urgent", headers=admin, json={"first_response_s": 2, "resolution_s": 3600}
+        "/v1/support/sla-policies/urgent",
+        headers=admin,
+        json={"first_response_s": 2, "resolution_s": 3600},
     )
     assert urgent.status_code == 200, urgent.text
     cust = customer(http, admin, "SLA Co")
@@ -139,43 +145,52 @@ def test_support_cycle_sla_pause_comments_and_workflow(
 
     time.sleep(2.5)
     # Reads show the breach at once, before any sweep stored it.
-    assert http.get(f"/tickets/{late['id']}", headers=admin).json()["sla_breached"] is True
-    swept = http.post("/tickets/sla/sweep", headers=admin)
+    assert (
+        http.get(f"/v1/support/tickets/{late['id']}", headers=admin).json()["sla_breached"] is True
+    )
+    swept = http.post("/v1/support/tickets/sla/sweep", headers=admin)
     assert swept.status_code == 200, swept.text
-    history = http.get(f"/tickets/{late['id']}/history", headers=admin).json()["data"]
+    history = http.get(f"/v1/support/tickets/{late['id']}/history", headers=admin).json()["data"]
     flagged = [h for h in history if h["action"] == "sla_breached"]
     assert flagged == [
         {**flagged[0], "changes": {"first_response_breached": [False, True]}}
     ]  # stored once, by this sweep or the periodic one, never twice
     breached = http.get(
-        "/tickets", headers=admin, params={"sla_breached": "true", "customer_id": cust}
+        "/v1/support/tickets", headers=admin, params={"sla_breached": "true", "customer_id": cust}
     ).json()
     assert [t["id"] for t in breached["data"]] == [late["id"]]
     fine = http.get(
-        "/tickets", headers=admin, params={"first_response_breached": "false", "customer_id": cust}
+        "/v1/support/tickets",
+        headers=admin,
+        params={"first_response_breached": "false", "customer_id": cust},
     ).json()
     assert [t["id"] for t in fine["data"]] == [calm["id"]]
-    again = http.post("/tickets/sla/sweep", headers=admin).json()
+    again = http.post("/v1/support/tickets/sla/sweep", headers=admin).json()
     assert late["id"] not in again["first_response_breached"]  # idempotent
 
     # Comments: an internal note is not a response; the first public reply is.
-    note = http.post(f"/tickets/{calm['id']}/comments", headers=admin,
+    note = http.post(f"/v1/support/tickets/{calm['id']}/comments", headers=admin,
                      json={"body": "customer is VIP", "public": False})  # fmt: skip
     assert note.status_code == 201, note.text
-    assert http.get(f"/tickets/{calm['id']}", headers=admin).json()["first_response_at"] is None
-    reply = http.post(f"/tickets/{calm['id']}/comments", headers=admin,
+    assert (
+        http.get(f"/v1/support/tickets/{calm['id']}", headers=admin).json()["first_response_at"]
+        is None
+    )
+    reply = http.post(f"/v1/support/tickets/{calm['id']}/comments", headers=admin,
                       json={"body": "We are on it", "public": True})  # fmt: skip
     assert reply.status_code == 201
-    answered = http.get(f"/tickets/{calm['id']}", headers=admin).json()
+    answered = http.get(f"/v1/support/tickets/{calm['id']}", headers=admin).json()
     assert answered["first_response_at"] is not None
     assert answered["first_response_breached"] is False
-    comments = http.get(f"/tickets/{calm['id']}/comments", headers=admin).json()["data"]
+    comments = http.get(f"/v1/support/tickets/{calm['id']}/comments", headers=admin).json()["data"]
     assert [c["body"] for c in comments] == ["customer is VIP", "We are on it"]
     assert {ids.shard_of(int(c["id"])) for c in comments} == {ids.shard_of(int(cust))}
 
     # Pending stops the resolution clock; going back pushes the due time.
     me = user_id(http, admin)
-    taken = http.post(f"/tickets/{calm['id']}/assign", headers=admin, json={"assignee_id": me})
+    taken = http.post(
+        f"/v1/support/tickets/{calm['id']}/assign", headers=admin, json={"assignee_id": me}
+    )
     assert taken.status_code == 200 and taken.json()["status"] == "assigned"
     due_before = when(taken.json()["resolution_due_at"])
     paused = status(http, admin, calm["id"], "pending").json()
@@ -194,15 +209,15 @@ def test_support_cycle_sla_pause_comments_and_workflow(
     refused = status(http, admin, calm["id"], "assigned")
     assert refused.status_code == 409 and refused.headers["content-type"] == PROBLEM
     assert "closed" in refused.json()["detail"]
-    assert http.post(f"/tickets/{calm['id']}/comments", headers=admin,
+    assert http.post(f"/v1/support/tickets/{calm['id']}/comments", headers=admin,
                      json={"body": "late", "public": True}).status_code == 409  # fmt: skip
     assert status(http, admin, late["id"], "closed").status_code == 409  # new -> closed
 
-    changes = http.get(f"/tickets/{calm['id']}/history", headers=admin).json()["data"]
+    changes = http.get(f"/v1/support/tickets/{calm['id']}/history", headers=admin).json()["data"]
     moves = [h["changes"]["status"] for h in changes if "status" in h["changes"]]
     assert moves[0] == ["resolved", "closed"] and moves[-1] == [None, "new"]
 
-    http.put("/sla-policies/urgent", headers=admin,
+    http.put("/v1/support/sla-policies/urgent", headers=admin,
              json={"first_response_s": 3600, "resolution_s": 4 * 3600})  # fmt: skip
 
 
@@ -213,11 +228,11 @@ def test_permissions_validation_and_versions(
     # customer:read scope reaches (its team's book; this agent has no team).
     cust = customer(http, agent, "Rules Co")
     body = {"subject": "Help", "customer_id": cust, "tags": ["billing"]}
-    opened = http.post("/tickets", headers=agent, json=body)
+    opened = http.post("/v1/support/tickets", headers=agent, json=body)
     assert opened.status_code == 201, opened.text
     made = opened.json()
     assert made["assignee_id"] is None  # the default queue assigns nobody
-    url = f"/tickets/{made['id']}"
+    url = f"/v1/support/tickets/{made['id']}"
 
     # Viewers read, never write; agents work tickets but not configuration. (Another
     # user reads the agent's write: with its NextFlow-Read-After token, not whatever a
@@ -225,14 +240,16 @@ def test_permissions_validation_and_versions(
     after = {"NextFlow-Read-After": opened.headers["nextflow-read-after"]}
     assert http.get(url, headers={**viewer, **after}).status_code == 200
     for call in (
-        http.post("/tickets", headers=viewer, json={"customer_id": cust, "subject": "x"}),
+        http.post(
+            "/v1/support/tickets", headers=viewer, json={"customer_id": cust, "subject": "x"}
+        ),
         http.patch(url, headers=viewer, json={"subject": "x"}),
         http.post(f"{url}/comments", headers=viewer, json={"body": "x"}),
-        http.post("/queues", headers=viewer, json={"name": "x"}),
-        http.post("/queues", headers=agent, json={"name": "x"}),
-        http.put("/sla-policies/low", headers=agent,
+        http.post("/v1/support/queues", headers=viewer, json={"name": "x"}),
+        http.post("/v1/support/queues", headers=agent, json={"name": "x"}),
+        http.put("/v1/support/sla-policies/low", headers=agent,
                  json={"first_response_s": 1, "resolution_s": 2}),
-        http.post("/tickets/sla/sweep", headers=agent),
+        http.post("/v1/support/tickets/sla/sweep", headers=agent),
         http.post(f"{url}/assign", headers=agent, json={"assignee_id": "1"}),
     ):  # fmt: skip
         assert call.status_code == 403, call.text
@@ -247,23 +264,24 @@ def test_permissions_validation_and_versions(
     # Bad input is a 422 naming the field, never a 500.
     absent = str(ids.make_id(ids.EPOCH_MS + 1000, ids.shard_of(int(cust)), 1))
     cases = [
-        ("post", "/tickets", {"customer_id": absent, "subject": "x"}, "customer_id"),
-        ("post", "/tickets", {"customer_id": "abc", "subject": "x"}, "customer_id"),
-        ("post", "/tickets", {"customer_id": cust, "subject": ""}, "subject"),
-        ("post", "/tickets", {"customer_id": cust, "subject": "x", "priority": "asap"},
+        ("post", "/v1/support/tickets", {"customer_id": absent, "subject": "x"}, "customer_id"),
+        ("post", "/v1/support/tickets", {"customer_id": "abc", "subject": "x"}, "customer_id"),
+        ("post", "/v1/support/tickets", {"customer_id": cust, "subject": ""}, "subject"),
+        ("post", "/v1/support/tickets", {"customer_id": cust, "subject": "x", "priority": "asap"},
          "priority"),
-        ("post", "/tickets", {"customer_id": cust, "subject": "x", "status": "closed"},
+        ("post", "/v1/support/tickets", {"customer_id": cust, "subject": "x", "status": "closed"},
          "status"),
-        ("post", "/tickets", {"customer_id": cust, "subject": "x", "queue_id": "999999"},
+        ("post", "/v1/support/tickets", {"customer_id": cust, "subject": "x", "queue_id": "999999"},
          "queue_id"),
-        ("post", "/tickets", {"customer_id": cust, "subject": "x", "contact_id": absent},
+        ("post", "/v1/support/tickets", {"customer_id": cust, "subject": "x", "contact_id": absent},
          "contact_id"),
         ("post", f"{url}/status", {"status": "done"}, "status"),
         ("patch", url, {"priority": None}, "priority"),
-        ("put", "/sla-policies/critical", {"first_response_s": 1, "resolution_s": 2},
+        ("put", "/v1/support/sla-policies/critical", {"first_response_s": 1, "resolution_s": 2},
          "priority"),
-        ("put", "/sla-policies/low", {"first_response_s": 10, "resolution_s": 2}, "body"),
-        ("post", "/queues", {"name": "x", "strategy": "random"}, "strategy"),
+        ("put", "/v1/support/sla-policies/low", {"first_response_s": 10, "resolution_s": 2},
+         "body"),  # fmt: skip
+        ("post", "/v1/support/queues", {"name": "x", "strategy": "random"}, "strategy"),
     ]  # fmt: skip
     for method, path, body, field in cases:
         response = http.request(method, path, headers=admin, json=body)
@@ -271,10 +289,10 @@ def test_permissions_validation_and_versions(
         assert field in str(response.json()["errors"]), (path, body, response.text)
     for params in ({"colour": "red"}, {"sort": "subject"}, {"sla_breached": "maybe"},
                    {"status": "open"}, {"cursor": "garbage"}):  # fmt: skip
-        response = http.get("/tickets", headers=admin, params=params)
+        response = http.get("/v1/support/tickets", headers=admin, params=params)
         assert response.status_code == 422, (params, response.text)
-    assert http.get("/tickets/12345", headers=admin).status_code == 404
-    assert http.get("/queues/999999", headers=admin).status_code == 404
+    assert http.get("/v1/support/tickets/12345", headers=admin).status_code == 404
+    assert http.get("/v1/support/queues/999999", headers=admin).status_code == 404
 
     # If-Match: a stale version is a 412; the current one goes through.
     version = made["version"]
@@ -285,17 +303,19 @@ def test_permissions_validation_and_versions(
     assert ok.json()["first_response_due_at"] != made["first_response_due_at"]
     stale = http.patch(url, headers={**admin, "If-Match": f'"{version}"'}, json={"subject": "y"})
     assert stale.status_code == 412 and stale.headers["content-type"] == PROBLEM
-    assert http.get("/tickets", headers=admin,
+    assert http.get("/v1/support/tickets", headers=admin,
                     params={"priority": "high", "tag": "vip", "customer_id": cust}
                     ).json()["data"][0]["id"] == made["id"]  # fmt: skip
 
     # Sorting by priority and by resolution due time pages across shards.
     for sort in ("-priority", "resolution_due_at"):
-        page = http.get("/tickets", headers=admin, params={"sort": sort, "limit": 2})
+        page = http.get("/v1/support/tickets", headers=admin, params={"sort": sort, "limit": 2})
         assert page.status_code == 200, page.text
         cursor = page.json()["next_cursor"]
         nxt = http.get(
-            "/tickets", headers=admin, params={"sort": sort, "limit": 2, "cursor": cursor}
+            "/v1/support/tickets",
+            headers=admin,
+            params={"sort": sort, "limit": 2, "cursor": cursor},
         )
         assert nxt.status_code == 200, nxt.text
 
@@ -312,21 +332,23 @@ def test_the_periodic_sweep_stores_breaches_without_a_call(
     http: httpx.Client, admin: dict[str, str]
 ) -> None:
     """The test stack sweeps every 3 s (NEXTFLOW_SLA_SWEEP_INTERVAL_S in conftest)."""
-    http.put("/sla-policies/high", headers=admin,
+    http.put("/v1/support/sla-policies/high", headers=admin,
              json={"first_response_s": 1, "resolution_s": 1})  # fmt: skip
     try:
         made = ticket(http, admin, customer_id=customer(http, admin, "Sweep Co"), priority="high")
     finally:
-        http.put("/sla-policies/high", headers=admin,
+        http.put("/v1/support/sla-policies/high", headers=admin,
                  json={"first_response_s": 4 * 3600, "resolution_s": 24 * 3600})  # fmt: skip
     deadline = time.monotonic() + 15
     stored: set[str] = set()
     while time.monotonic() < deadline and len(stored) < 2:
         time.sleep(1)
-        history = http.get(f"/tickets/{made['id']}/history", headers=admin).json()["data"]
+        history = http.get(f"/v1/support/tickets/{made['id']}/history", headers=admin).json()[
+            "data"
+        ]
         stored = {f for h in history if h["action"] == "sla_breached" for f in h["changes"]}
     assert stored == {"first_response_breached", "resolution_breached"}
-    got = http.get(f"/tickets/{made['id']}", headers=admin).json()
+    got = http.get(f"/v1/support/tickets/{made['id']}", headers=admin).json()
     assert got["first_response_breached"] and got["resolution_breached"]
     assert got["version"] > made["version"]  # the sweep's write shows in the ETag
 
@@ -341,7 +363,7 @@ def test_sweep_and_read_through_the_handle(
         role="admin",
         permissions=frozenset({"ticket:read", "sla:write"}),
     )
-    handle = serve.get_deployment_handle("SupportService", app_name="nextflow")
+    handle = serve.get_app_handle("support")
     swept = handle.sweep_sla.remote(principal).result()
     assert isinstance(swept, SweepResult)
     assert int(str(made["id"])) not in swept.first_response_breached

@@ -17,7 +17,7 @@ from deployments.marketing.conversion import (
     step_for,
 )
 from gateway.errors import Validation
-from gateway.routes.capture import client_address, trusted_networks
+from gateway.trust import client_address, trusted_networks
 
 
 def test_conversion_moves_one_step_at_a_time_to_completed() -> None:

@@ -15,9 +15,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import ValidationError
 
+from deployments.customer.app import _WRITABLE as _CUSTOMER_WRITABLE
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
 from gateway import errors
-from gateway.rpc import _CUSTOMER_WRITABLE, Call, list_query, masked_update, to_proto
+from gateway.rpc import Call, list_query, masked_update, to_proto
 from nextflow.v1 import common_pb2, customers_pb2
 
 ROOT = Path(__file__).parents[2]

@@ -21,12 +21,12 @@ from fastapi import FastAPI
 from starlette.responses import Response, StreamingResponse
 
 from cluster.settings import Settings
+from deployments.api.app import PREFIXES, merged_openapi, routers_of
 from deployments.auth import passwords
 from gateway import tokens
-from gateway.app import AppArgs, create_api
-from gateway.context import GatewayState, Services
 from gateway.errors import Unauthenticated
 from gateway.hardening import RequestTimeout, SecurityHeaders
+from gateway.pipeline import Pipeline, build_api
 
 SECRET = "s" * 40
 CONFIG = tokens.JwtConfig(secret=SECRET, issuer="nextflow", audience="nextflow-api", ttl_s=60)
@@ -158,15 +158,19 @@ def _settings(**changes: Any) -> Settings:
 
 
 def _app(**settings: Any) -> FastAPI:
-    state = GatewayState(
-        services=Services(auth=None, customers=None),
+    """The customer application's app, built through the pipeline as its ingress does
+    (its routes relative to its prefix, as Serve mounts it)."""
+    pipeline = Pipeline(
         jwt=CONFIG,
         limiter=None,
         login_limiter=None,
         sessions=None,  # type: ignore[arg-type]
         redis=None,
     )
-    return create_api(state, AppArgs(), _settings(**settings))
+    _, module = PREFIXES["customer"]
+    return build_api(
+        pipeline, title="customers", routers=routers_of(module), settings=_settings(**settings)
+    )
 
 
 def test_every_request_body_model_refuses_unknown_fields() -> None:
@@ -174,7 +178,7 @@ def test_every_request_body_model_refuses_unknown_fields() -> None:
     schema says `additionalProperties: false`), and no body declares a server-owned
     field."""
     server_owned = {"id", "version", "created_at", "updated_at", "deleted_at", "created_by"}
-    spec = _app().openapi()
+    spec = merged_openapi()
     schemas = spec["components"]["schemas"]
     checked = 0
     for path, operations in spec["paths"].items():
@@ -206,7 +210,7 @@ def test_security_headers_and_closed_cors() -> None:
     assert "strict-transport-security" not in response.headers
     # CORS is closed: a browser's preflight from another origin gets no allowance.
     preflight = client.options(
-        "/customers",
+        "/",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in preflight.headers
@@ -223,9 +227,9 @@ def test_an_unexpected_error_is_a_bare_500_with_the_security_headers() -> None:
     async def boom() -> None:
         raise RuntimeError("secret detail: SELECT * FROM users")
 
-    app.add_api_route("/boom", boom)
+    app.add_api_route("/boom/in/the/app", boom)  # no customer route matches it
     response = Client(app, raise_app_exceptions=False).get(
-        "/boom", headers={"Authorization": "Bearer x"}
+        "/boom/in/the/app", headers={"Authorization": "Bearer x"}
     )
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -239,12 +243,12 @@ def test_an_unexpected_error_is_a_bare_500_with_the_security_headers() -> None:
 def test_cors_and_hsts_when_configured() -> None:
     client = Client(_app(cors_allowed_origins="https://app.example", hsts_max_age_s=31536000))
     allowed = client.options(
-        "/customers",
+        "/",
         headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
     )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     other = client.options(
-        "/customers",
+        "/",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in other.headers
@@ -293,7 +297,7 @@ def test_a_slow_request_is_504_not_a_hang() -> None:
 def test_json_bodies_are_capped() -> None:
     client = Client(_app(max_body_bytes=2048))
     response = client.post(
-        "/customers",
+        "/",
         content=b'{"name": "' + b"x" * 4096 + b'"}',
         headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
     )
@@ -307,7 +311,7 @@ def test_json_bodies_are_capped() -> None:
         yield b'"}'
 
     streamed = client.post(
-        "/customers",
+        "/",
         content=chunks(),
         headers={"Content-Type": "application/json", "Authorization": "Bearer x"},
     )

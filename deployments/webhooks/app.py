@@ -1,10 +1,12 @@
-"""`WebhookService` as a Ray Serve deployment: subscriptions and delivery logs over
-HTTP and handles, `handle(event)`, which every replica feeds from the event stream as a
-member of the consumer group `webhooks` (deliveries once per event and subscription),
-and a delivery loop in every replica (due deliveries shared by `FOR UPDATE SKIP LOCKED`).
+"""The webhooks application: its ingress answers `/v1/webhooks/...` over HTTP
+(subscriptions and delivery logs), calling `WebhookService` in process. Every replica
+feeds `handle(event)` from the event stream as a member of the consumer group
+`webhooks` (deliveries once per event and subscription) and runs a delivery loop (due
+deliveries shared by `FOR UPDATE SKIP LOCKED`). `serve.get_app_handle("webhooks")`
+reaches the same service methods:
 
-    handle = serve.get_deployment_handle("WebhookService", app_name="nextflow")
-    created = await handle.create.remote(principal, WebhookCreate(url=..., event_types=["*"]))
+    webhooks = serve.get_app_handle("webhooks")
+    created = await webhooks.create.remote(principal, WebhookCreate(url=..., event_types=["*"]))
 """
 
 from __future__ import annotations
@@ -16,34 +18,25 @@ from typing import Any
 
 import httpx
 from ray import serve
+from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import WEBHOOKS_GROUP, Event
+from deployments._kit.ingress import ServiceIngress
 from deployments._kit.sealed import SecretBox
-from deployments.webhooks import guard
+from deployments.webhooks import guard, routes
 from deployments.webhooks.backoff import Backoff
-from deployments.webhooks.schemas import (
-    DeliveryListQuery,
-    DeliveryRead,
-    WebhookCreate,
-    WebhookCreated,
-    WebhookListQuery,
-    WebhookRead,
-    WebhookUpdate,
-)
-from deployments.webhooks.service import WebhookService as _Logic
-from gateway.listing import Page
-from gateway.principal import Principal
+from deployments.webhooks.service import WebhookService
 from shards.client import Database
 
 log = logging.getLogger("nextflow.webhooks")
 
 
 @serve.deployment(name="WebhookService")
-class WebhookDeployment:
+@serve.ingress()
+class WebhookApp(ServiceIngress):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         s = get_settings()
         self._db = Database("integration")
@@ -52,7 +45,7 @@ class WebhookDeployment:
         self._client = httpx.AsyncClient(
             timeout=s.webhook_timeout_s, follow_redirects=False, trust_env=False
         )
-        self._svc = _Logic(
+        self._svc = WebhookService(
             self._db,
             guard.Policy.from_settings(s.webhook_allow_private, s.webhook_allowed_cidrs),
             Backoff(
@@ -66,6 +59,7 @@ class WebhookDeployment:
                 [s.secrets_key_previous.get_secret_value()] if s.secrets_key_previous else [],
             ),
         )
+        self.open_ingress(self._svc, title="NextFlow webhooks", routers=[routes.router])
         loop = asyncio.get_running_loop()
         self._resealing = loop.create_task(self._reseal())
         interval = s.webhook_poll_interval_s
@@ -108,60 +102,19 @@ class WebhookDeployment:
                     task.cancel()
 
     async def check_health(self) -> None:
+        """Serve's periodic liveness check: the integration database's pool answers."""
         await self._db.alive()
 
     async def ready(self) -> None:
+        """Readiness: the integration database answers `SELECT 1`."""
         await self._db.ping()
 
-    @boundary
-    async def create(self, principal: Principal, data: WebhookCreate) -> WebhookCreated:
-        """A subscription; its signing secret is in this answer only."""
-        return await self._svc.create(principal, data)
-
-    @boundary
-    async def get(self, principal: Principal, webhook_id: int) -> WebhookRead:
-        return await self._svc.get(principal, webhook_id)
-
-    @boundary
-    async def list(self, principal: Principal, query: WebhookListQuery) -> Page[WebhookRead]:
-        return await self._svc.list(principal, query)
-
-    @boundary
-    async def update(
-        self,
-        principal: Principal,
-        webhook_id: int,
-        data: WebhookUpdate,
-        if_version: int | None = None,
-    ) -> WebhookRead:
-        return await self._svc.update(principal, webhook_id, data, if_version)
-
-    @boundary
-    async def delete(
-        self, principal: Principal, webhook_id: int, if_version: int | None = None
-    ) -> WebhookRead:
-        return await self._svc.delete(principal, webhook_id, if_version)
-
-    @boundary
-    async def deliveries(
-        self, principal: Principal, webhook_id: int, query: DeliveryListQuery
-    ) -> Page[DeliveryRead]:
-        return await self._svc.deliveries(principal, webhook_id, query)
-
-    @boundary
-    async def replay(self, principal: Principal, webhook_id: int, delivery_id: int) -> DeliveryRead:
-        return await self._svc.replay(principal, webhook_id, delivery_id)
-
     async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's stream consumer: handled, failed, dead-lettered, claimed."""
+        """This replica's stream consumer (handled, failed, dead-lettered, claimed): it
+        lives in the replica, not in the service."""
         return self._consumer.stats()
 
-    @boundary
-    async def handle(self, event: Event) -> int:
-        """Fan an event out to matching subscriptions, once per (event, subscription)."""
-        return await self._svc.handle(event)
 
-    @boundary
-    async def deliver_due(self) -> int:
-        """Attempt the deliveries due now (the loop does this on its own)."""
-        return await self._svc.deliver_due()
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application `serve_config.yaml` names (`deployments.webhooks.app:build_app`)."""
+    return WebhookApp.bind()  # type: ignore[attr-defined, no-any-return]

@@ -1,21 +1,21 @@
-"""Files attached to customers, contacts, deals, tickets and leads.
+"""Files attached to customers, contacts, deals, tickets and leads, under `/v1/files`
+(the file application's prefix).
 Path: this file -> deployments/file/service.py -> deployments/file/repo.py -> shards/;
 content: this file <-> deployments/file/blobs.py (the blob store).
 
-Where the bytes flow. An upload arrives at a Gateway replica; the gateway streams
-the body straight into the blob store and calls `FileService` only for metadata
-(`prepare_upload` before the first byte is stored, `commit_upload` after the last).
-The alternative, forwarding chunks to a FileService replica, costs one Ray call per
-chunk, each pickled, copied through the object store (or inlined) and answered.
-Measured on this (busy, 2-core) machine with a plain Ray actor, no Serve router
-on top: a 64 KiB chunk takes 3.9 ms per call (16 MiB/s in sequence), a 1 MiB
-chunk 8.3 ms (120 MiB/s), against a local disk write at page-cache speed. So a
-100 MiB upload would spend ~1-6 s in Ray transport alone, plus a second copy of
-every byte and a replica's memory per chunk in flight, for no gain: the gateway
-already holds the socket. The two metadata calls cost the same ~4 ms each,
-whatever the file's size. Downloads go the same way: `get_content` returns metadata
-and the blob key; the gateway streams the blob. The local blob store therefore needs
-a folder every gateway and FileService replica sees (one machine, or a shared
+Where the bytes flow. An upload arrives at a FileService ingress replica, which
+streams the body straight into the blob store and calls its `FileService` in process
+only for metadata (`prepare_upload` before the first byte is stored, `commit_upload`
+after the last). Nothing is chunked through Ray: forwarding chunks to another
+replica would cost one Ray call per chunk, each pickled, copied through the object
+store (or inlined) and answered. Measured on this (busy, 2-core) machine with a plain
+Ray actor, no Serve router on top: a 64 KiB chunk takes 3.9 ms per call (16 MiB/s in
+sequence), a 1 MiB chunk 8.3 ms (120 MiB/s), against a local disk write at
+page-cache speed. So a 100 MiB upload would spend ~1-6 s in Ray transport alone, plus
+a second copy of every byte and a replica's memory per chunk in flight, for no gain:
+the replica already holds the socket. Downloads go the same way: `get_content`
+returns metadata and the blob key; the route streams the blob. The local blob store
+therefore needs a folder every FileService replica sees (one machine, or a shared
 volume); across machines use S3.
 
 Visibility: the blob is written under a fresh key (complete or absent, see
@@ -32,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
@@ -42,7 +42,8 @@ from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.file import content
 from deployments.file.blobs import Stored, TooLarge, blob_store, measured, new_key
 from deployments.file.schemas import FileCommit, FileListQuery, FileRead, Owner
-from gateway.context import CurrentPrincipal, ServicesDep, json, no_content, record
+from deployments.file.service import FileService
+from gateway.context import CurrentPrincipal, json, no_content, record, service
 from gateway.errors import NotFound, Validation
 from gateway.listing import Page, field_errors, parse_list_params
 from gateway.problems import problem
@@ -52,6 +53,7 @@ from shards.ids import MAX_ID
 
 log = logging.getLogger("nextflow.files")
 router = APIRouter(tags=["files"])
+Service = Annotated[FileService, Depends(service)]
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 _SNIFF = 512
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries, part headers and the small fields
@@ -61,10 +63,8 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"the file is larger than the limit of {limit} bytes")
 
 
-@router.post("/files", status_code=201, response_model=FileRead)
-async def upload_file(
-    request: Request, principal: CurrentPrincipal, services: ServicesDep
-) -> Response:
+@router.post("/", status_code=201, response_model=FileRead)
+async def upload_file(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Upload one file as `multipart/form-data`: the fields `owner_type` (customer,
     contact, deal, ticket, lead) and `owner_id` first, then the file part (`file`).
     The content streams to the blob store; over `NEXTFLOW_FILE_MAX_BYTES` it is
@@ -81,7 +81,7 @@ async def upload_file(
             continue
         try:
             owner = _owner(fields)
-            await services.files.prepare_upload.remote(principal, owner)
+            await svc.prepare_upload(principal, owner)
         except Exception:
             await form.drain(limit)  # refused: answer once the client has sent it all
             raise
@@ -95,8 +95,8 @@ async def upload_file(
             size_bytes=blob.size,
             sha256=blob.sha256,
         )
-        created = await services.files.commit_upload.remote(principal, data)
-        return record(created, 201, f"/files/{created.id}")
+        created = await svc.commit_upload(principal, data)
+        return record(created, 201, f"/v1/files/{created.id}")
     raise Validation("no file part in the form", [{"field": "file", "message": "required"}])
 
 
@@ -132,36 +132,32 @@ async def _store(form: MultipartStream, limit: int, shard: int) -> tuple[bytes, 
     return bytes(head), seen[0]
 
 
-@router.get("/files", response_model=Page[FileRead])
-async def list_files(
-    request: Request, principal: CurrentPrincipal, services: ServicesDep
-) -> Response:
+@router.get("/", response_model=Page[FileRead])
+async def list_files(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """One record's files: `owner_type` and `owner_id` (required); `sort` =
     `created_at` or `-created_at` (default); cursor pages."""
     query = parse_list_params(request.query_params.multi_items(), FileListQuery)
-    return json(await services.files.list.remote(principal, query))
+    return json(await svc.list(principal, query))
 
 
-@router.get("/files/{file_id}", response_model=FileRead)
-async def get_file(
-    file_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
-) -> Response:
-    return record(await services.files.get.remote(principal, file_id))
+@router.get("/{file_id}", response_model=FileRead)
+async def get_file(file_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
+    return record(await svc.get(principal, file_id))
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/{file_id}/content")
 async def download_file(
     file_id: RecordId,
     request: Request,
     principal: CurrentPrincipal,
-    services: ServicesDep,
+    svc: Service,
     verify: Annotated[bool, Query(description="re-hash the stored content first")] = False,
 ) -> Response:
     """The content, streamed. `ETag` is the sha256; one `Range: bytes=a-b` (or
     `bytes=-n`) gives 206 with `Content-Range`, a range past the end 416.
     `?verify=true` re-reads the stored content and checks its sha256 before sending
     (500 when it differs)."""
-    found = await services.files.get_content.remote(principal, file_id)
+    found = await svc.get_content(principal, file_id)
     meta, store = found.file, blob_store()
     etag = f'"{meta.sha256}"'
     headers = {
@@ -237,18 +233,16 @@ async def _intact(key: str, size: int, sha256: str) -> bool:
     return seen == size and digest.hexdigest() == sha256
 
 
-@router.get("/files/{file_id}/history", response_model=Page[ChangeRead])
+@router.get("/{file_id}/history", response_model=Page[ChangeRead])
 async def file_history(
-    file_id: RecordId, request: Request, principal: CurrentPrincipal, services: ServicesDep
+    file_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Created and deleted, newest first."""
     query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
-    return json(await services.files.history.remote(principal, file_id, query))
+    return json(await svc.history(principal, file_id, query))
 
 
-@router.delete("/files/{file_id}", status_code=204)
-async def delete_file(
-    file_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
-) -> Response:
+@router.delete("/{file_id}", status_code=204)
+async def delete_file(file_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
     """Soft delete of the metadata; the content is removed at once (no restore)."""
-    return no_content(await services.files.delete.remote(principal, file_id))
+    return no_content(await svc.delete(principal, file_id))

@@ -1,22 +1,30 @@
-"""Lead scoring, search, ticket summaries and next actions. Path: this file ->
-deployments/ai (jobs of Ray tasks; models in the catalog database `ai`; the search
-index beside the records); jobs are polled and cancelled at /jobs/{id} (imports.py)."""
+"""Lead scoring, search, ticket summaries and next actions, under `/v1/ai` (the ai
+application's prefix). Path: this file -> deployments/ai/service.py (jobs of Ray
+tasks; models in the catalog database `ai`; the search index beside the records);
+jobs are polled and cancelled at `/v1/integration/jobs/{id}`."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from deployments.ai.repo import ModelRead
-from deployments.ai.service import LeadScore, NextActions, SearchResult, TicketSummary
+from deployments.ai.service import (
+    AIService,
+    LeadScore,
+    NextActions,
+    SearchResult,
+    TicketSummary,
+)
 from deployments.integration.repo import JobAccepted
-from gateway.context import CurrentPrincipal, ServicesDep, json
+from gateway.context import CurrentPrincipal, json, service
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["ai"])
+Service = Annotated[AIService, Depends(service)]
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
@@ -24,45 +32,43 @@ class ModelList(BaseModel):
     data: list[ModelRead]
 
 
-@router.post("/ai/lead-scoring/train", status_code=202, response_model=JobAccepted)
-async def train(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+@router.post("/lead-scoring/train", status_code=202, response_model=JobAccepted)
+async def train(principal: CurrentPrincipal, svc: Service) -> Response:
     """Train a new lead-scoring model on every lead with a known outcome (converted or
     unqualified), gathered by one Ray task per logical shard. A job: poll
     `status_url`; its `result` has the model version and the held-out AUC."""
-    accepted = await services.ai.start_training.remote(principal)
+    accepted = await svc.start_training(principal)
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
-@router.post("/ai/lead-scoring/score", status_code=202, response_model=JobAccepted)
-async def score_all(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+@router.post("/lead-scoring/score", status_code=202, response_model=JobAccepted)
+async def score_all(principal: CurrentPrincipal, svc: Service) -> Response:
     """Score every open lead with the newest model, in batches of Ray tasks that write
-    `score` back to the leads. A job (cancel with `POST /jobs/{id}/cancel`)."""
-    accepted = await services.ai.start_scoring.remote(principal)
+    `score` back to the leads. A job (cancel with `POST /v1/integration/jobs/{id}/cancel`)."""
+    accepted = await svc.start_scoring(principal)
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
-@router.get("/ai/lead-scoring/models", response_model=ModelList)
+@router.get("/lead-scoring/models", response_model=ModelList)
 async def models(
     principal: CurrentPrincipal,
-    services: ServicesDep,
+    svc: Service,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     """The trained models, newest (the one in use) first, with their held-out AUC."""
-    return json(ModelList(data=await services.ai.list_models.remote(principal, limit)))
+    return json(ModelList(data=await svc.list_models(principal, limit)))
 
 
-@router.get("/ai/leads/{lead_id}/score", response_model=LeadScore)
-async def score_one(
-    lead_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
-) -> Response:
+@router.get("/leads/{lead_id}/score", response_model=LeadScore)
+async def score_one(lead_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
     """The newest model's score for one lead, computed now."""
-    return json(await services.ai.score_lead.remote(principal, lead_id))
+    return json(await svc.score_lead(principal, lead_id))
 
 
 @router.get("/search", response_model=SearchResult)
 async def search(
     principal: CurrentPrincipal,
-    services: ServicesDep,
+    svc: Service,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     types: Annotated[
         str | None, Query(description="comma-separated: customer,contact,ticket")
@@ -79,38 +85,38 @@ async def search(
     is installed), or both fused. Only the types, records and fields the caller may
     read."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
-    return json(await services.ai.search.remote(principal, q, wanted, limit, mode))
+    return json(await svc.search(principal, q, wanted, limit, mode))
 
 
-@router.post("/ai/search/reindex", status_code=202, response_model=JobAccepted)
-async def reindex(principal: CurrentPrincipal, services: ServicesDep) -> Response:
+@router.post("/search/reindex", status_code=202, response_model=JobAccepted)
+async def reindex(principal: CurrentPrincipal, svc: Service) -> Response:
     """Rebuild the search index of every customer, contact and ticket (Ray tasks, shard
     by shard): after a model change, or for data from before the index. Writes keep it
-    up to date on their own. A job (cancel with `POST /jobs/{id}/cancel`)."""
-    accepted = await services.ai.start_reindex.remote(principal)
+    up to date on their own. A job (cancel with `POST /v1/integration/jobs/{id}/cancel`)."""
+    accepted = await svc.start_reindex(principal)
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
-@router.get("/ai/tickets/{ticket_id}/summary", response_model=TicketSummary)
+@router.get("/tickets/{ticket_id}/summary", response_model=TicketSummary)
 async def ticket_summary(
-    ticket_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+    ticket_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """The thread's (description and comments) most telling sentences, in order."""
-    return json(await services.ai.ticket_summary.remote(principal, ticket_id))
+    return json(await svc.ticket_summary(principal, ticket_id))
 
 
-@router.get("/ai/tickets/{ticket_id}/next-actions", response_model=NextActions)
+@router.get("/tickets/{ticket_id}/next-actions", response_model=NextActions)
 async def ticket_next_actions(
-    ticket_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+    ticket_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """What to do next with a ticket, best first, each with its rule's reason."""
-    return json(await services.ai.ticket_next_actions.remote(principal, ticket_id))
+    return json(await svc.ticket_next_actions(principal, ticket_id))
 
 
-@router.get("/ai/deals/{deal_id}/next-actions", response_model=NextActions)
+@router.get("/deals/{deal_id}/next-actions", response_model=NextActions)
 async def deal_next_actions(
-    deal_id: RecordId, principal: CurrentPrincipal, services: ServicesDep
+    deal_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """What to do next with a deal, best first; `score` is the lead score of the lead
     it came from (when scored) or its stage probability."""
-    return json(await services.ai.deal_next_actions.remote(principal, deal_id))
+    return json(await svc.deal_next_actions(principal, deal_id))

@@ -1,10 +1,12 @@
-"""`AnalyticsService` as a Ray Serve deployment: reports computed by Ray tasks (one
-per logical shard, each asking for the custom resource `ai`), reduced here, cached in
-Redis. Every replica is a member of the consumer group `analytics` on the event
-stream and drops cached reports that an event changes.
+"""The analytics application: its ingress answers `/v1/analytics/...` over HTTP,
+calling `AnalyticsService` in process (reports computed by Ray tasks, one per logical
+shard, each asking for the custom resource `ai`, reduced here, cached in Redis). Every
+replica is a member of the consumer group `analytics` on the event stream and drops
+cached reports that an event changes. `serve.get_app_handle("analytics")` reaches the
+same service methods:
 
-    handle = serve.get_deployment_handle("AnalyticsService", app_name="nextflow")
-    report = await handle.report.remote(principal, "pipeline", ReportQuery(owner_id=7))
+    analytics = serve.get_app_handle("analytics")
+    report = await analytics.report.remote(principal, "pipeline", ReportQuery(owner_id=7))
 """
 
 from __future__ import annotations
@@ -14,30 +16,32 @@ import contextlib
 from typing import Any
 
 from ray import serve
+from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import ANALYTICS_GROUP, Event
-from deployments.analytics.reports import ReportQuery, ReportRead
-from deployments.analytics.service import AnalyticsService as _Logic
-from gateway.principal import Principal
+from deployments._kit.ingress import ServiceIngress
+from deployments.analytics import routes
+from deployments.analytics.service import AnalyticsService
 from shards.client import Database, Shards
 
 
 @serve.deployment(name="AnalyticsService")
-class AnalyticsDeployment:
+@serve.ingress()
+class AnalyticsApp(ServiceIngress):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         settings = get_settings()
         self._redis = redis_client.connect(settings.redis_url, socket_timeout=5)
-        self._svc = _Logic(
+        self._svc = AnalyticsService(
             await Shards.connect("sales"),
             Database("sales_config"),
             self._redis,
             cache_ttl_s=settings.report_cache_ttl_s,
             replica_lag_s=settings.max_replica_lag_s,
         )
+        self.open_ingress(self._svc, title="NextFlow analytics", routers=[routes.router])
         self._consumer = EventConsumer(
             self._redis,
             group=ANALYTICS_GROUP,
@@ -59,14 +63,20 @@ class AnalyticsDeployment:
                 consuming.cancel()
 
     async def check_health(self) -> None:
+        """Serve's periodic liveness check: the shard manager actors answer. A database
+        that is down is reported by `ready()`, not fixed by restarting this replica."""
         await self._svc.shards.alive()
 
     async def ready(self) -> None:
+        """Readiness: every database this service uses answers `SELECT 1`."""
         await self._svc.shards.ping()
 
-    @boundary
-    async def report(self, principal: Principal, name: str, query: ReportQuery) -> ReportRead:
-        return await self._svc.report(principal, name, query)
-
     async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's event consumer (operators, tests): it lives in the replica,
+        not in the service."""
         return self._consumer.stats()
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application `serve_config.yaml` names (`deployments.analytics.app:build_app`)."""
+    return AnalyticsApp.bind()  # type: ignore[attr-defined, no-any-return]

@@ -1,18 +1,21 @@
-"""Reports. Path: this file -> deployments/analytics (Ray tasks per logical shard)."""
+"""Reports, under `/v1/analytics` (the analytics application's prefix). Path: this
+file -> deployments/analytics/service.py (Ray tasks per logical shard)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from deployments.analytics.reports import ReportQuery, ReportRead
-from gateway.context import CurrentPrincipal, ServicesDep, json
+from deployments.analytics.service import AnalyticsService
+from gateway.context import CurrentPrincipal, json, service
 from gateway.errors import Validation
 
 router = APIRouter(tags=["reports"])
+Service = Annotated[AnalyticsService, Depends(service)]
 ReportName = Annotated[str, Path(max_length=40, description="pipeline|revenue|funnel|sla|activity")]
 
 
@@ -36,7 +39,7 @@ def report_query(request: Request) -> ReportQuery:
 
 @router.get("/reports/{name}", response_model=ReportRead)
 async def get_report(
-    name: ReportName, request: Request, principal: CurrentPrincipal, services: ServicesDep
+    name: ReportName, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A report over every shard: `pipeline` (open deals by stage: count, amount,
     weighted amount), `revenue` (won deals by month), `funnel` (lead -> customer ->
@@ -45,4 +48,4 @@ async def get_report(
     `owner_id`, `pipeline_id` (pipeline and revenue). Amounts are decimal strings per
     currency. Cached for a while; events that change a report drop its cache."""
     query = report_query(request)
-    return json(await services.analytics.report.remote(principal, name, query))
+    return json(await svc.report(principal, name, query))

@@ -1,12 +1,15 @@
-"""`AIService` as a Ray Serve deployment: lead-scoring training and batch scoring as
-jobs of Ray tasks (each asking for the custom resource `ai`), online scoring of one
-lead with the model this replica keeps loaded, and search. Every replica is a member
+"""The ai application: its ingress answers `/v1/ai/...` over HTTP, calling `AIService`
+in process: lead-scoring training and batch scoring as jobs of Ray tasks (each asking
+for the custom resource `ai`), online scoring of one lead with the model this replica
+keeps loaded, search, ticket summaries and next actions (tickets and deals read from
+the support and sales applications through their handles). Every replica is a member
 of the consumer group `ai` on the event stream and keeps the search index up to date.
+`serve.get_app_handle("ai")` reaches the same service methods:
 
-    handle = serve.get_deployment_handle("AIService", app_name="nextflow")
-    accepted = await handle.start_training.remote(principal)     # poll /jobs/{id}
-    score = await handle.score_lead.remote(principal, lead_id)
-    found = await handle.search.remote(principal, "billing problem", ["ticket"], 5)
+    ai = serve.get_app_handle("ai")
+    accepted = await ai.start_training.remote(principal)  # poll /v1/integration/jobs/{id}
+    score = await ai.score_lead.remote(principal, lead_id)
+    found = await ai.search.remote(principal, "billing problem", ["ticket"], 5)
 """
 
 from __future__ import annotations
@@ -17,27 +20,18 @@ import logging
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve import Application
 
 from ai import embed
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.boundary import boundary
 from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import AI_GROUP
+from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.ai import routes
 from deployments.ai.chat import ChatModel
 from deployments.ai.indexing import INDEXED_EVENTS
-from deployments.ai.repo import ModelRead
-from deployments.ai.service import (
-    ABANDONED_AFTER_S,
-    LeadScore,
-    NextActions,
-    SearchResult,
-    TicketSummary,
-)
-from deployments.ai.service import AIService as _Logic
-from deployments.integration.repo import JobAccepted
-from gateway.principal import Principal
+from deployments.ai.service import ABANDONED_AFTER_S, AIService
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.ai")
@@ -45,26 +39,24 @@ EMBEDDER_LEASE = "nextflow:ai:embedder"
 
 
 @serve.deployment(name="AIService")
-class AIDeployment:
-    async def __init__(  # type: ignore[misc]  # Serve awaits async inits
-        self,
-        support: DeploymentHandle[Any] | None = None,
-        sales: DeploymentHandle[Any] | None = None,
-    ) -> None:
+@serve.ingress()
+class AIApp(ServiceIngress):
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         settings = get_settings()
         self._redis = redis_client.connect(settings.redis_url, socket_timeout=5)
-        self._svc = _Logic(
+        self._svc = AIService(
             await Shards.connect("marketing"),
             Database("ai"),
             Database("integration"),
             self._redis,
             batch_size=settings.ai_score_batch_size,
             in_flight=settings.ai_tasks_in_flight,
-            support=support,
-            sales=sales,
+            support=app_handle("support"),
+            sales=app_handle("sales"),
             index_batch_size=settings.ai_index_batch_size,
             chat=ChatModel.from_settings(settings),
         )
+        self.open_ingress(self._svc, title="NextFlow AI", routers=[routes.router])
         if embed.available():
             embed.embedder()  # created (or found) now: warm before the first write
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
@@ -118,63 +110,21 @@ class AIDeployment:
                     task.cancel()
 
     async def check_health(self) -> None:
+        """Serve's periodic liveness check: the shard manager actors answer. A database
+        that is down is reported by `ready()`, not fixed by restarting this replica."""
         await self._svc.leads.alive()
 
     async def ready(self) -> None:
+        """Readiness: the leads' shards and the model catalog answer `SELECT 1`."""
         await self._svc.leads.ping()
         await self._svc.models.ping()
 
-    @boundary
-    async def start_training(self, principal: Principal) -> JobAccepted:
-        return await self._svc.start_training(principal)
-
-    @boundary
-    async def start_scoring(self, principal: Principal) -> JobAccepted:
-        return await self._svc.start_scoring(principal)
-
-    @boundary
-    async def start_reindex(self, principal: Principal) -> JobAccepted:
-        return await self._svc.start_reindex(principal)
-
-    @boundary
-    async def list_models(self, principal: Principal, limit: int = 20) -> list[ModelRead]:
-        return await self._svc.list_models(principal, limit)
-
-    @boundary
-    async def score_lead(self, principal: Principal, lead_id: int) -> LeadScore:
-        return await self._svc.score_lead(principal, lead_id)
-
-    @boundary
-    async def search(
-        self,
-        principal: Principal,
-        query: str,
-        types: list[str] | None = None,
-        limit: int = 10,
-        mode: str | None = None,
-    ) -> SearchResult:
-        return await self._svc.search(principal, query, types, limit, mode)
-
-    @boundary
-    async def ticket_summary(self, principal: Principal, ticket_id: int) -> TicketSummary:
-        return await self._svc.ticket_summary(principal, ticket_id)
-
-    @boundary
-    async def ticket_next_actions(self, principal: Principal, ticket_id: int) -> NextActions:
-        return await self._svc.ticket_next_actions(principal, ticket_id)
-
-    @boundary
-    async def deal_next_actions(self, principal: Principal, deal_id: int) -> NextActions:
-        return await self._svc.deal_next_actions(principal, deal_id)
-
-    async def loaded_model_version(self) -> int | None:
-        """The model version this replica has loaded (tests, debugging)."""
-        return self._svc.loaded_version
-
-    async def embed_backlog(self) -> int:
-        """One round of the search backlog now (operators, tests): how many records
-        it worked on (0: nothing waits, or an import runs)."""
-        return await self._svc.index.embed_backlog()
-
     async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's event consumer (operators, tests): it lives in the replica,
+        not in the service."""
         return self._consumer.stats()
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application `serve_config.yaml` names (`deployments.ai.app:build_app`)."""
+    return AIApp.bind()  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,198 @@
+"""The `api` application at `/`: what no single service answers. The merged OpenAPI
+document of every application (`/openapi.json`, `/docs`), the whole API's readiness
+(`/ready` asks every application), and the few views that compose several services
+through their deployment handles (a customer's overview). Requests for a service go
+straight to its own application; nothing here forwards them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+from starlette.responses import Response
+
+from deployments._kit.ingress import APPS, ServiceIngress, app_handle
+from deployments.ai import routes as ai_routes
+from deployments.analytics import routes as analytics_routes
+from deployments.auth import routes as auth_routes
+from deployments.customer import routes as customer_routes
+from deployments.customer.schemas import ContactRead, CustomerRead
+from deployments.file import routes as file_routes
+from deployments.integration import routes as integration_routes
+from deployments.marketing import routes as marketing_routes
+from deployments.notification import routes as notification_routes
+from deployments.product import routes as product_routes
+from deployments.sales import routes as sales_routes
+from deployments.sales.schemas import DealListQuery, DealRead
+from deployments.support import routes as support_routes
+from deployments.support.schemas import TicketListQuery, TicketRead
+from deployments.webhooks import routes as webhook_routes
+from gateway.context import CurrentPrincipal, json, service
+from gateway.listing import ListQuery, Page
+from gateway.principal import Principal
+from shards.ids import MAX_ID
+
+# Each application's prefix and routes: the merged document, and the one list of what
+# the ingress serves (serve_config.yaml gives the same prefixes; a test holds them equal).
+PREFIXES: dict[str, tuple[str, ModuleType]] = {
+    "auth": ("/v1/auth", auth_routes),
+    "customer": ("/v1/customers", customer_routes),
+    "product": ("/v1/products", product_routes),
+    "sales": ("/v1/sales", sales_routes),
+    "marketing": ("/v1/marketing", marketing_routes),
+    "support": ("/v1/support", support_routes),
+    "notification": ("/v1/notifications", notification_routes),
+    "file": ("/v1/files", file_routes),
+    "integration": ("/v1/integration", integration_routes),
+    "webhooks": ("/v1/webhooks", webhook_routes),
+    "analytics": ("/v1/analytics", analytics_routes),
+    "ai": ("/v1/ai", ai_routes),
+}
+
+# The only operations that answer without credentials (a test proves every other
+# route of every application refuses with 401). Every application also has its own
+# public `GET <prefix>/health` and `GET <prefix>/ready`.
+PUBLIC = frozenset(
+    {
+        ("POST", "/v1/auth/login"),
+        ("POST", "/v1/auth/refresh"),
+        ("POST", "/v1/auth/logout"),
+        ("POST", "/v1/marketing/capture/{form_key}"),
+        ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
+    }
+    | {
+        (m, f"{prefix}{p}")
+        for prefix, _ in PREFIXES.values()
+        for m, p in (("GET", "/health"), ("GET", "/ready"))
+    }  # fmt: skip
+)
+
+OVERVIEW_ITEMS = 10
+
+
+def routers_of(module: ModuleType) -> list[APIRouter]:
+    """A routes module's routers (`routers`, or its one `router`)."""
+    found = getattr(module, "routers", None)
+    return list(found) if found is not None else [module.router]
+
+
+def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
+    """One OpenAPI document for every application, each under its prefix."""
+    whole = FastAPI(title=title, version="1.0")
+    for prefix, module in PREFIXES.values():
+        for router in routers_of(module):
+            whole.include_router(router, prefix=prefix)
+    whole.include_router(router_for_docs)
+    return get_openapi(
+        title=title,
+        version="1.0",
+        description=(
+            "NextFlow CRM. Every service has its own prefix (`/v1/customers`, "
+            "`/v1/sales`, ...). Ids are 64-bit integers written as strings. Errors are "
+            "RFC 9457 problem+json. Lists use cursor pages. Updates take `If-Match`."
+        ),
+        routes=whole.routes,
+    )
+
+
+class CustomerOverview(BaseModel):
+    """A customer with the first of its contacts, deals and tickets (each list only
+    when the caller may read it)."""
+
+    customer: CustomerRead
+    contacts: list[ContactRead] | None = None
+    deals: list[DealRead] | None = None
+    tickets: list[TicketRead] | None = None
+
+
+class Overviews:
+    """The views that compose services; each call below is a real Serve handle call."""
+
+    async def customer(self, principal: Principal, customer_id: int) -> CustomerOverview:
+        customers, sales, support = (
+            app_handle("customer"),
+            app_handle("sales"),
+            app_handle("support"),
+        )
+        customer = await customers.get.remote(principal, customer_id)
+        can = principal.can
+        contacts, deals, tickets = await asyncio.gather(
+            _items(customers.list_contacts.remote(
+                principal, customer_id, ListQuery(limit=OVERVIEW_ITEMS))
+                if can("customer:read") else None),
+            _items(sales.list_customer_deals.remote(
+                principal, customer_id, DealListQuery(limit=OVERVIEW_ITEMS))
+                if can("deal:read") else None),
+            _items(support.list_for_customer.remote(
+                principal, customer_id, TicketListQuery(limit=OVERVIEW_ITEMS))
+                if can("ticket:read") else None),
+        )  # fmt: skip
+        return CustomerOverview(customer=customer, contacts=contacts, deals=deals, tickets=tickets)
+
+
+async def _items(call: Any) -> list[Any] | None:
+    if call is None:
+        return None
+    page: Page[Any] = await call
+    return list(page.data)
+
+
+Overview = Annotated[Overviews, Depends(service)]
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+router = APIRouter(tags=["overview"])
+router_for_docs = router
+
+
+@router.get("/v1/overview/customers/{customer_id}", response_model=CustomerOverview)
+async def customer_overview(
+    customer_id: RecordId, principal: CurrentPrincipal, views: Overview
+) -> Response:
+    """A customer with its first contacts, deals and tickets, composed from the
+    customer, sales and support applications (those the caller may read)."""
+    return json(await views.customer(principal, customer_id))
+
+
+@serve.deployment(name="ApiGateway")
+@serve.ingress()
+class ApiApp(ServiceIngress):
+    def __init__(self) -> None:
+        self.open_ingress(
+            Overviews(),
+            title="NextFlow CRM API",
+            routers=[router],
+            ready={app: _ready_of(app) for app in APPS},
+        )
+        document = merged_openapi()
+        self._api.openapi = lambda: document  # type: ignore[method-assign]
+
+    async def check_health(self) -> None:
+        """Liveness: this replica answers (the services have their own checks)."""
+
+    async def ready(self) -> None:
+        """Readiness of the whole API: every application's `ready` answers."""
+        await asyncio.gather(*(_ready_of(app)() for app in APPS))
+
+
+def _ready_of(app: str) -> Callable[[], Awaitable[None]]:
+    async def ready() -> None:
+        await app_handle(app).ready.remote()
+
+    return ready
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application `serve_config.yaml` names (`deployments.api.app:build_app`)."""
+    return ApiApp.bind()  # type: ignore[attr-defined, no-any-return]

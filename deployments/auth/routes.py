@@ -1,0 +1,209 @@
+"""Sign in, refresh, sign out, who am I, roles, users, teams and API keys, under
+`/v1/auth` (the auth application's prefix). Path: this file ->
+deployments/auth/service.py -> deployments/auth/repo.py -> shards/."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from starlette.responses import Response
+
+from deployments.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RefreshRequest,
+    RoleRead,
+    RoleUpdate,
+    TeamCreate,
+    TeamRead,
+    TokenPair,
+    UserCreate,
+    UserListQuery,
+    UserRead,
+    UserUpdate,
+)
+from deployments.auth.service import AuthService
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    enforce,
+    json,
+    no_content,
+    record,
+    service,
+    state,
+)
+from gateway.listing import Page, parse_list_params
+from shards.ids import MAX_ID
+
+router = APIRouter(tags=["auth"])
+users = APIRouter(prefix="/users", tags=["users"])
+teams = APIRouter(prefix="/teams", tags=["users"])
+api_keys = APIRouter(prefix="/api-keys", tags=["api keys"])
+routers = [router, users, teams, api_keys]  # every router of this module (deployments/api/app.py)
+
+Service = Annotated[AuthService, Depends(service)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# -- sessions (login, refresh and logout are public: no principal) -------------------
+
+
+@router.post("/login", response_model=TokenPair)
+async def login(body: LoginRequest, request: Request, svc: Service) -> Response:
+    """Exchange e-mail and password for a short-lived access token (JWT) and a
+    rotating refresh token. Throttled per client address and per account."""
+    limiter = state(request).login_limiter
+    if limiter is not None:
+        await enforce(request, limiter, f"login-ip:{_client(request)}")
+        await enforce(request, limiter, f"login-user:{str(body.email).lower()}")
+    return json(await svc.login(body))
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, request: Request, svc: Service) -> Response:
+    """Spend a refresh token for a new pair. A token works once: presenting a spent
+    one revokes every token of that sign-in."""
+    limiter = state(request).login_limiter
+    if limiter is not None:
+        await enforce(request, limiter, f"refresh-ip:{_client(request)}")
+    return json(await svc.refresh(body.refresh_token))
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    body: RefreshRequest,
+    svc: Service,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Revoke the refresh token and every token rotated from the same sign-in, and
+    the access token sent in `Authorization: Bearer` (refused from now on)."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    access = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    await svc.logout(body.refresh_token, access)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=UserRead)
+async def me(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The signed-in user."""
+    return json(await svc.me(principal))
+
+
+# -- roles -----------------------------------------------------------------------------
+
+
+@router.get("/roles", response_model=list[RoleRead])
+async def roles(principal: CurrentPrincipal, svc: Service) -> list[RoleRead]:
+    """The roles and the permission strings each grants."""
+    return await svc.roles(principal)
+
+
+@router.patch("/roles/{name}", response_model=RoleRead)
+async def update_role(
+    name: Annotated[str, Path(pattern=r"^[a-z][a-z_]{0,31}$")],
+    body: RoleUpdate,
+    principal: CurrentPrincipal,
+    svc: Service,
+) -> RoleRead:
+    """Set a role's record scopes (`{"customer:read": "own"}`: own records; `team`: the
+    team's; a permission not named reaches every record) and the fields it sees as null
+    (`{"customer": ["email"]}`); each map given replaces the role's. Needs `role:write`
+    (admin). Every access token of the role's users is cut off at once: they sign in
+    again and get the new scopes."""
+    return await svc.update_role(principal, name, body)
+
+
+# -- users (admins manage them; managers may read) -------------------------------------
+
+
+@users.post("", status_code=201, response_model=UserRead)
+async def create_user(body: UserCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Create a user with a role (admin only)."""
+    user = await svc.create_user(principal, body)
+    return record(user, 201, f"/v1/auth/users/{user.id}")
+
+
+@users.get("", response_model=Page[UserRead])
+async def list_users(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Users, newest first; filters `role`, `is_active`; cursor pages."""
+    query = cast(
+        UserListQuery, parse_list_params(request.query_params.multi_items(), UserListQuery)
+    )
+    return json(await svc.list_users(principal, query))
+
+
+@users.get("/{user_id}", response_model=UserRead)
+async def get_user(user_id: UserId, principal: CurrentPrincipal, svc: Service) -> Response:
+    return record(await svc.get_user(principal, user_id))
+
+
+@users.patch("/{user_id}", response_model=UserRead)
+async def update_user(
+    user_id: UserId,
+    body: UserUpdate,
+    principal: CurrentPrincipal,
+    svc: Service,
+    version: IfMatch,
+) -> Response:
+    """Change name, password, role or active flag (admin only). Changing the password,
+    the role or deactivating revokes the user's refresh tokens."""
+    return record(await svc.update_user(principal, user_id, body, version))
+
+
+@users.delete("/{user_id}", status_code=204)
+async def deactivate_user(
+    user_id: UserId, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    """Deactivate a user (kept for history; sign-in and their API keys stop working)."""
+    return no_content(await svc.deactivate_user(principal, user_id, version))
+
+
+# -- teams: the groups a role's `team` scope reaches (admins manage them; managers may
+# read). Users join a team through `PATCH /v1/auth/users/{id}` (`team_id`). ------------
+
+
+@teams.post("", status_code=201, response_model=TeamRead)
+async def create_team(body: TeamCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Create a team (admin only); names are unique, case aside (409 when taken)."""
+    return json(await svc.create_team(principal, body), 201)
+
+
+@teams.get("", response_model=list[TeamRead])
+async def list_teams(principal: CurrentPrincipal, svc: Service) -> list[TeamRead]:
+    """Every team with its count of active members, by name."""
+    return await svc.list_teams(principal)
+
+
+# -- API keys: created once (the secret is shown only then), stored hashed, revocable,
+# scoped to a subset of their owner's permissions. -------------------------------------
+
+
+@api_keys.post("", status_code=201, response_model=ApiKeyCreated)
+async def create_api_key(body: ApiKeyCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Create a key for yourself; send it as `Authorization: Bearer nf_...` or `X-API-Key`."""
+    created = await svc.create_api_key(principal, body)
+    return json(created, 201, {"Location": f"/v1/auth/api-keys/{created.id}"})
+
+
+@api_keys.get("", response_model=list[ApiKeyRead])
+async def list_api_keys(principal: CurrentPrincipal, svc: Service) -> list[ApiKeyRead]:
+    """Your keys (every key for admins), without secrets."""
+    return await svc.list_api_keys(principal)
+
+
+@api_keys.delete("/{key_id}", response_model=ApiKeyRead)
+async def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    principal: CurrentPrincipal,
+    svc: Service,
+) -> Response:
+    """Revoke a key at once."""
+    return json(await svc.revoke_api_key(principal, key_id))

@@ -1,0 +1,78 @@
+"""The notification application: its ingress answers `/v1/notifications/...` over
+HTTP (the caller's inbox and preferences), calling `NotificationService` in process,
+and every replica feeds `handle(event)` from the event stream as a member of the
+consumer group `notification` (at-least-once; effects once per event, recipient and
+channel). `app_handle("notification")` reaches the same service methods:
+
+    notifications = app_handle("notification")
+    count = await notifications.unread_count.remote(principal)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from cluster import redis_client
+from cluster.settings import get_settings
+from deployments._kit.consumer import EventConsumer
+from deployments._kit.events import NOTIFICATION_GROUP, Event
+from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.notification import routes
+from deployments.notification.mailer import SmtpMailer
+from deployments.notification.rules import RULES
+from deployments.notification.service import AuthDirectory, NotificationService
+from shards.client import Shards
+
+
+@serve.deployment(name="NotificationService")
+@serve.ingress()
+class NotificationApp(ServiceIngress):
+    async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
+        settings = get_settings()
+        self._svc = NotificationService(
+            await Shards.connect("notification"),
+            AuthDirectory(app_handle("auth"), ttl_s=settings.notification_directory_ttl_s),
+            SmtpMailer.from_settings(settings),
+        )
+        self.open_ingress(self._svc, title="NextFlow notifications", routers=[routes.router])
+        self._redis = redis_client.connect(settings.redis_url, socket_timeout=None)
+        self._consumer = EventConsumer(
+            self._redis,
+            group=NOTIFICATION_GROUP,
+            name=serve.get_replica_context().replica_id.unique_id,
+            handler=self._on_event,
+            types=RULES,
+        )
+        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+
+    async def _on_event(self, event: Event) -> None:
+        await self._svc.handle(event)
+
+    def __del__(self) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        consuming = getattr(self, "_consuming", None)
+        if consuming is not None:
+            with contextlib.suppress(RuntimeError):
+                consuming.cancel()
+
+    async def check_health(self) -> None:
+        await self._svc.shards.alive()
+
+    async def ready(self) -> None:
+        await self._svc.shards.ping()
+
+    async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's stream consumer: handled, failed, dead-lettered, claimed."""
+        return self._consumer.stats()
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The application `serve_config.yaml` names (`deployments.notification.app:build_app`)."""
+    return NotificationApp.bind()  # type: ignore[attr-defined, no-any-return]
