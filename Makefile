@@ -20,6 +20,7 @@ test: setup
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
+	$(VENV)/python -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 # Schemathesis against a freshly deployed stack, with many more examples per operation
 # than the suite's run (tests/e2e/test_api_fuzz.py); FUZZ_EXAMPLES=200 for a long one.

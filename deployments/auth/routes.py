@@ -4,7 +4,7 @@ deployments/auth/service.py -> deployments/auth/repo.py -> shards/."""
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from starlette.responses import Response
@@ -134,9 +134,7 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, svc: Servic
 @users.get("", response_model=Page[UserRead])
 async def list_users(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Users, newest first; filters `role`, `is_active`; cursor pages."""
-    query = cast(
-        UserListQuery, parse_list_params(request.query_params.multi_items(), UserListQuery)
-    )
+    query = parse_list_params(request.query_params.multi_items(), UserListQuery)
     return json(await svc.list_users(principal, query))
 
 

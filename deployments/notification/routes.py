@@ -4,7 +4,7 @@ deployments/notification/service.py -> deployments/notification/repo.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
@@ -33,10 +33,7 @@ async def list_notifications(
 ) -> Response:
     """The caller's own notifications, cursor-paged. Filter `unread=true|false`;
     `sort` = `-created_at` (default) or `created_at`; `limit` (max 200), `cursor`."""
-    query = cast(
-        NotificationListQuery,
-        parse_list_params(request.query_params.multi_items(), NotificationListQuery),
-    )
+    query = parse_list_params(request.query_params.multi_items(), NotificationListQuery)
     return json(await svc.list(principal, query))
 
 
