@@ -26,7 +26,7 @@ def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def test_status_shows_every_piece(serve_app: Settings) -> None:
     result = _run("status")
     assert result.returncode == 0, result.stdout + result.stderr
-    for piece in ("catalog", "shard1", "shard2", "redis", "ray", "nextflow", "CustomerService"):
+    for piece in ("catalog", "shard1", "shard2", "redis", "ray", "customer", "CustomerService"):
         assert piece in result.stdout
 
 
