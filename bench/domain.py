@@ -110,22 +110,24 @@ def _pairs(url: str, auth: str, customer_id: int) -> list[tuple[str, base.Target
     return [
         (
             "create",
-            base.Target("POST /v1/sales/deals", f"{url}/deals", headers, body=deal),
-            base.Target("POST /v1/customers", f"{url}/customers", headers, body=customer),
+            base.Target("POST /v1/sales/deals", f"{url}/v1/sales/deals", headers, body=deal),
+            base.Target("POST /v1/customers", f"{url}/v1/customers", headers, body=customer),
         ),
         (
             "list",
-            base.Target("GET /v1/support/tickets?limit=50", f"{url}/tickets?limit=50", headers),
-            base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", headers),
+            base.Target(
+                "GET /v1/support/tickets?limit=50", f"{url}/v1/support/tickets?limit=50", headers
+            ),
+            base.Target("GET /v1/customers?limit=50", f"{url}/v1/customers?limit=50", headers),
         ),
         (
             "list (filtered)",
             base.Target(
                 "GET /v1/support/tickets?status=new&limit=50",
-                f"{url}/tickets?status=new&limit=50",
+                f"{url}/v1/support/tickets?status=new&limit=50",
                 headers,
             ),
-            base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", headers),
+            base.Target("GET /v1/customers?limit=50", f"{url}/v1/customers?limit=50", headers),
         ),
     ]
 

@@ -478,7 +478,7 @@ def create_admin(password: str) -> None:
 
 def login(base_url: str, password: str) -> str:
     response = httpx.post(
-        f"{base_url}/auth/login", json={"email": ADMIN_EMAIL, "password": password}, timeout=60
+        f"{base_url}/v1/auth/login", json={"email": ADMIN_EMAIL, "password": password}, timeout=60
     )
     if response.status_code != 200:
         raise BenchError(f"login: HTTP {response.status_code}: {response.text[:200]}")
@@ -987,10 +987,10 @@ def run(plan: Plan) -> None:
 
         dsn = asyncio.run(customer_dsn(settings, customer_id))
         auth = (f"Authorization: Bearer {token}",)
-        full = Target("full", f"{settings.serve_url}/customers/{customer_id}", auth)
+        full = Target("full", f"{settings.serve_url}/v1/customers/{customer_id}", auth)
         health = Target("full /health", f"{settings.serve_url}/health")
         with bare_app(dsn, settings.pool_max_size, root / "bare_app.log") as bare_url:
-            bare = Target("bare", f"{bare_url}/customers/{customer_id}")
+            bare = Target("bare", f"{bare_url}/v1/customers/{customer_id}")
             bare_body = check_200(bare)
             for index, variant in enumerate(chosen):
                 if index > 0:

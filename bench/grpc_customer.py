@@ -172,7 +172,7 @@ async def measure_grpc(
 def same_customer(settings: Settings, token: str, customer_id: int) -> None:
     """Both protocols must return the same record, or the comparison means nothing."""
     over_http = httpx.get(
-        f"{settings.serve_url}/customers/{customer_id}",
+        f"{settings.serve_url}/v1/customers/{customer_id}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )

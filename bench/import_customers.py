@@ -357,7 +357,7 @@ def run(rows: int, seed: int, write_doc: bool) -> Results:
         console.rule(f"[bold]stack in {root}")
         stack.up(RichReporter(console))
         token = admin_token(settings.serve_url)
-        me = httpx.get(f"{settings.serve_url}/auth/me",
+        me = httpx.get(f"{settings.serve_url}/v1/auth/me",
                        headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
         owner_id = int(me.json()["id"]) if me.status_code == 200 else None
         if owner_id is None:

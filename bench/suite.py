@@ -415,7 +415,7 @@ def autoscaling(
 
         began = time.monotonic() - start
         if not plan.quick and shutil.which("wrk"):
-            target = base.Target("step load", f"{url}/customers/{customer_ids[0]}",
+            target = base.Target("step load", f"{url}/v1/customers/{customer_ids[0]}",
                                  (f"Authorization: Bearer {token}",))  # fmt: skip
             try:
                 with base._progress() as progress:
@@ -558,7 +558,9 @@ def run(plan: Plan) -> Results:
             base.create_admin(password)
         url = settings.serve_url
         token = _login(url, email, password)
-        me = httpx.get(f"{url}/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        me = httpx.get(
+            f"{url}/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         if me.status_code != 200:
             raise base.BenchError(f"GET /v1/auth/me: HTTP {me.status_code}")
         owner_id = int(me.json()["id"])
@@ -581,18 +583,19 @@ def run(plan: Plan) -> Results:
             console.rule("1 GET customer, full vs bare")
             results.rows += paired(
                 plan, "1 GET /v1/customers/{id}, 32 conn",
-                base.Target("full stack", f"{url}/customers/{customer_id}", auth),
-                base.Target("bare app", f"{bare_url}/customers/{customer_id}"),
+                base.Target("full stack", f"{url}/v1/customers/{customer_id}", auth),
+                base.Target("bare app", f"{bare_url}/v1/customers/{customer_id}"),
             )  # fmt: skip
             console.rule("2 POST customer, full vs bare")
             results.rows += paired(
                 plan, "2 POST /v1/customers, 32 conn",
-                base.Target("full stack", f"{url}/customers", auth, body),
-                base.Target("bare app", f"{bare_url}/customers", (), body),
+                base.Target("full stack", f"{url}/v1/customers", auth, body),
+                base.Target("bare app", f"{bare_url}/v1/customers", (), body),
             )  # fmt: skip
         console.rule("3 first page of the cross-shard list")
         results.rows.append(_wrk_or_python(
-            plan, base.Target("GET /v1/customers?limit=50", f"{url}/customers?limit=50", auth), 8,
+            plan, base.Target("GET /v1/customers?limit=50", f"{url}/v1/customers?limit=50",
+                              auth), 8,
             "3 cross-shard list, 8 conn",
         ))  # fmt: skip
         console.rule("4 mixed workload")
@@ -619,7 +622,7 @@ def run(plan: Plan) -> Results:
 
 
 def _login(url: str, email: str, password: str) -> str:
-    response = httpx.post(f"{url}/auth/login", json={"email": email, "password": password},
+    response = httpx.post(f"{url}/v1/auth/login", json={"email": email, "password": password},
                           timeout=60)  # fmt: skip
     if response.status_code != 200:
         raise base.BenchError(f"login as {email}: HTTP {response.status_code}")

@@ -93,10 +93,10 @@ def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
     """One OpenAPI document for every application, each under its prefix."""
     whole = FastAPI(title=title, version="1.0")
     for prefix, module in PREFIXES.values():
-        for router in routers_of(module):
-            whole.include_router(router, prefix=prefix)
-    whole.include_router(router_for_docs)
-    return get_openapi(
+        for service_router in routers_of(module):
+            whole.include_router(service_router, prefix=prefix)
+    whole.include_router(router)
+    document = get_openapi(
         title=title,
         version="1.0",
         description=(
@@ -106,6 +106,9 @@ def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
         ),
         routes=whole.routes,
     )
+    # An application's root route is its prefix itself (`POST /v1/customers`).
+    document["paths"] = {path.rstrip("/") or "/": ops for path, ops in document["paths"].items()}
+    return document
 
 
 class CustomerOverview(BaseModel):
@@ -153,7 +156,6 @@ async def _items(call: Any) -> list[Any] | None:
 Overview = Annotated[Overviews, Depends(service)]
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 router = APIRouter(tags=["overview"])
-router_for_docs = router
 
 
 @router.get("/v1/overview/customers/{customer_id}", response_model=CustomerOverview)

@@ -491,10 +491,11 @@ def test_ticket_summary_and_next_actions(
               "description": "The invoice export fails with an error. Nice weather today."},
     ).json()  # fmt: skip
     url = f"/v1/support/tickets/{ticket['id']}"
+    ai_url = f"/v1/ai/tickets/{ticket['id']}"
     for body in ("Hello, thanks for writing.", "The invoice export error is the new tax field."):
         added = http.post(f"{url}/comments", headers=admin, json={"body": body})
         assert added.status_code == 201, added.text
-    summary = http.get(f"/ai{url}/summary", headers=admin)
+    summary = http.get(f"{ai_url}/summary", headers=admin)
     assert summary.status_code == 200, summary.text
     # The session's chat model fails: the extractive summary, saying why.
     assert summary.json()["method"] == "extractive"
@@ -504,13 +505,13 @@ def test_ticket_summary_and_next_actions(
     assert "The invoice export error is the new tax field." in texts
     assert "Nice weather today." not in texts
     # A new, unassigned ticket: someone must own it and answer it.
-    actions = http.get(f"/ai{url}/next-actions", headers=admin).json()["actions"]
+    actions = http.get(f"{ai_url}/next-actions", headers=admin).json()["actions"]
     assert actions[0]["action"] == "assign" and "respond" in [a["action"] for a in actions]
     assert http.get("/v1/ai/tickets/12345/summary", headers=admin).status_code == 404
     # With the chat model answering, the summary is its answer to the thread.
     chat_server.behaviour = "ok"
     try:
-        by_chat = http.get(f"/ai{url}/summary", headers=admin).json()
+        by_chat = http.get(f"{ai_url}/summary", headers=admin).json()
     finally:
         chat_server.behaviour = "error"
     assert by_chat["method"] == "chat" and by_chat["model"] == "test-chat", by_chat

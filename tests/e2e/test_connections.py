@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _scaled_config(target: Path) -> Path:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    (app,) = config["applications"]
+    (app,) = [a for a in config["applications"] if a["name"] == "customer"]
     for deployment in app["deployments"]:
         if deployment["name"] == "CustomerService":
             deployment["autoscaling_config"].update(
@@ -85,7 +85,7 @@ def test_connections_stay_bounded_with_many_replicas(
     scaled.deploy()
     try:
         status = scaled.serve_status()
-        deployments = status["applications"]["nextflow"]["deployments"]
+        deployments = status["applications"]["customer"]["deployments"]
         assert deployments["CustomerService"]["replica_states"] == {"RUNNING": REPLICAS}
 
         async def measure() -> tuple[int, dict[int, int]]:

@@ -248,7 +248,7 @@ def test_a_customer_service_replica_killed_under_load_loses_nothing(
         return list_actors(
             address=serve_app.dashboard_url,
             filters=[
-                ("class_name", "=", "ServeReplica:nextflow:CustomerService"),
+                ("class_name", "=", "ServeReplica:customer:CustomerService"),
                 ("state", "=", "ALIVE"),
             ],  # fmt: skip
         )

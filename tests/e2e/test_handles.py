@@ -9,6 +9,7 @@ import pytest
 import ray
 from ray import serve
 
+from deployments._kit.ingress import APPS
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
 from gateway.errors import Forbidden, NotFound
 from gateway.principal import Principal
@@ -52,11 +53,14 @@ def test_create_and_read_through_handles(
 
 def test_serve_status_shows_the_deployments(ray_driver: None) -> None:
     status = serve.status()
-    app = status.applications["nextflow"]
-    assert app.status == "RUNNING"
-    assert {"Gateway", "AuthService", "CustomerService"} <= set(app.deployments)
-    for deployment in app.deployments.values():
-        assert deployment.status == "HEALTHY"
+    # Every service its own application, each with its one ingress deployment.
+    expected = {"api": "ApiGateway", **APPS}
+    assert set(expected) <= set(status.applications)
+    for name, ingress in expected.items():
+        app = status.applications[name]
+        assert app.status == "RUNNING", name
+        assert set(app.deployments) == {ingress}
+        assert app.deployments[ingress].status == "HEALTHY", name
 
 
 def test_a_killed_shard_manager_comes_back_with_fresh_pools(

@@ -69,7 +69,7 @@ def test_requests_queries_and_replicas_are_measured(
     # Labels name the route template and the deployment, never a record id.
     assert f'route="/v1/customers/{cid}"' not in text
     assert _value(text, "ray_nextflow_http_request_duration_ms_count", route=route) >= 6
-    assert 'deployment="Gateway"' in text
+    assert 'application="customer",deployment="CustomerService"' in text
     assert _value(text, "ray_nextflow_shard_manager_up") >= 1
     assert "ray_nextflow_replica_lag_seconds{" in text
     assert _value(text, "ray_nextflow_pool_connections", state="open") >= 1
@@ -181,7 +181,7 @@ def test_one_request_is_one_trace_from_the_gateway_to_each_statement(
 
     wanted = (
         "POST /v1/customers",
-        "CustomerDeployment.create",
+        "CustomerService.create",
         "ShardManager.run customer",
         "transaction customer",
         "INSERT",
@@ -216,9 +216,11 @@ def test_one_request_is_one_trace_from_the_gateway_to_each_statement(
             tree,
         )
     gateway, service, manager, transaction, insert = chain
-    assert gateway is not None and gateway["attributes"]["http.route"] == "/v1/customers"
+    # The customer application's root route, under its prefix.
+    assert gateway is not None and gateway["attributes"]["http.route"] == "/v1/customers/"
     assert gateway["attributes"]["http.response.status_code"] == 201
     assert gateway["attributes"]["nextflow.request_id"] == created.headers["x-request-id"]
     assert insert is not None and "INSERT INTO customers" in insert["attributes"]["db.query.text"]
-    # Three processes (gateway replica, service replica, shard manager), one trace.
-    assert len({s["resource"]["attributes"]["process.pid"] for s in spans}) >= 3
+    # Two processes (the customer application's ingress replica, which runs the
+    # pipeline and the service; the shard manager), one trace.
+    assert len({s["resource"]["attributes"]["process.pid"] for s in spans}) >= 2
