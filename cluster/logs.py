@@ -9,12 +9,9 @@ serve_config.yaml); Ray files both in the worker's log files and the dashboard.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,30 +31,6 @@ def request_id() -> str | None:
         return context._get_serve_request_context().request_id or None
     except Exception:  # outside a Serve replica, or the private API moved
         return None
-
-
-@contextmanager
-def serve_request_id(request_id: str | None) -> Iterator[None]:
-    """Within the block, this task's logs (and Serve's) name `request_id`: one call
-    of a batch that arrived as one Serve request keeps the id of the request that
-    made it."""
-    if not request_id:
-        yield
-        return
-    try:  # private in Ray 2.60, as in `request_id` above
-        from ray.serve import context
-
-        current = context._get_serve_request_context()
-        token = context._serve_request_context.set(
-            dataclasses.replace(current, request_id=request_id)  # type: ignore[arg-type]
-        )
-    except Exception:
-        yield
-        return
-    try:
-        yield
-    finally:
-        context._serve_request_context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

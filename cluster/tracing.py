@@ -3,7 +3,8 @@ deployment and the ShardManager down to each SQL statement.
 
 Ray does not carry trace context across actor calls, so we carry it ourselves as a
 W3C `traceparent` carrier: the gateway puts it in the `Principal` every service
-method receives, `@boundary` starts the service span under it, and `Shards` passes
+method receives, the service boundary (`deployments/_kit/boundary.py`) starts the
+service span under it, and `Shards` passes
 it to `ShardManager.run`, whose transaction span parents one span per statement.
 
 Off unless an exporter is configured: `NEXTFLOW_OTEL_ENDPOINT` (OTLP over HTTP, e.g.

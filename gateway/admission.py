@@ -24,7 +24,7 @@ from gateway.tokens import cutoff_key, revoked_key
 log = logging.getLogger("nextflow.gateway")
 
 # KEYS: the rate-limit key ('' without a limiter), the caller's positions hash, the
-# user's cutoff key and the access token's revocation key ('' for an API key).
+# user's cutoff key and the access token's (or API key's) revocation key.
 # ARGV: the GCRA arguments.
 _ADMIT = """
 local decision = false
@@ -55,7 +55,7 @@ class Admission:
         self, caller: str, user_id: int | None, token_id: str | None = None
     ) -> Admitted:
         """`user_id`: the user whose cutoff applies, `token_id` the access token's
-        `jti` (both None for an API key)."""
+        `jti` (for an API key: no user, and `tokens.api_key_mark`)."""
         limiter = self._limiter
         keys = [
             limiter.key(caller) if limiter else "",

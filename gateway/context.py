@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from cluster import tracing
-from gateway import idempotency, metrics
+from gateway import idempotency, metrics, tokens
 from gateway.errors import BadRequest, RateLimited, Unauthenticated
 from gateway.pipeline import Pipeline
 from gateway.principal import Principal
@@ -99,7 +99,8 @@ async def authenticate(
     # its access token was cut off or signed out.
     if verified is None:
         # An API key: its mark is set when it is revoked (ingresses cache keys).
-        admitted = await st.admission.check(caller, None, f"api-key-{principal.api_key_id}")
+        assert principal.api_key_id is not None
+        admitted = await st.admission.check(caller, None, tokens.api_key_mark(principal.api_key_id))
         if admitted.revoked:
             raise Unauthenticated("API key revoked")
     else:

@@ -84,6 +84,12 @@ def revoked_key(token_id: str) -> str:
     return f"token-revoked:{token_id}"
 
 
+def api_key_mark(key_id: int) -> str:
+    """The id `revoked_key` takes for an API key: ingresses cache a checked key, and
+    its revocation reaches them through this mark."""
+    return f"api-key-{key_id}"
+
+
 class Verified(NamedTuple):
     principal: Principal
     issued: float  # `iat`, epoch seconds

@@ -32,19 +32,15 @@ S = TypeVar("S")
 log = logging.getLogger("nextflow.service")
 
 
-def boundary(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """For a method whose first argument after `self` may be the caller's Principal."""
-    return _wrap(fn, principal_at=1)
-
-
-def _wrap(fn: Callable[P, Awaitable[T]], principal_at: int) -> Callable[P, Awaitable[T]]:
+def _wrap(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """`fn` (a bound service method) behind the boundary; its first argument, when a
+    `Principal`, is the caller."""
     name = fn.__qualname__
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         logs.configure()  # once per replica: JSON lines with request and trace ids
-        given = args[principal_at] if len(args) > principal_at else None
-        principal = given if isinstance(given, Principal) else None
+        principal = args[0] if args and isinstance(args[0], Principal) else None
         with (
             _span(name, principal),
             consistency.request_scope(principal.read_after if principal else {}) as written,
@@ -70,7 +66,7 @@ class _Bounded:
         target = getattr(self._service, name)
         if not inspect.iscoroutinefunction(target):
             return target
-        wrapped = _wrap(target, principal_at=0)
+        wrapped = _wrap(target)
         setattr(self, name, wrapped)  # found directly next time
         return wrapped
 

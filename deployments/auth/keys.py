@@ -22,11 +22,6 @@ from shards.client import Database
 _MAX_CACHED = 10_000
 
 
-def revocation_mark(key_id: int) -> str:
-    """The id the admission check looks up for an API key (`tokens.revoked_key`)."""
-    return f"api-key-{key_id}"
-
-
 class ApiKeyCache:
     def __init__(self, db: Database, ttl_s: float) -> None:
         self._db = db

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from cluster.settings import Settings
 from deployments._kit.sql import Stale
-from deployments.auth import keys, passwords, repo, roles
+from deployments.auth import passwords, repo, roles
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -123,16 +123,6 @@ class AuthService:
         )  # fmt: skip
         return TokenPair(access_token=access, expires_in=self.jwt.ttl_s, refresh_token=refresh)
 
-    async def authenticate_api_key(self, key: str) -> Principal:
-        parts = tokens.split_api_key(key)
-        if parts is None:
-            raise Unauthenticated("invalid API key")
-        prefix, secret = parts
-        found = await self.db.write(keys.lookup, prefix, tokens.digest(secret))
-        if found is None:
-            raise Unauthenticated("invalid API key")
-        return found
-
     # -- users -----------------------------------------------------------------------
     async def create_user(self, principal: Principal, data: UserCreate) -> UserRead:
         principal.require("user:write")
@@ -223,7 +213,8 @@ class AuthService:
         """Replace a role's record scopes and/or hidden fields (`roles.problems` says
         what they may be). Every access token of the role's users is cut off at once:
         they carry the old scopes, and a narrowed scope must not wait for them to run
-        out; API keys take the role's from their next request."""
+        out; API keys take the role's once an ingress checks them again (at most
+        `api_key_cache_ttl_s` later)."""
         principal.require("role:write")
         permissions = await self.db.read_primary(repo.role_permissions, name)
         if permissions is None:
@@ -302,6 +293,6 @@ class AuthService:
             return
         ttl = int(self._settings.api_key_cache_ttl_s * 2 + 60)
         try:
-            await self._redis.set(tokens.revoked_key(keys.revocation_mark(key_id)), 1, ex=ttl)
+            await self._redis.set(tokens.revoked_key(tokens.api_key_mark(key_id)), 1, ex=ttl)
         except (RedisError, OSError) as exc:
             log.warning("could not mark API key %s revoked: %s", key_id, exc)
