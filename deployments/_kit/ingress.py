@@ -20,7 +20,7 @@ edges are where callers prove who they are.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -31,7 +31,7 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import bounded
 from deployments.auth.idempotency import IdempotencyKeys
 from deployments.auth.keys import ApiKeyCache
-from gateway.pipeline import Pipeline, build_api, open_pipeline
+from gateway.pipeline import Pipeline, Ready, build_api, open_pipeline
 from shards.client import Database
 
 # Each application and its ingress deployment (`serve_config.yaml` names them alike).
@@ -74,7 +74,7 @@ class ServiceIngress:
         *,
         title: str,
         routers: Iterable[APIRouter],
-        ready: dict[str, Callable[[], Awaitable[None]]] | None = None,
+        ready: dict[str, Ready] | None = None,
         description: str = "",
     ) -> None:
         """Build the pipeline and the FastAPI app; `service` is what the routes call

@@ -8,7 +8,6 @@ straight to its own application; nothing here forwards them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -37,6 +36,7 @@ from deployments.support.schemas import TicketListQuery, TicketRead
 from deployments.webhooks import routes as webhook_routes
 from gateway.context import CurrentPrincipal, json, service
 from gateway.listing import ListQuery, Page
+from gateway.pipeline import Ready
 from gateway.principal import Principal
 from shards.ids import MAX_ID
 
@@ -188,7 +188,7 @@ class ApiApp(ServiceIngress):
         await asyncio.gather(*(_ready_of(app)() for app in APPS))
 
 
-def _ready_of(app: str) -> Callable[[], Awaitable[None]]:
+def _ready_of(app: str) -> Ready:
     async def ready() -> None:
         await app_handle(app).ready.remote()
 
