@@ -98,6 +98,8 @@ class Target:
     headers: tuple[str, ...] = ()
     # A POST: wrk sends this JSON body (bench/wrk_post.lua); None for a GET.
     body: str | None = None
+    # Each POST with its own `Idempotency-Key` (what a client that retries sends).
+    keyed: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,15 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     baseline_rps: float | None  # the bare run interleaved with this one
+    floor_rps: float | None = None  # the one-hop floor's run just before (full only)
 
     @property
     def ratio(self) -> float | None:
         return None if self.baseline_rps is None else self.rps / self.baseline_rps
+
+    @property
+    def floor_ratio(self) -> float | None:
+        return None if self.floor_rps is None else self.rps / self.floor_rps
 
 
 @dataclass(frozen=True)
@@ -158,15 +165,9 @@ class Plan:
     write_doc: bool
 
 
-DEFAULT_VARIANTS = (
-    "default",
-    "unbatched",
-    "haproxy+throughput",
-    "both-hops",
-    "haproxy+throughput+tracing",
-)
-ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:], "both-hops-1")
-LAYERS = ("proxy", "Gateway", "CustomerService")
+DEFAULT_VARIANTS = ("default", "unbatched", "haproxy+throughput", "haproxy+throughput+tracing")
+ALL_VARIANTS = ("default", "throughput", "haproxy", *DEFAULT_VARIANTS[1:])
+LAYERS = ("proxy", "CustomerService")
 
 
 def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
@@ -199,41 +200,12 @@ def variants(root: Path, otlp_url: str = "") -> dict[str, Variant]:
             "at the service -> ShardManager hop, up to 4 batches out (the stack's default)",
             {**haproxy, **throughput},
         ),
-        # Caller-side micro-batching (cluster.batching), hop by hop: none, and both hops
-        # with one batch out to CustomerService and one or two to each ShardManager.
+        # Caller-side micro-batching (cluster.batching) of the service -> ShardManager
+        # hop, off.
         Variant(
             "unbatched",
-            "haproxy+throughput with no micro-batching "
-            "(`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`, `NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=0`)",
-            {
-                **haproxy,
-                **throughput,
-                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0",
-                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "0",
-            },
-        ),
-        Variant(
-            "both-hops",
-            "haproxy+throughput with micro-batching at both hops, one batch out to "
-            "CustomerService and two to each ShardManager "
-            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=2`)",
-            {
-                **haproxy,
-                **throughput,
-                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
-                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "2",
-            },
-        ),
-        Variant(
-            "both-hops-1",
-            "haproxy+throughput with one batch out at a time at both hops "
-            "(`NEXTFLOW_SERVICE_BATCH_IN_FLIGHT=1`, `NEXTFLOW_SHARD_BATCH_IN_FLIGHT=1`)",
-            {
-                **haproxy,
-                **throughput,
-                "NEXTFLOW_SERVICE_BATCH_IN_FLIGHT": "1",
-                "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "1",
-            },
+            "haproxy+throughput with no micro-batching (`NEXTFLOW_SHARD_BATCH_IN_FLIGHT=0`)",
+            {**haproxy, **throughput, "NEXTFLOW_SHARD_BATCH_IN_FLIGHT": "0"},
         ),
         # Traces at the default sampling ratio, exported over OTLP/HTTP in batches to a
         # local sink (what a Jaeger collector would receive), against the same without.
@@ -619,6 +591,8 @@ def wrk(target: Target, connections: int, duration_s: int, progress: Progress) -
     else:
         args += ["--latency", "-s", str(WRK_POST)]
         env.update(NF_WRK_BODY=target.body, NF_WRK_DONE=str(WRK_HOOK))
+        if target.keyed:
+            env["NF_WRK_KEYS"] = secrets.token_hex(6)
     for header in target.headers:
         args += ["-H", header]
     args.append(target.url)
@@ -675,23 +649,26 @@ def wait_for_200(target: Target, timeout: float) -> None:
 def measure_variant(
     variant: Variant,
     bare: Target,
+    floor: Target,
     full: Target,
     health: Target,
     plan: Plan,
     root: Path,
 ) -> tuple[list[Measurement], Layers, list[CpuShare]]:
-    """Warm up, then bare, full and /health in turn at each connection count; at the
-    highest, the CPU each kind of process spent per request."""
+    """Warm up, then bare, the one-hop floor, full and /health in turn at each
+    connection count; at the highest, the CPU each kind of process spent per request."""
     rows: list[Measurement] = []
     shares: list[CpuShare] = []
     window, full_p50 = (datetime.now(), datetime.now()), 0.0
     with _progress() as progress:
         idle = idle_rate(root, 5.0)
-        for target in (bare, full, health):
+        targets = (bare, floor, full, health)
+        for target in targets:
             wrk(target, 32, plan.warmup_s, progress)
         for connections in CONNECTIONS:
             baseline: float | None = None
-            for target in (bare, full, health):
+            floor_rps: float | None = None
+            for target in targets:
                 started, cpu = datetime.now(), stack_cpu_s(root)
                 stats = wrk(target, connections, plan.duration_s, progress)
                 if connections == CONNECTIONS[-1]:
@@ -701,6 +678,8 @@ def measure_variant(
                     shares.append(CpuShare(variant.key, target.label, per_request))
                 if target is bare:
                     baseline = stats.rps
+                if target is floor:
+                    floor_rps = stats.rps
                 if target is full and connections == 1:
                     window = (started, datetime.now())
                     full_p50 = stats.p50_ms
@@ -713,6 +692,7 @@ def measure_variant(
                         p50_ms=stats.p50_ms,
                         p99_ms=stats.p99_ms,
                         baseline_rps=None if target is bare else baseline,
+                        floor_rps=floor_rps if target is full else None,
                     )
                 )
                 console.print(
@@ -764,7 +744,7 @@ def _progress() -> Progress:
 
 # -- report -------------------------------------------------------------------------------
 
-_COLUMNS = ("variant", "target", "conns", "req/s", "p50 ms", "p99 ms", "vs bare")
+_COLUMNS = ("variant", "target", "conns", "req/s", "p50 ms", "p99 ms", "vs bare", "vs floor")
 _LAYER_COLUMNS = ("variant", "wrk p50", *(f"{layer} p50" for layer in LAYERS))
 
 
@@ -789,6 +769,7 @@ def results_tables(results: Results) -> list[Table]:
 
 def _cells(row: Measurement) -> list[str]:
     ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+    floor = "" if row.floor_ratio is None else f"{row.floor_ratio:.2f}x"
     return [
         row.variant,
         row.target,
@@ -797,10 +778,11 @@ def _cells(row: Measurement) -> list[str]:
         f"{row.p50_ms:.2f}",
         f"{row.p99_ms:.2f}",
         ratio,
+        floor,
     ]
 
 
-_CPU_KINDS = ("Gateway", "CustomerService", "ShardManager", "postgres")
+_CPU_KINDS = ("CustomerService", "Ingress", "Store", "ShardManager", "postgres")
 _CPU_COLUMNS = ("variant", "target", "total µs", *_CPU_KINDS, "rest")
 
 
@@ -854,13 +836,15 @@ def markdown(results: Results, plan: Plan, chosen: Sequence[Variant], pool: int)
         "",
         "One customer read by id, the hottest path of the API. Each Ray Serve variant runs",
         "on a freshly restarted Ray head, and its bare runs are interleaved with its",
-        "full-stack runs (bare, full, /health at 1 connection, then the same at 32);",
-        "`vs bare` divides by the bare run measured just before it.",
+        "full-stack runs (bare, floor, full, /health at 1 connection, then the same at",
+        "32); `vs bare` divides by the bare run measured just before it, `vs floor` by the",
+        "one-hop floor's run (issue 23's targets: full >= 0.8x the floor and >= 0.2x bare",
+        "at 32 connections, p50 <= 6 ms at 1).",
         "",
         _md_row(_COLUMNS),
-        "|---|---|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
         *(_md_row(_cells(row)) for row in results.rows),
-        *(f"| {m.variant} | did not run: {m.reason} | | | | | |" for m in results.unavailable),
+        *(f"| {m.variant} | did not run: {m.reason} | | | | | | |" for m in results.unavailable),
         "",
         "Where the time goes: median ms inside each Serve layer for the full-stack reads at",
         "1 connection, from Serve's JSON access logs. Each layer includes the ones below",
@@ -886,15 +870,21 @@ def markdown(results: Results, plan: Plan, chosen: Sequence[Variant], pool: int)
         "",
         "- Stack: a throwaway `LocalStack` on free ports: PostgreSQL catalog + "
         f"{SHARD_SERVERS} shard servers, Redis, one Ray head, `serve deploy` of "
-        "`serve_config.yaml` (Gateway → CustomerService → ShardManager actor → asyncpg "
+        "`serve_config.yaml` (the customer application's ingress → ShardManager actor → asyncpg "
         f"pool of {pool}). {plan.customers} customers created through `POST /v1/customers`; "
         "the benchmark reads one of them.",
         "- **full**: `GET /v1/customers/{id}` on the Serve HTTP port with "
-        "`Authorization: Bearer <JWT>`: JWT verified in the Gateway, GCRA rate limit in "
-        "Redis (limits raised so nothing is refused), a handle call to CustomerService, a "
+        "`Authorization: Bearer <JWT>`: in the customer application's ingress replica the "
+        "JWT verified, GCRA rate limit and read-your-writes positions in one Redis script "
+        "(limits raised so nothing is refused), the service called in process, then a "
         "ShardManager actor call, one SELECT.",
-        "- **full /health**: `GET /health`, answered by the Gateway with no service call: "
-        "the ingress hop (proxy or HAProxy → Gateway replica) alone.",
+        "- **floor**: the one-hop floor (`bench/hop_floor_app.py`, `/a1db/{id}`), deployed "
+        "as a second Serve application (`/floor`) on the same cluster and ingress: an "
+        "ingress replica calls an async actor that owns an asyncpg pool on the same shard "
+        "server and runs the same SELECT; nothing of ours in it (no auth, no rate limit, "
+        "no validation, no routing).",
+        "- **full /health**: `GET /health`, answered by the `api` application's ingress "
+        "with no database call: the ingress hop (proxy or HAProxy → replica) alone.",
         "- **bare**: `bench/bare_app.py`, uvicorn (1 worker, uvloop, httptools, no access "
         f"log) + FastAPI + an asyncpg pool of {pool} on the same shard server, the same "
         "SELECT and columns, JSON with orjson. No auth, no rate limit, no Ray. It runs at "
@@ -987,6 +977,8 @@ def run(plan: Plan) -> None:
 
         dsn = asyncio.run(customer_dsn(settings, customer_id))
         auth = (f"Authorization: Bearer {token}",)
+        deploy_floor(settings, dsn)
+        floor = Target("floor", f"{settings.serve_url}/floor/a1db/{customer_id}")
         full = Target("full", f"{settings.serve_url}/v1/customers/{customer_id}", auth)
         health = Target("full /health", f"{settings.serve_url}/health")
         with bare_app(dsn, settings.pool_max_size, root / "bare_app.log") as bare_url:
@@ -997,13 +989,17 @@ def run(plan: Plan) -> None:
                     console.rule(f"[bold]{variant.key}")
                     try:
                         restart_ray(stack, variant, everything, reporter)
+                        deploy_floor(settings, dsn)
                         wait_for_200(full, 60)
                     except (StackError, BenchError) as exc:
                         console.print(f"[red]✗ {variant.key} did not work:[/] {exc}")
                         results.unavailable.append(Unavailable(variant.key, str(exc)))
                         continue
                 _same_customer(bare_body, check_200(full))
-                rows, layers, shares = measure_variant(variant, bare, full, health, plan, root)
+                wait_for_200(floor, 60)
+                rows, layers, shares = measure_variant(
+                    variant, bare, floor, full, health, plan, root
+                )
                 results.rows += rows
                 results.layers.append(layers)
                 results.cpu += shares
@@ -1026,6 +1022,30 @@ def run(plan: Plan) -> None:
                 stack.down()
         stack_exit.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+FLOOR_SELECT = (
+    "SELECT id, name, email, phone, website, industry, tags, custom_fields, owner_id,"
+    " version, created_at, updated_at FROM customers WHERE id = $1 AND deleted_at IS NULL"
+)
+
+
+def deploy_floor(settings: Settings, dsn: str) -> None:
+    """The one-hop floor (`bench/hop_floor_app.py`: ingress → actor → SELECT, nothing
+    else) as a second Serve application at `/floor` on the stack's cluster, reading the
+    same row as the stack from the same shard server."""
+    import ray
+    from ray import serve
+
+    if str(REPO) not in sys.path:  # run as `python bench/get_customer.py`
+        sys.path.insert(0, str(REPO))
+    from bench.hop_floor_app import build
+
+    ray.init(address=settings.ray_address, namespace="nextflow-bench", log_to_driver=False)
+    try:
+        serve.run(build(dsn, FLOOR_SELECT), name="floor", route_prefix="/floor")
+    finally:
+        ray.shutdown()
 
 
 def restart_ray(

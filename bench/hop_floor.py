@@ -1,7 +1,8 @@
 """Benchmark: what the request path's hops cost with nothing in them.
 
-The stack's read of one customer crosses three Ray hops behind the ingress (Gateway →
-CustomerService → ShardManager → PostgreSQL), as the design requires. This measures the
+The stack's read of one customer crosses two Ray hops behind the ingress (the customer
+application's ingress, which runs the pipeline and the service → ShardManager →
+PostgreSQL); before issue 23 there was one more (Gateway → CustomerService). This measures the
 same hops with no work of ours in them (`bench/hop_floor_app.py`: no auth, no rate
 limit, no validation, no routing, the row from memory or one SELECT) against a bare
 uvicorn + FastAPI app in the same run, on the stack's Serve settings (HAProxy ingress,
@@ -77,13 +78,14 @@ ROUTES = (
     Route("h0", "/h0/1", "ingress only (HAProxy → ingress replica)"),
     Route("h1", "/h1/1", "ingress → service (a Serve handle call)"),
     Route("h2", "/h2/1", "ingress → service → actor"),
-    Route("h2 db", "/h2db/1", "ingress → service → actor → SELECT (the stack's read path)"),
+    Route("a1 db", "/a1db/1", "ingress → actor → SELECT (the stack's read path: one Serve hop)"),
+    Route("h2 db", "/h2db/1", "ingress → service → actor → SELECT (the earlier two-hop layout)"),
     Route("h2 batched", "/h2b/4/1", "h2, both hops micro-batched, up to 4 batches out"),
     Route("h2 db batched", "/h2bdb/4/1", "h2 db, both hops micro-batched, up to 4 batches out"),
     Route("h2 batched 1", "/h2b/1/1", "h2, both hops micro-batched, 1 batch out at a time"),
     Route("h2 db batched 1", "/h2bdb/1/1", "h2 db, both hops micro-batched, 1 batch out"),
 )
-LATENCY_KEYS = ("bare db", "h0", "h1", "h2", "h2 db")
+LATENCY_KEYS = ("bare db", "h0", "a1 db", "h1", "h2", "h2 db")
 
 
 @dataclass

@@ -13,6 +13,8 @@ routes: each path answers as soon as its last hop has the row.
     /h2b/{n}/{id}     /h2 with both hops micro-batched (`cluster.batching.Batcher`),
                       each caller keeping up to n batches out at once
     /h2bdb/{n}/{id}   /h2db so
+    /a1db/{id}    ingress → actor → PostgreSQL              (one hop: the layout where
+                  every service's ingress calls its shard managers itself)
 
 Bare (`bare`): uvicorn + FastAPI in one process, `/noop/{id}` (the row from memory) and
 `/db/{id}` (the row from PostgreSQL through an asyncpg pool).
@@ -51,8 +53,8 @@ async def _pool(dsn: str) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
 
 
-async def _read(pool: asyncpg.Pool, item: int) -> dict[str, Any]:
-    row = await pool.fetchrow(SELECT, item)
+async def _read(pool: asyncpg.Pool, item: int, select: str = SELECT) -> dict[str, Any]:
+    row = await pool.fetchrow(select, item)
     return dict(row) if row is not None else {}
 
 
@@ -76,8 +78,9 @@ def _batcher(
 class Store:
     """The ShardManager's place: an async actor that owns the connections."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, select: str = SELECT) -> None:
         self._dsn = dsn
+        self._select = select
         self._pool: asyncpg.Pool | None = None
 
     async def get(self, item: int, db: bool) -> dict[str, Any]:
@@ -85,23 +88,28 @@ class Store:
             return dict(ROW, id=item)
         if self._pool is None:
             self._pool = await _pool(self._dsn)
-        return await _read(self._pool, item)
+        return await _read(self._pool, item, self._select)
 
     async def get_many(self, calls: Sequence[tuple[int, bool]]) -> list[Outcome]:
         return await run_each(self.get(item, db) for item, db in calls)
+
+
+def store(dsn: str, select: str) -> Any:
+    """The one Store actor (found by name once made)."""
+    return Store.options(  # type: ignore[attr-defined]
+        name="floor-store",
+        get_if_exists=True,
+        lifetime="detached",
+        runtime_env=RUNTIME_ENV,
+    ).remote(dsn, select)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200)
 class Service:
     """CustomerService's place: called through a Serve handle, calls the actor."""
 
-    def __init__(self, dsn: str) -> None:
-        self._store = Store.options(  # type: ignore[attr-defined]
-            name="floor-store",
-            get_if_exists=True,
-            lifetime="detached",
-            runtime_env=RUNTIME_ENV,
-        ).remote(dsn)
+    def __init__(self, dsn: str, select: str = SELECT) -> None:
+        self._store = store(dsn, select)
         self._batchers: dict[int, Batcher[tuple[int, bool]]] = {}
 
     async def _send(self, calls: list[tuple[int, bool]]) -> list[Outcome]:
@@ -128,8 +136,9 @@ ingress_api = FastAPI()
 class Ingress:
     """The Gateway's place: answers HTTP, calls the service through a handle."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, dsn: str, select: str = SELECT) -> None:
         self._service = service
+        self._store = store(dsn, select)
         self._batchers: dict[int, Batcher[tuple[int, bool, int]]] = {}
 
     async def _send(self, calls: list[tuple[int, bool, int]]) -> list[Outcome]:
@@ -155,6 +164,10 @@ class Ingress:
     async def h2db(self, item: int) -> dict[str, Any]:
         return await self._service.get.remote(item, True, True)  # type: ignore[no-any-return]
 
+    @ingress_api.get("/a1db/{item}")
+    async def a1db(self, item: int) -> dict[str, Any]:
+        return await self._store.get.remote(item, True)  # type: ignore[no-any-return]
+
     @ingress_api.get("/h2b/{in_flight}/{item}")
     async def h2b(self, in_flight: int, item: int) -> dict[str, Any]:
         return await self._batched(item, False, in_flight)
@@ -164,10 +177,11 @@ class Ingress:
         return await self._batched(item, True, in_flight)
 
 
-def build(dsn: str) -> Any:
+def build(dsn: str, select: str = SELECT) -> Any:
+    """`select`: the statement reading one row by id (default: table `floor`)."""
     options = {"num_cpus": 0.1, "runtime_env": RUNTIME_ENV}
-    service = Service.options(ray_actor_options=options).bind(dsn)
-    return Ingress.options(ray_actor_options=options).bind(service)
+    service = Service.options(ray_actor_options=options).bind(dsn, select)
+    return Ingress.options(ray_actor_options=options).bind(service, dsn, select)
 
 
 @asynccontextmanager

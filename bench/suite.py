@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -286,7 +287,10 @@ def _wrk_or_python(plan: Plan, target: base.Target, connections: int, scenario: 
     async def op(client: httpx.AsyncClient, rng: random.Random) -> httpx.Response:
         if body is None:
             return await client.get(path)
-        return await client.post(path, content=body, headers={"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json"}
+        if target.keyed:
+            sent["Idempotency-Key"] = uuid.uuid4().hex
+        return await client.post(path, content=body, headers=sent)
 
     origin = f"{url.scheme}://{url.host}:{url.port}"
     stats, elapsed = asyncio.run(
@@ -586,10 +590,10 @@ def run(plan: Plan) -> Results:
                 base.Target("full stack", f"{url}/v1/customers/{customer_id}", auth),
                 base.Target("bare app", f"{bare_url}/v1/customers/{customer_id}"),
             )  # fmt: skip
-            console.rule("2 POST customer, full vs bare")
+            console.rule("2 POST customer (each with its Idempotency-Key), full vs bare")
             results.rows += paired(
-                plan, "2 POST /v1/customers, 32 conn",
-                base.Target("full stack", f"{url}/v1/customers", auth, body),
+                plan, "2 POST /v1/customers + Idempotency-Key, 32 conn",
+                base.Target("full stack", f"{url}/v1/customers", auth, body, keyed=True),
                 base.Target("bare app", f"{bare_url}/v1/customers", (), body),
             )  # fmt: skip
         console.rule("3 first page of the cross-shard list")
