@@ -14,7 +14,7 @@ from ray import serve
 from deployments._kit.types import Money
 from deployments.sales.schemas import DealCreate, DealRead
 from gateway.principal import Principal
-from shards import ids
+from shards import consistency, ids
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
@@ -228,7 +228,10 @@ def test_roles_versions_and_bad_input(
     made = http.post("/v1/sales/deals", headers=agent, json=body)
     assert made.status_code == 201, made.text
     url = f"/v1/sales/deals/{made.json()['id']}"
-    assert http.get(url, headers=viewer).status_code == 200
+    # Another user's read sees the agent's write once it brings the agent's token (else
+    # a standby that has not replayed it yet may answer 404).
+    after = {consistency.HEADER: made.headers[consistency.HEADER]}
+    assert http.get(url, headers={**viewer, **after}).status_code == 200
     assert http.patch(url, headers=viewer, json={"name": "x"}).status_code == 403
     assert http.post(f"{url}/won", headers=viewer, json={}).status_code == 403
     assert http.delete(url, headers=viewer).status_code == 403
