@@ -109,6 +109,10 @@ class StackSettings(BaseSettings):
     ai_embed_threads: int = Field(default=1, ge=1, le=64)
     # Records per indexing task (a search-index rebuild, or one event's records).
     ai_index_batch_size: int = Field(default=500, ge=1)
+    # How long the indexer waits for more events after a read that brought fewer than
+    # a full batch: writes' documents are that much later in search, and the indexing
+    # tasks (one per logical shard and kind of a batch) fewer and larger.
+    ai_index_linger_ms: int = Field(default=1000, ge=0, le=60_000)
     # A bulk import's records are indexed for words at once and embedded later by the
     # embedding backlog: one AIService replica at a time (a Redis lease) looks this
     # often for documents without an embedding (0: never; the reindex job still embeds).

@@ -1,6 +1,17 @@
-"""`Idempotency-Key` on POST: the first response is stored in PostgreSQL (the `auth`
-database, deployments/auth/idempotency.py, reached by the ingress itself through the
-catalog's ShardManager: no service hop) and replayed for a repeat.
+"""`Idempotency-Key` on POST, two ways, one contract:
+
+- **With the effect** (`@in_effect` routes: the creates that are one shard
+  transaction, e.g. customers, contacts, deals, tickets, leads): the key is kept in
+  the same shard database and the same transaction as the record it made
+  (`deployments/_kit/once.py`, table `idempotency_keys` of every sharded database,
+  placed by the key as the record is): a retried create is exactly-once and costs no
+  other database or service. A concurrent repeat waits for the first to commit, then
+  answers with its record (`Idempotent-Replayed: true`); if the first rolled back, it
+  runs. A request refused before anything was written (a 422 on its body, a 404
+  parent) keeps nothing: its repeat is checked again and refused again.
+- **Elsewhere**: the first response is stored in PostgreSQL (the `auth` database,
+  deployments/auth/idempotency.py, reached by the ingress itself through the
+  catalog's ShardManager: no service hop) and replayed for a repeat, as below.
 
 - Scope: per caller (user or API key) and key. Another caller's same key is another
   key. Keys are kept `idempotency_retention_s` (24 h), then swept.
@@ -30,8 +41,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -41,6 +53,7 @@ from gateway.errors import BadRequest, Conflict, Validation
 from shards import consistency
 
 log = logging.getLogger("nextflow.gateway")
+F = TypeVar("F", bound=Callable[..., Any])
 
 HEADER = "Idempotency-Key"
 _HEADER = HEADER.lower().encode()
@@ -76,6 +89,24 @@ class Replay(Exception):
 
 
 @dataclass
+class Once:
+    """A caller's `Idempotency-Key` for an effect that keeps it in its own transaction
+    (`deployments/_kit/once.py`). `fingerprint`: what the request sent (a repeat with
+    another one is refused, 422); `replayed` is set when the effect had already run
+    and this is its stored result. Also a stable placement key (`slot`): the record
+    made for it lands on the same logical shard however often the create runs."""
+
+    caller: str
+    key: str
+    fingerprint: bytes
+    replayed: bool = False
+
+    @property
+    def slot(self) -> str:
+        return source_key_for(self.caller, self.key)
+
+
+@dataclass
 class Pending:
     """One keyed POST: its key, the running fingerprint of what it sent, and the
     claim once the caller is known."""
@@ -85,6 +116,7 @@ class Pending:
     body_done: bool = False
     caller: str | None = None
     claim_id: str | None = None
+    once: Once | None = None
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: list[bytes] = field(default_factory=list)
@@ -102,6 +134,27 @@ def source_key(request: Request) -> str | None:
     if pending is None or pending.caller is None:
         return None
     return source_key_for(pending.caller, pending.key)
+
+
+def in_effect(endpoint: F) -> F:
+    """Mark a route whose effect keeps its `Idempotency-Key` itself (it passes
+    `effect_key(request)` to a service that writes with `deployments._kit.once`): the
+    pipeline then stores nothing for it. Put it under the `@router.post(...)`."""
+    endpoint.__dict__["nextflow_key_in_effect"] = True
+    return endpoint
+
+
+def effect_key(request: Request) -> Once | None:
+    """The request's key for an `@in_effect` route's service (None without one)."""
+    pending: Pending | None = getattr(request.state, "idempotency", None)
+    return None if pending is None else pending.once
+
+
+def answered(response: Response, once: Once | None) -> Response:
+    """`response`, marked as a replay when the effect had already run for its key."""
+    if once is not None and once.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def source_key_for(caller: str, key: str) -> str:
@@ -215,6 +268,13 @@ async def claim(request: Request, caller: str) -> None:
         return
     if not _VALID_KEY.match(pending.key):
         raise BadRequest(f"{HEADER} must be 1-255 printable ASCII characters without spaces")
+    endpoint = request.scope.get("endpoint")
+    if getattr(endpoint, "nextflow_key_in_effect", False):
+        if not pending.body_done:  # (JSON routes have read their body by now)
+            raise BadRequest(f"{HEADER} needs the whole body before the route runs")
+        pending.caller = caller
+        pending.once = Once(caller, pending.key, pending.fingerprint())
+        return
     store = request.app.state.gateway.idempotency
     if store is None:  # an application that keeps no keys: the header means nothing
         return

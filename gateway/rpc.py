@@ -105,6 +105,19 @@ class Call:
             return None
         return idempotency.source_key_for(self.caller, key)
 
+    def once(self, request: Message) -> idempotency.Once | None:
+        """The `idempotency-key` of a create that keeps it in its own transaction
+        (`deployments/_kit/once.py`), as HTTP's `@in_effect` routes do; namespaced by
+        RPC, so it never meets an HTTP key, and fingerprinted by the request."""
+        key = self.get("idempotency-key")
+        if key is None or not self.caller:
+            return None
+        if not 1 <= len(key) <= 200:
+            raise BadRequest("idempotency-key must be 1-200 characters")
+        slot = f"grpc:{request.DESCRIPTOR.full_name}:{key}"
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        return idempotency.Once(self.caller, slot, fingerprint)
+
     def on_decision(self, decision: Decision) -> None:
         self.trailers.extend((k.lower(), v) for k, v in decision.headers().items())
 

@@ -380,6 +380,38 @@ class Shards:
                 await self.reload(seen)
         raise AssertionError("unreachable")
 
+    async def write_each_server(
+        self,
+        fn: Callable[Concatenate[WriteConn, list[int], P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> list[T]:
+        """`gather`'s write: one transaction on every server at once, `fn` given the
+        logical shards the map gives that server (and keeping to them), for upkeep
+        such as deleting expired rows."""
+        for attempt in (1, 2):
+            seen = self.map
+            calls = [
+                _write(
+                    self._managers[name],
+                    name,
+                    self.database,
+                    fn,
+                    (owned, *args),
+                    kwargs,
+                    seen.route(owned),
+                )  # fmt: skip
+                for name in seen.server_names()
+                if (owned := seen.shards_on(name))
+            ]
+            try:
+                return list(await asyncio.gather(*calls))
+            except StaleShardMap:
+                if attempt == 2:
+                    raise
+                await self.reload(seen)
+        raise AssertionError("unreachable")
+
     async def ping(self) -> list[dict[str, Any]]:
         """`SELECT 1` on this database on every server (readiness)."""
         calls = [

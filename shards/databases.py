@@ -31,8 +31,23 @@ SHARDED_BASE = "_sharded"
 # and deletes in the reverse one (foreign keys). Every row of every table listed
 # here has an `id` made by `nextflow_id(<logical shard of the record it belongs to>)`.
 SHARDED_TABLES: dict[str, tuple[str, ...]] = {
-    "customer": ("customers", "contacts", "record_changes", "outbox", "search_documents"),
-    "sales": ("deals", "deal_stage_changes", "orders", "order_lines", "record_changes", "outbox"),
+    "customer": (
+        "customers",
+        "contacts",
+        "record_changes",
+        "outbox",
+        "search_documents",
+        "idempotency_keys",
+    ),
+    "sales": (
+        "deals",
+        "deal_stage_changes",
+        "orders",
+        "order_lines",
+        "record_changes",
+        "outbox",
+        "idempotency_keys",
+    ),
     "marketing": (
         "campaigns",
         "campaign_members",
@@ -40,14 +55,23 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "lead_conversions",
         "record_changes",
         "outbox",
+        "idempotency_keys",
     ),
-    "support": ("tickets", "ticket_comments", "record_changes", "outbox", "search_documents"),
-    "file": ("files", "record_changes", "outbox"),
+    "support": (
+        "tickets",
+        "ticket_comments",
+        "record_changes",
+        "outbox",
+        "search_documents",
+        "idempotency_keys",
+    ),
+    "file": ("files", "record_changes", "outbox", "idempotency_keys"),
     "notification": (
         "notifications",
         "notification_emails",
         "notification_preferences",
         "record_changes",
         "outbox",
+        "idempotency_keys",
     ),
 }

@@ -103,6 +103,7 @@ class EventConsumer:
         types: Iterable[str] | None = None,
         count: int = 50,
         block_ms: int = 1000,
+        linger_ms: int = 0,
         claim_idle_ms: int = 30_000,
         claim_every_s: float = 5.0,
         max_deliveries: int = 5,
@@ -114,7 +115,10 @@ class EventConsumer:
         Give `handler` (one event at a time, each acknowledged after it) or
         `batch_handler`: every event of a read (up to `count`) in one call, all
         acknowledged after it returns; when it raises, the events are handed to it
-        again one by one, so one bad event leaves only itself pending."""
+        again one by one, so one bad event leaves only itself pending. `linger_ms`: when
+        a read brings fewer than `count`, wait this long for more before handling them
+        (fewer, larger batches for a handler whose cost is mostly per call, such as a
+        Ray task per batch; the events are that much later)."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give exactly one of handler and batch_handler")
         self.redis = redis
@@ -127,6 +131,7 @@ class EventConsumer:
         self.types = frozenset(types) if types is not None else None
         self.count = count
         self.block_ms = block_ms
+        self.linger_ms = linger_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
         self.max_deliveries = max_deliveries
@@ -164,13 +169,24 @@ class EventConsumer:
                 return done + await self._handle_all(entries, from_history=True)
             self._history_from = None
         entries = await self._read(">", self.block_ms if block_ms is None else block_ms)
+        if entries and self.linger_ms and len(entries) < self.count:
+            await asyncio.sleep(self.linger_ms / 1000)
+            entries += await self._read(">", None, self.count - len(entries))
         done += await self._handle_all(entries, from_history=False)
         return done
 
-    async def _read(self, start: str, block_ms: int | None) -> list[tuple[str, dict[str, str]]]:
+    async def _read(
+        self, start: str, block_ms: int | None, count: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Up to `count` (default: the consumer's) entries from `start`; `block_ms`
+        None: answer at once, even with nothing."""
         try:
             reply: Any = await self.redis.xreadgroup(
-                self.group, self.name, {self.stream: start}, count=self.count, block=block_ms
+                self.group,
+                self.name,
+                {self.stream: start},
+                count=count or self.count,
+                block=block_ms,
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream or group was deleted: make it again

@@ -67,6 +67,7 @@ class AIApp(ServiceIngress):
             batch_handler=self._svc.index.handle,
             types=INDEXED_EVENTS,
             count=200,
+            linger_ms=settings.ai_index_linger_ms,
         )
         self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
         self._backlog_every = settings.ai_embed_backlog_interval_s

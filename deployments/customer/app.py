@@ -75,15 +75,10 @@ class CustomerApp(ServiceIngress, GrpcIngress):
     ) -> customers_pb2.Customer:
         async def run(principal: Principal, call: Call) -> customers_pb2.Customer:
             data = CustomerCreate.model_validate(from_proto(request))
-            key = call.source_key()
-            made = await (
-                self._service.create_from_source(principal, key, data)
-                if key is not None
-                else self._service.create(principal, data)
-            )
+            made = await self._service.create(principal, data, call.once(request))
             return await self._write(principal, call, made, customers_pb2.Customer)
 
-        return await self._call(grpc_context, customers_pb2.Customer, run, idempotent=request)
+        return await self._call(grpc_context, customers_pb2.Customer, run)
 
     async def UpdateCustomer(  # noqa: N802
         self, request: customers_pb2.UpdateCustomerRequest, grpc_context: Any

@@ -32,23 +32,20 @@ RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string
 
 
 @router.post("/", status_code=201, response_model=CustomerRead)
+@idempotency.in_effect
 async def create_customer(
     body: CustomerCreate, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Create a customer. It is placed on a logical shard that its id carries. With an
-    `Idempotency-Key`, a repeat gets the first response, and the key is also the
-    customer's `source_key`: one customer however often the create runs."""
-    if (key := idempotency.source_key(request)) is not None:
-        customer = await svc.create_from_source(principal, key, body)
-    else:
-        customer = await svc.create(principal, body)
-    return record(customer, 201, f"/v1/customers/{customer.id}")
+    `Idempotency-Key`, the key is kept in the customer's own transaction: one customer
+    however often the create runs, and a repeat answers with it."""
+    once = idempotency.effect_key(request)
+    customer = await svc.create(principal, body, once)
+    return idempotency.answered(record(customer, 201, f"/v1/customers/{customer.id}"), once)
 
 
 @router.get("/", response_model=Page[CustomerRead])
-async def list_customers(
-    request: Request, principal: CurrentPrincipal, svc: Service
-) -> Response:
+async def list_customers(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Customers across all shards, cursor-paged. Filters: `name[prefix]`,
     `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
     `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
@@ -110,6 +107,7 @@ async def customer_history(
 
 
 @router.post("/{customer_id}/contacts", status_code=201, response_model=ContactRead)
+@idempotency.in_effect
 async def create_contact(
     customer_id: RecordId,
     body: ContactCreate,
@@ -117,15 +115,11 @@ async def create_contact(
     principal: CurrentPrincipal,
     svc: Service,
 ) -> Response:
-    """Add a contact; it lives on its customer's shard. An `Idempotency-Key` is also
-    the contact's `source_key` (one contact however often the create runs)."""
-    if (key := idempotency.source_key(request)) is not None:
-        contact = await svc.create_contact_from_source(
-            principal, key, customer_id, body
-        )
-    else:
-        contact = await svc.create_contact(principal, customer_id, body)
-    return record(contact, 201, f"/v1/customers/contacts/{contact.id}")
+    """Add a contact; it lives on its customer's shard. An `Idempotency-Key` is kept in
+    the contact's own transaction (one contact however often the create runs)."""
+    once = idempotency.effect_key(request)
+    contact = await svc.create_contact(principal, customer_id, body, once)
+    return idempotency.answered(record(contact, 201, f"/v1/customers/contacts/{contact.id}"), once)
 
 
 @router.get("/{customer_id}/contacts", response_model=Page[ContactRead])
@@ -138,9 +132,7 @@ async def list_contacts(
 
 
 @router.get("/contacts/{contact_id}", response_model=ContactRead)
-async def get_contact(
-    contact_id: RecordId, principal: CurrentPrincipal, svc: Service
-) -> Response:
+async def get_contact(contact_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
     return record(await svc.get_contact(principal, contact_id))
 
 
@@ -152,18 +144,14 @@ async def update_contact(
     svc: Service,
     version: IfMatch,
 ) -> Response:
-    return record(
-        await svc.update_contact(principal, contact_id, body, version)
-    )
+    return record(await svc.update_contact(principal, contact_id, body, version))
 
 
 @router.delete("/contacts/{contact_id}", status_code=204)
 async def delete_contact(
     contact_id: RecordId, principal: CurrentPrincipal, svc: Service, version: IfMatch
 ) -> Response:
-    return no_content(
-        await svc.delete_contact(principal, contact_id, version)
-    )
+    return no_content(await svc.delete_contact(principal, contact_id, version))
 
 
 @router.post("/contacts/{contact_id}/restore", response_model=ContactRead)

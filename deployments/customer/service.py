@@ -1,11 +1,12 @@
 """Customer and contact logic: permissions, routing to shards, merging pages.
-No SQL here (that is repo.py) and no Ray or FastAPI (that is deployment.py)."""
+No SQL here (that is repo.py) and no Ray or FastAPI (that is app.py and routes.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
+from deployments._kit.once import write_once
 from deployments._kit.sql import written
 from deployments.customer import repo
 from deployments.customer.schemas import (
@@ -18,6 +19,7 @@ from deployments.customer.schemas import (
     CustomerUpdate,
 )
 from gateway.errors import Forbidden, NotFound, Validation
+from gateway.idempotency import Once
 from gateway.listing import (
     ListQuery,
     Page,
@@ -42,15 +44,21 @@ class CustomerService:
             raise NotFound(f"{kind} {record_id} not found") from None
 
     # -- customers -----------------------------------------------------------------
-    async def create(self, principal: Principal, data: CustomerCreate) -> CustomerRead:
+    async def create(
+        self, principal: Principal, data: CustomerCreate, once: Once | None = None
+    ) -> CustomerRead:
+        """A new customer on a logical shard its id carries. With `once` (the caller's
+        `Idempotency-Key`), placed by the key and made once for it: a repeat answers
+        with the first customer (`deployments/_kit/once.py`)."""
         principal.require("customer:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         if owner_id != principal.user_id:
             principal.require("customer:assign")
-        shard = self.shards.place()
-        created = await self.shards.write(
-            shard, repo.create_customer, shard, data, owner_id, principal.user_id
-        )
+        shard = self.shards.place(key=once.slot if once is not None else None)
+        created = await write_once(
+            self.shards, shard, once, CustomerRead,
+            repo.create_customer, shard, data, owner_id, principal.user_id,
+        )  # fmt: skip
         return principal.redact("customer", created)
 
     async def create_from_source(
@@ -149,12 +157,18 @@ class CustomerService:
 
     # -- contacts ------------------------------------------------------------------
     async def create_contact(
-        self, principal: Principal, customer_id: int, data: ContactCreate
+        self,
+        principal: Principal,
+        customer_id: int,
+        data: ContactCreate,
+        once: Once | None = None,
     ) -> ContactRead:
+        """A contact of the customer, on its shard; with `once`, made once per key."""
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
-        created = await self.shards.write(
-            shard, repo.create_contact, shard, customer_id, data, principal.user_id,
+        created = await write_once(
+            self.shards, shard, once, ContactRead,
+            repo.create_contact, shard, customer_id, data, principal.user_id,
             principal.owners("contact:write"),
         )  # fmt: skip
         if created is None:

@@ -42,6 +42,7 @@ from deployments.marketing.schemas import (
     MemberUpdate,
 )
 from deployments.marketing.service import MarketingService
+from gateway import idempotency
 from gateway.context import (
     CurrentPrincipal,
     IfMatch,
@@ -86,12 +87,17 @@ def _params(request: Request, model: type[Q]) -> Q:
 
 # -- leads ---------------------------------------------------------------------------
 @_marketing.post("/leads", status_code=201, response_model=LeadRead)
-async def create_lead(body: LeadCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+@idempotency.in_effect
+async def create_lead(
+    body: LeadCreate, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
     """Create a lead. E-mails are unique among leads (any case): a duplicate is a 409
     whose `errors` name the existing lead, even a deleted one (restore that instead).
-    `score` is filled by the AI service and never accepted here."""
-    lead = await svc.create_lead(principal, body)
-    return record(lead, 201, f"/v1/marketing/leads/{lead.id}")
+    `score` is filled by the AI service and never accepted here. An `Idempotency-Key`
+    is kept in the lead's own transaction (one lead per key)."""
+    once = idempotency.effect_key(request)
+    lead = await svc.create_lead(principal, body, once)
+    return idempotency.answered(record(lead, 201, f"/v1/marketing/leads/{lead.id}"), once)
 
 
 @_marketing.get("/leads", response_model=Page[LeadRead])

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
+from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from deployments.marketing import repo
@@ -51,6 +52,7 @@ from gateway.errors import (
     Unavailable,
     Validation,
 )
+from gateway.idempotency import Once
 from gateway.listing import Page, decode_cursor, merge_pages, row_key, validate_sort
 from gateway.principal import Principal
 from shards import ShardNotFound
@@ -98,16 +100,21 @@ class MarketingService:
             raise NotFound(f"{kind} {record_id} not found") from None
 
     # -- leads ---------------------------------------------------------------------
-    async def create_lead(self, principal: Principal, data: LeadCreate) -> LeadRead:
+    async def create_lead(
+        self, principal: Principal, data: LeadCreate, once: Once | None = None
+    ) -> LeadRead:
         """A lead with an e-mail is placed by a stable hash of the lower-cased e-mail,
-        so the unique index on that shard finds any duplicate without a scatter."""
+        so the unique index on that shard finds any duplicate without a scatter. With
+        `once` (the caller's `Idempotency-Key`), made once per key in its transaction."""
         principal.require("lead:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         _may_give(principal, "lead", owner_id)
-        shard = self.shards.place(key=data.email.lower() if data.email else None)
-        made = await self.shards.write(
-            shard, repo.create_lead, shard, data, owner_id, principal.user_id
-        )
+        placed_by = data.email.lower() if data.email else (once.slot if once else None)
+        shard = self.shards.place(key=placed_by)
+        made = await write_once(
+            self.shards, shard, once, LeadRead,
+            repo.create_lead, shard, data, owner_id, principal.user_id,
+        )  # fmt: skip
         if isinstance(made, repo.Duplicate):
             if not principal.reaches("lead:read", made.owner_id):
                 # Still refused (e-mails are unique), but which lead it is, and whether it

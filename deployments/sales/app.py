@@ -109,10 +109,10 @@ class SalesApp(ServiceIngress, GrpcIngress):
     ) -> deals_pb2.Deal:
         async def run(principal: Principal, call: Call) -> deals_pb2.Deal:
             data = DealCreate.model_validate(from_proto(request))
-            made = await self._service.create_deal(principal, data, call.source_key())
+            made = await self._service.create_deal(principal, data, once=call.once(request))
             return await self._write(principal, call, made, deals_pb2.Deal)
 
-        return await self._call(grpc_context, deals_pb2.Deal, run, idempotent=request)
+        return await self._call(grpc_context, deals_pb2.Deal, run)
 
     async def MoveDealStage(  # noqa: N802
         self, request: deals_pb2.MoveDealStageRequest, grpc_context: Any

@@ -142,16 +142,17 @@ async def update_stage(
 
 # -- deals --------------------------------------------------------------------------
 @router.post("/deals", status_code=201, response_model=DealRead, tags=["deals"])
+@idempotency.in_effect
 async def create_deal(
     body: DealCreate, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Create a deal on its customer's shard (422 naming `customer_id` when the customer
     does not exist). Pipeline defaults to the default one, stage to its first open
     stage, probability to the stage's; `weighted_amount` is computed. An
-    `Idempotency-Key` is also the deal's `source_key` (one deal per key)."""
-    key = idempotency.source_key(request)
-    deal = await svc.create_deal(principal, body, source_key=key)
-    return record(deal, 201, f"/v1/sales/deals/{deal.id}")
+    `Idempotency-Key` is kept in the deal's own transaction (one deal per key)."""
+    once = idempotency.effect_key(request)
+    deal = await svc.create_deal(principal, body, once=once)
+    return idempotency.answered(record(deal, 201, f"/v1/sales/deals/{deal.id}"), once)
 
 
 @router.get("/deals", response_model=Page[DealRead], tags=["deals"])

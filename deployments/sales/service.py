@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
+from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
@@ -40,6 +41,7 @@ from deployments.sales.schemas import (
 )
 from deployments.sales.totals import order_totals
 from gateway.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Validation
+from gateway.idempotency import Once
 from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
 from gateway.principal import Principal
 from shards import ShardNotFound
@@ -232,10 +234,16 @@ class SalesService:
 
     # -- deals -----------------------------------------------------------------------
     async def create_deal(
-        self, principal: Principal, data: DealCreate, source_key: str | None = None
+        self,
+        principal: Principal,
+        data: DealCreate,
+        source_key: str | None = None,
+        once: Once | None = None,
     ) -> DealRead:
         """A deal on its customer's shard. With `source_key` (e.g. the lead it was
-        converted from), calling again with the same key returns the first deal."""
+        converted from), calling again with the same key returns the first deal. With
+        `once` (the caller's `Idempotency-Key`), made once per key in the deal's own
+        transaction (its customer and pipeline are checked again on a repeat)."""
         principal.require("deal:write")
         if source_key is not None and not 1 <= len(source_key) <= 200:
             raise _invalid("source_key", "1-200 characters")
@@ -271,7 +279,9 @@ class SalesService:
             "expected_close_date": data.expected_close_date,
             "source_key": source_key,
         }
-        created = await self.shards.write(shard, repo.create_deal, shard, values, principal.user_id)
+        created = await write_once(
+            self.shards, shard, once, DealRead, repo.create_deal, shard, values, principal.user_id
+        )
         return principal.redact("deal", created)
 
     def _customer_shard(self, customer_id: int) -> int:

@@ -519,26 +519,30 @@ def test_idempotency_keys_replay_the_first_answer(
     t2 = tickets.CreateTicket(ticket, metadata=md(agent, idempotency_key=key))
     t3 = tickets.CreateTicket(ticket, metadata=md(agent))
     assert t1.id == t2.id != t3.id
-    # The keys are kept in PostgreSQL with HTTP's, namespaced by RPC.
-    assert _stored_keys(serve_app, key) == {
-        "grpc:nextflow.v1.CreateCustomerRequest:" + key,
-        "grpc:nextflow.v1.CreateTicketRequest:" + key,
-    }
+    # The keys are kept in PostgreSQL as HTTP's are, namespaced by RPC: a customer's
+    # with the customer, on its shard; a ticket's (not one transaction) in `auth`.
+    customer_keys, auth_keys = _stored_keys(serve_app, key)
+    assert customer_keys == {"grpc:nextflow.v1.CreateCustomerRequest:" + key}
+    assert auth_keys == {"grpc:nextflow.v1.CreateTicketRequest:" + key}
 
 
-def _stored_keys(settings: Settings, key: str) -> set[str]:
+def _stored_keys(settings: Settings, key: str) -> tuple[set[str], set[str]]:
     import asyncio
 
     import asyncpg
 
-    async def read() -> set[str]:
+    from tests.e2e.analytics_data import layout, on_each_server
+
+    async def keys(conn: asyncpg.Connection, _: object = None) -> set[str]:
+        rows = await conn.fetch("SELECT key FROM idempotency_keys WHERE key LIKE $1", f"%:{key}")
+        return {r["key"] for r in rows}
+
+    async def read() -> tuple[set[str], set[str]]:
+        on_shards = await on_each_server(settings, await layout(settings), "customer", keys)
         catalog = settings.catalog_address()
         conn = await asyncpg.connect(settings.dsn_for(catalog.host, catalog.port, "auth"))
         try:
-            rows = await conn.fetch(
-                "SELECT key FROM idempotency_keys WHERE key LIKE $1", f"%:{key}"
-            )
-            return {r["key"] for r in rows}
+            return set().union(*on_shards), await keys(conn)
         finally:
             await conn.close()
 
