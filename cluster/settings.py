@@ -323,6 +323,11 @@ class Settings(StackSettings):
     # sent rows are deleted after `outbox_retention_s`, consumers' processed-event marks
     # after `processed_events_retention_s` (keep it longer than any redelivery can take);
     # the stream is trimmed to about `event_stream_maxlen` entries.
+    # The consumer groups of the event stream (a JSON list in the environment): every outbox relay
+    # makes sure they exist before it publishes, so an event written before a
+    # service's first replica was up waits for it. Each service's consumer names its
+    # group (deployments/_kit/events.py); a new consumer's group is added here.
+    event_consumer_groups: tuple[str, ...] = ("notification", "webhooks", "analytics", "ai")
     outbox_poll_interval_s: float = Field(default=0.25, gt=0)
     outbox_idle_poll_s: float = Field(default=5.0, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10000)

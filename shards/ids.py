@@ -22,6 +22,10 @@ than the switch takes).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SEQUENCE_BITS = 12
 SHARD_BITS = 10
@@ -69,3 +73,20 @@ def make_id(timestamp_ms: int, shard: int, sequence: int) -> int:
 
 def is_valid_id(value: int) -> bool:
     return 0 < value <= MAX_ID
+
+
+def _parse_id(value: object) -> object:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+# An id in a pydantic model: accepted as a JSON number or string, always written as a
+# string (JavaScript loses precision above 2**53).
+JsonId = Annotated[
+    int,
+    BeforeValidator(_parse_id),
+    Field(ge=1, le=MAX_ID, strict=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["1234567890123"]}),
+]

@@ -7,7 +7,9 @@ their change. The relay of a server loops over the sharded databases on it:
 1. read up to `outbox_batch_size` unsent rows of the logical shards the server owns,
    in id order (`WHERE sent_at IS NULL ORDER BY id LIMIT n`, on the primary);
 2. `XADD` each to `EVENT_STREAM` (fields `id` = event id, `type`, `event` = the Event
-   JSON), in that order, in one pipeline;
+   JSON, `shards/outbox.py`), in that order, in one pipeline, once the consumer groups
+   the deployment declares (`event_consumer_groups`) exist: no event is published
+   before a group is there to keep it;
 3. `UPDATE outbox SET sent_at = now() WHERE id = ANY(...)`;
 4. wait for a reason to look again: its `ShardManager` answers a long poll
    (`next_commits`) when a write commits there, and the next pass reads the databases
@@ -61,20 +63,19 @@ from ray.util import metrics
 from cluster import logs, redis_client
 from cluster.batching import Outcome
 from cluster.settings import Settings, get_settings
-from deployments._kit.consumer import ensure_groups
-from deployments._kit.events import CONSUMER_GROUPS, EVENT_STREAM, Event
 from shards import consistency
 from shards.connections import ReadConn, WriteConn
 from shards.databases import SHARDED_DATABASES
 from shards.errors import ShardUnavailable, StaleShardMap
 from shards.ids import shard_sql
 from shards.manager import NAMESPACE, ShardCall, manager_handle
+from shards.outbox import EVENT_STREAM, Event, ensure_groups
 from shards.routing import ServerSpec, ShardMap
 
 log = logging.getLogger("nextflow.relay")
 _CLEANUP_BATCH = 5000
-_MAP_REFRESH_S = 5.0
 _GROUPS_CHECK_S = 60.0  # how often a publishing relay makes sure the consumer groups exist
+_MAP_REFRESH_S = 5.0
 
 outbox_backlog = metrics.Gauge(
     "nextflow_outbox_backlog",
@@ -217,9 +218,10 @@ class Relay:
         databases: Iterable[str] = SHARDED_DATABASES,
         settings: Settings | None = None,
         on_crash: Callable[[], None] | None = None,
-        groups: Iterable[str] = CONSUMER_GROUPS,
+        groups: Iterable[str] | None = None,
     ) -> None:
-        """`groups`: the consumer groups made sure of before publishing."""
+        """`groups`: the consumer groups made sure of before publishing (default: the
+        settings' `event_consumer_groups`)."""
         logs.configure()
         self._settings = settings or get_settings()
         s = self._settings
@@ -239,7 +241,7 @@ class Relay:
         self._crash = _Crash()
         self._on_crash = on_crash or _die
         self._loops = 0
-        self._groups = tuple(groups)
+        self._groups = tuple(groups if groups is not None else s.event_consumer_groups)
         self._groups_checked = -_GROUPS_CHECK_S
         self.failed: tuple[str, ...] = ()  # databases whose last pass did not finish
 

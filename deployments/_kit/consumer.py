@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from deployments._kit.events import EVENT_STREAM, Event
 from shards import WriteConn
+from shards.outbox import EVENT_STREAM, Event, ensure_groups
 
 log = logging.getLogger("nextflow.events")
 DEAD_STREAM = "nextflow:events:dead"
@@ -72,19 +72,6 @@ def parse_entry(fields: dict[str, str]) -> Event:
         return Event.model_validate_json(body)
     except ValidationError as exc:
         raise ValueError(f"unreadable event: {exc.error_count()} errors") from exc
-
-
-async def ensure_groups(
-    redis: aioredis.Redis, groups: Iterable[str], stream: str = EVENT_STREAM, start_id: str = "$"
-) -> None:
-    """Create each group (and the stream) if missing, at `start_id`; existing ones are
-    kept as they are."""
-    for group in groups:
-        try:
-            await redis.xgroup_create(stream, group, id=start_id, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
 
 class EventConsumer:

@@ -13,42 +13,24 @@ The schema of every event type is in `docs/events.md`.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from deployments._kit.history import plain
-from deployments._kit.types import Id
 from shards import WriteConn
 from shards.ids import shard_sql
+from shards.outbox import EVENT_STREAM, SCHEMA_VERSION, Event
 
-EVENT_STREAM = "nextflow:events"
-# The services' consumer groups. Every relay makes sure each exists (created at the
-# stream's end) before it publishes: an event is never published before a group is
-# there to keep it, so a service whose replicas start after the first writes still
-# gets every event (tests/integration/test_events.py).
+# The services' consumer groups. The outbox relays make sure each exists before they
+# publish (the `event_consumer_groups` setting lists them; tests/unit/test_events.py
+# holds the two equal): an event written before a service's first replica was up
+# waits in its group (tests/integration/test_events.py).
 NOTIFICATION_GROUP = "notification"
 WEBHOOKS_GROUP = "webhooks"
 ANALYTICS_GROUP = "analytics"
 AI_GROUP = "ai"  # keeps the search index up to date (deployments/ai/indexing.py)
 CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP, AI_GROUP)
-SCHEMA_VERSION = 1
-
-
-class Event(BaseModel):
-    """One event as it travels on the stream and reaches consumers and webhooks."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: uuid.UUID = Field(description="Unique per event: consumers de-duplicate by it.")
-    type: str = Field(description="`<aggregate>.<what happened>`, e.g. `deal.won`.")
-    version: int = Field(default=SCHEMA_VERSION, description="Schema version of `data`.")
-    occurred_at: datetime
-    aggregate_type: str
-    aggregate_id: Id
-    actor_id: Id | None = None
-    data: dict[str, Any]
 
 
 async def emit(
@@ -97,3 +79,17 @@ def _ids_as_text(field: str, value: Any) -> Any:
     if isinstance(value, list):
         return [_ids_as_text(field, v) for v in value]
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+__all__ = [
+    "AI_GROUP",
+    "ANALYTICS_GROUP",
+    "CONSUMER_GROUPS",
+    "EVENT_STREAM",
+    "NOTIFICATION_GROUP",
+    "SCHEMA_VERSION",
+    "WEBHOOKS_GROUP",
+    "Event",
+    "emit",
+    "record_data",
+]

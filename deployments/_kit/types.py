@@ -14,24 +14,11 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from shards.ids import MAX_ID
-
-
-def _parse_id(value: object) -> object:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
-
+from shards.ids import JsonId
 
 # 64-bit ids: accepted as a JSON number or string, always written as a string
-# (JavaScript loses precision above 2**53).
-Id = Annotated[
-    int,
-    BeforeValidator(_parse_id),
-    Field(ge=1, le=MAX_ID, strict=False),
-    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["1234567890123"]}),
-]
+# (JavaScript loses precision above 2**53). Defined beside the id layout.
+Id = JsonId
 
 
 def _no_float(value: object) -> object:

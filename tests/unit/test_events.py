@@ -79,3 +79,12 @@ def test_record_data_is_the_api_record_plus_changes() -> None:
 def test_processed_events_is_not_a_sharded_table() -> None:
     """Its rows carry no shard in an id: a shard move must not try to copy them."""
     assert all("processed_events" not in tables for tables in SHARDED_TABLES.values())
+
+
+def test_the_relays_make_every_services_consumer_group() -> None:
+    """The relays (shards/, which knows no service) take the groups from the settings:
+    every group a service consumes with must be there."""
+    from cluster.settings import Settings
+    from deployments._kit.events import CONSUMER_GROUPS
+
+    assert set(Settings.model_fields["event_consumer_groups"].default) == set(CONSUMER_GROUPS)

@@ -55,8 +55,6 @@ def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
 @needs_promtool
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
-    broken.write_text(
-        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(rate(x[5m]) > 1\n"
-    )
+    broken.write_text("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(rate(x[5m]) > 1\n")
     done = subprocess.run(["promtool", "check", "rules", str(broken)], capture_output=True)
     assert done.returncode != 0
