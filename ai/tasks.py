@@ -58,21 +58,22 @@ def score_batch(
 def index_records(
     server: ServerSpec,
     route: Mapping[int, int],
-    shard: int,
+    shards: list[int],
     kind: str,
     ids: list[int] | None = None,
     after: int = 0,
     limit: int = 500,
     embeddings: bool = False,
 ) -> dict[str, Any]:
-    """(Re)index records of one logical shard (deployments/ai/indexing.py): `ids`, or
-    the next `limit` records after id `after`. Reads them on the primary (the state
-    just written), builds their entries, embeds them when `embeddings`, writes the
-    documents back through the same ShardManager. Returns counts and the last id."""
+    """(Re)index records of logical shards of one server (deployments/ai/indexing.py):
+    `ids`, or the next `limit` records after id `after` of the one shard given. Reads
+    them on the primary (the state just written), builds their entries, embeds them
+    when `embeddings`, writes the documents back through the same ShardManager.
+    Returns counts and the last id."""
     database = repo.SOURCES[kind][0]
     manager = manager_handle(server)
     rows, _ = ray.get(
-        manager.run.remote(database, repo.index_sources, (kind, shard, ids, after, limit), {},
+        manager.run.remote(database, repo.index_sources, (kind, shards, ids, after, limit), {},
                            False, None, route=route)
     )  # fmt: skip
     entries = [search.entry(kind, r) for r in rows]

@@ -8,6 +8,7 @@ Every PostgreSQL server is a primary with one streaming standby (`cluster.replic
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -102,6 +103,8 @@ def settings_env(settings: StackSettings) -> dict[str, str]:
         elif isinstance(value, Path):
             # Workers run in another working directory.
             value = value.absolute()
+        elif isinstance(value, (tuple, list, dict)):
+            value = json.dumps(value)  # how pydantic-settings reads a complex value back
         env[f"{_ENV_PREFIX}{name.upper()}"] = str(value)
     return env
 

@@ -6,8 +6,9 @@ module plans, submits and gathers.
   `_sharded/0006`) lives on its shard, in its record's database, and moves with it.
 - **Kept fresh by events.** Every AIService replica is a member of the consumer group
   `ai`; the customer, contact and ticket events of one read of the stream (up to
-  200, and each batch of a bulk import) make one `index_records` task per logical
-  shard and kind read those records on their primary and write their documents.
+  200, gathered for up to `ai_index_linger_ms`, and each batch of a bulk import) make
+  one `index_records` task per shard server and kind read those records on their
+  primary and write their documents.
   The task reads the record as it is now, not the event's copy, so events handled
   twice or out of order leave the newest state, and a document indexed from an
   older state never replaces a newer one (`source_updated_at`). Delivery is the
@@ -129,18 +130,44 @@ class SearchIndex:
         """Index these records now (each once, on its shard), with their embeddings when
         `embeddings` and they are on; how many documents were written."""
         embeddings = embeddings and self.embeddings()
-        by_shard: dict[int, list[int]] = defaultdict(list)
+        seen = self.shards.map
+        by_server: dict[str, list[int]] = defaultdict(list)
         for record_id in sorted(set(ids)):
-            by_shard[shard_of(record_id)].append(record_id)
+            by_server[seen.server_for_shard(shard_of(record_id)).name].append(record_id)
         batches = [
-            (shard, chunk[i : i + self.batch_size])
-            for shard, chunk in by_shard.items()
+            chunk[i : i + self.batch_size]
+            for chunk in by_server.values()
             for i in range(0, len(chunk), self.batch_size)
         ]
         results = await asyncio.gather(
-            *(self._index_batch(kind, s, b, embeddings=embeddings) for s, b in batches)
+            *(self._index_ids(kind, batch, embeddings=embeddings) for batch in batches)
         )
-        return sum(int(r["written"]) for r in results)
+        return sum(results)
+
+    async def _index_ids(self, kind: str, ids: list[int], *, embeddings: bool) -> int:
+        """Index records that were on one server: one task for all of them (each task
+        costs a Ray submission, two manager calls and an embedding call, so a server's
+        records go together, whatever logical shards they are on), or one per logical
+        shard when the map changed under them (a shard moved to another server)."""
+        shards = sorted({shard_of(i) for i in ids})
+
+        async def submit(seen: ShardMap) -> int:
+            if len({seen.server_for_shard(s).name for s in shards}) > 1:
+                split = await asyncio.gather(
+                    *(
+                        self._index_batch(kind, shard, [i for i in ids if shard_of(i) == shard],
+                                          embeddings=embeddings)
+                        for shard in shards
+                    )
+                )  # fmt: skip
+                return sum(int(r["written"]) for r in split)
+            result: dict[str, Any] = await index_records.options(**task_options()).remote(
+                seen.server_for_shard(shards[0]), seen.route(shards), shards, kind, ids,
+                0, self.batch_size, embeddings,
+            )  # fmt: skip
+            return int(result["written"])
+
+        return await planned_once_more_if_stale(self.shards, submit)
 
     async def _index_batch(
         self,
@@ -155,7 +182,7 @@ class SearchIndex:
 
         async def submit(seen: ShardMap) -> dict[str, Any]:
             result: dict[str, Any] = await index_records.options(**task_options()).remote(
-                seen.server_for_shard(shard), seen.route([shard]), shard, kind, ids,
+                seen.server_for_shard(shard), seen.route([shard]), [shard], kind, ids,
                 after, self.batch_size, embeddings,
             )  # fmt: skip
             return result

@@ -193,21 +193,22 @@ _VISIBLE: Mapping[str, tuple[str, str]] = {  # kind -> (join, owner column)
 
 
 async def index_sources(
-    conn: ReadConn, kind: str, shard: int, ids: list[int] | None, after: int, limit: int
+    conn: ReadConn, kind: str, shards: list[int], ids: list[int] | None, after: int, limit: int
 ) -> list[dict[str, Any]]:
-    """Records to index: the live ones of `ids`, or the next `limit` live records of
-    `shard` after id `after`, in id order. (A deleted record's document stays: the
-    search reads documents only with their live records, and a restored record is
-    found again at once.)"""
+    """Records to index: the live ones of `ids` (on these logical shards), or the next
+    `limit` live records of the one shard in `shards` after id `after`, in id order.
+    (A deleted record's document stays: the search reads documents only with their
+    live records, and a restored record is found again at once.)"""
     _, table, columns = SOURCES[kind]
     select = f"SELECT {columns}, updated_at FROM {table}"
     if ids is not None:
         rows = await conn.fetch(
             f"""{select} WHERE deleted_at IS NULL AND id = ANY($1::bigint[])
-                AND {shard_sql("id")} = $2""",
-            ids, shard,
+                AND {shard_sql("id")} = ANY($2::int[])""",
+            ids, shards,
         )  # fmt: skip
     else:
+        (shard,) = shards
         rows = await conn.fetch(
             f"""{select} WHERE deleted_at IS NULL AND {shard_sql("id")} = $1 AND id > $2
                 ORDER BY id LIMIT $3""",

@@ -3,6 +3,7 @@ consumer accepts from a stream entry, and event `data` built from a record."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -88,3 +89,17 @@ def test_the_relays_make_every_services_consumer_group() -> None:
     from deployments._kit.events import CONSUMER_GROUPS
 
     assert set(Settings.model_fields["event_consumer_groups"].default) == set(CONSUMER_GROUPS)
+
+
+def test_every_setting_reaches_rays_workers_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack hands its settings to Ray's workers as NEXTFLOW_* variables; each one
+    reads back to the same value (a list as JSON, as pydantic-settings parses it)."""
+    from cluster.settings import StackSettings
+    from cluster.stack import settings_env
+
+    for key in [k for k in os.environ if k.startswith("NEXTFLOW_")]:
+        monkeypatch.delenv(key)
+    mine = StackSettings(event_consumer_groups=("notification", "extra"), shard_servers=3)
+    for key, value in settings_env(mine).items():
+        monkeypatch.setenv(key, value)
+    assert StackSettings() == mine
