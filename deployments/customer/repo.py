@@ -16,11 +16,17 @@ from deployments._kit.sql import (
     Params,
     Stale,
     by_id,
-    denied,
     escape_like,
     keyset_page,
     on_shards,
     owned_by,
+)
+from deployments._kit.versioned import (
+    Updated,
+    Versioned,
+    restore_row,
+    soft_delete_row,
+    update_row,
 )
 from deployments.customer.schemas import (
     ContactCreate,
@@ -164,13 +170,7 @@ async def restore_customer(
 ) -> CustomerRead | None:
     """The restored customer (or the live one); None when absent or its owner is
     outside `owners`."""
-    params = Params()
-    where = by_id(params, customer_id, "owner_id", owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE customers SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {_CUSTOMER}""",
-        *params.values,
-    )
+    row = await restore_row(conn, _CUSTOMERS, customer_id, owners)
     if row is None:
         return await get_customer(conn, customer_id, owners)
     await record_change(conn, "customer", customer_id, "restored", {}, actor_id)
@@ -347,13 +347,7 @@ async def restore_contact(
 ) -> ContactRead | None:
     """The restored contact (or the live one); None when absent or its customer's
     owner is outside `owners`."""
-    params = Params()
-    where = by_id(params, contact_id, _CONTACTS.owner, owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE contacts SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {_CONTACT}""",
-        *params.values,
-    )
+    row = await restore_row(conn, _CONTACTS, contact_id, owners)
     if row is None:
         return await get_contact(conn, contact_id, owners)
     await record_change(conn, "contact", contact_id, "restored", {}, actor_id)
@@ -392,33 +386,30 @@ async def _customer_alive(
 
 # -- shared by both tables -----------------------------------------------------------
 @dataclass(frozen=True)
-class _Table:
-    name: str
-    record_type: str
-    columns: str
-    updatable: frozenset[str]
-    audited: tuple[str, ...]
-    # The user who owns a row, as an SQL expression over the table's row: what a
-    # role's scope (own / team) is checked against.
-    owner: str
+class _Table(Versioned):
+    """A versioned table (deployments/_kit/versioned.py) with its history and events:
+    `record_type` names both, `audited` the fields its history rows follow."""
+
+    record_type: str = ""
+    audited: tuple[str, ...] = ()
 
 
 _CUSTOMERS = _Table(
     "customers",
-    "customer",
     _CUSTOMER,
     frozenset(_CUSTOMER_UPDATABLE),
-    CUSTOMER_AUDITED,
     "owner_id",
+    record_type="customer",
+    audited=CUSTOMER_AUDITED,
 )
 # A contact belongs to whoever owns its customer.
 _CONTACTS = _Table(
     "contacts",
-    "contact",
     _CONTACT,
     frozenset(_CONTACT_UPDATABLE),
-    CONTACT_AUDITED,
     "(SELECT p.owner_id FROM customers p WHERE p.id = contacts.customer_id)",
+    record_type="contact",
+    audited=CONTACT_AUDITED,
 )
 
 
@@ -446,26 +437,10 @@ async def _update(
     """The record as updated, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent; an "updated" history row when
     an audited field changed."""
-    found = await conn.fetchrow(
-        f"SELECT {table.columns}, {table.owner} AS owned_by FROM {table.name}"
-        " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-        record_id,
-    )
-    if found is None:
-        return None
-    if refused := denied(owners, found["owned_by"]):
-        return refused
-    before = {k: v for k, v in found.items() if k != "owned_by"}
-    if if_version is not None and before["version"] != if_version:
-        return Stale(before["version"])
-    params = Params()
-    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in table.updatable]
-    sets += ["version = version + 1", "updated_at = now()"]
-    row = await conn.fetchrow(
-        f"UPDATE {table.name} SET {', '.join(sets)} WHERE id = {params(record_id)}"
-        f" RETURNING {table.columns}",
-        *params.values,
-    )
+    found = await update_row(conn, table, record_id, changes, if_version, owners)
+    if not isinstance(found, Updated):
+        return found
+    before, row = found.before, found.after
     changed = diff(
         _audited(before, table.audited), _audited(dict(row), table.audited), table.audited
     )
@@ -490,17 +465,9 @@ async def _soft_delete(
 ) -> M | Stale | Denied | None:
     """The record as deleted, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
-    params = Params()
-    where = by_id(params, record_id, table.owner, owners)
-    if if_version is not None:
-        where.append(f"version = {params(if_version)}")
-    row = await conn.fetchrow(
-        f"UPDATE {table.name} SET deleted_at = now(), version = version + 1, updated_at = now()"
-        f" WHERE {' AND '.join(where)} RETURNING {table.columns}",
-        *params.values,
-    )
-    if row is None:
-        return await _missing_stale_or_denied(conn, table, record_id, owners)
+    row = await soft_delete_row(conn, table, record_id, if_version, owners)
+    if row is None or isinstance(row, Stale | Denied):
+        return row
     await record_change(conn, table.record_type, record_id, "deleted", {}, actor_id)
     record = model.model_validate(dict(row))
     if table.record_type == "customer":  # the event types docs/events.md defines
@@ -521,14 +488,3 @@ async def _emit(
     await emit(conn, type, name, record_id, record_data(name, record, changes), actor_id)
 
 
-async def _missing_stale_or_denied(
-    conn: WriteConn, table: _Table, record_id: int, owners: frozenset[int] | None
-) -> Stale | Denied | None:
-    found = await conn.fetchrow(
-        f"SELECT version, {table.owner} AS owned_by FROM {table.name}"
-        " WHERE id = $1 AND deleted_at IS NULL",
-        record_id,
-    )
-    if found is None:
-        return None
-    return denied(owners, found["owned_by"]) or Stale(found["version"])
