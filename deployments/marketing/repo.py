@@ -25,6 +25,14 @@ from deployments._kit.sql import (
     owned_by,
 )
 from deployments._kit.types import Money
+from deployments._kit.versioned import (
+    Updated,
+    Versioned,
+    missing_stale_or_denied,
+    restore_row,
+    soft_delete_row,
+    update_row,
+)
 from deployments.marketing.capture import CaptureData
 from deployments.marketing.schemas import (
     CampaignCreate,
@@ -876,26 +884,18 @@ async def _update_audited(
     *,
     sharded: bool = True,
 ) -> M | Stale | None:
-    params = Params()
-    before = await conn.fetchrow(
-        f"SELECT * FROM {table} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", record_id
-    )
-    if before is None:
-        return None
-    if if_version is not None and before["version"] != if_version:
-        return Stale(before["version"])
-    sets = [f"{name} = {params(value)}" for name, value in changes.items() if name in updatable]
-    sets += ["version = version + 1", "updated_at = now()"]
-    row = await conn.fetchrow(
-        f"UPDATE {table} SET {', '.join(sets)} WHERE id = {params(record_id)} RETURNING {columns}",
-        *params.values,
-    )
+    """The record as updated (scope checked before, by `_denied`), Stale, or None when
+    absent; an "updated" history row for the `audited` fields that changed."""
+    versioned = Versioned(table, columns, frozenset(updatable), owner=None)
+    found = await update_row(conn, versioned, record_id, changes, if_version)
+    if not isinstance(found, Updated):
+        return None if found is None else _stale(found)
     if audited:
-        changed = diff(dict(before), dict(row), audited)
+        changed = diff(found.before, dict(found.after), audited)
         await record_change(
             conn, record_type, record_id, "updated", changed, actor_id, sharded=sharded
         )
-    return build(row)
+    return build(found.after)
 
 
 async def _soft_delete(
@@ -910,17 +910,11 @@ async def _soft_delete(
     *,
     sharded: bool = True,
 ) -> M | Stale | None:
-    params = Params()
-    where = [f"id = {params(record_id)}", "deleted_at IS NULL"]
-    if if_version is not None:
-        where.append(f"version = {params(if_version)}")
-    row = await conn.fetchrow(
-        f"UPDATE {table} SET deleted_at = now(), version = version + 1, updated_at = now()"
-        f" WHERE {' AND '.join(where)} RETURNING {columns}",
-        *params.values,
+    row = await soft_delete_row(
+        conn, Versioned(table, columns, frozenset(), owner=None), record_id, if_version
     )
-    if row is None:
-        return await _missing_or_stale(conn, table, record_id)
+    if row is None or isinstance(row, Stale | Denied):
+        return None if row is None else _stale(row)
     if record_type is not None:
         await record_change(conn, record_type, record_id, "deleted", {}, actor_id, sharded=sharded)
     return build(row)
@@ -938,21 +932,21 @@ async def _restore(
 ) -> M | None:
     """The restored record, or the live one; None when absent or its owner is outside
     `owners` (None: anyone)."""
-    params = Params()
-    where = by_id(params, record_id, "owner_id", owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE {table} SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {columns}""",
-        *params.values,
-    )
+    row = await restore_row(conn, Versioned(table, columns, frozenset()), record_id, owners)
     if row is None:
-        row = await conn.fetchrow(
-            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} AND deleted_at IS NULL",
-            *params.values,
+        params = Params()
+        where = by_id(params, record_id, "owner_id", owners)
+        live = await conn.fetchrow(
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}", *params.values
         )
-        return None if row is None else build(row)
+        return None if live is None else build(live)
     await record_change(conn, record_type, record_id, "restored", {}, actor_id)
     return build(row)
+
+
+def _stale(found: Stale | Denied) -> Stale:
+    assert isinstance(found, Stale), found  # (tables without owners are never Denied)
+    return found
 
 
 async def _denied(
@@ -977,7 +971,5 @@ async def _denied(
 
 
 async def _missing_or_stale(conn: WriteConn, table: str, record_id: int) -> Stale | None:
-    version = await conn.fetchval(
-        f"SELECT version FROM {table} WHERE id = $1 AND deleted_at IS NULL", record_id
-    )
-    return None if version is None else Stale(version)
+    found = await missing_stale_or_denied(conn, Versioned(table, "", frozenset(), None), record_id)
+    return None if found is None else _stale(found)
