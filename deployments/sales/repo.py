@@ -24,6 +24,13 @@ from deployments._kit.sql import (
     owned_by,
 )
 from deployments._kit.types import Money
+from deployments._kit.versioned import (
+    Updated,
+    Versioned,
+    restore_row,
+    soft_delete_row,
+    update_row,
+)
 from deployments.sales.rules import Transition, weighted_amount
 from deployments.sales.schemas import (
     ComputedMoney,
@@ -393,6 +400,8 @@ _DEAL_SORT = {
     "amount": "amount",
     "expected_close_date": "COALESCE(expected_close_date, DATE '9999-12-31')",
 }
+# Deals as the shared versioned-row helper sees them (deployments/_kit/versioned.py).
+_DEALS = Versioned("deals", _DEAL, frozenset(DEAL_UPDATABLE))
 
 
 def _deal(row: asyncpg.Record) -> DealRead:
@@ -519,16 +528,10 @@ async def update_deal(
 ) -> DealRead | Stale | Denied | None:
     """The deal as updated, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
-    before = await locked_row(conn, "deals", _DEAL, deal_id, if_version, "owner_id", owners)
-    if before is None or isinstance(before, Stale | Denied):
-        return before
-    params = Params()
-    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in DEAL_UPDATABLE]
-    sets += ["version = version + 1", "updated_at = now()"]
-    row = await conn.fetchrow(
-        f"UPDATE deals SET {', '.join(sets)} WHERE id = {params(deal_id)} RETURNING {_DEAL}",
-        *params.values,
-    )
+    found = await update_row(conn, _DEALS, deal_id, changes, if_version, owners)
+    if not isinstance(found, Updated):
+        return found
+    before, row = found.before, found.after
     changed = diff(_audited(before), _audited(row), DEAL_AUDITED)
     await record_change(conn, "deal", deal_id, "updated", changed, actor_id)
     deal = _deal(row)
@@ -591,14 +594,9 @@ async def delete_deal(
 ) -> DealRead | Stale | Denied | None:
     """The deal as deleted, Stale for a stale `if_version`, Denied when its owner is
     outside `owners` (None: anyone), None when absent."""
-    before = await locked_row(conn, "deals", _DEAL, deal_id, if_version, "owner_id", owners)
-    if before is None or isinstance(before, Stale | Denied):
-        return before
-    row = await conn.fetchrow(
-        f"""UPDATE deals SET deleted_at = now(), version = version + 1, updated_at = now()
-            WHERE id = $1 RETURNING {_DEAL}""",
-        deal_id,
-    )
+    row = await soft_delete_row(conn, _DEALS, deal_id, if_version, owners)
+    if row is None or isinstance(row, Stale | Denied):
+        return row
     await record_change(conn, "deal", deal_id, "deleted", {}, actor_id)
     return _deal(row)
 
@@ -608,13 +606,7 @@ async def restore_deal(
 ) -> DealRead | None:
     """The restored deal (or the live one); None when absent or its owner is outside
     `owners`."""
-    params = Params()
-    where = by_id(params, deal_id, "owner_id", owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE deals SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {_DEAL}""",
-        *params.values,
-    )
+    row = await restore_row(conn, _DEALS, deal_id, owners)
     if row is None:
         return await get_deal(conn, deal_id, owners)
     await record_change(conn, "deal", deal_id, "restored", {}, actor_id)
