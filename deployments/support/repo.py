@@ -26,6 +26,7 @@ from deployments._kit.sql import (
     on_shards,
     owned_by,
 )
+from deployments._kit.versioned import Versioned, restore_row, soft_delete_row
 from deployments.support import rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -44,6 +45,9 @@ _TICKET = (
     " first_response_due_at, resolution_due_at, sla_paused_at, sla_paused_s,"
     " first_response_breached, resolution_breached, version, created_at, updated_at"
 )
+# Tickets as the shared versioned-row helper sees them (deployments/_kit/versioned.py):
+# a ticket is its assignee's.
+_TICKETS = Versioned("tickets", _TICKET, frozenset(), owner="assignee_id")
 _COMMENT = "id, ticket_id, author_id, body, public, version, created_at, updated_at"
 # Fields a ticket write may change (columns, never from the client directly).
 _WRITABLE = (
@@ -308,14 +312,9 @@ async def delete_ticket(
     actor_id: int | None,
     owners: frozenset[int] | None = None,
 ) -> TicketRead | Stale | Denied | None:
-    before = await _locked(conn, ticket_id, if_version, owners)
-    if before is None or isinstance(before, (Stale, Denied)):
-        return before
-    row = await conn.fetchrow(
-        f"""UPDATE tickets SET deleted_at = now(), version = version + 1, updated_at = now()
-            WHERE id = $1 RETURNING {_TICKET}""",
-        ticket_id,
-    )
+    row = await soft_delete_row(conn, _TICKETS, ticket_id, if_version, owners)
+    if row is None or isinstance(row, (Stale, Denied)):
+        return row
     await record_change(conn, "ticket", ticket_id, "deleted", {}, actor_id)
     return ticket(row)
 
@@ -325,13 +324,7 @@ async def restore_ticket(
 ) -> TicketRead | None:
     """The restored ticket (or the live one); None when absent or its assignee is
     outside `owners`."""
-    params = Params()
-    where = by_id(params, ticket_id, "assignee_id", owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE tickets SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {_TICKET}""",
-        *params.values,
-    )
+    row = await restore_row(conn, _TICKETS, ticket_id, owners)
     if row is None:
         return await get_ticket(conn, ticket_id, owners)
     await record_change(conn, "ticket", ticket_id, "restored", {}, actor_id)
