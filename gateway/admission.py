@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster.redis_client import Script
 from gateway.ratelimit import GCRA_FUNCTION, Decision, RateLimiter
 from gateway.sessions import SessionPositions
 from gateway.tokens import cutoff_key, revoked_key
@@ -48,7 +49,7 @@ class Admitted:
 
 class Admission:
     def __init__(self, redis: aioredis.Redis, limiter: RateLimiter | None) -> None:
-        self._script = redis.register_script(GCRA_FUNCTION + _ADMIT)
+        self._script = Script(redis, GCRA_FUNCTION + _ADMIT)
         self._limiter = limiter
 
     async def check(

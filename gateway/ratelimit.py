@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster.redis_client import Script
 from gateway.errors import Unavailable
 
 log = logging.getLogger("nextflow.gateway")
@@ -59,7 +60,7 @@ class RateLimiter:
     ) -> None:
         self._redis = redis
         self.fail_open = fail_open
-        self._script = redis.register_script(_GCRA)
+        self._script = Script(redis, _GCRA)
         self.per_minute = per_minute
         self.burst = burst
         self._interval_us = 60_000_000 // per_minute

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster.redis_client import Script
+
 log = logging.getLogger("nextflow.gateway")
 
 # KEYS[1]: the caller's hash; ARGV[1]: ttl ms, then server, lsn pairs. Keeps the max.
@@ -33,7 +35,7 @@ return 1
 class SessionPositions:
     def __init__(self, redis: aioredis.Redis, ttl_s: float) -> None:
         self._redis = redis
-        self._remember = redis.register_script(_REMEMBER)
+        self._remember = Script(redis, _REMEMBER)
         self._ttl_ms = int(ttl_s * 1000)
 
     @staticmethod

@@ -241,6 +241,10 @@ async def test_admission_asks_redis_everything_in_one_script(
         assert third.decision is not None and not third.decision.allowed  # burst of 2
         unlimited = await Admission(client, None).check(f"{caller}-new", None)
         assert (unlimited.decision, unlimited.positions, unlimited.cutoff) == (None, {}, None)
+        # A server that forgot the scripts (restarted, flushed) is sent them again.
+        await client.script_flush()
+        again = await admission.check(f"{caller}-after-flush", user_id)
+        assert again.decision is not None and again.decision.allowed and again.cutoff == 1234
     finally:
         await client.aclose()
 
