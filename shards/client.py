@@ -357,28 +357,7 @@ class Shards:
         """Run a read on every server at once, one result per server. `fn` gets the
         logical shards the map gives that server and must keep to them: a server can
         still hold rows of a shard that moved away (until the move drops them)."""
-        for attempt in (1, 2):
-            seen = self.map
-            calls = [
-                _read(
-                    self._managers[name],
-                    name,
-                    self.database,
-                    fn,
-                    (owned, *args),
-                    kwargs,
-                    seen.route(owned),
-                )  # fmt: skip
-                for name in seen.server_names()
-                if (owned := seen.shards_on(name))
-            ]
-            try:
-                return list(await asyncio.gather(*calls))
-            except StaleShardMap:
-                if attempt == 2:
-                    raise
-                await self.reload(seen)
-        raise AssertionError("unreachable")
+        return await self._each_server(_read, fn, args, kwargs)
 
     async def write_each_server(
         self,
@@ -389,18 +368,22 @@ class Shards:
         """`gather`'s write: one transaction on every server at once, `fn` given the
         logical shards the map gives that server (and keeping to them), for upkeep
         such as deleting expired rows."""
+        return await self._each_server(_write, fn, args, kwargs)
+
+    async def _each_server(
+        self,
+        call: Callable[..., Awaitable[T]],
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> list[T]:
+        """`call` (`_read` or `_write`) on every server at once with the logical shards
+        the map gives it; once more on a fresh map if a server said it was stale."""
         for attempt in (1, 2):
             seen = self.map
             calls = [
-                _write(
-                    self._managers[name],
-                    name,
-                    self.database,
-                    fn,
-                    (owned, *args),
-                    kwargs,
-                    seen.route(owned),
-                )  # fmt: skip
+                call(self._managers[name], name, self.database, fn, (owned, *args), kwargs,
+                     seen.route(owned))  # fmt: skip
                 for name in seen.server_names()
                 if (owned := seen.shards_on(name))
             ]
