@@ -712,6 +712,7 @@ _ORDER = (
     " discount_total, tax_total, total, confirmed_at, cancelled_at, version, created_at,"
     " updated_at"
 )
+_ORDERS = Versioned("orders", _ORDER, frozenset())
 _LINE_COLUMNS = (
     "position",
     "product_id",
@@ -911,11 +912,9 @@ async def delete_order(
         return before
     if before["status"] == "confirmed":
         return Refused("status", "a confirmed order is cancelled, not deleted")
-    row = await conn.fetchrow(
-        f"""UPDATE orders SET deleted_at = now(), version = version + 1, updated_at = now()
-            WHERE id = $1 RETURNING {_ORDER}""",
-        order_id,
-    )
+    row = await soft_delete_row(conn, _ORDERS, order_id, if_version, owners)
+    if row is None or isinstance(row, Stale | Denied):  # (the row is locked: it cannot be)
+        return row
     await record_change(conn, "order", order_id, "deleted", {}, actor_id)
     return await _order(conn, row)
 
@@ -925,13 +924,7 @@ async def restore_order(
 ) -> OrderRead | None:
     """The restored order (or the live one); None when absent or its owner is outside
     `owners`."""
-    params = Params()
-    where = by_id(params, order_id, "owner_id", owners, deleted=True)
-    row = await conn.fetchrow(
-        f"""UPDATE orders SET deleted_at = NULL, version = version + 1, updated_at = now()
-            WHERE {" AND ".join(where)} RETURNING {_ORDER}""",
-        *params.values,
-    )
+    row = await restore_row(conn, _ORDERS, order_id, owners)
     if row is None:
         return await get_order(conn, order_id, owners)
     await record_change(conn, "order", order_id, "restored", {}, actor_id)
