@@ -1,7 +1,7 @@
 """`Idempotency-Key` on POST, two ways, one contract:
 
 - **With the effect** (`@in_effect` routes: the creates that are one shard
-  transaction, e.g. customers, contacts, deals, tickets, leads): the key is kept in
+  transaction: customers, contacts, deals, leads): the key is kept in
   the same shard database and the same transaction as the record it made
   (`deployments/_kit/once.py`, table `idempotency_keys` of every sharded database,
   placed by the key as the record is): a retried create is exactly-once and costs no
@@ -27,9 +27,9 @@
 - A replay has the first response's status, body and `Content-Type`, `Location`,
   `ETag` and read-your-writes token, plus `Idempotent-Replayed: true`.
 - The response is stored before it is sent: a client that saw it can only get it
-  again. Between the write and the store (a gateway crash) the creates that map the
-  key onto their `source_key` (customers, contacts, deals) still make one record when
-  the retry runs again; see `source_key()`.
+  again. Between the write and the store (a gateway crash) the retry runs again:
+  these routes are exactly-once only while the gateway lives to store the answer
+  (the creates that must always be are `@in_effect`).
 
 Only routes that authenticate take part (the claim happens once the caller is
 known, in `gateway.context.current_principal`); sign-in, refresh, sign-out and the
@@ -124,16 +124,6 @@ class Pending:
     def fingerprint(self) -> bytes:
         digest: bytes = self.hasher.copy().digest()
         return digest
-
-
-def source_key(request: Request) -> str | None:
-    """A stable domain idempotency key for a keyed create (None without a claim):
-    services that take a `source_key` make one record for it however often the
-    create runs, which covers a gateway dying between the write and the store."""
-    pending: Pending | None = getattr(request.state, "idempotency", None)
-    if pending is None or pending.caller is None:
-        return None
-    return source_key_for(pending.caller, pending.key)
 
 
 def in_effect(endpoint: F) -> F:
@@ -245,7 +235,7 @@ async def _finish(scope: Scope, pending: Pending) -> None:
         )  # fmt: skip
     except Exception as exc:
         # The response still goes out; a repeat will find the claim busy until its
-        # lease runs out and then run again (the source_key creates stay one record).
+        # lease runs out and then run again.
         log.warning("could not store the response for an Idempotency-Key: %r", exc)
 
 

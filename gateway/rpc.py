@@ -96,15 +96,6 @@ class Call:
             return int(value.strip())
         return if_match(value)
 
-    def source_key(self) -> str | None:
-        """The domain idempotency key of a create with an `idempotency-key`, as HTTP
-        makes it (`gateway.idempotency.source_key`): one record per caller and key,
-        whichever edge the create came through."""
-        key = self.get("idempotency-key")
-        if key is None or not self.caller:
-            return None
-        return idempotency.source_key_for(self.caller, key)
-
     def once(self, request: Message) -> idempotency.Once | None:
         """The `idempotency-key` of a create that keeps it in its own transaction
         (`deployments/_kit/once.py`), as HTTP's `@in_effect` routes do; namespaced by
