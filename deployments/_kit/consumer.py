@@ -223,7 +223,12 @@ class EventConsumer:
             deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
         handled = 0
         ready: list[tuple[str, Event, int]] = []
+        ignored = {i for i, fields in entries if not self._wanted(fields)}
+        if ignored:  # types this group does not handle: one acknowledgement, unparsed
+            await self.redis.xack(self.stream, self.group, *ignored)
         for entry_id, fields in entries:
+            if entry_id in ignored:
+                continue
             event = await self._accept(entry_id, fields, deliveries.get(entry_id, 1))
             if event is None:
                 continue
@@ -234,6 +239,12 @@ class EventConsumer:
         if ready:
             handled += await self._handle_batch(ready)
         return handled
+
+    def _wanted(self, fields: dict[str, str]) -> bool:
+        """Whether an entry may be of a type this group handles, by its `type` field
+        (as the relay writes it), before its event is parsed."""
+        kind = fields.get("type")
+        return self.types is None or kind is None or kind in self.types
 
     async def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Event | None:
         """The entry's event when it is to be handled; otherwise it is dead-lettered

@@ -46,12 +46,12 @@ class AnalyticsApp(ServiceIngress):
             self._redis,
             group=ANALYTICS_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
-            handler=self._on_event,
+            batch_handler=self._on_events,
         )
         self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
 
-    async def _on_event(self, event: Event) -> None:
-        await self._svc.handle(event)
+    async def _on_events(self, events: list[Event]) -> None:
+        await self._svc.handle_all(events)
 
     def __del__(self) -> None:
         consumer = getattr(self, "_consumer", None)

@@ -185,7 +185,13 @@ class AnalyticsService:
 
     async def handle(self, event: Event) -> list[str]:
         """Drop the cached reports `event` can change; returns their names."""
-        names = list(AFFECTS.get(event.type.partition(".")[0], ()))
+        return await self.handle_all([event])
+
+    async def handle_all(self, events: list[Event]) -> list[str]:
+        """Drop the cached reports any of `events` can change, each once for the lot
+        (the consumer's batch handler: one Redis round trip for a read of the stream,
+        not one per event); returns their names."""
+        names = sorted({n for e in events for n in AFFECTS.get(e.type.partition(".")[0], ())})
         if not names:
             return []
         await self.invalidate(names)

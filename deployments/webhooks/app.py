@@ -69,7 +69,7 @@ class WebhookApp(ServiceIngress):
             self._redis,
             group=WEBHOOKS_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
-            handler=self._on_event,
+            batch_handler=self._on_events,
         )
         self._consuming = loop.create_task(self._consumer.run())
 
@@ -88,8 +88,8 @@ class WebhookApp(ServiceIngress):
                 log.info("sealed %d webhook signing secret(s) under the current key", done)
             return
 
-    async def _on_event(self, event: Event) -> None:
-        await self._svc.handle(event)
+    async def _on_events(self, events: list[Event]) -> None:
+        await self._svc.handle_all(events)
 
     def __del__(self) -> None:
         consumer = getattr(self, "_consumer", None)

@@ -178,14 +178,21 @@ class WebhookService:
         """Fan an event out to the subscriptions that want it: one delivery each,
         exactly once per (event, subscription) however often the event arrives.
         Returns how many deliveries were new."""
+        return await self.handle_all([event])
+
+    async def handle_all(self, events: Sequence[Event]) -> int:
+        """`handle` for a read of the stream: the subscriptions are read once for the
+        lot (not once per event), then each event that one wants is fanned out."""
         # On the primary: a subscription made a moment ago must see the next event.
         subs = await self.db.read_primary(repo.active_subscriptions)
-        wanted = [sub_id for sub_id, patterns in subs if matches(patterns, event.type)]
-        if not wanted:
-            return 0
-        return await self.db.write(
-            repo.create_deliveries, wanted, event.id, event.type, event_body(event)
-        )
+        made = 0
+        for event in events:
+            wanted = [sub_id for sub_id, patterns in subs if matches(patterns, event.type)]
+            if wanted:
+                made += await self.db.write(
+                    repo.create_deliveries, wanted, event.id, event.type, event_body(event)
+                )
+        return made
 
     # -- the delivery worker -------------------------------------------------------
     async def deliver_due(self, limit: int = 20) -> int:

@@ -381,6 +381,27 @@ async def test_a_batch_handler_gets_a_read_at_once_and_a_bad_event_only_holds_it
         EventConsumer(env.redis, "g", "c", _ignore, batch_handler=batch)
 
 
+async def test_types_a_group_does_not_handle_are_acknowledged_unread(env: Env) -> None:
+    """A consumer with `types` acknowledges the other entries by their `type` field,
+    in one XACK, without parsing them: an unreadable body of another type is not
+    dead-lettered, and the wanted one is handled."""
+    stream, ids = await _stream_with(env, 1)  # a customer.updated
+    await env.redis.xadd(stream, {"id": "x", "type": "deal.won", "event": "not json"})
+    await env.redis.xadd(stream, {"id": "y", "type": "ticket.created", "event": "{"})
+    seen: list[uuid.UUID] = []
+
+    async def record(event: Event) -> None:
+        seen.append(event.id)
+
+    consumer = EventConsumer(
+        env.redis, "g", "c", record, stream=stream, start_id="0", block_ms=10,
+        types={"customer.updated"},
+    )  # fmt: skip
+    assert await consumer.poll() == 1
+    assert seen == ids and consumer.dead == 0 and consumer.failed == 0
+    assert (await env.redis.xpending(stream, "g"))["pending"] == 0
+
+
 async def _ignore(event: Event) -> None:
     return None
 
