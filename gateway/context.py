@@ -8,21 +8,31 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from cluster import tracing
 from gateway import idempotency, metrics, tokens
 from gateway.errors import BadRequest, RateLimited, Unauthenticated
+from gateway.listing import Q, parse_list_params
 from gateway.pipeline import Pipeline
 from gateway.principal import Principal
 from gateway.ratelimit import Decision, RateLimiter
 from gateway.records import Record
 from gateway.tokens import API_KEY_PREFIX, Verified
 from shards import consistency
+from shards.ids import MAX_ID
 
 log = logging.getLogger("nextflow.gateway")
+# A record's id in a route's path: 1..MAX_ID, else 422.
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
+
+
+def list_params(request: Request, model: type[Q]) -> Q:
+    """The query string as `model` (a list's filters, sort and page), or a 422 naming
+    every unknown or invalid parameter (`gateway.listing.parse_list_params`)."""
+    return parse_list_params(request.query_params.multi_items(), model)
 
 
 def state(request: Request) -> Pipeline:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -20,12 +20,10 @@ from deployments.ai.service import (
     TicketSummary,
 )
 from deployments.integration.repo import JobAccepted
-from gateway.context import CurrentPrincipal, json, service
-from shards.ids import MAX_ID
+from gateway.context import CurrentPrincipal, RecordId, json, service
 
 router = APIRouter(tags=["ai"])
 Service = Annotated[AIService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 class ModelList(BaseModel):

@@ -11,7 +11,7 @@ import asyncio
 from types import ModuleType
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from ray import serve
@@ -34,11 +34,10 @@ from deployments.sales.schemas import DealListQuery, DealRead
 from deployments.support import routes as support_routes
 from deployments.support.schemas import TicketListQuery, TicketRead
 from deployments.webhooks import routes as webhook_routes
-from gateway.context import CurrentPrincipal, json, service
+from gateway.context import CurrentPrincipal, RecordId, json, service
 from gateway.listing import ListQuery, Page
 from gateway.pipeline import Ready
 from gateway.principal import Principal
-from shards.ids import MAX_ID
 
 # Each application's prefix and routes: the merged document, and the one list of what
 # the ingress serves (serve_config.yaml gives the same prefixes; a test holds them equal).
@@ -154,7 +153,6 @@ async def _items(call: Any) -> list[Any] | None:
 
 
 Overview = Annotated[Overviews, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 router = APIRouter(tags=["overview"])
 
 

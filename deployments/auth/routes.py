@@ -31,12 +31,13 @@ from gateway.context import (
     IfMatch,
     enforce,
     json,
+    list_params,
     no_content,
     record,
     service,
     state,
 )
-from gateway.listing import Page, parse_list_params
+from gateway.listing import Page
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["auth"])
@@ -134,7 +135,7 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, svc: Servic
 @users.get("", response_model=Page[UserRead])
 async def list_users(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Users, newest first; filters `role`, `is_active`; cursor pages."""
-    query = parse_list_params(request.query_params.multi_items(), UserListQuery)
+    query = list_params(request, UserListQuery)
     return json(await svc.list_users(principal, query))
 
 

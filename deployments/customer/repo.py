@@ -486,5 +486,3 @@ async def _emit(
     name = type.split(".", 1)[0]
     record_id = getattr(record, "id")  # noqa: B009  (both record types have one)
     await emit(conn, type, name, record_id, record_data(name, record, changes), actor_id)
-
-

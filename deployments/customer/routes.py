@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
@@ -22,13 +22,20 @@ from deployments.customer.schemas import (
 )
 from deployments.customer.service import CustomerService
 from gateway import idempotency
-from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
-from gateway.listing import Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
+from gateway.listing import Page
 
 router = APIRouter(tags=["customers"])
 Service = Annotated[CustomerService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 @router.post("/", status_code=201, response_model=CustomerRead)
@@ -50,7 +57,7 @@ async def list_customers(request: Request, principal: CurrentPrincipal, svc: Ser
     `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
     `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
     `limit` (max 200), `cursor`, `count=true` for a total."""
-    query = parse_list_params(request.query_params.multi_items(), CustomerListQuery)
+    query = list_params(request, CustomerListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -102,7 +109,7 @@ async def customer_history(
 ) -> Response:
     """Changes of name, email, phone, website, industry, tags and owner, with creation,
     deletion and restore; newest first (`sort=created_at` for oldest first)."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.history(principal, customer_id, query))
 
 
@@ -127,7 +134,7 @@ async def list_contacts(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's contacts; `sort` = `created_at` or `-created_at`, cursor pages."""
-    query = parse_list_params(request.query_params.multi_items(), ContactListQuery)
+    query = list_params(request, ContactListQuery)
     return json(await svc.list_contacts(principal, customer_id, query))
 
 
@@ -167,5 +174,5 @@ async def contact_history(
 ) -> Response:
     """Changes of first and last name, email, phone and title, with creation, deletion
     and restore; newest first (`sort=created_at` for oldest first)."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.contact_history(principal, contact_id, query))

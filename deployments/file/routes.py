@@ -32,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
@@ -43,18 +43,24 @@ from deployments.file import content
 from deployments.file.blobs import Stored, TooLarge, blob_store, measured, new_key
 from deployments.file.schemas import FileCommit, FileListQuery, FileRead, Owner
 from deployments.file.service import FileService
-from gateway.context import CurrentPrincipal, json, no_content, record, service
+from gateway.context import (
+    CurrentPrincipal,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
 from gateway.errors import NotFound, Validation
-from gateway.listing import Page, field_errors, parse_list_params
+from gateway.listing import Page, field_errors
 from gateway.problems import problem
 from gateway.uploads import FilePart, MultipartStream
 from shards import ids
-from shards.ids import MAX_ID
 
 log = logging.getLogger("nextflow.files")
 router = APIRouter(tags=["files"])
 Service = Annotated[FileService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 _SNIFF = 512
 _MULTIPART_OVERHEAD = 16 * 1024  # boundaries, part headers and the small fields
 
@@ -136,7 +142,7 @@ async def _store(form: MultipartStream, limit: int, shard: int) -> tuple[bytes, 
 async def list_files(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """One record's files: `owner_type` and `owner_id` (required); `sort` =
     `created_at` or `-created_at` (default); cursor pages."""
-    query = parse_list_params(request.query_params.multi_items(), FileListQuery)
+    query = list_params(request, FileListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -238,7 +244,7 @@ async def file_history(
     file_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Created and deleted, newest first."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.history(principal, file_id, query))
 
 

@@ -11,7 +11,7 @@ payload is validated strictly against the form, and the answer (202
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -46,26 +46,25 @@ from gateway import idempotency
 from gateway.context import (
     CurrentPrincipal,
     IfMatch,
+    RecordId,
     enforce,
     json,
+    list_params,
     no_content,
     record,
     service,
     state,
 )
 from gateway.errors import BadRequest, Validation
-from gateway.listing import ListQuery, Page, parse_list_params
+from gateway.listing import Page
 from gateway.principal import Principal
 from gateway.problems import problem
 from gateway.trust import client_address
-from shards.ids import MAX_ID
 
 router = APIRouter()  # the application's routes: the two below
 _marketing = APIRouter(tags=["marketing"])
 _capture = APIRouter(tags=["capture"])
 Service = Annotated[MarketingService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
-Q = TypeVar("Q", bound=ListQuery)
 FormKey = Annotated[str, Path(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 # Who a capture runs as: the system, with only what a capture needs.
@@ -75,14 +74,6 @@ CAPTURE_PRINCIPAL = Principal(
     kind="system",
     permissions=frozenset({"form:read", "lead:write", "campaign:write"}),
 )
-
-
-def _params(request: Request, model: type[Q]) -> Q:
-    """The query string as `model` (422 naming every bad parameter); typed as `model`
-    (`parse_list_params` answers the `ListQuery` base)."""
-    query = parse_list_params(request.query_params.multi_items(), model)
-    assert isinstance(query, model)
-    return query
 
 
 # -- leads ---------------------------------------------------------------------------
@@ -105,7 +96,7 @@ async def list_leads(request: Request, principal: CurrentPrincipal, svc: Service
     """Leads across all shards, cursor-paged. Filters: `status`, `source`, `owner_id`,
     `campaign_id`, `email`, `created_at[gte]`, `created_at[lt]`, `score[gte]`;
     `sort` = `created_at`, `-created_at` (default), `score`, `-score` (unscored last)."""
-    query = _params(request, LeadListQuery)
+    query = list_params(request, LeadListQuery)
     return json(await svc.list_leads(principal, query))
 
 
@@ -144,7 +135,7 @@ async def lead_history(
     lead_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Changes of the lead's audited fields, newest first."""
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.lead_history(principal, lead_id, query))
 
 
@@ -179,7 +170,7 @@ async def create_campaign(
 async def list_campaigns(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `status`, `type`, `owner_id`, `name[prefix]`, `created_at[gte]`,
     `created_at[lt]`; `sort` = `created_at`, `name` (prefix - for descending)."""
-    query = _params(request, CampaignListQuery)
+    query = list_params(request, CampaignListQuery)
     return json(await svc.list_campaigns(principal, query))
 
 
@@ -220,7 +211,7 @@ async def restore_campaign(
 async def campaign_history(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.campaign_history(principal, campaign_id, query))
 
 
@@ -238,7 +229,7 @@ async def list_members(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Filter `status`; `sort` = `created_at` or `-created_at`."""
-    query = _params(request, MemberListQuery)
+    query = list_params(request, MemberListQuery)
     return json(await svc.list_members(principal, campaign_id, query))
 
 
@@ -277,7 +268,7 @@ async def create_form(body: FormCreate, principal: CurrentPrincipal, svc: Servic
 
 @_marketing.get("/forms", response_model=Page[FormRead])
 async def list_forms(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
-    query = _params(request, FormListQuery)
+    query = list_params(request, FormListQuery)
     return json(await svc.list_forms(principal, query))
 
 
@@ -303,7 +294,7 @@ async def form_history(
 ) -> Response:
     """Changes of name, fields, required fields, default source, campaign, owner and
     active, with creation and deletion; newest first (`sort=created_at` for oldest)."""
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.form_history(principal, form_id, query))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments.notification.schemas import (
@@ -18,13 +18,11 @@ from deployments.notification.schemas import (
     UnreadCount,
 )
 from deployments.notification.service import NotificationService
-from gateway.context import CurrentPrincipal, json, record, service
-from gateway.listing import Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import CurrentPrincipal, RecordId, json, list_params, record, service
+from gateway.listing import Page
 
 router = APIRouter(tags=["notifications"])
 Service = Annotated[NotificationService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 @router.get("/", response_model=Page[NotificationRead])
@@ -33,7 +31,7 @@ async def list_notifications(
 ) -> Response:
     """The caller's own notifications, cursor-paged. Filter `unread=true|false`;
     `sort` = `-created_at` (default) or `created_at`; `limit` (max 200), `cursor`."""
-    query = parse_list_params(request.query_params.multi_items(), NotificationListQuery)
+    query = list_params(request, NotificationListQuery)
     return json(await svc.list(principal, query))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
@@ -27,13 +27,20 @@ from deployments.product.schemas import (
     ProductUpdate,
 )
 from deployments.product.service import ProductService
-from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
-from gateway.listing import Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
+from gateway.listing import Page
 
 router = APIRouter(tags=["products"])
 Service = Annotated[ProductService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 # -- products ----------------------------------------------------------------------
@@ -50,7 +57,7 @@ async def create_product(
 async def list_products(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `sku`, `name[prefix]`, `family`, `is_active`; `sort` = `created_at`,
     `name`, `sku` (prefix `-` for descending); `limit`, `cursor`."""
-    query = parse_list_params(request.query_params.multi_items(), ProductListQuery)
+    query = list_params(request, ProductListQuery)
     return json(await svc.list_products(principal, query))
 
 
@@ -67,7 +74,7 @@ async def create_price_book(
 @router.get("/price-books", response_model=Page[PriceBookRead])
 async def list_price_books(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `currency`, `is_active`; `sort` = `created_at`, `name` (±)."""
-    query = parse_list_params(request.query_params.multi_items(), PriceBookListQuery)
+    query = list_params(request, PriceBookListQuery)
     return json(await svc.list_price_books(principal, query))
 
 
@@ -105,7 +112,7 @@ async def restore_price_book(
 async def price_book_history(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.price_book_history(principal, book_id, query))
 
 
@@ -115,7 +122,7 @@ async def list_prices(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """The book's prices in product id order; `limit`, `cursor`."""
-    query = parse_list_params(request.query_params.multi_items(), PriceListQuery)
+    query = list_params(request, PriceListQuery)
     return json(await svc.list_prices(principal, book_id, query))
 
 
@@ -176,7 +183,7 @@ async def restore_product(
 async def product_history(
     product_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.product_history(principal, product_id, query))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
@@ -37,13 +37,20 @@ from deployments.sales.schemas import (
 )
 from deployments.sales.service import SalesService
 from gateway import idempotency
-from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
-from gateway.listing import Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
+from gateway.listing import Page
 
 router = APIRouter()
 Service = Annotated[SalesService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 # -- pipelines ----------------------------------------------------------------------
@@ -60,7 +67,7 @@ async def create_pipeline(
 @router.get("/pipelines", response_model=Page[PipelineRead], tags=["pipelines"])
 async def list_pipelines(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Every pipeline with its stages; `sort` = `created_at` (default) or `-created_at`."""
-    query = parse_list_params(request.query_params.multi_items(), PipelineListQuery)
+    query = list_params(request, PipelineListQuery)
     return json(await svc.list_pipelines(principal, query))
 
 
@@ -106,7 +113,7 @@ async def pipeline_history(
     creation, deletion, restore, and of its stages: `stage_added` / `stage_updated`
     with the stage's id under `stage_id` and its name, position, probability and kind
     changes. Newest first (`sort=created_at` for oldest first)."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.pipeline_history(principal, pipeline_id, query))
 
 
@@ -162,7 +169,7 @@ async def list_deals(request: Request, principal: CurrentPrincipal, svc: Service
     `expected_close_date[gte]`, `expected_close_date[lt]`, `created_at[gte]`,
     `created_at[lt]`; `sort` = `created_at`, `amount`, `expected_close_date` (prefix
     `-` for descending; default `-created_at`); `limit`, `cursor`, `count=true`."""
-    query = parse_list_params(request.query_params.multi_items(), DealListQuery)
+    query = list_params(request, DealListQuery)
     return json(await svc.list_deals(principal, query))
 
 
@@ -171,7 +178,7 @@ async def list_customer_deals(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's deals (one shard); the same filters and sorts as `GET /v1/sales/deals`."""
-    query = parse_list_params(request.query_params.multi_items(), DealListQuery)
+    query = list_params(request, DealListQuery)
     return json(await svc.list_customer_deals(principal, customer_id, query))
 
 
@@ -212,7 +219,7 @@ async def deal_history(
 ) -> Response:
     """Changes of name, amount, currency, stage, pipeline, owner, probability, status
     and expected close date; newest first (`sort=created_at` for oldest first)."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.deal_history(principal, deal_id, query))
 
 
@@ -222,7 +229,7 @@ async def stage_history(
 ) -> Response:
     """Every stage transition, oldest first: from/to stage and pipeline, probability,
     who, when, and seconds spent in the previous stage."""
-    query = parse_list_params(request.query_params.multi_items(), StageHistoryQuery)
+    query = list_params(request, StageHistoryQuery)
     return json(await svc.stage_history(principal, deal_id, query))
 
 
@@ -309,7 +316,7 @@ async def list_orders(request: Request, principal: CurrentPrincipal, svc: Servic
     `deal_id`, `price_book_id`, `owner_id`, `total[gte]`, `total[lte]`,
     `created_at[gte]`, `created_at[lt]`; `sort` = `created_at`, `total` (`-` for
     descending; default `-created_at`); `limit`, `cursor`, `count=true`."""
-    query = parse_list_params(request.query_params.multi_items(), OrderListQuery)
+    query = list_params(request, OrderListQuery)
     return json(await svc.list_orders(principal, query))
 
 
@@ -318,7 +325,7 @@ async def list_customer_orders(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's orders (one shard); the same filters and sorts as `GET /v1/sales/orders`."""
-    query = parse_list_params(request.query_params.multi_items(), OrderListQuery)
+    query = list_params(request, OrderListQuery)
     return json(await svc.list_customer_orders(principal, customer_id, query))
 
 
@@ -374,5 +381,5 @@ async def order_history(
     order_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Changes of status, price book, currency, totals and notes; newest first."""
-    query = parse_list_params(request.query_params.multi_items(), HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.order_history(principal, order_id, query))

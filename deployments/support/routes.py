@@ -12,9 +12,9 @@ stops while a ticket is pending or resolved."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
@@ -38,24 +38,22 @@ from deployments.support.schemas import (
     TicketUpdate,
 )
 from deployments.support.service import SupportService
-from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
-from gateway.listing import ListQuery, Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
+from gateway.listing import Page
 
 router = APIRouter()  # the application's routes: the two below
 _tickets = APIRouter(tags=["tickets"])
 _config = APIRouter(tags=["support configuration"])
 Service = Annotated[SupportService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
-Q = TypeVar("Q", bound=ListQuery)
-
-
-def _params(request: Request, model: type[Q]) -> Q:
-    """The query string as `model` (422 naming every bad parameter); typed as `model`
-    (`parse_list_params` answers the `ListQuery` base)."""
-    query = parse_list_params(request.query_params.multi_items(), model)
-    assert isinstance(query, model)
-    return query
 
 
 @_tickets.post("/tickets", status_code=201, response_model=TicketRead)
@@ -76,7 +74,7 @@ async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Servi
     `resolution_due_at[lt]` (or `due_before`); `sort` = `created_at`, `priority`,
     `resolution_due_at` (prefix `-` for descending; default `-created_at`);
     `limit` (max 200), `cursor`, `count=true`."""
-    query = _params(request, TicketListQuery)
+    query = list_params(request, TicketListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -101,7 +99,7 @@ async def list_customer_tickets(
 ) -> Response:
     """A customer's tickets (one shard); the same filters and sorts as
     `GET /v1/support/tickets`."""
-    query = _params(request, TicketListQuery)
+    query = list_params(request, TicketListQuery)
     return json(await svc.list_for_customer(principal, customer_id, query))
 
 
@@ -172,7 +170,7 @@ async def ticket_history(
 ) -> Response:
     """Changes of status, priority, assignee, queue, subject, due times and breach
     flags, newest first."""
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.history(principal, ticket_id, query))
 
 
@@ -191,7 +189,7 @@ async def list_comments(
     ticket_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Oldest first (`sort=-created_at` for newest first), cursor pages."""
-    query = _params(request, CommentListQuery)
+    query = list_params(request, CommentListQuery)
     return json(await svc.list_comments(principal, ticket_id, query))
 
 
@@ -207,7 +205,7 @@ async def create_queue(body: QueueCreate, principal: CurrentPrincipal, svc: Serv
 @_config.get("/queues", response_model=Page[QueueRead])
 async def list_queues(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Queues; `sort` = `created_at` (default), `name` (prefix `-` to reverse)."""
-    query = _params(request, QueueListQuery)
+    query = list_params(request, QueueListQuery)
     return json(await svc.list_queues(principal, query))
 
 
@@ -247,7 +245,7 @@ async def queue_history(
     """Changes of name and strategy, creation, deletion, restore, and membership:
     `member_added`, `member_activated`, `member_deactivated`, `member_removed` with
     `user_id` and `active`. Newest first (`sort=created_at` for oldest first)."""
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.queue_history(principal, queue_id, query))
 
 
@@ -298,7 +296,7 @@ async def sla_policy_history(
 ) -> Response:
     """Changes of a priority's `first_response_s` and `resolution_s` (record type
     `sla_policy`, record id the policy's stable `id`). Newest first."""
-    query = _params(request, HistoryQuery)
+    query = list_params(request, HistoryQuery)
     return json(await svc.sla_policy_history(principal, priority, query))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments.webhooks.schemas import (
@@ -19,13 +19,20 @@ from deployments.webhooks.schemas import (
     WebhookUpdate,
 )
 from deployments.webhooks.service import WebhookService
-from gateway.context import CurrentPrincipal, IfMatch, json, no_content, record, service
-from gateway.listing import Page, parse_list_params
-from shards.ids import MAX_ID
+from gateway.context import (
+    CurrentPrincipal,
+    IfMatch,
+    RecordId,
+    json,
+    list_params,
+    no_content,
+    record,
+    service,
+)
+from gateway.listing import Page
 
 router = APIRouter(tags=["webhooks"])
 Service = Annotated[WebhookService, Depends(service)]
-RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
 @router.post("/", status_code=201, response_model=WebhookCreated)
@@ -42,7 +49,7 @@ async def create_webhook(
 @router.get("/", response_model=Page[WebhookRead])
 async def list_webhooks(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Subscriptions, cursor-paged; filter `active=true|false`."""
-    query = parse_list_params(request.query_params.multi_items(), WebhookListQuery)
+    query = list_params(request, WebhookListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -77,7 +84,7 @@ async def list_deliveries(
 ) -> Response:
     """The delivery log: status, attempts, last response code, next attempt.
     Filter `status=pending|succeeded|failed|cancelled`."""
-    query = parse_list_params(request.query_params.multi_items(), DeliveryListQuery)
+    query = list_params(request, DeliveryListQuery)
     return json(await svc.deliveries(principal, webhook_id, query))
 
 
