@@ -27,8 +27,10 @@ else
     # The Debian packages also start servers on their default ports; the stack uses its
     # own ports (Prometheus only runs with `nextflow up --monitoring`).
     say "installing postgresql, redis-server and prometheus with apt-get"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    # A fresh machine may still be running its own apt-get: wait for the lock, not fail.
+    as_root apt-get -o DPkg::Lock::Timeout=600 update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
+        --no-install-recommends \
         postgresql redis-server prometheus
 fi
 
