@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import Validation
+from gateway.errors import BadRequest, Validation
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound="ListQuery")
@@ -52,7 +53,7 @@ def _page(item: type[Any], values: dict[str, Any], fields_set: set[str]) -> Page
 class ListQuery(BaseModel):
     """Base for every list query; subclasses add filters and name their HTTP params."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=1000)
@@ -161,20 +162,19 @@ def decode_cursor(query: ListQuery) -> Position | None:
     if query.cursor is None:
         return None
     order = validate_sort(query)
-    bad = Validation(
+    # A cursor is ours, opaque: one we did not make (or for another sort) is malformed.
+    bad = BadRequest(
         "invalid cursor", [{"field": "cursor", "message": "not a cursor from this list"}]
     )
     try:
         padded = query.cursor + "=" * (-len(query.cursor) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["s"] != query.sort:
+        if not isinstance(data, dict) or data.get("s") != query.sort:
             raise bad
-        kind = query.sort_fields[order.field]
-        if kind is datetime or kind is date:
-            value = kind.fromisoformat(data["v"])
-        else:
-            value = kind(data["v"])
-        row_id = int(data["i"])
+        value = _cursor_value(query.sort_fields[order.field], data["v"])
+        row_id = data["i"]
+        if type(row_id) is not int or not 0 < row_id <= BIGINT_MAX:
+            raise bad
     except (
         ValueError,
         ArithmeticError,
@@ -185,6 +185,53 @@ def decode_cursor(query: ListQuery) -> Position | None:
     ):
         raise bad from None
     return Position(value, row_id)
+
+
+# Ids and integer columns are PostgreSQL bigints; longer text than this sorts no list.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+_CURSOR_TEXT_MAX = 1000
+
+
+class SmallInt(int):
+    """The kind (`ListQuery.sort_fields`) of a sort column PostgreSQL holds in a
+    smallint: a cursor's value out of its range is refused like any other bad cursor
+    (the driver would refuse to send it)."""
+
+    RANGE = (-(2**15), 2**15 - 1)
+
+
+def _cursor_value(kind: type, raw: Any) -> Any:
+    """The sort value a cursor carries, as `kind`, type- and range-checked: anything a
+    column of that kind could not hold raises ValueError (the caller's 400), never
+    reaches the database."""
+    if kind is datetime or kind is date:
+        if not isinstance(raw, str) or len(raw) > 64:
+            raise ValueError
+        value = kind.fromisoformat(raw)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError  # cursors carry an offset; a naive time is not one of ours
+        return value
+    if kind is int or kind is SmallInt:
+        low, high = SmallInt.RANGE if kind is SmallInt else (BIGINT_MIN, BIGINT_MAX)
+        if type(raw) is not int or not low <= raw <= high:
+            raise ValueError
+        return raw
+    if kind is float:
+        if type(raw) not in (int, float) or not math.isfinite(raw):
+            raise ValueError
+        return float(raw)
+    if kind is Decimal:
+        if type(raw) is not str or len(raw) > 64:
+            raise ValueError
+        number = Decimal(raw)  # InvalidOperation is an ArithmeticError
+        if not number.is_finite():
+            raise ValueError
+        return number
+    if kind is str:
+        if type(raw) is not str or len(raw) > _CURSOR_TEXT_MAX:
+            raise ValueError
+        return raw
+    raise ValueError
 
 
 def row_key(field: str) -> Callable[[Any], tuple[Any, int]]:

@@ -20,14 +20,21 @@ class DatabaseError(RuntimeError):
     """A statement failed; `sqlstate` and `constraint` let a service translate it
     (23505 unique violation -> 409, 23503 foreign key -> 422, ...)."""
 
-    def __init__(self, sqlstate: str, message: str, constraint: str | None = None) -> None:
+    def __init__(
+        self,
+        sqlstate: str,
+        message: str,
+        constraint: str | None = None,
+        column: str | None = None,
+    ) -> None:
         super().__init__(f"[{sqlstate}] {message}")
         self.sqlstate = sqlstate
         self.message = message
         self.constraint = constraint
+        self.column = column  # the column a NOT NULL or data error is about, if known
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:
-        return (type(self), (self.sqlstate, self.message, self.constraint))
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None, str | None]]:
+        return (type(self), (self.sqlstate, self.message, self.constraint, self.column))
 
     @property
     def is_unique_violation(self) -> bool:

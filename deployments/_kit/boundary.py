@@ -101,6 +101,9 @@ async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.
     except DatabaseError as exc:
         if exc.is_unique_violation:
             raise Conflict("a record with these values already exists") from None
+        if exc.sqlstate == "23502":  # a null the input model let through (a bug of ours)
+            log.error("NOT NULL violation in %s: %s", fn.__qualname__, exc)
+            raise Validation(f"{exc.column or 'a field'} cannot be null") from None
         if exc.sqlstate in _UNSTORABLE:
             log.info("unstorable value in %s: %s", fn.__qualname__, exc)
             raise Validation(_UNSTORABLE[exc.sqlstate]) from None
@@ -118,4 +121,6 @@ _UNSTORABLE = {
     "22001": "a value is longer than the field allows",
     "22003": "a number is out of range",
     "22008": "a date or time is out of range",
+    # The driver's own refusal of a parameter (a number beyond its column's type).
+    "22000": "a value does not fit its field",
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+from pydantic import BaseModel, EmailStr, Field, SecretStr
 
 from deployments._kit.types import Id
+from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery
 from gateway.principal import Scope
 from gateway.records import Record
@@ -15,16 +16,13 @@ from gateway.records import Record
 Role = Literal["admin", "manager", "agent", "viewer"]
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-
-class LoginRequest(_Input):
+class LoginRequest(Input):
     email: EmailStr
     password: SecretStr = Field(min_length=1, max_length=1024)
 
 
-class RefreshRequest(_Input):
+class RefreshRequest(Input):
     refresh_token: str = Field(min_length=10, max_length=200)
 
 
@@ -35,7 +33,7 @@ class TokenPair(BaseModel):
     refresh_token: str
 
 
-class UserCreate(_Input):
+class UserCreate(Input):
     email: EmailStr
     name: str = Field(default="", max_length=200)
     password: SecretStr = Field(min_length=12, max_length=1024)
@@ -43,7 +41,7 @@ class UserCreate(_Input):
     team_id: Id | None = None
 
 
-class UserUpdate(_Input):
+class UserUpdate(Patch, creates=UserCreate):
     name: str | None = Field(default=None, max_length=200)
     password: SecretStr | None = Field(default=None, min_length=12, max_length=1024)
     role: Role | None = None
@@ -77,7 +75,7 @@ class UserListQuery(ListQuery):
     }
 
 
-class ApiKeyCreate(_Input):
+class ApiKeyCreate(Input):
     name: str = Field(min_length=1, max_length=100)
     permissions: list[str] = Field(min_length=1, max_length=100)
     expires_at: datetime | None = None
@@ -112,7 +110,7 @@ class RoleRead(BaseModel):
     )
 
 
-class RoleUpdate(_Input):
+class RoleUpdate(Patch):
     """A role's record scopes and hidden fields; each map given replaces the role's."""
 
     scopes: dict[str, Scope] | None = Field(
@@ -126,7 +124,7 @@ class RoleUpdate(_Input):
     )  # fmt: skip
 
 
-class TeamCreate(_Input):
+class TeamCreate(Input):
     name: str = Field(min_length=1, max_length=100)
 
 

@@ -5,26 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import EmailStr, Field, field_validator
 
 from deployments._kit.types import Id
+from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
 
-class _Input(BaseModel):
-    # Server-owned fields (id, version, timestamps) are refused, not ignored.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class CustomerCreate(_Input):
+class CustomerCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
     website: str | None = Field(default=None, max_length=300)
     industry: str | None = Field(default=None, max_length=100)
     tags: list[str] = Field(default_factory=list, max_length=50)
-    custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
     owner_id: Id | None = Field(
         default=None, description="Defaults to the caller; needs `customer:assign` otherwise."
     )
@@ -35,27 +31,20 @@ class CustomerCreate(_Input):
         return _check_tags(tags)
 
 
-class CustomerUpdate(_Input):
+class CustomerUpdate(Patch, creates=CustomerCreate):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
     website: str | None = Field(default=None, max_length=300)
     industry: str | None = Field(default=None, max_length=100)
     tags: list[str] | None = Field(default=None, max_length=50)
-    custom_fields: dict[str, Any] | None = Field(default=None, max_length=100)
+    custom_fields: JsonObject | None = Field(default=None, max_length=100)
     owner_id: Id | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
         return None if tags is None else _check_tags(tags)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str | None) -> str:
-        if name is None:
-            raise ValueError("name cannot be null")
-        return name
 
 
 class CustomerRead(Record):
@@ -95,7 +84,7 @@ class CustomerListQuery(ListQuery):
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
 
 
-class ContactCreate(_Input):
+class ContactCreate(Input):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     email: EmailStr | None = None
@@ -103,19 +92,12 @@ class ContactCreate(_Input):
     title: str | None = Field(default=None, max_length=100)
 
 
-class ContactUpdate(_Input):
+class ContactUpdate(Patch, creates=ContactCreate):
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
     title: str | None = Field(default=None, max_length=100)
-
-    @field_validator("first_name")
-    @classmethod
-    def _first_name(cls, value: str | None) -> str:
-        if value is None:
-            raise ValueError("first_name cannot be null")
-        return value
 
 
 class ContactRead(Record):

@@ -9,7 +9,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     EmailStr,
     Field,
     ValidationInfo,
@@ -18,6 +17,7 @@ from pydantic import (
 )
 
 from deployments._kit.types import Id, Money
+from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -32,13 +32,9 @@ CaptureField = Literal["first_name", "last_name", "email", "phone", "company", "
 ConversionState = Literal["started", "customer_done", "contact_done", "deal_done", "completed"]
 
 
-class _Input(BaseModel):
-    # Server-owned fields (id, version, score, timestamps) are refused, not ignored.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
 
 # -- leads ---------------------------------------------------------------------------
-class LeadCreate(_Input):
+class LeadCreate(Input):
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     email: EmailStr | None = Field(
@@ -52,7 +48,7 @@ class LeadCreate(_Input):
     owner_id: Id | None = Field(default=None, description="Defaults to the caller.")
     campaign_id: Id | None = None
     notes: str | None = Field(default=None, max_length=5000)
-    custom_fields: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
 
     @model_validator(mode="after")
     def _someone(self) -> LeadCreate:
@@ -61,7 +57,7 @@ class LeadCreate(_Input):
         return self
 
 
-class LeadUpdate(_Input):
+class LeadUpdate(Patch, creates=LeadCreate):
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     email: str | None = Field(
@@ -75,7 +71,7 @@ class LeadUpdate(_Input):
     owner_id: Id | None = None
     campaign_id: Id | None = None
     notes: str | None = Field(default=None, max_length=5000)
-    custom_fields: dict[str, Any] | None = Field(default=None, max_length=100)
+    custom_fields: JsonObject | None = Field(default=None, max_length=100)
 
     @field_validator("email", mode="before")
     @classmethod
@@ -84,13 +80,6 @@ class LeadUpdate(_Input):
             "a lead's e-mail cannot be changed (leads are placed and de-duplicated by it);"
             " create a new lead and delete this one"
         )
-
-    @field_validator("source", "status")
-    @classmethod
-    def _not_null(cls, value: str | None) -> str:
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
 
 
 class LeadRead(Record):
@@ -145,7 +134,7 @@ class LeadListQuery(ListQuery):
 
 
 # -- campaigns -----------------------------------------------------------------------
-class CampaignCreate(_Input):
+class CampaignCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     type: CampaignType
     status: CampaignStatus = "planned"
@@ -165,7 +154,7 @@ class CampaignCreate(_Input):
         return end
 
 
-class CampaignUpdate(_Input):
+class CampaignUpdate(Patch, creates=CampaignCreate):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     type: CampaignType | None = None
     status: CampaignStatus | None = None
@@ -175,13 +164,6 @@ class CampaignUpdate(_Input):
     end_date: date | None = None
     description: str | None = Field(default=None, max_length=5000)
     owner_id: Id | None = None
-
-    @field_validator("name", "type", "status")
-    @classmethod
-    def _not_null(cls, value: str | None) -> str:
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
 
     @field_validator("end_date")
     @classmethod
@@ -228,7 +210,7 @@ class CampaignListQuery(ListQuery):
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
 
 
-class MemberCreate(_Input):
+class MemberCreate(Input):
     contact_id: Id | None = None
     lead_id: Id | None = None
     status: MemberStatus = "planned"
@@ -240,7 +222,7 @@ class MemberCreate(_Input):
         return self
 
 
-class MemberUpdate(_Input):
+class MemberUpdate(Patch, creates=MemberCreate):
     status: MemberStatus
 
 
@@ -273,7 +255,7 @@ def _check_fields(fields: Sequence[str] | None, required: Sequence[str] | None) 
         raise ValueError("required_fields must be among fields")
 
 
-class FormCreate(_Input):
+class FormCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     fields: list[CaptureField] = Field(default_factory=lambda: list(_DEFAULT_FIELDS), min_length=1)
     required_fields: list[CaptureField] = Field(default_factory=lambda: list(_REQUIRED))
@@ -290,7 +272,7 @@ class FormCreate(_Input):
         return self
 
 
-class FormUpdate(_Input):
+class FormUpdate(Patch, creates=FormCreate):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     fields: list[CaptureField] | None = Field(default=None, min_length=1)
     required_fields: list[CaptureField] | None = None
@@ -333,7 +315,7 @@ class CaptureAccepted(BaseModel):
 
 
 # -- conversion ----------------------------------------------------------------------
-class ConvertCustomer(_Input):
+class ConvertCustomer(Input):
     """Overrides for the customer made from the lead (defaults: the lead's company,
     else its name; its e-mail and phone)."""
 
@@ -344,7 +326,7 @@ class ConvertCustomer(_Input):
     industry: str | None = Field(default=None, max_length=100)
 
 
-class ConvertDeal(_Input):
+class ConvertDeal(Input):
     name: str = Field(min_length=1, max_length=200)
     amount: Money
     pipeline_id: Id | None = None
@@ -352,7 +334,7 @@ class ConvertDeal(_Input):
     expected_close_date: date | None = None
 
 
-class LeadConvert(_Input):
+class LeadConvert(Input):
     customer_id: Id | None = Field(
         default=None, description="Attach to this existing customer instead of making one."
     )

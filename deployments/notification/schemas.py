@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deployments._kit.types import Id
 from deployments.notification.rules import RULES
+from gateway.inputs import Input
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -50,10 +51,8 @@ class ChannelPreferences(BaseModel):
     email: bool = True
 
 
-class PreferencesUpdate(BaseModel):
+class PreferencesUpdate(Input):
     """The channels of each named rule (rules not named keep their setting)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rules: dict[str, ChannelPreferences] = Field(max_length=len(RULES))
 

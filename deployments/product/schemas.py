@@ -6,27 +6,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 from deployments._kit.types import Amount, Currency, Id
+from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
 Percent = Field(ge=0, le=100, max_digits=7, decimal_places=4)
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-def _not_null(value: object, name: str) -> object:
-    if value is None:
-        raise ValueError(f"{name} cannot be null")
-    return value
-
-
 # -- products ----------------------------------------------------------------------
-class ProductCreate(_Input):
+class ProductCreate(Input):
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=5000)
@@ -36,7 +27,7 @@ class ProductCreate(_Input):
     is_active: bool = True
 
 
-class ProductUpdate(_Input):
+class ProductUpdate(Patch, creates=ProductCreate):
     sku: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$"
     )
@@ -46,11 +37,6 @@ class ProductUpdate(_Input):
     unit: str | None = Field(default=None, min_length=1, max_length=20)
     tax_percent: Decimal | None = Field(default=None, ge=0, le=100, max_digits=7, decimal_places=4)
     is_active: bool | None = None
-
-    @field_validator("sku", "name", "unit", "tax_percent", "is_active")
-    @classmethod
-    def _required(cls, value: object, info: object) -> object:
-        return _not_null(value, getattr(info, "field_name", "value"))
 
 
 class ProductRead(Record):
@@ -84,24 +70,19 @@ class ProductListQuery(ListQuery):
 
 
 # -- price books ---------------------------------------------------------------------
-class PriceBookCreate(_Input):
+class PriceBookCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     currency: Currency
     description: str | None = Field(default=None, max_length=2000)
     is_active: bool = True
 
 
-class PriceBookUpdate(_Input):
+class PriceBookUpdate(Patch, creates=PriceBookCreate):
     """The currency of a book is fixed: its prices are amounts in it."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     is_active: bool | None = None
-
-    @field_validator("name", "is_active")
-    @classmethod
-    def _required(cls, value: object, info: object) -> object:
-        return _not_null(value, getattr(info, "field_name", "value"))
 
 
 class PriceBookRead(Record):
@@ -128,7 +109,7 @@ class PriceBookListQuery(ListQuery):
 
 
 # -- prices --------------------------------------------------------------------------
-class PriceSet(_Input):
+class PriceSet(Input):
     """`PUT /price-books/{id}/prices/{product_id}`: the price of a product in a book."""
 
     unit_price: Amount = Field(ge=0)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from deployments._kit.types import Amount, Id, Money
+from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -41,13 +42,9 @@ class ComputedMoney(BaseModel):
     currency: str
 
 
-class _Input(BaseModel):
-    # Server-owned fields (id, version, totals, weighted amounts) are refused, not ignored.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
 
 # -- pipelines ---------------------------------------------------------------------
-class StageCreate(_Input):
+class StageCreate(Input):
     name: str = Field(min_length=1, max_length=100)
     probability: int = Field(ge=0, le=100, description="Default win probability, percent.")
     kind: StageKind = "open"
@@ -56,18 +53,12 @@ class StageCreate(_Input):
     )
 
 
-class StageUpdate(_Input):
+# A stage always has a place (a create without one appends it): no field is cleared.
+class StageUpdate(Patch, creates=StageCreate, nullable=()):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     probability: int | None = Field(default=None, ge=0, le=100)
     kind: StageKind | None = None
     position: int | None = Field(default=None, ge=1, description="Move the stage here.")
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> StageUpdate:
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
 
 
 class StageRead(Record):
@@ -82,13 +73,13 @@ class StageRead(Record):
     updated_at: datetime
 
 
-class PipelineStageInput(_Input):
+class PipelineStageInput(Input):
     name: str = Field(min_length=1, max_length=100)
     probability: int = Field(ge=0, le=100)
     kind: StageKind = "open"
 
 
-class PipelineCreate(_Input):
+class PipelineCreate(Input):
     name: str = Field(min_length=1, max_length=100)
     is_default: bool = False
     stages: list[PipelineStageInput] = Field(
@@ -103,18 +94,11 @@ class PipelineCreate(_Input):
         return stages
 
 
-class PipelineUpdate(_Input):
+class PipelineUpdate(Patch, creates=PipelineCreate):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     is_default: Literal[True] | None = Field(
         default=None, description="true makes this the default (the old one stops being it)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str | None) -> str:
-        if name is None:
-            raise ValueError("name cannot be null")
-        return name
 
 
 class PipelineRead(Record):
@@ -145,7 +129,7 @@ def _not_negative(money: Money | None) -> Money | None:
     return money
 
 
-class DealCreate(_Input):
+class DealCreate(Input):
     customer_id: Id
     contact_id: Id | None = Field(default=None, description="A contact of that customer.")
     name: str = Field(min_length=1, max_length=200)
@@ -163,7 +147,7 @@ class DealCreate(_Input):
     _amount = field_validator("amount")(_not_negative)
 
 
-class DealUpdate(_Input):
+class DealUpdate(Patch, creates=DealCreate):
     """Stage, pipeline and status change through their own actions, not here."""
 
     contact_id: Id | None = None
@@ -174,13 +158,6 @@ class DealUpdate(_Input):
     expected_close_date: date | None = None
 
     _amount = field_validator("amount")(_not_negative)
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> DealUpdate:
-        for name in ("name", "amount", "probability"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
 
 
 class DealRead(Record):
@@ -205,22 +182,22 @@ class DealRead(Record):
     updated_at: datetime
 
 
-class StageMove(_Input):
+class StageMove(Input):
     stage_id: Id
     probability: int | None = Field(default=None, ge=0, le=100, description="Default: stage's.")
 
 
-class PipelineMove(_Input):
+class PipelineMove(Input):
     pipeline_id: Id
     stage_id: Id
     probability: int | None = Field(default=None, ge=0, le=100)
 
 
-class WonRequest(_Input):
+class WonRequest(Input):
     reason: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
-class LostRequest(_Input):
+class LostRequest(Input):
     reason: str = Field(min_length=1, max_length=1000)
 
 
@@ -301,7 +278,7 @@ Percent = Annotated[
 OrderStatus = Literal["draft", "confirmed", "cancelled"]
 
 
-class OrderLineInput(_Input):
+class OrderLineInput(Input):
     product_id: Id
     quantity: Quantity
     discount_percent: Percent = Decimal(0)
@@ -320,14 +297,14 @@ class OrderLineInput(_Input):
         return price
 
 
-class OrderCreate(_Input):
+class OrderCreate(Input):
     customer_id: Id
     price_book_id: Id = Field(description="Prices and the order's currency come from it.")
     lines: list[OrderLineInput] = Field(min_length=1, max_length=200)
     notes: str | None = Field(default=None, max_length=5000)
 
 
-class DealOrderCreate(_Input):
+class DealOrderCreate(Input):
     """An order from a won deal: its customer is the deal's."""
 
     price_book_id: Id
@@ -335,7 +312,7 @@ class DealOrderCreate(_Input):
     notes: str | None = Field(default=None, max_length=5000)
 
 
-class OrderUpdate(_Input):
+class OrderUpdate(Patch, creates=OrderCreate):
     """Drafts only. `lines` replaces every line (re-priced from the price book)."""
 
     price_book_id: Id | None = None
@@ -346,9 +323,6 @@ class OrderUpdate(_Input):
     def _book_with_lines(self) -> OrderUpdate:
         if self.price_book_id is not None and self.lines is None:
             raise ValueError("send `lines` with a new price_book_id (they are re-priced)")
-        for name in ("price_book_id", "lines"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
         return self
 
 

@@ -5,23 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from deployments._kit.types import Id
 from deployments.support.rules import Channel, Priority, Status, Strategy
-from gateway.listing import ListQuery
+from gateway.inputs import Input, Patch
+from gateway.listing import ListQuery, SmallInt
 from gateway.records import Record
 
 _YEAR_S = 366 * 24 * 3600
 
 
-class _Input(BaseModel):
-    # Server-owned fields (id, version, status, SLA times...) are refused, not ignored.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
 
 # -- tickets ---------------------------------------------------------------------------
-class TicketCreate(_Input):
+class TicketCreate(Input):
     customer_id: Id = Field(description="Must exist; the ticket lives on its shard.")
     contact_id: Id | None = Field(default=None, description="A contact of that customer.")
     subject: str = Field(min_length=1, max_length=300)
@@ -42,10 +39,12 @@ class TicketCreate(_Input):
         return check_tags(tags)
 
 
-class TicketUpdate(_Input):
+# A ticket is always in a queue (a create without one goes to the default queue).
+class TicketUpdate(Patch, creates=TicketCreate, nullable={"contact_id"}):
     """Partial update. Status and assignee change through their own actions
     (`/status`, `/assign`), which enforce the workflow."""
 
+    # A ticket is always in a queue (a create without one goes to the default queue).
     subject: str | None = Field(default=None, min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=20000)
     priority: Priority | None = None
@@ -58,13 +57,6 @@ class TicketUpdate(_Input):
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
         return None if tags is None else check_tags(tags)
-
-    @field_validator("subject", "priority", "channel", "queue_id", "description")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
 
 
 class TicketRead(Record):
@@ -97,7 +89,7 @@ class TicketRead(Record):
     updated_at: datetime
 
 
-class TicketStatusChange(_Input):
+class TicketStatusChange(Input):
     status: Status = Field(
         description="new | assigned | pending | resolved | closed; allowed moves: "
         "new->assigned|pending|resolved, assigned->new|pending|resolved, "
@@ -106,7 +98,7 @@ class TicketStatusChange(_Input):
     )
 
 
-class TicketAssign(_Input):
+class TicketAssign(Input):
     assignee_id: Id | None = Field(description="null unassigns (the ticket goes back to new).")
 
 
@@ -148,7 +140,7 @@ class TicketListQuery(ListQuery):
     list_params: ClassVar[frozenset[str]] = frozenset({"statuses", "priorities", "tags"})
     sort_fields: ClassVar[dict[str, type]] = {
         "created_at": datetime,
-        "priority": int,
+        "priority": SmallInt,  # priority_rank
         "resolution_due_at": datetime,
     }
 
@@ -161,7 +153,7 @@ class SweepResult(BaseModel):
 
 
 # -- comments --------------------------------------------------------------------------
-class CommentCreate(_Input):
+class CommentCreate(Input):
     body: str = Field(min_length=1, max_length=20000)
     public: bool = Field(
         default=False,
@@ -193,7 +185,7 @@ class QueueMember(BaseModel):
     added_at: datetime
 
 
-class QueueCreate(_Input):
+class QueueCreate(Input):
     name: str = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     strategy: Strategy = "manual"
@@ -206,18 +198,11 @@ class QueueCreate(_Input):
         return list(dict.fromkeys(members))
 
 
-class QueueUpdate(_Input):
+class QueueUpdate(Patch, creates=QueueCreate):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     strategy: Strategy | None = None
     is_default: bool | None = None
-
-    @field_validator("name", "strategy", "is_default")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
 
 
 class QueueRead(Record):
@@ -233,7 +218,7 @@ class QueueRead(Record):
     updated_at: datetime
 
 
-class QueueMemberPut(_Input):
+class QueueMemberPut(Input):
     active: bool = True
 
 
@@ -252,7 +237,7 @@ class SlaPolicyRead(Record):
     updated_at: datetime
 
 
-class SlaPolicyPut(_Input):
+class SlaPolicyPut(Input):
     first_response_s: int = Field(ge=1, le=_YEAR_S)
     resolution_s: int = Field(ge=1, le=_YEAR_S)
 

@@ -7,18 +7,16 @@ import uuid
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from deployments._kit.types import Id
+from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
 _PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))*)$")
 DeliveryStatus = Literal["pending", "succeeded", "failed", "cancelled"]
 
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 def _check_types(types: list[str]) -> list[str]:
@@ -28,7 +26,7 @@ def _check_types(types: list[str]) -> list[str]:
     return sorted(set(types))
 
 
-class WebhookCreate(_Input):
+class WebhookCreate(Input):
     url: str = Field(min_length=8, max_length=2000, description="http(s) URL of the receiver.")
     event_types: list[str] = Field(
         min_length=1,
@@ -41,7 +39,7 @@ class WebhookCreate(_Input):
     _types = field_validator("event_types")(_check_types)
 
 
-class WebhookUpdate(_Input):
+class WebhookUpdate(Patch, creates=WebhookCreate):
     url: str | None = Field(default=None, min_length=8, max_length=2000)
     event_types: list[str] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500)
@@ -49,17 +47,8 @@ class WebhookUpdate(_Input):
 
     @field_validator("event_types")
     @classmethod
-    def _types(cls, types: list[str] | None) -> list[str]:
-        if types is None:
-            raise ValueError("event_types cannot be null")
-        return _check_types(types)
-
-    @field_validator("url", "active")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("cannot be null")
-        return value
+    def _types(cls, types: list[str] | None) -> list[str] | None:
+        return None if types is None else _check_types(types)
 
 
 class WebhookRead(Record):

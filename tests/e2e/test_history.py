@@ -74,7 +74,7 @@ def test_customer_and_contact_history(
     assert [h["action"] for h in newest["data"]] == ["restored"] and newest["next_cursor"]
     after = http.get(f"{url}/history?limit=1&cursor={newest['next_cursor']}", headers=viewer_after)
     assert [h["action"] for h in after.json()["data"]] == ["deleted"]
-    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 422
+    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 400
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
 
     contact = _ok(
@@ -92,7 +92,7 @@ def test_customer_and_contact_history(
     assert [h["action"] for h in history] == ["created", "updated", "deleted", "restored"]
     assert history[0]["changes"] == {"first_name": [None, "Ana"], "title": [None, "CTO"]}
     assert history[1]["changes"] == {"title": ["CTO", "CEO"]}
-    assert http.get(f"{curl}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 422
+    assert http.get(f"{curl}/history?cursor=not-a-cursor", headers=viewer_after).status_code == 400
     assert http.get(f"{curl}/history", headers=no_reads).status_code == 403
 
 
@@ -125,7 +125,7 @@ def test_pipeline_history(
         "kind": [None, "won"],
     }
     assert history[3]["changes"] == {"stage_id": [won["id"], won["id"]], "probability": [100, 90]}
-    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 400
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
 
 
@@ -149,7 +149,7 @@ def test_form_history(
     assert created["name"] == [None, "Kept"] and created["active"] == [None, True]
     assert created["owner_id"][1] == http.get("/v1/auth/me", headers=admin).json()["id"]
     assert history[1]["changes"] == {"default_source": ["web_form", "event"]}
-    assert http.get(f"{ourl}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{ourl}/history?cursor=not-a-cursor", headers=viewer).status_code == 400
     assert http.get(f"{ourl}/history", headers=no_reads).status_code == 403
 
 
@@ -180,7 +180,7 @@ def test_queue_and_sla_policy_history(
         ("deleted", {}),
         ("restored", {}),
     ]  # fmt: skip
-    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{url}/history?cursor=not-a-cursor", headers=viewer).status_code == 400
     assert http.get(f"{url}/history", headers=no_reads).status_code == 403
 
     policies = {
@@ -197,6 +197,6 @@ def test_queue_and_sla_policy_history(
         "first_response_s": [low["first_response_s"], low["first_response_s"] + 1]
     }
     url = "/v1/support/sla-policies/low/history"
-    assert http.get(f"{url}?cursor=not-a-cursor", headers=viewer).status_code == 422
+    assert http.get(f"{url}?cursor=not-a-cursor", headers=viewer).status_code == 400
     assert http.get(url, headers=no_reads).status_code == 403
     assert http.get("/v1/support/sla-policies/critical/history", headers=viewer).status_code == 422

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ray import cloudpickle
 
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
-from gateway.errors import Validation
+from deployments.marketing.schemas import LeadListQuery
+from deployments.product.schemas import PriceListQuery
+from deployments.sales.schemas import DealListQuery
+from deployments.support.schemas import TicketListQuery
+from gateway.errors import BadRequest, Validation
 from gateway.listing import (
     Page,
     Position,
@@ -118,10 +125,58 @@ def test_a_cursor_from_another_sort_or_garbage_is_refused() -> None:
     query = CustomerListQuery(sort="name", limit=1)
     _, cursor = merge_pages(rows, lambda r: (r.name, r.id), query.order, 1)
     assert cursor is not None
-    with pytest.raises(Validation):
+    with pytest.raises(BadRequest):
         decode_cursor(CustomerListQuery(sort="-created_at", cursor=cursor))
-    with pytest.raises(Validation):
+    with pytest.raises(BadRequest):
         decode_cursor(CustomerListQuery(cursor="!!!not-a-cursor"))
+
+
+def _cursor(data: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("query", "data"),
+    [
+        # Ids are positive bigints: 2^63 (issue 28's 500), 0, -1, and not a number.
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47+00:00", "i": 2**63}),
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47+00:00", "i": 0}),
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47+00:00", "i": "5"}),
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47+00:00", "i": 5.0}),
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47+00:00", "i": True}),
+        # Sort values of the sort field's kind, in its column's range.
+        (CustomerListQuery, {"s": "-created_at", "v": "2026-12-06T18:59:47", "i": 5}),
+        (CustomerListQuery, {"s": "-created_at", "v": 1765047587, "i": 5}),
+        (CustomerListQuery, {"s": "name", "v": 7, "i": 5}),
+        (CustomerListQuery, {"s": "name", "v": ["x"], "i": 5}),
+        (TicketListQuery, {"s": "priority", "v": 2**15, "i": 5}),
+        (TicketListQuery, {"s": "priority", "v": "2", "i": 5}),
+        (PriceListQuery, {"s": "product_id", "v": 2**63, "i": 5}),
+        (LeadListQuery, {"s": "-score", "v": None, "i": 5}),
+        (DealListQuery, {"s": "amount", "v": "NaN", "i": 5}),
+        (DealListQuery, {"s": "amount", "v": "Infinity", "i": 5}),
+        (DealListQuery, {"s": "amount", "v": 12.5, "i": 5}),
+        (CustomerListQuery, ["-created_at", "2026-12-06T18:59:47+00:00", 5]),
+    ],
+)
+def test_every_cursor_field_is_type_and_range_checked(query: type, data: object) -> None:
+    sort = data["s"] if isinstance(data, dict) else "-created_at"
+    with pytest.raises(BadRequest) as refused:
+        decode_cursor(query(sort=sort, cursor=_cursor(data)))
+    assert refused.value.errors == [{"field": "cursor", "message": "not a cursor from this list"}]
+
+
+def test_cursors_at_the_edges_of_their_ranges_are_taken() -> None:
+    at = "2026-12-06T18:59:47+00:00"
+
+    def decoded(query: type, sort: str, value: object, row_id: int) -> Position | None:
+        return decode_cursor(query(sort=sort, cursor=_cursor({"s": sort, "v": value, "i": row_id})))
+
+    big = decoded(CustomerListQuery, "-created_at", at, 2**63 - 1)
+    assert big == Position(datetime.fromisoformat(at), 2**63 - 1)
+    assert decoded(TicketListQuery, "priority", 4, 9) == Position(4, 9)
+    assert decoded(DealListQuery, "amount", "12.50", 9) == Position(Decimal("12.50"), 9)
+    assert decoded(LeadListQuery, "-score", 3, 9) == Position(3.0, 9)
 
 
 @settings(max_examples=100, deadline=None)
