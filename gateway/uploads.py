@@ -13,10 +13,12 @@ upload is never held in memory (nor spooled to a temporary file, as Starlette's
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -43,6 +45,22 @@ class FilePart:
 _Event = tuple[str, object]
 
 
+_EXTENDED = re.compile(rb"""filename\*\s*=\s*([A-Za-z0-9!#$&+.^_`|~-]+)'[^']*'([^;\s]*)""")
+
+
+def _extended_filename(disposition: bytes) -> bytes | None:
+    """The name in `filename*=charset'lang'percent-encoded` (RFC 5987/8187), which some
+    clients send in place of, or beside, a UTF-8 `filename` (it wins then, as in
+    RFC 6266); as UTF-8 bytes. None without one, or with a charset we do not know."""
+    found = _EXTENDED.search(disposition)
+    if found is None:
+        return None
+    charset = found.group(1).decode("ascii").lower()
+    if charset not in ("utf-8", "iso-8859-1"):
+        return None
+    return unquote_to_bytes(found.group(2)).decode(charset, "replace").encode()
+
+
 class MultipartStream:
     def __init__(self, content_type: str | None, body: AsyncIterator[bytes]) -> None:
         media_type, options = parse_options_header(content_type)
@@ -54,7 +72,8 @@ class MultipartStream:
             )
         self._body = body.__aiter__()
         self._events: deque[_Event] = deque()
-        self._headers: dict[str, str] = {}
+        # A part's headers as sent: a file name is UTF-8 (RFC 7578), not Latin-1.
+        self._headers: dict[str, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
         self._in_file = False
@@ -75,9 +94,7 @@ class MultipartStream:
         )
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode(
-            "utf-8", "replace"
-        )
+        self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
         self._field.clear()
         self._value.clear()
 
@@ -107,13 +124,17 @@ class MultipartStream:
             if kind != "part":
                 continue
             assert isinstance(value, dict)
-            _, options = parse_options_header(value.get("content-disposition", ""))
+            disposition = value.get("content-disposition", b"")
+            _, options = parse_options_header(disposition)
             name = options.get(b"name", b"").decode("utf-8", "replace")
-            filename = options.get(b"filename")
+            filename = _extended_filename(disposition) or options.get(b"filename")
             if filename is not None:
                 self._in_file = True
+                media_type = value.get("content-type")
                 return FilePart(
-                    name, filename.decode("utf-8", "replace"), value.get("content-type")
+                    name,
+                    filename.decode("utf-8", "replace"),
+                    None if media_type is None else media_type.decode("utf-8", "replace"),
                 )
             self._fields += 1
             if self._fields > MAX_FIELDS:

@@ -151,6 +151,38 @@ def test_round_trip_with_checksum_and_ranges(
     ]
 
 
+def test_file_names_in_any_script(http: httpx.Client, admin: dict[str, str]) -> None:
+    """Issue 28: `filename=😀.txt` was a 500. Any Unicode name is kept and sent back
+    with an ASCII fallback and its RFC 6266/5987 `filename*`."""
+    owner = customer(http, admin)
+    made = upload(http, admin, owner, b"hello", name="😀 Bericht für Zoë.txt")
+    assert made.status_code == 201, made.text
+    assert made.json()["filename"] == "😀 Bericht für Zoë.txt"
+    got = http.get(f"/v1/files/{made.json()['id']}/content", headers=admin)
+    assert got.status_code == 200 and got.content == b"hello"
+    disposition = got.headers["content-disposition"]
+    assert disposition.isascii()
+    assert disposition.startswith('attachment; filename="_ Bericht f_r Zo_.txt"; ')
+    assert disposition.endswith("filename*=UTF-8''%F0%9F%98%80%20Bericht%20f%C3%BCr%20Zo%C3%AB.txt")
+
+    # A client that sends only the extended form (RFC 5987) is understood too.
+    boundary = "nfBoundary7"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="owner_type"\r\n\r\ncustomer\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="owner_id"\r\n\r\n{owner}\r\n'
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+        f"filename*=UTF-8''%E2%82%AC%20rates.txt\r\nContent-Type: text/plain\r\n\r\n"
+        f"ok\r\n--{boundary}--\r\n"
+    ).encode()
+    extended = http.post(
+        "/v1/files",
+        headers={**admin, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=body,
+    )
+    assert extended.status_code == 201, extended.text
+    assert extended.json()["filename"] == "€ rates.txt"
+
+
 def test_size_cap_keeps_nothing(
     http: httpx.Client, admin: dict[str, str], serve_app: Settings
 ) -> None:

@@ -148,6 +148,25 @@ async def test_multipart_stream_in_small_pieces() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        ('form-data; name="file"; filename="😀 résumé.txt"'.encode(), "😀 résumé.txt"),
+        (b"form-data; name=\"file\"; filename*=UTF-8''%F0%9F%98%80%20x.txt", "😀 x.txt"),
+        (b"form-data; name=\"file\"; filename=\"a.txt\"; filename*=utf-8''%E2%82%AC.txt", "€.txt"),
+        (b"form-data; name=\"file\"; filename*=iso-8859-1'de'%E4.txt", "ä.txt"),
+        (b'form-data; name="file"; filename="\xff.txt"', "\ufffd.txt"),
+    ],
+)
+async def test_file_names_in_any_script(disposition: bytes, name: str) -> None:
+    """A UTF-8 `filename` (RFC 7578) or an RFC 5987 `filename*`, which wins."""
+    body = b"--B\r\nContent-Disposition: " + disposition + b"\r\n\r\nhi\r\n--B--\r\n"
+    form = MultipartStream("multipart/form-data; boundary=B", _chunks(body))
+    assert await form.next_part() == FilePart("file", name, None)
+    assert b"".join([c async for c in form.file_data()]) == b"hi"
+
+
+@pytest.mark.asyncio
 async def test_multipart_truncated_and_wrong_type() -> None:
     body = _form("B", b"abc" * 10)[:-15]  # cut inside the file's content
     form = MultipartStream("multipart/form-data; boundary=B", _chunks(body))
