@@ -20,12 +20,13 @@ from redis.exceptions import RedisError
 from cluster.redis_client import Script
 from gateway.ratelimit import GCRA_FUNCTION, Decision, RateLimiter
 from gateway.sessions import SessionPositions
-from gateway.tokens import cutoff_key, revoked_key
+from gateway.tokens import cutoff_key, revoked_key, session_mark
 
 log = logging.getLogger("nextflow.gateway")
 
 # KEYS: the rate-limit key ('' without a limiter), the caller's positions hash, the
-# user's cutoff key and the access token's (or API key's) revocation key.
+# user's cutoff key, the access token's (or API key's) revocation key and its
+# session's ('' for none).
 # ARGV: the GCRA arguments.
 _ADMIT = """
 local decision = false
@@ -35,6 +36,7 @@ local cutoff = false
 if KEYS[3] ~= '' then cutoff = redis.call('GET', KEYS[3]) end
 local revoked = 0
 if KEYS[4] ~= '' then revoked = redis.call('EXISTS', KEYS[4]) end
+if revoked == 0 and KEYS[5] ~= '' then revoked = redis.call('EXISTS', KEYS[5]) end
 return {decision, positions, cutoff, revoked}
 """
 
@@ -44,7 +46,7 @@ class Admitted:
     decision: Decision | None  # None: no limiter, or Redis down and failing open
     positions: dict[str, int]
     cutoff: float | None  # access tokens issued before this (epoch s) are refused
-    revoked: bool = False  # this access token was signed out
+    revoked: bool = False  # this access token, or its session, was signed out
 
 
 class Admission:
@@ -53,16 +55,22 @@ class Admission:
         self._limiter = limiter
 
     async def check(
-        self, caller: str, user_id: int | None, token_id: str | None = None
+        self,
+        caller: str,
+        user_id: int | None,
+        token_id: str | None = None,
+        session: str | None = None,
     ) -> Admitted:
         """`user_id`: the user whose cutoff applies, `token_id` the access token's
-        `jti` (for an API key: no user, and `tokens.api_key_mark`)."""
+        `jti` (for an API key: no user, and `tokens.api_key_mark`), `session` its
+        sign-in (`sid`)."""
         limiter = self._limiter
         keys = [
             limiter.key(caller) if limiter else "",
             SessionPositions.key(caller),
             cutoff_key(user_id) if user_id is not None else "",
             revoked_key(token_id) if token_id else "",
+            revoked_key(session_mark(session)) if session else "",
         ]
         try:
             decision, positions, cutoff, revoked = await self._script(

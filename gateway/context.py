@@ -114,7 +114,9 @@ async def authenticate(
         if admitted.revoked:
             raise Unauthenticated("API key revoked")
     else:
-        admitted = await st.admission.check(caller, principal.user_id, verified.token_id)
+        admitted = await st.admission.check(
+            caller, principal.user_id, verified.token_id, verified.session
+        )
         cut_off = admitted.cutoff is not None and verified.issued < admitted.cutoff
         if cut_off or admitted.revoked:
             raise Unauthenticated("access token revoked; sign in again")

@@ -43,12 +43,14 @@ def issue_access_token(
     scopes: Mapping[str, str] | None = None,
     team: list[int] | None = None,
     hidden: Mapping[str, list[str]] | None = None,
+    session: str | None = None,
 ) -> str:
     """A signed access token. Besides who and what, it carries how far each permission
     reaches (`scp`: permission -> own / team), the caller's team (`team`: member ids)
     and the fields the role never sees (`hide`), so that services check record-level
     access without asking the Auth service; a change to any of them cuts off tokens
-    issued before it (`cutoff_key`)."""
+    issued before it (`cutoff_key`). `session` names the sign-in it belongs to (its
+    refresh-token family): revoking the session (`session_mark`) refuses the token."""
     now = time.time()
     claims: dict[str, Any] = {
         "iss": config.issuer,
@@ -68,6 +70,8 @@ def issue_access_token(
         claims["team"] = sorted(team)
     if hidden:
         claims["hide"] = {kind: sorted(fields) for kind, fields in hidden.items()}
+    if session:
+        claims["sid"] = session
     return jwt.encode(claims, config.secret, algorithm=ALGORITHM)
 
 
@@ -84,6 +88,13 @@ def revoked_key(token_id: str) -> str:
     return f"token-revoked:{token_id}"
 
 
+def session_mark(session: str) -> str:
+    """The id `revoked_key` takes for a whole sign-in (a refresh-token family): set when
+    it signs out or a spent refresh token of it comes back, it refuses every access
+    token issued to it."""
+    return f"session-{session}"
+
+
 def api_key_mark(key_id: int) -> str:
     """The id `revoked_key` takes for an API key: ingresses cache a checked key, and
     its revocation reaches them through this mark."""
@@ -95,6 +106,7 @@ class Verified(NamedTuple):
     issued: float  # `iat`, epoch seconds
     token_id: str  # `jti`
     expires: int  # `exp`, epoch seconds
+    session: str | None = None  # `sid`: the sign-in (refresh-token family)
 
 
 def verify_access_token(config: JwtConfig, token: str) -> Principal:
@@ -124,7 +136,14 @@ def _verify(config: JwtConfig, token: str) -> Verified:
             team=frozenset(claims.get("team", ())),
             hidden={k: frozenset(v) for k, v in claims.get("hide", {}).items()},
         )
-        return Verified(principal, float(claims["iat"]), str(claims["jti"]), int(claims["exp"]))
+        session = claims.get("sid")
+        return Verified(
+            principal,
+            float(claims["iat"]),
+            str(claims["jti"]),
+            int(claims["exp"]),
+            None if session is None else str(session),
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("access token expired") from None
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, ValidationError):

@@ -16,6 +16,7 @@ from shards import ReadConn, WriteConn, single_statement
 
 _USER = "id, email, name, role, team_id, is_active, version, created_at, updated_at, last_login_at"
 _TEAM = "id, name, created_at"
+_ROLE = "name, description, permissions, scopes, hidden_fields"
 # Most users a team may hold: its members' ids travel in every member's access token.
 TEAM_MAX_MEMBERS = 500
 _KEY = "id, user_id, name, prefix, permissions, expires_at, created_at, last_used_at, revoked_at"
@@ -212,9 +213,7 @@ async def list_users(
 
 
 async def list_roles(conn: ReadConn) -> list[RoleRead]:
-    rows = await conn.fetch(
-        "SELECT name, description, permissions, scopes, hidden_fields FROM roles ORDER BY name"
-    )
+    rows = await conn.fetch(f"SELECT {_ROLE} FROM roles ORDER BY name")
     return [RoleRead.model_validate(dict(r)) for r in rows]
 
 
@@ -229,17 +228,23 @@ async def update_role(
     scopes: dict[str, str] | None,
     hidden: dict[str, list[str]] | None,
 ) -> tuple[RoleRead, list[int]] | None:
-    """The role with the maps given replaced, and the ids of its users (whose access
-    tokens carry the old ones); None when there is no such role."""
-    row = await conn.fetchrow(
-        """UPDATE roles SET scopes = COALESCE($2::jsonb, scopes),
-                            hidden_fields = COALESCE($3::jsonb, hidden_fields)
-           WHERE name = $1
-           RETURNING name, description, permissions, scopes, hidden_fields""",
-        name, scopes, hidden,
-    )  # fmt: skip
+    """The role with the maps given replaced, and the ids of its users when that changed
+    it (their access tokens carry the old maps); no ids when it did not (the maps given
+    are the role's already). None when there is no such role."""
+    row = await conn.fetchrow(f"SELECT {_ROLE} FROM roles WHERE name = $1 FOR UPDATE", name)
     if row is None:
         return None
+    before = RoleRead.model_validate(dict(row))
+    if (scopes is None or scopes == before.scopes) and (
+        hidden is None or hidden == before.hidden_fields
+    ):
+        return before, []
+    row = await conn.fetchrow(
+        f"""UPDATE roles SET scopes = COALESCE($2::jsonb, scopes),
+                             hidden_fields = COALESCE($3::jsonb, hidden_fields)
+            WHERE name = $1 RETURNING {_ROLE}""",
+        name, scopes, hidden,
+    )  # fmt: skip
     users = await conn.fetch("SELECT id FROM users WHERE role = $1", name)
     return RoleRead.model_validate(dict(row)), [u["id"] for u in users]
 
@@ -277,13 +282,13 @@ async def revoke_user_sessions(conn: WriteConn, user_id: int) -> None:
 
 # -- refresh tokens --------------------------------------------------------------------
 async def store_refresh_token(
-    conn: WriteConn, token_hash: bytes, user_id: int, family_id: uuid.UUID | None, ttl_s: int
+    conn: WriteConn, token_hash: bytes, user_id: int, family_id: uuid.UUID, ttl_s: int
 ) -> None:
     await conn.execute(
         """INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)
            VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
         token_hash,
-        family_id or uuid.uuid4(),
+        family_id,
         user_id,
         ttl_s,
     )
@@ -292,7 +297,8 @@ async def store_refresh_token(
 @dataclass(frozen=True)
 class RefreshOutcome:
     """`user_id` and `family_id` when the token was valid and is now spent; `reused`
-    when an already spent token came back (its whole family is then revoked)."""
+    when an already spent token came back (its whole family, `family_id`, is then
+    revoked)."""
 
     user_id: int | None = None
     family_id: uuid.UUID | None = None
@@ -310,7 +316,7 @@ async def spend_refresh_token(conn: WriteConn, token_hash: bytes) -> RefreshOutc
     if row["used_at"] is not None or row["revoked_at"] is not None:
         # A spent token presented again: someone holds a copy. Revoke the family.
         await revoke_family(conn, row["family_id"])
-        return RefreshOutcome(reused=row["used_at"] is not None)
+        return RefreshOutcome(family_id=row["family_id"], reused=row["used_at"] is not None)
     await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["id"])
     return RefreshOutcome(user_id=row["user_id"], family_id=row["family_id"])
 
@@ -322,14 +328,14 @@ async def revoke_family(conn: WriteConn, family_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_refresh_token(conn: WriteConn, token_hash: bytes) -> bool:
-    family = await conn.fetchval(
+async def revoke_refresh_token(conn: WriteConn, token_hash: bytes) -> uuid.UUID | None:
+    """Revoke the token's family; which one (None: no such token)."""
+    family: uuid.UUID | None = await conn.fetchval(
         "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", token_hash
     )
-    if family is None:
-        return False
-    await revoke_family(conn, family)
-    return True
+    if family is not None:
+        await revoke_family(conn, family)
+    return family
 
 
 # -- API keys ------------------------------------------------------------------------

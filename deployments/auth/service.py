@@ -72,11 +72,13 @@ class AuthService:
         if passwords.needs_rehash(found.password_hash):
             rehash = await asyncio.to_thread(passwords.hash_password, plain)
         await self.db.write(repo.record_login, found.user_id, rehash)
-        return await self._issue(found, family_id=None)
+        return await self._issue(found, family_id=uuid.uuid4())  # a new sign-in
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         outcome = await self.db.write(repo.spend_refresh_token, tokens.digest(refresh_token))
         if outcome.user_id is None:
+            if outcome.family_id is not None:  # a spent token came back: a copy is out
+                await self._revoke_session(outcome.family_id)
             detail = (
                 "refresh token reused; all sessions of this login were revoked"
                 if (outcome.reused)
@@ -84,14 +86,17 @@ class AuthService:
             )
             raise Unauthenticated(detail)
         found = await self.db.read_primary(repo.credentials_by_id, outcome.user_id)
-        if found is None or not found.is_active:
+        if found is None or not found.is_active or outcome.family_id is None:
             raise Unauthenticated("invalid or expired refresh token")
         return await self._issue(found, family_id=outcome.family_id)
 
     async def logout(self, refresh_token: str, access_token: str | None = None) -> None:
-        """Revoke the refresh token's family and, when given, the access token in hand
-        (refused by the gateway from now until it would have expired)."""
-        await self.db.write(repo.revoke_refresh_token, tokens.digest(refresh_token))
+        """Revoke the refresh token's family, the access tokens issued to it, and, when
+        given, the access token in hand (refused by the gateway from now until they
+        would have expired)."""
+        family = await self.db.write(repo.revoke_refresh_token, tokens.digest(refresh_token))
+        if family is not None:
+            await self._revoke_session(family)
         if access_token is None:
             return
         try:
@@ -108,7 +113,19 @@ class AuthService:
             user = verified.principal.user_id
             log.warning("could not revoke an access token of user %s: %s", user, exc)
 
-    async def _issue(self, who: repo.Credentials, family_id: uuid.UUID | None) -> TokenPair:
+    async def _revoke_session(self, family_id: uuid.UUID) -> None:
+        """Refuse every access token issued to this sign-in (refresh-token family) until
+        the last of them would have expired."""
+        if self._redis is None:
+            return
+        mark = tokens.revoked_key(tokens.session_mark(family_id.hex))
+        try:
+            await self._redis.set(mark, 1, ex=self.jwt.ttl_s + 1)
+        except (RedisError, OSError) as exc:
+            # Without Redis its access tokens run out by themselves (access_token_ttl_s).
+            log.warning("could not revoke the access tokens of session %s: %s", family_id, exc)
+
+    async def _issue(self, who: repo.Credentials, family_id: uuid.UUID) -> TokenPair:
         refresh = tokens.new_refresh_token()
         await self.db.write(
             repo.store_refresh_token,
@@ -119,7 +136,7 @@ class AuthService:
         )
         access = tokens.issue_access_token(
             self.jwt, who.user_id, who.role, who.permissions,
-            who.reach.scopes, who.reach.team, who.reach.hidden,
+            who.reach.scopes, who.reach.team, who.reach.hidden, family_id.hex,
         )  # fmt: skip
         return TokenPair(access_token=access, expires_in=self.jwt.ttl_s, refresh_token=refresh)
 

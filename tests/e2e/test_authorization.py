@@ -249,6 +249,20 @@ def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
         if field:
             assert [e["field"] for e in refused.json()["errors"]] == [field]
     assert http.get("/v1/auth/me", headers=boss.headers).status_code == 200  # nothing changed
+    # A PATCH that changes nothing (the role's own maps, or empty ones where the role
+    # has none) cuts nobody off.
+    same = http.patch("/v1/auth/roles/manager", headers=admin, json={
+        "scopes": before["scopes"], "hidden_fields": before["hidden_fields"],
+    })  # fmt: skip
+    assert same.status_code == 200 and same.json() == before, same.text
+    admin_role = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}["admin"]
+    assert admin_role["scopes"] == admin_role["hidden_fields"] == {}
+    noop = http.patch(
+        "/v1/auth/roles/admin", headers=admin, json={"scopes": {}, "hidden_fields": {}}
+    )
+    assert noop.status_code == 200, noop.text
+    assert http.get("/v1/auth/me", headers=boss.headers).status_code == 200
+    assert http.get("/v1/auth/me", headers=admin).status_code == 200
 
     try:
         changed = http.patch("/v1/auth/roles/manager", headers=admin, json={
