@@ -7,9 +7,11 @@ open (new, contacted, qualified) are what gets scored."""
 
 from __future__ import annotations
 
-import pickle
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 FREE_MAIL = frozenset(
     {"gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "gmx.de", "web.de", "icloud.com",
@@ -17,6 +19,10 @@ FREE_MAIL = frozenset(
 )  # fmt: skip
 SENIOR = ("chief", "ceo", "cto", "cfo", "vp", "vice", "director", "head", "founder", "owner")
 ALGORITHM = "logistic-regression/dict-vectorizer"
+# How a model is stored: its coefficients as JSON data, never a pickle (unpickling runs
+# whatever the bytes say; a database someone else could write must not be code).
+FORMAT = "nextflow-linear/1"
+MAX_WEIGHTS = 100_000
 
 
 def features(lead: dict[str, Any]) -> dict[str, float | str]:
@@ -81,17 +87,73 @@ def train(rows: list[dict[str, Any]], seed: int = 0) -> Trained:
         else None
     )
     final = fresh().fit(x, y)
-    names = [str(n) for n in final[0].get_feature_names_out()]
-    return Trained(pickle.dumps(final), auc, len(x_train), len(x_test), positives, names)
+    vectorizer, regression = final[0], final[1]
+    names = [str(n) for n in vectorizer.get_feature_names_out()]
+    linear = LinearModel(
+        intercept=float(regression.intercept_[0]),
+        weights=dict(zip(names, (float(w) for w in regression.coef_[0]), strict=True)),
+    )
+    return Trained(linear.to_bytes(), auc, len(x_train), len(x_test), positives, names)
 
 
-def load(model: bytes) -> Any:
-    """A stored model (written by `train` in our own task, never from user input)."""
-    return pickle.loads(model)  # noqa: S301
+@dataclass(frozen=True)
+class LinearModel:
+    """A fitted logistic regression over `features`, as data: one weight per feature
+    name (a text feature's name is `key=value`, as scikit-learn's DictVectorizer
+    names it) and the intercept. Scores exactly as the fitted pipeline did."""
+
+    intercept: float
+    weights: dict[str, float]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {"format": FORMAT, "intercept": self.intercept, "weights": self.weights}
+        )
+
+    def probability(self, lead: dict[str, Any]) -> float:
+        z = self.intercept
+        for key, value in features(lead).items():
+            if isinstance(value, str):
+                z += self.weights.get(f"{key}={value}", 0.0)
+            else:
+                z += self.weights.get(key, 0.0) * value
+        # The logistic function, without overflow for large |z|.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
 
 
-def score(model: Any, leads: list[dict[str, Any]]) -> list[float]:
+class UnreadableModel(ValueError):
+    """A stored model that is not a `FORMAT` document (a pickle from an older version,
+    or bytes someone else wrote): refused, never executed; train a new one."""
+
+
+def load(model: bytes) -> LinearModel:
+    """A stored model, checked: the format tag, finite numbers, names as text."""
+    try:
+        data = orjson.loads(model)
+    except orjson.JSONDecodeError:
+        raise UnreadableModel("the stored lead model is not in a readable format") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UnreadableModel(f"the stored lead model is not a {FORMAT} document")
+    intercept, weights = data.get("intercept"), data.get("weights")
+    if (
+        not isinstance(intercept, int | float)
+        or not _finite(intercept)
+        or not isinstance(weights, dict)
+        or len(weights) > MAX_WEIGHTS
+    ):
+        raise UnreadableModel("the stored lead model's coefficients are malformed")
+    if not all(isinstance(k, str) and _finite(v) for k, v in weights.items()):
+        raise UnreadableModel("the stored lead model's coefficients are malformed")
+    return LinearModel(float(intercept), {k: float(v) for k, v in weights.items()})
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def score(model: LinearModel, leads: list[dict[str, Any]]) -> list[float]:
     """Probability of conversion for each lead, in order."""
-    if not leads:
-        return []
-    return [float(p) for p in model.predict_proba([features(r) for r in leads])[:, 1]]
+    return [model.probability(lead) for lead in leads]

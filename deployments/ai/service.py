@@ -350,7 +350,10 @@ class AIService:
                 raise Conflict("no lead model yet: train one first")
             meta, model_bytes = latest
             if self._loaded is None or self._loaded[0] != meta.version:
-                fitted = await asyncio.to_thread(lead_model.load, model_bytes)
+                try:
+                    fitted = lead_model.load(model_bytes)
+                except lead_model.UnreadableModel as exc:
+                    raise Conflict(f"{exc}; train a new one") from None
                 self._loaded = (meta.version, fitted)
                 log.info("loaded lead model version %d", meta.version)
             return self._loaded
