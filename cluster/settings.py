@@ -126,6 +126,13 @@ class StackSettings(BaseSettings):
     serve_throughput_optimized: bool = True
     haproxy_stats_port: int = 56384
     haproxy_metrics_port: int = 56385
+    # Slow clients at the HAProxy ingress (cluster/haproxy_guard.py): the whole request
+    # head within `ingress_header_timeout_s`; a connection whose client sends nothing
+    # for `ingress_client_timeout_s` (mid-request or mid-answer) is closed. HAProxy's
+    # stats page and metrics listen on `ingress_admin_host` only.
+    ingress_header_timeout_s: int = Field(default=10, ge=1, le=3600)
+    ingress_client_timeout_s: int = Field(default=60, ge=1, le=86400)
+    ingress_admin_host: str = "127.0.0.1"
 
     # Pools: every ShardManager actor owns one pool per database, capped here.
     pool_min_size: int = 1

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -143,8 +144,25 @@ def serve_env(settings: StackSettings) -> dict[str, str]:
             RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(folder / "server-state"),
             RAY_SERVE_HAPROXY_STATS_PORT=str(settings.haproxy_stats_port),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(settings.haproxy_metrics_port),
+            RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=str(settings.ingress_client_timeout_s),
+            # Ray runs this in place of HAProxy; it hardens Ray's config, then execs
+            # the real binary (cluster/haproxy_guard.py).
+            RAY_SERVE_HAPROXY_BINARY_PATH=str(_guard_binary()),
+            NEXTFLOW_HAPROXY_HEADER_TIMEOUT_S=str(settings.ingress_header_timeout_s),
+            NEXTFLOW_HAPROXY_ADMIN_HOST=settings.ingress_admin_host,
         )
     return env
+
+
+def _guard_binary() -> Path:
+    """`nextflow-haproxy`, beside this interpreter (the project's console script)."""
+    guard = Path(sys.executable).with_name("nextflow-haproxy")
+    if not guard.is_file():
+        raise StackError(
+            f"{guard} is missing: reinstall the project (scripts/setup.sh, or "
+            "`pip install -e .`) so that its `nextflow-haproxy` command exists"
+        )
+    return guard
 
 
 def worker_pool_env(settings: StackSettings) -> dict[str, str]:

@@ -116,6 +116,8 @@ def stack_settings(chat_server: ChatServer) -> Iterator[Settings]:
         "NEXTFLOW_WEBHOOK_RETRY_BASE_S": "0.3",
         "NEXTFLOW_WEBHOOK_RETRY_CAP_S": "1",
         "NEXTFLOW_WEBHOOK_POLL_INTERVAL_S": "0.2",
+        # Slow request heads are cut sooner than the default 10 s (test_hardening.py).
+        "NEXTFLOW_INGRESS_HEADER_TIMEOUT_S": "3",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

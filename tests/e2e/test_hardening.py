@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import httpx
 import pytest
@@ -86,6 +87,61 @@ def test_ray_dashboard_is_local_and_needs_the_token(serve_app: Settings) -> None
             socket.create_connection((outward, port), timeout=2).close()
     anonymous = httpx.get(f"http://127.0.0.1:{port}/api/serve/applications/", timeout=10)
     assert anonymous.status_code in (401, 403), anonymous.status_code
+
+
+def test_the_ingress_cuts_slow_request_heads_and_keeps_serving(serve_app: Settings) -> None:
+    """Issue 28's slowloris: HAProxy had no `timeout http-request`, so a client sending
+    a header line every second held its connection for as long as it liked. Now the
+    whole head must arrive within `ingress_header_timeout_s`; meanwhile other requests
+    are answered as usual. HAProxy's admin socket is its owner's only and its stats
+    page and exporter listen on loopback (cluster/haproxy_guard.py)."""
+    limit = serve_app.ingress_header_timeout_s
+    hap = serve_app.data_dir / "ray" / "hap"  # one folder per Ray node (and head restart)
+    configs = sorted(hap.rglob("haproxy.cfg"), key=lambda p: p.stat().st_mtime)
+    assert configs, "no HAProxy configuration under the stack's data folder"
+    text = configs[-1].read_text()
+    assert f"timeout http-request {limit}s" in text
+    assert f"timeout client {serve_app.ingress_client_timeout_s}s" in text
+    admin = configs[-1].with_name("admin.sock")
+    assert admin.stat().st_mode & 0o777 == 0o600
+    outward = _outward_address()
+    for port in (serve_app.haproxy_stats_port, serve_app.haproxy_metrics_port):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        if outward is not None:
+            with pytest.raises((ConnectionRefusedError, TimeoutError)):
+                socket.create_connection((outward, port), timeout=2).close()
+
+    slow = []
+    for _ in range(20):
+        conn = socket.create_connection(("127.0.0.1", serve_app.serve_http_port), timeout=30)
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: slow\r\n")
+        slow.append(conn)
+    began = time.monotonic()
+    cut: dict[int, float] = {}
+    served = []
+    with httpx.Client(base_url=serve_app.serve_url, timeout=10) as client:
+        while len(cut) < len(slow) and time.monotonic() - began < limit + 10:
+            for i, conn in enumerate(slow):
+                if i in cut:
+                    continue
+                try:
+                    conn.sendall(b"X-Slow: 1\r\n")  # one header line a second, never the end
+                    conn.settimeout(0.01)
+                    if conn.recv(4096) == b"":
+                        cut[i] = time.monotonic() - began
+                except TimeoutError:
+                    pass
+                except OSError:  # reset, or the 408 then a close
+                    cut[i] = time.monotonic() - began
+            asked = time.monotonic()
+            assert client.get("/health").status_code == 200
+            served.append(time.monotonic() - asked)
+            time.sleep(1)
+    for conn in slow:
+        conn.close()
+    assert len(cut) == len(slow), f"{len(slow) - len(cut)} slow clients still connected"
+    assert max(cut.values()) <= limit + 3, cut
+    assert sorted(served)[len(served) // 2] < 0.5, served
 
 
 def _outward_address() -> str | None:
