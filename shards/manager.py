@@ -72,6 +72,7 @@ _CONNECTION_ERRORS = (
 )
 _LSN = "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLAY = "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
+_RECEIVED = "(pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint"
 _REFRESH_EVERY_S = 5.0
 DEFAULT_FREEZE_LEASE_S = 30.0
 
@@ -127,6 +128,8 @@ class _Replica:
     healthy: bool = False
     lag_s: float = math.inf
     monitor: asyncpg.Connection | None = None
+    # Within the bound when the primary was last seen (set as it goes away).
+    current_at_outage: bool = False
 
 
 @dataclass
@@ -311,10 +314,15 @@ class ShardManager:
             # fail now rather than at their command timeout.
             log.warning("%s: primary %s:%s unreachable", self._name, *self._topology.primary)
             self._primary_down_since = now
+            for replica in self._topology.replicas.values():
+                replica.current_at_outage = replica.healthy
             await self._drop_pools(self._topology.primary)
-        keep = self._settings.max_replica_lag_s * 2 + 1
-        while self._history and now - self._history[0][0] > keep:
-            self._history.popleft()
+        if primary_lsn is not None:
+            # While the primary is away its last samples stay: they are what the
+            # replicas' positions are still judged by.
+            keep = self._settings.max_replica_lag_s * 2 + 1
+            while self._history and now - self._history[0][0] > keep:
+                self._history.popleft()
         for replica in list(self._topology.replicas.values()):
             await self._poll_replica(replica, now)
 
@@ -341,7 +349,9 @@ class ShardManager:
         try:
             if replica.monitor is None or replica.monitor.is_closed():
                 replica.monitor = await self._connect(replica.host, replica.port, "postgres")
-            row = await replica.monitor.fetchrow(f"SELECT pg_is_in_recovery() AS r, {_REPLAY} AS l")
+            row = await replica.monitor.fetchrow(
+                f"SELECT pg_is_in_recovery() AS r, {_REPLAY} AS l, {_RECEIVED} AS got"
+            )
         except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
             await _close(replica.monitor)
             replica.monitor, replica.healthy, replica.lag_s = None, False, math.inf
@@ -353,6 +363,16 @@ class ShardManager:
         replica.replay_lsn = int(row["l"])
         replica.lag_s = self._lag_seconds(replica.replay_lsn, now)
         replica.healthy = replica.lag_s <= self._settings.max_replica_lag_s
+        if self._primary_down_since is not None and not replica.healthy:
+            # The primary is away, so nothing commits through us: a replica that was
+            # within the bound when it went away, and has replayed all the WAL it
+            # received, holds every write that can still be read anywhere. Reads
+            # without a position go on from it for as long as the primary is away
+            # (stale by the time since then, `replica_lag` says); a read after a
+            # caller's own write still needs that write replayed (`min_lsn`).
+            received = row["got"]
+            drained = received is None or replica.replay_lsn >= int(received)
+            replica.healthy = replica.current_at_outage and drained
 
     def _publish(self) -> None:
         """Gauges for Prometheus, once per poll (`shards.metrics`)."""
@@ -686,6 +706,7 @@ class ShardManager:
                 exc.sqlstate or "XX000",
                 str(exc),
                 getattr(exc, "constraint_name", None),
+                getattr(exc, "column_name", None),
             ) from None
         except _CONNECTION_ERRORS as exc:
             metrics.query_errors.inc(tags={**tags, "error": "unavailable"})
