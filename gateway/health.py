@@ -30,15 +30,19 @@ _OPTIONAL = frozenset({"redis"})
 @router.get("/ready")
 async def ready(request: Request) -> Response:
     """Readiness: Redis and this service's checks (its databases through their shard
-    managers; the gateway application: every service) answer. 503 names what does
-    not; only Redis down is 200 "degraded" (the API keeps serving without it)."""
+    managers; the gateway application: every service, and every shard server's
+    standby) answer. 503 names what does not. 200 "degraded" names what serves with
+    less to fall back on: Redis down (the API keeps serving without it), a shard
+    server without a usable standby."""
     st = state(request)
     checks: dict[str, Any] = {}
 
     async def check(name: str, call: Any) -> None:
         try:
-            await asyncio.wait_for(call, timeout=5)
-            checks[name] = "ok"
+            answer = await asyncio.wait_for(call, timeout=5)
+            # A check may answer a note: serving, but with less to fall back on.
+            note = answer if isinstance(answer, str) else ""
+            checks[name] = f"degraded: {note}" if note else "ok"
         except Exception as exc:  # any failure means not ready, and says which
             checks[name] = f"unavailable: {type(unwrap(exc)).__name__}"
 
@@ -47,7 +51,7 @@ async def ready(request: Request) -> Response:
         *(check(name, ready()) for name, ready in request.app.state.ready_checks.items()),
     )
     failing = ", ".join(k for k, v in checks.items() if v != "ok")
-    if all(v == "ok" for k, v in checks.items() if k not in _OPTIONAL):
+    if all(v == "ok" or v.startswith("degraded") for k, v in checks.items() if k not in _OPTIONAL):
         status = "ready" if not failing else "degraded"
         body = {"status": status, "checks": checks} | ({"degraded": failing} if failing else {})
         return Response(orjson.dumps(body), media_type="application/json")

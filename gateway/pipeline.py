@@ -132,7 +132,9 @@ def _limiter(
     return RateLimiter(redis, per_minute, burst, fail_open)
 
 
-Ready = Callable[[], Awaitable[None]]
+# A readiness check: raises when what it checks is down; may answer a note (a str)
+# when it serves with less to fall back on ("degraded").
+Ready = Callable[[], Awaitable[str | None]]
 
 
 def build_api(

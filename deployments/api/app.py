@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.responses import Response
 
+from cluster.settings import get_settings
 from deployments._kit.ingress import APPS, ServiceIngress, app_handle
 from deployments.ai import routes as ai_routes
 from deployments.analytics import routes as analytics_routes
@@ -38,6 +39,8 @@ from gateway.context import CurrentPrincipal, RecordId, json, service
 from gateway.listing import ListQuery, Page
 from gateway.pipeline import Ready
 from gateway.principal import Principal
+from shards.client import read_shard_map
+from shards.manager import manager_handle
 
 # Each application's prefix and routes: the merged document, and the one list of what
 # the ingress serves (serve_config.yaml gives the same prefixes; a test holds them equal).
@@ -173,7 +176,7 @@ class ApiApp(ServiceIngress):
             Overviews(),
             title="NextFlow CRM API",
             routers=[router],
-            ready={app: _ready_of(app) for app in APPS},
+            ready={**{app: _ready_of(app) for app in APPS}, "standbys": standbys},
         )
         document = merged_openapi()
         self._api.openapi = lambda: document  # type: ignore[method-assign]
@@ -184,6 +187,28 @@ class ApiApp(ServiceIngress):
     async def ready(self) -> None:
         """Readiness of the whole API: every application's `ready` answers."""
         await asyncio.gather(*(_ready_of(app)() for app in APPS))
+
+
+async def standbys() -> str:
+    """'' when every shard server has a standby its manager finds usable; else which
+    have none: readiness says "degraded" (the API serves, but a lost primary would
+    take its shards' reads and writes with it)."""
+    shard_map = await read_shard_map(get_settings())
+    specs = [shard_map.servers[name] for name in shard_map.server_names()]
+    found = await asyncio.gather(*(manager_handle(spec).stats.remote() for spec in specs))
+    notes = []
+    for stats in found:
+        replicas: dict[str, Any] = stats["replicas"]
+        if not replicas:
+            notes.append(f"{stats['server']}: no standby")
+        elif not any(r["healthy"] for r in replicas.values()):
+            why = ", ".join(
+                f"{name} " + ("unreachable or not replaying" if r["lag_s"] is None
+                              else f"{r['lag_s']:.1f} s behind")
+                for name, r in sorted(replicas.items())
+            )  # fmt: skip
+            notes.append(f"{stats['server']}: no usable standby ({why})")
+    return "; ".join(notes)
 
 
 def _ready_of(app: str) -> Ready:

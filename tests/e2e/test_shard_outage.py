@@ -4,14 +4,34 @@ the primary is back."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 
 from shards import ids
 
 pytestmark = pytest.mark.e2e
+
+
+async def _has_customer(dsn: str, customer_id: int) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM customers WHERE id = $1", customer_id))
+    finally:
+        await conn.close()
+
+
+def _until_standbys_usable(http: httpx.Client) -> None:
+    """After an earlier test's outage or failover a standby streams again only after
+    its WAL receiver's retry (or its rebuild), and its manager notices at its next
+    poll: `/ready` says "degraded" until every server has a usable standby."""
+    deadline = time.monotonic() + 90
+    while http.get("/ready").json().get("status") != "ready":
+        assert time.monotonic() < deadline, http.get("/ready").text
+        time.sleep(0.5)
 
 
 def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack: object) -> None:
@@ -25,6 +45,7 @@ def test_one_shard_server_down(http: httpx.Client, admin: dict[str, str], stack:
     assert set(by_server) == {"shard1", "shard2"}
 
     (shard2,) = [s for s in stack.postgres_servers() if s.name == "shard2"]  # type: ignore[attr-defined]
+    _until_standbys_usable(http)
     shard2.stop()
     try:
         read = http.get(f"/v1/customers/{by_server['shard2']}", headers=admin)
@@ -66,7 +87,18 @@ def test_reads_go_on_from_the_standby_while_the_primary_is_away(
             break
     assert made is not None and ids.shard_of(int(made["id"])) >= 5
     (shard2,) = [s for s in stack.postgres_servers() if s.name == "shard2"]  # type: ignore[attr-defined]
-    time.sleep(2)  # the standby replays the create
+    _until_standbys_usable(http)
+    # Reads without a position may lag the primary by up to `max_replica_lag_s`: wait
+    # until the standby has the new customer itself.
+    view = stack.read_catalog()  # type: ignore[attr-defined]
+    (group,) = [g for g in stack.server_nodes(view) if g.server == "shard2"]  # type: ignore[attr-defined]
+    (standby,) = [n for n in group.nodes if n is not group.primary]
+    settings = stack.app_settings()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while not asyncio.run(_has_customer(settings.dsn_for(standby.host, standby.port, "customer"),
+                                        int(made["id"]))):  # fmt: skip
+        assert time.monotonic() < deadline, "the standby never replayed the create"
+        time.sleep(0.5)
     shard2.stop()
     answers: list[tuple[float, int, int]] = []
     began = time.monotonic()
@@ -88,4 +120,35 @@ def test_reads_go_on_from_the_standby_while_the_primary_is_away(
     while http.patch(f"/v1/customers/{made['id']}", headers=admin,
                      json={"name": "back"}).status_code != 200:  # fmt: skip
         assert time.monotonic() < deadline, "writes did not come back"
+        time.sleep(0.5)
+
+
+def test_a_server_without_a_usable_standby_is_degraded_not_down(
+    http: httpx.Client, stack: object
+) -> None:
+    """Issue 28: `/ready` said `ready` while a shard server had no standby. Now it is
+    200 "degraded", naming the server (the API serves; a lost primary would take its
+    shards with it), and `ready` again once the standby streams."""
+    view = stack.read_catalog()  # type: ignore[attr-defined]
+    (group,) = [g for g in stack.server_nodes(view) if g.server == "shard2"]  # type: ignore[attr-defined]
+    (standby,) = [n for n in group.nodes if n is not group.primary]
+    _until_standbys_usable(http)
+    standby.stop()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            ready = http.get("/ready")
+            assert ready.status_code == 200, ready.text
+            if ready.json()["status"] == "degraded" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        body = ready.json()
+        assert body["status"] == "degraded", body
+        assert body["checks"]["standbys"].startswith("degraded: shard2: no usable standby")
+        assert "shard1" not in body["checks"]["standbys"]
+    finally:
+        standby.start()
+    deadline = time.monotonic() + 60
+    while http.get("/ready").json()["status"] != "ready":
+        assert time.monotonic() < deadline, http.get("/ready").text
         time.sleep(0.5)

@@ -39,6 +39,7 @@ def test_every_alert_has_a_severity_and_a_summary() -> None:
         "NextFlowSlowRoute",
         "NextFlowReplicaLagging",
         "NextFlowShardManagerDown",
+        "NextFlowNoUsableStandby",
     } <= names
     for rule in rules:
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
