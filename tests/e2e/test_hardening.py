@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -142,6 +145,56 @@ def test_the_ingress_cuts_slow_request_heads_and_keeps_serving(serve_app: Settin
     assert len(cut) == len(slow), f"{len(slow) - len(cut)} slow clients still connected"
     assert max(cut.values()) <= limit + 3, cut
     assert sorted(served)[len(served) // 2] < 0.5, served
+
+
+_WILDCARD = ("0.0.0.0", "*", "[::]", "::", "[::ffff:0.0.0.0]")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _of_stack(pid: int, data_dir: Path) -> bool:
+    marker = f"NEXTFLOW_DATA_DIR={data_dir}".encode()
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        environ = []
+    return marker in environ or str(data_dir) in _cmdline(pid)
+
+
+def test_only_ray_itself_listens_beyond_loopback(serve_app: Settings) -> None:
+    """Issue 28: what the stack starts listens on 127.0.0.1 (PostgreSQL, Redis, HAProxy's
+    API, gRPC, stats page and exporter, the Ray dashboard). Ray 2.60 binds its own
+    ports (raylet, GCS, agents, workers, and the replicas' direct ingress, which
+    RAY_SERVE_ENABLE_HA_PROXY forces onto every interface) on all interfaces: those are
+    Ray's processes, and the only ones allowed a wildcard bind (a firewall or
+    NetworkPolicy closes them, issue 27)."""
+    listing = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+    ours, wide = [], []
+    s = serve_app
+    known = {s.redis_port, s.serve_http_port, s.serve_grpc_port, s.haproxy_stats_port,
+             s.haproxy_metrics_port, s.ray_dashboard_port, s.catalog_port}  # fmt: skip
+    for line in listing.stdout.splitlines():
+        host, _, port = line.split()[3].rpartition(":")
+        if int(port) in known:
+            assert host == "127.0.0.1", line
+        for pid in {int(p) for p in re.findall(r"pid=(\d+)", line)}:
+            if not _of_stack(pid, serve_app.data_dir):
+                continue
+            command = _cmdline(pid)
+            ours.append((host, command[:60]))
+            ray_own = "ray" in command.lower() and "haproxy" not in command
+            if host in _WILDCARD and not ray_own:
+                wide.append((line.split()[3], command[:120]))
+    assert len(ours) >= 10, ours  # PostgreSQL nodes, Redis, HAProxy, Ray: found
+    assert not wide, wide
+    for name in ("postgres", "haproxy"):
+        assert any(name in c for _, c in ours), (name, ours)
 
 
 def _outward_address() -> str | None:
