@@ -69,6 +69,9 @@ _CONNECTION_ERRORS = (
     asyncpg.CrashShutdownError,
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.PostgresConnectionError,
+    # "cannot switch to state 12; another operation is in progress": a connection whose
+    # server died under it (a failover); it is dropped (`_execute`), the client retries.
+    asyncpg.InternalClientError,
 )
 _LSN = "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLAY = "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
@@ -684,13 +687,19 @@ class ShardManager:
         try:
             pool = await self._pool(*node, database)
             async with pool.acquire(timeout=10) as conn:
-                with _transaction_span(traced, conn, node, database, tags["role"]):
-                    if readonly and is_single_statement(fn):
-                        value = await fn(conn, *args, **kwargs)  # its own snapshot
-                    else:
-                        async with conn.transaction(readonly=readonly):
-                            value = await fn(conn, *args, **kwargs)
-                lsn = int(await conn.fetchval(f"SELECT {_LSN}")) if with_lsn else None
+                try:
+                    with _transaction_span(traced, conn, node, database, tags["role"]):
+                        if readonly and is_single_statement(fn):
+                            value = await fn(conn, *args, **kwargs)  # its own snapshot
+                        else:
+                            async with conn.transaction(readonly=readonly):
+                                value = await fn(conn, *args, **kwargs)
+                    lsn = int(await conn.fetchval(f"SELECT {_LSN}")) if with_lsn else None
+                except asyncpg.InternalClientError:
+                    # The driver lost track of the connection's protocol state (seen when
+                    # its server dies mid-statement, during a failover): never reuse it.
+                    conn.terminate()
+                    raise
             if not readonly:
                 self._note_commit(database)
             # After commit: that position is at or past our commit record.
