@@ -104,26 +104,25 @@ class AuthService:
         except Unauthenticated:
             return  # expired or not ours: nothing to revoke
         left = verified.expires - int(time.time())
-        if self._redis is None or left <= 0:
-            return
-        try:
-            await self._redis.set(tokens.revoked_key(verified.token_id), 1, ex=left + 1)
-        except (RedisError, OSError) as exc:
-            # Without Redis the token runs out by itself (access_token_ttl_s).
-            user = verified.principal.user_id
-            log.warning("could not revoke an access token of user %s: %s", user, exc)
+        if left > 0:
+            await self._mark_revoked(verified.token_id, left + 1)
 
     async def _revoke_session(self, family_id: uuid.UUID) -> None:
         """Refuse every access token issued to this sign-in (refresh-token family) until
         the last of them would have expired."""
+        await self._mark_revoked(tokens.session_mark(family_id.hex), self.jwt.ttl_s + 1)
+
+    async def _mark_revoked(self, token_id: str, ttl_s: int) -> None:
+        """Set `tokens.revoked_key(token_id)` for `ttl_s`: the gateway's admission check
+        (one Redis round trip it makes anyway) refuses what it names from now on. Without
+        Redis what it names runs out by itself (access tokens within access_token_ttl_s;
+        a cached API key within api_key_cache_ttl_s)."""
         if self._redis is None:
             return
-        mark = tokens.revoked_key(tokens.session_mark(family_id.hex))
         try:
-            await self._redis.set(mark, 1, ex=self.jwt.ttl_s + 1)
+            await self._redis.set(tokens.revoked_key(token_id), 1, ex=ttl_s)
         except (RedisError, OSError) as exc:
-            # Without Redis its access tokens run out by themselves (access_token_ttl_s).
-            log.warning("could not revoke the access tokens of session %s: %s", family_id, exc)
+            log.warning("could not mark %s revoked: %s", token_id, exc)
 
     async def _issue(self, who: repo.Credentials, family_id: uuid.UUID) -> TokenPair:
         refresh = tokens.new_refresh_token()
@@ -300,16 +299,7 @@ class AuthService:
         revoked = await self.db.write(repo.revoke_api_key, key_id)
         if revoked is None:
             raise NotFound(f"API key {key_id} not found")
-        await self._mark_revoked(key_id)
-        return revoked
-
-    async def _mark_revoked(self, key_id: int) -> None:
-        """Ingresses cache a checked key (`keys.ApiKeyCache`); this mark, read by their
-        admission check, refuses it at once."""
-        if self._redis is None:
-            return
+        # Ingresses cache a checked key (`keys.ApiKeyCache`): the mark refuses it at once.
         ttl = int(self._settings.api_key_cache_ttl_s * 2 + 60)
-        try:
-            await self._redis.set(tokens.revoked_key(tokens.api_key_mark(key_id)), 1, ex=ttl)
-        except (RedisError, OSError) as exc:
-            log.warning("could not mark API key %s revoked: %s", key_id, exc)
+        await self._mark_revoked(tokens.api_key_mark(key_id), ttl)
+        return revoked

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
 import httpx
@@ -14,6 +15,13 @@ import pytest
 from shards import ids
 
 pytestmark = pytest.mark.e2e
+
+
+def _standby_of(stack: Any, server: str) -> Any:
+    """The node of `server` that is not its primary now (earlier tests fail over)."""
+    (group,) = [g for g in stack.server_nodes(stack.read_catalog()) if g.server == server]
+    (standby,) = [n for n in group.nodes if n is not group.primary]
+    return standby
 
 
 async def _has_customer(dsn: str, customer_id: int) -> bool:
@@ -90,9 +98,7 @@ def test_reads_go_on_from_the_standby_while_the_primary_is_away(
     _until_standbys_usable(http)
     # Reads without a position may lag the primary by up to `max_replica_lag_s`: wait
     # until the standby has the new customer itself.
-    view = stack.read_catalog()  # type: ignore[attr-defined]
-    (group,) = [g for g in stack.server_nodes(view) if g.server == "shard2"]  # type: ignore[attr-defined]
-    (standby,) = [n for n in group.nodes if n is not group.primary]
+    standby = _standby_of(stack, "shard2")
     settings = stack.app_settings()  # type: ignore[attr-defined]
     deadline = time.monotonic() + 60
     while not asyncio.run(_has_customer(settings.dsn_for(standby.host, standby.port, "customer"),
@@ -129,9 +135,7 @@ def test_a_server_without_a_usable_standby_is_degraded_not_down(
     """Issue 28: `/ready` said `ready` while a shard server had no standby. Now it is
     200 "degraded", naming the server (the API serves; a lost primary would take its
     shards with it), and `ready` again once the standby streams."""
-    view = stack.read_catalog()  # type: ignore[attr-defined]
-    (group,) = [g for g in stack.server_nodes(view) if g.server == "shard2"]  # type: ignore[attr-defined]
-    (standby,) = [n for n in group.nodes if n is not group.primary]
+    standby = _standby_of(stack, "shard2")
     _until_standbys_usable(http)
     standby.stop()
     try:
