@@ -177,14 +177,23 @@ class SearchIndex:
         after: int = 0,
         *,
         embeddings: bool,
+        run: JobRun | None = None,
     ) -> dict[str, Any]:
-        """One task; planned again on a fresh map when the shard moved meanwhile."""
+        """One task; planned again on a fresh map when the shard moved meanwhile. A
+        job's task is in its `run`, so cancelling the job cancels it where it is."""
 
         async def submit(seen: ShardMap) -> dict[str, Any]:
-            result: dict[str, Any] = await index_records.options(**task_options()).remote(
+            ref = index_records.options(**task_options()).remote(
                 seen.server_for_shard(shard), seen.route([shard]), [shard], kind, ids,
                 after, self.batch_size, embeddings,
             )  # fmt: skip
+            if run is not None:
+                run.refs.add(ref)
+            try:
+                result: dict[str, Any] = await ref
+            finally:
+                if run is not None:
+                    run.refs.discard(ref)
             return result
 
         return await planned_once_more_if_stale(self.shards, submit)
@@ -209,7 +218,7 @@ class SearchIndex:
                 async with slots:
                     run.check()
                     page = await self._index_batch(
-                        kind, shard, None, after, embeddings=self.embeddings()
+                        kind, shard, None, after, embeddings=self.embeddings(), run=run
                     )
                 run.done += int(page["indexed"])
                 written += int(page["written"])
