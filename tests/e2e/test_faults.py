@@ -260,11 +260,15 @@ def test_a_customer_service_replica_killed_under_load_loses_nothing(
         ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace), no_restart=True)
         killed_at = time.monotonic()
         # Serve starts another replica; creates are acknowledged again.
-        _wait(
-            lambda: any(t > killed_at + 1 for t in list(writers.acknowledged_at.values())),
-            120,
-            "an acknowledged write after the kill",
-        )
+        try:
+            _wait(
+                lambda: any(t > killed_at + 1 for t in list(writers.acknowledged_at.values())),
+                120,
+                "an acknowledged write after the kill",
+            )
+        except AssertionError:
+            since = [(round(t - killed_at, 1), s) for t, s in writers.statuses if t > killed_at]
+            raise AssertionError((explain(writers.unexpected), since[:10], since[-10:])) from None
         _wait(lambda: any(r.actor_id != victim.actor_id for r in replicas()), 120,
               "a new replica")  # fmt: skip
         time.sleep(1)
