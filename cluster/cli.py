@@ -9,8 +9,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import asyncpg
 import typer
@@ -122,6 +123,12 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
+
+
+class WatchdogAction(StrEnum):
+    status = "status"
+    pause = "pause"
+    resume = "resume"
 
 
 def _stack(config: Path | None = None) -> LocalStack:
@@ -293,6 +300,92 @@ def shards_failover(
         f"{escape(result.old_primary)} is fenced (DEMOTED); `nextflow up` rebuilds it as the "
         "new standby"
     )
+
+
+@shards_app.command("watchdog")
+def shards_watchdog(
+    action: Annotated[
+        WatchdogAction, typer.Argument(help="status, pause (for maintenance) or resume.")
+    ] = WatchdogAction.status,
+) -> None:
+    """Automatic failover (`failover_after_s`): what the watchdog sees and has done.
+    Paused, it keeps watching and reporting but fails nothing over."""
+    with _errors():
+        stack = _stack()
+        settings = stack.app_settings()
+        if action is not WatchdogAction.status:
+            _set_watchdog_paused(settings, action is WatchdogAction.pause)
+            console.print(f"automatic failover: {action.value}d")
+        if settings.failover_after_s <= 0:
+            console.print("the failover watchdog is off (NEXTFLOW_FAILOVER_AFTER_S=0)")
+            return
+        state = _watchdog_status(stack)
+    if state is None:
+        console.print("the failover watchdog is not running (`nextflow up` starts it)")
+        raise typer.Exit(1)
+    mode = "paused" if state["paused"] else "on"
+    console.print(
+        f"failover watchdog: {mode}; a primary silent for {state['after_s']:g}s is failed "
+        f"over ({'synchronous' if state['synchronous_replicas'] else 'asynchronous'} replicas)"
+    )
+    table = Table("server", "primary", "silent", "state")
+    for row in state["servers"]:
+        silent = f"{row['unanswered_s']:.1f}s" if row["unanswered_s"] else "-"
+        note = row["note"] + ("; standby rebuild pending" if row["rebuild_pending"] else "")
+        table.add_row(row["server"], row["primary"], silent, escape(note))
+    console.print(table)
+    for event in state["failovers"]:
+        outcome = (
+            f"failed: {event['error']}"
+            if event["error"]
+            else f"{event['old_primary']} -> {event['new_primary']} in {event['took_s']}s; "
+            f"standby: {event['standby'] or 'rebuild pending'}"
+        )
+        console.print(
+            f"{event['at']} {event['server']}: silent {event['silent_s']}s, {escape(outcome)}"
+        )
+
+
+def _set_watchdog_paused(settings: Settings, paused: bool) -> None:
+    import redis
+    from redis.exceptions import RedisError
+
+    from cluster.watchdog import PAUSED_KEY
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        if paused:
+            client.set(PAUSED_KEY, "1")
+        else:
+            client.delete(PAUSED_KEY)
+    except RedisError as exc:
+        where = f"{settings.redis_host or settings.host}:{settings.redis_port}"
+        raise StackError(f"redis at {where}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _watchdog_status(stack: LocalStack) -> dict[str, Any] | None:
+    """What the running watchdog says (None: Ray or the watchdog not running)."""
+    if not _attach_ray(stack):
+        return None
+    import ray
+    from ray.exceptions import RayError
+
+    from cluster.watchdog import NAME, NAMESPACE
+
+    try:
+        try:
+            actor = ray.get_actor(NAME, namespace=NAMESPACE)
+        except ValueError:
+            return None
+        try:
+            state: Any = ray.get(actor.status.remote(), timeout=30)
+        except RayError as exc:
+            raise StackError(f"the failover watchdog does not answer: {_gist(exc)}") from None
+        return cast(dict[str, Any], state)
+    finally:
+        ray.shutdown()
 
 
 @shards_app.command("move")

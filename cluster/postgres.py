@@ -11,9 +11,11 @@ refuses to start until it is rebuilt as a standby (no split brain).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -57,6 +59,20 @@ def find_bin_dir() -> Path:
             "PostgreSQL server binaries (initdb, pg_ctl) not found; run scripts/setup.sh"
         )
     return max(candidates, key=lambda p: version(p / "initdb"))
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state, ppid, ...)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
 
 
 class PostgresServer:
@@ -241,6 +257,36 @@ class PostgresServer:
         )
         return True
 
+    def kill(self) -> bool:
+        """Fence a node: SIGKILL every process of it (`processes`). SIGKILL needs no
+        cooperation, so a hung (even a stopped) server goes too, and so do backends a
+        killed postmaster left behind: none of them can acknowledge another commit or
+        keep holding the port. True when something was killed; returns once they are
+        gone."""
+        victims = self.processes()
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(_alive(p) for p in victims), 30, f"{self.name} to die")
+        return bool(victims)
+
+    def processes(self) -> list[int]:
+        """The live processes of this node: every PostgreSQL process works in its data
+        folder (the postmaster, its children, and orphans of a killed postmaster)."""
+        target = str(self.pgdata.resolve())
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(entry / "cwd") != target:
+                    continue
+            except OSError:
+                continue
+            if _alive(int(entry.name)):
+                found.append(int(entry.name))
+        return found
+
     def promote(self, timeout: float = 60) -> None:
         """`pg_ctl promote -w`: end recovery; returns once the node accepts writes."""
         self._pg(
@@ -255,7 +301,11 @@ class PostgresServer:
         )
 
     def is_running(self) -> bool:
-        if not (self.pgdata / "postmaster.pid").exists():
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        if not _alive(pid):  # a stale file, or a killed postmaster not reaped yet
             return False
         try:
             self._pg("pg_ctl", "-D", str(self.pgdata), "status", timeout=30)

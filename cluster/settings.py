@@ -57,6 +57,15 @@ class StackSettings(BaseSettings):
     # lose what had not streamed yet). True: a commit also waits until one standby has
     # written it (`ANY 1 (*)`, `remote_write`); with no standby connected, commits wait.
     synchronous_replicas: bool = False
+    # Automatic failover (cluster/watchdog.py, a Ray actor `nextflow up` starts): a
+    # shard server's primary that answers no probe for this long is fenced and its
+    # standby promoted, as `nextflow shards failover` does it; 0 turns it off (a person
+    # runs the command; on Kubernetes the PostgreSQL operator fails over). With
+    # asynchronous replicas a standby whose received WAL is further than
+    # `failover_max_lag_bytes` behind the primary's last position seen is not promoted:
+    # what to lose is then a person's decision.
+    failover_after_s: float = Field(default=6.0, ge=0)
+    failover_max_lag_bytes: int = Field(default=1 << 20, ge=0)
 
     redis_port: int = 56379
 
@@ -133,6 +142,13 @@ class StackSettings(BaseSettings):
     ingress_header_timeout_s: int = Field(default=10, ge=1, le=3600)
     ingress_client_timeout_s: int = Field(default=60, ge=1, le=86400)
     ingress_admin_host: str = "127.0.0.1"
+    # How often Serve's controller asks each ingress (the HAProxy manager, or a proxy
+    # actor) whether it is alive, and how long an answer may take; three failures in
+    # a row and it is replaced. With Ray's default (10 s) a killed HAProxy was replaced
+    # ~25 s later; at 0.5 s the ingress answered again 4.7 s after a kill -9
+    # (docs/reliability.md). A check is one call to the manager: negligible.
+    ingress_health_check_period_s: float = Field(default=0.5, gt=0)
+    ingress_health_check_timeout_s: float = Field(default=3.0, gt=0)
 
     # Pools: every ShardManager actor owns one pool per database, capped here.
     pool_min_size: int = 1

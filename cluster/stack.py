@@ -124,7 +124,10 @@ def _dashboard_env(settings: StackSettings) -> dict[str, str]:
 def serve_env(settings: StackSettings) -> dict[str, str]:
     """Ray Serve's ingress switches (Ray 2.60 names) for the Ray head and `serve deploy`.
     HAProxy's files live in our Ray temp dir, so stopping our head stops it too."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = {
+        "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": str(settings.ingress_health_check_period_s),
+        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": str(settings.ingress_health_check_timeout_s),
+    }
     if settings.serve_throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     if settings.serve_ingress == "haproxy":
@@ -397,6 +400,8 @@ class LocalStack:
             reporter.note(
                 f"serve: {self.settings.serve_url} (gRPC {self.settings.serve_grpc_target})"
             )
+        with reporter.step("failover watchdog"):
+            reporter.note(self.start_watchdog())
         if monitoring:
             with reporter.step("Prometheus"):
                 started = self.start_monitoring()
@@ -473,6 +478,8 @@ class LocalStack:
                 )
             if node.stop(mode="fast"):
                 notes.append("stopped")
+            if node.kill():  # what a killed postmaster left behind holds its port
+                notes.append("leftover processes killed")
             moved = node.move_aside()
             notes.append(f"demoted ex-primary moved aside to {moved.name}")
             rebuilt = True
@@ -494,6 +501,16 @@ class LocalStack:
         what = "started" if started else "running"
         detail = f" ({'; '.join(notes)})" if notes else ""
         return f"{node.name}: {what} on {node.address} as standby of {primary.name}{detail}"
+
+    def rebuild_standby(self, server: str) -> str:
+        """Bring `server`'s standby up (after a failover: the demoted ex-primary, cloned
+        again from the new primary and registered); what was done, as one line."""
+        view = self.read_catalog()
+        group = next((g for g in self.server_nodes(view) if g.server == server), None)
+        if group is None:
+            raise StackError(f"{server} is not a server of this local stack")
+        password = self.app_settings().pg_password.get_secret_value()
+        return self._bring_up_standby(group, view, password)
 
     def migrate(self, reporter: Reporter | None = None) -> None:
         """Migrate every server's current primary (standbys follow by streaming) and
@@ -652,7 +669,8 @@ class LocalStack:
                 f"{server}'s registered replica {target.name} ({target.host}:{target.port}) "
                 "is not a node of this local stack"
             )
-        if old.accepts_connections() and not force:
+        answering = old.accepts_connections()
+        if answering and not force:
             raise StackError(
                 f"{server}'s primary {old.name} ({old.address}) is healthy (accepts "
                 "connections); refusing to fail over (use --force to stop it and promote "
@@ -666,15 +684,23 @@ class LocalStack:
 
         # Fence the old primary first: once the standby is promoted it must never
         # accept writes again (the marker stops any later start until it is rebuilt).
+        # One that answers (--force) is stopped cleanly; one that runs but does not
+        # answer (hung) is killed: a clean stop would wait for it in vain.
         stopped_old = False
         if old.is_running():
-            try:
-                stopped_old = old.stop(mode="fast")
-            except StackError:
-                # Stuck (or it died meanwhile): make sure nothing of it survives.
-                stopped_old = old.stop(mode="immediate")
+            if answering:
+                try:
+                    stopped_old = old.stop(mode="fast")
+                except StackError:  # stuck meanwhile: make sure nothing of it survives
+                    stopped_old = old.kill()
+            else:
+                stopped_old = old.kill()
             if stopped_old:
-                reporter.note(f"{old.name}: stopped")
+                reporter.note(f"{old.name}: {'stopped' if answering else 'killed (hung)'}")
+        # A killed postmaster's backends may linger, still holding its port.
+        leftovers = len(old.processes())
+        if leftovers and old.kill():
+            reporter.note(f"{old.name}: {leftovers} leftover processes killed")
         old.mark_demoted(
             f"{server} failed over to {new.name} ({new.address}) at "
             f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}; `nextflow up` rebuilds this node "
@@ -721,6 +747,22 @@ class LocalStack:
             **worker_pool_env(settings),
         }  # fmt: skip
         return self.ray_head(env=env).start()
+
+    def start_watchdog(self) -> str:
+        """The automatic failover watchdog (cluster/watchdog.py), a detached Ray actor,
+        unless `failover_after_s` is 0; what it is doing, as one line."""
+        settings = self.app_settings()
+        if settings.failover_after_s <= 0:
+            return "failover watchdog: off (NEXTFLOW_FAILOVER_AFTER_S=0)"
+        # A process of its own attaches to Ray to create the actor: token auth must be
+        # on before Ray is first imported, and this one may have imported it already.
+        done = run(
+            [sys.executable, "-m", "cluster.watchdog"],
+            env=ray_env(settings_env(settings)),
+            timeout=180,
+            what="failover watchdog",
+        )
+        return done.stdout.strip().splitlines()[-1]
 
     def start_monitoring(self) -> bool:
         """Prometheus scraping this stack's Ray nodes, with the alert rules loaded."""

@@ -26,6 +26,7 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 def serve_app(stack: object, stack_settings: Settings) -> Settings:
     stack.start_ray()  # type: ignore[attr-defined]
     stack.deploy()  # type: ignore[attr-defined]
+    stack.start_watchdog()  # type: ignore[attr-defined]
     nextflow = Path(sys.executable).with_name("nextflow")
     subprocess.run(
         [

@@ -1,6 +1,7 @@
-"""A shard primary killed under the running app: reads go on from its replica,
-`nextflow shards failover` promotes the replica, and writes through the API resume
-without restarting anything. The stack is then put back as it was."""
+"""A shard primary killed under the running app: reads go on from its replica, the
+failover watchdog promotes the replica, and writes through the API resume without
+anyone running a command or restarting anything. The stack is then put back as it
+was with `nextflow shards failover --force`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from cluster.settings import Settings
 from cluster.stack import LocalStack
 from shards import ids
 from tests.e2e.test_faults import Writers, _all_tagged, _wait, explain
+from tests.e2e.test_shard_outage import _until_standbys_usable, watchdog
 
 pytestmark = pytest.mark.e2e
 NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
@@ -41,9 +43,13 @@ def _until_ok(call, timeout: float = 30) -> httpx.Response:  # type: ignore[no-u
         time.sleep(0.2)
 
 
-def test_writes_resume_after_failover(
+def test_a_dead_primary_is_failed_over_by_the_watchdog(
     serve_app: Settings, stack: object, http: httpx.Client, admin: dict[str, str]
 ) -> None:
+    """Issue 28: a shard primary killed (kill -9) under a keyed write load, and nobody
+    runs a command: the watchdog fails it over, writes to its shards resume within
+    15 s, every acknowledged write is there exactly once, and the lost node is rebuilt
+    as the new standby, streaming, within a minute."""
     local = cast(LocalStack, stack)
     on_shard2 = None
     for i in range(60):
@@ -54,6 +60,8 @@ def test_writes_resume_after_failover(
     assert on_shard2 is not None
     url = f"/v1/customers/{on_shard2['id']}"
     (primary,) = [n for n in local.postgres_servers() if n.name == "shard2"]
+    _until_standbys_usable(http)
+    assert "shard2 " in watchdog("status")
     writers = Writers(serve_app.serve_url, admin, "fail" + os.urandom(3).hex())
     try:
         with writers:  # a concurrent create load, keyed and retried, across the fault
@@ -63,27 +71,39 @@ def test_writes_resume_after_failover(
             killed_at = time.monotonic()
             # Reads are served by the replica while the primary is dead.
             assert _until_ok(lambda: http.get(url, headers=admin)).status_code == 200
-            assert http.patch(url, headers=admin, json={"name": "lost"}).status_code == 503
-
-            began = time.monotonic()
-            _failover()
-            resumed = _until_ok(lambda: http.patch(url, headers=admin, json={"name": "After"}))
-            print(f"\nwrites resumed {time.monotonic() - began:.1f}s after the failover began")
-            assert resumed.status_code == 200
+            resumed = _until_ok(
+                lambda: http.patch(url, headers=admin, json={"name": "After"}), timeout=60
+            )
+            resumed_s = time.monotonic() - killed_at
+            print(f"\nwrites resumed {resumed_s:.1f}s after the kill, with no command")
+            assert resumed.status_code == 200, resumed.text
+            assert resumed_s <= 15, resumed_s
             assert http.get(url, headers=admin).json()["name"] == "After"
-            created = http.post("/v1/customers", headers=admin, json={"name": "after failover"})
-            assert created.status_code == 201
             after = time.monotonic()
             try:
                 _wait(lambda: on_shard2_since(writers, after), 60, "keyed writes on shard2")
             except AssertionError:
                 raise AssertionError((writers.unexpected[:3], writers.statuses[-20:])) from None
         _stored_once(http, admin, writers, killed_at)
+        # The lost node is the new standby, streaming, within a minute of the kill.
+        while True:
+            statuses = {n.node: n for n in local.replication_status()[1] if n.server == "shard2"}
+            rebuilt = statuses.get("shard2")
+            if rebuilt is not None and rebuilt.role == "standby" and rebuilt.healthy:
+                break
+            assert time.monotonic() - killed_at < 60, statuses
+            time.sleep(1)
+        print(f"standby streaming {time.monotonic() - killed_at:.1f}s after the kill")
+        status = watchdog("status")
+        assert "shard2: silent" in status and "shard2 -> shard2-replica" in status, status
     finally:
-        # The old primary comes back as a standby; fail back on purpose; rebuild again.
+        # Put the stack back as it was, by hand (the command the watchdog replaces):
+        # paused, as for any maintenance; fail back on purpose, rebuild, resume.
+        watchdog("pause")
         local.start_databases()
         _failover("--force")
         local.start_databases()
+        watchdog("resume")
     back = _until_ok(lambda: http.patch(url, headers=admin, json={"name": "Back"}))
     assert back.status_code == 200
 

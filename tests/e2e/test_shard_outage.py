@@ -5,7 +5,12 @@ the primary is back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,6 +20,28 @@ import pytest
 from shards import ids
 
 pytestmark = pytest.mark.e2e
+NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
+
+
+def watchdog(action: str) -> str:
+    """`nextflow shards watchdog ACTION`; its output."""
+    done = subprocess.run(
+        [NEXTFLOW, "shards", "watchdog", action],
+        text=True, capture_output=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_automatic_failover(serve_app: object) -> Iterator[None]:
+    """These tests are about a primary away with nobody failing it over: the
+    watchdog is paused, as an operator pauses it for maintenance."""
+    assert "automatic failover: paused" in watchdog("pause")
+    try:
+        yield
+    finally:
+        watchdog("resume")
 
 
 def _standby_of(stack: Any, server: str) -> Any:

@@ -131,7 +131,35 @@ def test_failover_refusals_change_nothing(stack: object, stack_settings: Setting
     assert all(node.accepts_connections() for node in cast(LocalStack, stack).postgres_servers())
 
 
-def test_failover_of_a_killed_primary_and_rebuild(stack: object, stack_settings: Settings) -> None:
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process it started (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat[stat.rfind(")") + 2 :].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        found.append(queue.pop())
+        queue.extend(children.get(found[-1], []))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"  # a zombie has exited, unreaped
+
+
+def test_failover_of_a_hung_primary_and_rebuild(stack: object, stack_settings: Settings) -> None:
+    """A primary that hangs (every process of it stopped) is fenced by killing it: the
+    failover does not wait for a clean stop that would never come."""
     local = cast(LocalStack, stack)
     s = stack_settings
     group = _group(local, "shard2")
@@ -140,8 +168,10 @@ def test_failover_of_a_killed_primary_and_rebuild(stack: object, stack_settings:
     versions = {k: v for k, server, v in _catalog_snapshot(s)["map"] if server == "shard2"}
     streamed = _write_and_see_it_streamed(s, group)
 
-    pid = int((old.pgdata / "postmaster.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGKILL)
+    hung = _process_tree(int((old.pgdata / "postmaster.pid").read_text().split()[0]))
+    assert len(hung) > 3  # the postmaster and its background processes
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + 15
     while old.accepts_connections():
         assert time.monotonic() < deadline
@@ -152,6 +182,9 @@ def test_failover_of_a_killed_primary_and_rebuild(stack: object, stack_settings:
     took = time.monotonic() - began
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed over from shard2 to shard2-replica" in result.stdout
+    assert "shard2: killed (hung)" in result.stdout
+    assert not [p for p in hung if _running(p)], "a process of the hung primary survived"
+    assert took < 30, took
     print(f"failover CLI: {took:.1f}s\n{result.stdout}")
 
     # The promoted node takes writes and has what had streamed before the kill.

@@ -1,0 +1,58 @@
+"""When the failover watchdog acts, and what it says when it does not."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.watchdog import Standby, reason_not_to_fail_over
+
+MIB = 1 << 20
+STREAMING = Standby(answers=True, in_recovery=True, behind_bytes=0)
+
+
+def why(
+    silent: float = 10.0,
+    standby: Standby = STREAMING,
+    synchronous: bool = False,
+    paused: bool = False,
+) -> str | None:
+    return reason_not_to_fail_over(
+        silent, 6.0, standby, synchronous=synchronous, max_lag_bytes=MIB, paused=paused
+    )
+
+
+def test_a_silent_primary_with_a_current_standby_is_failed_over() -> None:
+    assert why() is None
+    assert why(standby=Standby(True, True, MIB)) is None  # at the bound: still fine
+
+
+def test_not_before_the_primary_was_silent_long_enough() -> None:
+    assert why(silent=5.9) == "primary silent for 5.9s of 6s"
+
+
+@pytest.mark.parametrize(
+    ("standby", "expected"),
+    [
+        (Standby(answers=False, error="refused"), "its standby does not answer either (refused)"),
+        (Standby(True, in_recovery=False, behind_bytes=0), "is not in recovery"),
+    ],
+)
+def test_never_without_a_standby_to_promote(standby: Standby, expected: str) -> None:
+    for synchronous in (False, True):
+        reason = why(standby=standby, synchronous=synchronous)
+        assert reason is not None and expected in reason
+
+
+def test_asynchronous_replicas_bound_what_a_failover_loses() -> None:
+    behind = why(standby=Standby(True, True, MIB + 1))
+    assert behind is not None and f"{MIB + 1} bytes behind" in behind
+    unknown = why(standby=Standby(True, True, None))
+    assert unknown is not None and "unknown" in unknown
+    # Synchronous replicas: an acknowledged commit is on the standby already.
+    assert why(standby=Standby(True, True, MIB + 1), synchronous=True) is None
+    assert why(standby=Standby(True, True, None), synchronous=True) is None
+
+
+def test_paused_it_says_so_only_when_it_would_have_acted() -> None:
+    assert why(paused=True) == "paused (`nextflow shards watchdog resume`)"
+    assert why(silent=1.0, paused=True) == "primary silent for 1.0s of 6s"
