@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -27,8 +28,8 @@ from pydantic import SecretStr
 
 from cluster import replication
 from cluster.monitoring import RULES, PrometheusServer
-from cluster.postgres import PostgresServer, slot_name
-from cluster.procs import StackError, port_open, run
+from cluster.postgres import PG_SYSTEM_USER, PostgresServer, slot_name
+from cluster.procs import StackError, port_open, run, system_user
 from cluster.ray_head import RayHead, ray_env, ray_executable
 from cluster.redis_server import RedisServer
 from cluster.replication import CATALOG_SERVER, CatalogView, NodeStatus, ServerNodes, ShardMapRow
@@ -261,6 +262,23 @@ class LocalStack:
             handle.write("".join(f"{key}={value}\n" for key, value in values.items()))
         return True
 
+    def close_data_dir(self) -> None:
+        """Close the data folder to other local users. Ray makes its temp folders
+        world-writable (0777, again at every start) and our secrets, sockets and logs
+        live below it too: as root the folder becomes root:postgres 0750 (PostgreSQL,
+        running as `postgres`, enters through its group), else 0700. A folder that is
+        not ours alone (not owned by us, or sticky like /tmp) is left as it is."""
+        folder = self.settings.data_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        info = folder.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & stat.S_ISVTX:
+            return
+        if os.geteuid() == 0:
+            os.chown(folder, 0, system_user(PG_SYSTEM_USER).pw_gid)
+            folder.chmod(0o750)
+        else:
+            folder.chmod(0o700)
+
     def _add_missing_secrets(self) -> None:
         text = self.secrets_file.read_text()
         present = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
@@ -437,6 +455,7 @@ class LocalStack:
         migrations' commits have a standby to wait for."""
         reporter = reporter or QuietReporter()
         settings = self.app_settings(create_secrets=True)
+        self.close_data_dir()
         catalog = self.server_nodes()[0]
         # The catalog first: it says which node of every other server is the primary.
         reporter.note(_bring_up_primary(catalog))

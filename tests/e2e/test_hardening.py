@@ -198,6 +198,23 @@ def test_only_ray_itself_listens_beyond_loopback(serve_app: Settings) -> None:
         assert any(name in c for _, c in ours), (name, [c[:120] for _, c in ours])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local user")
+def test_other_local_users_reach_nothing_of_the_stack(serve_app: Settings) -> None:
+    """Issue 28: Ray's temp folders (runtime_resources and the rest) are 0777, and Ray
+    makes them so at every start. The data folder above them is closed to other local
+    users (root:postgres 0750): another user can neither look into nor write to any of
+    it, while PostgreSQL, running as `postgres`, still reaches its own folders."""
+    ray_dir = serve_app.data_dir / "ray"
+    assert any(p.stat().st_mode & 0o002 for p in ray_dir.iterdir() if p.is_dir())  # Ray's
+    assert serve_app.data_dir.stat().st_mode & 0o007 == 0
+    for command in (["ls", str(ray_dir)], ["touch", str(ray_dir / "planted")],
+                    ["cat", str(serve_app.data_dir / "secrets.env")]):  # fmt: skip
+        done = subprocess.run(["runuser", "-u", "nobody", "--", *command],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode != 0 and "Permission denied" in done.stderr, (command, done)
+    assert not (ray_dir / "planted").exists()
+
+
 def _haproxy_pid(data_dir: Path) -> int:
     """The HAProxy process answering the stack's admin socket now."""
     (path,) = (data_dir / "ray" / "hap").glob("*/admin.sock")  # under the node's id

@@ -1,9 +1,17 @@
-"""When the failover watchdog acts, and what it says when it does not."""
+"""When the failover watchdog acts, and what it says when it does not; the data
+folder closed to other local users."""
 
 from __future__ import annotations
 
+import grp
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
+from cluster.settings import StackSettings
+from cluster.stack import LocalStack
 from cluster.watchdog import Standby, reason_not_to_fail_over
 
 MIB = 1 << 20
@@ -56,3 +64,19 @@ def test_asynchronous_replicas_bound_what_a_failover_loses() -> None:
 def test_paused_it_says_so_only_when_it_would_have_acted() -> None:
     assert why(paused=True) == "paused (`nextflow shards watchdog resume`)"
     assert why(silent=1.0, paused=True) == "primary silent for 1.0s of 6s"
+
+
+def test_the_data_folder_is_closed_to_other_users(tmp_path: Path) -> None:
+    """Ray's temp folders below it are 0777: the folder itself lets no one else in."""
+    folder = tmp_path / "data"
+    LocalStack(StackSettings(data_dir=folder)).close_data_dir()
+    info = folder.stat()
+    if os.geteuid() == 0:  # PostgreSQL, as `postgres`, enters through the group
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o750, grp.getgrnam("postgres").gr_gid)
+    else:
+        assert stat.S_IMODE(info.st_mode) == 0o700
+    shared = tmp_path / "shared"  # sticky, like /tmp: not ours alone, left as it is
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)
+    LocalStack(StackSettings(data_dir=shared)).close_data_dir()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
