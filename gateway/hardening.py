@@ -19,6 +19,7 @@ long as the client sends, so their paths are exempt (they have size caps instead
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PROBLEM_BASE
+from gateway.openapi import finish
 
 # Swagger UI and ReDoc load scripts and styles; every other response is data only.
 _DOC_PATHS = ("/docs", "/redoc")
@@ -79,6 +81,13 @@ class HardenedAPI(FastAPI):
     layer inside that handler)."""
 
     hsts_max_age_s: int = 0
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, finished (gateway/openapi.py): security schemes,
+        problem+json errors, no credential header parameters."""
+        if self.openapi_schema is None:
+            self.openapi_schema = finish(super().openapi())
+        return self.openapi_schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Serve mounts an application at its route prefix (`root_path`): the prefix

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.context import state
+from gateway.openapi import PUBLIC
 from gateway.problems import problem, unwrap
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", openapi_extra=PUBLIC)
 async def health() -> dict[str, str]:
     """Liveness: the replica answers. Checks no dependency."""
     return {"status": "ok"}
@@ -27,7 +28,7 @@ async def health() -> dict[str, str]:
 _OPTIONAL = frozenset({"redis"})
 
 
-@router.get("/ready")
+@router.get("/ready", openapi_extra=PUBLIC)
 async def ready(request: Request) -> Response:
     """Readiness: Redis and this service's checks (its databases through their shard
     managers; the gateway application: every service, and every shard server's

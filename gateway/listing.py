@@ -252,3 +252,53 @@ def merge_pages(
         return page, None
     value, row_id = key(page[-1])
     return page, encode_cursor(order, value, row_id)
+
+
+_NOTES = {
+    "limit": "items per page",
+    "cursor": "where the page starts: the previous page's `next_cursor`",
+    "count": "true: also count the whole list (`total`)",
+}
+
+
+def query_parameters(model: type[ListQuery]) -> dict[str, Any]:
+    """A list route's `openapi_extra`: the query parameters `parse_list_params` reads
+    from the raw query string, declared (FastAPI cannot see them), each with the schema
+    of the field it fills (issue 24: a generated client or a fuzzer can then page,
+    sort and filter)."""
+    schema = model.model_json_schema()
+    definitions = schema.get("$defs", {})
+    properties = schema["properties"]
+    declared = []
+    for name, field in model.query_params.items():
+        if field in model.list_params:
+            value: dict[str, Any] = {"type": "string"}
+            note = "one value, or several separated by commas"
+        elif field == "sort":
+            orders = [f"{d}{f}" for f in model.sort_fields for d in ("", "-")]
+            value = {"type": "string", "enum": orders}
+            note = "the order (`-` first: descending)"
+        else:
+            value = _query_schema(properties[field], definitions)
+            note = _NOTES.get(field, "")
+        description = str(properties[field].get("description", "")).rstrip(".")
+        declared.append({
+            "name": name, "in": "query", "required": False, "schema": value,
+            "description": "; ".join(p for p in (description, note) if p) or field,
+        })  # fmt: skip
+    return {"parameters": declared}
+
+
+def _query_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """A field's JSON schema as a query parameter's: references inlined, no `null`
+    (a parameter is present or absent), no title or default."""
+    if "$ref" in schema:
+        schema = definitions[schema["$ref"].rsplit("/", 1)[1]]
+    variants = [v for v in schema.get("anyOf", []) if v.get("type") != "null"]
+    if len(variants) == 1:
+        schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **variants[0]}
+    elif variants:
+        schema = {**schema, "anyOf": [_query_schema(v, definitions) for v in variants]}
+    if "$ref" in schema:
+        return _query_schema(schema, definitions)
+    return {k: v for k, v in schema.items() if k not in ("title", "default", "description")}

@@ -26,6 +26,7 @@ from gateway import idempotency, problems
 from gateway.admission import Admission
 from gateway.hardening import BodyLimit, HardenedAPI, RequestTimeout
 from gateway.middleware import RequestContext
+from gateway.openapi import operation_id
 from gateway.principal import Principal
 from gateway.ratelimit import RateLimiter
 from gateway.sessions import SessionPositions
@@ -155,6 +156,7 @@ def build_api(
     app = HardenedAPI(
         title=title,
         version="1.0",
+        generate_unique_id_function=operation_id,
         description=description
         or (
             "Ids are 64-bit integers written as strings. Errors are RFC 9457 "

@@ -11,7 +11,7 @@ import asyncio
 from types import ModuleType
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from ray import serve
@@ -36,7 +36,10 @@ from deployments.support import routes as support_routes
 from deployments.support.schemas import TicketListQuery, TicketRead
 from deployments.webhooks import routes as webhook_routes
 from gateway.context import CurrentPrincipal, RecordId, json, service
+from gateway.errors import CATALOGUE, PROBLEM_BASE, NotFound
 from gateway.listing import ListQuery, Page
+from gateway.openapi import PUBLIC as PUBLIC_OPERATION
+from gateway.openapi import finish, operation_id
 from gateway.pipeline import Ready
 from gateway.principal import Principal
 from shards.client import read_shard_map
@@ -74,6 +77,8 @@ PUBLIC = frozenset(
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),
+        ("GET", "/errors"),
+        ("GET", "/errors/{slug}"),
     }
     | {
         (m, f"{prefix}{p}")
@@ -93,7 +98,7 @@ def routers_of(module: ModuleType) -> list[APIRouter]:
 
 def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
     """One OpenAPI document for every application, each under its prefix."""
-    whole = FastAPI(title=title, version="1.0")
+    whole = FastAPI(title=title, version="1.0", generate_unique_id_function=operation_id)
     for prefix, module in PREFIXES.values():
         for service_router in routers_of(module):
             whole.include_router(service_router, prefix=prefix)
@@ -110,7 +115,7 @@ def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
     )
     # An application's root route is its prefix itself (`POST /v1/customers`).
     document["paths"] = {path.rstrip("/") or "/": ops for path, ops in document["paths"].items()}
-    return document
+    return finish(document)
 
 
 class CustomerOverview(BaseModel):
@@ -166,6 +171,36 @@ async def customer_overview(
     """A customer with its first contacts, deals and tickets, composed from the
     customer, sales and support applications (those the caller may read)."""
     return json(await views.customer(principal, customer_id))
+
+
+class ProblemType(BaseModel):
+    """What a problem `type` means (RFC 9457): the page a problem's `type` points at."""
+
+    type: str
+    status: int
+    title: str
+    description: str
+
+
+def _problem_type(slug: str) -> ProblemType:
+    status, title, description = CATALOGUE[slug]
+    return ProblemType(
+        type=PROBLEM_BASE + slug, status=status, title=title, description=description
+    )
+
+
+@router.get("/errors", response_model=Page[ProblemType], openapi_extra=PUBLIC_OPERATION)
+async def list_problem_types() -> Response:
+    """Every problem `type` the API answers with (docs/errors.md), as one page."""
+    return json(Page[ProblemType](data=[_problem_type(slug) for slug in CATALOGUE]))
+
+
+@router.get("/errors/{slug}", response_model=ProblemType, openapi_extra=PUBLIC_OPERATION)
+async def get_problem_type(slug: Annotated[str, Path(max_length=64)]) -> Response:
+    """The page a problem's `type` (`/errors/<slug>`) resolves to."""
+    if slug not in CATALOGUE:
+        raise NotFound(f"no problem type {slug!r} (GET /errors lists them)")
+    return json(_problem_type(slug))
 
 
 @serve.deployment(name="ApiGateway")

@@ -37,7 +37,8 @@ from gateway.context import (
     service,
     state,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
+from gateway.openapi import OPTIONAL_AUTH, PUBLIC
 from shards.ids import MAX_ID
 
 router = APIRouter(tags=["auth"])
@@ -57,7 +58,7 @@ def _client(request: Request) -> str:
 # -- sessions (login, refresh and logout are public: no principal) -------------------
 
 
-@router.post("/login", response_model=TokenPair)
+@router.post("/login", response_model=TokenPair, openapi_extra=PUBLIC)
 async def login(body: LoginRequest, request: Request, svc: Service) -> Response:
     """Exchange e-mail and password for a short-lived access token (JWT) and a
     rotating refresh token. Throttled per client address and per account."""
@@ -68,7 +69,7 @@ async def login(body: LoginRequest, request: Request, svc: Service) -> Response:
     return json(await svc.login(body))
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post("/refresh", response_model=TokenPair, openapi_extra=PUBLIC)
 async def refresh(body: RefreshRequest, request: Request, svc: Service) -> Response:
     """Spend a refresh token for a new pair. A token works once: presenting a spent
     one revokes every token of that sign-in."""
@@ -78,7 +79,7 @@ async def refresh(body: RefreshRequest, request: Request, svc: Service) -> Respo
     return json(await svc.refresh(body.refresh_token))
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, openapi_extra=OPTIONAL_AUTH)
 async def logout(
     body: RefreshRequest,
     svc: Service,
@@ -132,7 +133,7 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, svc: Servic
     return record(user, 201, f"/v1/auth/users/{user.id}")
 
 
-@users.get("", response_model=Page[UserRead])
+@users.get("", response_model=Page[UserRead], openapi_extra=query_parameters(UserListQuery))
 async def list_users(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Users, newest first; filters `role`, `is_active`; cursor pages."""
     query = list_params(request, UserListQuery)

@@ -32,7 +32,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter(tags=["customers"])
 Service = Annotated[CustomerService, Depends(service)]
@@ -51,7 +51,9 @@ async def create_customer(
     return idempotency.answered(record(customer, 201, f"/v1/customers/{customer.id}"), once)
 
 
-@router.get("/", response_model=Page[CustomerRead])
+@router.get(
+    "/", response_model=Page[CustomerRead], openapi_extra=query_parameters(CustomerListQuery)
+)
 async def list_customers(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Customers across all shards, cursor-paged. Filters: `name[prefix]`,
     `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
@@ -103,7 +105,11 @@ async def restore_customer(
     return record(await svc.restore(principal, customer_id))
 
 
-@router.get("/{customer_id}/history", response_model=Page[ChangeRead])
+@router.get(
+    "/{customer_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def customer_history(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -129,7 +135,11 @@ async def create_contact(
     return idempotency.answered(record(contact, 201, f"/v1/customers/contacts/{contact.id}"), once)
 
 
-@router.get("/{customer_id}/contacts", response_model=Page[ContactRead])
+@router.get(
+    "/{customer_id}/contacts",
+    response_model=Page[ContactRead],
+    openapi_extra=query_parameters(ContactListQuery),
+)
 async def list_contacts(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -168,7 +178,11 @@ async def restore_contact(
     return record(await svc.restore_contact(principal, contact_id))
 
 
-@router.get("/contacts/{contact_id}/history", response_model=Page[ChangeRead])
+@router.get(
+    "/contacts/{contact_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def contact_history(
     contact_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

@@ -53,7 +53,7 @@ from gateway.context import (
     service,
 )
 from gateway.errors import NotFound, Validation
-from gateway.listing import Page, field_errors
+from gateway.listing import Page, field_errors, query_parameters
 from gateway.problems import problem
 from gateway.uploads import FilePart, MultipartStream
 from shards import ids
@@ -138,7 +138,7 @@ async def _store(form: MultipartStream, limit: int, shard: int) -> tuple[bytes, 
     return bytes(head), seen[0]
 
 
-@router.get("/", response_model=Page[FileRead])
+@router.get("/", response_model=Page[FileRead], openapi_extra=query_parameters(FileListQuery))
 async def list_files(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """One record's files: `owner_type` and `owner_id` (required); `sort` =
     `created_at` or `-created_at` (default); cursor pages."""
@@ -239,7 +239,11 @@ async def _intact(key: str, size: int, sha256: str) -> bool:
     return seen == size and digest.hexdigest() == sha256
 
 
-@router.get("/{file_id}/history", response_model=Page[ChangeRead])
+@router.get(
+    "/{file_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def file_history(
     file_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

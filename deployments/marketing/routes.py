@@ -56,7 +56,8 @@ from gateway.context import (
     state,
 )
 from gateway.errors import BadRequest, Validation
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
+from gateway.openapi import PUBLIC
 from gateway.principal import Principal
 from gateway.problems import problem
 from gateway.trust import client_address
@@ -91,7 +92,9 @@ async def create_lead(
     return idempotency.answered(record(lead, 201, f"/v1/marketing/leads/{lead.id}"), once)
 
 
-@_marketing.get("/leads", response_model=Page[LeadRead])
+@_marketing.get(
+    "/leads", response_model=Page[LeadRead], openapi_extra=query_parameters(LeadListQuery)
+)
 async def list_leads(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Leads across all shards, cursor-paged. Filters: `status`, `source`, `owner_id`,
     `campaign_id`, `email`, `created_at[gte]`, `created_at[lt]`, `score[gte]`;
@@ -130,7 +133,11 @@ async def restore_lead(lead_id: RecordId, principal: CurrentPrincipal, svc: Serv
     return record(await svc.restore_lead(principal, lead_id))
 
 
-@_marketing.get("/leads/{lead_id}/history", response_model=Page[ChangeRead])
+@_marketing.get(
+    "/leads/{lead_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def lead_history(
     lead_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -166,7 +173,11 @@ async def create_campaign(
     return record(campaign, 201, f"/v1/marketing/campaigns/{campaign.id}")
 
 
-@_marketing.get("/campaigns", response_model=Page[CampaignRead])
+@_marketing.get(
+    "/campaigns",
+    response_model=Page[CampaignRead],
+    openapi_extra=query_parameters(CampaignListQuery),
+)
 async def list_campaigns(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `status`, `type`, `owner_id`, `name[prefix]`, `created_at[gte]`,
     `created_at[lt]`; `sort` = `created_at`, `name` (prefix - for descending)."""
@@ -207,7 +218,11 @@ async def restore_campaign(
     return record(await svc.restore_campaign(principal, campaign_id))
 
 
-@_marketing.get("/campaigns/{campaign_id}/history", response_model=Page[ChangeRead])
+@_marketing.get(
+    "/campaigns/{campaign_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def campaign_history(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -224,7 +239,11 @@ async def add_member(
     return record(member, 201, f"/v1/marketing/campaigns/{campaign_id}/members/{member.id}")
 
 
-@_marketing.get("/campaigns/{campaign_id}/members", response_model=Page[MemberRead])
+@_marketing.get(
+    "/campaigns/{campaign_id}/members",
+    response_model=Page[MemberRead],
+    openapi_extra=query_parameters(MemberListQuery),
+)
 async def list_members(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -246,7 +265,7 @@ async def update_member(
 
 
 @_marketing.delete("/campaigns/{campaign_id}/members/{member_id}", status_code=204)
-async def remove_member(
+async def remove_campaign_member(
     campaign_id: RecordId,
     member_id: RecordId,
     principal: CurrentPrincipal,
@@ -266,7 +285,9 @@ async def create_form(body: FormCreate, principal: CurrentPrincipal, svc: Servic
     return record(form, 201, f"/v1/marketing/forms/{form.id}")
 
 
-@_marketing.get("/forms", response_model=Page[FormRead])
+@_marketing.get(
+    "/forms", response_model=Page[FormRead], openapi_extra=query_parameters(FormListQuery)
+)
 async def list_forms(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     query = list_params(request, FormListQuery)
     return json(await svc.list_forms(principal, query))
@@ -288,7 +309,11 @@ async def update_form(
     return record(await svc.update_form(principal, form_id, body, version))
 
 
-@_marketing.get("/forms/{form_id}/history", response_model=Page[ChangeRead])
+@_marketing.get(
+    "/forms/{form_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def form_history(
     form_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -327,7 +352,9 @@ def _payload(body: bytes, content_type: str) -> dict[str, Any]:
     return parsed
 
 
-@_capture.post("/capture/{form_key}", status_code=202, response_model=CaptureAccepted)
+@_capture.post(
+    "/capture/{form_key}", status_code=202, response_model=CaptureAccepted, openapi_extra=PUBLIC
+)
 async def capture(form_key: FormKey, request: Request, svc: Service) -> Response:
     """Submit a capture form (JSON object or url-encoded form; no authentication).
     Creates the lead, or touches the lead that already has this e-mail; answers 202

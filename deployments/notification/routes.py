@@ -19,13 +19,17 @@ from deployments.notification.schemas import (
 )
 from deployments.notification.service import NotificationService
 from gateway.context import CurrentPrincipal, RecordId, json, list_params, record, service
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter(tags=["notifications"])
 Service = Annotated[NotificationService, Depends(service)]
 
 
-@router.get("/", response_model=Page[NotificationRead])
+@router.get(
+    "/",
+    response_model=Page[NotificationRead],
+    openapi_extra=query_parameters(NotificationListQuery),
+)
 async def list_notifications(
     request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

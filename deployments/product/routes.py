@@ -37,7 +37,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter(tags=["products"])
 Service = Annotated[ProductService, Depends(service)]
@@ -53,7 +53,7 @@ async def create_product(
     return record(product, 201, f"/v1/products/{product.id}")
 
 
-@router.get("/", response_model=Page[ProductRead])
+@router.get("/", response_model=Page[ProductRead], openapi_extra=query_parameters(ProductListQuery))
 async def list_products(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `sku`, `name[prefix]`, `family`, `is_active`; `sort` = `created_at`,
     `name`, `sku` (prefix `-` for descending); `limit`, `cursor`."""
@@ -71,7 +71,11 @@ async def create_price_book(
     return record(book, 201, f"/v1/products/price-books/{book.id}")
 
 
-@router.get("/price-books", response_model=Page[PriceBookRead])
+@router.get(
+    "/price-books",
+    response_model=Page[PriceBookRead],
+    openapi_extra=query_parameters(PriceBookListQuery),
+)
 async def list_price_books(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `currency`, `is_active`; `sort` = `created_at`, `name` (±)."""
     query = list_params(request, PriceBookListQuery)
@@ -108,7 +112,11 @@ async def restore_price_book(
     return record(await svc.restore_price_book(principal, book_id))
 
 
-@router.get("/price-books/{book_id}/history", response_model=Page[ChangeRead])
+@router.get(
+    "/price-books/{book_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def price_book_history(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -117,7 +125,11 @@ async def price_book_history(
 
 
 # -- prices ------------------------------------------------------------------------
-@router.get("/price-books/{book_id}/prices", response_model=Page[PriceRead])
+@router.get(
+    "/price-books/{book_id}/prices",
+    response_model=Page[PriceRead],
+    openapi_extra=query_parameters(PriceListQuery),
+)
 async def list_prices(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -179,7 +191,11 @@ async def restore_product(
     return record(await svc.restore_product(principal, product_id))
 
 
-@router.get("/{product_id}/history", response_model=Page[ChangeRead])
+@router.get(
+    "/{product_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def product_history(
     product_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

@@ -47,7 +47,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter()
 Service = Annotated[SalesService, Depends(service)]
@@ -64,7 +64,12 @@ async def create_pipeline(
     return record(pipeline, 201, f"/v1/sales/pipelines/{pipeline.id}")
 
 
-@router.get("/pipelines", response_model=Page[PipelineRead], tags=["pipelines"])
+@router.get(
+    "/pipelines",
+    response_model=Page[PipelineRead],
+    tags=["pipelines"],
+    openapi_extra=query_parameters(PipelineListQuery),
+)
 async def list_pipelines(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Every pipeline with its stages; `sort` = `created_at` (default) or `-created_at`."""
     query = list_params(request, PipelineListQuery)
@@ -105,7 +110,12 @@ async def restore_pipeline(
     return record(await svc.restore_pipeline(principal, pipeline_id))
 
 
-@router.get("/pipelines/{pipeline_id}/history", response_model=Page[ChangeRead], tags=["pipelines"])
+@router.get(
+    "/pipelines/{pipeline_id}/history",
+    response_model=Page[ChangeRead],
+    tags=["pipelines"],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def pipeline_history(
     pipeline_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -162,7 +172,12 @@ async def create_deal(
     return idempotency.answered(record(deal, 201, f"/v1/sales/deals/{deal.id}"), once)
 
 
-@router.get("/deals", response_model=Page[DealRead], tags=["deals"])
+@router.get(
+    "/deals",
+    response_model=Page[DealRead],
+    tags=["deals"],
+    openapi_extra=query_parameters(DealListQuery),
+)
 async def list_deals(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Deals across all shards, cursor-paged. Filters: `status`, `pipeline_id`,
     `stage_id`, `owner_id`, `customer_id`, `amount[gte]`, `amount[lte]`,
@@ -173,7 +188,12 @@ async def list_deals(request: Request, principal: CurrentPrincipal, svc: Service
     return json(await svc.list_deals(principal, query))
 
 
-@router.get("/customers/{customer_id}/deals", response_model=Page[DealRead], tags=["deals"])
+@router.get(
+    "/customers/{customer_id}/deals",
+    response_model=Page[DealRead],
+    tags=["deals"],
+    openapi_extra=query_parameters(DealListQuery),
+)
 async def list_customer_deals(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -213,7 +233,12 @@ async def restore_deal(deal_id: RecordId, principal: CurrentPrincipal, svc: Serv
     return record(await svc.restore_deal(principal, deal_id))
 
 
-@router.get("/deals/{deal_id}/history", response_model=Page[ChangeRead], tags=["deals"])
+@router.get(
+    "/deals/{deal_id}/history",
+    response_model=Page[ChangeRead],
+    tags=["deals"],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def deal_history(
     deal_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -223,7 +248,12 @@ async def deal_history(
     return json(await svc.deal_history(principal, deal_id, query))
 
 
-@router.get("/deals/{deal_id}/stage-history", response_model=Page[StageChangeRead], tags=["deals"])
+@router.get(
+    "/deals/{deal_id}/stage-history",
+    response_model=Page[StageChangeRead],
+    tags=["deals"],
+    openapi_extra=query_parameters(StageHistoryQuery),
+)
 async def stage_history(
     deal_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -310,7 +340,12 @@ async def create_deal_order(
     return record(order, 201, f"/v1/sales/orders/{order.id}")
 
 
-@router.get("/orders", response_model=Page[OrderRead], tags=["orders"])
+@router.get(
+    "/orders",
+    response_model=Page[OrderRead],
+    tags=["orders"],
+    openapi_extra=query_parameters(OrderListQuery),
+)
 async def list_orders(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Orders across all shards, cursor-paged. Filters: `status`, `customer_id`,
     `deal_id`, `price_book_id`, `owner_id`, `total[gte]`, `total[lte]`,
@@ -320,7 +355,12 @@ async def list_orders(request: Request, principal: CurrentPrincipal, svc: Servic
     return json(await svc.list_orders(principal, query))
 
 
-@router.get("/customers/{customer_id}/orders", response_model=Page[OrderRead], tags=["orders"])
+@router.get(
+    "/customers/{customer_id}/orders",
+    response_model=Page[OrderRead],
+    tags=["orders"],
+    openapi_extra=query_parameters(OrderListQuery),
+)
 async def list_customer_orders(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -376,7 +416,12 @@ async def cancel_order(
     return record(await svc.cancel_order(principal, order_id, version))
 
 
-@router.get("/orders/{order_id}/history", response_model=Page[ChangeRead], tags=["orders"])
+@router.get(
+    "/orders/{order_id}/history",
+    response_model=Page[ChangeRead],
+    tags=["orders"],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def order_history(
     order_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

@@ -48,7 +48,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter()  # the application's routes: the two below
 _tickets = APIRouter(tags=["tickets"])
@@ -65,7 +65,9 @@ async def create_ticket(body: TicketCreate, principal: CurrentPrincipal, svc: Se
     return record(ticket, 201, f"/v1/support/tickets/{ticket.id}")
 
 
-@_tickets.get("/tickets", response_model=Page[TicketRead])
+@_tickets.get(
+    "/tickets", response_model=Page[TicketRead], openapi_extra=query_parameters(TicketListQuery)
+)
 async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Tickets across all shards, cursor-paged. Filters: `status` / `status[in]=a,b`,
     `priority` / `priority[in]`, `queue_id`, `assignee_id`, `unassigned=true|false`,
@@ -93,7 +95,11 @@ async def sweep_sla(principal: CurrentPrincipal, svc: Service) -> Response:
     return json(await svc.sweep_sla(principal))
 
 
-@_tickets.get("/customers/{customer_id}/tickets", response_model=Page[TicketRead])
+@_tickets.get(
+    "/customers/{customer_id}/tickets",
+    response_model=Page[TicketRead],
+    openapi_extra=query_parameters(TicketListQuery),
+)
 async def list_customer_tickets(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -164,7 +170,11 @@ async def assign_ticket(
     return record(await svc.assign(principal, ticket_id, body, version))
 
 
-@_tickets.get("/tickets/{ticket_id}/history", response_model=Page[ChangeRead])
+@_tickets.get(
+    "/tickets/{ticket_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def ticket_history(
     ticket_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -184,7 +194,11 @@ async def add_comment(
     return record(comment, 201, f"/v1/support/tickets/{ticket_id}/comments")
 
 
-@_tickets.get("/tickets/{ticket_id}/comments", response_model=Page[CommentRead])
+@_tickets.get(
+    "/tickets/{ticket_id}/comments",
+    response_model=Page[CommentRead],
+    openapi_extra=query_parameters(CommentListQuery),
+)
 async def list_comments(
     ticket_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -202,7 +216,9 @@ async def create_queue(body: QueueCreate, principal: CurrentPrincipal, svc: Serv
     return record(queue, 201, f"/v1/support/queues/{queue.id}")
 
 
-@_config.get("/queues", response_model=Page[QueueRead])
+@_config.get(
+    "/queues", response_model=Page[QueueRead], openapi_extra=query_parameters(QueueListQuery)
+)
 async def list_queues(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Queues; `sort` = `created_at` (default), `name` (prefix `-` to reverse)."""
     query = list_params(request, QueueListQuery)
@@ -238,7 +254,11 @@ async def restore_queue(queue_id: RecordId, principal: CurrentPrincipal, svc: Se
     return record(await svc.restore_queue(principal, queue_id))
 
 
-@_config.get("/queues/{queue_id}/history", response_model=Page[ChangeRead])
+@_config.get(
+    "/queues/{queue_id}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def queue_history(
     queue_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
@@ -264,7 +284,7 @@ async def put_member(
 
 
 @_config.delete("/queues/{queue_id}/members/{user_id}", response_model=QueueRead)
-async def remove_member(
+async def remove_queue_member(
     queue_id: RecordId, user_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Take an agent out of the queue. Returns the queue."""
@@ -290,7 +310,11 @@ async def put_sla_policy(
     return record(await svc.put_sla_policy(principal, priority, body, version))
 
 
-@_config.get("/sla-policies/{priority}/history", response_model=Page[ChangeRead])
+@_config.get(
+    "/sla-policies/{priority}/history",
+    response_model=Page[ChangeRead],
+    openapi_extra=query_parameters(HistoryQuery),
+)
 async def sla_policy_history(
     priority: str, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

@@ -29,7 +29,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page
+from gateway.listing import Page, query_parameters
 
 router = APIRouter(tags=["webhooks"])
 Service = Annotated[WebhookService, Depends(service)]
@@ -46,7 +46,7 @@ async def create_webhook(
     return record(created, 201, f"/v1/webhooks/{created.id}")
 
 
-@router.get("/", response_model=Page[WebhookRead])
+@router.get("/", response_model=Page[WebhookRead], openapi_extra=query_parameters(WebhookListQuery))
 async def list_webhooks(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Subscriptions, cursor-paged; filter `active=true|false`."""
     query = list_params(request, WebhookListQuery)
@@ -78,7 +78,11 @@ async def delete_webhook(
     return no_content(await svc.delete(principal, webhook_id, version))
 
 
-@router.get("/{webhook_id}/deliveries", response_model=Page[DeliveryRead])
+@router.get(
+    "/{webhook_id}/deliveries",
+    response_model=Page[DeliveryRead],
+    openapi_extra=query_parameters(DeliveryListQuery),
+)
 async def list_deliveries(
     webhook_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:

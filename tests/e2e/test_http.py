@@ -104,6 +104,29 @@ def test_authentication_failures_are_401(http: httpx.Client) -> None:
     assert body["request_id"]
 
 
+def test_a_problem_type_resolves_to_its_page(http: httpx.Client, admin: dict[str, str]) -> None:
+    """Issue 24: a problem's `type` pointed at pages that did not exist. It is now a
+    reference to the API's own page (public), resolved against the request's URL."""
+    for problem in (
+        http.get("/v1/customers"),  # 401
+        http.get("/v1/customers/1", headers=admin),  # 404
+        http.post("/v1/customers", headers=admin, json={"name": ""}),  # 422
+    ):
+        body = problem.json()
+        page = http.get(str(problem.url.join(body["type"])))
+        assert page.status_code == 200, (body, page.text)
+        assert page.json()["status"] == body["status"] and page.json()["type"] == body["type"]
+    # Each application's own document is finished as the merged one is.
+    own = http.get("/v1/customers/openapi.json").json()
+    assert "bearer" in own["components"]["securitySchemes"]
+    assert own["paths"]["/{customer_id}"]["get"]["responses"]["404"]["content"] == {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
+    listed = http.get("/errors").json()["data"]
+    assert {"/errors/stale-version", "/errors/unavailable"} <= {p["type"] for p in listed}
+    assert http.get("/errors/no-such-kind").status_code == 404
+
+
 def test_roles_gate_writes(
     http: httpx.Client, admin: dict[str, str], agent: dict[str, str], viewer: dict[str, str]
 ) -> None:

@@ -1,0 +1,138 @@
+"""What every OpenAPI document says beyond what FastAPI derives from the routes
+(issue 24): how callers authenticate, what an error looks like, and a readable
+operationId per operation. Each application's `/openapi.json` and the API's merged
+one (`deployments/api/app.py: merged_openapi`) go through `finish`.
+
+- **Security**: two schemes, `bearer` (`Authorization: Bearer <access token or API
+  key>`) and `apiKey` (`X-API-Key`), required by every operation except those whose
+  route says otherwise with `openapi_extra=PUBLIC` (sign-in, public lead capture,
+  health) or `OPTIONAL_AUTH` (sign-out). The `Authorization` and `X-API-Key` header
+  parameters FastAPI derives from the principal dependency are dropped: the schemes
+  say it, and a generated client or a fuzzer then sends real credentials instead of
+  inventing a header.
+- **Errors**: one `Problem` schema (RFC 9457, as `gateway/problems.py` writes it),
+  as `application/problem+json`, for every status the pipeline can answer the
+  operation with: 401 and 403 (authenticated ones), 404 (a record in the path), 409
+  (a conflict: an Idempotency-Key reused, a unique value taken, a stale write), 412
+  (`If-Match` that no longer matches), 413 (bodies), 422 (invalid input, replacing
+  FastAPI's `HTTPValidationError`, which the API never sends), 429 (rate limits),
+  400 (a malformed query or cursor), 503 (a dependency away) and 504 (too slow).
+- **operationId**: the route function's name (`list_customers`), unique across the
+  whole API (`operation_id`; a test holds it).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from gateway.errors import PROBLEM_BASE
+
+PUBLIC: dict[str, Any] = {"security": []}
+OPTIONAL_AUTH: dict[str, Any] = {"security": [{}, {"bearer": []}]}
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "An error, as RFC 9457 problem details (`application/problem+json`).",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "description": f"What kind of error: `{PROBLEM_BASE}<slug>` (docs/errors.md).",
+        },
+        "title": {"type": "string", "description": "The kind of error, in words."},
+        "status": {"type": "integer", "description": "The HTTP status."},
+        "detail": {"type": "string", "description": "This occurrence, in words."},
+        "instance": {"type": "string", "description": "The request's path."},
+        "request_id": {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": "The request's id, as in the logs and X-Request-Id.",
+        },
+        "errors": {
+            "type": "array",
+            "description": "Each invalid field (422).",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An access token from `POST /v1/auth/login`, or an API key.",
+    },
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+_ERRORS = {
+    "400": "The query or cursor is malformed",
+    "401": "No valid credentials",
+    "403": "The caller may not do this",
+    "404": "No such record (or one the caller may not see)",
+    "409": "A conflict: a key reused, a value taken, a stale write",
+    "412": "`If-Match` no longer matches the record's version",
+    "413": "The body is too large",
+    "422": "The input is invalid",
+    "429": "Too many requests: retry after `Retry-After` seconds",
+    "503": "A dependency is unavailable: retry after `Retry-After` seconds",
+    "504": "The request took too long",
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operationId of a route: its function's name."""
+    return route.name
+
+
+def finish(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` (FastAPI's) with the security schemes, the problem responses and
+    without the credential header parameters; a new dict."""
+    document = copy.deepcopy(document)
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    components["securitySchemes"] = SECURITY_SCHEMES
+    document["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            _finish_operation(path, method, operation)
+    return document
+
+
+def _finish_operation(path: str, method: str, operation: dict[str, Any]) -> None:
+    parameters = [
+        p
+        for p in operation.get("parameters", [])
+        if not (p.get("in") == "header" and p.get("name", "").lower() in _CREDENTIAL_HEADERS)
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    else:
+        operation.pop("parameters", None)
+    public = operation.get("security") == []
+    statuses = {"422", "429", "503", "504"}
+    if not public:
+        statuses |= {"401", "403"}
+    if "{" in path:
+        statuses.add("404")
+    if method == "get":
+        statuses.add("400")
+    else:
+        statuses |= {"409", "413"}
+    if any(p.get("name", "").lower() == "if-match" for p in parameters):
+        statuses.add("412")
+    responses = operation.setdefault("responses", {})
+    for status in sorted(statuses):
+        responses[status] = {
+            "description": _ERRORS[status],
+            "content": {"application/problem+json": {"schema": _PROBLEM_REF}},
+        }

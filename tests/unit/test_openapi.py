@@ -1,0 +1,180 @@
+"""The OpenAPI documents tell the truth about authentication, errors and operation
+names (issue 24), checked on the merged document built without a stack, and on one
+application's own document as its ingress serves it; every problem `type` the API
+writes resolves to its page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from deployments.api.app import (
+    PREFIXES,
+    PUBLIC,
+    get_problem_type,
+    list_problem_types,
+    merged_openapi,
+    routers_of,
+)
+from gateway.errors import CATALOGUE, AppError, NotFound, Validation
+from gateway.hardening import HardenedAPI
+from gateway.openapi import operation_id
+from gateway.problems import _HTTP_TITLES, app_error_response
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict[str, Any]:
+    return merged_openapi()
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(m.upper(), p, o) for p, ops in document["paths"].items() for m, o in ops.items()]
+
+
+def test_operation_ids_are_unique_readable_names(merged: dict[str, Any]) -> None:
+    ids = [o["operationId"] for _, _, o in _operations(merged)]
+    assert len(ids) >= 150
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert all(IDENTIFIER.match(i) and "_v1_" not in i for i in ids), ids
+
+
+def test_credentials_are_security_schemes_and_only_the_public_routes_go_without(
+    merged: dict[str, Any],
+) -> None:
+    schemes = merged["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert merged["security"] == [{"bearer": []}, {"apiKey": []}]
+    without = set()
+    for method, path, operation in _operations(merged):
+        parameters = operation.get("parameters", [])
+        headers = {p["name"].lower() for p in parameters if p["in"] == "header"}
+        assert not headers & {"authorization", "x-api-key"}, (method, path)
+        if operation.get("security") is not None:
+            without.add((method, path))
+            assert operation["security"] in ([], [{}, {"bearer": []}]), (method, path)
+    # The same list the runtime test proves with 401s (tests/e2e/test_authorization.py).
+    assert without == {(m, p) for m, p, _ in _operations(merged) if (m, p) in PUBLIC}
+    assert ("POST", "/v1/auth/login") in without and ("GET", "/v1/customers") not in without
+
+
+def test_every_operation_documents_its_errors_as_problem_json(merged: dict[str, Any]) -> None:
+    schemas = merged["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    for method, path, operation in _operations(merged):
+        responses = operation["responses"]
+        expected = {"422", "429", "503", "504"}
+        if operation.get("security") is None:
+            expected |= {"401", "403"}
+        if "{" in path:
+            expected.add("404")
+        expected.add("400" if method == "GET" else "409")
+        assert expected <= set(responses), (method, path, sorted(responses))
+        for status in expected:
+            (media,) = responses[status]["content"]
+            assert media == "application/problem+json", (method, path, status)
+        if any(p["name"].lower() == "if-match" for p in operation.get("parameters", [])):
+            assert "412" in responses, (method, path)
+    assert "HTTPValidationError" not in orjson.dumps(merged).decode()
+
+
+def _request(path: str) -> Request:
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    return Request(scope)
+
+
+def test_the_problem_schema_is_what_the_gateway_sends(merged: dict[str, Any]) -> None:
+    schema = {**merged["components"]["schemas"]["Problem"], "additionalProperties": False}
+    for error in (
+        NotFound("customer not found"),
+        Validation("invalid input", [{"field": "name", "message": "required"}]),
+    ):
+        body = orjson.loads(app_error_response(_request("/v1/customers/1"), error).body)
+        jsonschema.validate(body, schema)
+
+
+def test_an_application_serves_its_own_document_finished_too() -> None:
+    """Each application's `/openapi.json` goes through the same finishing as the
+    merged one (HardenedAPI.openapi)."""
+    _, module = PREFIXES["customer"]
+    app: FastAPI = HardenedAPI(title="customers", generate_unique_id_function=operation_id)
+    for router in routers_of(module):
+        app.include_router(router)
+    document = app.openapi()
+    assert "bearer" in document["components"]["securitySchemes"]
+    operation = document["paths"]["/{customer_id}"]["get"]
+    assert operation["operationId"] == "get_customer"
+    assert "401" in operation["responses"] and "404" in operation["responses"]
+    assert app.openapi() is document  # finished once
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
+
+
+def test_every_problem_type_sent_has_its_page() -> None:
+    """Each `type` the API writes resolves: `/errors/<slug>` (the catalogue), with the
+    status the error is sent with."""
+    import gateway.idempotency
+    import gateway.uploads  # noqa: F401  (their errors subclass AppError)
+
+    sent = {(cls.slug, cls.status) for cls in _subclasses(AppError) if cls is not AppError}
+    written = re.compile(r'problem\(\s*(?:request|scope, send),\s*(\d{3}),\s*"([a-z-]+)"')
+    for folder in ("gateway", "deployments"):
+        for source in (ROOT / folder).rglob("*.py"):
+            sent |= {(slug, int(status)) for status, slug in written.findall(source.read_text())}
+    sent |= {(slug, status) for status, (slug, _) in _HTTP_TITLES.items()}
+    assert len(sent) >= 14
+    for slug, status in sent:
+        assert CATALOGUE.get(slug, (None,))[0] == status, (slug, status)
+
+
+def test_a_problem_type_page_answers_and_an_unknown_one_is_404() -> None:
+    page = orjson.loads(asyncio.run(get_problem_type("stale-version")).body)
+    assert page == {**page, "type": "/errors/stale-version", "status": 412}
+    assert "ETag" in page["description"]
+    listed = orjson.loads(asyncio.run(list_problem_types()).body)["data"]
+    assert [p["type"] for p in listed] == [f"/errors/{slug}" for slug in CATALOGUE]
+    with pytest.raises(NotFound):
+        asyncio.run(get_problem_type("no-such-thing"))
+
+
+def test_the_errors_page_of_the_docs_lists_the_catalogue() -> None:
+    page = (ROOT / "docs" / "errors.md").read_text()
+    for slug, (status, _, _) in CATALOGUE.items():
+        assert f"| `/errors/{slug}` | {status} |" in page, slug
+
+
+def test_every_paged_list_declares_its_page_sort_and_filters(merged: dict[str, Any]) -> None:
+    """A generated client can page, sort and filter: the parameters `list_params`
+    reads from the raw query string are declared (`query_parameters`)."""
+    unpaged = {"/v1/support/sla-policies", "/errors"}  # one short page, whole
+    lists = 0
+    for method, path, operation in _operations(merged):
+        ok = operation["responses"].get("200", {}).get("content", {}).get("application/json", {})
+        if method != "GET" or "Page_" not in ok.get("schema", {}).get("$ref", ""):
+            continue
+        if path in unpaged:
+            continue
+        lists += 1
+        declared = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"}
+        assert {"limit", "cursor", "count", "sort"} <= set(declared), (path, sorted(declared))
+        assert declared["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 200}
+        assert all("null" not in str(p["schema"]) for p in declared.values()), path
+    assert lists >= 35
+    customers = {
+        p["name"]: p for p in merged["paths"]["/v1/customers"]["get"]["parameters"]
+    }
+    assert {"name[prefix]", "tag[in]", "owner_id", "created_at[gte]"} <= set(customers)
+    assert customers["sort"]["schema"]["enum"] == ["created_at", "-created_at", "name", "-name"]
