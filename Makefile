@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint fuzz-api proto bench bench-shards bench-domain bench-import bench-suite bench-grpc bench-floor
+.PHONY: setup up down status test lint fuzz-api sdk proto bench bench-shards bench-domain bench-import bench-suite bench-grpc bench-floor
 
 VENV := .venv/bin
 
@@ -27,6 +27,11 @@ lint:
 FUZZ_EXAMPLES ?= 50
 fuzz-api:
 	NEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/python -m pytest -q tests/e2e/test_api_fuzz.py
+
+# The typed Python client (nextflow_client) from the merged OpenAPI document, into
+# sdk/python (scripts/generate_sdk.py; URL=http://... to generate from a running API).
+sdk: setup
+	$(VENV)/python scripts/generate_sdk.py sdk/python $(if $(URL),--url $(URL))
 
 # The gRPC API's Python code (nextflow/v1, checked in) from proto/nextflow/v1/*.proto.
 proto:

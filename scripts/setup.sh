@@ -57,4 +57,14 @@ say "installing the project into .venv (editable, extras: $extras)"
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[$extras]"
 
+# The Python SDK's generator has a virtualenv of its own (it pins an older typer):
+# `make sdk`, and the SDK's end-to-end test, use it.
+if [[ ",$extras," == *",dev,"* ]]; then
+    if [ ! -x .venv-sdk/bin/python ]; then
+        .venv/bin/python -m venv .venv-sdk
+    fi
+    say "installing the SDK generator into .venv-sdk"
+    .venv-sdk/bin/pip install -q -r sdk/requirements.txt
+fi
+
 say "done: .venv/bin/nextflow up"
