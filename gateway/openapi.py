@@ -16,7 +16,12 @@ one (`deployments/api/app.py: merged_openapi`) go through `finish`.
   (a conflict: an Idempotency-Key reused, a unique value taken, a stale write), 412
   (`If-Match` that no longer matches), 413 (bodies), 422 (invalid input, replacing
   FastAPI's `HTTPValidationError`, which the API never sends), 429 (rate limits),
-  400 (a malformed query or cursor), 503 (a dependency away) and 504 (too slow).
+  400 (a malformed query, cursor or header), 503 (a dependency away) and 504 (too
+  slow); 429 and 503 with `Retry-After`.
+- **Headers**: `Idempotency-Key` on every authenticated POST, `If-Match` and
+  `NextFlow-Read-After` with the patterns the pipeline accepts; on successes `ETag`
+  (a versioned record), `Location` (201), `NextFlow-Read-After` (writes) and
+  `RateLimit-Remaining`.
 - **operationId**: the route function's name (`list_customers`), unique across the
   whole API (`operation_id`; a test holds it).
 """
@@ -86,6 +91,44 @@ _ERRORS = {
 }
 
 
+_IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Any unique key (1-255 printable ASCII characters): a retry with the "
+    "same key and body answers as the first attempt did, never running it twice; the "
+    "same key with another body is a 422 (docs/security.md).",
+    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+}
+# What the pipeline accepts for the headers FastAPI declares as free strings.
+_HEADER_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
+    "if-match": (
+        {"type": "string", "pattern": r'^\s*(?:(?:W/)?"[0-9]{1,10}"|\*)\s*$'},
+        'The record\'s `ETag` (`"<version>"`): the write is refused with 412 when the '
+        "record has changed since.",
+    ),
+    "nextflow-read-after": (
+        {"type": "string", "pattern": r"^[A-Za-z0-9_-]*={0,2}$", "maxLength": 65536},
+        "The `NextFlow-Read-After` token of your last write: the read sees at least that "
+        "write (read-your-writes).",
+    ),
+}
+_HEADER = {"schema": {"type": "string"}}
+_RESPONSE_HEADERS = {
+    "ETag": {**_HEADER, "description": 'The record\'s version, `"<version>"`, for If-Match.'},
+    "Location": {**_HEADER, "description": "The created record's URL."},
+    "NextFlow-Read-After": {**_HEADER, "description": "Send back to read your own writes."},
+    "Retry-After": {
+        "schema": {"type": "integer"},
+        "description": "Seconds to wait before retrying.",
+    },
+    "RateLimit-Remaining": {
+        "schema": {"type": "integer"},
+        "description": "Requests left in the caller's window.",
+    },
+}
+
+
 def operation_id(route: APIRoute) -> str:
     """The operationId of a route: its function's name."""
     return route.name
@@ -104,29 +147,37 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
     document["security"] = [{"bearer": []}, {"apiKey": []}]
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
-            _finish_operation(path, method, operation)
+            _finish_operation(path, method, operation, schemas)
     return document
 
 
-def _finish_operation(path: str, method: str, operation: dict[str, Any]) -> None:
-    parameters = [
-        p
-        for p in operation.get("parameters", [])
-        if not (p.get("in") == "header" and p.get("name", "").lower() in _CREDENTIAL_HEADERS)
-    ]
+def _finish_operation(
+    path: str, method: str, operation: dict[str, Any], schemas: dict[str, Any]
+) -> None:
+    public = operation.get("security") == []
+    parameters = []
+    for parameter in operation.get("parameters", []):
+        name = parameter.get("name", "").lower()
+        if parameter.get("in") == "header" and name in _CREDENTIAL_HEADERS:
+            continue
+        if parameter.get("in") == "header" and name in _HEADER_SCHEMAS:
+            schema, description = _HEADER_SCHEMAS[name]
+            parameter = {**parameter, "schema": schema, "description": description}
+        parameters.append(parameter)
+    named = {p.get("name", "").lower() for p in parameters}
+    if method == "post" and not public and "idempotency-key" not in named:  # needs a caller
+        parameters.append(_IDEMPOTENCY_KEY)
     if parameters:
         operation["parameters"] = parameters
     else:
         operation.pop("parameters", None)
-    public = operation.get("security") == []
-    statuses = {"422", "429", "503", "504"}
+    _success_headers(method, operation, schemas)
+    statuses = {"400", "422", "429", "503", "504"}  # 400: a malformed query or header
     if not public:
         statuses |= {"401", "403"}
     if "{" in path:
         statuses.add("404")
-    if method == "get":
-        statuses.add("400")
-    else:
+    if method != "get":
         statuses |= {"409", "413"}
     if any(p.get("name", "").lower() == "if-match" for p in parameters):
         statuses.add("412")
@@ -136,3 +187,26 @@ def _finish_operation(path: str, method: str, operation: dict[str, Any]) -> None
             "description": _ERRORS[status],
             "content": {"application/problem+json": {"schema": _PROBLEM_REF}},
         }
+        if status in ("429", "503"):
+            responses[status]["headers"] = {"Retry-After": _RESPONSE_HEADERS["Retry-After"]}
+
+
+def _success_headers(method: str, operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """The headers a success carries: a versioned record's `ETag`, a create's
+    `Location`, a write's `NextFlow-Read-After`, the caller's `RateLimit-Remaining`."""
+    for status, response in operation.get("responses", {}).items():
+        if not status.startswith("2"):
+            continue
+        headers: dict[str, Any] = {}
+        schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+        model = schemas.get(str(schema.get("$ref", "")).rsplit("/", 1)[-1], {})
+        if "version" in model.get("properties", {}):
+            headers["ETag"] = _RESPONSE_HEADERS["ETag"]
+        if status == "201":
+            headers["Location"] = _RESPONSE_HEADERS["Location"]
+        if method != "get":
+            headers["NextFlow-Read-After"] = _RESPONSE_HEADERS["NextFlow-Read-After"]
+        if operation.get("security") is None:
+            headers["RateLimit-Remaining"] = _RESPONSE_HEADERS["RateLimit-Remaining"]
+        if headers:
+            response["headers"] = headers

@@ -102,10 +102,10 @@ async def me(principal: CurrentPrincipal, svc: Service) -> Response:
 # -- roles -----------------------------------------------------------------------------
 
 
-@router.get("/roles", response_model=list[RoleRead])
-async def roles(principal: CurrentPrincipal, svc: Service) -> list[RoleRead]:
-    """The roles and the permission strings each grants."""
-    return await svc.roles(principal)
+@router.get("/roles", response_model=Page[RoleRead])
+async def roles(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The roles and the permission strings each grants: one page, all of them."""
+    return json(Page[RoleRead](data=await svc.roles(principal)))
 
 
 @router.patch("/roles/{name}", response_model=RoleRead)
@@ -176,10 +176,10 @@ async def create_team(body: TeamCreate, principal: CurrentPrincipal, svc: Servic
     return json(await svc.create_team(principal, body), 201)
 
 
-@teams.get("", response_model=list[TeamRead])
-async def list_teams(principal: CurrentPrincipal, svc: Service) -> list[TeamRead]:
-    """Every team with its count of active members, by name."""
-    return await svc.list_teams(principal)
+@teams.get("", response_model=Page[TeamRead])
+async def list_teams(principal: CurrentPrincipal, svc: Service) -> Response:
+    """Every team with its count of active members, by name: one page, all of them."""
+    return json(Page[TeamRead](data=await svc.list_teams(principal)))
 
 
 # -- API keys: created once (the secret is shown only then), stored hashed, revocable,
@@ -193,10 +193,10 @@ async def create_api_key(body: ApiKeyCreate, principal: CurrentPrincipal, svc: S
     return json(created, 201, {"Location": f"/v1/auth/api-keys/{created.id}"})
 
 
-@api_keys.get("", response_model=list[ApiKeyRead])
-async def list_api_keys(principal: CurrentPrincipal, svc: Service) -> list[ApiKeyRead]:
-    """Your keys (every key for admins), without secrets."""
-    return await svc.list_api_keys(principal)
+@api_keys.get("", response_model=Page[ApiKeyRead])
+async def list_api_keys(principal: CurrentPrincipal, svc: Service) -> Response:
+    """Your keys (every key for admins), without secrets: one page, all of them."""
+    return json(Page[ApiKeyRead](data=await svc.list_api_keys(principal)))
 
 
 @api_keys.delete("/{key_id}", response_model=ApiKeyRead)

@@ -203,11 +203,9 @@ async def product_history(
     return json(await svc.product_history(principal, product_id, query))
 
 
-@router.get("/{product_id}/prices", response_model=list[PriceRead])
+@router.get("/{product_id}/prices", response_model=Page[PriceRead])
 async def product_prices(
     product_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    """The product's price in every price book."""
-    prices = await svc.product_prices(principal, product_id)
-    body = b"[" + b",".join(p.model_dump_json().encode() for p in prices) + b"]"
-    return Response(body, media_type="application/json")
+    """The product's price in every price book: one page, all of them."""
+    return json(Page[PriceRead](data=await svc.product_prices(principal, product_id)))

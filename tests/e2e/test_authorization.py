@@ -106,7 +106,7 @@ def _concrete(path: str) -> str:
 def _permissions(http: httpx.Client, headers: dict[str, str]) -> dict[str, set[str]]:
     roles = http.get("/v1/auth/roles", headers=headers)
     assert roles.status_code == 200, roles.text
-    return {r["name"]: set(r["permissions"]) for r in roles.json()}
+    return {r["name"]: set(r["permissions"]) for r in roles.json()["data"]}
 
 
 def test_every_privileged_operation_refuses_agents_and_viewers(
@@ -222,7 +222,8 @@ def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
     """`PATCH /v1/auth/roles/{name}`: admin only, values checked, and the role's users'
     tokens cut off at once (a narrowed scope does not wait for them to run out). The
     manager role is restored at the end."""
-    before = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}["manager"]
+    listed = http.get("/v1/auth/roles", headers=admin).json()["data"]
+    before = {r["name"]: r for r in listed}["manager"]
     tag = os.urandom(3).hex()
     boss = Member(http, admin, "manager", None)
     theirs = http.post("/v1/customers", headers=admin, json={"name": f"Role {tag} admin"})
@@ -255,7 +256,8 @@ def test_an_admin_sets_a_roles_scopes_and_its_tokens_are_cut_off(
         "scopes": before["scopes"], "hidden_fields": before["hidden_fields"],
     })  # fmt: skip
     assert same.status_code == 200 and same.json() == before, same.text
-    admin_role = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}["admin"]
+    listed = http.get("/v1/auth/roles", headers=admin).json()["data"]
+    admin_role = {r["name"]: r for r in listed}["admin"]
     assert admin_role["scopes"] == admin_role["hidden_fields"] == {}
     noop = http.patch(
         "/v1/auth/roles/admin", headers=admin, json={"scopes": {}, "hidden_fields": {}}

@@ -330,7 +330,7 @@ def test_api_keys_are_scoped_and_revocable(http: httpx.Client, agent: dict[str, 
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("nf_")
-    listed = http.get("/v1/auth/api-keys", headers=agent).json()
+    listed = http.get("/v1/auth/api-keys", headers=agent).json()["data"]
     assert all("key" not in k for k in listed)
     assert http.get("/v1/customers", headers={"X-API-Key": key}).status_code == 200
     assert http.get("/v1/customers", headers=bearer(key)).status_code == 200

@@ -96,7 +96,8 @@ class World:
         return f"/v1/sales/orders/{made['id']}", made
 
     def role_url(self) -> tuple[str, Json]:
-        roles = {r["name"]: r for r in self.http.get("/v1/auth/roles", headers=self.admin).json()}
+        listed = self.http.get("/v1/auth/roles", headers=self.admin).json()["data"]
+        roles = {r["name"]: r for r in listed}
         return "/v1/auth/roles/viewer", roles["viewer"]
 
     def user_url(self) -> tuple[str, Json]:
@@ -188,7 +189,7 @@ def test_every_patch_route_is_covered() -> None:
 
 def _unchanged(http: httpx.Client, admin: dict[str, str], url: str, before: Json) -> None:
     if url.startswith("/v1/auth/roles/"):
-        now = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}
+        now = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()["data"]}
         assert now[url.rsplit("/", 1)[1]] == before
         return
     got = http.get(url, headers=admin)

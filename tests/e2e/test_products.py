@@ -197,5 +197,5 @@ def test_prices_and_quotes(http: httpx.Client, admin: dict[str, str], serve_app:
         ).status_code
         == 404
     )
-    prices = http.get(f"/v1/products/{first['id']}/prices", headers=admin).json()
+    prices = http.get(f"/v1/products/{first['id']}/prices", headers=admin).json()["data"]
     assert [p["price_book_id"] for p in prices] == [bid]

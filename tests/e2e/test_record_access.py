@@ -59,7 +59,7 @@ def _names(http: httpx.Client, headers: dict[str, str], tag: str) -> tuple[set[s
 
 
 def test_roles_publish_their_scopes(http: httpx.Client, admin: dict[str, str]) -> None:
-    roles = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}
+    roles = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()["data"]}
     assert roles["agent"]["scopes"]["customer:read"] == "team"
     assert roles["agent"]["scopes"]["customer:write"] == "own"
     assert roles["admin"]["scopes"] == {}
@@ -157,7 +157,7 @@ def test_a_team_change_takes_effect_at_once(
     assert http.get(f"/v1/customers/{ids['a2']}", headers=a1.headers).status_code == 404
     assert http.get(f"/v1/customers/{ids['a2']}", headers=b1.headers).status_code == 200
     assert _names(http, b1.headers, world["tag"]) == ({"a2", "b1"}, 2)
-    teams = {t["id"]: t for t in http.get("/v1/auth/teams", headers=admin).json()}
+    teams = {t["id"]: t for t in http.get("/v1/auth/teams", headers=admin).json()["data"]}
     assert teams[world["teams"]["A"]]["members"] == 1
     assert teams[world["teams"]["B"]]["members"] == 2
 
@@ -168,7 +168,7 @@ def test_teams_are_admin_business(
     a1 = world["people"]["a1"]
     assert http.post("/v1/auth/teams", headers=a1.headers, json={"name": "mine"}).status_code == 403
     assert http.get("/v1/auth/teams", headers=a1.headers).status_code == 403
-    names = {t["id"]: t["name"] for t in http.get("/v1/auth/teams", headers=admin).json()}
+    names = {t["id"]: t["name"] for t in http.get("/v1/auth/teams", headers=admin).json()["data"]}
     taken = http.post(
         "/v1/auth/teams", headers=admin, json={"name": names[world["teams"]["A"]].upper()}
     )

@@ -76,7 +76,7 @@ def _leads(http: httpx.Client, headers: dict[str, str], world: dict[str, Any]) -
 
 
 def test_roles_publish_their_lead_scopes(http: httpx.Client, admin: dict[str, str]) -> None:
-    roles = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()}
+    roles = {r["name"]: r for r in http.get("/v1/auth/roles", headers=admin).json()["data"]}
     assert roles["agent"]["scopes"]["lead:read"] == "team"
     assert roles["agent"]["scopes"]["lead:write"] == "own"
     assert roles["agent"]["scopes"]["lead:convert"] == "own"

@@ -24,6 +24,7 @@ from deployments.api.app import (
     merged_openapi,
     routers_of,
 )
+from gateway.context import _ETAG
 from gateway.errors import CATALOGUE, AppError, NotFound, Validation
 from gateway.hardening import HardenedAPI
 from gateway.openapi import operation_id
@@ -74,12 +75,13 @@ def test_every_operation_documents_its_errors_as_problem_json(merged: dict[str, 
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
     for method, path, operation in _operations(merged):
         responses = operation["responses"]
-        expected = {"422", "429", "503", "504"}
+        expected = {"400", "422", "429", "503", "504"}
         if operation.get("security") is None:
             expected |= {"401", "403"}
         if "{" in path:
             expected.add("404")
-        expected.add("400" if method == "GET" else "409")
+        if method != "GET":
+            expected.add("409")
         assert expected <= set(responses), (method, path, sorted(responses))
         for status in expected:
             (media,) = responses[status]["content"]
@@ -159,7 +161,10 @@ def test_the_errors_page_of_the_docs_lists_the_catalogue() -> None:
 def test_every_paged_list_declares_its_page_sort_and_filters(merged: dict[str, Any]) -> None:
     """A generated client can page, sort and filter: the parameters `list_params`
     reads from the raw query string are declared (`query_parameters`)."""
-    unpaged = {"/v1/support/sla-policies", "/errors"}  # one short page, whole
+    unpaged = {  # short lists: one page, whole
+        "/v1/support/sla-policies", "/errors", "/v1/auth/roles", "/v1/auth/teams",
+        "/v1/auth/api-keys", "/v1/products/{product_id}/prices",
+    }  # fmt: skip
     lists = 0
     for method, path, operation in _operations(merged):
         ok = operation["responses"].get("200", {}).get("content", {}).get("application/json", {})
@@ -178,3 +183,31 @@ def test_every_paged_list_declares_its_page_sort_and_filters(merged: dict[str, A
     }
     assert {"name[prefix]", "tag[in]", "owner_id", "created_at[gte]"} <= set(customers)
     assert customers["sort"]["schema"]["enum"] == ["created_at", "-created_at", "name", "-name"]
+
+
+def test_headers_are_declared_as_the_pipeline_reads_and_writes_them(
+    merged: dict[str, Any],
+) -> None:
+    create = merged["paths"]["/v1/customers"]["post"]
+    key = next(p for p in create["parameters"] if p["name"] == "Idempotency-Key")
+    assert re.match(key["schema"]["pattern"], "6b1f-4c2a") and not re.match(
+        key["schema"]["pattern"], "with space"
+    )
+    assert {"ETag", "Location", "NextFlow-Read-After"} <= set(create["responses"]["201"]["headers"])
+    login = merged["paths"]["/v1/auth/login"]["post"]
+    assert "Idempotency-Key" not in {p["name"] for p in login.get("parameters", [])}
+    update = merged["paths"]["/v1/customers/{customer_id}"]["patch"]
+    (if_match,) = [p for p in update["parameters"] if p["name"] == "if-match"]
+    for value, accepted in (('"3"', True), ('W/"12"', True), ("*", True), ("3", False)):
+        assert bool(re.match(if_match["schema"]["pattern"], value)) is accepted, value
+        assert (_ETAG.match(value) is not None or value == "*") is accepted, value
+    assert "ETag" in update["responses"]["200"]["headers"]
+    assert "Retry-After" in update["responses"]["503"]["headers"]
+
+
+def test_every_list_answers_one_shape(merged: dict[str, Any]) -> None:
+    """No bare arrays: every list is a page (`{"data": [...], "next_cursor": ...}`)."""
+    for method, path, operation in _operations(merged):
+        for status, response in operation["responses"].items():
+            schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+            assert schema.get("type") != "array", (method, path, status)
