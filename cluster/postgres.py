@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster.procs import StackError, port_open, run, system_user, wait_until
+from cluster.procs import StackError, pid_alive, port_open, run, system_user, wait_until
 
 PG_SYSTEM_USER = "postgres"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -59,20 +59,6 @@ def find_bin_dir() -> Path:
             "PostgreSQL server binaries (initdb, pg_ctl) not found; run scripts/setup.sh"
         )
     return max(candidates, key=lambda p: version(p / "initdb"))
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat's fields after the command name (state, ppid, ...)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
 
 
 class PostgresServer:
@@ -257,18 +243,17 @@ class PostgresServer:
         )
         return True
 
-    def kill(self) -> bool:
+    def kill(self) -> int:
         """Fence a node: SIGKILL every process of it (`processes`). SIGKILL needs no
         cooperation, so a hung (even a stopped) server goes too, and so do backends a
         killed postmaster left behind: none of them can acknowledge another commit or
-        keep holding the port. True when something was killed; returns once they are
-        gone."""
+        keep holding the port. How many were killed; returns once they are gone."""
         victims = self.processes()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not any(_alive(p) for p in victims), 30, f"{self.name} to die")
-        return bool(victims)
+        wait_until(lambda: not any(pid_alive(p) for p in victims), 30, f"{self.name} to die")
+        return len(victims)
 
     def processes(self) -> list[int]:
         """The live processes of this node: every PostgreSQL process works in its data
@@ -283,7 +268,7 @@ class PostgresServer:
                     continue
             except OSError:
                 continue
-            if _alive(int(entry.name)):
+            if pid_alive(int(entry.name)):
                 found.append(int(entry.name))
         return found
 
@@ -305,7 +290,7 @@ class PostgresServer:
             pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return False
-        if not _alive(pid):  # a stale file, or a killed postmaster not reaped yet
+        if not pid_alive(pid):  # a stale file, or a killed postmaster not reaped yet
             return False
         try:
             self._pg("pg_ctl", "-D", str(self.pgdata), "status", timeout=30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 import socket
@@ -75,13 +74,13 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs: a zombie (exited, not reaped yet) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    # The command name may hold spaces and parentheses; the state follows the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
 
 
 def read_pid(path: Path) -> int | None:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.procs import StackError, port_open, read_pid, run, wait_until
+from cluster.procs import StackError, pid_alive, port_open, read_pid, run, wait_until
 
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 
@@ -239,14 +239,6 @@ def _self_and_ancestors(table: Mapping[int, RayProcess]) -> set[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2 :].split()[0] != "Z"
-
-
 def _terminate(procs: Iterable[RayProcess], grace_period: float) -> None:
     """SIGTERM, wait up to `grace_period`, then SIGKILL whatever is left."""
     pids = [p.pid for p in procs]
@@ -255,7 +247,7 @@ def _terminate(procs: Iterable[RayProcess], grace_period: float) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + (grace_period if sig == signal.SIGTERM else 5)
-        while (pids := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        while (pids := [pid for pid in pids if pid_alive(pid)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         if not pids:
             return

@@ -711,14 +711,13 @@ class LocalStack:
                 try:
                     stopped_old = old.stop(mode="fast")
                 except StackError:  # stuck meanwhile: make sure nothing of it survives
-                    stopped_old = old.kill()
+                    stopped_old = old.kill() > 0
             else:
-                stopped_old = old.kill()
+                stopped_old = old.kill() > 0
             if stopped_old:
                 reporter.note(f"{old.name}: {'stopped' if answering else 'killed (hung)'}")
         # A killed postmaster's backends may linger, still holding its port.
-        leftovers = len(old.processes())
-        if leftovers and old.kill():
+        if leftovers := old.kill():
             reporter.note(f"{old.name}: {leftovers} leftover processes killed")
         old.mark_demoted(
             f"{server} failed over to {new.name} ({new.address}) at "

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import cast
 
 import httpx
@@ -20,18 +17,9 @@ from cluster.settings import Settings
 from cluster.stack import LocalStack
 from shards import ids
 from tests.e2e.test_faults import Writers, _all_tagged, _wait, explain
-from tests.e2e.test_shard_outage import _until_standbys_usable, watchdog
+from tests.e2e.test_shard_outage import _until_standbys_usable, shards, watchdog
 
 pytestmark = pytest.mark.e2e
-NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
-
-
-def _failover(*args: str) -> None:
-    done = subprocess.run(
-        [NEXTFLOW, "shards", "failover", "shard2", *args],
-        text=True, capture_output=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _until_ok(call, timeout: float = 30) -> httpx.Response:  # type: ignore[no-untyped-def]
@@ -101,7 +89,7 @@ def test_a_dead_primary_is_failed_over_by_the_watchdog(
         # paused, as for any maintenance; fail back on purpose, rebuild, resume.
         watchdog("pause")
         local.start_databases()
-        _failover("--force")
+        shards("failover", "shard2", "--force")
         local.start_databases()
         watchdog("resume")
     back = _until_ok(lambda: http.patch(url, headers=admin, json={"name": "Back"}))

@@ -23,14 +23,19 @@ pytestmark = pytest.mark.e2e
 NEXTFLOW = str(Path(sys.executable).with_name("nextflow"))
 
 
-def watchdog(action: str) -> str:
-    """`nextflow shards watchdog ACTION`; its output."""
+def shards(*args: str) -> str:
+    """`nextflow shards ARGS...`, which must succeed; its output."""
     done = subprocess.run(
-        [NEXTFLOW, "shards", "watchdog", action],
-        text=True, capture_output=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+        [NEXTFLOW, "shards", *args],
+        text=True, capture_output=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def watchdog(action: str) -> str:
+    """`nextflow shards watchdog ACTION`; its output."""
+    return shards("watchdog", action)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from cluster.postgres import PostgresServer
-from cluster.procs import StackError
+from cluster.procs import StackError, pid_alive
 from cluster.replication import ServerNodes
 from cluster.settings import Settings
 from cluster.stack import LocalStack
@@ -149,14 +149,6 @@ def _process_tree(pid: int) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"  # a zombie has exited, unreaped
-
-
 def test_failover_of_a_hung_primary_and_rebuild(stack: object, stack_settings: Settings) -> None:
     """A primary that hangs (every process of it stopped) is fenced by killing it: the
     failover does not wait for a clean stop that would never come."""
@@ -183,7 +175,7 @@ def test_failover_of_a_hung_primary_and_rebuild(stack: object, stack_settings: S
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed over from shard2 to shard2-replica" in result.stdout
     assert "shard2: killed (hung)" in result.stdout
-    assert not [p for p in hung if _running(p)], "a process of the hung primary survived"
+    assert not [p for p in hung if pid_alive(p)], "a process of the hung primary survived"
     assert took < 30, took
     print(f"failover CLI: {took:.1f}s\n{result.stdout}")
 
