@@ -667,16 +667,7 @@ def import_customers(
         try:
             with console.status("uploading"):
                 accepted = transfer.upload(client, file)
-            with Progress(
-                TextColumn(f"job {accepted['job_id']}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console, transient=False,
-            ) as bar:  # fmt: skip
-                task = bar.add_task("import", total=None)
-
-                def show(done: int, total: int | None) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                job = transfer.wait(client, accepted["status_url"], show)
+            job = _follow(client, accepted, "import")
             result = job.get("result") or {}
             counts = ", ".join(
                 f"{k} {result[k]}" for k in ("created", "updated", "unchanged", "refused", "failed")
@@ -687,7 +678,7 @@ def import_customers(
             console.print(f"[green]✓[/] imported {file}: {counts}")
             if result.get("failed"):
                 dest = file.with_name(file.stem + f".errors-{accepted['job_id']}.csv")
-                transfer.download_errors(client, str(accepted["job_id"]), dest)
+                transfer.download(client, f"/v1/integration/jobs/{accepted['job_id']}/errors", dest)
                 console.print(f"rows not imported, with line and reason: {dest}")
         finally:
             client.close()
@@ -696,10 +687,7 @@ def import_customers(
     except OSError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
-        err_console.print(
-            "interrupted (the job goes on; cancel it with POST /v1/integration/jobs/{id}/cancel)"
-        )
-        raise typer.Exit(130) from None
+        _interrupted()
 
 
 @app.command("export")
@@ -715,7 +703,8 @@ def export_records(
         typer.Option("--filter", help="A list filter as key=value, e.g. tag=vip (repeatable)."),
     ] = None,
 ) -> None:
-    """Export records as CSV (streamed; formula-like cells neutralised)."""
+    """Export records as CSV, as a job with a progress bar (formula-like cells
+    neutralised); then download its file."""
     from cluster import transfer
 
     if kind != "customers":
@@ -729,15 +718,45 @@ def export_records(
     try:
         client = _client(url, token, email, password)
         try:
-            with console.status(f"exporting {kind}"):
-                size = transfer.export(client, out, params)
+            accepted = transfer.start_export(client, params)
+            job = _follow(client, accepted, "export")
+            if job["status"] != "succeeded":
+                _fail(f"export {job['status']}: {job.get('error') or ''}".strip())
+            with console.status("downloading"):
+                size = transfer.download(client, job["result"]["file_url"], out)
         finally:
             client.close()
     except transfer.TransferError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
-    console.print(f"[green]✓[/] {kind} written to {out} ({format_bytes(size)})")
+    except KeyboardInterrupt:
+        _interrupted()
+    rows = job["result"]["rows"]
+    console.print(f"[green]✓[/] {rows:,} {kind} written to {out} ({format_bytes(size)})")
+
+
+def _follow(client: Any, accepted: dict[str, Any], what: str) -> dict[str, Any]:
+    """Poll a job with a progress bar until it ends; its last state."""
+    from cluster import transfer
+
+    with Progress(
+        TextColumn(f"{what} job {accepted['job_id']}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(what, total=None)
+
+        def show(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return transfer.wait(client, accepted["status_url"], show)
+
+
+def _interrupted() -> NoReturn:
+    err_console.print(
+        "interrupted (the job goes on; cancel it with POST /v1/integration/jobs/{id}/cancel)"
+    )
+    raise typer.Exit(130)
 
 
 def main() -> None:

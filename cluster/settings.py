@@ -338,6 +338,11 @@ class Settings(StackSettings):
     # imports one user may have queued or running at once (more: 429).
     import_max_rows: int = Field(default=5_000_000, ge=1)
     import_max_running_per_user: int = Field(default=2, ge=1)
+    # CSV exports (`POST /v1/integration/exports/customers`, jobs): each one's file is
+    # kept in the blob store this long after it ended, then removed by the integration
+    # replicas' sweep, every interval (0: never). The running limit is the imports'.
+    export_keep_s: float = Field(default=86_400.0, gt=0)
+    export_sweep_interval_s: float = Field(default=600.0, ge=0)
 
     # Events (shards/relay.py, deployments/_kit/consumer.py): each server's relay looks
     # for unsent outbox rows when a write commits there, at most every

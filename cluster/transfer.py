@@ -102,21 +102,19 @@ def wait(
         time.sleep(POLL_S)
 
 
-def download_errors(client: Client, job_id: str, dest: Path) -> Path:
-    data = client.http.get(f"/v1/integration/jobs/{job_id}/errors", headers=client.headers())
-    if data.status_code >= 400:
-        raise TransferError(problem(data))
-    dest.write_bytes(data.content)
-    return dest
+def start_export(client: Client, params: dict[str, str]) -> dict[str, Any]:
+    """Start an export job of the customers the list filters `params` select."""
+    accepted: dict[str, Any] = client.call(
+        "POST", "/v1/integration/exports/customers", params=params
+    )
+    return accepted
 
 
-def export(client: Client, dest: Path, params: dict[str, str]) -> int:
-    """Stream the export into `dest`; its size in bytes."""
+def download(client: Client, path: str, dest: Path) -> int:
+    """Stream a job's file (`path`, its `file_url`) into `dest`; its size in bytes."""
     size = 0
     try:
-        with client.http.stream(
-            "GET", "/v1/integration/exports/customers.csv", params=params, headers=client.headers()
-        ) as response:
+        with client.http.stream("GET", path, headers=client.headers()) as response:
             if response.status_code >= 400:
                 response.read()
                 raise TransferError(problem(response))

@@ -13,16 +13,18 @@ import base64
 import binascii
 import heapq
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gateway.errors import BadRequest, Validation
+from gateway.inputs import Input
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound="ListQuery")
@@ -105,17 +107,25 @@ def validate_sort(query: ListQuery) -> Order:
 def parse_list_params(params: Iterable[tuple[str, str]], model: type[Q]) -> Q:
     """Turn `?name[prefix]=Ac&tag[in]=a,b&sort=-name` into `model`, or a 422 naming
     every unknown or invalid parameter (never ignoring one)."""
+    return _list_query(params, model)
+
+
+def _list_query(params: Iterable[tuple[str, Any]], model: type[Q], where: str = "") -> Q:
+    """`model` from (parameter, value) pairs: a query string's (text; a list filter's
+    values comma-separated) or a search body's (JSON values; a list filter's an
+    array). Errors name each parameter as the caller spelled it, after `where`."""
     values: dict[str, Any] = {}
     errors = []
     for key, value in params:
         target = model.query_params.get(key)
         if target is None:
-            errors.append({"field": key, "message": "unknown filter or parameter"})
+            errors.append({"field": where + key, "message": "unknown filter or parameter"})
             continue
         if target in model.list_params:
-            values.setdefault(target, []).extend(v for v in value.split(",") if v)
+            items = value.split(",") if isinstance(value, str) else value
+            values.setdefault(target, []).extend(v for v in items if v != "")
         elif target in values:
-            errors.append({"field": key, "message": "given more than once"})
+            errors.append({"field": where + key, "message": "given more than once"})
         else:
             values[target] = value
     if errors:
@@ -123,7 +133,8 @@ def parse_list_params(params: Iterable[tuple[str, str]], model: type[Q]) -> Q:
     try:
         query = model.model_validate(values)
     except ValidationError as exc:
-        raise Validation("invalid list parameters", field_errors(exc, _reverse(model))) from None
+        rename = {name: where + param for name, param in _reverse(model).items()}
+        raise Validation("invalid list parameters", field_errors(exc, rename)) from None
     validate_sort(query)
     return query
 
@@ -133,6 +144,62 @@ def _reverse(model: type[ListQuery]) -> dict[str, str]:
     for param, name in model.query_params.items():
         reverse.setdefault(name, param)
     return reverse
+
+
+PAGING = ("limit", "cursor", "count", "sort")
+
+
+class SearchBody(Input):
+    """A list's query as a JSON body (`POST .../search`, for filters too long for a
+    URL): the list's own query parameters, spelled the same. Made per list by
+    `search_body`; read with `search_query`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    limit: int = Field(default=50, ge=1, le=200, description="items per page")
+    cursor: str | None = Field(
+        default=None, max_length=1000, description="the previous page's `next_cursor`"
+    )
+    count: bool = Field(default=False, description="true: also count the whole list (`total`)")
+    filter: BaseModel | None = None  # each list's own filter model (`search_body`)
+
+
+def search_body(model: type[ListQuery]) -> type[SearchBody]:
+    """The search body of the list `model` reads: `filter` holds its filters under
+    their query-string names (`{"filter": {"name[prefix]": "Ac", "tag[in]": ["a"]}}`,
+    a list filter's values as an array), beside `sort`, `limit`, `cursor` and `count`."""
+    base = model.__name__.removesuffix("Query").removesuffix("List")
+    filters: dict[str, Any] = {}
+    for param, target in model.query_params.items():
+        if param in PAGING:
+            continue
+        info = model.model_fields[target]
+        kind: Any = info.annotation
+        filters[re.sub(r"\W", "_", param)] = (
+            kind | None,
+            Field(default=None, alias=param, description=info.description),
+        )
+    config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=False)
+    filter_model = create_model(f"{base}Filter", __config__=config, **filters)
+    orders: Any = Literal[tuple(f"{d}{f}" for f in model.sort_fields for d in ("", "-"))]
+    default = model.model_fields["sort"].default
+    searched: type[SearchBody] = create_model(
+        f"{base}Search",
+        __base__=SearchBody,
+        __doc__=f"A search of the list that `{model.__name__}` reads, as a JSON body.",
+        filter=(filter_model, Field(default_factory=filter_model)),
+        sort=(orders, Field(default=default, description="`-` first: descending")),
+    )
+    return searched
+
+
+def search_query(body: SearchBody, model: type[Q]) -> Q:
+    """The list query a search body asks for, checked as the query string would be
+    (errors name `filter.<parameter>`)."""
+    chosen = body.filter.model_dump(by_alias=True, exclude_none=True) if body.filter else {}
+    params: list[tuple[str, Any]] = list(chosen.items())
+    query = _list_query(params, model, where="filter.")
+    return query.model_copy(update={k: getattr(body, k) for k in PAGING})
 
 
 def field_errors(

@@ -129,6 +129,21 @@ _RESPONSE_HEADERS = {
 }
 
 
+def request_body(content: dict[str, dict[str, Any]], description: str) -> dict[str, Any]:
+    """A route's `openapi_extra` declaring a body the route reads itself (a stream:
+    uploads, forms), which FastAPI cannot see: media type -> schema."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {media: {"schema": schema} for media, schema in content.items()},
+        }
+    }
+
+
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
 def operation_id(route: APIRoute) -> str:
     """The operationId of a route: its function's name."""
     return route.name
@@ -165,7 +180,9 @@ def _finish_operation(
             parameter = {**parameter, "schema": schema, "description": description}
         parameters.append(parameter)
     named = {p.get("name", "").lower() for p in parameters}
-    if method == "post" and not public and "idempotency-key" not in named:  # needs a caller
+    # Keys are kept per caller: an operation that may go without one (public, or
+    # sign-out's optional credentials) takes none.
+    if method == "post" and "security" not in operation and "idempotency-key" not in named:
         parameters.append(_IDEMPOTENCY_KEY)
     if parameters:
         operation["parameters"] = parameters

@@ -277,9 +277,9 @@ class GrpcIngress:
     ) -> M:
         """Run a create once per (caller, method, idempotency key): a repeat with the
         same request gets the first answer; with another request, INVALID_ARGUMENT;
-        while the first still runs, ABORTED. Keys live where HTTP's do, in PostgreSQL
-        (`deployments/auth/idempotency.py`, namespaced by RPC so they never meet an
-        HTTP key), with the same lease and retention."""
+        while the first still runs, FAILED_PRECONDITION (a 409 Conflict). Keys live
+        where HTTP's do, in PostgreSQL (`deployments/auth/idempotency.py`, namespaced
+        by RPC so they never meet an HTTP key), with the same lease and retention."""
         if not 1 <= len(key) <= 200:
             raise BadRequest("idempotency-key must be 1-200 characters")
         store = self._pipeline.idempotency

@@ -1,6 +1,6 @@
 """A real local webhook receiver for tests: an HTTP server in a thread that answers
 each request with the next scripted status (the last one repeats), checks every
-signature with the subscription's secret and de-duplicates by event id, as API.md
+signature with the subscription's secret and de-duplicates by event id, as docs/api.md
 asks receivers to."""
 
 from __future__ import annotations

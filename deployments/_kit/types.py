@@ -42,7 +42,7 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "USD", "
 
 
 class Money(BaseModel):
-    """`{"amount": "123.45", "currency": "EUR"}` (API.md)."""
+    """`{"amount": "123.45", "currency": "EUR"}` (docs/api.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -18,6 +18,7 @@ from deployments.customer.schemas import (
     CustomerCreate,
     CustomerListQuery,
     CustomerRead,
+    CustomerSearch,
     CustomerUpdate,
 )
 from deployments.customer.service import CustomerService
@@ -32,7 +33,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page, query_parameters
+from gateway.listing import Page, query_parameters, search_query
 
 router = APIRouter(tags=["customers"])
 Service = Annotated[CustomerService, Depends(service)]
@@ -65,10 +66,12 @@ async def list_customers(request: Request, principal: CurrentPrincipal, svc: Ser
 
 @router.post("/search", response_model=Page[CustomerRead])
 async def search_customers(
-    body: CustomerListQuery, principal: CurrentPrincipal, svc: Service
+    body: CustomerSearch, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    """The same filters as the list, as a JSON body (`name_prefix`, `tags`, ...)."""
-    return json(await svc.list(principal, body))
+    """The list's query as a JSON body, spelled as in the query string:
+    `{"filter": {"name[prefix]": "Ac", "tag[in]": ["vip"]}, "sort": "name",
+    "limit": 100}`."""
+    return json(await svc.list(principal, search_query(body, CustomerListQuery)))
 
 
 @router.get("/{customer_id}", response_model=CustomerRead)

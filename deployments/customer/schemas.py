@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import EmailStr, Field, field_validator
 
 from deployments._kit.types import Id
 from gateway.inputs import Input, JsonObject, Patch
-from gateway.listing import ListQuery
+from gateway.listing import ListQuery, SearchBody, search_body
 from gateway.records import Record
 
 
@@ -82,6 +82,12 @@ class CustomerListQuery(ListQuery):
     }
     list_params: ClassVar[frozenset[str]] = frozenset({"tags"})
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
+
+
+if TYPE_CHECKING:  # made at import (`search_body`); typed as its base
+    CustomerSearch = SearchBody
+else:
+    CustomerSearch = search_body(CustomerListQuery)
 
 
 class ContactCreate(Input):

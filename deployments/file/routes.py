@@ -54,6 +54,7 @@ from gateway.context import (
 )
 from gateway.errors import NotFound, Validation
 from gateway.listing import Page, field_errors, query_parameters
+from gateway.openapi import BINARY, request_body
 from gateway.problems import problem
 from gateway.uploads import FilePart, MultipartStream
 from shards import ids
@@ -69,7 +70,20 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"the file is larger than the limit of {limit} bytes")
 
 
-@router.post("/", status_code=201, response_model=FileRead)
+_OWNER = Owner.model_json_schema()
+_UPLOAD = request_body(
+    {
+        "multipart/form-data": {
+            "type": "object",
+            "required": ["owner_type", "owner_id", "file"],
+            "properties": {**_OWNER["properties"], "file": BINARY},
+        }
+    },
+    "The owner's fields, then the file part (its file name and type are kept).",
+)
+
+
+@router.post("/", status_code=201, response_model=FileRead, openapi_extra=_UPLOAD)
 async def upload_file(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Upload one file as `multipart/form-data`: the fields `owner_type` (customer,
     contact, deal, ticket, lead) and `owner_id` first, then the file part (`file`).

@@ -1,8 +1,9 @@
 """The integration application: its ingress answers `/v1/integration/...` over HTTP
-(bulk CSV import as a job, jobs, CSV export), calling `IntegrationService` in process.
-An import runs in the replica that took its upload; the export pages through the
-customer application. `serve.get_app_handle("integration")` reaches the same service
-methods (an import from a file already on that replica's machine):
+(bulk CSV import and CSV export as jobs, jobs), calling `IntegrationService` in
+process. An import runs in the replica that took its upload; an export in the replica
+that accepted it, paging through the customer application (a Serve handle: real
+composition) into the blob store. `serve.get_app_handle("integration")` reaches the
+same service methods (an import from a file already on that replica's machine):
 
     integration = serve.get_app_handle("integration")
     accepted = await integration.start_customer_import.remote(principal, "/path/upload.csv")
@@ -11,7 +12,10 @@ methods (an import from a file already on that replica's machine):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import random
 from typing import Any
 
 from ray import serve
@@ -19,10 +23,14 @@ from ray.serve import Application
 
 from cluster import heap
 from cluster.settings import get_settings
-from deployments._kit.ingress import ServiceIngress
+from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.customer.schemas import CustomerListQuery, CustomerRead
+from deployments.file.blobs import blob_store
 from deployments.integration import routes
 from deployments.integration.service import IntegrationService, upload_dir
 from deployments.integration.tasks import parse_in_task, parsers
+from gateway.listing import Page
+from gateway.principal import Principal
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")
@@ -41,12 +49,38 @@ class IntegrationApp(ServiceIngress):
             parsers=parsers(s.import_parsers),
             max_rows=s.import_max_rows,
             max_running_per_user=s.import_max_running_per_user,
+            store=blob_store(),
+            list_customers=_list_customers,
         )
         self.open_ingress(self._svc, title="NextFlow integration", routers=[routes.router])
         abandoned = await self._svc.fail_abandoned()
         if abandoned:
             log.warning("marked %d abandoned job(s) failed", abandoned)
+        self._sweeper = (
+            asyncio.get_running_loop().create_task(
+                self._sweep_forever(s.export_sweep_interval_s, s.export_keep_s)
+            )
+            if s.export_sweep_interval_s > 0
+            else None
+        )
         heap.settle()  # imports build many objects per row (cluster/heap.py)
+
+    async def _sweep_forever(self, interval: float, keep: float) -> None:
+        await asyncio.sleep(random.uniform(0, interval))  # replicas out of step
+        while True:
+            try:
+                removed = await self._svc.remove_old_exports(keep)
+                if removed:
+                    log.info("removed %d old export file(s)", removed)
+            except Exception:  # the database or store away now: the next round retries
+                log.warning("export file sweep failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    def __del__(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            with contextlib.suppress(RuntimeError):
+                sweeper.cancel()
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database
@@ -57,6 +91,12 @@ class IntegrationApp(ServiceIngress):
         """Readiness: the jobs database and every customer database answer."""
         await self._svc.jobs.ping()
         await self._svc.customers.ping()
+
+
+async def _list_customers(principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
+    """A page of customers from the customer application, as its own list answers."""
+    page: Page[CustomerRead] = await app_handle("customer").list.remote(principal, query)
+    return page
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

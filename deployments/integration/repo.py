@@ -51,7 +51,8 @@ def _job(row: Any) -> JobRead:
     return JobRead(
         **{k: v for k, v in d.items() if k not in ("done", "total")},
         progress=Progress(done=d["done"], total=d["total"]),
-        result=None if result is None else json.loads(result),
+        # Rows written before results were stored as objects hold them as JSON text.
+        result=json.loads(result) if isinstance(result, str) else result,
     )
 
 
@@ -89,7 +90,7 @@ async def get_job(conn: ReadConn, job_id: int) -> JobRead | None:
     return None if row is None else _job(row)
 
 
-async def start_job(conn: WriteConn, job_id: int, total: int) -> bool:
+async def start_job(conn: WriteConn, job_id: int, total: int | None) -> bool:
     """queued -> running with its total; False when it was cancelled meanwhile."""
     status = await conn.fetchval(
         """UPDATE jobs SET status = 'running', total = $2, updated_at = now()
@@ -124,7 +125,7 @@ async def finish_job(
                    done = $3, result = $4::jsonb, error = COALESCE(error, $5),
                    updated_at = now(), finished_at = now()
             WHERE id = $1 AND finished_at IS NULL RETURNING {_JOB}""",
-        job_id, status, done, None if result is None else json.dumps(result), error,
+        job_id, status, done, result, error,
     )  # fmt: skip
     return None if row is None else _job(row)
 
@@ -137,6 +138,28 @@ async def cancel_job(conn: WriteConn, job_id: int) -> JobRead | None:
         job_id,
     )
     return _job(row) if row is not None else await get_job(conn, job_id)
+
+
+@single_statement
+async def exports_to_remove(conn: ReadConn, kind: str, older_than_s: float) -> list[int]:
+    """Succeeded jobs of `kind` that ended longer ago than that and still have a file."""
+    rows = await conn.fetch(
+        """SELECT id FROM jobs
+           WHERE kind = $1 AND status = 'succeeded' AND result ? 'file_url'
+             AND finished_at < now() - make_interval(secs => $2)
+           ORDER BY id LIMIT 1000""",
+        kind, older_than_s,
+    )  # fmt: skip
+    return [r["id"] for r in rows]
+
+
+async def forget_file(conn: WriteConn, job_id: int) -> None:
+    """The job's file was removed: its result no longer points at it."""
+    await conn.execute(
+        """UPDATE jobs SET result = result - 'file_url' || '{"file_removed": true}'::jsonb
+           WHERE id = $1""",
+        job_id,
+    )
 
 
 async def fail_abandoned(conn: WriteConn, older_than_s: float) -> int:

@@ -1,35 +1,46 @@
-"""Bulk CSV import (as a job), CSV export, and jobs, under `/v1/integration` (the
+"""Bulk CSV import and CSV export (both jobs), and jobs, under `/v1/integration` (the
 integration application's prefix). Path: this file -> deployments/integration/service.py
-(import, jobs) and the customer application (export pages, through a Serve handle)."""
+-> repo.py (jobs), the customer shards (import) and the customer application (the
+export's pages, through a Serve handle)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from ray.serve.handle import DeploymentHandle
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from cluster.settings import get_settings
-from deployments._kit.ingress import app_handle
-from deployments.customer.schemas import CustomerListQuery, CustomerRead
-from deployments.integration import csvio
+from deployments.customer.schemas import CustomerListQuery
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import IntegrationService, upload_dir
 from gateway.context import CurrentPrincipal, json, service
-from gateway.listing import Page, parse_list_params
-from gateway.principal import Principal
+from gateway.listing import parse_list_params, query_parameters
+from gateway.openapi import BINARY, request_body
 from gateway.uploads import TooLarge, save_upload
 
 router = APIRouter(tags=["imports"])
 Service = Annotated[IntegrationService, Depends(service)]
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-EXPORT_PAGE = 200
 
 
-@router.post("/imports/customers", status_code=202, response_model=JobAccepted)
+_CSV_UPLOAD = request_body(
+    {
+        "multipart/form-data": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {"file": BINARY},
+        },
+        "text/csv": BINARY,
+    },
+    "The CSV file: a form's `file` part, or the whole body.",
+)
+
+
+@router.post(
+    "/imports/customers", status_code=202, response_model=JobAccepted, openapi_extra=_CSV_UPLOAD
+)
 async def import_customers(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Upload a CSV of customers (`multipart/form-data` with a file part, or a raw
     `text/csv` body). Columns (header row, any order, `name` required): name, email,
@@ -78,35 +89,51 @@ async def job_errors(job_id: JobId, principal: CurrentPrincipal, svc: Service) -
     )
 
 
-@router.get("/exports/customers.csv", response_class=StreamingResponse)
-async def export_customers(request: Request, principal: CurrentPrincipal) -> Response:
-    """Every customer the filters of `GET /v1/customers` select, as CSV, streamed page
-    by page (each page asked of the customer application). Cells a spreadsheet would
-    run as formulas start with `'`."""
-    params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "cursor")]
-    parsed = parse_list_params(params, CustomerListQuery)
-    query = CustomerListQuery.model_validate({**parsed.model_dump(), "limit": EXPORT_PAGE})
-    customers = app_handle("customer")
-    # The first page before the response starts: a bad filter or a missing permission
-    # is still a problem+json answer, not a broken download.
-    first: Page[CustomerRead] = await customers.list.remote(principal, query)
-    return StreamingResponse(
-        _export(customers, principal, query, first),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
+_EXPORT_FILTERS = {
+    "parameters": [
+        p
+        for p in query_parameters(CustomerListQuery)["parameters"]
+        if p["name"] not in ("limit", "cursor", "count")
+    ]
+}
+
+
+@router.post(
+    "/exports/customers",
+    status_code=202,
+    response_model=JobAccepted,
+    openapi_extra=_EXPORT_FILTERS,
+)
+async def export_customers(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Export, as a job, every customer the filters of `GET /v1/customers` (and `sort`)
+    select, as the caller may see them. Answers `202` with the job to poll
+    (`Location`); its `progress` counts the rows written of the `total`, and once it
+    has succeeded its `result` has `rows`, `bytes` and `file_url`
+    (`GET /v1/integration/jobs/{id}/file`), kept `NEXTFLOW_EXPORT_KEEP_S` (24 h).
+    A bad filter is a `422` here, a caller without `customer:read` a `403`. Cells a
+    spreadsheet would run as formulas start with `'`."""
+    params = request.query_params.multi_items()
+    accepted = await svc.start_customer_export(
+        principal, parse_list_params(params, CustomerListQuery)
     )
+    return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
-async def _export(
-    customers: DeploymentHandle[Any],
-    principal: Principal,
-    query: CustomerListQuery,
-    page: Page[CustomerRead],
-) -> AsyncIterator[bytes]:
-    yield csvio.csv_lines([csvio.EXPORT_COLUMNS]).encode()
-    while True:
-        yield csvio.csv_lines(csvio.export_cells(c) for c in page.data).encode()
-        cursor = page.next_cursor
-        if not cursor:
-            return
-        page = await customers.list.remote(principal, query.model_copy(update={"cursor": cursor}))
+@router.get(
+    "/jobs/{job_id}/file",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": BINARY}}, "description": "The CSV."}},
+)
+async def job_file(job_id: JobId, principal: CurrentPrincipal, svc: Service) -> Response:
+    """A succeeded export's CSV (`409` while it runs; `404` for another kind of job,
+    one that failed or was cancelled, or a file already removed)."""
+    key, size = await svc.export_file(principal, job_id)
+    assert svc.store is not None
+    return StreamingResponse(
+        svc.store.open_range(key, 0, size - 1),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="customers-{job_id}.csv"',
+        },
+    )

@@ -20,14 +20,17 @@ import csv
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from deployments.customer.schemas import CustomerListQuery, CustomerRead
+from deployments.file.blobs import BlobStore
 from deployments.integration import csvio, repo
 from deployments.integration.repo import JobAccepted, JobRead
 from gateway.errors import Conflict, NotFound, RateLimited, Validation
+from gateway.listing import Page
 from gateway.principal import Principal
 from shards.client import Database, Shards
 
@@ -35,7 +38,12 @@ log = logging.getLogger("nextflow.integration")
 ParseRemote = Callable[
     [list[str], int, Sequence[str], int, bool, int], Awaitable[csvio.ParsedChunk]
 ]
+# A page of customers as the customer application answers it (a Serve handle call).
+ListCustomers = Callable[[Principal, CustomerListQuery], Awaitable[Page[CustomerRead]]]
 KIND_CUSTOMER_IMPORT = "customer_import"
+KIND_CUSTOMER_EXPORT = "customer_export"
+EXPORT_PAGE = 200  # customers asked for at once (a list's largest page)
+KEEP_NOTE = "NEXTFLOW_EXPORT_KEEP_S after the export ended"
 CHUNK = 20_000  # rows parsed per step; written as one COPY batch per logical shard
 IN_FLIGHT = 2  # chunks being written while the next one is parsed
 # Batches written at once, over all servers: enough to keep the servers busy, and few
@@ -72,6 +80,16 @@ class Counts:
 
 class ImportFailed(Exception):
     pass
+
+
+class ExportCancelled(Exception):
+    pass
+
+
+def export_key(job_id: int) -> str:
+    """Where an export's CSV is kept in the blob store (outside the File service's
+    `<shard>/` keys, which its orphan sweep owns)."""
+    return f"exports/customers-{job_id}.csv"
 
 
 def text_lines(f: BinaryIO) -> Iterator[str]:
@@ -164,13 +182,19 @@ class IntegrationService:
         parsers: int = 0,
         max_rows: int | None = None,
         max_running_per_user: int | None = None,
+        store: BlobStore | None = None,
+        list_customers: ListCustomers | None = None,
     ) -> None:
         """`parse_remote`: `csvio.parse_chunk` elsewhere (a Ray task,
         deployments/integration/tasks.py), used for files of more than one chunk,
-        `parsers` chunks at once; without it every chunk is parsed in a thread here."""
+        `parsers` chunks at once; without it every chunk is parsed in a thread here.
+        `store` and `list_customers`: where exports are written and how their pages
+        are read (without them this service exports nothing)."""
         self.jobs = jobs
         self.customers = customers
         self.work_dir = work_dir
+        self.store = store
+        self._list_customers = list_customers
         self._parse_remote = parse_remote
         self._parsers = parsers
         self._max_rows = max_rows
@@ -205,6 +229,112 @@ class IntegrationService:
     async def fail_abandoned(self) -> int:
         return await self.jobs.write(repo.fail_abandoned, ABANDONED_AFTER_S)
 
+    # -- export ---------------------------------------------------------------------
+    async def start_customer_export(
+        self, principal: Principal, query: CustomerListQuery
+    ) -> JobAccepted:
+        """Export every customer `query`'s filters select (as `GET /v1/customers`
+        would list them to this caller) as CSV, in the background; the job says how
+        it goes and, once it has succeeded, where the file is. The first page is read
+        here, so a filter or permission the customer application refuses is the
+        caller's answer (4xx), not a failed job; it also counts the customers."""
+        if self.store is None or self._list_customers is None:
+            raise NotFound("exports are not available here")
+        query = query.model_copy(update={"limit": EXPORT_PAGE, "cursor": None, "count": True})
+        first = await self._list_customers(principal, query)
+        job = await self._new_job(principal.user_id, KIND_CUSTOMER_EXPORT, "exports")
+        query = query.model_copy(update={"count": False})
+        return self._run(job, self.run_customer_export(job.id, principal, query, first))
+
+    async def run_customer_export(
+        self,
+        job_id: int,
+        principal: Principal,
+        query: CustomerListQuery,
+        first: Page[CustomerRead],
+    ) -> None:
+        assert self.store is not None
+        rows = [0]
+        result: dict[str, Any] | None = None
+        status: repo.JobStatus
+        error = None
+        try:
+            if not await self.jobs.write(repo.start_job, job_id, first.total):
+                status = "cancelled"
+            else:
+                key = export_key(job_id)
+                chunks = self._export_chunks(job_id, principal, query, first, rows)
+                size = await self.store.put_stream(key, chunks)
+                status = "succeeded"
+                result = {
+                    "rows": rows[0], "bytes": size,
+                    "file_url": f"/v1/integration/jobs/{job_id}/file",
+                }  # fmt: skip
+        except ExportCancelled:
+            status = "cancelled"
+        except Exception as exc:  # the customer application or the store away, a bug
+            log.exception("export job %s failed", job_id)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            await self.jobs.write(
+                repo.finish_job, job_id, status, rows[0], result or {"rows": rows[0]}, error
+            )
+        except Exception:
+            log.exception("export job %s: could not record its end", job_id)
+
+    async def _export_chunks(
+        self,
+        job_id: int,
+        principal: Principal,
+        query: CustomerListQuery,
+        page: Page[CustomerRead],
+        rows: list[int],
+    ) -> AsyncIterator[bytes]:
+        """The CSV, a page at a time, each counted in `rows[0]` and reported as the
+        job's progress; raises ExportCancelled once the job was cancelled (the store
+        then keeps nothing)."""
+        assert self._list_customers is not None
+        yield csvio.csv_lines([csvio.EXPORT_COLUMNS]).encode()
+        while True:
+            yield csvio.csv_lines(csvio.export_cells(c) for c in page.data).encode()
+            rows[0] += len(page.data)
+            if not await self.jobs.write(repo.set_progress, job_id, rows[0]):
+                raise ExportCancelled
+            if not page.next_cursor:
+                return
+            page = await self._list_customers(
+                principal, query.model_copy(update={"cursor": page.next_cursor})
+            )
+
+    async def export_file(self, principal: Principal, job_id: int) -> tuple[str, int]:
+        """The blob key and size of a succeeded export's CSV."""
+        job = await self.get_job(principal, job_id)
+        if job.kind != KIND_CUSTOMER_EXPORT:
+            raise NotFound(f"job {job_id} is not an export")
+        if job.status in ("queued", "running"):
+            raise Conflict(f"export {job_id} is {job.status}: its file is ready once it succeeded")
+        if job.status != "succeeded":
+            raise NotFound(f"export {job_id} {job.status}: it has no file")
+        size = None
+        if (job.result or {}).get("file_url") and self.store is not None:
+            size = await self.store.size(export_key(job_id))
+        if size is None:
+            raise NotFound(f"export {job_id}'s file was removed (kept {KEEP_NOTE}); export again")
+        return export_key(job_id), size
+
+    async def remove_old_exports(self, older_than_s: float) -> int:
+        """Delete the files of exports that succeeded more than `older_than_s` ago; each
+        job stays, its result without `file_url`. Returns how many were removed."""
+        if self.store is None:
+            return 0
+        expired = await self.jobs.read_primary(
+            repo.exports_to_remove, KIND_CUSTOMER_EXPORT, older_than_s
+        )
+        for job_id in expired:
+            await self.store.delete(export_key(job_id))
+            await self.jobs.write(repo.forget_file, job_id)
+        return len(expired)
+
     # -- import ---------------------------------------------------------------------
     async def start_customer_import(self, principal: Principal, upload: str) -> JobAccepted:
         """Accept an uploaded CSV (a file this service now owns) and import it in the
@@ -216,11 +346,20 @@ class IntegrationService:
             principal.require("customer:write")
             read_header(path)
             total = await self._count(path)
-            job = await self._new_job(principal.user_id)
+            job = await self._new_job(principal.user_id, KIND_CUSTOMER_IMPORT, "imports")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        task = asyncio.create_task(self.run_customer_import(job.id, path, principal, total))
+        return self._run(job, self.run_customer_import(job.id, path, principal, total))
+
+    def _run(self, job: JobRead, work: Awaitable[None]) -> JobAccepted:
+        """Run a job's work in the background in this replica (kept referenced until
+        it ends); what the caller polls."""
+
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return JobAccepted(job_id=job.id, status_url=f"/v1/integration/jobs/{job.id}")
@@ -239,15 +378,13 @@ class IntegrationService:
             )
         return total
 
-    async def _new_job(self, user_id: int) -> JobRead:
+    async def _new_job(self, user_id: int, kind: str, what: str) -> JobRead:
         if self._max_running is None:
-            return await self.jobs.write(repo.create_job, KIND_CUSTOMER_IMPORT, user_id)
-        job = await self.jobs.write(
-            repo.create_job_capped, KIND_CUSTOMER_IMPORT, user_id, self._max_running
-        )
+            return await self.jobs.write(repo.create_job, kind, user_id)
+        job = await self.jobs.write(repo.create_job_capped, kind, user_id, self._max_running)
         if job is None:
             raise RateLimited(
-                f"you have {self._max_running} imports queued or running; start another"
+                f"you have {self._max_running} {what} queued or running; start another"
                 " when one has ended (GET /v1/integration/jobs/{id})",
                 retry_after=30,
             )

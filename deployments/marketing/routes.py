@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
-from deployments.marketing.capture import MAX_BODY_BYTES
+from deployments.marketing.capture import MAX_BODY_BYTES, MAX_LENGTH
 from deployments.marketing.schemas import (
     CampaignCreate,
     CampaignListQuery,
@@ -57,7 +57,7 @@ from gateway.context import (
 )
 from gateway.errors import BadRequest, Validation
 from gateway.listing import Page, query_parameters
-from gateway.openapi import PUBLIC
+from gateway.openapi import PUBLIC, request_body
 from gateway.principal import Principal
 from gateway.problems import problem
 from gateway.trust import client_address
@@ -352,8 +352,34 @@ def _payload(body: bytes, content_type: str) -> dict[str, Any]:
     return parsed
 
 
+_CAPTURED = request_body(
+    {
+        "application/json": {
+            "type": "object",
+            "properties": {
+                name: {"type": ["string", "null"], "maxLength": most}
+                for name, most in MAX_LENGTH.items()
+            },
+            "additionalProperties": False,
+        },
+        "application/x-www-form-urlencoded": {
+            "type": "object",
+            "properties": {
+                name: {"type": "string", "maxLength": most} for name, most in MAX_LENGTH.items()
+            },
+            "additionalProperties": False,
+        },
+    },
+    "The fields the form has (of these), at most 8 KiB in all; those the form requires"
+    " must be given.",
+)
+
+
 @_capture.post(
-    "/capture/{form_key}", status_code=202, response_model=CaptureAccepted, openapi_extra=PUBLIC
+    "/capture/{form_key}",
+    status_code=202,
+    response_model=CaptureAccepted,
+    openapi_extra={**PUBLIC, **_CAPTURED},
 )
 async def capture(form_key: FormKey, request: Request, svc: Service) -> Response:
     """Submit a capture form (JSON object or url-encoded form; no authentication).

@@ -34,6 +34,7 @@ from deployments.support.schemas import (
     TicketCreate,
     TicketListQuery,
     TicketRead,
+    TicketSearch,
     TicketStatusChange,
     TicketUpdate,
 )
@@ -48,7 +49,7 @@ from gateway.context import (
     record,
     service,
 )
-from gateway.listing import Page, query_parameters
+from gateway.listing import Page, query_parameters, search_query
 
 router = APIRouter()  # the application's routes: the two below
 _tickets = APIRouter(tags=["tickets"])
@@ -73,7 +74,7 @@ async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Servi
     `priority` / `priority[in]`, `queue_id`, `assignee_id`, `unassigned=true|false`,
     `customer_id`, `tag` / `tag[in]`, `sla_breached`, `first_response_breached`,
     `resolution_breached` (=true|false, as of now), `created_at[gte]`, `created_at[lt]`,
-    `resolution_due_at[lt]` (or `due_before`); `sort` = `created_at`, `priority`,
+    `resolution_due_at[lt]`; `sort` = `created_at`, `priority`,
     `resolution_due_at` (prefix `-` for descending; default `-created_at`);
     `limit` (max 200), `cursor`, `count=true`."""
     query = list_params(request, TicketListQuery)
@@ -81,11 +82,10 @@ async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Servi
 
 
 @_tickets.post("/tickets/search", response_model=Page[TicketRead])
-async def search_tickets(
-    body: TicketListQuery, principal: CurrentPrincipal, svc: Service
-) -> Response:
-    """The same filters as the list, as a JSON body (`statuses`, `priorities`, ...)."""
-    return json(await svc.list(principal, body))
+async def search_tickets(body: TicketSearch, principal: CurrentPrincipal, svc: Service) -> Response:
+    """The list's query as a JSON body, spelled as in the query string:
+    `{"filter": {"status[in]": ["open", "pending"], "queue_id": 7}, "sort": "priority"}`."""
+    return json(await svc.list(principal, search_query(body, TicketListQuery)))
 
 
 @_tickets.post("/tickets/sla/sweep", response_model=SweepResult)

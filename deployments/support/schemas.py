@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from deployments._kit.types import Id
 from deployments.support.rules import Channel, Priority, Status, Strategy
 from gateway.inputs import Input, Patch
-from gateway.listing import ListQuery, SmallInt
+from gateway.listing import ListQuery, SearchBody, SmallInt, search_body
 from gateway.records import Record
 
 _YEAR_S = 366 * 24 * 3600
-
 
 
 # -- tickets ---------------------------------------------------------------------------
@@ -135,7 +134,6 @@ class TicketListQuery(ListQuery):
         "created_at[gte]": "created_from",
         "created_at[lt]": "created_before",
         "resolution_due_at[lt]": "due_before",
-        "due_before": "due_before",
     }
     list_params: ClassVar[frozenset[str]] = frozenset({"statuses", "priorities", "tags"})
     sort_fields: ClassVar[dict[str, type]] = {
@@ -143,6 +141,12 @@ class TicketListQuery(ListQuery):
         "priority": SmallInt,  # priority_rank
         "resolution_due_at": datetime,
     }
+
+
+if TYPE_CHECKING:  # made at import (`search_body`); typed as its base
+    TicketSearch = SearchBody
+else:
+    TicketSearch = search_body(TicketListQuery)
 
 
 class SweepResult(BaseModel):

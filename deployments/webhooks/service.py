@@ -62,7 +62,7 @@ def matches(patterns: Sequence[str], event_type: str) -> bool:
 
 
 def event_body(event: Event) -> str:
-    """The JSON body of every delivery of `event` (API.md)."""
+    """The JSON body of every delivery of `event` (docs/api.md)."""
     return orjson.dumps(
         {
             "id": str(event.id),

@@ -1,4 +1,4 @@
-"""The signature receivers check (API.md, "Webhooks (outbound)"):
+"""The signature receivers check (docs/api.md, "Webhooks (outbound)"):
 `X-NextFlow-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`."""
 
 from __future__ import annotations

@@ -286,8 +286,23 @@ def test_pages_cover_every_record_once_across_shards(
     assert counted.json()["total"] == 33
     prefix = http.get("/v1/customers", headers=admin, params={"tag": tag, "name[prefix]": "a-"})
     assert {c["name"][:2] for c in prefix.json()["data"]} == {"A-"}
-    searched = http.post("/v1/customers/search", headers=admin, json={"tags": [tag], "limit": 200})
-    assert len(searched.json()["data"]) == 33
+    # The search body spells its filters as the query string does.
+    body = {"filter": {"tag[in]": [tag], "name[prefix]": "a-"}, "sort": "-name", "limit": 200}
+    searched = http.post("/v1/customers/search", headers=admin, json=body)
+    assert searched.json()["data"] == prefix_desc(http, admin, tag)
+    old_spelling = http.post("/v1/customers/search", headers=admin, json={"tags": [tag]})
+    assert old_spelling.status_code == 422
+    unknown = http.post("/v1/customers/search", headers=admin, json={"filter": {"colour": "x"}})
+    assert unknown.status_code == 422
+
+
+def prefix_desc(http: httpx.Client, admin: dict[str, str], tag: str) -> list[object]:
+    """The same list through the query string."""
+    params = {"tag[in]": tag, "name[prefix]": "a-", "sort": "-name", "limit": "200"}
+    listed = http.get("/v1/customers", headers=admin, params=params)
+    assert listed.status_code == 200 and listed.json()["data"]
+    data: list[object] = listed.json()["data"]
+    return data
 
 
 def test_contacts_live_with_their_customer(http: httpx.Client, agent: dict[str, str]) -> None:

@@ -37,9 +37,14 @@ def _import(http: httpx.Client, headers: dict[str, str], body: bytes) -> dict[st
     assert started.status_code == 202, started.text
     accepted = started.json()
     assert accepted["status_url"] == f"/v1/integration/jobs/{accepted['job_id']}"
+    return _wait(http, headers, accepted["status_url"])
+
+
+def _wait(http: httpx.Client, headers: dict[str, str], url: str) -> dict[str, Any]:
+    """The job at `url` once it has ended."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        job: dict[str, Any] = http.get(accepted["status_url"], headers=headers).json()
+        job: dict[str, Any] = http.get(url, headers=headers).json()
         if job["status"] not in ("queued", "running"):
             return job
         time.sleep(0.2)
@@ -239,25 +244,56 @@ def test_the_same_file_twice_changes_nothing_and_a_changed_row_is_updated(
     stream.close()
 
 
-def test_export_neutralises_formulas_and_round_trips_quotes(
-    http: httpx.Client, admin: dict[str, str]
+def test_export_is_a_job_whose_file_neutralises_formulas_and_round_trips_quotes(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
 ) -> None:
     tag = "exp" + os.urandom(3).hex()
-    names = ["=cmd()", 'Quote "q", comma', "+SUM(1)", "Plain"]
+    names = ["=cmd()", 'Quote "q", comma', "+SUM(1)", "Plain", "Nguyễn Văn Đức"]
     for name in names:
         created = http.post("/v1/customers", headers=admin, json={"name": name, "tags": [tag]})
         assert created.status_code == 201, created.text
-    response = http.get("/v1/integration/exports/customers.csv", headers=admin, params={"tag": tag})
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert sorted(r["name"] for r in rows) == sorted(
-        ["'=cmd()", 'Quote "q", comma', "'+SUM(1)", "Plain"]
+    start = http.post(
+        "/v1/integration/exports/customers", headers=admin, params={"tag": tag, "sort": "name"}
+    )
+    assert start.status_code == 202, start.text
+    job = _wait(http, admin, start.headers["location"])
+    assert job["status"] == "succeeded", job
+    assert job["kind"] == "customer_export"
+    assert job["progress"] == {"done": 5, "total": 5}
+    assert job["result"]["rows"] == 5
+    download = http.get(job["result"]["file_url"], headers=admin)
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert int(download.headers["content-length"]) == job["result"]["bytes"]
+    assert 'filename="customers-' in download.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.content.decode())))
+    assert [r["name"] for r in rows] == sorted(
+        ["'=cmd()", 'Quote "q", comma', "'+SUM(1)", "Plain", "Nguyễn Văn Đức"]
     )
     assert all(r["tags"] == tag for r in rows)
+    # Only its owner (or an admin) sees the job and its file.
+    assert http.get(job["result"]["file_url"], headers=agent).status_code == 404
 
-    bad = http.get("/v1/integration/exports/customers.csv", headers=admin, params={"sort": "nope"})
+    # Refused before a job exists: a bad filter or sort, no customer:read.
+    bad = http.post("/v1/integration/exports/customers", headers=admin, params={"sort": "nope"})
     assert bad.status_code == 422
+    assert (
+        http.post(
+            "/v1/integration/exports/customers", headers=admin, params={"colour": "red"}
+        ).status_code
+        == 422
+    )
+    # An import has no file to download.
+    done = _import(http, admin, _csv([["name"], ["One"]]))
+    assert http.get(f"/v1/integration/jobs/{done['id']}/file", headers=admin).status_code == 404
+
+    # Files are kept for a while (NEXTFLOW_EXPORT_KEEP_S), then removed; the job stays.
+    integration = serve.get_app_handle("integration")
+    assert integration.remove_old_exports.remote(0.0).result(timeout_s=60) >= 1
+    gone = http.get(job["result"]["file_url"], headers=admin)
+    assert gone.status_code == 404 and "removed" in gone.json()["detail"]
+    kept = http.get(start.headers["location"], headers=admin).json()
+    assert kept["status"] == "succeeded" and kept["result"]["file_removed"] is True
 
 
 def test_who_may_import_and_what_is_refused_at_upload(

@@ -12,13 +12,14 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from ray import cloudpickle
 
-from deployments.customer.schemas import CustomerListQuery, CustomerRead
+from deployments.customer.schemas import CustomerListQuery, CustomerRead, CustomerSearch
 from deployments.marketing.schemas import LeadListQuery
 from deployments.product.schemas import PriceListQuery
 from deployments.sales.schemas import DealListQuery
-from deployments.support.schemas import TicketListQuery
+from deployments.support.schemas import TicketListQuery, TicketSearch
 from gateway.errors import BadRequest, Validation
 from gateway.listing import (
     Page,
@@ -26,6 +27,7 @@ from gateway.listing import (
     decode_cursor,
     merge_pages,
     parse_list_params,
+    search_query,
 )
 
 
@@ -243,3 +245,48 @@ def test_a_page_crosses_a_ray_hop_without_its_class() -> None:
     assert len(cloudpickle.dumps(Page[CustomerRead](data=customers))) < 1.1 * len(
         cloudpickle.dumps(customers)
     )
+
+
+def test_a_search_body_reads_as_the_query_string_with_the_same_names() -> None:
+    body = CustomerSearch.model_validate({
+        "filter": {"name[prefix]": "Ac", "tag[in]": ["vip", "eu"], "tag": ["new"],
+                   "created_at[gte]": "2026-01-01T00:00:00Z", "owner_id": "17"},
+        "sort": "name", "limit": 10,
+    })  # fmt: skip
+    same = parse_list_params(
+        [("name[prefix]", "Ac"), ("tag", "new"), ("tag[in]", "vip,eu"), ("sort", "name"),
+         ("created_at[gte]", "2026-01-01T00:00:00Z"), ("owner_id", "17"), ("limit", "10")],
+        CustomerListQuery,
+    )  # fmt: skip
+    assert search_query(body, CustomerListQuery) == same
+    tickets = search_query(
+        TicketSearch.model_validate(
+            {"filter": {"status[in]": ["new", "pending"]}, "sort": "-priority"}
+        ),
+        TicketListQuery,
+    )
+    assert tickets.statuses == ["new", "pending"] and tickets.sort == "-priority"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"filter": {"name[prefix]": ""}}, "filter.name[prefix]"),
+        ({"filter": {"owner_id": "1", "owner_id[eq]": "2"}}, "filter.owner_id[eq]"),
+    ],
+)
+def test_a_bad_search_names_the_filter_as_the_caller_spelled_it(
+    body: dict[str, object], field: str
+) -> None:
+    with pytest.raises(Validation) as err:
+        search_query(CustomerSearch.model_validate(body), CustomerListQuery)
+    assert [e["field"] for e in err.value.errors] == [field]
+
+
+@pytest.mark.parametrize(
+    "body", [{"filter": {"colour": "red"}}, {"sort": "-email"}, {"filter": {"tag[in]": "a,b"}},
+             {"name_prefix": "Ac"}],
+)  # fmt: skip
+def test_a_search_body_refuses_what_the_list_does_not_take(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        CustomerSearch.model_validate(body)

@@ -178,9 +178,7 @@ def test_every_paged_list_declares_its_page_sort_and_filters(merged: dict[str, A
         assert declared["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 200}
         assert all("null" not in str(p["schema"]) for p in declared.values()), path
     assert lists >= 35
-    customers = {
-        p["name"]: p for p in merged["paths"]["/v1/customers"]["get"]["parameters"]
-    }
+    customers = {p["name"]: p for p in merged["paths"]["/v1/customers"]["get"]["parameters"]}
     assert {"name[prefix]", "tag[in]", "owner_id", "created_at[gte]"} <= set(customers)
     assert customers["sort"]["schema"]["enum"] == ["created_at", "-created_at", "name", "-name"]
 
@@ -211,3 +209,57 @@ def test_every_list_answers_one_shape(merged: dict[str, Any]) -> None:
         for status, response in operation["responses"].items():
             schema = response.get("content", {}).get("application/json", {}).get("schema", {})
             assert schema.get("type") != "array", (method, path, status)
+
+
+def test_every_search_spells_its_filters_as_its_list_does(merged: dict[str, Any]) -> None:
+    """One filter spelling: a `POST .../search` body's `filter` takes exactly the
+    bracketed names its `GET` list declares, and its `sort` the same orders."""
+    schemas = merged["components"]["schemas"]
+    searches = 0
+    for method, path, operation in _operations(merged):
+        if method != "POST" or not path.endswith("/search"):
+            continue
+        searches += 1
+        listing = merged["paths"][path.removesuffix("/search")]["get"]
+        listed = {p["name"]: p for p in listing["parameters"] if p["in"] == "query"}
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        search = schemas[body["$ref"].rsplit("/", 1)[1]]
+        names = set(search["properties"])
+        assert names == {"filter", "sort", "limit", "cursor", "count"}, path
+        filter_ref = search["properties"]["filter"]["$ref"]
+        filters = schemas[filter_ref.rsplit("/", 1)[1]]
+        paging = {"limit", "cursor", "count", "sort"}
+        assert set(filters["properties"]) == set(listed) - paging, path
+        assert filters["additionalProperties"] is False
+        assert search["properties"]["sort"]["enum"] == listed["sort"]["schema"]["enum"], path
+    assert searches >= 2
+
+
+def test_bodies_the_routes_read_themselves_are_declared(merged: dict[str, Any]) -> None:
+    """Uploads and the public capture form stream their bodies past FastAPI; each
+    declares what it takes, so a generated client can send it."""
+
+    def content(path: str) -> dict[str, Any]:
+        body = merged["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        found: dict[str, Any] = body["content"]
+        return found
+
+    files = content("/v1/files")["multipart/form-data"]["schema"]
+    assert files["required"] == ["owner_type", "owner_id", "file"]
+    assert files["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert "lead" in files["properties"]["owner_type"]["enum"]
+    imports = content("/v1/integration/imports/customers")
+    assert set(imports) == {"multipart/form-data", "text/csv"}
+    capture = content("/v1/marketing/capture/{form_key}")
+    assert set(capture) == {"application/json", "application/x-www-form-urlencoded"}
+    assert capture["application/json"]["schema"]["properties"]["email"]["type"] == [
+        "string",
+        "null",
+    ]
+    export = merged["paths"]["/v1/integration/exports/customers"]["post"]
+    assert {p["name"] for p in export["parameters"]} >= {"tag[in]", "name[prefix]", "sort"}
+    assert not {"limit", "cursor", "count"} & {p["name"] for p in export["parameters"]}
+    assert "202" in export["responses"]
+    download = merged["paths"]["/v1/integration/jobs/{job_id}/file"]["get"]["responses"]["200"]
+    assert "text/csv" in download["content"]
