@@ -22,11 +22,12 @@ lint:
 	$(VENV)/mypy
 	$(VENV)/python -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
-# Schemathesis against a freshly deployed stack, with many more examples per operation
-# than the suite's run (tests/e2e/test_api_fuzz.py); FUZZ_EXAMPLES=200 for a long one.
+# Schemathesis (every check) against a freshly deployed stack, with many more examples
+# per operation than the suite's 3 (tests/e2e/test_api_fuzz.py); it prints the requests
+# by status. FUZZ_EXAMPLES=200 for a long one. Figures: docs/api.md.
 FUZZ_EXAMPLES ?= 50
 fuzz-api:
-	NEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/python -m pytest -q tests/e2e/test_api_fuzz.py
+	NEXTFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/python -m pytest -q -s -p no:cacheprovider tests/e2e/test_api_fuzz.py
 
 # The typed Python client (nextflow_client) from the merged OpenAPI document, into
 # sdk/python (scripts/generate_sdk.py; URL=http://... to generate from a running API).

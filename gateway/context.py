@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
@@ -29,10 +29,11 @@ log = logging.getLogger("nextflow.gateway")
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
-def list_params(request: Request, model: type[Q]) -> Q:
+def list_params(request: Request, model: type[Q], without: Iterable[str] = ()) -> Q:
     """The query string as `model` (a list's filters, sort and page), or a 422 naming
-    every unknown or invalid parameter (`gateway.listing.parse_list_params`)."""
-    return parse_list_params(request.query_params.multi_items(), model)
+    every unknown or invalid parameter (`gateway.listing.parse_list_params`; `without`:
+    the fields the route's path gives)."""
+    return parse_list_params(request.query_params.multi_items(), model, without)
 
 
 def state(request: Request) -> Pipeline:

@@ -20,9 +20,18 @@ import typing
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError
 
 
 class Input(BaseModel):
@@ -79,6 +88,27 @@ class Patch(Input):
             raise TypeError(f"{cls.__name__}.nullable names unknown fields {sorted(unknown)}")
         cls.never_null = frozenset(cls.model_fields) - may
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The schema says what `_refuse_nulls` checks: a field that may not be cleared
+        does not take `null` (a client generated from it cannot send one)."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for name in cls.never_null:
+            field = schema.get("properties", {}).get(name)
+            if not field or "anyOf" not in field:
+                continue
+            if field.get("default", ...) is None:
+                del field["default"]  # left out: unchanged
+            kept = [v for v in field["anyOf"] if v.get("type") != "null"]
+            if len(kept) == 1:
+                del field["anyOf"]
+                field.update(kept[0])
+            else:
+                field["anyOf"] = kept
+        return schema
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_nulls(cls, data: Any) -> Any:
@@ -104,18 +134,38 @@ class Patch(Input):
         return data
 
 
+def when_given(
+    field: str, then: dict[str, Any], otherwise: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A JSON schema rule: when `field` is there and not null, `then` holds (else
+    `otherwise`). Written as if/then in an allOf, which validators and fuzzers read
+    and client generators leave alone (they make a union of an anyOf)."""
+    rule: dict[str, Any] = {
+        "if": {"required": [field], "properties": {field: {"not": {"type": "null"}}}},
+        "then": then,
+    }
+    if otherwise is not None:
+        rule["else"] = otherwise
+    return rule
+
+
 # Integers a free-form value may hold: 64-bit, as every other number the API keeps.
 _INT_RANGE = (-(2**63), 2**63 - 1)
 
 
 def _finite(value: Any, path: str = "") -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{path or 'value'} must not contain NUL characters (\\u0000)")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path or 'value'} must be a finite number (not NaN or infinite)")
     if isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
         raise ValueError(f"{path or 'value'} is out of range (integers are 64-bit)")
     if isinstance(value, dict):
         for key, item in value.items():
-            _finite(item, f"{path}.{key}" if path else str(key))
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                raise ValueError(f"{where!r}: a key must not contain NUL characters (\\u0000)")
+            _finite(item, where)
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             _finite(item, f"{path}[{i}]")
@@ -123,12 +173,39 @@ def _finite(value: Any, path: str = "") -> None:
 
 def _finite_object(value: dict[str, Any]) -> dict[str, Any]:
     _finite(value)
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if any(isinstance(i, dict | list) for i in items):
+            raise ValueError(f"{key}: a value is a text, number, boolean, null or a list of those")
     return value
 
 
-# A free-form JSON object (custom fields): any JSON values, numbers finite and integers
-# 64-bit at any depth. Python's JSON parser, which FastAPI uses, reads `NaN`,
-# `Infinity` and `1e400` (as an infinity); PostgreSQL's jsonb would keep them as null.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_object)]
+# Text the API keeps never holds NUL (PostgreSQL's text and jsonb cannot); the
+# OpenAPI documents say so of every free-text string (`gateway/openapi.py`).
+NO_NUL = "^[^\\u0000]*$"
+_SCALARS: list[dict[str, Any]] = [
+    {"type": "null"},
+    {"type": "boolean"},
+    {"type": "integer", "minimum": _INT_RANGE[0], "maximum": _INT_RANGE[1]},
+    {"type": "number"},
+    {"type": "string", "pattern": NO_NUL},
+]
 
-__all__ = ["Input", "JsonObject", "Patch", "admits_none"]
+# A free-form JSON object (custom fields): each value a text, number, boolean, null or
+# a list of those; numbers finite, integers 64-bit, no NUL in text or keys. Python's
+# JSON parser, which FastAPI uses, reads `NaN`, `Infinity` and `1e400` (as an
+# infinity); PostgreSQL's jsonb would keep them as null, and refuses NUL.
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_finite_object),
+    WithJsonSchema({
+        "type": "object",
+        "maxProperties": 100,
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {
+            "anyOf": [*_SCALARS, {"type": "array", "items": {"anyOf": _SCALARS}}]
+        },
+    }),
+]  # fmt: skip
+
+__all__ = ["Input", "JsonObject", "Patch", "admits_none", "when_given"]

@@ -14,11 +14,12 @@ import binascii
 import heapq
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -70,6 +71,8 @@ class ListQuery(BaseModel):
         "sort": "sort",
     }
     list_params: ClassVar[frozenset[str]] = frozenset()  # fields that take a,b,c
+    countable: ClassVar[bool] = True  # False: `count=true` is refused (no total here)
+    ascending_only: ClassVar[bool] = False  # True: no `-field` orders
     # Sort field -> kind of value, for decoding cursors.
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
@@ -93,8 +96,19 @@ class Position:
     id: int
 
 
+def sort_orders(model: type[ListQuery]) -> list[str]:
+    """Every `sort` value the list takes (`-` first: descending)."""
+    ways = ("",) if model.ascending_only else ("", "-")
+    return [f"{d}{f}" for f in model.sort_fields for d in ways]
+
+
 def validate_sort(query: ListQuery) -> Order:
     order = query.order
+    if order.descending and query.ascending_only:
+        raise Validation(
+            f"this list is sorted ascending only (by {order.field})",
+            [{"field": "sort", "message": f"sort by {order.field}, without -"}],
+        )
     if order.field not in query.sort_fields:
         allowed = ", ".join(sorted(query.sort_fields))
         raise Validation(
@@ -104,13 +118,21 @@ def validate_sort(query: ListQuery) -> Order:
     return order
 
 
-def parse_list_params(params: Iterable[tuple[str, str]], model: type[Q]) -> Q:
+def parse_list_params(
+    params: Iterable[tuple[str, str]], model: type[Q], without: Iterable[str] = ()
+) -> Q:
     """Turn `?name[prefix]=Ac&tag[in]=a,b&sort=-name` into `model`, or a 422 naming
-    every unknown or invalid parameter (never ignoring one)."""
-    return _list_query(params, model)
+    every unknown or invalid parameter (never ignoring one). `without`: fields this
+    route fills itself (from its path), which the query string may not give."""
+    return _list_query(params, model, without=frozenset(without))
 
 
-def _list_query(params: Iterable[tuple[str, Any]], model: type[Q], where: str = "") -> Q:
+def _list_query(
+    params: Iterable[tuple[str, Any]],
+    model: type[Q],
+    where: str = "",
+    without: frozenset[str] = frozenset(),
+) -> Q:
     """`model` from (parameter, value) pairs: a query string's (text; a list filter's
     values comma-separated) or a search body's (JSON values; a list filter's an
     array). Errors name each parameter as the caller spelled it, after `where`."""
@@ -118,12 +140,22 @@ def _list_query(params: Iterable[tuple[str, Any]], model: type[Q], where: str = 
     errors = []
     for key, value in params:
         target = model.query_params.get(key)
-        if target is None:
+        if target is None or target in without:
             errors.append({"field": where + key, "message": "unknown filter or parameter"})
+            continue
+        if target == "count" and not model.countable:
+            errors.append({"field": where + key, "message": "this list offers no count"})
             continue
         if target in model.list_params:
             items = value.split(",") if isinstance(value, str) else value
-            values.setdefault(target, []).extend(v for v in items if v != "")
+            most = each_at_most(model, target)
+            if "" in items:
+                errors.append({"field": where + key, "message": "an empty value"})
+            elif most is not None and len(items) > most:
+                errors.append({"field": where + key, "message": f"at most {most} values"})
+            else:  # each value once (a choice given twice is the same filter)
+                known = values.setdefault(target, [])
+                known.extend(v for v in items if v not in known)
         elif target in values:
             errors.append({"field": where + key, "message": "given more than once"})
         else:
@@ -137,6 +169,21 @@ def _list_query(params: Iterable[tuple[str, Any]], model: type[Q], where: str = 
         raise Validation("invalid list parameters", field_errors(exc, rename)) from None
     validate_sort(query)
     return query
+
+
+# One value of a free list filter, as the query string can carry it (between commas).
+_FreeValue = Annotated[str, Field(min_length=1, pattern=r"^[^,\x00]+$")]
+
+
+def each_at_most(model: type[ListQuery], field: str) -> int | None:
+    """How many values one parameter of a free list filter (`tag[in]=a,b`) takes: the
+    field's limit shared among the parameters that fill it (`tag`, `tag[in]`). None
+    for a list of choices (each is kept once, so they cannot pile up) or no limit."""
+    info = model.model_fields[field]
+    most = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
+    if most is None or _choices(info.annotation):
+        return None
+    return int(most) // sum(1 for f in model.query_params.values() if f == field)
 
 
 def _reverse(model: type[ListQuery]) -> dict[str, str]:
@@ -175,22 +222,39 @@ def search_body(model: type[ListQuery]) -> type[SearchBody]:
             continue
         info = model.model_fields[target]
         kind: Any = info.annotation
+        most = None
+        if target in model.list_params and not _choices(kind):
+            kind, most = list[_FreeValue], each_at_most(model, target)
         filters[re.sub(r"\W", "_", param)] = (
             kind | None,
-            Field(default=None, alias=param, description=info.description),
+            Field(default=None, alias=param, description=info.description, max_length=most),
         )
     config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=False)
     filter_model = create_model(f"{base}Filter", __config__=config, **filters)
-    orders: Any = Literal[tuple(f"{d}{f}" for f in model.sort_fields for d in ("", "-"))]
+    listed = sort_orders(model)
+    orders: Any = Literal[tuple(listed)]
     default = model.model_fields["sort"].default
     searched: type[SearchBody] = create_model(
         f"{base}Search",
         __base__=SearchBody,
         __doc__=f"A search of the list that `{model.__name__}` reads, as a JSON body.",
         filter=(filter_model, Field(default_factory=filter_model)),
-        sort=(orders, Field(default=default, description="`-` first: descending")),
+        sort=(
+            orders,
+            Field(
+                default=default,
+                description="`-` first: descending",
+                json_schema_extra={"x-enum-varnames": _order_names(listed)},
+            ),
+        ),
     )
     return searched
+
+
+def _order_names(orders: list[str]) -> list[Any]:
+    """Names for a generated client's sort enum (`x-enum-varnames`): `-created_at` is
+    `CREATED_AT_DESC`, not `VALUE_1`."""
+    return [o.lstrip("-").upper() + ("_DESC" if o.startswith("-") else "") for o in orders]
 
 
 def search_query(body: SearchBody, model: type[Q]) -> Q:
@@ -328,32 +392,53 @@ _NOTES = {
 }
 
 
-def query_parameters(model: type[ListQuery]) -> dict[str, Any]:
+def query_parameters(model: type[ListQuery], without: Iterable[str] = ()) -> dict[str, Any]:
     """A list route's `openapi_extra`: the query parameters `parse_list_params` reads
     from the raw query string, declared (FastAPI cannot see them), each with the schema
     of the field it fills (issue 24: a generated client or a fuzzer can then page,
-    sort and filter)."""
+    sort and filter); less the fields `without` names (a route that fills them)."""
+    left_out = set(without)
     schema = model.model_json_schema()
     definitions = schema.get("$defs", {})
     properties = schema["properties"]
     declared = []
+    value: dict[str, Any]
     for name, field in model.query_params.items():
+        if field in left_out or (field == "count" and not model.countable):
+            continue
         if field in model.list_params:
-            value: dict[str, Any] = {"type": "string"}
+            # Values separated by commas: each one of the choices (when the field has
+            # them), at most `each_at_most` of them.
+            choices = _choices(model.model_fields[field].annotation)
+            one = "|".join(re.escape(c) for c in choices) if choices else "[^,\\x00]+"
+            most = each_at_most(model, field)
+            more = f"{{0,{most - 1}}}" if most else "*"
+            value = {"type": "string", "pattern": f"^({one})(,({one})){more}$"}
             note = "one value, or several separated by commas"
         elif field == "sort":
-            orders = [f"{d}{f}" for f in model.sort_fields for d in ("", "-")]
-            value = {"type": "string", "enum": orders}
+            orders = sort_orders(model)
+            value = {"type": "string", "enum": orders, "x-enum-varnames": _order_names(orders)}
             note = "the order (`-` first: descending)"
         else:
             value = _query_schema(properties[field], definitions)
             note = _NOTES.get(field, "")
         description = str(properties[field].get("description", "")).rstrip(".")
+        required = model.model_fields[field].is_required()
         declared.append({
-            "name": name, "in": "query", "required": False, "schema": value,
+            "name": name, "in": "query", "required": required, "schema": value,
             "description": "; ".join(p for p in (description, note) if p) or field,
         })  # fmt: skip
     return {"parameters": declared}
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    """The values a list filter's items may take (`list[Literal[...]] | None`), or ()."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(arg) is list:
+            (item,) = typing.get_args(arg)
+            if typing.get_origin(item) is Literal:
+                return tuple(str(v) for v in typing.get_args(item))
+    return ()
 
 
 def _query_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:

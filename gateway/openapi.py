@@ -29,11 +29,14 @@ one (`deployments/api/app.py: merged_openapi`) go through `finish`.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
+import email_validator
 from fastapi.routing import APIRoute
 
 from gateway.errors import PROBLEM_BASE
+from gateway.inputs import NO_NUL
 
 PUBLIC: dict[str, Any] = {"security": []}
 OPTIONAL_AUTH: dict[str, Any] = {"security": [{}, {"bearer": []}]}
@@ -163,7 +166,45 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             _finish_operation(path, method, operation, schemas)
+    _no_nul(document)
     return document
+
+
+_TEXT_FORMATS = frozenset({"binary", "date", "date-time", "email", "uri", "uuid"})
+
+
+def _case_free(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# E-mail addresses (`EmailStr`, email-validator) at a special-use or reserved domain
+# (`x@host.test`, `.local`, `.invalid`, ...) are refused: the `email` format allows
+# them, so the schemas say so.
+SPECIAL_USE_DOMAIN = (
+    "(@|\\.)(" + "|".join(_case_free(d) for d in email_validator.SPECIAL_USE_DOMAIN_NAMES) + ")$"
+)
+
+
+def _no_nul(node: Any) -> None:
+    """Every free-text string schema in `node` (one with no pattern, choices or format
+    of its own) says it takes no NUL character; every e-mail one, which domains it
+    refuses."""
+    if isinstance(node, list):
+        for item in node:
+            _no_nul(item)
+        return
+    if not isinstance(node, dict):
+        return
+    kinds = node.get("type")
+    text = kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+    if text and not {"pattern", "enum", "const"} & node.keys() and (
+        node.get("format") not in _TEXT_FORMATS
+    ):
+        node["pattern"] = NO_NUL
+    if text and node.get("format") == "email":
+        node["not"] = {"pattern": SPECIAL_USE_DOMAIN}
+    for value in node.values():
+        _no_nul(value)
 
 
 def _finish_operation(

@@ -53,10 +53,15 @@ def generate(spec: dict[str, object], out: Path) -> Path:
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "openapi.json"
         path.write_text(json.dumps(spec))
+        # A CSV upload is bytes to the client, as any file body.
+        config = Path(work) / "config.json"
+        config.write_text(
+            json.dumps({"content_type_overrides": {"text/csv": "application/octet-stream"}})
+        )
         env_path = f"{GENERATOR.parent}:{Path(sys.executable).parent}"
         done = subprocess.run(
             [str(GENERATOR), "generate", "--path", str(path), "--meta", "none",
-             "--output-path", str(Path(work) / PACKAGE)],
+             "--config", str(config), "--output-path", str(Path(work) / PACKAGE)],
             capture_output=True, text=True, cwd=work, env={"PATH": env_path}, timeout=300,
         )  # fmt: skip
         if done.returncode != 0 or "Warning" in done.stdout:

@@ -81,12 +81,28 @@ def _parse_id(value: object) -> object:
     return value
 
 
+def digits_up_to(most: int) -> str:
+    """A regular expression matching exactly the decimal numbers 1..`most`, without
+    leading zeros (for a JSON schema's `pattern`, where a number is a string)."""
+    top = str(most)
+    shorter = [f"[1-9][0-9]{{0,{len(top) - 2}}}"] if len(top) > 1 else []
+    same = []
+    for i, digit in enumerate(top):
+        low = "1" if i == 0 else "0"
+        if int(digit) > int(low):
+            rest = len(top) - i - 1
+            same.append(f"{top[:i]}[{low}-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "^(" + "|".join([*shorter, *same, top]) + ")$"
+
+
 # An id in a pydantic model: accepted as a JSON number or string, always written as a
-# string (JavaScript loses precision above 2**53).
+# string (JavaScript loses precision above 2**53). Its schema's pattern is the range.
 JsonId = Annotated[
     int,
     BeforeValidator(_parse_id),
     Field(ge=1, le=MAX_ID, strict=False),
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": "^[0-9]+$", "examples": ["1234567890123"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": digits_up_to(MAX_ID), "examples": ["1234567890123"]}
+    ),
 ]

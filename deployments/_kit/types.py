@@ -29,13 +29,30 @@ def _no_float(value: object) -> object:
 
 
 # Money amounts: exact decimals, accepted as a string or an integer (never a float),
-# always written as a string. At most 18 digits with 4 after the point.
+# always written as a string. At most 18 digits with 4 after the point (the schema's
+# pattern says exactly that: 14 before the point).
 Amount = Annotated[
     Decimal,
     BeforeValidator(_no_float),
     Field(max_digits=18, decimal_places=4, allow_inf_nan=False),
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,4})?$"}),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]{1,14}(\.[0-9]{1,4})?$"}),
+]
+# An amount that cannot be negative (prices, deal amounts, budgets).
+NonNegativeAmount = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, max_digits=18, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,14}(\.[0-9]{1,4})?$"}),
+]
+# A percentage from 0 to 100 with up to 4 decimals, as a string (tax, discount).
+Percent = Annotated[
+    Decimal,
+    BeforeValidator(_no_float),
+    Field(ge=0, le=100, max_digits=7, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^(100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$"}),
 ]
 # ISO 4217 code.
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR", "USD", "VND"])]
@@ -48,3 +65,21 @@ class Money(BaseModel):
 
     amount: Amount
     currency: Currency
+
+
+# A tag: 1-50 characters (after trimming) without a comma (lists filter by `tag[in]=a,b`).
+Tag = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^,\x00]*[^,\s\x00][^,\x00]*$")]
+
+
+def distinct(tags: list[str]) -> list[str]:
+    """The tags once each, in the order first given."""
+    return list(dict.fromkeys(tags))
+
+
+class NonNegativeMoney(Money):
+    """Money a caller sets that cannot be negative (a deal's amount, a budget). A
+    `Money` (from a handle caller) is taken too, and checked."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    amount: NonNegativeAmount

@@ -5,7 +5,7 @@ jobs are polled and cancelled at `/v1/integration/jobs/{id}`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
@@ -63,17 +63,21 @@ async def score_one(lead_id: RecordId, principal: CurrentPrincipal, svc: Service
     return json(await svc.score_lead(principal, lead_id))
 
 
+_TYPES = "^(customer|contact|ticket)(,(customer|contact|ticket))*$"
+
+
 @router.get("/search", response_model=SearchResult)
 async def search(
     principal: CurrentPrincipal,
     svc: Service,
-    q: Annotated[str, Query(min_length=1, max_length=200)],
+    q: Annotated[str, Query(min_length=1, max_length=200, pattern=r"\S")],
     types: Annotated[
-        str | None, Query(description="comma-separated: customer,contact,ticket")
+        str | None,
+        Query(description="comma-separated: customer,contact,ticket", pattern=_TYPES),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
     mode: Annotated[
-        str | None,
+        Literal["hybrid", "semantic", "lexical"] | None,
         Query(description="hybrid (default with embeddings on), semantic, or lexical"),
     ] = None,
 ) -> Response:
@@ -81,7 +85,7 @@ async def search(
     the records: by words (BM25 over names, e-mails, phones, titles, tags, ticket
     subjects and descriptions), by meaning (sentence embeddings, when the `ai` extra
     is installed), or both fused. Only the types, records and fields the caller may
-    read."""
+    read. A `q` with no letter or digit finds nothing."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
     return json(await svc.search(principal, q, wanted, limit, mode))
 

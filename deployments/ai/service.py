@@ -405,7 +405,7 @@ class AIService:
         if unknown:
             message = f"unknown type(s) {', '.join(unknown)}; use {', '.join(SEARCH_KINDS)}"
             raise Validation(message, [{"field": "types", "message": message}])
-        if not query.strip() or not search_tokens(query):
+        if not query.strip():
             raise Validation("q needs at least one word", [{"field": "q", "message": "empty"}])
         embeddings = self.index.embeddings()
         mode = mode or ("hybrid" if embeddings else "lexical")
@@ -427,6 +427,8 @@ class AIService:
             if reach is not None:
                 owners[kind] = sorted(reach)
         hidden = {kind: sorted(principal.hidden.get(kind, ())) for kind in allowed}
+        if not search_tokens(query):  # no word to look for (only punctuation, symbols)
+            return SearchResult(query=query, types=allowed, mode=mode, data=[])
         try:
             hits = await self.index.search(query, allowed, limit, mode, owners, hidden)
         except Exception as exc:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import EmailStr, Field, field_validator
 
-from deployments._kit.types import Id
+from deployments._kit.types import Id, Tag, distinct
 from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery, SearchBody, search_body
 from gateway.records import Record
@@ -19,7 +19,7 @@ class CustomerCreate(Input):
     phone: str | None = Field(default=None, max_length=50)
     website: str | None = Field(default=None, max_length=300)
     industry: str | None = Field(default=None, max_length=100)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
     owner_id: Id | None = Field(
         default=None, description="Defaults to the caller; needs `customer:assign` otherwise."
@@ -28,7 +28,7 @@ class CustomerCreate(Input):
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
-        return _check_tags(tags)
+        return distinct(tags)
 
 
 class CustomerUpdate(Patch, creates=CustomerCreate):
@@ -37,14 +37,14 @@ class CustomerUpdate(Patch, creates=CustomerCreate):
     phone: str | None = Field(default=None, max_length=50)
     website: str | None = Field(default=None, max_length=300)
     industry: str | None = Field(default=None, max_length=100)
-    tags: list[str] | None = Field(default=None, max_length=50)
+    tags: list[Tag] | None = Field(default=None, max_length=50)
     custom_fields: JsonObject | None = Field(default=None, max_length=100)
     owner_id: Id | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
-        return None if tags is None else _check_tags(tags)
+        return None if tags is None else distinct(tags)
 
 
 class CustomerRead(Record):
@@ -65,7 +65,7 @@ class CustomerRead(Record):
 
 class CustomerListQuery(ListQuery):
     name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
-    tags: list[str] | None = Field(default=None, max_length=20, description="Any of these tags.")
+    tags: list[str] | None = Field(default=None, max_length=40, description="Any of these tags.")
     owner_id: Id | None = None
     created_from: datetime | None = Field(default=None, description="created_at >= this")
     created_before: datetime | None = Field(default=None, description="created_at < this")
@@ -76,7 +76,6 @@ class CustomerListQuery(ListQuery):
         "tag": "tags",
         "tag[in]": "tags",
         "owner_id": "owner_id",
-        "owner_id[eq]": "owner_id",
         "created_at[gte]": "created_from",
         "created_at[lt]": "created_before",
     }
@@ -120,15 +119,7 @@ class ContactRead(Record):
 
 
 class ContactListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
 
-def _check_tags(tags: list[str]) -> list[str]:
-    cleaned = []
-    for tag in tags:
-        tag = tag.strip()
-        if not tag or len(tag) > 50 or "," in tag:
-            raise ValueError("tags are 1-50 characters without commas")
-        if tag not in cleaned:
-            cleaned.append(tag)
-    return cleaned

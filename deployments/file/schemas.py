@@ -65,6 +65,7 @@ class FileContent(BaseModel):
 
 
 class FileListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     owner_type: OwnerType
     owner_id: Id
 

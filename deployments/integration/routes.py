@@ -89,13 +89,7 @@ async def job_errors(job_id: JobId, principal: CurrentPrincipal, svc: Service) -
     )
 
 
-_EXPORT_FILTERS = {
-    "parameters": [
-        p
-        for p in query_parameters(CustomerListQuery)["parameters"]
-        if p["name"] not in ("limit", "cursor", "count")
-    ]
-}
+_EXPORT_FILTERS = query_parameters(CustomerListQuery, without={"limit", "cursor", "count"})
 
 
 @router.post(

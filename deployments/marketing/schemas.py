@@ -9,15 +9,17 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     EmailStr,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
-from deployments._kit.types import Id, Money
-from gateway.inputs import Input, JsonObject, Patch
+from deployments._kit.types import Id, Money, NonNegativeMoney
+from gateway.inputs import Input, JsonObject, Patch, when_given
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -32,9 +34,22 @@ CaptureField = Literal["first_name", "last_name", "email", "phone", "company", "
 ConversionState = Literal["started", "customer_done", "contact_done", "deal_done", "completed"]
 
 
-
 # -- leads ---------------------------------------------------------------------------
 class LeadCreate(Input):
+    # The schema says what `_someone` checks (not all of them absent, null or blank),
+    # so a client can tell before sending.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "properties": {
+                    **{f: {"anyOf": [{"type": "null"}, {"type": "string", "pattern": r"^\s*$"}]}
+                       for f in ("first_name", "last_name", "company")},
+                    "email": {"type": "null"},
+                }
+            }
+        }
+    )  # fmt: skip
+
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     email: EmailStr | None = Field(
@@ -60,9 +75,9 @@ class LeadCreate(Input):
 class LeadUpdate(Patch, creates=LeadCreate):
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    email: str | None = Field(
-        default=None, description="Not changeable: a lead is placed by its e-mail."
-    )
+    # Not changeable (a lead is placed by its e-mail): not in the schema, and a clear
+    # 422 for a caller who sends it anyway.
+    email: SkipJsonSchema[str | None] = None
     phone: str | None = Field(default=None, max_length=50)
     company: str | None = Field(default=None, max_length=200)
     title: str | None = Field(default=None, max_length=100)
@@ -138,8 +153,8 @@ class CampaignCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     type: CampaignType
     status: CampaignStatus = "planned"
-    budget: Money | None = None
-    expected_revenue: Money | None = None
+    budget: NonNegativeMoney | None = None
+    expected_revenue: NonNegativeMoney | None = None
     start_date: date | None = None
     end_date: date | None = Field(default=None, description="On or after start_date.")
     description: str | None = Field(default=None, max_length=5000)
@@ -158,8 +173,8 @@ class CampaignUpdate(Patch, creates=CampaignCreate):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     type: CampaignType | None = None
     status: CampaignStatus | None = None
-    budget: Money | None = None
-    expected_revenue: Money | None = None
+    budget: NonNegativeMoney | None = None
+    expected_revenue: NonNegativeMoney | None = None
     start_date: date | None = None
     end_date: date | None = None
     description: str | None = Field(default=None, max_length=5000)
@@ -211,6 +226,22 @@ class CampaignListQuery(ListQuery):
 
 
 class MemberCreate(Input):
+    # Exactly one of the two, as `_exactly_one` checks.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                when_given(
+                    "contact_id",
+                    then={"properties": {"lead_id": {"type": "null"}}},
+                    otherwise={
+                        "required": ["lead_id"],
+                        "properties": {"lead_id": {"type": "string"}},
+                    },
+                )
+            ]
+        }
+    )
+
     contact_id: Id | None = None
     lead_id: Id | None = None
     status: MemberStatus = "planned"
@@ -238,6 +269,7 @@ class MemberRead(Record):
 
 
 class MemberListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     status: MemberStatus | None = None
     query_params: ClassVar[dict[str, str]] = {**ListQuery.query_params, "status": "status"}
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
@@ -303,6 +335,7 @@ class FormRead(Record):
 
 
 class FormListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     active: bool | None = None
     query_params: ClassVar[dict[str, str]] = {**ListQuery.query_params, "active": "active"}
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
@@ -328,13 +361,28 @@ class ConvertCustomer(Input):
 
 class ConvertDeal(Input):
     name: str = Field(min_length=1, max_length=200)
-    amount: Money
+    amount: NonNegativeMoney
     pipeline_id: Id | None = None
     stage_id: Id | None = None
     expected_close_date: date | None = None
 
 
 class LeadConvert(Input):
+    # As `_deal` checks: `create_deal` needs `deal`.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "required": ["create_deal"],
+                        "properties": {"create_deal": {"const": True}},
+                    },
+                    "then": {"required": ["deal"], "properties": {"deal": {"type": "object"}}},
+                }
+            ]
+        }
+    )
+
     customer_id: Id | None = Field(
         default=None, description="Attach to this existing customer instead of making one."
     )

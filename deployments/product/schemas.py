@@ -8,12 +8,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from deployments._kit.types import Amount, Currency, Id
+from deployments._kit.types import Amount, Currency, Id, NonNegativeAmount, Percent
 from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
-
-Percent = Field(ge=0, le=100, max_digits=7, decimal_places=4)
 
 
 # -- products ----------------------------------------------------------------------
@@ -23,7 +21,7 @@ class ProductCreate(Input):
     description: str | None = Field(default=None, max_length=5000)
     family: str | None = Field(default=None, max_length=100)
     unit: str = Field(default="each", min_length=1, max_length=20)
-    tax_percent: Decimal = Field(default=Decimal(0), ge=0, le=100, max_digits=7, decimal_places=4)
+    tax_percent: Percent = Decimal(0)
     is_active: bool = True
 
 
@@ -35,7 +33,7 @@ class ProductUpdate(Patch, creates=ProductCreate):
     description: str | None = Field(default=None, max_length=5000)
     family: str | None = Field(default=None, max_length=100)
     unit: str | None = Field(default=None, min_length=1, max_length=20)
-    tax_percent: Decimal | None = Field(default=None, ge=0, le=100, max_digits=7, decimal_places=4)
+    tax_percent: Percent | None = None
     is_active: bool | None = None
 
 
@@ -112,7 +110,7 @@ class PriceBookListQuery(ListQuery):
 class PriceSet(Input):
     """`PUT /price-books/{id}/prices/{product_id}`: the price of a product in a book."""
 
-    unit_price: Amount = Field(ge=0)
+    unit_price: NonNegativeAmount
     is_active: bool = True
 
 
@@ -132,6 +130,7 @@ class PriceListQuery(ListQuery):
 
     sort: str = "product_id"
     sort_fields: ClassVar[dict[str, type]] = {"product_id": int}
+    ascending_only: ClassVar[bool] = True
 
 
 class QuoteLine(BaseModel):

@@ -210,11 +210,6 @@ class ProductService:
     ) -> Page[PriceRead]:
         principal.require("product:read")
         order = validate_sort(query)
-        if order.descending:
-            raise Validation(
-                "prices are listed by product id, ascending",
-                [{"field": "sort", "message": "only product_id"}],
-            )
         position = decode_cursor(query)
         after = None if position is None else position.id
         rows = await self.db.read(repo.list_prices, book_id, query.limit, after)

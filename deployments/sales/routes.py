@@ -51,6 +51,7 @@ from gateway.listing import Page, query_parameters
 
 router = APIRouter()
 Service = Annotated[SalesService, Depends(service)]
+_BY_PATH = {"customer_id"}  # a customer's own lists take it from the path
 
 
 # -- pipelines ----------------------------------------------------------------------
@@ -62,7 +63,6 @@ async def create_pipeline(
     `open|won|lost`); `is_default: true` makes it the default for new deals."""
     pipeline = await svc.create_pipeline(principal, body)
     return record(pipeline, 201, f"/v1/sales/pipelines/{pipeline.id}")
-
 
 @router.get(
     "/pipelines",
@@ -192,13 +192,13 @@ async def list_deals(request: Request, principal: CurrentPrincipal, svc: Service
     "/customers/{customer_id}/deals",
     response_model=Page[DealRead],
     tags=["deals"],
-    openapi_extra=query_parameters(DealListQuery),
+    openapi_extra=query_parameters(DealListQuery, without=_BY_PATH),
 )
 async def list_customer_deals(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's deals (one shard); the same filters and sorts as `GET /v1/sales/deals`."""
-    query = list_params(request, DealListQuery)
+    query = list_params(request, DealListQuery, without=_BY_PATH)
     return json(await svc.list_customer_deals(principal, customer_id, query))
 
 
@@ -359,13 +359,13 @@ async def list_orders(request: Request, principal: CurrentPrincipal, svc: Servic
     "/customers/{customer_id}/orders",
     response_model=Page[OrderRead],
     tags=["orders"],
-    openapi_extra=query_parameters(OrderListQuery),
+    openapi_extra=query_parameters(OrderListQuery, without=_BY_PATH),
 )
 async def list_customer_orders(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's orders (one shard); the same filters and sorts as `GET /v1/sales/orders`."""
-    query = list_params(request, OrderListQuery)
+    query = list_params(request, OrderListQuery, without=_BY_PATH)
     return json(await svc.list_customer_orders(principal, customer_id, query))
 
 

@@ -17,8 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from deployments._kit.types import Amount, Id, Money
-from gateway.inputs import Input, Patch
+from deployments._kit.types import Amount, Id, Money, NonNegativeAmount, NonNegativeMoney, Percent
+from gateway.inputs import Input, Patch, when_given
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -40,7 +40,6 @@ class ComputedMoney(BaseModel):
 
     amount: Exact
     currency: str
-
 
 
 # -- pipelines ---------------------------------------------------------------------
@@ -118,22 +117,17 @@ class PipelineRead(Record):
 
 
 class PipelineListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     sort: str = "created_at"
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
 
 # -- deals -------------------------------------------------------------------------
-def _not_negative(money: Money | None) -> Money | None:
-    if money is not None and money.amount < 0:
-        raise ValueError("amount must not be negative")
-    return money
-
-
 class DealCreate(Input):
     customer_id: Id
     contact_id: Id | None = Field(default=None, description="A contact of that customer.")
     name: str = Field(min_length=1, max_length=200)
-    amount: Money
+    amount: NonNegativeMoney
     pipeline_id: Id | None = Field(default=None, description="Default: the default pipeline.")
     stage_id: Id | None = Field(
         default=None, description="An open stage of the pipeline; default: its first."
@@ -144,20 +138,16 @@ class DealCreate(Input):
     )
     expected_close_date: date | None = None
 
-    _amount = field_validator("amount")(_not_negative)
-
 
 class DealUpdate(Patch, creates=DealCreate):
     """Stage, pipeline and status change through their own actions, not here."""
 
     contact_id: Id | None = None
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    amount: Money | None = None
+    amount: NonNegativeMoney | None = None
     probability: int | None = Field(default=None, ge=0, le=100)
     owner_id: Id | None = None
     expected_close_date: date | None = None
-
-    _amount = field_validator("amount")(_not_negative)
 
 
 class DealRead(Record):
@@ -266,14 +256,13 @@ Quantity = Annotated[
     BeforeValidator(_no_float),
     Field(gt=0, max_digits=12, decimal_places=4, allow_inf_nan=False),
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,4})?$"}),
-]
-Percent = Annotated[
-    Decimal,
-    BeforeValidator(_no_float),
-    Field(ge=0, le=100, max_digits=7, decimal_places=4, allow_inf_nan=False),
-    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,4})?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",  # more than 0; at most 8 digits before the point, 4 after
+            "pattern": r"^([1-9][0-9]{0,7}(\.[0-9]{1,4})?|0?\.([1-9][0-9]{0,3}|0[1-9][0-9]{0,2}"
+            r"|00[1-9][0-9]?|000[1-9]))$",
+        }
+    ),
 ]
 OrderStatus = Literal["draft", "confirmed", "cancelled"]
 
@@ -283,18 +272,11 @@ class OrderLineInput(Input):
     quantity: Quantity
     discount_percent: Percent = Decimal(0)
     tax_percent: Percent | None = Field(default=None, description="Default: the product's.")
-    unit_price: Amount | None = Field(
+    unit_price: NonNegativeAmount | None = Field(
         default=None,
         description="Default (and normally): the price book's. An explicit price needs "
         "`product:write` (people who may set prices).",
     )
-
-    @field_validator("unit_price")
-    @classmethod
-    def _price(cls, price: Decimal | None) -> Decimal | None:
-        if price is not None and price < 0:
-            raise ValueError("must not be negative")
-        return price
 
 
 class OrderCreate(Input):
@@ -314,6 +296,18 @@ class DealOrderCreate(Input):
 
 class OrderUpdate(Patch, creates=OrderCreate):
     """Drafts only. `lines` replaces every line (re-priced from the price book)."""
+
+    # As `_book_with_lines` checks: a new price book comes with the lines.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                when_given(
+                    "price_book_id",
+                    then={"required": ["lines"], "properties": {"lines": {"type": "array"}}},
+                )
+            ]
+        }
+    )
 
     price_book_id: Id | None = None
     lines: list[OrderLineInput] | None = Field(default=None, min_length=1, max_length=200)

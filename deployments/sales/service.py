@@ -380,7 +380,10 @@ class SalesService:
         position = decode_cursor(query)
         owners = principal.owners("deal:read")
         if query.customer_id is not None:
-            shard = self._customer_shard(query.customer_id)
+            try:
+                shard = self.shards.shard_for_id(query.customer_id)
+            except ShardNotFound:  # an id no customer has: nothing matches the filter
+                return Page[DealRead](data=[], total=0 if query.count else None)
             runs = [
                 await self.shards.read(
                     shard, repo.list_deals, [shard], query, order, position, owners
@@ -738,7 +741,10 @@ class SalesService:
         owners = principal.owners("order:read")
         total: int | None = None
         if query.customer_id is not None:
-            shard = self._customer_shard(query.customer_id)
+            try:
+                shard = self.shards.shard_for_id(query.customer_id)
+            except ShardNotFound:  # an id no customer has: nothing matches the filter
+                return Page[OrderRead](data=[], total=0 if query.count else None)
             runs = [
                 await self.shards.read(
                     shard, repo.list_orders, [shard], query, order, position, owners

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
+from deployments.support.rules import Priority
 from deployments.support.schemas import (
     CommentCreate,
     CommentListQuery,
@@ -98,14 +99,14 @@ async def sweep_sla(principal: CurrentPrincipal, svc: Service) -> Response:
 @_tickets.get(
     "/customers/{customer_id}/tickets",
     response_model=Page[TicketRead],
-    openapi_extra=query_parameters(TicketListQuery),
+    openapi_extra=query_parameters(TicketListQuery, without={"customer_id"}),  # the path's
 )
 async def list_customer_tickets(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's tickets (one shard); the same filters and sorts as
     `GET /v1/support/tickets`."""
-    query = list_params(request, TicketListQuery)
+    query = list_params(request, TicketListQuery, without={"customer_id"})
     return json(await svc.list_for_customer(principal, customer_id, query))
 
 
@@ -299,7 +300,7 @@ async def list_sla_policies(principal: CurrentPrincipal, svc: Service) -> Respon
 
 @_config.put("/sla-policies/{priority}", response_model=SlaPolicyRead)
 async def put_sla_policy(
-    priority: str,
+    priority: Priority,
     body: SlaPolicyPut,
     principal: CurrentPrincipal,
     svc: Service,
@@ -316,7 +317,7 @@ async def put_sla_policy(
     openapi_extra=query_parameters(HistoryQuery),
 )
 async def sla_policy_history(
-    priority: str, request: Request, principal: CurrentPrincipal, svc: Service
+    priority: Priority, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Changes of a priority's `first_response_s` and `resolution_s` (record type
     `sla_policy`, record id the policy's stable `id`). Newest first."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from deployments._kit.types import Id
+from deployments._kit.types import Id, Tag, distinct
 from deployments.support.rules import Channel, Priority, Status, Strategy
 from gateway.inputs import Input, Patch
 from gateway.listing import ListQuery, SearchBody, SmallInt, search_body
@@ -24,7 +24,7 @@ class TicketCreate(Input):
     description: str = Field(default="", max_length=20000)
     priority: Priority = "normal"
     channel: Channel = "web"
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     queue_id: Id | None = Field(default=None, description="Defaults to the default queue.")
     assignee_id: Id | None = Field(
         default=None,
@@ -35,7 +35,7 @@ class TicketCreate(Input):
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str]) -> list[str]:
-        return check_tags(tags)
+        return distinct(tags)
 
 
 # A ticket is always in a queue (a create without one goes to the default queue).
@@ -48,14 +48,14 @@ class TicketUpdate(Patch, creates=TicketCreate, nullable={"contact_id"}):
     description: str | None = Field(default=None, max_length=20000)
     priority: Priority | None = None
     channel: Channel | None = None
-    tags: list[str] | None = Field(default=None, max_length=50)
+    tags: list[Tag] | None = Field(default=None, max_length=50)
     contact_id: Id | None = None
     queue_id: Id | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
-        return None if tags is None else check_tags(tags)
+        return None if tags is None else distinct(tags)
 
 
 class TicketRead(Record):
@@ -108,7 +108,7 @@ class TicketListQuery(ListQuery):
     assignee_id: Id | None = None
     unassigned: bool | None = None
     customer_id: Id | None = None
-    tags: list[str] | None = Field(default=None, max_length=20)
+    tags: list[str] | None = Field(default=None, max_length=40)
     sla_breached: bool | None = None
     first_response_breached: bool | None = None
     resolution_breached: bool | None = None
@@ -227,6 +227,7 @@ class QueueMemberPut(Input):
 
 
 class QueueListQuery(ListQuery):
+    countable: ClassVar[bool] = False
     sort: str = "created_at"
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime, "name": str}
 
@@ -252,12 +253,3 @@ class SlaPolicyPut(Input):
         return self
 
 
-def check_tags(tags: list[str]) -> list[str]:
-    cleaned: list[str] = []
-    for tag in tags:
-        tag = tag.strip()
-        if not tag or len(tag) > 50 or "," in tag:
-            raise ValueError("tags are 1-50 characters without commas")
-        if tag not in cleaned:
-            cleaned.append(tag)
-    return cleaned

@@ -88,6 +88,9 @@ def test_the_generated_client_drives_the_api(sdk: Any, serve_app: Settings) -> N
             break
         cursor = page.next_cursor
     assert (seen, pages) == (sorted(names), 3)
+    # Sort orders have names, not VALUE_1 (x-enum-varnames).
+    assert ListCustomersSort.NAME_DESC.value == "-name"
+    assert ListCustomersSort.CREATED_AT_DESC.value == "-created_at"
 
     first = made[0]
     read = get_customer.sync_detailed(customer_id=int(first.id), client=client)

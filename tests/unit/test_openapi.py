@@ -174,13 +174,23 @@ def test_every_paged_list_declares_its_page_sort_and_filters(merged: dict[str, A
             continue
         lists += 1
         declared = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"}
-        assert {"limit", "cursor", "count", "sort"} <= set(declared), (path, sorted(declared))
+        assert {"limit", "cursor", "sort"} <= set(declared), (path, sorted(declared))
         assert declared["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 200}
         assert all("null" not in str(p["schema"]) for p in declared.values()), path
     assert lists >= 35
     customers = {p["name"]: p for p in merged["paths"]["/v1/customers"]["get"]["parameters"]}
     assert {"name[prefix]", "tag[in]", "owner_id", "created_at[gte]"} <= set(customers)
     assert customers["sort"]["schema"]["enum"] == ["created_at", "-created_at", "name", "-name"]
+    assert "count" in customers
+    # A list that offers no total does not declare `count` (it would be refused).
+    forms = {p["name"] for p in merged["paths"]["/v1/marketing/forms"]["get"]["parameters"]}
+    assert "count" not in forms and "limit" in forms
+    # A filter whose values are a list of choices says which, comma-separated.
+    tickets = {p["name"]: p for p in merged["paths"]["/v1/support/tickets"]["get"]["parameters"]}
+    pattern = re.compile(tickets["status[in]"]["schema"]["pattern"])
+    assert pattern.match("new,pending") and not pattern.match("new,nope")
+    files = {p["name"]: p for p in merged["paths"]["/v1/files"]["get"]["parameters"]}
+    assert files["owner_id"]["required"] and files["owner_type"]["required"]
 
 
 def test_headers_are_declared_as_the_pipeline_reads_and_writes_them(
@@ -263,3 +273,24 @@ def test_bodies_the_routes_read_themselves_are_declared(merged: dict[str, Any]) 
     assert "202" in export["responses"]
     download = merged["paths"]["/v1/integration/jobs/{job_id}/file"]["get"]["responses"]["200"]
     assert "text/csv" in download["content"]
+
+
+def test_free_text_says_it_takes_no_nul(merged: dict[str, Any]) -> None:
+    """PostgreSQL's text holds no NUL (the API answers 422): every free-text string
+    the document declares says so, so a generated client or fuzzer does not send one."""
+    create = merged["components"]["schemas"]["CustomerCreate"]["properties"]
+    assert create["name"]["pattern"] == "^[^\\u0000]*$"
+    assert re.match(create["name"]["pattern"], "Acme") and not re.match(
+        create["name"]["pattern"], "Ac\x00me"
+    )
+    assert "pattern" not in create["email"]["anyOf"][0]  # a format of its own
+    tag = create["tags"]["items"]["pattern"]
+    assert re.match(tag, "vip") and not re.match(tag, "v\x00ip") and not re.match(tag, " ")
+
+
+def test_a_patch_schema_takes_null_only_where_the_field_may_be_cleared(
+    merged: dict[str, Any],
+) -> None:
+    update = merged["components"]["schemas"]["CustomerUpdate"]["properties"]
+    assert update["name"]["type"] == "string" and "default" not in update["name"]
+    assert {"type": "null"} in update["email"]["anyOf"]  # may be cleared

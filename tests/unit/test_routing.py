@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shards import ids
+from shards.ids import MAX_ID, digits_up_to
 from shards.routing import ServerSpec, ShardMap, ShardNotFound, default_layout, stable_hash
 
 
@@ -94,3 +97,13 @@ def test_a_shard_test_keeps_exactly_the_rows_of_its_shards(
     assert (sql == "TRUE") == (len(mine) == logical)
     if sql != "TRUE":
         assert len(values) == min(len(mine), logical - len(mine))
+
+
+@pytest.mark.parametrize("most", [1, 9, 10, 57, 100, 999, 1000, 2**15 - 1, MAX_ID])
+def test_the_id_pattern_matches_exactly_one_to_the_largest(most: int) -> None:
+    """An id's schema pattern (`digits_up_to`) is its range, as the server checks it."""
+    pattern = re.compile(digits_up_to(most))
+    around = {0, 1, most - 1, most, most + 1, most * 10, 10 ** len(str(most)) - 1}
+    for n in [*range(0, min(most + 50, 2_000)), *around]:
+        assert bool(pattern.match(str(n))) is (1 <= n <= most), (most, n)
+    assert not pattern.match("0" + str(most)) and not pattern.match("-1")
