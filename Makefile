@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint fuzz-api sdk proto bench bench-shards bench-domain bench-import bench-suite bench-grpc bench-floor
+.PHONY: setup up down status test lint fuzz-api sdk proto bench bench-shards bench-domain bench-batch bench-import bench-suite bench-grpc bench-floor
 
 VENV := .venv/bin
 
@@ -47,6 +47,9 @@ bench-shards:
 
 bench-domain:
 	$(VENV)/python bench/domain.py
+
+bench-batch:
+	$(VENV)/python bench/batch.py
 
 bench-import:
 	$(VENV)/python bench/import_customers.py

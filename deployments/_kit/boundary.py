@@ -99,19 +99,24 @@ async def _translated(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.
         log.warning("storage unavailable in %s: %s", fn.__qualname__, exc)
         raise Unavailable("storage is temporarily unavailable; retry shortly") from None
     except DatabaseError as exc:
-        if exc.is_unique_violation:
-            raise Conflict("a record with these values already exists") from None
-        if exc.sqlstate == "23502":  # a null the input model let through (a bug of ours)
-            log.error("NOT NULL violation in %s: %s", fn.__qualname__, exc)
-            raise Validation(f"{exc.column or 'a field'} cannot be null") from None
-        if exc.sqlstate in _UNSTORABLE:
-            log.info("unstorable value in %s: %s", fn.__qualname__, exc)
-            raise Validation(_UNSTORABLE[exc.sqlstate]) from None
-        log.error("database error in %s: %s", fn.__qualname__, exc)
-        raise AppError("the request could not be completed") from None
+        raise storage_error(exc, fn.__qualname__) from None
     except UnicodeEncodeError:
         # JSON may carry a lone surrogate (`"\\ud800"`); no database stores it.
         raise Validation("text must be valid Unicode (an unpaired surrogate was sent)") from None
+
+
+def storage_error(exc: DatabaseError, where: str) -> AppError:
+    """The problem a statement's failure is for the caller (a batch item's too)."""
+    if exc.is_unique_violation:
+        return Conflict("a record with these values already exists")
+    if exc.sqlstate == "23502":  # a null the input model let through (a bug of ours)
+        log.error("NOT NULL violation in %s: %s", where, exc)
+        return Validation(f"{exc.column or 'a field'} cannot be null")
+    if exc.sqlstate in _UNSTORABLE:
+        log.info("unstorable value in %s: %s", where, exc)
+        return Validation(_UNSTORABLE[exc.sqlstate])
+    log.error("database error in %s: %s", where, exc)
+    return AppError("the request could not be completed")
 
 
 # Values the input models let through but PostgreSQL cannot store: the client's 422.

@@ -15,6 +15,8 @@ from deployments.customer.schemas import (
     ContactListQuery,
     ContactRead,
     ContactUpdate,
+    CustomerBatch,
+    CustomerBatchResult,
     CustomerCreate,
     CustomerListQuery,
     CustomerRead,
@@ -50,6 +52,23 @@ async def create_customer(
     once = idempotency.effect_key(request)
     customer = await svc.create(principal, body, once)
     return idempotency.answered(record(customer, 201, f"/v1/customers/{customer.id}"), once)
+
+
+@router.post("/batch", response_model=CustomerBatchResult)
+@idempotency.in_effect
+async def batch_customers(
+    body: CustomerBatch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Up to 100 items, each `{"op": "create", "data": {...}}`, `{"op": "update",
+    "id": ..., "if_match": <version>, "data": {...}}` or `{"op": "delete", "id": ...,
+    "if_match": <version>}`. Answers 200 with each item's result in order: its status
+    (201, 200, or the single operation's error: 403, 404, 409, 412, 422, 503), the
+    record (a delete's as deleted) or a problem. Items are grouped by logical shard and
+    written in one transaction per shard, each in a savepoint of its own (one item's
+    failure leaves the others). With an `Idempotency-Key`, every item is kept with its
+    effect under `<key>#<index>`: a retried batch makes nothing twice."""
+    once = idempotency.effect_key(request)
+    return idempotency.answered(json(await svc.batch(principal, body, once)), once)
 
 
 @router.get(

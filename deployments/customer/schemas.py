@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import EmailStr, Field, field_validator
 
+from deployments._kit.batch import (
+    MAX_ITEMS,
+    BatchCreate,
+    BatchDelete,
+    BatchResult,
+    BatchUpdate,
+    ItemResult,
+)
 from deployments._kit.types import Id, Tag, distinct
 from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery, SearchBody, search_body
@@ -123,3 +132,28 @@ class ContactListQuery(ListQuery):
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
 
+class CustomerBatchCreate(BatchCreate[CustomerCreate]):
+    pass
+
+
+class CustomerBatchUpdate(BatchUpdate[CustomerUpdate]):
+    pass
+
+
+class CustomerBatch(Input):
+    """Up to 100 creates, updates and deletes of customers, each with its own result
+    (`POST /v1/customers/batch`, deployments/_kit/batch.py)."""
+
+    items: list[
+        Annotated[
+            CustomerBatchCreate | CustomerBatchUpdate | BatchDelete, Field(discriminator="op")
+        ]
+    ] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class CustomerBatchItem(ItemResult[CustomerRead]):
+    pass
+
+
+class CustomerBatchResult(BatchResult[CustomerRead]):
+    results: Sequence[CustomerBatchItem]

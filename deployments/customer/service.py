@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from deployments._kit.batch import BatchCreate, BatchUpdate, Plan
+from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import written
@@ -13,12 +15,14 @@ from deployments.customer.schemas import (
     ContactCreate,
     ContactRead,
     ContactUpdate,
+    CustomerBatch,
+    CustomerBatchResult,
     CustomerCreate,
     CustomerListQuery,
     CustomerRead,
     CustomerUpdate,
 )
-from gateway.errors import Forbidden, NotFound, Validation
+from gateway.errors import AppError, Forbidden, NotFound, Validation
 from gateway.idempotency import Once
 from gateway.listing import (
     ListQuery,
@@ -60,6 +64,54 @@ class CustomerService:
             repo.create_customer, shard, data, owner_id, principal.user_id,
         )  # fmt: skip
         return principal.redact("customer", created)
+
+    async def batch(
+        self, principal: Principal, body: CustomerBatch, key: Once | None = None
+    ) -> CustomerBatchResult:
+        """Creates, updates and deletes of customers, each checked and answered as the
+        single operation would be, written in one transaction per logical shard
+        (deployments/_kit/batch.py); with `key` (the `Idempotency-Key`), each item once."""
+        plan = Plan(principal, "customer", CustomerRead, CustomerBatchResult, key)
+        for i, item in enumerate(body.items):
+            try:
+                if isinstance(item, BatchCreate):
+                    principal.require("customer:write")
+                    owner_id = item.data.owner_id
+                    owner_id = owner_id if owner_id is not None else principal.user_id
+                    if owner_id != principal.user_id:
+                        principal.require("customer:assign")
+                    once = plan.item_key(i, item)
+                    shard = self.shards.place(key=once.slot if once is not None else None)
+                    plan.add(
+                        i, "create", shard, repo.create_customer, shard, item.data, owner_id,
+                        principal.user_id, key=once,
+                    )  # fmt: skip
+                    continue
+                plan.ids[i] = item.id
+                if isinstance(item, BatchUpdate):
+                    principal.require("customer:write")
+                    changes = item.data.model_dump(exclude_unset=True)
+                    if "owner_id" in changes and changes["owner_id"] != principal.user_id:
+                        principal.require("customer:assign")
+                    shard = self._shard(item.id, "customer")
+                    plan.add(
+                        i, "update", shard, repo.update_customer, item.id, changes,
+                        item.if_match, principal.user_id, principal.owners("customer:write"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+                else:
+                    principal.require("customer:delete")
+                    shard = self._shard(item.id, "customer")
+                    plan.add(
+                        i, "delete", shard, repo.delete_customer, item.id, item.if_match,
+                        principal.user_id, principal.owners("customer:delete"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+            except AppError as exc:
+                plan.refuse(i, exc)
+        result = await run_batch(plan, self.shards, len(body.items))
+        assert isinstance(result, CustomerBatchResult)
+        return result
 
     async def create_from_source(
         self, principal: Principal, source_key: str, data: CustomerCreate
