@@ -154,6 +154,9 @@ class Plan(Generic[R]):
     results: dict[int, ItemResult[R]] = field(default_factory=dict)
     ops: dict[int, str] = field(default_factory=dict)
     ids: dict[int, int] = field(default_factory=dict)
+    # What an item's effect answering something else than a record means (a contact's
+    # customer absent, a lead's e-mail taken), as the single operation would say it.
+    explain: dict[int, Callable[[Any], AppError | None]] = field(default_factory=dict)
     replayed: int = 0  # items answered from their key (a retried batch)
 
     def item_key(self, index: int, item: BaseModel) -> Once | None:
@@ -172,11 +175,16 @@ class Plan(Generic[R]):
         *args: Any,
         record_id: int | None = None,
         key: Once | None = None,
+        explain: Callable[[Any], AppError | None] | None = None,
     ) -> None:
-        """Item `index` is `effect(conn, *args)` on `shard`, once per its key."""
+        """Item `index` is `effect(conn, *args)` on `shard`, once per its key.
+        `explain`: the error an answer that is not the record means (else `written`'s:
+        404, 403, 412)."""
         self.ops[index] = op
         if record_id is not None:
             self.ids[index] = record_id
+        if explain is not None:
+            self.explain[index] = explain
         self.steps[shard].append((index, once, (key, shard, self.model, effect, *args)))
 
     @property
@@ -225,6 +233,10 @@ def _answer(plan: Plan[R], index: int, value: Any) -> None:
         plan.refuse(index, KeyReused())
         return
     plan.replayed += outcome.replayed
+    explained = plan.explain[index](outcome.value) if index in plan.explain else None
+    if explained is not None:
+        plan.refuse(index, explained)
+        return
     try:
         found = written(outcome.value, plan.kind, plan.ids.get(index, 0), plan.principal)
     except AppError as exc:

@@ -11,6 +11,8 @@ from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.customer.schemas import (
+    ContactBatch,
+    ContactBatchResult,
     ContactCreate,
     ContactListQuery,
     ContactRead,
@@ -69,6 +71,17 @@ async def batch_customers(
     effect under `<key>#<index>`: a retried batch makes nothing twice."""
     once = idempotency.effect_key(request)
     return idempotency.answered(json(await svc.batch(principal, body, once)), once)
+
+
+@router.post("/contacts/batch", response_model=ContactBatchResult)
+@idempotency.in_effect
+async def batch_contacts(
+    body: ContactBatch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Up to 100 contact items, as `POST /v1/customers/batch` (a create names its
+    `customer_id`; the contact goes to that customer's shard)."""
+    once = idempotency.effect_key(request)
+    return idempotency.answered(json(await svc.batch_contacts(principal, body, once)), once)
 
 
 @router.get(

@@ -157,3 +157,28 @@ class CustomerBatchItem(ItemResult[CustomerRead]):
 
 class CustomerBatchResult(BatchResult[CustomerRead]):
     results: Sequence[CustomerBatchItem]
+
+
+class ContactBatchCreate(BatchCreate[ContactCreate]):
+    customer_id: Id = Field(description="The customer the new contact belongs to.")
+
+
+class ContactBatchUpdate(BatchUpdate[ContactUpdate]):
+    pass
+
+
+class ContactBatch(Input):
+    """Up to 100 creates, updates and deletes of contacts, each with its own result
+    (`POST /v1/customers/contacts/batch`, deployments/_kit/batch.py)."""
+
+    items: list[
+        Annotated[ContactBatchCreate | ContactBatchUpdate | BatchDelete, Field(discriminator="op")]
+    ] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class ContactBatchItem(ItemResult[ContactRead]):
+    pass
+
+
+class ContactBatchResult(BatchResult[ContactRead]):
+    results: Sequence[ContactBatchItem]

@@ -4,6 +4,8 @@ No SQL here (that is repo.py) and no Ray or FastAPI (that is app.py and routes.p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from deployments._kit.batch import BatchCreate, BatchUpdate, Plan
 from deployments._kit.batch import run as run_batch
@@ -12,6 +14,10 @@ from deployments._kit.once import write_once
 from deployments._kit.sql import written
 from deployments.customer import repo
 from deployments.customer.schemas import (
+    ContactBatch,
+    ContactBatchCreate,
+    ContactBatchResult,
+    ContactBatchUpdate,
     ContactCreate,
     ContactRead,
     ContactUpdate,
@@ -236,6 +242,48 @@ class CustomerService:
             raise NotFound(f"customer {customer_id} not found")
         return principal.redact("contact", created)
 
+    async def batch_contacts(
+        self, principal: Principal, body: ContactBatch, key: Once | None = None
+    ) -> ContactBatchResult:
+        """Creates (each on its customer's shard), updates and deletes of contacts, as
+        `batch` does customers."""
+        plan = Plan(principal, "contact", ContactRead, ContactBatchResult, key)
+        for i, item in enumerate(body.items):
+            try:
+                if isinstance(item, ContactBatchCreate):
+                    principal.require("contact:write")
+                    shard = self._shard(item.customer_id, "customer")
+                    absent = _absent_customer(item.customer_id)
+                    plan.add(
+                        i, "create", shard, repo.create_contact, shard, item.customer_id,
+                        item.data, principal.user_id, principal.owners("contact:write"),
+                        key=plan.item_key(i, item),
+                        explain=absent,
+                    )  # fmt: skip
+                    continue
+                plan.ids[i] = item.id
+                shard = self._shard(item.id, "contact")
+                if isinstance(item, ContactBatchUpdate):
+                    principal.require("contact:write")
+                    plan.add(
+                        i, "update", shard, repo.update_contact, item.id,
+                        item.data.model_dump(exclude_unset=True), item.if_match,
+                        principal.user_id, principal.owners("contact:write"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+                else:
+                    principal.require("contact:delete")
+                    plan.add(
+                        i, "delete", shard, repo.delete_contact, item.id, item.if_match,
+                        principal.user_id, principal.owners("contact:delete"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+            except AppError as exc:
+                plan.refuse(i, exc)
+        result = await run_batch(plan, self.shards, len(body.items))
+        assert isinstance(result, ContactBatchResult)
+        return result
+
     async def create_contact_from_source(
         self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate
     ) -> ContactRead:
@@ -341,3 +389,17 @@ class CustomerService:
         )  # fmt: skip
         items, cursor = merge_pages([rows], row_key("created_at"), order, query.limit)
         return Page[ChangeRead](data=items, next_cursor=cursor)
+
+
+def _absent_customer(customer_id: int) -> Callable[[Any], AppError | None]:
+    """A batch contact create's answer None: its customer is absent (or outside the
+    caller's write scope, which the single create tells apart with one more read)."""
+
+    def explain(made: Any) -> AppError | None:
+        if made is not None:
+            return None
+        return NotFound(
+            f"customer {customer_id} not found (or not one your role may add contacts to)"
+        )
+
+    return explain

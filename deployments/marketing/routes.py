@@ -31,6 +31,8 @@ from deployments.marketing.schemas import (
     FormListQuery,
     FormRead,
     FormUpdate,
+    LeadBatch,
+    LeadBatchResult,
     LeadConvert,
     LeadCreate,
     LeadListQuery,
@@ -90,6 +92,18 @@ async def create_lead(
     once = idempotency.effect_key(request)
     lead = await svc.create_lead(principal, body, once)
     return idempotency.answered(record(lead, 201, f"/v1/marketing/leads/{lead.id}"), once)
+
+
+@_marketing.post("/leads/batch", response_model=LeadBatchResult)
+@idempotency.in_effect
+async def batch_leads(
+    body: LeadBatch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Up to 100 lead items, as `POST /v1/customers/batch`: each create placed by its
+    e-mail (a duplicate e-mail is that item's 409), updates with `if_match`, deletes;
+    one transaction per logical shard; each item once under one `Idempotency-Key`."""
+    once = idempotency.effect_key(request)
+    return idempotency.answered(json(await svc.batch_leads(principal, body, once)), once)
 
 
 @_marketing.get(

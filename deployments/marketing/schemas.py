@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,14 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from deployments._kit.batch import (
+    MAX_ITEMS,
+    BatchCreate,
+    BatchDelete,
+    BatchResult,
+    BatchUpdate,
+    ItemResult,
+)
 from deployments._kit.types import Id, Money, NonNegativeMoney
 from gateway.inputs import Input, JsonObject, Patch, when_given
 from gateway.listing import ListQuery
@@ -122,6 +130,31 @@ class LeadRead(Record):
     created_at: datetime
     updated_at: datetime
 
+
+
+class LeadBatchCreate(BatchCreate[LeadCreate]):
+    pass
+
+
+class LeadBatchUpdate(BatchUpdate[LeadUpdate]):
+    pass
+
+
+class LeadBatch(Input):
+    """Up to 100 creates, updates and deletes of leads, each with its own result
+    (`POST /v1/marketing/leads/batch`, deployments/_kit/batch.py)."""
+
+    items: list[
+        Annotated[LeadBatchCreate | LeadBatchUpdate | BatchDelete, Field(discriminator="op")]
+    ] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class LeadBatchItem(ItemResult[LeadRead]):
+    pass
+
+
+class LeadBatchResult(BatchResult[LeadRead]):
+    results: Sequence[LeadBatchItem]
 
 class LeadListQuery(ListQuery):
     status: LeadStatus | None = None

@@ -10,6 +10,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from deployments._kit.batch import Plan
+from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
@@ -33,6 +35,10 @@ from deployments.marketing.schemas import (
     FormListQuery,
     FormRead,
     FormUpdate,
+    LeadBatch,
+    LeadBatchCreate,
+    LeadBatchResult,
+    LeadBatchUpdate,
     LeadConvert,
     LeadCreate,
     LeadListQuery,
@@ -116,20 +122,59 @@ class MarketingService:
             repo.create_lead, shard, data, owner_id, principal.user_id,
         )  # fmt: skip
         if isinstance(made, repo.Duplicate):
-            if not principal.reaches("lead:read", made.owner_id):
-                # Still refused (e-mails are unique), but which lead it is, and whether it
-                # is deleted, is told only to whom may read it.
-                raise Conflict(
-                    "a lead with this e-mail exists",
-                    [{"field": "email", "message": "duplicate of another lead"}],
-                )
-            detail = f"a lead with this e-mail exists: lead {made.existing_id}"
-            if made.deleted:
-                detail += " (deleted; restore it instead)"
-            raise Conflict(
-                detail, [{"field": "email", "message": f"duplicate of lead {made.existing_id}"}]
-            )
+            raise _duplicate(principal, made)
         return principal.redact("lead", made)
+
+    async def batch_leads(
+        self, principal: Principal, body: LeadBatch, key: Once | None = None
+    ) -> LeadBatchResult:
+        """Creates (each placed by its e-mail, as a single create), updates and deletes
+        of leads, each checked and answered as the single operation would be, in one
+        transaction per logical shard (deployments/_kit/batch.py)."""
+        plan = Plan(principal, "lead", LeadRead, LeadBatchResult, key)
+
+        def duplicate(made: Any) -> AppError | None:
+            return _duplicate(principal, made) if isinstance(made, repo.Duplicate) else None
+
+        for i, item in enumerate(body.items):
+            try:
+                if isinstance(item, LeadBatchCreate):
+                    principal.require("lead:write")
+                    data = item.data
+                    owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+                    _may_give(principal, "lead", owner_id)
+                    once = plan.item_key(i, item)
+                    placed_by = data.email.lower() if data.email else (once.slot if once else None)
+                    shard = self.shards.place(key=placed_by)
+                    plan.add(
+                        i, "create", shard, repo.create_lead, shard, data, owner_id,
+                        principal.user_id, key=once, explain=duplicate,
+                    )  # fmt: skip
+                    continue
+                plan.ids[i] = item.id
+                shard = self._shard(item.id, "lead")
+                if isinstance(item, LeadBatchUpdate):
+                    principal.require("lead:write")
+                    changes = item.data.model_dump(exclude_unset=True)
+                    if "owner_id" in changes:
+                        _may_give(principal, "lead", changes["owner_id"])
+                    plan.add(
+                        i, "update", shard, repo.update_lead, item.id, changes, item.if_match,
+                        principal.user_id, principal.owners("lead:write"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+                else:
+                    principal.require("lead:delete")
+                    plan.add(
+                        i, "delete", shard, repo.delete_lead, item.id, item.if_match,
+                        principal.user_id, principal.owners("lead:delete"),
+                        record_id=item.id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+            except AppError as exc:
+                plan.refuse(i, exc)
+        result = await run_batch(plan, self.shards, len(body.items))
+        assert isinstance(result, LeadBatchResult)
+        return result
 
     async def get_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         """A live lead the caller's `lead:read` scope reaches (else 404)."""
@@ -701,6 +746,22 @@ class MarketingService:
         )
         made = await _remote(self.sales.create_deal.remote(principal, data, key))
         return int(made.id)
+
+
+def _duplicate(principal: Principal, made: repo.Duplicate) -> Conflict:
+    """A lead create refused for its e-mail: which lead it is, and whether it is
+    deleted, is told only to whom may read it (e-mails are unique either way)."""
+    if not principal.reaches("lead:read", made.owner_id):
+        return Conflict(
+            "a lead with this e-mail exists",
+            [{"field": "email", "message": "duplicate of another lead"}],
+        )
+    detail = f"a lead with this e-mail exists: lead {made.existing_id}"
+    if made.deleted:
+        detail += " (deleted; restore it instead)"
+    return Conflict(
+        detail, [{"field": "email", "message": f"duplicate of lead {made.existing_id}"}]
+    )
 
 
 def _may_give(principal: Principal, kind: str, owner_id: int | None) -> None:

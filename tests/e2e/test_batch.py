@@ -97,3 +97,58 @@ def test_permissions_and_bad_batches(
         answer = http.post("/v1/customers/batch", headers=admin, json=bad)
         assert answer.status_code == 422, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_contacts_go_to_their_customers_shard(http: httpx.Client, admin: dict[str, str]) -> None:
+    tag = "bac" + os.urandom(3).hex()
+    customers = [
+        http.post("/v1/customers", headers=admin, json={"name": f"C{i}", "tags": [tag]}).json()
+        for i in range(3)
+    ]
+    items: list[dict[str, Any]] = [
+        {"op": "create", "customer_id": c["id"], "data": {"first_name": f"P{i}"}}
+        for i, c in enumerate(customers)
+    ]
+    items.append({"op": "create", "customer_id": "1", "data": {"first_name": "Orphan"}})
+    answer = http.post("/v1/customers/contacts/batch", headers=admin, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 201, 201, 404]
+    for made, customer in zip(results, customers, strict=False):
+        assert made["data"]["customer_id"] == customer["id"]
+        assert ids.shard_of(int(made["id"])) == ids.shard_of(int(customer["id"]))
+    first = results[0]["data"]
+    changes = [
+        {"op": "update", "id": first["id"], "if_match": first["version"],
+         "data": {"title": "CTO"}},
+        {"op": "delete", "id": results[1]["id"]},
+    ]  # fmt: skip
+    done = http.post("/v1/customers/contacts/batch", headers=admin, json={"items": changes})
+    assert [r["status"] for r in done.json()["results"]] == [200, 200]
+    assert http.get(f"/v1/customers/contacts/{first['id']}", headers=admin).json()["title"] == "CTO"
+    assert http.get(f"/v1/customers/contacts/{results[1]['id']}", headers=admin).status_code == 404
+
+
+def test_lead_batches_refuse_a_duplicate_email_and_keep_the_rest(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    word = os.urandom(3).hex()
+    taken = http.post("/v1/marketing/leads", headers=admin,
+                      json={"email": f"taken-{word}@example.com"}).json()  # fmt: skip
+    items = [
+        {"op": "create", "data": {"email": f"new-{word}-{i}@example.com", "company": "Acme"}}
+        for i in range(4)
+    ]
+    items.append({"op": "create", "data": {"email": f"TAKEN-{word}@example.com"}})
+    items.append({"op": "update", "id": taken["id"], "data": {"company": "Batch Co"}})
+    answer = http.post("/v1/marketing/leads/batch", headers=admin, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 201, 201, 201, 409, 200]
+    assert results[4]["problem"]["errors"] == [
+        {"field": "email", "message": f"duplicate of lead {taken['id']}"}
+    ]
+    assert results[5]["data"]["company"] == "Batch Co"
+    for made in results[:4]:
+        lead = http.get(f"/v1/marketing/leads/{made['id']}", headers=admin)
+        assert lead.status_code == 200 and lead.json()["company"] == "Acme"
