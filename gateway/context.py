@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from cluster import tracing
 from gateway import idempotency, metrics, tokens
-from gateway.errors import BadRequest, RateLimited, Unauthenticated
-from gateway.listing import Q, parse_list_params
+from gateway.errors import BadRequest, RateLimited, Unauthenticated, Validation
+from gateway.listing import ListQuery, Q, SavedQuery, may_use, parse_list_params, with_view
 from gateway.pipeline import Pipeline
 from gateway.principal import Principal
 from gateway.ratelimit import Decision, RateLimiter
@@ -29,11 +29,44 @@ log = logging.getLogger("nextflow.gateway")
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID, description="64-bit id (a string in JSON)")]
 
 
-def list_params(request: Request, model: type[Q], without: Iterable[str] = ()) -> Q:
+async def list_params(request: Request, model: type[Q], without: Iterable[str] = ()) -> Q:
     """The query string as `model` (a list's filters, sort and page), or a 422 naming
     every unknown or invalid parameter (`gateway.listing.parse_list_params`; `without`:
-    the fields the route's path gives)."""
-    return parse_list_params(request.query_params.multi_items(), model, without)
+    the fields the route's path gives). With `view=<id>`, a saved view's filters and
+    sort come first, under the ones the request gives itself (`with_view`)."""
+    params = request.query_params.multi_items()
+    chosen = [v for k, v in params if k == "view"]
+    if chosen:
+        params = [(k, v) for k, v in params if k != "view"]
+        params = with_view(params, await _saved_view(request, chosen, model), model)
+    return parse_list_params(params, model, without)
+
+
+async def _saved_view(request: Request, chosen: list[str], model: type[ListQuery]) -> SavedQuery:
+    """The view `?view=` names, if this caller may use it on this list; else a 422."""
+
+    def refused(message: str) -> Validation:
+        return Validation("invalid list parameters", [{"field": "view", "message": message}])
+
+    views = state(request).views
+    if model.view_object is None or views is None:
+        raise refused("this list has no saved views")
+    if len(chosen) > 1:
+        raise refused("given more than once")
+    if not chosen[0].isdigit() or not 0 < int(chosen[0]) <= MAX_ID:
+        raise refused("not a view id")
+    view = await views.get(int(chosen[0]))
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if (
+        view is None
+        or principal is None
+        or not may_use(view.owner_id, view.shared, principal.user_id, principal.team)
+    ):
+        # Another's private view is not there for this caller.
+        raise refused(f"no view {chosen[0]}")
+    if view.object != model.view_object:
+        raise refused(f"view {view.id} is a view of {view.object}, not {model.view_object}")
+    return view
 
 
 def state(request: Request) -> Pipeline:
@@ -65,6 +98,7 @@ async def current_principal(
         state(request), authorization, x_api_key, nextflow_read_after, on_decision
     )
     request.state.caller = caller
+    request.state.principal = principal  # saved views check whose they are
     await idempotency.claim(request, caller)  # may answer with the stored response
     return principal
 

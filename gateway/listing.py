@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gateway.errors import BadRequest, Validation
 from gateway.inputs import Input
+from shards.ids import MAX_ID, digits_up_to
 
 T = TypeVar("T")
 Q = TypeVar("Q", bound="ListQuery")
@@ -72,6 +73,8 @@ class ListQuery(BaseModel):
     }
     list_params: ClassVar[frozenset[str]] = frozenset()  # fields that take a,b,c
     countable: ClassVar[bool] = True  # False: `count=true` is refused (no total here)
+    # The object a saved view of this list names (`?view=<id>`); None: no views.
+    view_object: ClassVar[str | None] = None
     ascending_only: ClassVar[bool] = False  # True: no `-field` orders
     # Sort field -> kind of value, for decoding cursors.
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
@@ -191,6 +194,37 @@ def _reverse(model: type[ListQuery]) -> dict[str, str]:
     for param, name in model.query_params.items():
         reverse.setdefault(name, param)
     return reverse
+
+
+@dataclass(frozen=True)
+class SavedQuery:
+    """A saved view's query (kept by deployments/auth/views.py): the list parameters
+    it stores, spelled as the query string does, and who may use it."""
+
+    id: int
+    object: str
+    owner_id: int
+    shared: bool  # its owner's team may use it too
+    filters: tuple[tuple[str, str], ...]
+    sort: str | None
+
+
+def may_use(owner_id: int, shared: bool, user_id: int, team: frozenset[int]) -> bool:
+    """Whether a caller (`user_id`, their `team`) may use a saved view: theirs, or
+    shared by a member of their team."""
+    return owner_id == user_id or (shared and owner_id in team)
+
+
+def with_view(
+    params: Sequence[tuple[str, str]], view: SavedQuery, model: type[ListQuery]
+) -> list[tuple[str, str]]:
+    """A list request's parameters over a saved view's: the view's filters and sort,
+    less those of a field the request gives itself (its own replace them)."""
+    given = {model.query_params.get(k, k) for k, _ in params}
+    kept = [(k, v) for k, v in view.filters if model.query_params.get(k, k) not in given]
+    if view.sort and "sort" not in given:
+        kept.append(("sort", view.sort))
+    return [*kept, *params]
 
 
 PAGING = ("limit", "cursor", "count", "sort")
@@ -427,6 +461,13 @@ def query_parameters(model: type[ListQuery], without: Iterable[str] = ()) -> dic
         declared.append({
             "name": name, "in": "query", "required": required, "schema": value,
             "description": "; ".join(p for p in (description, note) if p) or field,
+        })  # fmt: skip
+    if model.view_object is not None:
+        declared.append({
+            "name": "view", "in": "query", "required": False,
+            "schema": {"type": "string", "pattern": digits_up_to(MAX_ID)},
+            "description": f"a saved view of {model.view_object} (`/v1/auth/views`): its "
+            "filters and sort, under the ones this request gives",
         })  # fmt: skip
     return {"parameters": declared}
 

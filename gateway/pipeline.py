@@ -25,6 +25,7 @@ from cluster.settings import Settings, get_settings
 from gateway import idempotency, problems
 from gateway.admission import Admission
 from gateway.hardening import BodyLimit, HardenedAPI, RequestTimeout
+from gateway.listing import SavedQuery
 from gateway.middleware import RequestContext
 from gateway.openapi import operation_id
 from gateway.principal import Principal
@@ -38,6 +39,12 @@ class ApiKeys(Protocol):
     """Checks an API key (`nf_...`) and answers its owner, or raises Unauthenticated."""
 
     async def verify(self, key: str) -> Principal: ...
+
+
+class Views(Protocol):
+    """Saved views as list routes read them (`?view=<id>`; deployments/auth/views.py)."""
+
+    async def get(self, view_id: int) -> SavedQuery | None: ...
 
 
 class IdempotencyStore(Protocol):
@@ -70,6 +77,7 @@ class Pipeline:
     redis: Any
     api_keys: ApiKeys | None = None
     idempotency: IdempotencyStore | None = None
+    views: Views | None = None
     # Public lead capture: limits per form and per client, and whom to believe about
     # a client's address (deployments/marketing/routes.py).
     capture_form_limiter: RateLimiter | None = None
@@ -99,6 +107,7 @@ def open_pipeline(
     *,
     api_keys: ApiKeys | None = None,
     idempotency: IdempotencyStore | None = None,
+    views: Views | None = None,
     redis: aioredis.Redis | None = None,
 ) -> Pipeline:
     """The pipeline of one replica (its Redis client, limiters and token cache)."""
@@ -116,6 +125,7 @@ def open_pipeline(
         redis=client,
         api_keys=api_keys,
         idempotency=idempotency,
+        views=views,
         capture_form_limiter=_limiter(client, settings, settings.capture_form_limit_per_minute,
                                       settings.capture_form_limit_burst),
         capture_client_limiter=_limiter(client, settings,
@@ -191,4 +201,7 @@ def build_api(
     return app
 
 
-__all__ = ["ApiKeys", "IdempotencyStore", "Pipeline", "build_api", "jwt_config", "open_pipeline"]
+__all__ = [
+    "ApiKeys", "IdempotencyStore", "Pipeline", "Views", "build_api", "jwt_config",
+    "open_pipeline",
+]  # fmt: skip

@@ -216,6 +216,8 @@ async def run(plan: Plan[R], shards: Shards, count: int) -> BatchResult[R]:
         for (index, _, _), value in zip(steps, values, strict=True):
             _answer(plan, index, value)
 
+    for steps in plan.steps.values():  # the request's order (items planned at once)
+        steps.sort(key=lambda step: step[0])
     await asyncio.gather(*(on_shard(s, steps) for s, steps in plan.steps.items()))
     if plan.key is not None and plan.replayed == count:
         plan.key.replayed = True  # the whole batch had run: `Idempotent-Replayed`

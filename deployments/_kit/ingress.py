@@ -31,6 +31,7 @@ from cluster.settings import get_settings
 from deployments._kit.boundary import bounded
 from deployments.auth.idempotency import IdempotencyKeys
 from deployments.auth.keys import ApiKeyCache
+from deployments.auth.saved import ViewCache
 from gateway.pipeline import Pipeline, Ready, build_api, open_pipeline
 from shards.client import Database
 
@@ -89,6 +90,7 @@ class ServiceIngress:
             idempotency=IdempotencyKeys(
                 auth, settings.request_timeout_s + 30, settings.idempotency_retention_s
             ),
+            views=ViewCache(auth),
         )
         self._api = build_api(
             self._pipeline,

@@ -9,8 +9,16 @@ from datetime import datetime
 from typing import Any
 
 from deployments._kit.sql import Params, Stale, keyset_page
-from deployments.auth.schemas import ApiKeyRead, RoleRead, TeamRead, UserListQuery, UserRead
-from gateway.listing import Order, Position
+from deployments.auth.schemas import (
+    ApiKeyRead,
+    RoleRead,
+    TeamRead,
+    UserListQuery,
+    UserRead,
+    ViewListQuery,
+    ViewRead,
+)
+from gateway.listing import Order, Position, SavedQuery
 from gateway.principal import Scope
 from shards import ReadConn, WriteConn, single_statement
 
@@ -409,3 +417,112 @@ async def use_api_key(conn: WriteConn, prefix: str, secret_hash: bytes) -> KeyOw
         list(row["role_permissions"]),
         _reach(row),
     )
+
+
+# -- saved views ------------------------------------------------------------------------
+_VIEW = (
+    "id, owner_id, object, name, filters, sort, columns, shared, version, created_at, updated_at"
+)
+
+
+def _view(row: Any) -> ViewRead:
+    data = dict(row)
+    data["filters"] = dict(data["filters"])  # [[name, value], ...] as stored
+    return ViewRead.model_validate(data)
+
+
+async def create_view(
+    conn: WriteConn,
+    owner_id: int,
+    object_name: str,
+    name: str,
+    filters: list[tuple[str, str]],
+    sort: str | None,
+    columns: list[str],
+    shared: bool,
+) -> ViewRead | None:
+    """The new view; None when the owner has a view of that object by that name."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO saved_views (owner_id, object, name, filters, sort, columns, shared)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (owner_id, object, lower(name)) DO NOTHING RETURNING {_VIEW}""",
+        owner_id, object_name, name, [list(p) for p in filters], sort, columns, shared,
+    )  # fmt: skip
+    return None if row is None else _view(row)
+
+
+@single_statement
+async def get_view(conn: ReadConn, view_id: int) -> ViewRead | None:
+    row = await conn.fetchrow(f"SELECT {_VIEW} FROM saved_views WHERE id = $1", view_id)
+    return None if row is None else _view(row)
+
+
+@single_statement
+async def saved_query(conn: ReadConn, view_id: int) -> SavedQuery | None:
+    """What a list route needs of a view (deployments/auth/saved.py)."""
+    row = await conn.fetchrow(
+        "SELECT id, object, owner_id, shared, filters, sort FROM saved_views WHERE id = $1",
+        view_id,
+    )
+    if row is None:
+        return None
+    return SavedQuery(
+        id=row["id"], object=row["object"], owner_id=row["owner_id"], shared=row["shared"],
+        filters=tuple((str(k), str(v)) for k, v in row["filters"]), sort=row["sort"],
+    )  # fmt: skip
+
+
+async def list_views(
+    conn: ReadConn,
+    owner_id: int,
+    team: list[int],
+    query: ViewListQuery,
+    order: Order,
+    position: Position | None,
+) -> list[ViewRead]:
+    """The owner's views and those the members of their team share."""
+    params = Params()
+    where = [f"(owner_id = {params(owner_id)} OR (shared AND owner_id = ANY({params(team)})))"]
+    if query.object is not None:
+        where.append(f"object = {params(query.object)}")
+    sql = keyset_page("saved_views", _VIEW, where, order.field, order, position, query.limit,
+                      params)  # fmt: skip
+    return [_view(r) for r in await conn.fetch(sql, *params.values)]
+
+
+async def update_view(
+    conn: WriteConn, view_id: int, owner_id: int, changes: dict[str, Any], if_version: int | None
+) -> ViewRead | Stale | None:
+    """None when the owner has no such view."""
+    params = Params()
+    sets = [f"{name} = {params(value)}" for name, value in changes.items()]
+    sets += ["version = version + 1", "updated_at = now()"]
+    where = [f"id = {params(view_id)}", f"owner_id = {params(owner_id)}"]
+    if if_version is not None:
+        where.append(f"version = {params(if_version)}")
+    row = await conn.fetchrow(
+        f"UPDATE saved_views SET {', '.join(sets)} WHERE {' AND '.join(where)} RETURNING {_VIEW}",
+        *params.values,
+    )
+    if row is not None:
+        return _view(row)
+    version = await conn.fetchval(
+        "SELECT version FROM saved_views WHERE id = $1 AND owner_id = $2", view_id, owner_id
+    )
+    return None if version is None else Stale(version)
+
+
+async def delete_view(
+    conn: WriteConn, view_id: int, owner_id: int, if_version: int | None
+) -> ViewRead | Stale | None:
+    row = await conn.fetchrow(
+        f"""DELETE FROM saved_views WHERE id = $1 AND owner_id = $2
+               AND ($3::integer IS NULL OR version = $3) RETURNING {_VIEW}""",
+        view_id, owner_id, if_version,
+    )  # fmt: skip
+    if row is not None:
+        return _view(row)
+    version = await conn.fetchval(
+        "SELECT version FROM saved_views WHERE id = $1 AND owner_id = $2", view_id, owner_id
+    )
+    return None if version is None else Stale(version)

@@ -24,6 +24,10 @@ from deployments.auth.schemas import (
     UserListQuery,
     UserRead,
     UserUpdate,
+    ViewCreate,
+    ViewListQuery,
+    ViewRead,
+    ViewUpdate,
 )
 from deployments.auth.service import AuthService
 from gateway.context import (
@@ -45,10 +49,18 @@ router = APIRouter(tags=["auth"])
 users = APIRouter(prefix="/users", tags=["users"])
 teams = APIRouter(prefix="/teams", tags=["users"])
 api_keys = APIRouter(prefix="/api-keys", tags=["api keys"])
-routers = [router, users, teams, api_keys]  # every router of this module (deployments/api/app.py)
+views = APIRouter(prefix="/views", tags=["views"])
+routers = [
+    router,
+    users,
+    teams,
+    api_keys,
+    views,
+]  # every router of this module (deployments/api/app.py)
 
 Service = Annotated[AuthService, Depends(service)]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ViewId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _client(request: Request) -> str:
@@ -136,7 +148,7 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, svc: Servic
 @users.get("", response_model=Page[UserRead], openapi_extra=query_parameters(UserListQuery))
 async def list_users(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Users, newest first; filters `role`, `is_active`; cursor pages."""
-    query = list_params(request, UserListQuery)
+    query = await list_params(request, UserListQuery)
     return json(await svc.list_users(principal, query))
 
 
@@ -207,3 +219,43 @@ async def revoke_api_key(
 ) -> Response:
     """Revoke a key at once."""
     return json(await svc.revoke_api_key(principal, key_id))
+
+
+# -- saved views: a user's named list views (filters, sort, columns), used by a list
+# as `?view=<id>`; shared ones by the owner's team too. -------------------------------
+@views.post("", status_code=201, response_model=ViewRead)
+async def create_view(body: ViewCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Save a view of a list (`object`: customers, deals, orders, leads, campaigns,
+    tickets, products): its filters as the list's query string spells them, checked as
+    the list checks them (422 naming `filters.<parameter>`), its `sort`, the `columns`
+    a client shows (fields of the records). `GET /v1/<list>?view=<id>` then applies it;
+    parameters the request gives replace the view's of the same field."""
+    view = await svc.create_view(principal, body)
+    return record(view, 201, f"/v1/auth/views/{view.id}")
+
+
+@views.get("", response_model=Page[ViewRead], openapi_extra=query_parameters(ViewListQuery))
+async def list_views(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Your views and those your team shares; `object` to keep one list's."""
+    query = await list_params(request, ViewListQuery)
+    return json(await svc.list_views(principal, query))
+
+
+@views.get("/{view_id}", response_model=ViewRead)
+async def get_view(view_id: ViewId, principal: CurrentPrincipal, svc: Service) -> Response:
+    return record(await svc.get_view(principal, view_id))
+
+
+@views.patch("/{view_id}", response_model=ViewRead)
+async def update_view(
+    view_id: ViewId, body: ViewUpdate, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    """Change your view (403 for one your team shares with you)."""
+    return record(await svc.update_view(principal, view_id, body, version))
+
+
+@views.delete("/{view_id}", status_code=204)
+async def delete_view(
+    view_id: ViewId, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    return no_content(await svc.delete_view(principal, view_id, version))

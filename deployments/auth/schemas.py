@@ -133,3 +133,53 @@ class TeamRead(BaseModel):
     name: str
     created_at: datetime
     members: int = Field(default=0, description="Active users in the team.")
+
+
+# -- saved views -------------------------------------------------------------------
+ViewObject = Literal["customers", "deals", "orders", "leads", "campaigns", "tickets", "products"]
+FilterValue = str | list[str]
+
+
+class ViewCreate(Input):
+    """A named list view: the list's filters as its query string spells them (a list
+    filter's values as an array or `a,b`), its sort, and the columns a client shows."""
+
+    object: ViewObject
+    name: str = Field(min_length=1, max_length=100)
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict, max_length=30, examples=[{"tag[in]": ["vip"], "owner_id": "7"}]
+    )
+    sort: str | None = Field(default=None, max_length=64)
+    columns: list[str] = Field(default_factory=list, max_length=50)
+    shared: bool = Field(default=False, description="The owner's team may use it too.")
+
+
+class ViewUpdate(Patch, creates=ViewCreate, nullable={"sort"}):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    filters: dict[str, FilterValue] | None = Field(default=None, max_length=30)
+    sort: str | None = Field(default=None, max_length=64)
+    columns: list[str] | None = Field(default=None, max_length=50)
+    shared: bool | None = None
+
+
+class ViewRead(Record):
+    id: Id
+    owner_id: Id
+    object: ViewObject
+    name: str
+    filters: dict[str, str] = Field(description="As the list's query string spells them.")
+    sort: str | None
+    columns: list[str]
+    shared: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ViewListQuery(ListQuery):
+    """The caller's views and those their team shares."""
+
+    object: ViewObject | None = None
+    sort: str = "name"
+    sort_fields: ClassVar[dict[str, type]] = {"name": str, "created_at": datetime}
+    query_params: ClassVar[dict[str, str]] = {**ListQuery.query_params, "object": "object"}

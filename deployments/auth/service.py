@@ -12,8 +12,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from cluster.settings import Settings
-from deployments._kit.sql import Stale
-from deployments.auth import passwords, repo, roles
+from deployments._kit.sql import Stale, written
+from deployments.auth import passwords, repo, roles, views
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -28,6 +28,10 @@ from deployments.auth.schemas import (
     UserListQuery,
     UserRead,
     UserUpdate,
+    ViewCreate,
+    ViewListQuery,
+    ViewRead,
+    ViewUpdate,
 )
 from gateway import tokens
 from gateway.errors import (
@@ -38,7 +42,14 @@ from gateway.errors import (
     Unauthenticated,
     Validation,
 )
-from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
+from gateway.listing import (
+    Page,
+    decode_cursor,
+    may_use,
+    merge_pages,
+    row_key,
+    validate_sort,
+)
 from gateway.principal import Principal
 from shards.client import Database
 
@@ -219,7 +230,13 @@ class AuthService:
         return await self.update_user(principal, user_id, UserUpdate(is_active=False), if_version)
 
     async def me(self, principal: Principal) -> UserRead:
-        return await self.get_user(principal, principal.user_id)
+        """The caller's own user, from the primary: a user an admin has just made signs
+        in and asks at once, before a replica may have replayed the create (the
+        admin's write, not the caller's: no read-after token of theirs covers it)."""
+        found = await self.db.read_primary(repo.get_user, principal.user_id)
+        if found is None:
+            raise NotFound(f"user {principal.user_id} not found")
+        return found
 
     async def roles(self, principal: Principal) -> list[RoleRead]:
         principal.require("user:read")
@@ -260,6 +277,74 @@ class AuthService:
     async def list_teams(self, principal: Principal) -> list[TeamRead]:
         principal.require("team:read")
         return await self.db.read(repo.list_teams)
+
+    # -- saved views -----------------------------------------------------------------
+    async def create_view(self, principal: Principal, data: ViewCreate) -> ViewRead:
+        """A view of the caller's (any signed-in caller may keep views: a view holds
+        filters, and the list still shows only what the caller may read)."""
+        filters = views.stored_filters(data.object, data.filters, data.sort)
+        columns = views.check_columns(data.object, data.columns)
+        made = await self.db.write(
+            repo.create_view, principal.user_id, data.object, data.name, filters, data.sort,
+            columns, data.shared,
+        )  # fmt: skip
+        if made is None:
+            raise Conflict(
+                f"you have a view of {data.object} named {data.name!r}",
+                [{"field": "name", "message": "taken by another of your views"}],
+            )
+        return made
+
+    async def list_views(self, principal: Principal, query: ViewListQuery) -> Page[ViewRead]:
+        """The caller's views and those the members of their team share."""
+        order = validate_sort(query)
+        rows = await self.db.read(
+            repo.list_views, principal.user_id, sorted(principal.team), query, order,
+            decode_cursor(query),
+        )  # fmt: skip
+        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        return Page[ViewRead](data=items, next_cursor=cursor)
+
+    async def get_view(self, principal: Principal, view_id: int) -> ViewRead:
+        found = await self.db.read(repo.get_view, view_id)
+        if found is None or not may_use(
+            found.owner_id, found.shared, principal.user_id, principal.team
+        ):
+            raise NotFound(f"view {view_id} not found")
+        return found
+
+    async def update_view(
+        self, principal: Principal, view_id: int, data: ViewUpdate, if_version: int | None
+    ) -> ViewRead:
+        """Only its owner changes a view (its team may use a shared one)."""
+        current = await self._own_view(principal, view_id)
+        changes = data.model_dump(exclude_unset=True)
+        if "filters" in changes or "sort" in changes:
+            filters = views.stored_filters(
+                current.object, changes.get("filters", current.filters),
+                changes.get("sort", current.sort),
+            )  # fmt: skip
+            if "filters" in changes:
+                changes["filters"] = [list(p) for p in filters]
+        if "columns" in changes:
+            changes["columns"] = views.check_columns(current.object, changes["columns"])
+        outcome = await self.db.write(
+            repo.update_view, view_id, principal.user_id, changes, if_version
+        )
+        return written(outcome, "view", view_id)
+
+    async def delete_view(
+        self, principal: Principal, view_id: int, if_version: int | None
+    ) -> ViewRead:
+        await self._own_view(principal, view_id)
+        outcome = await self.db.write(repo.delete_view, view_id, principal.user_id, if_version)
+        return written(outcome, "view", view_id)
+
+    async def _own_view(self, principal: Principal, view_id: int) -> ViewRead:
+        current = await self.get_view(principal, view_id)
+        if current.owner_id != principal.user_id:
+            raise Forbidden(f"view {view_id} is shared with you; only its owner changes it")
+        return current
 
     # -- API keys --------------------------------------------------------------------
     async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:

@@ -92,7 +92,7 @@ async def list_customers(request: Request, principal: CurrentPrincipal, svc: Ser
     `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
     `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
     `limit` (max 200), `cursor`, `count=true` for a total."""
-    query = list_params(request, CustomerListQuery)
+    query = await list_params(request, CustomerListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -150,7 +150,7 @@ async def customer_history(
 ) -> Response:
     """Changes of name, email, phone, website, industry, tags and owner, with creation,
     deletion and restore; newest first (`sort=created_at` for oldest first)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.history(principal, customer_id, query))
 
 
@@ -179,7 +179,7 @@ async def list_contacts(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's contacts; `sort` = `created_at` or `-created_at`, cursor pages."""
-    query = list_params(request, ContactListQuery)
+    query = await list_params(request, ContactListQuery)
     return json(await svc.list_contacts(principal, customer_id, query))
 
 
@@ -223,5 +223,5 @@ async def contact_history(
 ) -> Response:
     """Changes of first and last name, email, phone and title, with creation, deletion
     and restore; newest first (`sort=created_at` for oldest first)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.contact_history(principal, contact_id, query))

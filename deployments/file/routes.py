@@ -156,7 +156,7 @@ async def _store(form: MultipartStream, limit: int, shard: int) -> tuple[bytes, 
 async def list_files(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """One record's files: `owner_type` and `owner_id` (required); `sort` =
     `created_at` or `-created_at` (default); cursor pages."""
-    query = list_params(request, FileListQuery)
+    query = await list_params(request, FileListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -262,7 +262,7 @@ async def file_history(
     file_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Created and deleted, newest first."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.history(principal, file_id, query))
 
 

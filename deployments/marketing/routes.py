@@ -113,7 +113,7 @@ async def list_leads(request: Request, principal: CurrentPrincipal, svc: Service
     """Leads across all shards, cursor-paged. Filters: `status`, `source`, `owner_id`,
     `campaign_id`, `email`, `created_at[gte]`, `created_at[lt]`, `score[gte]`;
     `sort` = `created_at`, `-created_at` (default), `score`, `-score` (unscored last)."""
-    query = list_params(request, LeadListQuery)
+    query = await list_params(request, LeadListQuery)
     return json(await svc.list_leads(principal, query))
 
 
@@ -156,7 +156,7 @@ async def lead_history(
     lead_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Changes of the lead's audited fields, newest first."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.lead_history(principal, lead_id, query))
 
 
@@ -195,7 +195,7 @@ async def create_campaign(
 async def list_campaigns(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `status`, `type`, `owner_id`, `name[prefix]`, `created_at[gte]`,
     `created_at[lt]`; `sort` = `created_at`, `name` (prefix - for descending)."""
-    query = list_params(request, CampaignListQuery)
+    query = await list_params(request, CampaignListQuery)
     return json(await svc.list_campaigns(principal, query))
 
 
@@ -240,7 +240,7 @@ async def restore_campaign(
 async def campaign_history(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.campaign_history(principal, campaign_id, query))
 
 
@@ -262,7 +262,7 @@ async def list_members(
     campaign_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Filter `status`; `sort` = `created_at` or `-created_at`."""
-    query = list_params(request, MemberListQuery)
+    query = await list_params(request, MemberListQuery)
     return json(await svc.list_members(principal, campaign_id, query))
 
 
@@ -303,7 +303,7 @@ async def create_form(body: FormCreate, principal: CurrentPrincipal, svc: Servic
     "/forms", response_model=Page[FormRead], openapi_extra=query_parameters(FormListQuery)
 )
 async def list_forms(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
-    query = list_params(request, FormListQuery)
+    query = await list_params(request, FormListQuery)
     return json(await svc.list_forms(principal, query))
 
 
@@ -333,7 +333,7 @@ async def form_history(
 ) -> Response:
     """Changes of name, fields, required fields, default source, campaign, owner and
     active, with creation and deletion; newest first (`sort=created_at` for oldest)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.form_history(principal, form_id, query))
 
 

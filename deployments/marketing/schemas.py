@@ -157,6 +157,7 @@ class LeadBatchResult(BatchResult[LeadRead]):
     results: Sequence[LeadBatchItem]
 
 class LeadListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "leads"
     status: LeadStatus | None = None
     source: LeadSource | None = None
     owner_id: Id | None = None
@@ -239,6 +240,7 @@ class CampaignRead(Record):
 
 
 class CampaignListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "campaigns"
     status: CampaignStatus | None = None
     campaign_type: CampaignType | None = None
     owner_id: Id | None = None

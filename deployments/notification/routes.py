@@ -35,7 +35,7 @@ async def list_notifications(
 ) -> Response:
     """The caller's own notifications, cursor-paged. Filter `unread=true|false`;
     `sort` = `-created_at` (default) or `created_at`; `limit` (max 200), `cursor`."""
-    query = list_params(request, NotificationListQuery)
+    query = await list_params(request, NotificationListQuery)
     return json(await svc.list(principal, query))
 
 

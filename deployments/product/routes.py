@@ -57,7 +57,7 @@ async def create_product(
 async def list_products(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `sku`, `name[prefix]`, `family`, `is_active`; `sort` = `created_at`,
     `name`, `sku` (prefix `-` for descending); `limit`, `cursor`."""
-    query = list_params(request, ProductListQuery)
+    query = await list_params(request, ProductListQuery)
     return json(await svc.list_products(principal, query))
 
 
@@ -78,7 +78,7 @@ async def create_price_book(
 )
 async def list_price_books(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Filters: `currency`, `is_active`; `sort` = `created_at`, `name` (±)."""
-    query = list_params(request, PriceBookListQuery)
+    query = await list_params(request, PriceBookListQuery)
     return json(await svc.list_price_books(principal, query))
 
 
@@ -120,7 +120,7 @@ async def restore_price_book(
 async def price_book_history(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.price_book_history(principal, book_id, query))
 
 
@@ -134,7 +134,7 @@ async def list_prices(
     book_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """The book's prices in product id order; `limit`, `cursor`."""
-    query = list_params(request, PriceListQuery)
+    query = await list_params(request, PriceListQuery)
     return json(await svc.list_prices(principal, book_id, query))
 
 
@@ -199,7 +199,7 @@ async def restore_product(
 async def product_history(
     product_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.product_history(principal, product_id, query))
 
 

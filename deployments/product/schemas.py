@@ -52,6 +52,7 @@ class ProductRead(Record):
 
 
 class ProductListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "products"
     sku: str | None = Field(default=None, min_length=1, max_length=64)
     name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
     family: str | None = Field(default=None, min_length=1, max_length=100)

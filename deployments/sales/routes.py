@@ -13,6 +13,8 @@ from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.sales.schemas import (
+    DealBatch,
+    DealBatchResult,
     DealCreate,
     DealListQuery,
     DealOrderCreate,
@@ -64,6 +66,7 @@ async def create_pipeline(
     pipeline = await svc.create_pipeline(principal, body)
     return record(pipeline, 201, f"/v1/sales/pipelines/{pipeline.id}")
 
+
 @router.get(
     "/pipelines",
     response_model=Page[PipelineRead],
@@ -72,7 +75,7 @@ async def create_pipeline(
 )
 async def list_pipelines(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Every pipeline with its stages; `sort` = `created_at` (default) or `-created_at`."""
-    query = list_params(request, PipelineListQuery)
+    query = await list_params(request, PipelineListQuery)
     return json(await svc.list_pipelines(principal, query))
 
 
@@ -123,7 +126,7 @@ async def pipeline_history(
     creation, deletion, restore, and of its stages: `stage_added` / `stage_updated`
     with the stage's id under `stage_id` and its name, position, probability and kind
     changes. Newest first (`sort=created_at` for oldest first)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.pipeline_history(principal, pipeline_id, query))
 
 
@@ -172,6 +175,19 @@ async def create_deal(
     return idempotency.answered(record(deal, 201, f"/v1/sales/deals/{deal.id}"), once)
 
 
+@router.post("/deals/batch", response_model=DealBatchResult, tags=["deals"])
+@idempotency.in_effect
+async def batch_deals(
+    body: DealBatch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Up to 100 deal items, as `POST /v1/customers/batch`: each create on its
+    customer's shard with the single create's checks (customer, contact, pipeline,
+    stage, owner), updates with `if_match`, deletes; one transaction per logical shard;
+    each item once under one `Idempotency-Key`. Stage moves keep their own action."""
+    once = idempotency.effect_key(request)
+    return idempotency.answered(json(await svc.batch_deals(principal, body, once)), once)
+
+
 @router.get(
     "/deals",
     response_model=Page[DealRead],
@@ -184,7 +200,7 @@ async def list_deals(request: Request, principal: CurrentPrincipal, svc: Service
     `expected_close_date[gte]`, `expected_close_date[lt]`, `created_at[gte]`,
     `created_at[lt]`; `sort` = `created_at`, `amount`, `expected_close_date` (prefix
     `-` for descending; default `-created_at`); `limit`, `cursor`, `count=true`."""
-    query = list_params(request, DealListQuery)
+    query = await list_params(request, DealListQuery)
     return json(await svc.list_deals(principal, query))
 
 
@@ -198,7 +214,7 @@ async def list_customer_deals(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's deals (one shard); the same filters and sorts as `GET /v1/sales/deals`."""
-    query = list_params(request, DealListQuery, without=_BY_PATH)
+    query = await list_params(request, DealListQuery, without=_BY_PATH)
     return json(await svc.list_customer_deals(principal, customer_id, query))
 
 
@@ -244,7 +260,7 @@ async def deal_history(
 ) -> Response:
     """Changes of name, amount, currency, stage, pipeline, owner, probability, status
     and expected close date; newest first (`sort=created_at` for oldest first)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.deal_history(principal, deal_id, query))
 
 
@@ -259,7 +275,7 @@ async def stage_history(
 ) -> Response:
     """Every stage transition, oldest first: from/to stage and pipeline, probability,
     who, when, and seconds spent in the previous stage."""
-    query = list_params(request, StageHistoryQuery)
+    query = await list_params(request, StageHistoryQuery)
     return json(await svc.stage_history(principal, deal_id, query))
 
 
@@ -351,7 +367,7 @@ async def list_orders(request: Request, principal: CurrentPrincipal, svc: Servic
     `deal_id`, `price_book_id`, `owner_id`, `total[gte]`, `total[lte]`,
     `created_at[gte]`, `created_at[lt]`; `sort` = `created_at`, `total` (`-` for
     descending; default `-created_at`); `limit`, `cursor`, `count=true`."""
-    query = list_params(request, OrderListQuery)
+    query = await list_params(request, OrderListQuery)
     return json(await svc.list_orders(principal, query))
 
 
@@ -365,7 +381,7 @@ async def list_customer_orders(
     customer_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """A customer's orders (one shard); the same filters and sorts as `GET /v1/sales/orders`."""
-    query = list_params(request, OrderListQuery, without=_BY_PATH)
+    query = await list_params(request, OrderListQuery, without=_BY_PATH)
     return json(await svc.list_customer_orders(principal, customer_id, query))
 
 
@@ -426,5 +442,5 @@ async def order_history(
     order_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Changes of status, price book, currency, totals and notes; newest first."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.order_history(principal, order_id, query))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
@@ -17,6 +18,14 @@ from pydantic import (
     model_validator,
 )
 
+from deployments._kit.batch import (
+    MAX_ITEMS,
+    BatchCreate,
+    BatchDelete,
+    BatchResult,
+    BatchUpdate,
+    ItemResult,
+)
 from deployments._kit.types import Amount, Id, Money, NonNegativeAmount, NonNegativeMoney, Percent
 from gateway.inputs import Input, Patch, when_given
 from gateway.listing import ListQuery
@@ -172,6 +181,31 @@ class DealRead(Record):
     updated_at: datetime
 
 
+
+class DealBatchCreate(BatchCreate[DealCreate]):
+    pass
+
+
+class DealBatchUpdate(BatchUpdate[DealUpdate]):
+    pass
+
+
+class DealBatch(Input):
+    """Up to 100 creates, updates and deletes of deals, each with its own result
+    (`POST /v1/sales/deals/batch`, deployments/_kit/batch.py)."""
+
+    items: list[
+        Annotated[DealBatchCreate | DealBatchUpdate | BatchDelete, Field(discriminator="op")]
+    ] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class DealBatchItem(ItemResult[DealRead]):
+    pass
+
+
+class DealBatchResult(BatchResult[DealRead]):
+    results: Sequence[DealBatchItem]
+
 class StageMove(Input):
     stage_id: Id
     probability: int | None = Field(default=None, ge=0, le=100, description="Default: stage's.")
@@ -211,6 +245,7 @@ class StageHistoryQuery(ListQuery):
 
 
 class DealListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "deals"
     status: DealStatus | None = None
     pipeline_id: Id | None = None
     stage_id: Id | None = None
@@ -358,6 +393,7 @@ class OrderRead(Record):
 
 
 class OrderListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "orders"
     status: OrderStatus | None = None
     customer_id: Id | None = None
     deal_id: Id | None = None

@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from deployments._kit.batch import BatchDelete, Plan
+from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
@@ -16,6 +18,10 @@ from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
 from deployments.sales.schemas import (
+    DealBatch,
+    DealBatchCreate,
+    DealBatchResult,
+    DealBatchUpdate,
     DealCreate,
     DealListQuery,
     DealOrderCreate,
@@ -40,7 +46,14 @@ from deployments.sales.schemas import (
     WonRequest,
 )
 from deployments.sales.totals import order_totals
-from gateway.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Validation
+from gateway.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Validation,
+)
 from gateway.idempotency import Once
 from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
 from gateway.principal import Principal
@@ -247,15 +260,29 @@ class SalesService:
         principal.require("deal:write")
         if source_key is not None and not 1 <= len(source_key) <= 200:
             raise _invalid("source_key", "1-200 characters")
-        owner_id = data.owner_id if data.owner_id is not None else principal.user_id
-        if owner_id != principal.user_id:
-            principal.require("deal:assign")
+        if data.owner_id is not None and data.owner_id != principal.user_id:
+            principal.require("deal:assign")  # before a repeat's answer, as always
         shard = self._customer_shard(data.customer_id)
         if source_key is not None:
             # Whoever owns it: the same key always answers with the same deal.
             earlier = await self.shards.read(shard, repo.get_deal_by_source_key, source_key)
             if earlier is not None:
                 return principal.redact("deal", earlier)
+        values = await self._new_deal(principal, data)
+        values["source_key"] = source_key
+        created = await write_once(
+            self.shards, shard, once, DealRead, repo.create_deal, shard, values, principal.user_id
+        )
+        return principal.redact("deal", created)
+
+    async def _new_deal(self, principal: Principal, data: DealCreate) -> dict[str, Any]:
+        """A new deal's stored values, once every check a create makes has passed: the
+        owner (`deal:assign` for another), the customer and contact, the pipeline and
+        its first (or named) stage."""
+        owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+        if owner_id != principal.user_id:
+            principal.require("deal:assign")
+        self._customer_shard(data.customer_id)
         await self._check_customer(principal, data.customer_id, data.contact_id)
         if data.pipeline_id is None:
             pipeline = await self.pipelines.default()
@@ -266,7 +293,7 @@ class SalesService:
             if pipeline is None:
                 raise _invalid("pipeline_id", f"pipeline {data.pipeline_id} does not exist")
         stage = rules.initial_stage(pipeline, data.stage_id)
-        values = {
+        return {
             "customer_id": data.customer_id,
             "contact_id": data.contact_id,
             "name": data.name,
@@ -277,12 +304,53 @@ class SalesService:
             "probability": stage.probability if data.probability is None else data.probability,
             "owner_id": owner_id,
             "expected_close_date": data.expected_close_date,
-            "source_key": source_key,
+            "source_key": None,
         }
-        created = await write_once(
-            self.shards, shard, once, DealRead, repo.create_deal, shard, values, principal.user_id
-        )
-        return principal.redact("deal", created)
+
+    async def batch_deals(
+        self, principal: Principal, body: DealBatch, key: Once | None = None
+    ) -> DealBatchResult:
+        """Creates, updates and deletes of deals, each checked as the single operation
+        is (the customer and contact, the pipeline and stage, the owner: checked for
+        every item at once, before the writes), then written in one transaction per
+        logical shard (deployments/_kit/batch.py)."""
+        plan = Plan(principal, "deal", DealRead, DealBatchResult, key)
+
+        async def prepare(i: int, item: DealBatchCreate | DealBatchUpdate | BatchDelete) -> None:
+            try:
+                if isinstance(item, DealBatchCreate):
+                    principal.require("deal:write")
+                    shard = self._customer_shard(item.data.customer_id)
+                    values = await self._new_deal(principal, item.data)
+                    plan.add(
+                        i, "create", shard, repo.create_deal, shard, values, principal.user_id,
+                        key=plan.item_key(i, item), explain=_refused,
+                    )  # fmt: skip
+                    return
+                plan.ids[i] = item.id
+                shard = self._shard(item.id, "deal")
+                if isinstance(item, DealBatchUpdate):
+                    principal.require("deal:write")
+                    changes = await self._deal_changes(principal, item.id, item.data)
+                    plan.add(
+                        i, "update", shard, repo.update_deal, item.id, changes, item.if_match,
+                        principal.user_id, principal.owners("deal:write"),
+                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
+                    )  # fmt: skip
+                else:
+                    principal.require("deal:delete")
+                    plan.add(
+                        i, "delete", shard, repo.delete_deal, item.id, item.if_match,
+                        principal.user_id, principal.owners("deal:delete"),
+                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
+                    )  # fmt: skip
+            except AppError as exc:
+                plan.refuse(i, exc)
+
+        await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.items)))
+        result = await run_batch(plan, self.shards, len(body.items))
+        assert isinstance(result, DealBatchResult)
+        return result
 
     def _customer_shard(self, customer_id: int) -> int:
         try:
@@ -335,22 +403,30 @@ class SalesService:
         if_version: int | None = None,
     ) -> DealRead:
         principal.require("deal:write")
-        changes = data.model_dump(exclude_unset=True)
-        if "owner_id" in changes and changes["owner_id"] != principal.user_id:
-            principal.require("deal:assign")
-        if data.amount is not None:
-            changes["amount"], changes["currency"] = data.amount.amount, data.amount.currency
         shard = self._shard(deal_id, "deal")
-        if changes.get("contact_id") is not None:
-            current = await self._reached_deal(principal, deal_id, "deal:write", "change")
-            owner = await self.customers.contact_customer(principal, changes["contact_id"])
-            if owner != current.customer_id:
-                raise _invalid("contact_id", "not a contact of the deal's customer")
+        changes = await self._deal_changes(principal, deal_id, data)
         outcome = await self.shards.write(
             shard, repo.update_deal, deal_id, changes, if_version, principal.user_id,
             principal.owners("deal:write"),
         )  # fmt: skip
         return principal.redact("deal", _written(outcome, "deal", deal_id, principal))
+
+    async def _deal_changes(
+        self, principal: Principal, deal_id: int, data: DealUpdate
+    ) -> dict[str, Any]:
+        """An update's stored changes, once its checks have passed: `deal:assign` for
+        another owner, a new contact one of the deal's customer's."""
+        changes = data.model_dump(exclude_unset=True)
+        if "owner_id" in changes and changes["owner_id"] != principal.user_id:
+            principal.require("deal:assign")
+        if data.amount is not None:
+            changes["amount"], changes["currency"] = data.amount.amount, data.amount.currency
+        if changes.get("contact_id") is not None:
+            current = await self._reached_deal(principal, deal_id, "deal:write", "change")
+            owner = await self.customers.contact_customer(principal, changes["contact_id"])
+            if owner != current.customer_id:
+                raise _invalid("contact_id", "not a contact of the deal's customer")
+        return changes
 
     async def delete_deal(
         self, principal: Principal, deal_id: int, if_version: int | None = None
@@ -798,6 +874,16 @@ def _stale(kind: str, record_id: int, version: int) -> PreconditionFailed:
     return PreconditionFailed(f"{kind} {record_id} is at version {version}; reload and retry")
 
 
+def _conflict(refused: Refused) -> Conflict:
+    """A transition the deal rules refused: a 409 naming the field."""
+    return Conflict(refused.reason, [{"field": refused.field, "message": refused.reason}])
+
+
+def _refused(outcome: Any) -> AppError | None:
+    """A batch item's answer that the deal rules refused it (as `_written`)."""
+    return _conflict(outcome) if isinstance(outcome, Refused) else None
+
+
 def _written(
     outcome: T | Stale | Refused | Denied | None,
     kind: str,
@@ -808,5 +894,5 @@ def _written(
     transition the rules refused is a 409; a record outside the caller's scope a 403
     when they may read it, else a 404)."""
     if isinstance(outcome, Refused):
-        raise Conflict(outcome.reason, [{"field": outcome.field, "message": outcome.reason}])
+        raise _conflict(outcome)
     return written(outcome, kind, record_id, principal)

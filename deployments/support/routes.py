@@ -78,7 +78,7 @@ async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Servi
     `resolution_due_at[lt]`; `sort` = `created_at`, `priority`,
     `resolution_due_at` (prefix `-` for descending; default `-created_at`);
     `limit` (max 200), `cursor`, `count=true`."""
-    query = list_params(request, TicketListQuery)
+    query = await list_params(request, TicketListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -106,7 +106,7 @@ async def list_customer_tickets(
 ) -> Response:
     """A customer's tickets (one shard); the same filters and sorts as
     `GET /v1/support/tickets`."""
-    query = list_params(request, TicketListQuery, without={"customer_id"})
+    query = await list_params(request, TicketListQuery, without={"customer_id"})
     return json(await svc.list_for_customer(principal, customer_id, query))
 
 
@@ -181,7 +181,7 @@ async def ticket_history(
 ) -> Response:
     """Changes of status, priority, assignee, queue, subject, due times and breach
     flags, newest first."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.history(principal, ticket_id, query))
 
 
@@ -204,7 +204,7 @@ async def list_comments(
     ticket_id: RecordId, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """Oldest first (`sort=-created_at` for newest first), cursor pages."""
-    query = list_params(request, CommentListQuery)
+    query = await list_params(request, CommentListQuery)
     return json(await svc.list_comments(principal, ticket_id, query))
 
 
@@ -222,7 +222,7 @@ async def create_queue(body: QueueCreate, principal: CurrentPrincipal, svc: Serv
 )
 async def list_queues(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Queues; `sort` = `created_at` (default), `name` (prefix `-` to reverse)."""
-    query = list_params(request, QueueListQuery)
+    query = await list_params(request, QueueListQuery)
     return json(await svc.list_queues(principal, query))
 
 
@@ -266,7 +266,7 @@ async def queue_history(
     """Changes of name and strategy, creation, deletion, restore, and membership:
     `member_added`, `member_activated`, `member_deactivated`, `member_removed` with
     `user_id` and `active`. Newest first (`sort=created_at` for oldest first)."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.queue_history(principal, queue_id, query))
 
 
@@ -321,7 +321,7 @@ async def sla_policy_history(
 ) -> Response:
     """Changes of a priority's `first_response_s` and `resolution_s` (record type
     `sla_policy`, record id the policy's stable `id`). Newest first."""
-    query = list_params(request, HistoryQuery)
+    query = await list_params(request, HistoryQuery)
     return json(await svc.sla_policy_history(principal, priority, query))
 
 

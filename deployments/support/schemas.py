@@ -102,6 +102,7 @@ class TicketAssign(Input):
 
 
 class TicketListQuery(ListQuery):
+    view_object: ClassVar[str | None] = "tickets"
     statuses: list[Status] | None = Field(default=None, max_length=5)
     priorities: list[Priority] | None = Field(default=None, max_length=4)
     queue_id: Id | None = None

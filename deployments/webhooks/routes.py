@@ -49,7 +49,7 @@ async def create_webhook(
 @router.get("/", response_model=Page[WebhookRead], openapi_extra=query_parameters(WebhookListQuery))
 async def list_webhooks(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Subscriptions, cursor-paged; filter `active=true|false`."""
-    query = list_params(request, WebhookListQuery)
+    query = await list_params(request, WebhookListQuery)
     return json(await svc.list(principal, query))
 
 
@@ -88,7 +88,7 @@ async def list_deliveries(
 ) -> Response:
     """The delivery log: status, attempts, last response code, next attempt.
     Filter `status=pending|succeeded|failed|cancelled`."""
-    query = list_params(request, DeliveryListQuery)
+    query = await list_params(request, DeliveryListQuery)
     return json(await svc.deliveries(principal, webhook_id, query))
 
 

@@ -152,3 +152,34 @@ def test_lead_batches_refuse_a_duplicate_email_and_keep_the_rest(
     for made in results[:4]:
         lead = http.get(f"/v1/marketing/leads/{made['id']}", headers=admin)
         assert lead.status_code == 200 and lead.json()["company"] == "Acme"
+
+
+def test_deal_batches_check_each_item_as_a_single_create_does(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Deal Co"}).json()
+    money = {"amount": "1200.00", "currency": "EUR"}
+    body = {"customer_id": customer["id"], "name": "D0", "amount": money}
+    first = http.post("/v1/sales/deals", headers=admin, json=body).json()
+    items: list[dict[str, Any]] = [
+        {"op": "create", "data": {"customer_id": customer["id"], "name": f"D{i}",
+                                  "amount": money}}
+        for i in (1, 2)
+    ]  # fmt: skip
+    items += [
+        {"op": "create", "data": {"customer_id": "1", "name": "Nobody's", "amount": money}},
+        {"op": "update", "id": first["id"], "if_match": first["version"],
+         "data": {"amount": {"amount": "99.50", "currency": "EUR"}}},
+        {"op": "update", "id": first["id"], "if_match": first["version"], "data": {"name": "x"}},
+    ]  # fmt: skip
+    answer = http.post("/v1/sales/deals/batch", headers=admin, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 201, 422, 200, 412]
+    assert results[2]["problem"]["errors"][0]["field"] == "customer_id"
+    assert results[3]["data"]["amount"] == {"amount": "99.50", "currency": "EUR"}
+    for made in results[:2]:
+        assert made["data"]["customer_id"] == customer["id"]
+        assert made["data"]["stage_id"] and made["data"]["probability"] is not None
+    listed = http.get(f"/v1/sales/customers/{customer['id']}/deals", headers=admin).json()
+    assert sorted(d["name"] for d in listed["data"]) == ["D0", "D1", "D2"]

@@ -189,9 +189,12 @@ def test_queue_and_sla_policy_history(
     }
     low = policies["low"]
     put = {"first_response_s": low["first_response_s"] + 1, "resolution_s": low["resolution_s"]}
-    _ok(http.put("/v1/support/sla-policies/low", headers=admin, json=put))
+    changed = http.put("/v1/support/sla-policies/low", headers=admin, json=put)
+    assert changed.status_code == 200, changed.text
     _ok(http.put("/v1/support/sla-policies/low", headers=admin, json=put))  # no change
-    changes = http.get("/v1/support/sla-policies/low/history", headers=viewer).json()["data"]
+    # The viewer reads after the admin's write (a replica may not have replayed it).
+    after = {**viewer, "NextFlow-Read-After": changed.headers["nextflow-read-after"]}
+    changes = http.get("/v1/support/sla-policies/low/history", headers=after).json()["data"]
     assert changes[0]["record_type"] == "sla_policy" and changes[0]["record_id"] == low["id"]
     assert changes[0]["changes"] == {
         "first_response_s": [low["first_response_s"], low["first_response_s"] + 1]

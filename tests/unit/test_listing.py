@@ -24,10 +24,13 @@ from gateway.errors import BadRequest, Validation
 from gateway.listing import (
     Page,
     Position,
+    SavedQuery,
     decode_cursor,
+    may_use,
     merge_pages,
     parse_list_params,
     search_query,
+    with_view,
 )
 
 
@@ -290,3 +293,25 @@ def test_a_bad_search_names_the_filter_as_the_caller_spelled_it(
 def test_a_search_body_refuses_what_the_list_does_not_take(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CustomerSearch.model_validate(body)
+
+
+def test_a_saved_view_lies_under_the_request_and_whose_it_is() -> None:
+    view = SavedQuery(
+        id=1, object="customers", owner_id=7, shared=False,
+        filters=(("tag[in]", "vip,eu"), ("name[prefix]", "Ac")), sort="name",
+    )  # fmt: skip
+    over = parse_list_params(
+        with_view([("name[prefix]", "Zz"), ("limit", "5")], view, CustomerListQuery),
+        CustomerListQuery,
+    )
+    assert (over.tags, over.name_prefix, over.sort, over.limit) == (["vip", "eu"], "Zz", "name", 5)
+    # A field the request gives replaces the view's, whichever spelling either used.
+    tagged = parse_list_params(
+        with_view([("tag", "x")], view, CustomerListQuery), CustomerListQuery
+    )
+    assert tagged.tags == ["x"] and tagged.name_prefix == "Ac"
+    resorted = with_view([("sort", "-created_at")], view, CustomerListQuery)
+    assert parse_list_params(resorted, CustomerListQuery).sort == "-created_at"
+    assert may_use(7, False, 7, frozenset())
+    assert not may_use(7, False, 8, frozenset({7, 8}))  # private: not the team's
+    assert may_use(7, True, 8, frozenset({7, 8})) and not may_use(7, True, 9, frozenset({9}))

@@ -238,7 +238,7 @@ def test_every_search_spells_its_filters_as_its_list_does(merged: dict[str, Any]
         assert names == {"filter", "sort", "limit", "cursor", "count"}, path
         filter_ref = search["properties"]["filter"]["$ref"]
         filters = schemas[filter_ref.rsplit("/", 1)[1]]
-        paging = {"limit", "cursor", "count", "sort"}
+        paging = {"limit", "cursor", "count", "sort", "view"}  # (a view: the GET's)
         assert set(filters["properties"]) == set(listed) - paging, path
         assert filters["additionalProperties"] is False
         assert search["properties"]["sort"]["enum"] == listed["sort"]["schema"]["enum"], path
