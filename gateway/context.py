@@ -63,7 +63,7 @@ async def _saved_view(request: Request, chosen: list[str], model: type[ListQuery
         or not may_use(view.owner_id, view.shared, principal.user_id, principal.team)
     ):
         # Another's private view is not there for this caller.
-        raise refused(f"no view {chosen[0]}")
+        raise refused(f"view {chosen[0]} not found")
     if view.object != model.view_object:
         raise refused(f"view {view.id} is a view of {view.object}, not {model.view_object}")
     return view

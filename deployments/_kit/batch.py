@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import typing
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -187,9 +188,33 @@ class Plan(Generic[R]):
             self.explain[index] = explain
         self.steps[shard].append((index, once, (key, shard, self.model, effect, *args)))
 
+    def change(
+        self,
+        index: int,
+        item: BatchUpdate[Any] | BatchDelete,
+        shard: int,
+        effect: Callable[..., Awaitable[Any]],
+        permission: str,
+        *values: Any,
+        explain: Callable[[Any], AppError | None] | None = None,
+    ) -> None:
+        """An update or delete of `item.id`, by the single operation's rules: needs
+        `permission`, runs `effect(conn, id, *values, if_match, actor, owners)` (the
+        repo's guarded write: 404, 403, 412 as `written` says)."""
+        self.principal.require(permission)
+        op = "delete" if isinstance(item, BatchDelete) else "update"
+        self.add(
+            index, op, shard, effect, item.id, *values, item.if_match, self.principal.user_id,
+            self.principal.owners(permission), record_id=item.id,
+            key=self.item_key(index, item), explain=explain,
+        )  # fmt: skip
+
     @property
     def item(self) -> type[ItemResult[R]]:
-        found: type[ItemResult[R]] = self.answer.model_fields["results"].annotation.__args__[0]  # type: ignore[union-attr]
+        """The domain's item model: what its `answer`'s `results` hold."""
+        found: type[ItemResult[R]] = typing.get_args(
+            self.answer.model_fields["results"].annotation
+        )[0]
         return found
 
     def refuse(self, index: int, exc: AppError) -> None:

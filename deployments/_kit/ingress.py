@@ -20,7 +20,11 @@ edges are where callers prove who they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -34,6 +38,8 @@ from deployments.auth.keys import ApiKeyCache
 from deployments.auth.saved import ViewCache
 from gateway.pipeline import Pipeline, Ready, build_api, open_pipeline
 from shards.client import Database
+
+log = logging.getLogger("nextflow.service")
 
 # Each application and its ingress deployment (`serve_config.yaml` names them alike).
 APPS = {
@@ -101,6 +107,31 @@ class ServiceIngress:
             description=description,
             settings=settings,
         )
+
+    def every(self, interval_s: float, work: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run `work()` every `interval_s` in this replica (0: never), first after a
+        random part of the interval (replicas out of step: their runs rarely overlap,
+        and an overlap must be harmless); a failed run is logged and the next one
+        tries again (a shard down now). Stopped with the replica."""
+        if interval_s <= 0:
+            return
+
+        async def forever() -> None:
+            await asyncio.sleep(random.uniform(0, interval_s))
+            while True:
+                try:
+                    await work()
+                except Exception:
+                    log.warning("%s failed; again in %.0f s", what, interval_s, exc_info=True)
+                await asyncio.sleep(interval_s)
+
+        tasks: list[asyncio.Task[None]] = self.__dict__.setdefault("_periodic", [])
+        tasks.append(asyncio.get_running_loop().create_task(forever()))
+
+    def __del__(self) -> None:
+        for task in self.__dict__.get("_periodic", []):
+            with contextlib.suppress(RuntimeError):
+                task.cancel()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self._api

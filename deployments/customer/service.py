@@ -94,25 +94,14 @@ class CustomerService:
                     )  # fmt: skip
                     continue
                 plan.ids[i] = item.id
+                shard = self._shard(item.id, "customer")
                 if isinstance(item, BatchUpdate):
-                    principal.require("customer:write")
                     changes = item.data.model_dump(exclude_unset=True)
                     if "owner_id" in changes and changes["owner_id"] != principal.user_id:
                         principal.require("customer:assign")
-                    shard = self._shard(item.id, "customer")
-                    plan.add(
-                        i, "update", shard, repo.update_customer, item.id, changes,
-                        item.if_match, principal.user_id, principal.owners("customer:write"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.update_customer, "customer:write", changes)
                 else:
-                    principal.require("customer:delete")
-                    shard = self._shard(item.id, "customer")
-                    plan.add(
-                        i, "delete", shard, repo.delete_customer, item.id, item.if_match,
-                        principal.user_id, principal.owners("customer:delete"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.delete_customer, "customer:delete")
             except AppError as exc:
                 plan.refuse(i, exc)
         result = await run_batch(plan, self.shards, len(body.items))
@@ -264,20 +253,10 @@ class CustomerService:
                 plan.ids[i] = item.id
                 shard = self._shard(item.id, "contact")
                 if isinstance(item, ContactBatchUpdate):
-                    principal.require("contact:write")
-                    plan.add(
-                        i, "update", shard, repo.update_contact, item.id,
-                        item.data.model_dump(exclude_unset=True), item.if_match,
-                        principal.user_id, principal.owners("contact:write"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    changes = item.data.model_dump(exclude_unset=True)
+                    plan.change(i, item, shard, repo.update_contact, "contact:write", changes)
                 else:
-                    principal.require("contact:delete")
-                    plan.add(
-                        i, "delete", shard, repo.delete_contact, item.id, item.if_match,
-                        principal.user_id, principal.owners("contact:delete"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.delete_contact, "contact:delete")
             except AppError as exc:
                 plan.refuse(i, exc)
         result = await run_batch(plan, self.shards, len(body.items))

@@ -10,10 +10,7 @@ never crosses Ray; these calls carry metadata only):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 from typing import Any
 
 from ray import serve
@@ -54,30 +51,12 @@ class FileApp(ServiceIngress):
         self._svc = FileService(await Shards.connect("file"), blob_store(), _lookups())
         self.open_ingress(self._svc, title="NextFlow files", routers=[routes.router])
         settings = get_settings()
-        self._sweeper = (
-            asyncio.get_running_loop().create_task(
-                self._sweep_forever(
-                    settings.file_orphan_sweep_interval_s, settings.file_orphan_age_s
-                )
-            )
-            if settings.file_orphan_sweep_interval_s > 0
-            else None
+        age = settings.file_orphan_age_s
+        self.every(
+            settings.file_orphan_sweep_interval_s,
+            lambda: self._svc.remove_orphans(age),
+            "orphan blob sweep",
         )
-
-    async def _sweep_forever(self, interval: float, age: float) -> None:
-        await asyncio.sleep(random.uniform(0, interval))  # replicas out of step
-        while True:
-            try:
-                await self._svc.remove_orphans(age)
-            except Exception:  # a shard down now is retried on the next round
-                log.warning("orphan blob sweep failed", exc_info=True)
-            await asyncio.sleep(interval)
-
-    def __del__(self) -> None:
-        sweeper = getattr(self, "_sweeper", None)
-        if sweeper is not None:
-            with contextlib.suppress(RuntimeError):
-                sweeper.cancel()
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database

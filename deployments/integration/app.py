@@ -12,10 +12,7 @@ same service methods (an import from a file already on that replica's machine):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 from typing import Any
 
 from ray import serve
@@ -56,31 +53,11 @@ class IntegrationApp(ServiceIngress):
         abandoned = await self._svc.fail_abandoned()
         if abandoned:
             log.warning("marked %d abandoned job(s) failed", abandoned)
-        self._sweeper = (
-            asyncio.get_running_loop().create_task(
-                self._sweep_forever(s.export_sweep_interval_s, s.export_keep_s)
-            )
-            if s.export_sweep_interval_s > 0
-            else None
+        keep = s.export_keep_s
+        self.every(
+            s.export_sweep_interval_s, lambda: self._svc.remove_old_exports(keep), "export sweep"
         )
         heap.settle()  # imports build many objects per row (cluster/heap.py)
-
-    async def _sweep_forever(self, interval: float, keep: float) -> None:
-        await asyncio.sleep(random.uniform(0, interval))  # replicas out of step
-        while True:
-            try:
-                removed = await self._svc.remove_old_exports(keep)
-                if removed:
-                    log.info("removed %d old export file(s)", removed)
-            except Exception:  # the database or store away now: the next round retries
-                log.warning("export file sweep failed", exc_info=True)
-            await asyncio.sleep(interval)
-
-    def __del__(self) -> None:
-        sweeper = getattr(self, "_sweeper", None)
-        if sweeper is not None:
-            with contextlib.suppress(RuntimeError):
-                sweeper.cancel()
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database

@@ -15,8 +15,8 @@ from cluster.settings import get_settings
 from deployments.customer.schemas import CustomerListQuery
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import IntegrationService, upload_dir
-from gateway.context import CurrentPrincipal, json, service
-from gateway.listing import parse_list_params, query_parameters
+from gateway.context import CurrentPrincipal, json, list_params, service
+from gateway.listing import query_parameters
 from gateway.openapi import BINARY, request_body
 from gateway.uploads import TooLarge, save_upload
 
@@ -89,7 +89,8 @@ async def job_errors(job_id: JobId, principal: CurrentPrincipal, svc: Service) -
     )
 
 
-_EXPORT_FILTERS = query_parameters(CustomerListQuery, without={"limit", "cursor", "count"})
+_PAGE = {"limit", "cursor", "count"}  # an export is every page, counted
+_EXPORT_FILTERS = query_parameters(CustomerListQuery, without=_PAGE)
 
 
 @router.post(
@@ -106,10 +107,8 @@ async def export_customers(request: Request, principal: CurrentPrincipal, svc: S
     (`GET /v1/integration/jobs/{id}/file`), kept `NEXTFLOW_EXPORT_KEEP_S` (24 h).
     A bad filter is a `422` here, a caller without `customer:read` a `403`. Cells a
     spreadsheet would run as formulas start with `'`."""
-    params = request.query_params.multi_items()
-    accepted = await svc.start_customer_export(
-        principal, parse_list_params(params, CustomerListQuery)
-    )
+    query = await list_params(request, CustomerListQuery, without=_PAGE)
+    accepted = await svc.start_customer_export(principal, query)
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 

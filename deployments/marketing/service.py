@@ -154,22 +154,12 @@ class MarketingService:
                 plan.ids[i] = item.id
                 shard = self._shard(item.id, "lead")
                 if isinstance(item, LeadBatchUpdate):
-                    principal.require("lead:write")
                     changes = item.data.model_dump(exclude_unset=True)
                     if "owner_id" in changes:
                         _may_give(principal, "lead", changes["owner_id"])
-                    plan.add(
-                        i, "update", shard, repo.update_lead, item.id, changes, item.if_match,
-                        principal.user_id, principal.owners("lead:write"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.update_lead, "lead:write", changes)
                 else:
-                    principal.require("lead:delete")
-                    plan.add(
-                        i, "delete", shard, repo.delete_lead, item.id, item.if_match,
-                        principal.user_id, principal.owners("lead:delete"),
-                        record_id=item.id, key=plan.item_key(i, item),
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.delete_lead, "lead:delete")
             except AppError as exc:
                 plan.refuse(i, exc)
         result = await run_batch(plan, self.shards, len(body.items))

@@ -332,18 +332,11 @@ class SalesService:
                 if isinstance(item, DealBatchUpdate):
                     principal.require("deal:write")
                     changes = await self._deal_changes(principal, item.id, item.data)
-                    plan.add(
-                        i, "update", shard, repo.update_deal, item.id, changes, item.if_match,
-                        principal.user_id, principal.owners("deal:write"),
-                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
-                    )  # fmt: skip
+                    plan.change(
+                        i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused
+                    )
                 else:
-                    principal.require("deal:delete")
-                    plan.add(
-                        i, "delete", shard, repo.delete_deal, item.id, item.if_match,
-                        principal.user_id, principal.owners("deal:delete"),
-                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
-                    )  # fmt: skip
+                    plan.change(i, item, shard, repo.delete_deal, "deal:delete", explain=_refused)
             except AppError as exc:
                 plan.refuse(i, exc)
 

@@ -14,9 +14,7 @@ idempotent, so replicas sweeping at the same time only repeat a no-op.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from typing import Any
 
 from ray import serve
@@ -75,29 +73,7 @@ class SupportApp(ServiceIngress, GrpcIngress):
             _CustomerHandle(app_handle("customer")),
         )
         self.open_ingress(self._svc, title="NextFlow support", routers=[routes.router])
-        interval = get_settings().sla_sweep_interval_s
-        self._sweeper = (
-            asyncio.get_running_loop().create_task(self._sweep_forever(interval))
-            if interval > 0
-            else None
-        )
-
-    async def _sweep_forever(self, interval: float) -> None:
-        # Replicas start out of step (jitter): their sweeps rarely overlap, and an
-        # overlap is harmless.
-        await asyncio.sleep(random.uniform(0, interval))
-        while True:
-            try:
-                await self._svc.sweep_all()
-            except Exception:  # a shard down now is retried on the next round
-                log.warning("SLA sweep failed; retrying in %.0f s", interval, exc_info=True)
-            await asyncio.sleep(interval)
-
-    def __del__(self) -> None:
-        sweeper = getattr(self, "_sweeper", None)
-        if sweeper is not None:
-            with contextlib.suppress(RuntimeError):
-                sweeper.cancel()
+        self.every(get_settings().sla_sweep_interval_s, self._svc.sweep_all, "SLA sweep")
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer."""

@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from deployments.auth.schemas import RoleUpdate, UserUpdate
+from deployments.auth.schemas import RoleUpdate, UserUpdate, ViewUpdate
 from deployments.customer.schemas import ContactUpdate, CustomerUpdate
 from deployments.marketing.schemas import CampaignUpdate, FormUpdate, LeadUpdate, MemberUpdate
 from deployments.product.schemas import PriceBookUpdate, ProductUpdate
@@ -149,6 +149,11 @@ class World:
                                           "description": "d", "family": "f"})  # fmt: skip
         return f"/v1/products/{made['id']}", made
 
+    def view_url(self) -> tuple[str, Json]:
+        name = f"V {os.urandom(3).hex()}"
+        made = self.post("/v1/auth/views", {"object": "customers", "name": name, "sort": "name"})
+        return f"/v1/auth/views/{made['id']}", made
+
     def webhook_url(self) -> tuple[str, Json]:
         made = self.post("/v1/webhooks", {"url": "http://127.0.0.2:9/null",
                                           "event_types": ["*"], "description": "d"})  # fmt: skip
@@ -175,6 +180,7 @@ MAKERS: dict[type[Patch], Callable[[World], tuple[str, Json]]] = {
     PriceBookUpdate: World.book_url,
     ProductUpdate: World.product_url,
     WebhookUpdate: World.webhook_url,
+    ViewUpdate: World.view_url,
 }
 
 
