@@ -159,6 +159,8 @@ class Plan(Generic[R]):
     # customer absent, a lead's e-mail taken), as the single operation would say it.
     explain: dict[int, Callable[[Any], AppError | None]] = field(default_factory=dict)
     replayed: int = 0  # items answered from their key (a retried batch)
+    # The record as the single operation answers it (a ticket's breach state as of now).
+    finish: Callable[[Any], Any] | None = None
 
     def item_key(self, index: int, item: BaseModel) -> Once | None:
         """Item `index`'s own key, from the batch's (None without one)."""
@@ -270,6 +272,8 @@ def _answer(plan: Plan[R], index: int, value: Any) -> None:
         plan.refuse(index, exc)
         return
     created = plan.ops[index] == "create"
+    if plan.finish is not None:
+        found = plan.finish(found)
     data = plan.principal.redact(plan.kind, found)
     plan.results[index] = plan.item(
         index=index, status=201 if created else 200, id=found.id, data=data

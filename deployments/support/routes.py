@@ -32,6 +32,8 @@ from deployments.support.schemas import (
     SlaPolicyRead,
     SweepResult,
     TicketAssign,
+    TicketBatch,
+    TicketBatchResult,
     TicketCreate,
     TicketListQuery,
     TicketRead,
@@ -40,6 +42,7 @@ from deployments.support.schemas import (
     TicketUpdate,
 )
 from deployments.support.service import SupportService
+from gateway import idempotency
 from gateway.context import (
     CurrentPrincipal,
     IfMatch,
@@ -80,6 +83,19 @@ async def list_tickets(request: Request, principal: CurrentPrincipal, svc: Servi
     `limit` (max 200), `cursor`, `count=true`."""
     query = await list_params(request, TicketListQuery)
     return json(await svc.list(principal, query))
+
+
+@_tickets.post("/tickets/batch", response_model=TicketBatchResult)
+@idempotency.in_effect
+async def batch_tickets(
+    body: TicketBatch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Up to 100 ticket items, as `POST /v1/customers/batch`: each create checked as a
+    single one (customer, contact, queue; its assignee picked by the queue), updates
+    with `if_match`, deletes; one transaction per logical shard; each item once under
+    one `Idempotency-Key`. Status and assignment keep their own actions."""
+    once = idempotency.effect_key(request)
+    return idempotency.answered(json(await svc.batch(principal, body, once)), once)
 
 
 @_tickets.post("/tickets/search", response_model=Page[TicketRead])

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from deployments._kit.batch import (
+    MAX_ITEMS,
+    BatchCreate,
+    BatchDelete,
+    BatchResult,
+    BatchUpdate,
+    ItemResult,
+)
 from deployments._kit.types import Id, Tag, distinct
 from deployments.support.rules import Channel, Priority, Status, Strategy
 from gateway.inputs import Input, Patch
@@ -86,6 +95,31 @@ class TicketRead(Record):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class TicketBatchCreate(BatchCreate[TicketCreate]):
+    pass
+
+
+class TicketBatchUpdate(BatchUpdate[TicketUpdate]):
+    pass
+
+
+class TicketBatch(Input):
+    """Up to 100 creates, updates and deletes of tickets, each with its own result
+    (`POST /v1/support/tickets/batch`, deployments/_kit/batch.py)."""
+
+    items: list[
+        Annotated[TicketBatchCreate | TicketBatchUpdate | BatchDelete, Field(discriminator="op")]
+    ] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class TicketBatchItem(ItemResult[TicketRead]):
+    pass
+
+
+class TicketBatchResult(BatchResult[TicketRead]):
+    results: Sequence[TicketBatchItem]
 
 
 class TicketStatusChange(Input):
@@ -252,5 +286,3 @@ class SlaPolicyPut(Input):
         if self.resolution_s < self.first_response_s:
             raise ValueError("resolution_s must be at least first_response_s")
         return self
-
-

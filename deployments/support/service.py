@@ -17,6 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from deployments._kit.batch import BatchDelete, Plan
+from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import Denied, Stale, written
 from deployments.support import config_repo, repo, rules
@@ -33,13 +35,18 @@ from deployments.support.schemas import (
     SlaPolicyRead,
     SweepResult,
     TicketAssign,
+    TicketBatch,
+    TicketBatchCreate,
+    TicketBatchResult,
+    TicketBatchUpdate,
     TicketCreate,
     TicketListQuery,
     TicketRead,
     TicketStatusChange,
     TicketUpdate,
 )
-from gateway.errors import Conflict, NotFound, PreconditionFailed, Validation
+from gateway.errors import AppError, Conflict, NotFound, PreconditionFailed, Validation
+from gateway.idempotency import Once
 from gateway.listing import Page, decode_cursor, merge_pages, validate_sort
 from gateway.principal import Principal
 from shards import ShardNotFound
@@ -111,6 +118,18 @@ class SupportService:
 
     # -- tickets -----------------------------------------------------------------------
     async def create(self, principal: Principal, data: TicketCreate) -> TicketRead:
+        shard, placed = await self._new_ticket(principal, data)
+        created = await self.shards.write(
+            shard, repo.create_ticket, shard, data, *placed, principal.user_id
+        )
+        return principal.redact("ticket", self._live(created))
+
+    async def _new_ticket(
+        self, principal: Principal, data: TicketCreate
+    ) -> tuple[int, tuple[int | None, int | None, Any]]:
+        """A new ticket's shard and (queue, assignee, SLA policy), once a create's
+        checks have passed: `ticket:assign` for another assignee, the customer and
+        contact, the queue; the assignee picked by the queue when none is named."""
         principal.require("ticket:write")
         if data.assignee_id is not None and data.assignee_id != principal.user_id:
             principal.require("ticket:assign")
@@ -128,17 +147,48 @@ class SupportService:
         assignee_id = data.assignee_id
         if assignee_id is None and route is not None:
             assignee_id = await self._auto_assignee(route)
-        created = await self.shards.write(
-            shard,
-            repo.create_ticket,
-            shard,
-            data,
-            route.queue_id if route else None,
-            assignee_id,
-            policy,
-            principal.user_id,
-        )
-        return principal.redact("ticket", self._live(created))
+        return shard, (route.queue_id if route else None, assignee_id, policy)
+
+    async def batch(
+        self, principal: Principal, body: TicketBatch, key: Once | None = None
+    ) -> TicketBatchResult:
+        """Creates, updates and deletes of tickets, each checked as the single
+        operation is (every item's checks at once, a create's assignee picked by its
+        queue then), written in one transaction per logical shard
+        (deployments/_kit/batch.py). A retried batch replays the tickets it made; the
+        queue's round-robin moved on for them again (it is not in the transaction)."""
+        plan = Plan(principal, "ticket", TicketRead, TicketBatchResult, key, finish=self._live)
+
+        async def prepare(
+            i: int, item: TicketBatchCreate | TicketBatchUpdate | BatchDelete
+        ) -> None:
+            try:
+                if isinstance(item, TicketBatchCreate):
+                    shard, placed = await self._new_ticket(principal, item.data)
+                    plan.add(
+                        i, "create", shard, repo.create_ticket, shard, item.data, *placed,
+                        principal.user_id, key=plan.item_key(i, item),
+                    )  # fmt: skip
+                    return
+                plan.ids[i] = item.id
+                shard = self._shard(item.id, "ticket")
+                if isinstance(item, TicketBatchUpdate):
+                    principal.require("ticket:write")
+                    changes, policy = await self._ticket_changes(principal, item.id, item.data)
+                    plan.add(
+                        i, "update", shard, repo.update_ticket, item.id, changes, item.if_match,
+                        policy, principal.user_id, principal.owners("ticket:write"),
+                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
+                    )  # fmt: skip
+                else:
+                    plan.change(i, item, shard, repo.delete_ticket, "ticket:delete")
+            except AppError as exc:
+                plan.refuse(i, exc)
+
+        await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.items)))
+        result = await run_batch(plan, self.shards, len(body.items))
+        assert isinstance(result, TicketBatchResult)
+        return result
 
     async def _check_customer(
         self, principal: Principal, customer_id: int, contact_id: int | None
@@ -200,21 +250,8 @@ class SupportService:
         if_version: int | None = None,
     ) -> TicketRead:
         principal.require("ticket:write")
-        changes = data.model_dump(exclude_unset=True)
         shard = self._shard(ticket_id, "ticket")
-        if "queue_id" in changes and not await self.config.read(
-            config_repo.queue_exists, changes["queue_id"]
-        ):
-            raise Validation(
-                f"queue {changes['queue_id']} does not exist",
-                [{"field": "queue_id", "message": "no such queue"}],
-            )
-        if changes.get("contact_id") is not None:
-            current = await self.get(principal, ticket_id)
-            await self._check_customer(principal, current.customer_id, changes["contact_id"])
-        policy = None
-        if "priority" in changes:
-            policy = await self.config.read(config_repo.get_policy, changes["priority"])
+        changes, policy = await self._ticket_changes(principal, ticket_id, data)
         outcome = await self.shards.write(
             shard, repo.update_ticket, ticket_id, changes, if_version, policy, principal.user_id,
             principal.owners("ticket:write"),
@@ -257,6 +294,27 @@ class SupportService:
             principal.owners("ticket:write"), taking and principal.reaches("ticket:read", None),
         )  # fmt: skip
         return self._record(principal, outcome, ticket_id)
+
+    async def _ticket_changes(
+        self, principal: Principal, ticket_id: int, data: TicketUpdate
+    ) -> tuple[dict[str, Any], Any]:
+        """An update's changes and (when the priority changes) its new SLA policy, once
+        its checks have passed: the queue exists, a new contact is the customer's."""
+        changes = data.model_dump(exclude_unset=True)
+        if "queue_id" in changes and not await self.config.read(
+            config_repo.queue_exists, changes["queue_id"]
+        ):
+            raise Validation(
+                f"queue {changes['queue_id']} does not exist",
+                [{"field": "queue_id", "message": "no such queue"}],
+            )
+        if changes.get("contact_id") is not None:
+            current = await self.get(principal, ticket_id)
+            await self._check_customer(principal, current.customer_id, changes["contact_id"])
+        policy = None
+        if "priority" in changes:
+            policy = await self.config.read(config_repo.get_policy, changes["priority"])
+        return changes, policy
 
     async def delete(
         self, principal: Principal, ticket_id: int, if_version: int | None = None
@@ -548,6 +606,11 @@ def _ticket_key(field: str) -> Callable[[TicketRead], tuple[Any, int]]:
     if field == "priority":
         return lambda t: (rules.PRIORITY_RANK[t.priority], t.id)
     return lambda t: (getattr(t, field), t.id)
+
+
+def _refused(outcome: Any) -> AppError | None:
+    """A batch item's change the ticket rules refused: its 409 (as `_written`)."""
+    return Conflict(outcome.reason) if isinstance(outcome, repo.Refused) else None
 
 
 def _written(

@@ -183,3 +183,34 @@ def test_deal_batches_check_each_item_as_a_single_create_does(
         assert made["data"]["stage_id"] and made["data"]["probability"] is not None
     listed = http.get(f"/v1/sales/customers/{customer['id']}/deals", headers=admin).json()
     assert sorted(d["name"] for d in listed["data"]) == ["D0", "D1", "D2"]
+
+
+def test_ticket_batches_place_route_and_refuse_each_item_as_a_single_create(
+    http: httpx.Client, admin: dict[str, str]
+) -> None:
+    customer = http.post("/v1/customers", headers=admin, json={"name": "Ticket Co"}).json()
+    one = {"customer_id": customer["id"], "subject": "T0", "priority": "high"}
+    first = http.post("/v1/support/tickets", headers=admin, json=one)
+    assert first.status_code == 201, first.text
+    ticket = first.json()
+    items: list[dict[str, Any]] = [
+        {"op": "create", "data": {**one, "subject": f"T{i}"}} for i in (1, 2)
+    ]
+    items += [
+        {"op": "create", "data": {**one, "customer_id": "1"}},
+        {"op": "update", "id": ticket["id"], "if_match": ticket["version"],
+         "data": {"subject": "T0 renamed", "priority": "low"}},
+        {"op": "delete", "id": ticket["id"], "if_match": ticket["version"]},  # stale by then
+    ]  # fmt: skip
+    answer = http.post("/v1/support/tickets/batch", headers=admin, json={"items": items})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 201, 422, 200, 412]
+    for made in results[:2]:
+        assert made["data"]["customer_id"] == customer["id"] and made["data"]["queue_id"]
+        assert ids.shard_of(int(made["id"])) == ids.shard_of(int(customer["id"]))
+    renamed = results[3]["data"]
+    assert (renamed["subject"], renamed["priority"]) == ("T0 renamed", "low")
+    assert "resolution_breached" in renamed  # as the single update answers it (live)
+    listed = http.get(f"/v1/support/customers/{customer['id']}/tickets", headers=admin).json()
+    assert sorted(t["subject"] for t in listed["data"]) == ["T0 renamed", "T1", "T2"]
