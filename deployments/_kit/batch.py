@@ -28,7 +28,7 @@ import typing
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -49,6 +49,7 @@ from shards.errors import DatabaseError, ShardUnavailable, StaleShardMap
 C = TypeVar("C", bound=BaseModel)
 U = TypeVar("U", bound=BaseModel)
 R = TypeVar("R", bound=Record)
+A = TypeVar("A", bound="BatchResult[Any]")
 MAX_ITEMS = 100
 
 
@@ -72,6 +73,19 @@ class BatchDelete(Input):
     id: Id
     if_match: int | None = Field(
         default=None, ge=1, description="The version the record must be at (as If-Match)."
+    )
+
+
+CI = TypeVar("CI", bound=BatchCreate[Any])
+UI = TypeVar("UI", bound=BatchUpdate[Any])
+
+
+class Batch(Input, Generic[CI, UI]):
+    """A batch's body: 1 to 100 items, each a create, an update or a delete (`op`).
+    Each object names its own (`class CustomerBatch(Batch[CustomerBatchCreate, ...])`)."""
+
+    items: list[Annotated[CI | UI | BatchDelete, Field(discriminator="op")]] = Field(
+        min_length=1, max_length=MAX_ITEMS
     )
 
 
@@ -141,13 +155,13 @@ async def each(
 
 # -- in the service --------------------------------------------------------------------
 @dataclass
-class Plan(Generic[R]):
+class Plan(Generic[R, A]):
     """A batch being planned: each item's shard step, or its problem already."""
 
     principal: Principal
     kind: str  # "customer": for messages and redaction
     model: type[R]
-    answer: type[BatchResult[R]]  # each domain names its own (`CustomerBatchResult`)
+    answer: type[A]  # each domain names its own (`CustomerBatchResult`)
     key: Once | None
     steps: dict[int, list[tuple[int, Callable[..., Awaitable[Any]], tuple[Any, ...]]]] = field(
         default_factory=lambda: defaultdict(list)
@@ -225,9 +239,27 @@ class Plan(Generic[R]):
         )
 
 
-async def run(plan: Plan[R], shards: Shards, count: int) -> BatchResult[R]:
-    """Write the planned steps, one `each` call per shard at once, and answer every
-    item in order."""
+async def run(
+    plan: Plan[R, A],
+    shards: Shards,
+    items: Sequence[BaseModel],
+    prepare: Callable[[int, Any], Awaitable[None]],
+) -> A:
+    """Plan every item at once with the domain's `prepare(index, item)` (its checks,
+    then `plan.add` or `plan.change`; an `AppError` it raises is that item's answer),
+    write the planned steps, one `each` call per shard at once, and answer every item
+    in order."""
+
+    async def planned(index: int, item: BaseModel) -> None:
+        record_id = getattr(item, "id", None)  # an update's or delete's record
+        if record_id is not None:
+            plan.ids[index] = record_id
+        try:
+            await prepare(index, item)
+        except AppError as exc:
+            plan.refuse(index, exc)
+
+    await asyncio.gather(*(planned(i, item) for i, item in enumerate(items)))
 
     async def on_shard(shard: int, steps: list[tuple[int, Any, tuple[Any, ...]]]) -> None:
         try:
@@ -246,14 +278,14 @@ async def run(plan: Plan[R], shards: Shards, count: int) -> BatchResult[R]:
     for steps in plan.steps.values():  # the request's order (items planned at once)
         steps.sort(key=lambda step: step[0])
     await asyncio.gather(*(on_shard(s, steps) for s, steps in plan.steps.items()))
-    if plan.key is not None and plan.replayed == count:
+    if plan.key is not None and plan.replayed == len(items):
         plan.key.replayed = True  # the whole batch had run: `Idempotent-Replayed`
-    results = [plan.results[i] for i in range(count)]
+    results = [plan.results[i] for i in range(len(items))]
     failed = sum(1 for r in results if r.problem is not None)
-    return plan.answer(results=results, succeeded=count - failed, failed=failed)
+    return plan.answer(results=results, succeeded=len(items) - failed, failed=failed)
 
 
-def _answer(plan: Plan[R], index: int, value: Any) -> None:
+def _answer(plan: Plan[R, A], index: int, value: Any) -> None:
     if isinstance(value, DatabaseError):
         plan.refuse(index, storage_error(value, f"{plan.kind} batch"))
         return

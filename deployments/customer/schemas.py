@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import EmailStr, Field, field_validator
 
 from deployments._kit.batch import (
-    MAX_ITEMS,
+    Batch,
     BatchCreate,
-    BatchDelete,
     BatchResult,
     BatchUpdate,
     ItemResult,
@@ -141,15 +140,9 @@ class CustomerBatchUpdate(BatchUpdate[CustomerUpdate]):
     pass
 
 
-class CustomerBatch(Input):
+class CustomerBatch(Batch[CustomerBatchCreate, CustomerBatchUpdate]):
     """Up to 100 creates, updates and deletes of customers, each with its own result
     (`POST /v1/customers/batch`, deployments/_kit/batch.py)."""
-
-    items: list[
-        Annotated[
-            CustomerBatchCreate | CustomerBatchUpdate | BatchDelete, Field(discriminator="op")
-        ]
-    ] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class CustomerBatchItem(ItemResult[CustomerRead]):
@@ -168,13 +161,9 @@ class ContactBatchUpdate(BatchUpdate[ContactUpdate]):
     pass
 
 
-class ContactBatch(Input):
+class ContactBatch(Batch[ContactBatchCreate, ContactBatchUpdate]):
     """Up to 100 creates, updates and deletes of contacts, each with its own result
     (`POST /v1/customers/contacts/batch`, deployments/_kit/batch.py)."""
-
-    items: list[
-        Annotated[ContactBatchCreate | ContactBatchUpdate | BatchDelete, Field(discriminator="op")]
-    ] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class ContactBatchItem(ItemResult[ContactRead]):

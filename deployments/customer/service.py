@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from deployments._kit.batch import BatchCreate, BatchUpdate, Plan
+from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
@@ -22,7 +22,9 @@ from deployments.customer.schemas import (
     ContactRead,
     ContactUpdate,
     CustomerBatch,
+    CustomerBatchCreate,
     CustomerBatchResult,
+    CustomerBatchUpdate,
     CustomerCreate,
     CustomerListQuery,
     CustomerRead,
@@ -78,35 +80,33 @@ class CustomerService:
         single operation would be, written in one transaction per logical shard
         (deployments/_kit/batch.py); with `key` (the `Idempotency-Key`), each item once."""
         plan = Plan(principal, "customer", CustomerRead, CustomerBatchResult, key)
-        for i, item in enumerate(body.items):
-            try:
-                if isinstance(item, BatchCreate):
-                    principal.require("customer:write")
-                    owner_id = item.data.owner_id
-                    owner_id = owner_id if owner_id is not None else principal.user_id
-                    if owner_id != principal.user_id:
-                        principal.require("customer:assign")
-                    once = plan.item_key(i, item)
-                    shard = self.shards.place(key=once.slot if once is not None else None)
-                    plan.add(
-                        i, "create", shard, repo.create_customer, shard, item.data, owner_id,
-                        principal.user_id, key=once,
-                    )  # fmt: skip
-                    continue
-                plan.ids[i] = item.id
-                shard = self._shard(item.id, "customer")
-                if isinstance(item, BatchUpdate):
-                    changes = item.data.model_dump(exclude_unset=True)
-                    if "owner_id" in changes and changes["owner_id"] != principal.user_id:
-                        principal.require("customer:assign")
-                    plan.change(i, item, shard, repo.update_customer, "customer:write", changes)
-                else:
-                    plan.change(i, item, shard, repo.delete_customer, "customer:delete")
-            except AppError as exc:
-                plan.refuse(i, exc)
-        result = await run_batch(plan, self.shards, len(body.items))
-        assert isinstance(result, CustomerBatchResult)
-        return result
+
+        async def prepare(
+            i: int, item: CustomerBatchCreate | CustomerBatchUpdate | BatchDelete
+        ) -> None:
+            if isinstance(item, CustomerBatchCreate):
+                principal.require("customer:write")
+                owner_id = item.data.owner_id
+                owner_id = owner_id if owner_id is not None else principal.user_id
+                if owner_id != principal.user_id:
+                    principal.require("customer:assign")
+                once = plan.item_key(i, item)
+                shard = self.shards.place(key=once.slot if once is not None else None)
+                plan.add(
+                    i, "create", shard, repo.create_customer, shard, item.data, owner_id,
+                    principal.user_id, key=once,
+                )  # fmt: skip
+                return
+            shard = self._shard(item.id, "customer")
+            if isinstance(item, CustomerBatchUpdate):
+                changes = item.data.model_dump(exclude_unset=True)
+                if "owner_id" in changes and changes["owner_id"] != principal.user_id:
+                    principal.require("customer:assign")
+                plan.change(i, item, shard, repo.update_customer, "customer:write", changes)
+            else:
+                plan.change(i, item, shard, repo.delete_customer, "customer:delete")
+
+        return await run_batch(plan, self.shards, body.items, prepare)
 
     async def create_from_source(
         self, principal: Principal, source_key: str, data: CustomerCreate
@@ -237,31 +237,29 @@ class CustomerService:
         """Creates (each on its customer's shard), updates and deletes of contacts, as
         `batch` does customers."""
         plan = Plan(principal, "contact", ContactRead, ContactBatchResult, key)
-        for i, item in enumerate(body.items):
-            try:
-                if isinstance(item, ContactBatchCreate):
-                    principal.require("contact:write")
-                    shard = self._shard(item.customer_id, "customer")
-                    absent = _absent_customer(item.customer_id)
-                    plan.add(
-                        i, "create", shard, repo.create_contact, shard, item.customer_id,
-                        item.data, principal.user_id, principal.owners("contact:write"),
-                        key=plan.item_key(i, item),
-                        explain=absent,
-                    )  # fmt: skip
-                    continue
-                plan.ids[i] = item.id
-                shard = self._shard(item.id, "contact")
-                if isinstance(item, ContactBatchUpdate):
-                    changes = item.data.model_dump(exclude_unset=True)
-                    plan.change(i, item, shard, repo.update_contact, "contact:write", changes)
-                else:
-                    plan.change(i, item, shard, repo.delete_contact, "contact:delete")
-            except AppError as exc:
-                plan.refuse(i, exc)
-        result = await run_batch(plan, self.shards, len(body.items))
-        assert isinstance(result, ContactBatchResult)
-        return result
+
+        async def prepare(
+            i: int, item: ContactBatchCreate | ContactBatchUpdate | BatchDelete
+        ) -> None:
+            if isinstance(item, ContactBatchCreate):
+                principal.require("contact:write")
+                shard = self._shard(item.customer_id, "customer")
+                absent = _absent_customer(item.customer_id)
+                plan.add(
+                    i, "create", shard, repo.create_contact, shard, item.customer_id,
+                    item.data, principal.user_id, principal.owners("contact:write"),
+                    key=plan.item_key(i, item),
+                    explain=absent,
+                )  # fmt: skip
+                return
+            shard = self._shard(item.id, "contact")
+            if isinstance(item, ContactBatchUpdate):
+                changes = item.data.model_dump(exclude_unset=True)
+                plan.change(i, item, shard, repo.update_contact, "contact:write", changes)
+            else:
+                plan.change(i, item, shard, repo.delete_contact, "contact:delete")
+
+        return await run_batch(plan, self.shards, body.items, prepare)
 
     async def create_contact_from_source(
         self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate

@@ -275,12 +275,7 @@ class IntegrationService:
         except Exception as exc:  # the customer application or the store away, a bug
             log.exception("export job %s failed", job_id)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-        try:
-            await self.jobs.write(
-                repo.finish_job, job_id, status, rows[0], result or {"rows": rows[0]}, error
-            )
-        except Exception:
-            log.exception("export job %s: could not record its end", job_id)
+        await self._record_end(job_id, status, rows[0], result or {"rows": rows[0]}, error)
 
     async def _export_chunks(
         self,
@@ -407,12 +402,22 @@ class IntegrationService:
         errors = str(error_path) if counts.failed else None
         if not counts.failed:
             error_path.unlink(missing_ok=True)
+        await self._record_end(job_id, status, counts.rows, counts.result(errors), error)
+
+    async def _record_end(
+        self,
+        job_id: int,
+        status: repo.JobStatus,
+        done: int,
+        result: dict[str, Any],
+        error: str | None,
+    ) -> None:
+        """A job's end, as far as the jobs database takes it (away now: the job stops
+        reporting, and the next replica start marks it failed: `fail_abandoned`)."""
         try:
-            await self.jobs.write(
-                repo.finish_job, job_id, status, counts.rows, counts.result(errors), error
-            )
+            await self.jobs.write(repo.finish_job, job_id, status, done, result, error)
         except Exception:
-            log.exception("import job %s: could not record its end", job_id)
+            log.exception("job %s: could not record its end", job_id)
 
     async def _import(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,9 +19,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from deployments._kit.batch import (
-    MAX_ITEMS,
+    Batch,
     BatchCreate,
-    BatchDelete,
     BatchResult,
     BatchUpdate,
     ItemResult,
@@ -140,13 +139,9 @@ class LeadBatchUpdate(BatchUpdate[LeadUpdate]):
     pass
 
 
-class LeadBatch(Input):
+class LeadBatch(Batch[LeadBatchCreate, LeadBatchUpdate]):
     """Up to 100 creates, updates and deletes of leads, each with its own result
     (`POST /v1/marketing/leads/batch`, deployments/_kit/batch.py)."""
-
-    items: list[
-        Annotated[LeadBatchCreate | LeadBatchUpdate | BatchDelete, Field(discriminator="op")]
-    ] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class LeadBatchItem(ItemResult[LeadRead]):

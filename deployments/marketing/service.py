@@ -10,7 +10,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from deployments._kit.batch import Plan
+from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
@@ -136,35 +136,30 @@ class MarketingService:
         def duplicate(made: Any) -> AppError | None:
             return _duplicate(principal, made) if isinstance(made, repo.Duplicate) else None
 
-        for i, item in enumerate(body.items):
-            try:
-                if isinstance(item, LeadBatchCreate):
-                    principal.require("lead:write")
-                    data = item.data
-                    owner_id = data.owner_id if data.owner_id is not None else principal.user_id
-                    _may_give(principal, "lead", owner_id)
-                    once = plan.item_key(i, item)
-                    placed_by = data.email.lower() if data.email else (once.slot if once else None)
-                    shard = self.shards.place(key=placed_by)
-                    plan.add(
-                        i, "create", shard, repo.create_lead, shard, data, owner_id,
-                        principal.user_id, key=once, explain=duplicate,
-                    )  # fmt: skip
-                    continue
-                plan.ids[i] = item.id
-                shard = self._shard(item.id, "lead")
-                if isinstance(item, LeadBatchUpdate):
-                    changes = item.data.model_dump(exclude_unset=True)
-                    if "owner_id" in changes:
-                        _may_give(principal, "lead", changes["owner_id"])
-                    plan.change(i, item, shard, repo.update_lead, "lead:write", changes)
-                else:
-                    plan.change(i, item, shard, repo.delete_lead, "lead:delete")
-            except AppError as exc:
-                plan.refuse(i, exc)
-        result = await run_batch(plan, self.shards, len(body.items))
-        assert isinstance(result, LeadBatchResult)
-        return result
+        async def prepare(i: int, item: LeadBatchCreate | LeadBatchUpdate | BatchDelete) -> None:
+            if isinstance(item, LeadBatchCreate):
+                principal.require("lead:write")
+                data = item.data
+                owner_id = data.owner_id if data.owner_id is not None else principal.user_id
+                _may_give(principal, "lead", owner_id)
+                once = plan.item_key(i, item)
+                placed_by = data.email.lower() if data.email else (once.slot if once else None)
+                shard = self.shards.place(key=placed_by)
+                plan.add(
+                    i, "create", shard, repo.create_lead, shard, data, owner_id,
+                    principal.user_id, key=once, explain=duplicate,
+                )  # fmt: skip
+                return
+            shard = self._shard(item.id, "lead")
+            if isinstance(item, LeadBatchUpdate):
+                changes = item.data.model_dump(exclude_unset=True)
+                if "owner_id" in changes:
+                    _may_give(principal, "lead", changes["owner_id"])
+                plan.change(i, item, shard, repo.update_lead, "lead:write", changes)
+            else:
+                plan.change(i, item, shard, repo.delete_lead, "lead:delete")
+
+        return await run_batch(plan, self.shards, body.items, prepare)
 
     async def get_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         """A live lead the caller's `lead:read` scope reaches (else 404)."""

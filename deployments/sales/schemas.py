@@ -19,9 +19,8 @@ from pydantic import (
 )
 
 from deployments._kit.batch import (
-    MAX_ITEMS,
+    Batch,
     BatchCreate,
-    BatchDelete,
     BatchResult,
     BatchUpdate,
     ItemResult,
@@ -190,13 +189,9 @@ class DealBatchUpdate(BatchUpdate[DealUpdate]):
     pass
 
 
-class DealBatch(Input):
+class DealBatch(Batch[DealBatchCreate, DealBatchUpdate]):
     """Up to 100 creates, updates and deletes of deals, each with its own result
     (`POST /v1/sales/deals/batch`, deployments/_kit/batch.py)."""
-
-    items: list[
-        Annotated[DealBatchCreate | DealBatchUpdate | BatchDelete, Field(discriminator="op")]
-    ] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class DealBatchItem(ItemResult[DealRead]):

@@ -317,33 +317,26 @@ class SalesService:
         plan = Plan(principal, "deal", DealRead, DealBatchResult, key)
 
         async def prepare(i: int, item: DealBatchCreate | DealBatchUpdate | BatchDelete) -> None:
-            try:
-                if isinstance(item, DealBatchCreate):
-                    principal.require("deal:write")
-                    shard = self._customer_shard(item.data.customer_id)
-                    values = await self._new_deal(principal, item.data)
-                    plan.add(
-                        i, "create", shard, repo.create_deal, shard, values, principal.user_id,
-                        key=plan.item_key(i, item), explain=_refused,
-                    )  # fmt: skip
-                    return
-                plan.ids[i] = item.id
-                shard = self._shard(item.id, "deal")
-                if isinstance(item, DealBatchUpdate):
-                    principal.require("deal:write")
-                    changes = await self._deal_changes(principal, item.id, item.data)
-                    plan.change(
-                        i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused
-                    )
-                else:
-                    plan.change(i, item, shard, repo.delete_deal, "deal:delete", explain=_refused)
-            except AppError as exc:
-                plan.refuse(i, exc)
+            if isinstance(item, DealBatchCreate):
+                principal.require("deal:write")
+                shard = self._customer_shard(item.data.customer_id)
+                values = await self._new_deal(principal, item.data)
+                plan.add(
+                    i, "create", shard, repo.create_deal, shard, values, principal.user_id,
+                    key=plan.item_key(i, item), explain=_refused,
+                )  # fmt: skip
+                return
+            shard = self._shard(item.id, "deal")
+            if isinstance(item, DealBatchUpdate):
+                principal.require("deal:write")
+                changes = await self._deal_changes(principal, item.id, item.data)
+                plan.change(
+                    i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused
+                )
+            else:
+                plan.change(i, item, shard, repo.delete_deal, "deal:delete", explain=_refused)
 
-        await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.items)))
-        result = await run_batch(plan, self.shards, len(body.items))
-        assert isinstance(result, DealBatchResult)
-        return result
+        return await run_batch(plan, self.shards, body.items, prepare)
 
     def _customer_shard(self, customer_id: int) -> int:
         try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from deployments._kit.batch import (
-    MAX_ITEMS,
+    Batch,
     BatchCreate,
-    BatchDelete,
     BatchResult,
     BatchUpdate,
     ItemResult,
@@ -105,13 +104,9 @@ class TicketBatchUpdate(BatchUpdate[TicketUpdate]):
     pass
 
 
-class TicketBatch(Input):
+class TicketBatch(Batch[TicketBatchCreate, TicketBatchUpdate]):
     """Up to 100 creates, updates and deletes of tickets, each with its own result
     (`POST /v1/support/tickets/batch`, deployments/_kit/batch.py)."""
-
-    items: list[
-        Annotated[TicketBatchCreate | TicketBatchUpdate | BatchDelete, Field(discriminator="op")]
-    ] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class TicketBatchItem(ItemResult[TicketRead]):

@@ -162,33 +162,26 @@ class SupportService:
         async def prepare(
             i: int, item: TicketBatchCreate | TicketBatchUpdate | BatchDelete
         ) -> None:
-            try:
-                if isinstance(item, TicketBatchCreate):
-                    shard, placed = await self._new_ticket(principal, item.data)
-                    plan.add(
-                        i, "create", shard, repo.create_ticket, shard, item.data, *placed,
-                        principal.user_id, key=plan.item_key(i, item),
-                    )  # fmt: skip
-                    return
-                plan.ids[i] = item.id
-                shard = self._shard(item.id, "ticket")
-                if isinstance(item, TicketBatchUpdate):
-                    principal.require("ticket:write")
-                    changes, policy = await self._ticket_changes(principal, item.id, item.data)
-                    plan.add(
-                        i, "update", shard, repo.update_ticket, item.id, changes, item.if_match,
-                        policy, principal.user_id, principal.owners("ticket:write"),
-                        record_id=item.id, key=plan.item_key(i, item), explain=_refused,
-                    )  # fmt: skip
-                else:
-                    plan.change(i, item, shard, repo.delete_ticket, "ticket:delete")
-            except AppError as exc:
-                plan.refuse(i, exc)
+            if isinstance(item, TicketBatchCreate):
+                shard, placed = await self._new_ticket(principal, item.data)
+                plan.add(
+                    i, "create", shard, repo.create_ticket, shard, item.data, *placed,
+                    principal.user_id, key=plan.item_key(i, item),
+                )  # fmt: skip
+                return
+            shard = self._shard(item.id, "ticket")
+            if isinstance(item, TicketBatchUpdate):
+                principal.require("ticket:write")
+                changes, policy = await self._ticket_changes(principal, item.id, item.data)
+                plan.add(
+                    i, "update", shard, repo.update_ticket, item.id, changes, item.if_match,
+                    policy, principal.user_id, principal.owners("ticket:write"),
+                    record_id=item.id, key=plan.item_key(i, item), explain=_refused,
+                )  # fmt: skip
+            else:
+                plan.change(i, item, shard, repo.delete_ticket, "ticket:delete")
 
-        await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.items)))
-        result = await run_batch(plan, self.shards, len(body.items))
-        assert isinstance(result, TicketBatchResult)
-        return result
+        return await run_batch(plan, self.shards, body.items, prepare)
 
     async def _check_customer(
         self, principal: Principal, customer_id: int, contact_id: int | None
