@@ -275,6 +275,9 @@ class Settings(StackSettings):
     # Support: how often each SupportService replica stores SLA breach flags (0: never;
     # reads still show the live breach state).
     sla_sweep_interval_s: float = Field(default=30.0, ge=0)
+    # Activities: how often each CustomerService replica sends the task reminders that
+    # are due (0: never). A reminder goes out within about this long of its time.
+    activity_reminder_interval_s: float = Field(default=15.0, ge=0)
 
     # Notification e-mail over SMTP: off while no host is set. `smtp_tls`: "none",
     # "starttls" (upgrade on the submission port) or "tls" (implicit TLS, port 465).

@@ -34,6 +34,7 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
     "customer": (
         "customers",
         "contacts",
+        "activities",
         "record_changes",
         "outbox",
         "search_documents",

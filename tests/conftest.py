@@ -91,6 +91,7 @@ def stack_settings(chat_server: ChatServer) -> Iterator[Settings]:
         "NEXTFLOW_LOGIN_LIMIT_BURST": "1000",
         # Short, so the e2e support test sees a periodic SLA sweep within seconds.
         "NEXTFLOW_SLA_SWEEP_INTERVAL_S": "3",
+        "NEXTFLOW_ACTIVITY_REMINDER_INTERVAL_S": "2",
         # Small scoring batches, one task at a time: a batch-scoring job of the e2e
         # leads runs for seconds, long enough to be cancelled however fast the machine
         # is (batches of 50, eight at once, all landed before the cancel on a quiet one).

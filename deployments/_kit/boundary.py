@@ -129,3 +129,18 @@ _UNSTORABLE = {
     # The driver's own refusal of a parameter (a number beyond its column's type).
     "22000": "a value does not fit its field",
 }
+
+
+async def remote(call: Awaitable[T]) -> T:
+    """Await another service's answer through its deployment handle: its `AppError`
+    comes back as itself (Ray wraps it on the way), anything else as a 503."""
+    try:
+        return await call
+    except Exception as exc:  # RayTaskError wrapping an AppError, actor deaths, ...
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, AppError) and getattr(cause, "cause", None) is None:
+                raise cause from None
+            cause = getattr(cause, "cause", None)
+        log.warning("call to another service failed: %r", exc)
+        raise Unavailable("a service this needs is unavailable; retry shortly") from None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -83,3 +86,18 @@ class NonNegativeMoney(Money):
     model_config = ConfigDict(from_attributes=True)
 
     amount: NonNegativeAmount
+
+
+def _plausible(moment: datetime) -> datetime:
+    if not 1900 <= moment.year <= 2199:
+        raise ValueError("a time from 1900 to 2199")
+    return moment
+
+
+# A point in time a caller sets (a due date, when a call happened): with its UTC offset
+# (RFC 3339; a time without one is refused, not guessed), years 1900 to 2199.
+When = Annotated[
+    AwareDatetime,
+    AfterValidator(_plausible),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": "^(19|2[01])[0-9]{2}-"}),
+]

@@ -21,6 +21,7 @@ SCOPEABLE = frozenset({
     "lead:read", "lead:write", "lead:delete", "lead:convert",
     "campaign:read", "campaign:write", "campaign:delete",
     "ticket:read", "ticket:write", "ticket:delete",
+    "activity:read", "activity:write", "activity:delete",
     "report:read",
 })  # fmt: skip
 HIDEABLE: Mapping[str, frozenset[str]] = {

@@ -13,7 +13,8 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from deployments._kit.ingress import ServiceIngress
+from cluster.settings import get_settings
+from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.customer import routes
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerUpdate
 from deployments.customer.service import CustomerService
@@ -37,8 +38,13 @@ _WRITABLE = frozenset(CustomerUpdate.model_fields)
 @serve.ingress()
 class CustomerApp(ServiceIngress, GrpcIngress):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
-        self._svc = CustomerService(await Shards.connect("customer"))
-        self.open_ingress(self._svc, title="NextFlow customers", routers=[routes.router])
+        peers = {app: app_handle(app) for app in ("sales", "support", "marketing", "file")}
+        self._svc = CustomerService(await Shards.connect("customer"), peers)
+        self.open_ingress(self._svc, title="NextFlow customers", routers=routes.routers)
+        self.every(
+            get_settings().activity_reminder_interval_s, self._svc.send_reminders,
+            "the task reminder sweep",
+        )  # fmt: skip
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from deployments._kit.history import ChangeRead, HistoryQuery
+from deployments.customer.activities import routes as activities
 from deployments.customer.schemas import (
     ContactBatch,
     ContactBatchResult,
@@ -41,6 +42,9 @@ from gateway.listing import Page, query_parameters, search_query
 
 router = APIRouter(tags=["customers"])
 Service = Annotated[CustomerService, Depends(service)]
+# Every route of the customer application (activities' own paths never clash with
+# these: their fixed segments differ).
+routers = [router, activities.router]
 
 
 @router.post("/", status_code=201, response_model=CustomerRead)

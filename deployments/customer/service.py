@@ -13,6 +13,7 @@ from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, red
 from deployments._kit.once import write_once
 from deployments._kit.sql import written
 from deployments.customer import repo
+from deployments.customer.activities.service import Activities
 from deployments.customer.schemas import (
     ContactBatch,
     ContactBatchCreate,
@@ -41,19 +42,18 @@ from gateway.listing import (
     validate_sort,
 )
 from gateway.principal import Principal
-from shards import ShardNotFound
 from shards.client import Shards
 
 
-class CustomerService:
-    def __init__(self, shards: Shards) -> None:
-        self.shards = shards
+class CustomerService(Activities):
+    """Customers, their contacts and activities (deployments/customer/activities/)."""
 
-    def _shard(self, record_id: int, kind: str) -> int:
-        try:
-            return self.shards.shard_for_id(record_id)
-        except ShardNotFound:
-            raise NotFound(f"{kind} {record_id} not found") from None
+    def __init__(self, shards: Shards, peers: dict[str, Any] | None = None) -> None:
+        """`peers`: deployment handles on the sales, support, marketing and file
+        applications (activities check the deals, tickets and leads they name; a
+        timeline asks each for its part)."""
+        self.shards = shards
+        self.peers = peers or {}
 
     # -- customers -----------------------------------------------------------------
     async def create(
@@ -109,16 +109,22 @@ class CustomerService:
         return await run_batch(plan, self.shards, body.items, prepare)
 
     async def create_from_source(
-        self, principal: Principal, source_key: str, data: CustomerCreate
+        self,
+        principal: Principal,
+        source_key: str,
+        data: CustomerCreate,
+        near: int | None = None,
     ) -> CustomerRead:
         """Idempotent create for another service's operation (a lead conversion): the
-        customer is placed by a stable hash of `source_key`, whose unique index makes a
-        repeat return the customer the first call made."""
+        customer is placed on the logical shard of the record `near` names (the lead:
+        its activities live there), else by a stable hash of `source_key`; the key's
+        unique index makes a repeat return the customer the first call made (the
+        caller repeats with the same `near`)."""
         principal.require("customer:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         if owner_id != principal.user_id:
             principal.require("customer:assign")
-        shard = self.shards.place(key=source_key)
+        shard = self.shards.place(key=source_key) if near is None else self._shard(near, "record")
         created = await self.shards.write(
             shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
             principal.user_id,

@@ -6,6 +6,9 @@ from __future__ import annotations
 from deployments._kit.events import emit
 from deployments._kit.history import record_change
 from deployments._kit.sql import Params, keyset_page
+from deployments._kit.timeline import TimelineItem, Window
+from deployments._kit.timeline import fetch as fetch_timeline
+from deployments._kit.timeline import source as timeline_source
 from deployments.file.schemas import FileCommit, FileContent, FileListQuery, FileRead
 from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
@@ -103,3 +106,18 @@ async def list_files(
 async def blob_referenced(conn: WriteConn, blob_key: str) -> bool:
     """On the primary (a write transaction): a row committed a moment ago counts."""
     return bool(await conn.fetchval("SELECT 1 FROM files WHERE blob_key = $1", blob_key))
+
+
+@single_statement
+async def timeline(conn: ReadConn, customer_id: int, window: Window) -> list[TimelineItem]:
+    """The live files attached to a customer (`file`), for its timeline."""
+    params = Params()
+    where = ["owner_type = 'customer'", f"owner_id = {params(customer_id)}", "deleted_at IS NULL"]
+    part = timeline_source(
+        params, window, kind="'file'", table="files", where=where, at="created_at",
+        record_type="'file'", record_id="id", title="'File attached: ' || filename",
+        actor="uploaded_by",
+        data="""jsonb_build_object('filename', filename, 'content_type', content_type,
+                    'size_bytes', size_bytes)""",
+    )  # fmt: skip
+    return await fetch_timeline(conn, params, window, [part] if window.wants("file") else [])

@@ -11,11 +11,13 @@ event in one transaction. A file is visible exactly when that transaction commit
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
+from deployments._kit.timeline import TimelineItem, Window
 from deployments.file import repo
 from deployments.file.blobs import BlobStore, shard_of_key
 from deployments.file.schemas import (
@@ -155,6 +157,18 @@ class FileService:
         rows = await self.shards.read(shard, repo.list_files, query, order, position)
         items, cursor = merge_pages([rows], lambda f: (f.created_at, f.id), order, query.limit)
         return Page[FileRead](data=items, next_cursor=cursor)
+
+    async def timeline(
+        self, principal: Principal, customer_id: int, window: Window
+    ) -> builtins.list[TimelineItem]:
+        """The files attached to a customer, for its timeline (the customer service
+        checks that the caller may read the customer, and merges)."""
+        principal.require("customer:read")
+        try:
+            shard = self.shards.shard_for_id(customer_id)
+        except ShardNotFound:
+            raise NotFound(f"customer {customer_id} not found") from None
+        return await self.shards.read(shard, repo.timeline, customer_id, window)
 
     async def history(
         self, principal: Principal, file_id: int, query: HistoryQuery

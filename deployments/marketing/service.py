@@ -12,6 +12,7 @@ from typing import Any
 
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
+from deployments._kit.boundary import remote
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
@@ -65,21 +66,6 @@ from shards import ShardNotFound
 from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.marketing")
-
-
-async def _remote(call: Any) -> Any:
-    """Await another deployment's answer; its `AppError` comes back as itself (Ray
-    wraps it on the way), anything else as a 503."""
-    try:
-        return await call
-    except Exception as exc:  # RayTaskError wrapping an AppError, actor deaths, ...
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, AppError) and getattr(cause, "cause", None) is None:
-                raise cause from None
-            cause = getattr(cause, "cause", None)
-        log.warning("call to another service failed: %r", exc)
-        raise Unavailable("a service this needs is unavailable; retry shortly") from None
 
 
 class MarketingService:
@@ -383,7 +369,7 @@ class MarketingService:
                 raise Validation("no such lead", [{"field": "lead_id", "message": "not found"}])
         elif data.contact_id is not None and self.customers is not None:
             try:
-                await _remote(self.customers.get_contact.remote(principal, data.contact_id))
+                await remote(self.customers.get_contact.remote(principal, data.contact_id))
             except NotFound:
                 raise Validation(
                     "no such contact", [{"field": "contact_id", "message": "not found"}]
@@ -624,6 +610,12 @@ class MarketingService:
         options = conversion.options
         while (step := step_for(conversion.state)) is not None:
             if step == "complete":
+                if self.customers is not None and conversion.customer_id is not None:
+                    # The lead's activities go to its customer (idempotent: a resumed
+                    # conversion repeats it harmlessly).
+                    await remote(self.customers.adopt_lead_activities.remote(
+                        principal, lead.id, conversion.customer_id
+                    ))  # fmt: skip
                 conversion = await self.shards.write(
                     shard, repo.complete_conversion, conversion.id, principal.user_id
                 )
@@ -669,7 +661,7 @@ class MarketingService:
             raise Unavailable("the customer service is not available")
         if options.customer_id is not None:
             try:
-                found = await _remote(self.customers.get.remote(principal, options.customer_id))
+                found = await remote(self.customers.get.remote(principal, options.customer_id))
             except NotFound:
                 raise Validation(
                     "no such customer", [{"field": "customer_id", "message": "not found"}]
@@ -690,7 +682,10 @@ class MarketingService:
             website=wanted.website,
             industry=wanted.industry,
         )
-        made = await _remote(self.customers.create_from_source.remote(principal, key, data))
+        # On the lead's own logical shard: its activities are there already.
+        made = await remote(
+            self.customers.create_from_source.remote(principal, key, data, near=lead.id)
+        )
         return int(made.id)
 
     async def _contact_step(
@@ -706,7 +701,7 @@ class MarketingService:
             phone=lead.phone,
             title=lead.title,
         )
-        made = await _remote(
+        made = await remote(
             self.customers.create_contact_from_source.remote(principal, key, customer_id, data)
         )
         return int(made.id)
@@ -729,7 +724,7 @@ class MarketingService:
             stage_id=deal.stage_id,
             expected_close_date=deal.expected_close_date,
         )
-        made = await _remote(self.sales.create_deal.remote(principal, data, key))
+        made = await remote(self.sales.create_deal.remote(principal, data, key))
         return int(made.id)
 
 

@@ -3,6 +3,8 @@
     ticket.assigned      -> the assignee
     ticket.sla_breached  -> the assignee and every manager
     deal.won             -> the deal's owner
+    task.assigned        -> the task's new assignee
+    task.reminder        -> the task's assignee (its owner if nobody is assigned)
 
 Each recipient gets one entry per channel (`in_app`, `email`); the user's preferences
 decide later which are kept. Event payloads are read leniently: an id may sit at the
@@ -18,7 +20,9 @@ from deployments._kit.events import Event
 
 Channel = Literal["in_app", "email"]
 CHANNELS: tuple[Channel, ...] = ("in_app", "email")
-RULES: tuple[str, ...] = ("ticket.assigned", "ticket.sla_breached", "deal.won")
+RULES: tuple[str, ...] = (
+    "ticket.assigned", "ticket.sla_breached", "deal.won", "task.assigned", "task.reminder",
+)  # fmt: skip
 # Events whose recipients include the managers (asked of the Auth service).
 NEEDS_MANAGERS = frozenset({"ticket.sla_breached"})
 
@@ -70,6 +74,20 @@ def recipients(event: Event, managers: Sequence[int] = ()) -> list[Recipient]:
         title = f"Deal won: {name}"
         body = f"Your deal {name} (id {event.aggregate_id}) was won."
         people = [uid] if (uid := _id(data, "deal", "owner_id")) else []
+    elif event.type in ("task.assigned", "task.reminder"):
+        subject = _label(data, "activity", "subject", f"#{event.aggregate_id}")
+        due = _label(data, "activity", "due_at", "")
+        when = f", due {due}" if due else ""
+        if event.type == "task.assigned":
+            title = f"Task assigned to you: {subject}"
+            body = f"Task {subject} (id {event.aggregate_id}{when}) is now assigned to you."
+        else:
+            title = f"Reminder: {subject}"
+            body = f"Your task {subject} (id {event.aggregate_id}{when}) is waiting."
+        whom = _id(data, "activity", "assignee_id")
+        if whom is None and event.type == "task.reminder":
+            whom = _id(data, "activity", "owner_id")
+        people = [whom] if whom else []
     else:
         return []
     unique = list(dict.fromkeys(people))

@@ -23,6 +23,9 @@ from deployments._kit.sql import (
     on_shards,
     owned_by,
 )
+from deployments._kit.timeline import TimelineItem, Window
+from deployments._kit.timeline import fetch as fetch_timeline
+from deployments._kit.timeline import source as timeline_source
 from deployments._kit.types import Money
 from deployments._kit.versioned import (
     Updated,
@@ -990,3 +993,63 @@ def order_sort_key(field: str) -> Any:
     if field == "total":
         return lambda o: (o.total.amount, o.id)
     return lambda o: (o.created_at, o.id)
+
+
+# -- a customer's timeline (deployments/_kit/timeline.py) ------------------------------
+@single_statement
+async def timeline(
+    conn: ReadConn,
+    customer_id: int,
+    window: Window,
+    deal_owners: frozenset[int] | None,
+    order_owners: frozenset[int] | None,
+    deals: bool,
+    orders: bool,
+) -> list[TimelineItem]:
+    """The customer's deals made (`deal`) and moved (`deal_stage`, creation left out)
+    and its orders (`order`), each only when the caller may read it (`deals`,
+    `orders`, the owners their scopes reach)."""
+    params = Params()
+    customer = params(customer_id)
+    parts = []
+    deals = deals and window.wants("deal", "deal_stage")
+    deal_scope = [f"d.customer_id = {customer}", "d.deleted_at IS NULL"]
+    if deals and (scope := owned_by("d.owner_id", deal_owners, params)):
+        deal_scope.append(scope)  # (a parameter only when a query uses it)
+    if deals and window.wants("deal"):
+        parts.append(timeline_source(
+            params, window, kind="'deal'", table="deals d", where=deal_scope,
+            at="d.created_at", row_id="d.id", record_type="'deal'", record_id="d.id",
+            title="'Deal created: ' || d.name", actor="d.owner_id",
+            data="""jsonb_build_object('name', d.name, 'amount', d.amount::text,
+                        'currency', d.currency, 'status', d.status, 'stage_id', d.stage_id::text,
+                        'pipeline_id', d.pipeline_id::text)""",
+        ))  # fmt: skip
+    if deals and window.wants("deal_stage"):
+        parts.append(timeline_source(
+            params, window, kind="'deal_stage'",
+            table="deal_stage_changes s JOIN deals d ON d.id = s.deal_id",
+            where=[*deal_scope, "s.from_stage_id IS NOT NULL"], at="s.changed_at",
+            row_id="s.id", record_type="'deal'", record_id="s.deal_id",
+            title="""CASE s.status WHEN 'won' THEN 'Deal won: ' WHEN 'lost' THEN 'Deal lost: '
+                     ELSE 'Deal moved: ' END || d.name""",
+            actor="s.changed_by",
+            data="""jsonb_build_object('from_stage_id', s.from_stage_id::text,
+                        'to_stage_id', s.to_stage_id::text,
+                        'from_pipeline_id', s.from_pipeline_id::text,
+                        'to_pipeline_id', s.to_pipeline_id::text,
+                        'probability', s.probability, 'status', s.status)""",
+        ))  # fmt: skip
+    if orders and window.wants("order"):
+        where = [f"o.customer_id = {customer}", "o.deleted_at IS NULL"]
+        if scope := owned_by("o.owner_id", order_owners, params):
+            where.append(scope)
+        parts.append(timeline_source(
+            params, window, kind="'order'", table="orders o", where=where, at="o.created_at",
+            row_id="o.id", record_type="'order'", record_id="o.id",
+            title="'Order ' || o.status || ': ' || o.total::text || ' ' || o.currency",
+            actor="o.owner_id",
+            data="""jsonb_build_object('status', o.status, 'total', o.total::text,
+                        'currency', o.currency, 'deal_id', o.deal_id::text)""",
+        ))  # fmt: skip
+    return await fetch_timeline(conn, params, window, parts)

@@ -14,6 +14,7 @@ from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
+from deployments._kit.timeline import TimelineItem, Window
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
@@ -484,6 +485,19 @@ class SalesService:
         return await self.list_deals(
             principal, query.model_copy(update={"customer_id": customer_id})
         )
+
+    async def timeline(
+        self, principal: Principal, customer_id: int, window: Window
+    ) -> list[TimelineItem]:
+        """Sales' part of a customer's timeline (deals, stage moves, orders the caller
+        may read); the customer service checks the customer and merges the parts."""
+        deals, orders = principal.can("deal:read"), principal.can("order:read")
+        if not (deals or orders):
+            return []
+        return await self.shards.read(
+            self._shard(customer_id, "customer"), repo.timeline, customer_id, window,
+            principal.owners("deal:read"), principal.owners("order:read"), deals, orders,
+        )  # fmt: skip
 
     async def deal_history(
         self, principal: Principal, deal_id: int, query: HistoryQuery

@@ -26,6 +26,9 @@ from deployments._kit.sql import (
     on_shards,
     owned_by,
 )
+from deployments._kit.timeline import TimelineItem, Window
+from deployments._kit.timeline import fetch as fetch_timeline
+from deployments._kit.timeline import source as timeline_source
 from deployments._kit.versioned import Versioned, restore_row, soft_delete_row
 from deployments.support import rules
 from deployments.support.schemas import (
@@ -535,3 +538,37 @@ async def _ticket_reached(
         f"SELECT 1 FROM tickets WHERE {' AND '.join(where)}", *params.values
     )
     return found is not None
+
+
+# -- a customer's timeline (deployments/_kit/timeline.py) ------------------------------
+@single_statement
+async def timeline(
+    conn: ReadConn, customer_id: int, window: Window, owners: frozenset[int] | None
+) -> list[TimelineItem]:
+    """The customer's tickets (`ticket`) and their comments (`comment`) that
+    `owners` (the caller's `ticket:read` scope; None: all) reaches."""
+    params = Params()
+    scope = [f"t.customer_id = {params(customer_id)}", "t.deleted_at IS NULL"]
+    if owned := owned_by("t.assignee_id", owners, params):
+        scope.append(owned)
+    parts = []
+    if window.wants("ticket"):
+        parts.append(timeline_source(
+            params, window, kind="'ticket'", table="tickets t", where=scope,
+            at="t.created_at", row_id="t.id", record_type="'ticket'", record_id="t.id",
+            title="'Ticket opened: ' || t.subject", actor="t.requester_id",
+            data="""jsonb_build_object('subject', t.subject, 'status', t.status,
+                        'priority', t.priority, 'channel', t.channel,
+                        'assignee_id', t.assignee_id::text)""",
+        ))  # fmt: skip
+    if window.wants("comment"):
+        parts.append(timeline_source(
+            params, window, kind="'comment'",
+            table="ticket_comments c JOIN tickets t ON t.id = c.ticket_id",
+            where=[*scope, "c.deleted_at IS NULL"], at="c.created_at", row_id="c.id",
+            record_type="'ticket'", record_id="c.ticket_id",
+            title="CASE WHEN c.public THEN 'Reply on ' ELSE 'Internal note on ' END || t.subject",
+            actor="c.author_id",
+            data="jsonb_build_object('body', left(c.body, 500), 'public', c.public)",
+        ))  # fmt: skip
+    return await fetch_timeline(conn, params, window, parts)

@@ -12,6 +12,7 @@ are unscoped."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import Denied, Stale, written
+from deployments._kit.timeline import TimelineItem, Window
 from deployments.support import config_repo, repo, rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -375,6 +377,18 @@ class SupportService:
         if not await self.customers.exists(principal, customer_id):
             raise NotFound(f"customer {customer_id} not found")
         return await self.list(principal, query.model_copy(update={"customer_id": customer_id}))
+
+    async def timeline(
+        self, principal: Principal, customer_id: int, window: Window
+    ) -> builtins.list[TimelineItem]:
+        """Support's part of a customer's timeline (tickets and their comments the
+        caller may read); the customer service checks the customer and merges."""
+        if not principal.can("ticket:read"):
+            return []
+        return await self.shards.read(
+            self._shard(customer_id, "customer"), repo.timeline, customer_id, window,
+            principal.owners("ticket:read"),
+        )  # fmt: skip
 
     async def history(
         self, principal: Principal, ticket_id: int, query: HistoryQuery

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from deployments.auth.schemas import RoleUpdate, UserUpdate, ViewUpdate
+from deployments.customer.activities.schemas import ActivityUpdate
 from deployments.customer.schemas import ContactUpdate, CustomerUpdate
 from deployments.marketing.schemas import CampaignUpdate, FormUpdate, LeadUpdate, MemberUpdate
 from deployments.product.schemas import PriceBookUpdate, ProductUpdate
@@ -70,6 +71,16 @@ class World:
         made = self.post(f"/v1/customers/{self.customer['id']}/contacts",
                          {"first_name": "Ann", "last_name": "Lee", "title": "CTO"})  # fmt: skip
         return f"/v1/customers/contacts/{made['id']}", made
+
+    def activity_url(self) -> tuple[str, Json]:
+        contact = self.post(f"/v1/customers/{self.customer['id']}/contacts", {"first_name": "T"})
+        made = self.post("/v1/customers/activities", {
+            "kind": "task", "customer_id": self.customer["id"], "contact_id": contact["id"],
+            "subject": "S", "body": "b", "due_at": "2030-01-01T10:00:00Z", "priority": "high",
+            "remind_at": "2029-12-31T10:00:00Z", "occurred_at": "2029-12-01T10:00:00Z",
+            "duration_minutes": 5, "outcome": "o", "direction": "outbound",
+        })  # fmt: skip
+        return f"/v1/customers/activities/{made['id']}", made
 
     def pipeline_url(self) -> tuple[str, Json]:
         made = self.post("/v1/sales/pipelines", {
@@ -165,6 +176,7 @@ class World:
 MAKERS: dict[type[Patch], Callable[[World], tuple[str, Json]]] = {
     CustomerUpdate: World.customer_url,
     ContactUpdate: World.contact_url,
+    ActivityUpdate: World.activity_url,
     PipelineUpdate: World.pipeline_url,
     StageUpdate: World.stage_url,
     DealUpdate: World.deal_url,

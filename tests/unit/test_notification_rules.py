@@ -70,3 +70,19 @@ def test_preferences_name_only_known_rules() -> None:
         PreferencesUpdate.model_validate({"rules": {"deal.lost": {"email": False}}})
     with pytest.raises(ValidationError):
         PreferencesUpdate.model_validate({"rules": {"deal.won": {"sms": False}}})
+
+
+def test_task_events_go_to_the_assignee_and_a_reminder_without_one_to_the_owner() -> None:
+    task = {"subject": "Call back", "assignee_id": "8", "owner_id": "3", "due_at": "2026-12-08"}
+    assigned = recipients(event("task.assigned", {"activity": task}))
+    assert users(assigned) == [(8, "in_app"), (8, "email")]
+    assert assigned[0].title == "Task assigned to you: Call back"
+    reminder = recipients(event("task.reminder", {"activity": task}))
+    assert users(reminder) == [(8, "in_app"), (8, "email")]
+    assert reminder[0].title == "Reminder: Call back" and "2026-12-08" in reminder[0].body
+    unassigned = {**task, "assignee_id": None}
+    assert users(recipients(event("task.reminder", {"activity": unassigned}))) == [
+        (3, "in_app"),
+        (3, "email"),
+    ]
+    assert recipients(event("task.assigned", {"activity": unassigned})) == []
