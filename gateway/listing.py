@@ -54,6 +54,21 @@ def _page(item: type[Any], values: dict[str, Any], fields_set: set[str]) -> Page
     return Page[item].model_construct(fields_set, **values)  # type: ignore[valid-type]
 
 
+@dataclass(frozen=True)
+class CustomFilter:
+    """A `cf.<key>[op]=v` list parameter: a filter on a custom field (a list whose
+    records have them, `ListQuery.custom_fields`), its values as given; the service
+    checks them against the field's definition (deployments/_kit/custom_fields.py)."""
+
+    key: str
+    op: str
+    values: tuple[str, ...]
+
+
+_CUSTOM_PARAM = re.compile(r"^cf\.([a-z][a-z0-9_]{0,62})(?:\[(eq|in|gt|gte|lt|lte)\])?$")
+_CUSTOM_MAX = 10  # `cf.` filters per list request
+
+
 class ListQuery(BaseModel):
     """Base for every list query; subclasses add filters and name their HTTP params."""
 
@@ -63,6 +78,8 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=1000)
     count: bool = False
     sort: str = "-created_at"
+    # `cf.<key>[op]=` filters, on a list whose records have custom fields.
+    custom: tuple[CustomFilter, ...] = ()
 
     # HTTP query parameter -> field name; anything else in the query string is a 422.
     query_params: ClassVar[dict[str, str]] = {
@@ -76,6 +93,8 @@ class ListQuery(BaseModel):
     # The object a saved view of this list names (`?view=<id>`); None: no views.
     view_object: ClassVar[str | None] = None
     ascending_only: ClassVar[bool] = False  # True: no `-field` orders
+    # The object whose custom fields `cf.` filters name (None: the list takes none).
+    custom_fields: ClassVar[str | None] = None
     # Sort field -> kind of value, for decoding cursors.
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
@@ -140,8 +159,12 @@ def _list_query(
     values comma-separated) or a search body's (JSON values; a list filter's an
     array). Errors name each parameter as the caller spelled it, after `where`."""
     values: dict[str, Any] = {}
-    errors = []
+    errors: list[dict[str, str]] = []
+    custom: list[CustomFilter] = []
     for key, value in params:
+        if model.custom_fields and key.startswith("cf."):
+            _custom_filter(key, value, custom, errors, where)
+            continue
         target = model.query_params.get(key)
         if target is None or target in without:
             errors.append({"field": where + key, "message": "unknown filter or parameter"})
@@ -163,8 +186,12 @@ def _list_query(
             errors.append({"field": where + key, "message": "given more than once"})
         else:
             values[target] = value
+    if len(custom) > _CUSTOM_MAX:
+        errors.append({"field": where + "cf", "message": f"at most {_CUSTOM_MAX} cf. filters"})
     if errors:
         raise Validation("invalid list parameters", errors)
+    if custom:
+        values["custom"] = tuple(custom)
     try:
         query = model.model_validate(values)
     except ValidationError as exc:
@@ -172,6 +199,27 @@ def _list_query(
         raise Validation("invalid list parameters", field_errors(exc, rename)) from None
     validate_sort(query)
     return query
+
+
+def _custom_filter(
+    key: str, value: Any, into: list[CustomFilter], errors: list[dict[str, str]], where: str
+) -> None:
+    """A `cf.<key>[op]` parameter into `into`, or its error into `errors`."""
+    found = _CUSTOM_PARAM.match(key)
+    if found is None:
+        message = "a custom field filter is cf.<key> or cf.<key>[eq|in|gt|gte|lt|lte]"
+        errors.append({"field": where + key, "message": message})
+        return
+    op = found.group(2) or "eq"
+    items = (value.split(",") if op == "in" else [value]) if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or len(items) > 50:
+        errors.append({"field": where + key, "message": "1 to 50 values"})
+    elif any(not isinstance(v, str) or not v or len(v) > 200 or "\x00" in v for v in items):
+        errors.append({"field": where + key, "message": "values of 1 to 200 characters"})
+    elif any(f.key == found.group(1) and f.op == op for f in into):
+        errors.append({"field": where + key, "message": "given more than once"})
+    else:
+        into.append(CustomFilter(found.group(1), op, tuple(items)))
 
 
 # One value of a free list filter, as the query string can carry it (between commas).

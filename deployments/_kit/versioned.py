@@ -36,6 +36,15 @@ class Versioned:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """A change of a jsonb column key by key (custom fields): `set` these keys, `remove`
+    those; `update_row` writes `column = (column || set) - remove`."""
+
+    set: dict[str, Any]
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Updated:
     """An update's row before (locked, as it was) and after."""
 
@@ -68,7 +77,13 @@ async def update_row(
     if if_version is not None and before["version"] != if_version:
         return Stale(before["version"])
     params = Params()
-    sets = [f"{k} = {params(v)}" for k, v in changes.items() if k in table.updatable]
+    sets = [
+        f"{k} = ({k} || {params(v.set)}::jsonb) - {params(list(v.remove))}::text[]"
+        if isinstance(v, Merge)
+        else f"{k} = {params(v)}"
+        for k, v in changes.items()
+        if k in table.updatable
+    ]
     row = await conn.fetchrow(
         f"UPDATE {table.name} SET {', '.join([*sets, BUMP])} WHERE id = {params(record_id)}"
         f" RETURNING {table.columns}",

@@ -9,6 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import (
+    FieldCreate,
+    FieldDefinition,
+    FieldListQuery,
+    FieldUpdate,
+)
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -50,17 +56,20 @@ users = APIRouter(prefix="/users", tags=["users"])
 teams = APIRouter(prefix="/teams", tags=["users"])
 api_keys = APIRouter(prefix="/api-keys", tags=["api keys"])
 views = APIRouter(prefix="/views", tags=["views"])
+custom_fields = APIRouter(prefix="/fields", tags=["custom fields"])
 routers = [
     router,
     users,
     teams,
     api_keys,
     views,
+    custom_fields,
 ]  # every router of this module (deployments/api/app.py)
 
 Service = Annotated[AuthService, Depends(service)]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ViewId = Annotated[int, Path(ge=1, le=MAX_ID)]
+FieldId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _client(request: Request) -> str:
@@ -259,3 +268,57 @@ async def delete_view(
     view_id: ViewId, principal: CurrentPrincipal, svc: Service, version: IfMatch
 ) -> Response:
     return no_content(await svc.delete_view(principal, view_id, version))
+
+
+# -- custom fields: admins define them per object; every signed-in caller reads them.
+@custom_fields.post("", status_code=201, response_model=FieldDefinition)
+async def create_field(body: FieldCreate, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Define a custom field of `customers`, `contacts`, `deals`, `leads`, `tickets` or
+    `products` (`field:write`). Its values are written as `custom_fields.<key>` of
+    the records, checked by the type (text, long_text, number, decimal, date,
+    datetime, boolean, single_select, multi_select, email, url, phone), `required`
+    and `options`, and filtered as `cf.<key>[eq]=` in the object's list."""
+    made = await svc.create_field(principal, body)
+    return record(made, 201, f"/v1/auth/fields/{made.id}")
+
+
+@custom_fields.get(
+    "", response_model=Page[FieldDefinition], openapi_extra=query_parameters(FieldListQuery)
+)
+async def list_fields(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Definitions, oldest first; `object` for one object's, `deleted=true` for the
+    deleted ones."""
+    query = await list_params(request, FieldListQuery)
+    return json(await svc.list_fields(principal, query))
+
+
+@custom_fields.get("/{field_id}", response_model=FieldDefinition)
+async def get_field(field_id: FieldId, principal: CurrentPrincipal, svc: Service) -> Response:
+    return record(await svc.get_field(principal, field_id))
+
+
+@custom_fields.patch("/{field_id}", response_model=FieldDefinition)
+async def update_field(
+    field_id: FieldId,
+    body: FieldUpdate,
+    principal: CurrentPrincipal,
+    svc: Service,
+    version: IfMatch,
+) -> Response:
+    """Relabel, describe, require, default, add options (never the key or type: the
+    stored values stay as they are)."""
+    return record(await svc.update_field(principal, field_id, body, version))
+
+
+@custom_fields.delete("/{field_id}", status_code=204)
+async def delete_field(
+    field_id: FieldId, principal: CurrentPrincipal, svc: Service, version: IfMatch
+) -> Response:
+    """Hide the field: reads leave its values out and writes refuse it; the values stay
+    stored until the field is restored (`POST .../restore`)."""
+    return no_content(await svc.delete_field(principal, field_id, version))
+
+
+@custom_fields.post("/{field_id}/restore", response_model=FieldDefinition)
+async def restore_field(field_id: FieldId, principal: CurrentPrincipal, svc: Service) -> Response:
+    return record(await svc.restore_field(principal, field_id))

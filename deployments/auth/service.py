@@ -12,8 +12,15 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from cluster.settings import Settings
+from deployments._kit.custom_fields import (
+    FieldCreate,
+    FieldDefinition,
+    FieldListQuery,
+    FieldUpdate,
+    stored,
+)
 from deployments._kit.sql import Stale, written
-from deployments.auth import passwords, repo, roles, views
+from deployments.auth import fields, passwords, repo, roles, views
 from deployments.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -346,6 +353,77 @@ class AuthService:
             raise Forbidden(f"view {view_id} is shared with you; only its owner changes it")
         return current
 
+    # -- custom fields ----------------------------------------------------------------
+    async def create_field(self, principal: Principal, data: FieldCreate) -> FieldDefinition:
+        """A custom field of an object (admins: `field:write`)."""
+        principal.require("field:write")
+        values = data.model_dump(mode="json")
+        values["default"] = _stored_default(data.type, values["options"], data.default)
+        made = await self.db.write(fields.create_field, values, principal.user_id)
+        if made is None:
+            raise Conflict(
+                f"{data.object} have a field {data.key!r} (a deleted one keeps its key)",
+                [{"field": "key", "message": "taken"}],
+            )
+        return made
+
+    async def get_field(self, principal: Principal, field_id: int) -> FieldDefinition:
+        found = await self.db.read(fields.get_field, field_id)
+        if found is None:
+            raise NotFound(f"custom field {field_id} not found")
+        return found
+
+    async def list_fields(
+        self, principal: Principal, query: FieldListQuery
+    ) -> Page[FieldDefinition]:
+        """Definitions (every signed-in caller reads them: clients build forms)."""
+        order = validate_sort(query)
+        rows = await self.db.read(fields.list_fields, query, order, decode_cursor(query))
+        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        return Page[FieldDefinition](data=items, next_cursor=cursor)
+
+    async def update_field(
+        self, principal: Principal, field_id: int, data: FieldUpdate, if_version: int | None
+    ) -> FieldDefinition:
+        """Label, description, required, default, options; key and type stay. Options
+        may be added or relabelled, never removed (records may hold them)."""
+        principal.require("field:write")
+        current = await self.get_field(principal, field_id)
+        changes = data.model_dump(mode="json", exclude_unset=True)
+        if "options" in changes:
+            kept = {o["value"] for o in changes["options"]}
+            gone = [o["value"] for o in current.options if o["value"] not in kept]
+            if current.type not in ("single_select", "multi_select"):
+                raise Validation(
+                    "only select fields have options",
+                    [{"field": "options", "message": f"a {current.type} field has none"}],
+                )
+            if gone or len(kept) != len(changes["options"]):
+                message = f"keeps {', '.join(gone)}" if gone else "values are unique"
+                raise Validation(
+                    "options are added or relabelled, never removed",
+                    [{"field": "options", "message": message}],
+                )
+        if changes.get("default") is not None:
+            options = changes.get("options", current.options)
+            changes["default"] = _stored_default(current.type, options, data.default)
+        outcome = await self.db.write(fields.update_field, field_id, changes, if_version)
+        return written(outcome, "custom field", field_id)
+
+    async def delete_field(
+        self, principal: Principal, field_id: int, if_version: int | None
+    ) -> FieldDefinition:
+        """Hide a field: its values stay stored, unseen and unwritable, until it is
+        restored (its key is never given to another field)."""
+        principal.require("field:write")
+        outcome = await self.db.write(fields.set_deleted, field_id, True, if_version)
+        return written(outcome, "custom field", field_id)
+
+    async def restore_field(self, principal: Principal, field_id: int) -> FieldDefinition:
+        principal.require("field:write")
+        outcome = await self.db.write(fields.set_deleted, field_id, False, None)
+        return written(outcome, "custom field", field_id)
+
     # -- API keys --------------------------------------------------------------------
     async def create_api_key(self, principal: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
         principal.require("api_key:write")
@@ -388,3 +466,17 @@ class AuthService:
         ttl = int(self._settings.api_key_cache_ttl_s * 2 + 60)
         await self._mark_revoked(tokens.api_key_mark(key_id), ttl)
         return revoked
+
+
+def _stored_default(kind: str, options: list[dict[str, str]], value: Any) -> Any:
+    """A definition's default in its type's stored form (a 422 on `default`)."""
+    if value is None:
+        return None
+    shape = FieldDefinition.model_construct(type=kind, options=options)
+    try:
+        return stored(shape, value)
+    except ValueError as exc:
+        raise Validation(
+            "the default is not a value of the field",
+            [{"field": "default", "message": f"must be {exc}"}],
+        ) from None

@@ -15,6 +15,7 @@ from ray.serve import Application
 
 from cluster.settings import get_settings
 from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.auth.fields import FieldCache
 from deployments.customer import routes
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerUpdate
 from deployments.customer.service import CustomerService
@@ -29,7 +30,7 @@ from gateway.rpc import (
     to_proto,
 )
 from nextflow.v1 import common_pb2, customers_pb2
-from shards.client import Shards
+from shards.client import Database, Shards
 
 _WRITABLE = frozenset(CustomerUpdate.model_fields)
 
@@ -39,7 +40,8 @@ _WRITABLE = frozenset(CustomerUpdate.model_fields)
 class CustomerApp(ServiceIngress, GrpcIngress):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         peers = {app: app_handle(app) for app in ("sales", "support", "marketing", "file")}
-        self._svc = CustomerService(await Shards.connect("customer"), peers)
+        fields = FieldCache(Database("auth"))
+        self._svc = CustomerService(await Shards.connect("customer"), peers, fields)
         self.open_ingress(self._svc, title="NextFlow customers", routers=routes.routers)
         self.every(
             get_settings().activity_reminder_interval_s, self._svc.send_reminders,

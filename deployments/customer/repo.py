@@ -3,12 +3,13 @@ that the ShardManager opened on the record's shard."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.custom_fields import TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -178,9 +179,17 @@ async def restore_customer(
 
 
 def _customer_filters(
-    query: CustomerListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+    query: CustomerListQuery,
+    shards: list[int],
+    owners: frozenset[int] | None,
+    params: Params,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[str]:
-    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    where = [
+        "deleted_at IS NULL",
+        on_shards(params, shards),
+        *filter_sql(params, "custom_fields", custom),
+    ]
     if scope := owned_by("owner_id", owners, params):
         where.append(scope)
     if query.name_prefix:
@@ -204,12 +213,13 @@ async def list_customers(
     order: Order,
     position: Position | None,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[CustomerRead]:
     """Up to `limit + 1` customers on this server after `position` (the caller
-    merges), of the owners in `owners` (None: anyone's)."""
+    merges), of the owners in `owners` (None: anyone's), matching the `cf.` filters."""
     params = Params()
     column = _SORT_COLUMNS[order.field]
-    where = _customer_filters(query, shards, owners, params)
+    where = _customer_filters(query, shards, owners, params, custom)
     sql = keyset_page("customers", _CUSTOMER, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [CustomerRead.model_validate(dict(r)) for r in rows]
@@ -221,9 +231,10 @@ async def count_customers(
     shards: list[int],
     query: CustomerListQuery,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> int:
     params = Params()
-    where = _customer_filters(query, shards, owners, params)
+    where = _customer_filters(query, shards, owners, params, custom)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM customers WHERE {' AND '.join(where)}", *params.values

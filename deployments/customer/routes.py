@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.customer.activities import routes as activities
 from deployments.customer.schemas import (
@@ -93,7 +94,9 @@ async def batch_contacts(
 )
 async def list_customers(request: Request, principal: CurrentPrincipal, svc: Service) -> Response:
     """Customers across all shards, cursor-paged. Filters: `name[prefix]`,
-    `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`;
+    `tag` / `tag[in]=a,b`, `owner_id`, `created_at[gte]`, `created_at[lt]`, and
+    custom fields as `cf.<key>` / `cf.<key>[in]=a,b` (any type), `cf.<key>[gt|gte|lt|
+    lte]` (number, decimal, date, datetime);
     `sort` = `created_at`, `-created_at` (default), `name`, `-name`;
     `limit` (max 200), `cursor`, `count=true` for a total."""
     query = await list_params(request, CustomerListQuery)
@@ -108,6 +111,14 @@ async def search_customers(
     `{"filter": {"name[prefix]": "Ac", "tag[in]": ["vip"]}, "sort": "name",
     "limit": 100}`."""
     return json(await svc.list(principal, search_query(body, CustomerListQuery)))
+
+
+@router.get("/schema", response_model=ObjectSchema)
+async def customer_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The customer create body as JSON Schema, with `custom_fields` spelled out from
+    the live custom field definitions (`/v1/auth/fields`), and the definitions: what
+    a client builds a form from."""
+    return json(await svc.schema(principal))
 
 
 @router.get("/{customer_id}", response_model=CustomerRead)

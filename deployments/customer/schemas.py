@@ -73,6 +73,7 @@ class CustomerRead(Record):
 
 class CustomerListQuery(ListQuery):
     view_object: ClassVar[str | None] = "customers"
+    custom_fields: ClassVar[str | None] = "customers"
     name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[str] | None = Field(default=None, max_length=40, description="Any of these tags.")
     owner_id: Id | None = None

@@ -9,6 +9,7 @@ from typing import Any
 
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
+from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import written
@@ -48,12 +49,29 @@ from shards.client import Shards
 class CustomerService(Activities):
     """Customers, their contacts and activities (deployments/customer/activities/)."""
 
-    def __init__(self, shards: Shards, peers: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        shards: Shards,
+        peers: dict[str, Any] | None = None,
+        fields: Definitions | None = None,
+    ) -> None:
         """`peers`: deployment handles on the sales, support, marketing and file
         applications (activities check the deals, tickets and leads they name; a
-        timeline asks each for its part)."""
+        timeline asks each for its part). `fields`: the custom field definitions
+        (None: custom fields are kept as given, unchecked)."""
         self.shards = shards
         self.peers = peers or {}
+        self.custom = ObjectFields("customers", fields)
+
+    async def schema(self, principal: Principal) -> ObjectSchema:
+        """The customer create body as JSON Schema with the live custom fields."""
+        principal.require("customer:read")
+        return await self.custom.schema(CustomerCreate)
+
+    async def _shown(self, principal: Principal, customer: CustomerRead) -> CustomerRead:
+        """What the caller sees of a customer: fields their role hides as null, the
+        values of deleted custom fields left out."""
+        return await self.custom.shown(principal.redact("customer", customer))
 
     # -- customers -----------------------------------------------------------------
     async def create(
@@ -66,12 +84,13 @@ class CustomerService(Activities):
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         if owner_id != principal.user_id:
             principal.require("customer:assign")
+        data = await self.custom.create(data)
         shard = self.shards.place(key=once.slot if once is not None else None)
         created = await write_once(
             self.shards, shard, once, CustomerRead,
             repo.create_customer, shard, data, owner_id, principal.user_id,
         )  # fmt: skip
-        return principal.redact("customer", created)
+        return await self._shown(principal, created)
 
     async def batch(
         self, principal: Principal, body: CustomerBatch, key: Once | None = None
@@ -90,10 +109,11 @@ class CustomerService(Activities):
                 owner_id = owner_id if owner_id is not None else principal.user_id
                 if owner_id != principal.user_id:
                     principal.require("customer:assign")
+                data = await self.custom.create(item.data, f"items.{i}.data.custom_fields")
                 once = plan.item_key(i, item)
                 shard = self.shards.place(key=once.slot if once is not None else None)
                 plan.add(
-                    i, "create", shard, repo.create_customer, shard, item.data, owner_id,
+                    i, "create", shard, repo.create_customer, shard, data, owner_id,
                     principal.user_id, key=once,
                 )  # fmt: skip
                 return
@@ -102,11 +122,17 @@ class CustomerService(Activities):
                 changes = item.data.model_dump(exclude_unset=True)
                 if "owner_id" in changes and changes["owner_id"] != principal.user_id:
                     principal.require("customer:assign")
+                changes = await self.custom.changes(changes, f"items.{i}.data.custom_fields")
                 plan.change(i, item, shard, repo.update_customer, "customer:write", changes)
             else:
                 plan.change(i, item, shard, repo.delete_customer, "customer:delete")
 
-        return await run_batch(plan, self.shards, body.items, prepare)
+        done = await run_batch(plan, self.shards, body.items, prepare)
+        results = [
+            r if r.data is None else r.model_copy(update={"data": await self.custom.shown(r.data)})
+            for r in done.results
+        ]
+        return done.model_copy(update={"results": results})
 
     async def create_from_source(
         self,
@@ -125,11 +151,12 @@ class CustomerService(Activities):
         if owner_id != principal.user_id:
             principal.require("customer:assign")
         shard = self.shards.place(key=source_key) if near is None else self._shard(near, "record")
+        data = await self.custom.create(data)
         created = await self.shards.write(
             shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
             principal.user_id,
         )  # fmt: skip
-        return principal.redact("customer", created)
+        return await self._shown(principal, created)
 
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:read")
@@ -139,7 +166,7 @@ class CustomerService(Activities):
         )
         if found is None:
             raise NotFound(f"customer {customer_id} not found")
-        return principal.redact("customer", found)
+        return await self._shown(principal, found)
 
     async def update(
         self,
@@ -152,12 +179,13 @@ class CustomerService(Activities):
         changes = data.model_dump(exclude_unset=True)
         if "owner_id" in changes and changes["owner_id"] != principal.user_id:
             principal.require("customer:assign")
+        changes = await self.custom.changes(changes)
         shard = self._shard(customer_id, "customer")
         outcome = await self.shards.write(
             shard, repo.update_customer, customer_id, changes, if_version, principal.user_id,
             principal.owners("customer:write"),
         )  # fmt: skip
-        return principal.redact("customer", written(outcome, "customer", customer_id, principal))
+        return await self._shown(principal, written(outcome, "customer", customer_id, principal))
 
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
@@ -169,7 +197,7 @@ class CustomerService(Activities):
             shard, repo.delete_customer, customer_id, if_version, principal.user_id,
             principal.owners("customer:delete"),
         )  # fmt: skip
-        return principal.redact("customer", written(outcome, "customer", customer_id, principal))
+        return await self._shown(principal, written(outcome, "customer", customer_id, principal))
 
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
@@ -180,7 +208,7 @@ class CustomerService(Activities):
         )  # fmt: skip
         if restored is None:
             raise NotFound(f"customer {customer_id} not found")
-        return principal.redact("customer", restored)
+        return await self._shown(principal, restored)
 
     async def history(
         self, principal: Principal, customer_id: int, query: HistoryQuery
@@ -191,21 +219,23 @@ class CustomerService(Activities):
         return redact_changes(principal, "customer", page)
 
     async def list(self, principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:
-        """Customers across every shard, in one global order, a page at a time."""
+        """Customers across every shard, in one global order, a page at a time;
+        `cf.<key>[op]` filters checked against the custom field definitions."""
         principal.require("customer:read")
         order = validate_sort(query)
         position = decode_cursor(query)
         owners = principal.owners("customer:read")
-        runs_call = self.shards.gather(repo.list_customers, query, order, position, owners)
+        custom = await self.custom.filters(query.custom)
+        runs_call = self.shards.gather(repo.list_customers, query, order, position, owners, custom)
         if query.count:
             runs, counts = await asyncio.gather(
-                runs_call, self.shards.gather(repo.count_customers, query, owners)
+                runs_call, self.shards.gather(repo.count_customers, query, owners, custom)
             )
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
-        items = principal.redact_all("customer", items)
+        items = await self.custom.shown_all(principal.redact_all("customer", items))
         return Page[CustomerRead](data=items, next_cursor=cursor, total=total)
 
     # -- contacts ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ray.serve import Application
 from cluster import heap
 from cluster.settings import get_settings
 from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.auth.fields import FieldCache
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
 from deployments.file.blobs import blob_store
 from deployments.integration import routes
@@ -48,6 +49,7 @@ class IntegrationApp(ServiceIngress):
             max_running_per_user=s.import_max_running_per_user,
             store=blob_store(),
             list_customers=_list_customers,
+            fields=FieldCache(Database("auth")),
         )
         self.open_ingress(self._svc, title="NextFlow integration", routers=[routes.router])
         abandoned = await self._svc.fail_abandoned()

@@ -5,12 +5,13 @@ No I/O, no Ray, no database: unit-tested on their own."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import importlib
 import io
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,10 @@ from pydantic import ValidationError
 from pydantic import networks as pydantic_networks
 
 from cluster import heap
+from deployments._kit import custom_fields
+from deployments._kit.custom_fields import FieldDefinition
 from deployments.customer.schemas import CustomerCreate, CustomerRead
+from gateway.errors import Validation
 from shards.routing import stable_hash
 
 COLUMNS = ("name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id")
@@ -35,9 +39,12 @@ EXTERNAL_ID_MAX = 200
 # A row's columns as the import COPYs them (`ShardBatch.rows`), after the id or the
 # shard that the shard manager puts first (`deployments.integration.repo`).
 COPY_COLUMNS = (
-    "name", "email", "phone", "website", "industry", "tags", "owner_id", "external_id",
-    "source_key",
+    "name", "email", "phone", "website", "industry", "tags", "owner_id", "custom_fields",
+    "external_id", "source_key",
 )  # fmt: skip
+# A column `cf.<key>` holds the custom field `key` of the customers (its definition
+# says how the cell is read: deployments/_kit/custom_fields.py).
+CUSTOM_PREFIX = "cf."
 # The fields of a customer's history (`_kit.history`): a new one's "created" entry is
 # {field: [null, value]} of each of them with a value.
 AUDITED = ("name", "email", "phone", "website", "industry", "tags", "owner_id")
@@ -165,14 +172,21 @@ class BadHeader(ValueError):
     """The file's first line is not a header this import understands."""
 
 
-def check_header(header: Sequence[str]) -> list[str]:
-    """The header's column names, cleaned; raises BadHeader with what is wrong."""
+def check_header(header: Sequence[str], custom: Collection[str] = ()) -> list[str]:
+    """The header's column names, cleaned; raises BadHeader with what is wrong.
+    `custom`: the keys of the customers' custom fields (a column `cf.<key>` each)."""
     names = [h.strip().lower() for h in header]
     if not names or names == [""]:
         raise BadHeader("the file is empty: the first line must name the columns")
-    unknown = [n for n in names if n not in COLUMNS]
+    unknown = [
+        n for n in names
+        if n not in COLUMNS and not (n.startswith(CUSTOM_PREFIX) and n[3:] in custom)
+    ]  # fmt: skip
     if unknown:
-        raise BadHeader(f"unknown column(s): {', '.join(unknown)}; allowed: {', '.join(COLUMNS)}")
+        raise BadHeader(
+            f"unknown column(s): {', '.join(unknown)}; allowed: {', '.join(COLUMNS)}, and "
+            "cf.<key> for each custom field of customers (GET /v1/customers/schema)"
+        )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BadHeader(f"column(s) named twice: {', '.join(duplicates)}")
@@ -190,7 +204,8 @@ class ImportRow:
     half the parse time)."""
 
     line: int
-    # name, email, phone, website, industry, tags, owner_id, external_id, source_key
+    # name, email, phone, website, industry, tags, owner_id, custom fields (JSON text),
+    # external_id, source_key
     values: tuple[Any, ...]
     # What identifies the row across imports: "ext:" + its external id, else its
     # content key (`source_key`).
@@ -210,20 +225,26 @@ def parse_row(
     cells: Sequence[str],
     caller_id: int,
     may_assign: bool,
+    definitions: Mapping[str, FieldDefinition] | None = None,
 ) -> ImportRow | RowError:
     """One CSV record (starting on file line `line`) as a validated customer, or why not.
-    Empty cells are absent values; `tags` are `;`-separated."""
+    Empty cells are absent values; `tags` are `;`-separated; `cf.<key>` cells are
+    custom fields, checked by their `definitions` as any write of a customer is
+    (defaults added, required ones required; a multi select's values `;`-separated)."""
     if len(cells) != len(header):
         return RowError(line, f"expected {len(header)} cells, found {len(cells)}", tuple(cells))
     if "\x00" in "".join(cells):
         return RowError(line, "a NUL character (PostgreSQL text cannot hold one)", tuple(cells))
     body: dict[str, Any] = {}
+    custom: dict[str, str] = {}
     external_id = None
     for column, cell in zip(header, cells, strict=True):
         value = cell.strip()
         if not value:
             continue
-        if column == "external_id":
+        if column.startswith(CUSTOM_PREFIX):
+            custom[column[3:]] = value
+        elif column == "external_id":
             external_id = value
         elif column == "tags":
             body["tags"] = [t for t in value.split(";") if t.strip()]
@@ -240,14 +261,51 @@ def parse_row(
     if owner_id != caller_id and not may_assign:
         message = "owner_id: assigning another owner needs customer:assign"
         return RowError(line, message, tuple(cells))
+    values: dict[str, Any] = {}
+    if definitions is not None:
+        try:
+            read = {
+                k: _cell(definitions[k], v) if k in definitions else v for k, v in custom.items()
+            }
+            # Checked as a create (required fields there); only the row's own values
+            # are kept: defaults are added where a customer is made (repo.py), never
+            # over a value an existing customer has.
+            full = custom_fields.check(definitions, read, creating=True, field="cf")
+            values = {k: full[k] for k in read}
+        except (ValueError, Validation) as exc:
+            return RowError(line, _custom_message(exc), tuple(cells))
     fields = (
         data.name, data.email, data.phone, data.website, data.industry, data.tags, owner_id,
     )  # fmt: skip
+    extra = orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
     # A row without an external id is known by its content: the same row imported again
     # finds the customer it made (`source_key`, unique per shard).
-    source_key = None if external_id else content_key(fields)
+    source_key = None if external_id else content_key((*fields, *((extra,) if values else ())))
     key = f"ext:{external_id}" if external_id else str(source_key)
-    return ImportRow(line, (*fields, external_id, source_key), key)
+    return ImportRow(line, (*fields, extra, external_id, source_key), key)
+
+
+def _cell(definition: FieldDefinition, text: str) -> Any:
+    """A custom field's cell as the value its type takes (ValueError naming it)."""
+    kind = definition.type
+    try:
+        if kind == "number":
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        if kind == "boolean":
+            return {"true": True, "yes": True, "1": True, "false": False, "no": False,
+                    "0": False}[text.lower()]  # fmt: skip
+    except (ValueError, KeyError):
+        expected = "a number" if kind == "number" else "true or false"
+        raise ValueError(f"cf.{definition.key}: must be {expected}") from None
+    if kind == "multi_select":
+        return [v.strip() for v in text.split(";") if v.strip()]
+    return text
+
+
+def _custom_message(exc: ValueError | Validation) -> str:
+    if isinstance(exc, Validation):
+        return "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
+    return str(exc)
 
 
 def content_key(values: tuple[Any, ...]) -> str:
@@ -276,13 +334,15 @@ class ShardBatch:
     created: list[str]  # each row's "created" history changes: one CSV field of JSON
     keys: list[str]  # each row's identity across imports (`ImportRow.key`)
     lines: list[int]  # each row's line in the file
+    # The custom fields' defaults (JSON), for the customers the batch makes.
+    defaults: str = "{}"
 
     def without(self, drop: set[int]) -> ShardBatch:
         """The batch less the rows at indexes `drop`."""
         keep = [i for i in range(len(self.rows)) if i not in drop]
         return ShardBatch(
             self.shard, [self.rows[i] for i in keep], [self.created[i] for i in keep],
-            [self.keys[i] for i in keep], [self.lines[i] for i in keep],
+            [self.keys[i] for i in keep], [self.lines[i] for i in keep], self.defaults,
         )  # fmt: skip
 
 
@@ -302,6 +362,7 @@ def parse_chunk(
     caller_id: int,
     may_assign: bool,
     logical_shards: int,
+    definitions: Mapping[str, FieldDefinition] | None = None,
 ) -> ParsedChunk:
     """The records of `lines` (the file's lines from line `first_line` on, whole
     records only: the reader that cut them found them whole) validated and encoded per
@@ -319,13 +380,17 @@ def parse_chunk(
         for cells in reader:
             if cells:
                 read += 1
-                parsed = parse_row(line, header, cells, caller_id, may_assign)
+                parsed = parse_row(line, header, cells, caller_id, may_assign, definitions)
                 if isinstance(parsed, ImportRow):
                     rows.append(parsed)
                 else:
                     errors.append(parsed)
             line = first_line + reader.line_num
         batches = encode_by_shard(rows, lambda key: stable_hash(key or "") % logical_shards)
+    defaults = {k: d.default for k, d in (definitions or {}).items() if d.default is not None}
+    if defaults:
+        text = orjson.dumps(defaults).decode()
+        batches = {n: dataclasses.replace(b, defaults=text) for n, b in batches.items()}
     return ParsedChunk(read, errors, batches)
 
 
@@ -349,10 +414,12 @@ def _encode(shard: int, rows: list[ImportRow]) -> ShardBatch:
     records: list[str] = []
     created: list[str] = []
     for row in rows:
-        name, email, phone, website, industry, tags, owner_id, external_id, source_key = row.values
+        (name, email, phone, website, industry, tags, owner_id, custom, external_id,
+         source_key) = row.values  # fmt: skip
         records.append(",".join((
             _text(name), _text(email), _text(phone), _text(website), _text(industry),
-            _text(_array(tags)), str(owner_id), _text(external_id), _text(source_key),
+            _text(_array(tags)), str(owner_id), _text(custom), _text(external_id),
+            _text(source_key),
         )))  # fmt: skip
         # The audited fields are the first of a row's values.
         changes = {c: [None, v] for c, v in zip(AUDITED, row.values, strict=False) if v is not None}

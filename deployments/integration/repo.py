@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 from pydantic import BaseModel, Field
 
 from deployments._kit.events import emit
@@ -200,6 +201,11 @@ def _cols(alias: str) -> str:
 
 
 _RETURNING = f"RETURNING c.id, {_cols('c')}, (xmax = 0) AS created"
+# An updated row's own custom field values (not the defaults its insert would add).
+_GIVEN = (
+    "(SELECT r.custom_fields FROM import_customer_rows r"
+    " WHERE r.external_id = EXCLUDED.external_id LIMIT 1)"
+)
 
 
 async def upsert_customers(
@@ -302,6 +308,12 @@ async def _copy_new(
             await _copy(conn, "record_changes", _HISTORY_COLUMNS, history)
     except asyncpg.UniqueViolationError:
         return None
+    if batch.defaults != "{}":  # the custom fields' defaults, under the rows' own values
+        await conn.execute(
+            "UPDATE customers SET custom_fields = $1::jsonb || custom_fields"
+            " WHERE id = ANY($2::bigint[])",
+            orjson.loads(batch.defaults), list(ids),
+        )  # fmt: skip
     return list(ids)
 
 
@@ -328,31 +340,33 @@ async def _upsert(
     await conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS import_customer_rows (
                shard integer, name text, email text, phone text, website text,
-               industry text, tags text[], owner_id bigint, external_id text,
-               source_key text
+               industry text, tags text[], owner_id bigint, custom_fields jsonb,
+               external_id text, source_key text
            ) ON COMMIT DELETE ROWS"""
     )
     records = "".join(f"{batch.shard},{batch.rows[i]}\n" for i in rows)
     await _copy(conn, "import_customer_rows", ("shard", *COPY_COLUMNS), records)
     row = await conn.fetchrow(
         f"""WITH by_external_id AS (
-               INSERT INTO customers AS c (id, {_VALUES}, external_id)
-               SELECT nextflow_id(shard), {_VALUES}, external_id
+               INSERT INTO customers AS c (id, {_VALUES}, custom_fields, external_id)
+               SELECT nextflow_id(shard), {_VALUES}, $3::jsonb || custom_fields, external_id
                FROM import_customer_rows WHERE external_id IS NOT NULL
                ON CONFLICT (external_id) DO UPDATE SET
                    name = EXCLUDED.name, email = EXCLUDED.email, phone = EXCLUDED.phone,
                    website = EXCLUDED.website, industry = EXCLUDED.industry,
-                   tags = EXCLUDED.tags, owner_id = EXCLUDED.owner_id, deleted_at = NULL,
-                   version = c.version + 1, updated_at = now()
+                   tags = EXCLUDED.tags, owner_id = EXCLUDED.owner_id,
+                   custom_fields = c.custom_fields || {_GIVEN},
+                   deleted_at = NULL, version = c.version + 1, updated_at = now()
                WHERE (({_cols("c")})
                       IS DISTINCT FROM
                       ({_cols("EXCLUDED")})
+                      OR NOT c.custom_fields @> {_GIVEN}
                       OR c.deleted_at IS NOT NULL)
                  AND ($2::bigint[] IS NULL OR c.owner_id = ANY($2::bigint[]))
                {_RETURNING}
            ), by_content AS (
-               INSERT INTO customers AS c (id, {_VALUES}, source_key)
-               SELECT nextflow_id(shard), {_VALUES}, source_key
+               INSERT INTO customers AS c (id, {_VALUES}, custom_fields, source_key)
+               SELECT nextflow_id(shard), {_VALUES}, $3::jsonb || custom_fields, source_key
                FROM import_customer_rows WHERE external_id IS NULL
                ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO UPDATE SET
                    deleted_at = NULL, version = c.version + 1, updated_at = now()
@@ -379,5 +393,6 @@ async def _upsert(
            FROM up""",
         actor_id,
         owners,
+        orjson.loads(batch.defaults),  # a dict: the pools encode jsonb values as JSON
     )  # fmt: skip
     return list(row["created"]), list(row["updated"])

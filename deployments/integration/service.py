@@ -20,11 +20,13 @@ import csv
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from deployments._kit.custom_fields import FieldDefinition
+from deployments.auth.fields import FieldCache
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
 from deployments.file.blobs import BlobStore
 from deployments.integration import csvio, repo
@@ -36,7 +38,8 @@ from shards.client import Database, Shards
 
 log = logging.getLogger("nextflow.integration")
 ParseRemote = Callable[
-    [list[str], int, Sequence[str], int, bool, int], Awaitable[csvio.ParsedChunk]
+    [list[str], int, Sequence[str], int, bool, int, dict[str, FieldDefinition] | None],
+    Awaitable[csvio.ParsedChunk],
 ]
 # A page of customers as the customer application answers it (a Serve handle call).
 ListCustomers = Callable[[Principal, CustomerListQuery], Awaitable[Page[CustomerRead]]]
@@ -106,8 +109,9 @@ def text_lines(f: BinaryIO) -> Iterator[str]:
         yield line.removeprefix("\ufeff") if number == 1 else line
 
 
-def read_header(path: Path) -> list[str]:
-    """The checked header of a CSV file; raises Validation with a clear message."""
+def read_header(path: Path, custom: Collection[str] = ()) -> list[str]:
+    """The checked header of a CSV file (`custom`: the keys its `cf.` columns may
+    name); raises Validation with a clear message."""
     try:
         with path.open("rb") as f:
             header = next(csv.reader(text_lines(f)), [])
@@ -116,7 +120,7 @@ def read_header(path: Path) -> list[str]:
     except csv.Error as exc:
         raise Validation(f"line 1: {exc}") from None
     try:
-        return csvio.check_header(header)
+        return csvio.check_header(header, custom)
     except csvio.BadHeader as exc:
         raise Validation(f"header: {exc}") from None
 
@@ -147,9 +151,9 @@ class ChunkReader:
         self._raw: list[str] = []  # the lines the reader took since the last chunk
         self._reader = csv.reader(_kept(text_lines(f), self._raw))
 
-    def header(self) -> list[str]:
+    def header(self, custom: Collection[str] = ()) -> list[str]:
         try:
-            return csvio.check_header(next(self._reader, []))
+            return csvio.check_header(next(self._reader, []), custom)
         except csvio.BadHeader as exc:
             raise ImportFailed(f"header: {exc}") from None
         except csv.Error:
@@ -184,6 +188,7 @@ class IntegrationService:
         max_running_per_user: int | None = None,
         store: BlobStore | None = None,
         list_customers: ListCustomers | None = None,
+        fields: FieldCache | None = None,
     ) -> None:
         """`parse_remote`: `csvio.parse_chunk` elsewhere (a Ray task,
         deployments/integration/tasks.py), used for files of more than one chunk,
@@ -192,6 +197,7 @@ class IntegrationService:
         are read (without them this service exports nothing)."""
         self.jobs = jobs
         self.customers = customers
+        self.fields = fields  # the customers' custom fields (None: `cf.` columns refused)
         self.work_dir = work_dir
         self.store = store
         self._list_customers = list_customers
@@ -339,13 +345,16 @@ class IntegrationService:
         path = Path(upload)
         try:
             principal.require("customer:write")
-            read_header(path)
+            read_header(path, await self._custom_fields() or {})
             total = await self._count(path)
             job = await self._new_job(principal.user_id, KIND_CUSTOMER_IMPORT, "imports")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return self._run(job, self.run_customer_import(job.id, path, principal, total))
+
+    async def _custom_fields(self) -> dict[str, FieldDefinition] | None:
+        return None if self.fields is None else await self.fields.of("customers")
 
     def _run(self, job: JobRead, work: Awaitable[None]) -> JobAccepted:
         """Run a job's work in the background in this replica (kept referenced until
@@ -431,20 +440,22 @@ class IntegrationService:
         if not await self.jobs.write(repo.start_job, job_id, total):
             return "cancelled", None
         may_assign = "customer:assign" in principal.permissions
+        # The definitions as the import starts hold for every row of it.
+        definitions = await self._custom_fields()
         # A file of one chunk is parsed here; a larger one in Ray tasks, `parsers` at once.
         remote = self._parse_remote is not None and self._parsers > 0 and total > CHUNK
         parsers = self._parsers if remote else 1
         seen: dict[str, int] = {}  # key -> the line it was first on
         with path.open("rb") as f, error_path.open("w", newline="", encoding="utf-8") as ef:
             chunks = ChunkReader(f)
-            header = chunks.header()
+            header = chunks.header(definitions or {})
             errors = csv.writer(ef, lineterminator="\r\n")
             errors.writerow([*csvio.ERROR_COLUMNS, *header])
             writers = asyncio.Semaphore(WRITERS)
             shards = self.customers.map.logical_shards
 
             async def parse(lines: list[str], first: int) -> csvio.ParsedChunk:
-                args = (lines, first, header, principal.user_id, may_assign, shards)
+                args = (lines, first, header, principal.user_id, may_assign, shards, definitions)
                 if remote and self._parse_remote is not None:
                     return await self._parse_remote(*args)
                 return await asyncio.to_thread(csvio.parse_chunk, *args)

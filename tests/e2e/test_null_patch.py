@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from deployments._kit.custom_fields import FieldUpdate
 from deployments.auth.schemas import RoleUpdate, UserUpdate, ViewUpdate
 from deployments.customer.activities.schemas import ActivityUpdate
 from deployments.customer.schemas import ContactUpdate, CustomerUpdate
@@ -160,6 +161,14 @@ class World:
                                           "description": "d", "family": "f"})  # fmt: skip
         return f"/v1/products/{made['id']}", made
 
+    def field_url(self) -> tuple[str, Json]:
+        made = self.post("/v1/auth/fields", {
+            "object": "deals", "key": f"null_{os.urandom(4).hex()}", "label": "L",
+            "description": "d", "type": "single_select", "default": "a",
+            "options": [{"value": "a", "label": "A"}],
+        })  # fmt: skip
+        return f"/v1/auth/fields/{made['id']}", made
+
     def view_url(self) -> tuple[str, Json]:
         name = f"V {os.urandom(3).hex()}"
         made = self.post("/v1/auth/views", {"object": "customers", "name": name, "sort": "name"})
@@ -193,6 +202,7 @@ MAKERS: dict[type[Patch], Callable[[World], tuple[str, Json]]] = {
     ProductUpdate: World.product_url,
     WebhookUpdate: World.webhook_url,
     ViewUpdate: World.view_url,
+    FieldUpdate: World.field_url,
 }
 
 

@@ -41,7 +41,9 @@ def test_header_checks() -> None:
 def test_a_good_row_uses_the_customer_rules() -> None:
     row = csvio.parse_row(2, HEADER, ["Acme", "a@acme.io", "vip; eu;vip", "", "X1"], 7, False)
     assert isinstance(row, csvio.ImportRow)
-    assert row.values == ("Acme", "a@acme.io", None, None, None, ["vip", "eu"], 7, "X1", None)
+    assert row.values == (
+        "Acme", "a@acme.io", None, None, None, ["vip", "eu"], 7, "{}", "X1", None,
+    )  # fmt: skip
     assert row.key == "ext:X1" and row.line == 2
 
 
@@ -158,7 +160,9 @@ def test_encoded_rows_read_back_as_copy_reads_csv() -> None:
     (record,) = batch.rows
     assert "\n" in record  # the line break is inside a quoted field
     (fields,) = csv.reader(io.StringIO(record + "\n"))
-    assert fields == ['A "q", b\nc', "", "", "", "", '{"x\\"y","b\\\\s","{z}"}', "9", "E1", ""]
+    assert fields == [
+        'A "q", b\nc', "", "", "", "", '{"x\\"y","b\\\\s","{z}"}', "9", "{}", "E1", "",
+    ]  # fmt: skip
     assert record.startswith('"A ""q"", b\nc",,,,,')  # NULL: unquoted, never '""'
     (changes,) = csv.reader(io.StringIO(batch.created[0]))
     assert json.loads(changes[0]) == {
@@ -247,3 +251,28 @@ def test_records_are_counted_like_the_reader_sees_them(
     path = tmp_path / "c.csv"
     path.write_bytes(body)
     assert count_records(path) == records
+
+
+def test_custom_field_columns_are_checked_by_their_definitions() -> None:
+    from tests.unit.test_custom_fields import DEFS
+
+    with pytest.raises(csvio.BadHeader, match="cf.nope"):
+        csvio.check_header(["name", "cf.nope"], DEFS)
+    header = csvio.check_header(["name", "cf.tier", "cf.seats", "cf.tags", "cf.vip"], DEFS)
+    good = csvio.parse_row(2, header, ["Acme", "gold", "12", "a;b", "yes"], 7, False, DEFS)
+    assert isinstance(good, csvio.ImportRow)
+    # The row's own values only: defaults are added where a customer is made.
+    assert json.loads(good.values[7]) == {
+        "seats": 12,
+        "tags": ["a", "b"],
+        "tier": "gold",
+        "vip": True,
+    }
+    bad = csvio.parse_row(3, header, ["Acme", "bronze", "", "", "maybe"], 7, False, DEFS)
+    assert isinstance(bad, csvio.RowError) and bad.message == "cf.vip: must be true or false"
+    bad = csvio.parse_row(4, header, ["Acme", "bronze", "", "", ""], 7, False, DEFS)
+    assert isinstance(bad, csvio.RowError)
+    assert bad.message == "cf.tier: must be one of gold, silver; cf.seats: required"
+    chunk = csvio.parse_chunk(["Acme,gold,3,,\r\n"], 2, header, 7, False, 4, DEFS)
+    (batch,) = chunk.batches.values()
+    assert json.loads(batch.defaults) == {"vip": False}

@@ -1,0 +1,143 @@
+"""Custom field definitions in the auth database: their SQL (run by the auth service,
+which alone changes them) and `FieldCache`, through which every object's service
+reads its live definitions: the database once per object and `FIELD_CACHE_TTL_S`,
+not once per write. A change reaches the other ingresses within that time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from deployments._kit.custom_fields import FieldDefinition, FieldListQuery
+from deployments._kit.sql import Params, Stale, keyset_page
+from gateway.listing import Order, Position
+from shards import ReadConn, WriteConn, single_statement
+from shards.client import Database
+
+FIELD_CACHE_TTL_S = 5.0
+_FIELD = (
+    "id, object, key, label, description, type, required, default_value AS default, options,"
+    " deleted_at IS NOT NULL AS deleted, version, created_at, updated_at"
+)
+_COLUMNS = {"label", "description", "required", "default", "options"}
+
+
+def _read(row: Any) -> FieldDefinition:
+    return FieldDefinition.model_validate(dict(row))
+
+
+async def create_field(
+    conn: WriteConn, data: dict[str, Any], created_by: int
+) -> FieldDefinition | None:
+    """The new definition; None when the object has (or had) a field with that key."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO custom_fields
+               (object, key, label, description, type, required, default_value, options,
+                created_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (object, key) DO NOTHING RETURNING {_FIELD}""",
+        data["object"], data["key"], data["label"], data["description"], data["type"],
+        data["required"], data["default"], data["options"], created_by,
+    )  # fmt: skip
+    return None if row is None else _read(row)
+
+
+@single_statement
+async def get_field(conn: ReadConn, field_id: int) -> FieldDefinition | None:
+    row = await conn.fetchrow(f"SELECT {_FIELD} FROM custom_fields WHERE id = $1", field_id)
+    return None if row is None else _read(row)
+
+
+@single_statement
+async def list_fields(
+    conn: ReadConn, query: FieldListQuery, order: Order, position: Position | None
+) -> list[FieldDefinition]:
+    params = Params()
+    where = ["deleted_at IS NOT NULL" if query.deleted else "deleted_at IS NULL"]
+    if query.object is not None:
+        where.append(f"object = {params(query.object)}")
+    sql = keyset_page(
+        "custom_fields", _FIELD, where, order.field, order, position, query.limit, params
+    )
+    return [_read(r) for r in await conn.fetch(sql, *params.values)]
+
+
+@single_statement
+async def live_fields(conn: ReadConn, object_name: str) -> list[FieldDefinition]:
+    """An object's live definitions, oldest first (the order forms show them in)."""
+    rows = await conn.fetch(
+        f"""SELECT {_FIELD} FROM custom_fields
+            WHERE object = $1 AND deleted_at IS NULL ORDER BY created_at, id""",
+        object_name,
+    )
+    return [_read(r) for r in rows]
+
+
+async def update_field(
+    conn: WriteConn, field_id: int, changes: dict[str, Any], if_version: int | None
+) -> FieldDefinition | Stale | None:
+    """None when there is no such live definition."""
+    params = Params()
+    sets = [
+        f"{'default_value' if k == 'default' else k} = {params(v)}"
+        for k, v in changes.items()
+        if k in _COLUMNS
+    ]
+    sets += ["version = version + 1", "updated_at = now()"]
+    where = [f"id = {params(field_id)}", "deleted_at IS NULL"]
+    if if_version is not None:
+        where.append(f"version = {params(if_version)}")
+    row = await conn.fetchrow(
+        f"UPDATE custom_fields SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+        f" RETURNING {_FIELD}",
+        *params.values,
+    )
+    if row is not None:
+        return _read(row)
+    version = await conn.fetchval(
+        "SELECT version FROM custom_fields WHERE id = $1 AND deleted_at IS NULL", field_id
+    )
+    return None if version is None else Stale(version)
+
+
+async def set_deleted(
+    conn: WriteConn, field_id: int, deleted: bool, if_version: int | None
+) -> FieldDefinition | Stale | None:
+    """Delete (hide) or restore a definition; None when it is not in the other state."""
+    row = await conn.fetchrow(
+        f"""UPDATE custom_fields
+            SET deleted_at = CASE WHEN $2 THEN now() END, version = version + 1,
+                updated_at = now()
+            WHERE id = $1 AND (deleted_at IS NULL) = $2
+              AND ($3::integer IS NULL OR version = $3)
+            RETURNING {_FIELD}""",
+        field_id, deleted, if_version,
+    )  # fmt: skip
+    if row is not None:
+        return _read(row)
+    version = await conn.fetchval(
+        "SELECT version FROM custom_fields WHERE id = $1 AND (deleted_at IS NULL) = $2",
+        field_id, deleted,
+    )  # fmt: skip
+    return None if version is None else Stale(version)
+
+
+class FieldCache:
+    """Each object's live definitions by key, read at most every `ttl_s`."""
+
+    def __init__(self, db: Database, ttl_s: float = FIELD_CACHE_TTL_S) -> None:
+        self._db = db
+        self._ttl_s = ttl_s
+        self._known: dict[str, tuple[float, dict[str, FieldDefinition]]] = {}
+
+    async def of(self, object_name: str) -> dict[str, FieldDefinition]:
+        now = time.monotonic()
+        cached = self._known.get(object_name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = {d.key: d for d in await self._db.read(live_fields, object_name)}
+        self._known[object_name] = (now + self._ttl_s, found)
+        return found
+
+    def forget(self, object_name: str) -> None:
+        self._known.pop(object_name, None)
