@@ -34,7 +34,9 @@ import get_customer as base  # noqa: E402
 from cluster.cli import RichReporter  # noqa: E402
 from cluster.settings import Settings  # noqa: E402
 
-DOC_BEGIN = "<!-- BEGIN bench/custom_fields.py: generated, rerun it to update -->"
+DOC_BEGIN = (
+    "<!-- BEGIN bench/custom_fields.py: generated, rerun `make bench-custom-fields` to update -->"
+)
 DOC_END = "<!-- END bench/custom_fields.py -->"
 console = base.console
 RARE_EVERY = 10_000
@@ -173,8 +175,8 @@ def main() -> None:
         f"{args.customers:,} customers written straight into the shard servers, each with "
         "custom fields `tier` (single select) and `seats` (number) and a tag of the same "
         f"value as its tier: 1 in 20 rows share a common tier (`t7`), 1 in {RARE_EVERY:,} "
-        f"the `rare` one. Written in {written_s:.0f} s; the GIN index on `custom_fields` "
-        f"(`jsonb_path_ops`) built in {index_s:.0f} s. Then each `GET /v1/customers` "
+        f"the `rare` one. Written in {written_s:.1f} s; the GIN index on `custom_fields` "
+        f"(`jsonb_path_ops`) built in {index_s:.1f} s. Then each `GET /v1/customers` "
         f"(first page of 50, newest first) in turn, one at a time, {args.rounds} rounds, "
         "through HAProxy, the customer ingress and every shard server; `vs tag=rare` "
         "divides by the built-in indexed filter's p50 in the same run. Last, the custom "
@@ -190,6 +192,9 @@ def main() -> None:
         "slow for a rare range at this size.",
         "",
         f"Machine: {an.machine()}",
+        "",
+        "Rerun: `make bench-custom-fields` (or `.venv/bin/python bench/custom_fields.py`; "
+        "`--quick` for a smoke run that leaves this file alone).",
     ])  # fmt: skip
     console.print(section)
     if not args.quick:

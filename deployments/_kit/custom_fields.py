@@ -284,6 +284,7 @@ class WithFields(Protocol):
 
 R = TypeVar("R", bound=Record)
 C = TypeVar("C", bound=BaseModel)
+B = TypeVar("B", bound=BaseModel)
 
 
 class ObjectFields:
@@ -323,6 +324,16 @@ class ObjectFields:
     async def shown_all(self, records: Sequence[R]) -> list[R]:
         definitions = await self.definitions()
         return [_shown(r, definitions) for r in records]
+
+    async def shown_results(self, result: B) -> B:
+        """A batch's answer with each item's record shown under the live fields."""
+        definitions = await self.definitions()
+        items = getattr(result, "results")  # noqa: B009
+        kept = [
+            r if r.data is None else r.model_copy(update={"data": _shown(r.data, definitions)})
+            for r in items
+        ]
+        return result.model_copy(update={"results": kept})
 
     async def filters(self, custom: Iterable[CustomFilter]) -> list[TypedFilter]:
         custom = list(custom)

@@ -44,7 +44,8 @@ _CUSTOMER = (
     " external_id, version, created_at, updated_at"
 )
 _CONTACT = (
-    "id, customer_id, first_name, last_name, email, phone, title, version, created_at, updated_at"
+    "id, customer_id, first_name, last_name, email, phone, title, custom_fields, version,"
+    " created_at, updated_at"
 )
 M = TypeVar("M", bound=BaseModel)
 _SORT_COLUMNS = {"created_at": "created_at", "name": "name"}
@@ -58,7 +59,7 @@ _CUSTOMER_UPDATABLE = {
     "custom_fields",
     "owner_id",
 }
-_CONTACT_UPDATABLE = {"first_name", "last_name", "email", "phone", "title"}
+_CONTACT_UPDATABLE = {"first_name", "last_name", "email", "phone", "title", "custom_fields"}
 # Audited (change history), under their API names.
 CUSTOMER_AUDITED = ("name", "email", "phone", "website", "industry", "tags", "owner_id")
 CONTACT_AUDITED = ("first_name", "last_name", "email", "phone", "title")
@@ -256,8 +257,9 @@ async def create_contact(
     if not await _customer_alive(conn, customer_id, owners, lock=True):
         return None
     row = await conn.fetchrow(
-        f"""INSERT INTO contacts (id, customer_id, first_name, last_name, email, phone, title)
-            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7) RETURNING {_CONTACT}""",
+        f"""INSERT INTO contacts
+               (id, customer_id, first_name, last_name, email, phone, title, custom_fields)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8) RETURNING {_CONTACT}""",
         shard,
         customer_id,
         data.first_name,
@@ -265,6 +267,7 @@ async def create_contact(
         data.email,
         data.phone,
         data.title,
+        data.custom_fields,
     )
     created = ContactRead.model_validate(dict(row))
     await _record_created(conn, "contact", created, CONTACT_AUDITED, actor_id)
@@ -291,12 +294,13 @@ async def create_contact_from_source(
         return None
     row = await conn.fetchrow(
         f"""INSERT INTO contacts
-               (id, customer_id, first_name, last_name, email, phone, title, source_key)
-            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8)
+               (id, customer_id, first_name, last_name, email, phone, title, source_key,
+                custom_fields)
+            VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9)
             ON CONFLICT (source_key) WHERE source_key IS NOT NULL DO NOTHING
             RETURNING {_CONTACT}""",
         shard, customer_id, data.first_name, data.last_name, data.email, data.phone,
-        data.title, source_key,
+        data.title, source_key, data.custom_fields,
     )  # fmt: skip
     if row is None:  # made by a concurrent call for the same key a moment ago
         row = await conn.fetchrow(
@@ -372,13 +376,17 @@ async def list_contacts(
     order: Order,
     position: Position | None,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[ContactRead] | None:
     """None when the customer is absent (or its owner outside `owners`); else up to
-    `limit + 1` contacts after `position`."""
+    `limit + 1` contacts after `position` matching the `cf.` filters."""
     if not await _customer_alive(conn, customer_id, owners):
         return None
     params = Params()
-    where = [f"customer_id = {params(customer_id)}", "deleted_at IS NULL"]
+    where = [
+        f"customer_id = {params(customer_id)}", "deleted_at IS NULL",
+        *filter_sql(params, "custom_fields", custom),
+    ]  # fmt: skip
     sql = keyset_page("contacts", _CONTACT, where, "created_at", order, position, limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ContactRead.model_validate(dict(r)) for r in rows]

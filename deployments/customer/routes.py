@@ -198,6 +198,12 @@ async def list_contacts(
     return json(await svc.list_contacts(principal, customer_id, query))
 
 
+@router.get("/contacts/schema", response_model=ObjectSchema)
+async def contact_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The contact create body as JSON Schema with its live custom fields."""
+    return json(await svc.contact_schema(principal))
+
+
 @router.get("/contacts/{contact_id}", response_model=ContactRead)
 async def get_contact(contact_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
     return record(await svc.get_contact(principal, contact_id))

@@ -105,6 +105,7 @@ class ContactCreate(Input):
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
     title: str | None = Field(default=None, max_length=100)
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
 
 
 class ContactUpdate(Patch, creates=ContactCreate):
@@ -113,6 +114,9 @@ class ContactUpdate(Patch, creates=ContactCreate):
     email: EmailStr | None = None
     phone: str | None = Field(default=None, max_length=50)
     title: str | None = Field(default=None, max_length=100)
+    custom_fields: JsonObject | None = Field(
+        default=None, max_length=100, description="The keys given change; null clears one."
+    )
 
 
 class ContactRead(Record):
@@ -123,6 +127,7 @@ class ContactRead(Record):
     email: str | None
     phone: str | None
     title: str | None
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
     version: int
     created_at: datetime
     updated_at: datetime
@@ -130,6 +135,7 @@ class ContactRead(Record):
 
 class ContactListQuery(ListQuery):
     countable: ClassVar[bool] = False
+    custom_fields: ClassVar[str | None] = "contacts"
     sort_fields: ClassVar[dict[str, type]] = {"created_at": datetime}
 
 

@@ -62,11 +62,20 @@ class CustomerService(Activities):
         self.shards = shards
         self.peers = peers or {}
         self.custom = ObjectFields("customers", fields)
+        self.contact_fields = ObjectFields("contacts", fields)
 
     async def schema(self, principal: Principal) -> ObjectSchema:
         """The customer create body as JSON Schema with the live custom fields."""
         principal.require("customer:read")
         return await self.custom.schema(CustomerCreate)
+
+    async def contact_schema(self, principal: Principal) -> ObjectSchema:
+        """The contact create body as JSON Schema with the live custom fields."""
+        principal.require("contact:read")
+        return await self.contact_fields.schema(ContactCreate)
+
+    async def _contact(self, principal: Principal, contact: ContactRead) -> ContactRead:
+        return await self.contact_fields.shown(principal.redact("contact", contact))
 
     async def _shown(self, principal: Principal, customer: CustomerRead) -> CustomerRead:
         """What the caller sees of a customer: fields their role hides as null, the
@@ -127,12 +136,9 @@ class CustomerService(Activities):
             else:
                 plan.change(i, item, shard, repo.delete_customer, "customer:delete")
 
-        done = await run_batch(plan, self.shards, body.items, prepare)
-        results = [
-            r if r.data is None else r.model_copy(update={"data": await self.custom.shown(r.data)})
-            for r in done.results
-        ]
-        return done.model_copy(update={"results": results})
+        return await self.custom.shown_results(
+            await run_batch(plan, self.shards, body.items, prepare)
+        )
 
     async def create_from_source(
         self,
@@ -249,6 +255,7 @@ class CustomerService(Activities):
         """A contact of the customer, on its shard; with `once`, made once per key."""
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
+        data = await self.contact_fields.create(data)
         created = await write_once(
             self.shards, shard, once, ContactRead,
             repo.create_contact, shard, customer_id, data, principal.user_id,
@@ -265,7 +272,7 @@ class CustomerService(Activities):
             ):
                 raise Forbidden(f"your role may not add contacts to customer {customer_id}")
             raise NotFound(f"customer {customer_id} not found")
-        return principal.redact("contact", created)
+        return await self._contact(principal, created)
 
     async def batch_contacts(
         self, principal: Principal, body: ContactBatch, key: Once | None = None
@@ -281,9 +288,10 @@ class CustomerService(Activities):
                 principal.require("contact:write")
                 shard = self._shard(item.customer_id, "customer")
                 absent = _absent_customer(item.customer_id)
+                data = await self.contact_fields.create(item.data, f"items.{i}.data.custom_fields")
                 plan.add(
                     i, "create", shard, repo.create_contact, shard, item.customer_id,
-                    item.data, principal.user_id, principal.owners("contact:write"),
+                    data, principal.user_id, principal.owners("contact:write"),
                     key=plan.item_key(i, item),
                     explain=absent,
                 )  # fmt: skip
@@ -291,11 +299,14 @@ class CustomerService(Activities):
             shard = self._shard(item.id, "contact")
             if isinstance(item, ContactBatchUpdate):
                 changes = item.data.model_dump(exclude_unset=True)
+                field = f"items.{i}.data.custom_fields"
+                changes = await self.contact_fields.changes(changes, field)
                 plan.change(i, item, shard, repo.update_contact, "contact:write", changes)
             else:
                 plan.change(i, item, shard, repo.delete_contact, "contact:delete")
 
-        return await run_batch(plan, self.shards, body.items, prepare)
+        done = await run_batch(plan, self.shards, body.items, prepare)
+        return await self.contact_fields.shown_results(done)
 
     async def create_contact_from_source(
         self, principal: Principal, source_key: str, customer_id: int, data: ContactCreate
@@ -304,13 +315,14 @@ class CustomerService(Activities):
         a repeat with the same `source_key` returns the contact the first call made."""
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
+        data = await self.contact_fields.create(data)
         created = await self.shards.write(
             shard, repo.create_contact_from_source, shard, source_key, customer_id, data,
             principal.user_id,
         )  # fmt: skip
         if created is None:
             raise NotFound(f"customer {customer_id} not found")
-        return principal.redact("contact", created)
+        return await self._contact(principal, created)
 
     async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:read")
@@ -320,7 +332,7 @@ class CustomerService(Activities):
         )
         if found is None:
             raise NotFound(f"contact {contact_id} not found")
-        return principal.redact("contact", found)
+        return await self._contact(principal, found)
 
     async def update_contact(
         self,
@@ -331,12 +343,12 @@ class CustomerService(Activities):
     ) -> ContactRead:
         principal.require("contact:write")
         shard = self._shard(contact_id, "contact")
-        changes = data.model_dump(exclude_unset=True)
+        changes = await self.contact_fields.changes(data.model_dump(exclude_unset=True))
         outcome = await self.shards.write(
             shard, repo.update_contact, contact_id, changes, if_version, principal.user_id,
             principal.owners("contact:write"),
         )  # fmt: skip
-        return principal.redact("contact", written(outcome, "contact", contact_id, principal))
+        return await self._contact(principal, written(outcome, "contact", contact_id, principal))
 
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
@@ -347,7 +359,7 @@ class CustomerService(Activities):
             shard, repo.delete_contact, contact_id, if_version, principal.user_id,
             principal.owners("contact:delete"),
         )  # fmt: skip
-        return principal.redact("contact", written(outcome, "contact", contact_id, principal))
+        return await self._contact(principal, written(outcome, "contact", contact_id, principal))
 
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
@@ -358,7 +370,7 @@ class CustomerService(Activities):
         )  # fmt: skip
         if restored is None:
             raise NotFound(f"contact {contact_id} not found")
-        return principal.redact("contact", restored)
+        return await self._contact(principal, restored)
 
     async def contact_history(
         self, principal: Principal, contact_id: int, query: HistoryQuery
@@ -380,14 +392,15 @@ class CustomerService(Activities):
         order = validate_sort(query)
         position = decode_cursor(query)
         shard = self._shard(customer_id, "customer")
+        custom = await self.contact_fields.filters(query.custom)
         rows = await self.shards.read(
             shard, repo.list_contacts, customer_id, query.limit, order, position,
-            principal.owners("contact:read"),
+            principal.owners("contact:read"), custom,
         )  # fmt: skip
         if rows is None:
             raise NotFound(f"customer {customer_id} not found")
         items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
-        items = principal.redact_all("contact", items)
+        items = await self.contact_fields.shown_all(principal.redact_all("contact", items))
         return Page[ContactRead](data=items, next_cursor=cursor)
 
     # -- shared ----------------------------------------------------------------------

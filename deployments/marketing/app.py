@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.auth.fields import FieldCache
 from deployments.marketing import routes
 from deployments.marketing.conversion import ConversionFaults
 from deployments.marketing.service import MarketingService
@@ -34,6 +35,7 @@ class MarketingApp(ServiceIngress):
             Database("marketing_config"),
             app_handle("customer"),
             app_handle("sales"),
+            fields=FieldCache(Database("auth")),
         )
         self.open_ingress(self._svc, title="NextFlow marketing", routers=[routes.router])
 

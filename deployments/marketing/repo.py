@@ -4,13 +4,14 @@ that the ShardManager opened (on a marketing shard, or on the catalog server's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.custom_fields import TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -202,9 +203,16 @@ async def restore_lead(
 
 
 def _lead_filters(
-    query: LeadListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+    query: LeadListQuery,
+    shards: list[int],
+    owners: frozenset[int] | None,
+    params: Params,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[str]:
-    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    where = [
+        "deleted_at IS NULL", on_shards(params, shards),
+        *filter_sql(params, "custom_fields", custom),
+    ]  # fmt: skip
     if scope := owned_by("owner_id", owners, params):
         where.append(scope)
     for name in ("status", "source", "owner_id", "campaign_id"):
@@ -230,12 +238,13 @@ async def list_leads(
     order: Order,
     position: Position | None,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[LeadRead]:
     """Up to `limit + 1` leads on this server after `position` (the caller merges), of
-    the owners in `owners` (None: anyone's)."""
+    the owners in `owners` (None: anyone's), matching the `cf.` filters."""
     params = Params()
     column = _LEAD_SORT[order.field]
-    where = _lead_filters(query, shards, owners, params)
+    where = _lead_filters(query, shards, owners, params, custom)
     sql = keyset_page("leads", _LEAD, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [_lead(r) for r in rows]
@@ -247,9 +256,10 @@ async def count_leads(
     shards: list[int],
     query: LeadListQuery,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> int:
     params = Params()
-    where = _lead_filters(query, shards, owners, params)
+    where = _lead_filters(query, shards, owners, params, custom)
     sql = f"SELECT count(*) FROM leads WHERE {' AND '.join(where)}"
     return int(await conn.fetchval(sql, *params.values))
 

@@ -18,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.marketing.capture import MAX_BODY_BYTES, MAX_LENGTH
 from deployments.marketing.schemas import (
@@ -115,6 +116,13 @@ async def list_leads(request: Request, principal: CurrentPrincipal, svc: Service
     `sort` = `created_at`, `-created_at` (default), `score`, `-score` (unscored last)."""
     query = await list_params(request, LeadListQuery)
     return json(await svc.list_leads(principal, query))
+
+
+@_marketing.get("/leads/schema", response_model=ObjectSchema)
+async def lead_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The lead create body as JSON Schema with `custom_fields` spelled out from the
+    live custom field definitions of leads (`/v1/auth/fields`)."""
+    return json(await svc.lead_schema(principal))
 
 
 @_marketing.get("/leads/{lead_id}", response_model=LeadRead)

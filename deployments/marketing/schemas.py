@@ -153,6 +153,7 @@ class LeadBatchResult(BatchResult[LeadRead]):
 
 class LeadListQuery(ListQuery):
     view_object: ClassVar[str | None] = "leads"
+    custom_fields: ClassVar[str | None] = "leads"
     status: LeadStatus | None = None
     source: LeadSource | None = None
     owner_id: Id | None = None

@@ -13,6 +13,7 @@ from typing import Any
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.boundary import remote
+from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
@@ -76,14 +77,17 @@ class MarketingService:
         customers: Any = None,
         sales: Any = None,
         faults: ConversionFaults | None = None,
+        fields: Definitions | None = None,
     ) -> None:
         """`customers` / `sales`: the Customer and Sales deployment handles (lead
-        conversion); `faults`: the test-only fault seam, off by default."""
+        conversion); `faults`: the test-only fault seam, off by default; `fields`:
+        the custom field definitions (None: leads' custom fields kept unchecked)."""
         self.shards = shards
         self.config = config
         self.customers = customers
         self.sales = sales
         self.faults = faults or ConversionFaults()
+        self.lead_fields = ObjectFields("leads", fields)
 
     def _shard(self, record_id: int, kind: str) -> int:
         try:
@@ -101,6 +105,7 @@ class MarketingService:
         principal.require("lead:write")
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         _may_give(principal, "lead", owner_id)
+        data = await self.lead_fields.create(data)
         placed_by = data.email.lower() if data.email else (once.slot if once else None)
         shard = self.shards.place(key=placed_by)
         made = await write_once(
@@ -109,7 +114,7 @@ class MarketingService:
         )  # fmt: skip
         if isinstance(made, repo.Duplicate):
             raise _duplicate(principal, made)
-        return principal.redact("lead", made)
+        return await self._lead(principal, made)
 
     async def batch_leads(
         self, principal: Principal, body: LeadBatch, key: Once | None = None
@@ -125,7 +130,7 @@ class MarketingService:
         async def prepare(i: int, item: LeadBatchCreate | LeadBatchUpdate | BatchDelete) -> None:
             if isinstance(item, LeadBatchCreate):
                 principal.require("lead:write")
-                data = item.data
+                data = await self.lead_fields.create(item.data, f"items.{i}.data.custom_fields")
                 owner_id = data.owner_id if data.owner_id is not None else principal.user_id
                 _may_give(principal, "lead", owner_id)
                 once = plan.item_key(i, item)
@@ -141,11 +146,23 @@ class MarketingService:
                 changes = item.data.model_dump(exclude_unset=True)
                 if "owner_id" in changes:
                     _may_give(principal, "lead", changes["owner_id"])
+                field = f"items.{i}.data.custom_fields"
+                changes = await self.lead_fields.changes(changes, field)
                 plan.change(i, item, shard, repo.update_lead, "lead:write", changes)
             else:
                 plan.change(i, item, shard, repo.delete_lead, "lead:delete")
 
-        return await run_batch(plan, self.shards, body.items, prepare)
+        done = await run_batch(plan, self.shards, body.items, prepare)
+        return await self.lead_fields.shown_results(done)
+
+    async def lead_schema(self, principal: Principal) -> ObjectSchema:
+        """The lead create body as JSON Schema with the live custom fields."""
+        principal.require("lead:read")
+        return await self.lead_fields.schema(LeadCreate)
+
+    async def _lead(self, principal: Principal, lead: LeadRead) -> LeadRead:
+        """What the caller sees of a lead (hidden fields null, live custom fields)."""
+        return await self.lead_fields.shown(principal.redact("lead", lead))
 
     async def get_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         """A live lead the caller's `lead:read` scope reaches (else 404)."""
@@ -155,7 +172,7 @@ class MarketingService:
         )
         if found is None:
             raise NotFound(f"lead {lead_id} not found")
-        return principal.redact("lead", found)
+        return await self._lead(principal, found)
 
     async def update_lead(
         self,
@@ -168,12 +185,13 @@ class MarketingService:
         changes = data.model_dump(exclude_unset=True)
         if "owner_id" in changes:
             _may_give(principal, "lead", changes["owner_id"])
+        changes = await self.lead_fields.changes(changes)
         shard = self._shard(lead_id, "lead")
         outcome = await self.shards.write(
             shard, repo.update_lead, lead_id, changes, if_version, principal.user_id,
             principal.owners("lead:write"),
         )  # fmt: skip
-        return principal.redact("lead", written(outcome, "lead", lead_id, principal))
+        return await self._lead(principal, written(outcome, "lead", lead_id, principal))
 
     async def delete_lead(
         self, principal: Principal, lead_id: int, if_version: int | None = None
@@ -184,7 +202,7 @@ class MarketingService:
             shard, repo.delete_lead, lead_id, if_version, principal.user_id,
             principal.owners("lead:delete"),
         )  # fmt: skip
-        return principal.redact("lead", written(outcome, "lead", lead_id, principal))
+        return await self._lead(principal, written(outcome, "lead", lead_id, principal))
 
     async def restore_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         principal.require("lead:delete")
@@ -194,7 +212,7 @@ class MarketingService:
         )
         if restored is None:
             raise NotFound(f"lead {lead_id} not found")
-        return principal.redact("lead", restored)
+        return await self._lead(principal, restored)
 
     async def list_leads(self, principal: Principal, query: LeadListQuery) -> Page[LeadRead]:
         """Leads across every shard in one global order (a filter on `email` reads only
@@ -206,17 +224,18 @@ class MarketingService:
         order = validate_sort(query)
         position = decode_cursor(query)
         owners = principal.owners("lead:read")
-        runs_call = self.shards.gather(repo.list_leads, query, order, position, owners)
+        custom = await self.lead_fields.filters(query.custom)
+        runs_call = self.shards.gather(repo.list_leads, query, order, position, owners, custom)
         if query.count:
             runs, counts = await asyncio.gather(
-                runs_call, self.shards.gather(repo.count_leads, query, owners)
+                runs_call, self.shards.gather(repo.count_leads, query, owners, custom)
             )
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
         key = _score_key if order.field == "score" else row_key(order.field)
         items, cursor = merge_pages(runs, key, order, query.limit)
-        items = principal.redact_all("lead", items)
+        items = await self.lead_fields.shown_all(principal.redact_all("lead", items))
         return Page[LeadRead](data=items, next_cursor=cursor, total=total)
 
     async def lead_history(

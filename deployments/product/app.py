@@ -16,6 +16,7 @@ from ray.serve import Application
 from cluster import redis_client
 from cluster.settings import get_settings
 from deployments._kit.ingress import ServiceIngress
+from deployments.auth.fields import FieldCache
 from deployments.product import routes
 from deployments.product.cache import CatalogCache
 from deployments.product.service import ProductService
@@ -28,7 +29,9 @@ class ProductApp(ServiceIngress):
     def __init__(self) -> None:
         settings = get_settings()
         redis = redis_client.connect(settings.redis_url)
-        self._svc = ProductService(Database("product"), CatalogCache(redis))
+        self._svc = ProductService(
+            Database("product"), CatalogCache(redis), FieldCache(Database("auth"))
+        )
         self.open_ingress(self._svc, title="NextFlow products", routers=[routes.router])
 
     async def check_health(self) -> None:

@@ -3,12 +3,15 @@ runs inside the one transaction that the catalog's ShardManager opened."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from deployments._kit.custom_fields import TypedFilter, filter_sql
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import Params, Stale, escape_like, keyset_page
+from deployments._kit.versioned import Merge
 from deployments.product.schemas import (
     PriceBookCreate,
     PriceBookListQuery,
@@ -25,7 +28,7 @@ from shards import ReadConn, WriteConn, single_statement
 M = TypeVar("M", bound=BaseModel)
 
 _PRODUCT = (
-    "id, sku, name, description, family, unit, tax_percent, is_active,"
+    "id, sku, name, description, family, unit, tax_percent, is_active, custom_fields,"
     " version, created_at, updated_at"
 )
 _BOOK = "id, name, currency, description, is_active, version, created_at, updated_at"
@@ -42,10 +45,11 @@ _BOOK_SORTS = {"created_at": "created_at", "name": "name"}
 # -- products ----------------------------------------------------------------------
 async def create_product(conn: WriteConn, data: ProductCreate, actor_id: int) -> ProductRead:
     row = await conn.fetchrow(
-        f"""INSERT INTO products (sku, name, description, family, unit, tax_percent, is_active)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_PRODUCT}""",
+        f"""INSERT INTO products
+               (sku, name, description, family, unit, tax_percent, is_active, custom_fields)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_PRODUCT}""",
         data.sku, data.name, data.description, data.family, data.unit, data.tax_percent,
-        data.is_active,
+        data.is_active, data.custom_fields,
     )  # fmt: skip
     product = ProductRead.model_validate(dict(row))
     await _history(conn, "product", product.id, "created", None, dict(row), actor_id)
@@ -93,10 +97,14 @@ async def set_product_deleted(
 
 @single_statement
 async def list_products(
-    conn: ReadConn, query: ProductListQuery, order: Order, position: Position | None
+    conn: ReadConn,
+    query: ProductListQuery,
+    order: Order,
+    position: Position | None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[ProductRead]:
     params = Params()
-    where = ["deleted_at IS NULL"]
+    where = ["deleted_at IS NULL", *filter_sql(params, "custom_fields", custom)]
     if query.sku is not None:
         where.append(f"lower(sku) = {params(query.sku.lower())}")
     if query.name_prefix:
@@ -323,6 +331,11 @@ async def _update(
         return Stale(before["version"])
     params = Params()
     sets = [f"{name} = {params(value)}" for name, value in changes.items() if name in audited]
+    if isinstance(custom := changes.get("custom_fields"), Merge):  # the keys given change
+        sets.append(
+            f"custom_fields = (custom_fields || {params(custom.set)}::jsonb)"
+            f" - {params(list(custom.remove))}::text[]"
+        )
     sets += ["version = version + 1", "updated_at = now()"]
     row = await conn.fetchrow(
         f"UPDATE {table} SET {', '.join(sets)} WHERE id = {params(record_id)} RETURNING {columns}",

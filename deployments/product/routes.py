@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.product.schemas import (
     PriceBookCreate,
@@ -160,6 +161,12 @@ async def delete_price(
 
 
 # -- products by id (after /price-books) -------------------------------------------
+@router.get("/schema", response_model=ObjectSchema)
+async def product_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The product create body as JSON Schema with its live custom fields."""
+    return json(await svc.product_schema(principal))
+
+
 @router.get("/{product_id}", response_model=ProductRead)
 async def get_product(product_id: RecordId, principal: CurrentPrincipal, svc: Service) -> Response:
     return record(await svc.get_product(principal, product_id))

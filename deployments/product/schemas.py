@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 from deployments._kit.types import Amount, Currency, Id, NonNegativeAmount, Percent
-from gateway.inputs import Input, Patch
+from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -23,6 +23,7 @@ class ProductCreate(Input):
     unit: str = Field(default="each", min_length=1, max_length=20)
     tax_percent: Percent = Decimal(0)
     is_active: bool = True
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
 
 
 class ProductUpdate(Patch, creates=ProductCreate):
@@ -35,6 +36,9 @@ class ProductUpdate(Patch, creates=ProductCreate):
     unit: str | None = Field(default=None, min_length=1, max_length=20)
     tax_percent: Percent | None = None
     is_active: bool | None = None
+    custom_fields: JsonObject | None = Field(
+        default=None, max_length=100, description="The keys given change; null clears one."
+    )
 
 
 class ProductRead(Record):
@@ -46,6 +50,7 @@ class ProductRead(Record):
     unit: str
     tax_percent: Decimal
     is_active: bool
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
     version: int
     created_at: datetime
     updated_at: datetime
@@ -53,6 +58,7 @@ class ProductRead(Record):
 
 class ProductListQuery(ListQuery):
     view_object: ClassVar[str | None] = "products"
+    custom_fields: ClassVar[str | None] = "products"
     sku: str | None = Field(default=None, min_length=1, max_length=64)
     name_prefix: str | None = Field(default=None, min_length=1, max_length=200)
     family: str | None = Field(default=None, min_length=1, max_length=100)

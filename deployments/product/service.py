@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import written
 from deployments.product import repo
@@ -42,9 +43,18 @@ MAX_QUOTE_LINES = 200
 
 
 class ProductService:
-    def __init__(self, db: Database, cache: CatalogCache) -> None:
+    def __init__(
+        self, db: Database, cache: CatalogCache, fields: Definitions | None = None
+    ) -> None:
+        """`fields`: the custom field definitions (None: products' kept unchecked)."""
         self.db = db
         self.cache = cache
+        self.product_fields = ObjectFields("products", fields)
+
+    async def product_schema(self, principal: Principal) -> ObjectSchema:
+        """The product create body as JSON Schema with the live custom fields."""
+        principal.require("product:read")
+        return await self.product_fields.schema(ProductCreate)
 
     async def _write(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A write, then the cache generation bump (only once it has committed)."""
@@ -57,7 +67,9 @@ class ProductService:
     # -- products --------------------------------------------------------------------
     async def create_product(self, principal: Principal, data: ProductCreate) -> ProductRead:
         principal.require("product:write")
-        return await self._write(repo.create_product, data, principal.user_id)
+        data = await self.product_fields.create(data)
+        made = await self._write(repo.create_product, data, principal.user_id)
+        return await self.product_fields.shown(made)
 
     async def get_product(self, principal: Principal, product_id: int) -> ProductRead:
         principal.require("product:read")
@@ -65,7 +77,7 @@ class ProductService:
         product = found[product_id]
         if product is None:
             raise NotFound(f"product {product_id} not found")
-        return product
+        return await self.product_fields.shown(product)
 
     async def _fill_products(self, ids: list[int]) -> dict[Any, ProductRead | None]:
         rows = await self.db.read_primary(repo.get_products, ids)
@@ -80,11 +92,11 @@ class ProductService:
         if_version: int | None = None,
     ) -> ProductRead:
         principal.require("product:write")
-        changes = data.model_dump(exclude_unset=True)
+        changes = await self.product_fields.changes(data.model_dump(exclude_unset=True))
         outcome = await self._write(
             repo.update_product, product_id, changes, if_version, principal.user_id
         )
-        return written(outcome, "product", product_id)
+        return await self.product_fields.shown(written(outcome, "product", product_id))
 
     async def delete_product(
         self, principal: Principal, product_id: int, if_version: int | None = None
@@ -93,22 +105,24 @@ class ProductService:
         outcome = await self._write(
             repo.set_product_deleted, product_id, True, if_version, principal.user_id
         )
-        return written(outcome, "product", product_id)
+        return await self.product_fields.shown(written(outcome, "product", product_id))
 
     async def restore_product(self, principal: Principal, product_id: int) -> ProductRead:
         principal.require("product:delete")
         outcome = await self._write(
             repo.set_product_deleted, product_id, False, None, principal.user_id
         )
-        return written(outcome, "product", product_id)
+        return await self.product_fields.shown(written(outcome, "product", product_id))
 
     async def list_products(
         self, principal: Principal, query: ProductListQuery
     ) -> Page[ProductRead]:
         principal.require("product:read")
         order = validate_sort(query)
-        rows = await self.db.read(repo.list_products, query, order, decode_cursor(query))
+        custom = await self.product_fields.filters(query.custom)
+        rows = await self.db.read(repo.list_products, query, order, decode_cursor(query), custom)
         items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        items = await self.product_fields.shown_all(items)
         return Page[ProductRead](data=items, next_cursor=cursor)
 
     async def product_history(

@@ -18,6 +18,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.auth.fields import FieldCache
 from deployments.product.schemas import Quote
 from deployments.sales import routes
 from deployments.sales.schemas import DealCreate, DealListQuery, StageMove
@@ -70,6 +71,7 @@ class SalesApp(ServiceIngress, GrpcIngress):
             Database("sales_config"),
             _CustomerHandle(app_handle("customer")),
             _ProductHandle(app_handle("product")),
+            FieldCache(Database("auth")),
         )
         self.open_ingress(self._svc, title="NextFlow sales", routers=[routes.router])
 

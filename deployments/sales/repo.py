@@ -4,12 +4,14 @@ catalog server, deals on their customer's shard of the `sales` database."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import asyncpg
 
+from deployments._kit.custom_fields import TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -369,7 +371,7 @@ async def update_stage(
 _DEAL = (
     "id, customer_id, contact_id, name, amount, currency, pipeline_id, stage_id, probability,"
     " status, close_reason, closed_at, owner_id, expected_close_date, source_key,"
-    " stage_entered_at, version, created_at, updated_at"
+    " stage_entered_at, custom_fields, version, created_at, updated_at"
 )
 _STAGE_CHANGE = (
     "id, deal_id, from_pipeline_id, from_stage_id, to_pipeline_id, to_stage_id, probability,"
@@ -396,6 +398,7 @@ DEAL_UPDATABLE = {
     "probability",
     "owner_id",
     "expected_close_date",
+    "custom_fields",
 }
 _NO_CLOSE_DATE = date.max  # NULL close dates sort last (ascending)
 _DEAL_SORT = {
@@ -617,9 +620,16 @@ async def restore_deal(
 
 
 def _deal_filters(
-    query: DealListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+    query: DealListQuery,
+    shards: list[int],
+    owners: frozenset[int] | None,
+    params: Params,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[str]:
-    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    where = [
+        "deleted_at IS NULL", on_shards(params, shards),
+        *filter_sql(params, "custom_fields", custom),
+    ]  # fmt: skip
     if scope := owned_by("owner_id", owners, params):
         where.append(scope)
     for name in ("status", "pipeline_id", "stage_id", "owner_id", "customer_id"):
@@ -648,12 +658,13 @@ async def list_deals(
     order: Order,
     position: Position | None,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[DealRead]:
     """Up to `limit + 1` deals of these shards after `position` (the caller merges),
-    of the owners in `owners` (None: anyone's)."""
+    of the owners in `owners` (None: anyone's), matching the `cf.` filters."""
     params = Params()
     column = _DEAL_SORT[order.field]
-    where = _deal_filters(query, shards, owners, params)
+    where = _deal_filters(query, shards, owners, params, custom)
     sql = keyset_page("deals", _DEAL, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [_deal(r) for r in rows]
@@ -665,9 +676,10 @@ async def count_deals(
     shards: list[int],
     query: DealListQuery,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> int:
     params = Params()
-    where = _deal_filters(query, shards, owners, params)
+    where = _deal_filters(query, shards, owners, params, custom)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM deals WHERE {' AND '.join(where)}", *params.values

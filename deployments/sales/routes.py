@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.sales.schemas import (
     DealBatch,
@@ -216,6 +217,12 @@ async def list_customer_deals(
     """A customer's deals (one shard); the same filters and sorts as `GET /v1/sales/deals`."""
     query = await list_params(request, DealListQuery, without=_BY_PATH)
     return json(await svc.list_customer_deals(principal, customer_id, query))
+
+
+@router.get("/deals/schema", response_model=ObjectSchema, tags=["deals"])
+async def deal_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The deal create body as JSON Schema with its live custom fields."""
+    return json(await svc.deal_schema(principal))
 
 
 @router.get("/deals/{deal_id}", response_model=DealRead, tags=["deals"])

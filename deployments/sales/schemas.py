@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,7 +26,7 @@ from deployments._kit.batch import (
     ItemResult,
 )
 from deployments._kit.types import Amount, Id, Money, NonNegativeAmount, NonNegativeMoney, Percent
-from gateway.inputs import Input, Patch, when_given
+from gateway.inputs import Input, JsonObject, Patch, when_given
 from gateway.listing import ListQuery
 from gateway.records import Record
 
@@ -145,6 +145,7 @@ class DealCreate(Input):
         default=None, description="Defaults to the caller; needs `deal:assign` otherwise."
     )
     expected_close_date: date | None = None
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
 
 
 class DealUpdate(Patch, creates=DealCreate):
@@ -156,6 +157,9 @@ class DealUpdate(Patch, creates=DealCreate):
     probability: int | None = Field(default=None, ge=0, le=100)
     owner_id: Id | None = None
     expected_close_date: date | None = None
+    custom_fields: JsonObject | None = Field(
+        default=None, max_length=100, description="The keys given change; null clears one."
+    )
 
 
 class DealRead(Record):
@@ -175,10 +179,10 @@ class DealRead(Record):
     expected_close_date: date | None
     source_key: str | None
     stage_entered_at: datetime
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
     version: int
     created_at: datetime
     updated_at: datetime
-
 
 
 class DealBatchCreate(BatchCreate[DealCreate]):
@@ -200,6 +204,7 @@ class DealBatchItem(ItemResult[DealRead]):
 
 class DealBatchResult(BatchResult[DealRead]):
     results: Sequence[DealBatchItem]
+
 
 class StageMove(Input):
     stage_id: Id
@@ -241,6 +246,7 @@ class StageHistoryQuery(ListQuery):
 
 class DealListQuery(ListQuery):
     view_object: ClassVar[str | None] = "deals"
+    custom_fields: ClassVar[str | None] = "deals"
     status: DealStatus | None = None
     pipeline_id: Id | None = None
     stage_id: Id | None = None

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
+from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
@@ -137,12 +138,24 @@ class SalesService:
         config: Database,
         customers: CustomerDirectory,
         products: ProductCatalog,
+        fields: Definitions | None = None,
     ) -> None:
+        """`fields`: the custom field definitions (None: deals' kept unchecked)."""
         self.shards = shards
         self.config = config
         self.customers = customers
         self.products = products
         self.pipelines = PipelineCache(config)
+        self.deal_fields = ObjectFields("deals", fields)
+
+    async def deal_schema(self, principal: Principal) -> ObjectSchema:
+        """The deal create body as JSON Schema with the live custom fields."""
+        principal.require("deal:read")
+        return await self.deal_fields.schema(DealCreate)
+
+    async def _shown(self, principal: Principal, deal: DealRead) -> DealRead:
+        """What the caller sees of a deal (hidden fields null, live custom fields)."""
+        return await self.deal_fields.shown(principal.redact("deal", deal))
 
     def _shard(self, record_id: int, kind: str) -> int:
         try:
@@ -268,18 +281,21 @@ class SalesService:
             # Whoever owns it: the same key always answers with the same deal.
             earlier = await self.shards.read(shard, repo.get_deal_by_source_key, source_key)
             if earlier is not None:
-                return principal.redact("deal", earlier)
+                return await self._shown(principal, earlier)
         values = await self._new_deal(principal, data)
         values["source_key"] = source_key
         created = await write_once(
             self.shards, shard, once, DealRead, repo.create_deal, shard, values, principal.user_id
         )
-        return principal.redact("deal", created)
+        return await self._shown(principal, created)
 
-    async def _new_deal(self, principal: Principal, data: DealCreate) -> dict[str, Any]:
+    async def _new_deal(
+        self, principal: Principal, data: DealCreate, field: str = "custom_fields"
+    ) -> dict[str, Any]:
         """A new deal's stored values, once every check a create makes has passed: the
         owner (`deal:assign` for another), the customer and contact, the pipeline and
-        its first (or named) stage."""
+        its first (or named) stage, the custom fields."""
+        data = await self.deal_fields.create(data, field)
         owner_id = data.owner_id if data.owner_id is not None else principal.user_id
         if owner_id != principal.user_id:
             principal.require("deal:assign")
@@ -305,6 +321,7 @@ class SalesService:
             "probability": stage.probability if data.probability is None else data.probability,
             "owner_id": owner_id,
             "expected_close_date": data.expected_close_date,
+            "custom_fields": data.custom_fields,
             "source_key": None,
         }
 
@@ -321,7 +338,7 @@ class SalesService:
             if isinstance(item, DealBatchCreate):
                 principal.require("deal:write")
                 shard = self._customer_shard(item.data.customer_id)
-                values = await self._new_deal(principal, item.data)
+                values = await self._new_deal(principal, item.data, f"items.{i}.data.custom_fields")
                 plan.add(
                     i, "create", shard, repo.create_deal, shard, values, principal.user_id,
                     key=plan.item_key(i, item), explain=_refused,
@@ -330,14 +347,16 @@ class SalesService:
             shard = self._shard(item.id, "deal")
             if isinstance(item, DealBatchUpdate):
                 principal.require("deal:write")
-                changes = await self._deal_changes(principal, item.id, item.data)
+                field = f"items.{i}.data.custom_fields"
+                changes = await self._deal_changes(principal, item.id, item.data, field)
                 plan.change(
                     i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused
                 )
             else:
                 plan.change(i, item, shard, repo.delete_deal, "deal:delete", explain=_refused)
 
-        return await run_batch(plan, self.shards, body.items, prepare)
+        done = await run_batch(plan, self.shards, body.items, prepare)
+        return await self.deal_fields.shown_results(done)
 
     def _customer_shard(self, customer_id: int) -> int:
         try:
@@ -358,7 +377,7 @@ class SalesService:
             raise _invalid("contact_id", f"contact {contact_id} is not a contact of the customer")
 
     async def get_deal(self, principal: Principal, deal_id: int) -> DealRead:
-        return principal.redact("deal", await self._deal(principal, deal_id))
+        return await self._shown(principal, await self._deal(principal, deal_id))
 
     async def _deal(self, principal: Principal, deal_id: int) -> DealRead:
         """The live deal as stored (not redacted: for planning a change), when the
@@ -396,14 +415,18 @@ class SalesService:
             shard, repo.update_deal, deal_id, changes, if_version, principal.user_id,
             principal.owners("deal:write"),
         )  # fmt: skip
-        return principal.redact("deal", _written(outcome, "deal", deal_id, principal))
+        return await self._shown(principal, _written(outcome, "deal", deal_id, principal))
 
     async def _deal_changes(
-        self, principal: Principal, deal_id: int, data: DealUpdate
+        self,
+        principal: Principal,
+        deal_id: int,
+        data: DealUpdate,
+        field: str = "custom_fields",
     ) -> dict[str, Any]:
         """An update's stored changes, once its checks have passed: `deal:assign` for
-        another owner, a new contact one of the deal's customer's."""
-        changes = data.model_dump(exclude_unset=True)
+        another owner, a new contact one of the deal's customer's, custom fields."""
+        changes = await self.deal_fields.changes(data.model_dump(exclude_unset=True), field)
         if "owner_id" in changes and changes["owner_id"] != principal.user_id:
             principal.require("deal:assign")
         if data.amount is not None:
@@ -423,7 +446,7 @@ class SalesService:
             self._shard(deal_id, "deal"), repo.delete_deal, deal_id, if_version, principal.user_id,
             principal.owners("deal:delete"),
         )  # fmt: skip
-        return principal.redact("deal", _written(outcome, "deal", deal_id, principal))
+        return await self._shown(principal, _written(outcome, "deal", deal_id, principal))
 
     async def restore_deal(self, principal: Principal, deal_id: int) -> DealRead:
         principal.require("deal:delete")
@@ -433,7 +456,7 @@ class SalesService:
         )  # fmt: skip
         if restored is None:
             raise NotFound(f"deal {deal_id} not found")
-        return principal.redact("deal", restored)
+        return await self._shown(principal, restored)
 
     async def list_deals(self, principal: Principal, query: DealListQuery) -> Page[DealRead]:
         """Deals across every shard in one global order (one shard with `customer_id`),
@@ -442,6 +465,7 @@ class SalesService:
         order = validate_sort(query)
         position = decode_cursor(query)
         owners = principal.owners("deal:read")
+        custom = await self.deal_fields.filters(query.custom)
         if query.customer_id is not None:
             try:
                 shard = self.shards.shard_for_id(query.customer_id)
@@ -449,25 +473,25 @@ class SalesService:
                 return Page[DealRead](data=[], total=0 if query.count else None)
             runs = [
                 await self.shards.read(
-                    shard, repo.list_deals, [shard], query, order, position, owners
+                    shard, repo.list_deals, [shard], query, order, position, owners, custom
                 )
             ]
             total = (
-                await self.shards.read(shard, repo.count_deals, [shard], query, owners)
+                await self.shards.read(shard, repo.count_deals, [shard], query, owners, custom)
                 if query.count
                 else None
             )
         elif query.count:
             runs, counts = await asyncio.gather(
-                self.shards.gather(repo.list_deals, query, order, position, owners),
-                self.shards.gather(repo.count_deals, query, owners),
+                self.shards.gather(repo.list_deals, query, order, position, owners, custom),
+                self.shards.gather(repo.count_deals, query, owners, custom),
             )
             total = sum(counts)
         else:
-            runs = await self.shards.gather(repo.list_deals, query, order, position, owners)
+            runs = await self.shards.gather(repo.list_deals, query, order, position, owners, custom)
             total = None
         items, cursor = merge_pages(runs, repo.deal_sort_key(order.field), order, query.limit)
-        items = principal.redact_all("deal", items)
+        items = await self.deal_fields.shown_all(principal.redact_all("deal", items))
         return Page[DealRead](data=items, next_cursor=cursor, total=total)
 
     async def list_customer_deals(
@@ -609,13 +633,13 @@ class SalesService:
             if (to.pipeline_id, to.stage_id, to.probability, to.status, to.close_reason) == (
                 deal.pipeline_id, deal.stage_id, deal.probability, deal.status, deal.close_reason,
             ):  # fmt: skip
-                return principal.redact("deal", deal)  # already there: nothing to write
+                return await self._shown(principal, deal)  # already there: nothing to write
             outcome = await self.shards.write(
                 shard, repo.transition_deal, deal_id, to, action, deal.version, principal.user_id,
                 principal.owners("deal:write"),
             )  # fmt: skip
             if not isinstance(outcome, Stale):
-                return principal.redact("deal", written(outcome, "deal", deal_id, principal))
+                return await self._shown(principal, written(outcome, "deal", deal_id, principal))
             if if_version is not None:
                 raise _stale("deal", deal_id, outcome.current_version)
         raise Conflict(f"deal {deal_id} is being changed concurrently; retry")

@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.settings import get_settings
 from deployments._kit.ingress import ServiceIngress, app_handle
+from deployments.auth.fields import FieldCache
 from deployments.support import routes
 from deployments.support.schemas import TicketCreate, TicketListQuery
 from deployments.support.service import SupportService
@@ -71,6 +72,7 @@ class SupportApp(ServiceIngress, GrpcIngress):
             await Shards.connect("support"),
             Database("support_config"),
             _CustomerHandle(app_handle("customer")),
+            fields=FieldCache(Database("auth")),
         )
         self.open_ingress(self._svc, title="NextFlow support", routers=[routes.router])
         self.every(get_settings().sla_sweep_interval_s, self._svc.sweep_all, "SLA sweep")

@@ -8,12 +8,14 @@ only by None."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from deployments._kit.custom_fields import TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import ChangeRead, diff, list_changes, record_change
 from deployments._kit.sql import (
@@ -29,7 +31,7 @@ from deployments._kit.sql import (
 from deployments._kit.timeline import TimelineItem, Window
 from deployments._kit.timeline import fetch as fetch_timeline
 from deployments._kit.timeline import source as timeline_source
-from deployments._kit.versioned import Versioned, restore_row, soft_delete_row
+from deployments._kit.versioned import Merge, Versioned, restore_row, soft_delete_row
 from deployments.support import rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -46,7 +48,8 @@ _TICKET = (
     "id, customer_id, contact_id, subject, description, priority, status, queue_id,"
     " assignee_id, channel, tags, requester_id, first_response_at, resolved_at, closed_at,"
     " first_response_due_at, resolution_due_at, sla_paused_at, sla_paused_s,"
-    " first_response_breached, resolution_breached, version, created_at, updated_at"
+    " first_response_breached, resolution_breached, custom_fields, version, created_at,"
+    " updated_at"
 )
 # Tickets as the shared versioned-row helper sees them (deployments/_kit/versioned.py):
 # a ticket is its assignee's.
@@ -57,7 +60,7 @@ _WRITABLE = (
     "subject", "description", "priority", "channel", "tags", "contact_id", "queue_id",
     "status", "assignee_id", "first_response_at", "resolved_at", "closed_at",
     "first_response_due_at", "resolution_due_at", "sla_paused_at", "sla_paused_s",
-    "first_response_breached", "resolution_breached",
+    "first_response_breached", "resolution_breached", "custom_fields",
 )  # fmt: skip
 AUDITED = (
     "status", "priority", "assignee_id", "queue_id", "subject",
@@ -143,13 +146,14 @@ async def create_ticket(
         f"""INSERT INTO tickets
                (id, customer_id, contact_id, subject, description, priority, status, queue_id,
                 assignee_id, channel, tags, requester_id, first_response_due_at,
-                resolution_due_at, created_at, updated_at)
+                resolution_due_at, created_at, updated_at, custom_fields)
             VALUES (nextflow_id($1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                    $15, $15)
+                    $15, $15, $16)
             RETURNING {_TICKET}""",
         shard, data.customer_id, data.contact_id, data.subject, data.description,
         data.priority, "assigned" if assignee_id is not None else "new", queue_id,
         assignee_id, data.channel, data.tags, requester_id, first_due, resolution_due, now,
+        data.custom_fields,
     )  # fmt: skip
     created = dict(row)
     await record_change(
@@ -252,6 +256,9 @@ async def update_ticket(
     if before["status"] == "closed":
         return Refused(f"ticket {ticket_id} is closed; closed tickets cannot be changed")
     after = {**before, **{k: v for k, v in changes.items() if k in _WRITABLE}}
+    if isinstance(merged := after["custom_fields"], Merge):  # the keys given change
+        kept = {k: v for k, v in before["custom_fields"].items() if k not in merged.remove}
+        after["custom_fields"] = {**kept, **merged.set}
     now = await _now(conn)
     if policy is not None and after["priority"] != before["priority"]:
         after = _with_clock(after, rules.reprioritised(clock(after), policy, now))
@@ -335,9 +342,16 @@ async def restore_ticket(
 
 
 def _ticket_filters(
-    query: TicketListQuery, shards: list[int], owners: frozenset[int] | None, params: Params
+    query: TicketListQuery,
+    shards: list[int],
+    owners: frozenset[int] | None,
+    params: Params,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[str]:
-    where = ["deleted_at IS NULL", on_shards(params, shards)]
+    where = [
+        "deleted_at IS NULL", on_shards(params, shards),
+        *filter_sql(params, "custom_fields", custom),
+    ]  # fmt: skip
     if scope := owned_by("assignee_id", owners, params):
         where.append(scope)
     if query.statuses:
@@ -378,12 +392,14 @@ async def list_tickets(
     order: Order,
     position: Position | None,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> list[TicketRead]:
     """Up to `limit + 1` tickets on these shards after `position` (the caller
-    merges), assigned to one of `owners` (None: anyone's, and unassigned ones)."""
+    merges), assigned to one of `owners` (None: anyone's, and unassigned ones),
+    matching the `cf.` filters."""
     params = Params()
     column = _SORT_COLUMNS[order.field]
-    where = _ticket_filters(query, shards, owners, params)
+    where = _ticket_filters(query, shards, owners, params, custom)
     sql = keyset_page("tickets", _TICKET, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ticket(r) for r in rows]
@@ -395,9 +411,10 @@ async def count_tickets(
     shards: list[int],
     query: TicketListQuery,
     owners: frozenset[int] | None = None,
+    custom: Sequence[TypedFilter] = (),
 ) -> int:
     params = Params()
-    where = _ticket_filters(query, shards, owners, params)
+    where = _ticket_filters(query, shards, owners, params, custom)
     return int(
         await conn.fetchval(
             f"SELECT count(*) FROM tickets WHERE {' AND '.join(where)}", *params.values

@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
+from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.support.rules import Priority
 from deployments.support.schemas import (
@@ -124,6 +125,12 @@ async def list_customer_tickets(
     `GET /v1/support/tickets`."""
     query = await list_params(request, TicketListQuery, without={"customer_id"})
     return json(await svc.list_for_customer(principal, customer_id, query))
+
+
+@_tickets.get("/tickets/schema", response_model=ObjectSchema)
+async def ticket_schema(principal: CurrentPrincipal, svc: Service) -> Response:
+    """The ticket create body as JSON Schema with its live custom fields."""
+    return json(await svc.ticket_schema(principal))
 
 
 @_tickets.get("/tickets/{ticket_id}", response_model=TicketRead)

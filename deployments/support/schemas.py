@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -17,7 +17,7 @@ from deployments._kit.batch import (
 )
 from deployments._kit.types import Id, Tag, distinct
 from deployments.support.rules import Channel, Priority, Status, Strategy
-from gateway.inputs import Input, Patch
+from gateway.inputs import Input, JsonObject, Patch
 from gateway.listing import ListQuery, SearchBody, SmallInt, search_body
 from gateway.records import Record
 
@@ -39,6 +39,7 @@ class TicketCreate(Input):
         description="Assign at once (needs `ticket:assign` unless it is the caller); "
         "otherwise a round-robin or least-busy queue picks an agent.",
     )
+    custom_fields: JsonObject = Field(default_factory=dict, max_length=100)
 
     @field_validator("tags")
     @classmethod
@@ -59,6 +60,9 @@ class TicketUpdate(Patch, creates=TicketCreate, nullable={"contact_id"}):
     tags: list[Tag] | None = Field(default=None, max_length=50)
     contact_id: Id | None = None
     queue_id: Id | None = None
+    custom_fields: JsonObject | None = Field(
+        default=None, max_length=100, description="The keys given change; null clears one."
+    )
 
     @field_validator("tags")
     @classmethod
@@ -91,6 +95,7 @@ class TicketRead(Record):
     first_response_breached: bool = Field(description="As of this response, not just stored.")
     resolution_breached: bool = Field(description="As of this response, not just stored.")
     sla_breached: bool = Field(default=False, description="Either target breached.")
+    custom_fields: dict[str, Any] = Field(default_factory=dict)
     version: int
     created_at: datetime
     updated_at: datetime
@@ -132,6 +137,7 @@ class TicketAssign(Input):
 
 class TicketListQuery(ListQuery):
     view_object: ClassVar[str | None] = "tickets"
+    custom_fields: ClassVar[str | None] = "tickets"
     statuses: list[Status] | None = Field(default=None, max_length=5)
     priorities: list[Priority] | None = Field(default=None, max_length=4)
     queue_id: Id | None = None

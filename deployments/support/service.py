@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
+from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import Denied, Stale, written
 from deployments._kit.timeline import TimelineItem, Window
@@ -77,11 +78,24 @@ class SupportService:
         config: Database,
         customers: Customers,
         now: Callable[[], datetime] = utc_now,
+        fields: Definitions | None = None,
     ) -> None:
+        """`fields`: the custom field definitions (None: tickets' kept unchecked)."""
         self.shards = shards
         self.config = config
         self.customers = customers
         self.now = now
+        self.ticket_fields = ObjectFields("tickets", fields)
+
+    async def ticket_schema(self, principal: Principal) -> ObjectSchema:
+        """The ticket create body as JSON Schema with the live custom fields."""
+        principal.require("ticket:read")
+        return await self.ticket_fields.schema(TicketCreate)
+
+    async def _shown(self, principal: Principal, ticket: TicketRead) -> TicketRead:
+        """What the caller sees of a ticket: live SLA state, hidden fields null, the
+        live custom fields."""
+        return await self.ticket_fields.shown(principal.redact("ticket", self._live(ticket)))
 
     def _shard(self, record_id: int, kind: str) -> int:
         try:
@@ -107,24 +121,23 @@ class SupportService:
         live._read_after = ticket.read_after
         return live
 
-    def _record(
+    async def _record(
         self,
         principal: Principal,
         outcome: TicketRead | Stale | Denied | repo.Refused | None,
         ticket_id: int,
     ) -> TicketRead:
-        """The ticket a guarded change returned, live and redacted, or its error."""
-        return principal.redact(
-            "ticket", self._live(_written(outcome, ticket_id, principal=principal))
-        )
+        """The ticket a guarded change returned, as the caller sees it, or its error."""
+        return await self._shown(principal, _written(outcome, ticket_id, principal=principal))
 
     # -- tickets -----------------------------------------------------------------------
     async def create(self, principal: Principal, data: TicketCreate) -> TicketRead:
+        data = await self.ticket_fields.create(data)
         shard, placed = await self._new_ticket(principal, data)
         created = await self.shards.write(
             shard, repo.create_ticket, shard, data, *placed, principal.user_id
         )
-        return principal.redact("ticket", self._live(created))
+        return await self._shown(principal, created)
 
     async def _new_ticket(
         self, principal: Principal, data: TicketCreate
@@ -164,17 +177,19 @@ class SupportService:
         async def prepare(
             i: int, item: TicketBatchCreate | TicketBatchUpdate | BatchDelete
         ) -> None:
+            field = f"items.{i}.data.custom_fields"
             if isinstance(item, TicketBatchCreate):
-                shard, placed = await self._new_ticket(principal, item.data)
+                data = await self.ticket_fields.create(item.data, field)
+                shard, placed = await self._new_ticket(principal, data)
                 plan.add(
-                    i, "create", shard, repo.create_ticket, shard, item.data, *placed,
+                    i, "create", shard, repo.create_ticket, shard, data, *placed,
                     principal.user_id, key=plan.item_key(i, item),
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "ticket")
             if isinstance(item, TicketBatchUpdate):
                 principal.require("ticket:write")
-                changes, policy = await self._ticket_changes(principal, item.id, item.data)
+                changes, policy = await self._ticket_changes(principal, item.id, item.data, field)
                 plan.add(
                     i, "update", shard, repo.update_ticket, item.id, changes, item.if_match,
                     policy, principal.user_id, principal.owners("ticket:write"),
@@ -183,7 +198,8 @@ class SupportService:
             else:
                 plan.change(i, item, shard, repo.delete_ticket, "ticket:delete")
 
-        return await run_batch(plan, self.shards, body.items, prepare)
+        done = await run_batch(plan, self.shards, body.items, prepare)
+        return await self.ticket_fields.shown_results(done)
 
     async def _check_customer(
         self, principal: Principal, customer_id: int, contact_id: int | None
@@ -235,7 +251,7 @@ class SupportService:
         )
         if found is None:
             raise NotFound(f"ticket {ticket_id} not found")
-        return principal.redact("ticket", self._live(found))
+        return await self._shown(principal, found)
 
     async def update(
         self,
@@ -251,7 +267,7 @@ class SupportService:
             shard, repo.update_ticket, ticket_id, changes, if_version, policy, principal.user_id,
             principal.owners("ticket:write"),
         )  # fmt: skip
-        return self._record(principal, outcome, ticket_id)
+        return await self._record(principal, outcome, ticket_id)
 
     async def set_status(
         self,
@@ -266,7 +282,7 @@ class SupportService:
             shard, repo.change_status, ticket_id, data.status, if_version, principal.user_id,
             principal.owners("ticket:write"),
         )  # fmt: skip
-        return self._record(principal, outcome, ticket_id)
+        return await self._record(principal, outcome, ticket_id)
 
     async def assign(
         self,
@@ -288,14 +304,19 @@ class SupportService:
             shard, repo.assign_ticket, ticket_id, data.assignee_id, if_version, principal.user_id,
             principal.owners("ticket:write"), taking and principal.reaches("ticket:read", None),
         )  # fmt: skip
-        return self._record(principal, outcome, ticket_id)
+        return await self._record(principal, outcome, ticket_id)
 
     async def _ticket_changes(
-        self, principal: Principal, ticket_id: int, data: TicketUpdate
+        self,
+        principal: Principal,
+        ticket_id: int,
+        data: TicketUpdate,
+        field: str = "custom_fields",
     ) -> tuple[dict[str, Any], Any]:
         """An update's changes and (when the priority changes) its new SLA policy, once
-        its checks have passed: the queue exists, a new contact is the customer's."""
-        changes = data.model_dump(exclude_unset=True)
+        its checks have passed: the queue exists, a new contact is the customer's, the
+        custom fields are the live ones'."""
+        changes = await self.ticket_fields.changes(data.model_dump(exclude_unset=True), field)
         if "queue_id" in changes and not await self.config.read(
             config_repo.queue_exists, changes["queue_id"]
         ):
@@ -320,7 +341,7 @@ class SupportService:
             shard, repo.delete_ticket, ticket_id, if_version, principal.user_id,
             principal.owners("ticket:delete"),
         )  # fmt: skip
-        return principal.redact("ticket", _written(outcome, ticket_id, principal=principal))
+        return await self._shown(principal, _written(outcome, ticket_id, principal=principal))
 
     async def restore(self, principal: Principal, ticket_id: int) -> TicketRead:
         principal.require("ticket:delete")
@@ -331,7 +352,7 @@ class SupportService:
         )  # fmt: skip
         if restored is None:
             raise NotFound(f"ticket {ticket_id} not found")
-        return principal.redact("ticket", self._live(restored))
+        return await self._shown(principal, restored)
 
     async def list(self, principal: Principal, query: TicketListQuery) -> Page[TicketRead]:
         """Tickets across every shard in one global order (one shard when the query
@@ -340,20 +361,25 @@ class SupportService:
         order = validate_sort(query)
         position = decode_cursor(query)
         owners = principal.owners("ticket:read")
+        custom = await self.ticket_fields.filters(query.custom)
         if query.customer_id is not None:
             try:
                 shard = self.shards.shard_for_id(query.customer_id)
             except ShardNotFound:
                 return Page[TicketRead](data=[], total=0 if query.count else None)
             runs_call: Any = _one(
-                self.shards.read(shard, repo.list_tickets, [shard], query, order, position, owners)
+                self.shards.read(
+                    shard, repo.list_tickets, [shard], query, order, position, owners, custom
+                )
             )
             count_call: Any = _one(
-                self.shards.read(shard, repo.count_tickets, [shard], query, owners)
+                self.shards.read(shard, repo.count_tickets, [shard], query, owners, custom)
             )
         else:
-            runs_call = self.shards.gather(repo.list_tickets, query, order, position, owners)
-            count_call = self.shards.gather(repo.count_tickets, query, owners)
+            runs_call = self.shards.gather(
+                repo.list_tickets, query, order, position, owners, custom
+            )
+            count_call = self.shards.gather(repo.count_tickets, query, owners, custom)
         if query.count:
             runs, counts = await asyncio.gather(runs_call, count_call)
             total: int | None = sum(counts)
@@ -361,6 +387,7 @@ class SupportService:
             runs, total = await runs_call, None
         items, cursor = merge_pages(runs, _ticket_key(order.field), order, query.limit)
         items = principal.redact_all("ticket", [self._live(t) for t in items])
+        items = await self.ticket_fields.shown_all(items)
         return Page[TicketRead](data=items, next_cursor=cursor, total=total)
 
     async def list_for_customer(

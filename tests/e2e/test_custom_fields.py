@@ -218,3 +218,74 @@ def test_a_csv_import_carries_custom_fields_checked_as_any_write(
     assert {c["name"]: c["custom_fields"][plan] for c in three.json()["data"]} == {
         "One": "basic", "Three": "pro",
     }  # fmt: skip
+
+
+# Each object: (its list, its schema, how to make one with these custom fields).
+def _contact(http: httpx.Client, admin: dict[str, str], values: dict[str, Any]) -> httpx.Response:
+    owner = http.post("/v1/customers", headers=admin, json={"name": "Owner"}).json()["id"]
+    return http.post(f"/v1/customers/{owner}/contacts", headers=admin,
+                     json={"first_name": "Ann", "custom_fields": values})  # fmt: skip
+
+
+def _deal(http: httpx.Client, admin: dict[str, str], values: dict[str, Any]) -> httpx.Response:
+    owner = http.post("/v1/customers", headers=admin, json={"name": "Buyer"}).json()["id"]
+    return http.post("/v1/sales/deals", headers=admin, json={
+        "customer_id": owner, "name": "D", "amount": {"amount": "10", "currency": "EUR"},
+        "custom_fields": values})  # fmt: skip
+
+
+def _lead(http: httpx.Client, admin: dict[str, str], values: dict[str, Any]) -> httpx.Response:
+    return http.post("/v1/marketing/leads", headers=admin,
+                     json={"company": "Lead Co", "custom_fields": values})  # fmt: skip
+
+
+def _ticket(http: httpx.Client, admin: dict[str, str], values: dict[str, Any]) -> httpx.Response:
+    owner = http.post("/v1/customers", headers=admin, json={"name": "Asker"}).json()["id"]
+    body = {"customer_id": owner, "subject": "S", "custom_fields": values}
+    return http.post("/v1/support/tickets", headers=admin, json=body)
+
+
+def _product(http: httpx.Client, admin: dict[str, str], values: dict[str, Any]) -> httpx.Response:
+    return http.post("/v1/products", headers=admin, json={
+        "sku": f"CF-{os.urandom(4).hex()}", "name": "P", "custom_fields": values})  # fmt: skip
+
+
+OBJECTS = {
+    "contacts": (None, "/v1/customers/contacts/schema", _contact),
+    "deals": ("/v1/sales/deals", "/v1/sales/deals/schema", _deal),
+    "leads": ("/v1/marketing/leads", "/v1/marketing/leads/schema", _lead),
+    "tickets": ("/v1/support/tickets", "/v1/support/tickets/schema", _ticket),
+    "products": ("/v1/products", "/v1/products/schema", _product),
+}
+
+
+@pytest.mark.parametrize("object_name", sorted(OBJECTS))
+def test_every_object_checks_filters_and_describes_its_custom_fields(
+    http: httpx.Client, admin: dict[str, str], object_name: str
+) -> None:
+    listed, schema, make = OBJECTS[object_name]
+    key = f"grade_{os.urandom(3).hex()}"
+    options = [{"value": "a", "label": "A"}, {"value": "b", "label": "B"}]
+    made = http.post("/v1/auth/fields", headers=admin, json={
+        "object": object_name, "key": key, "label": "Grade", "type": "single_select",
+        "options": options})  # fmt: skip
+    assert made.status_code == 201, made.text
+
+    def known() -> bool:
+        found = http.get(schema, headers=admin)
+        assert found.status_code == 200, found.text
+        return key in found.json()["json_schema"]["properties"]["custom_fields"]["properties"]
+
+    assert until(known, timeout=15)
+    record = make(http, admin, {key: "a"})
+    assert record.status_code == 201, record.text
+    assert record.json()["custom_fields"][key] == "a"
+    refused = make(http, admin, {key: "z"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == f"custom_fields.{key}"
+    assert make(http, admin, {"nope": 1}).status_code == 422
+    if listed is not None:
+        page = http.get(listed, headers=admin, params={f"cf.{key}": "a"})
+        assert page.status_code == 200, page.text
+        assert [r["id"] for r in page.json()["data"]] == [record.json()["id"]]
+        assert http.get(listed, headers=admin, params={f"cf.{key}": "b"}).json()["data"] == []
