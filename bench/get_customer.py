@@ -493,7 +493,6 @@ async def seed_customers(base_url: str, token: str, count: int) -> list[int]:
                     "email": f"customer{n}@example.com",
                     "industry": "benchmarks",
                     "tags": ["bench", f"cohort-{n % 10}"],
-                    "custom_fields": {"n": n, "tier": "gold" if n % 7 == 0 else "standard"},
                 }
                 async with gate:
                     response = await client.post("/v1/customers", json=body)

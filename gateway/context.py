@@ -15,7 +15,16 @@ from starlette.responses import Response
 from cluster import tracing
 from gateway import idempotency, metrics, tokens
 from gateway.errors import BadRequest, RateLimited, Unauthenticated, Validation
-from gateway.listing import ListQuery, Q, SavedQuery, may_use, parse_list_params, with_view
+from gateway.listing import (
+    ListQuery,
+    Q,
+    SavedQuery,
+    SearchBody,
+    may_use,
+    parse_list_params,
+    search_query,
+    with_view,
+)
 from gateway.pipeline import Pipeline
 from gateway.principal import Principal
 from gateway.ratelimit import Decision, RateLimiter
@@ -40,6 +49,15 @@ async def list_params(request: Request, model: type[Q], without: Iterable[str] =
         params = [(k, v) for k, v in params if k != "view"]
         params = with_view(params, await _saved_view(request, chosen, model), model)
     return parse_list_params(params, model, without)
+
+
+async def search_params(request: Request, body: SearchBody, model: type[Q]) -> Q:
+    """A `POST .../search` body as `model` (`gateway.listing.search_query`); with
+    `"view": "<id>"`, a saved view's filters and sort under the body's own, as
+    `?view=` does for the list."""
+    chosen: str | None = getattr(body, "view", None)
+    view = await _saved_view(request, [chosen], model) if chosen is not None else None
+    return search_query(body, model, view)
 
 
 async def _saved_view(request: Request, chosen: list[str], model: type[ListQuery]) -> SavedQuery:

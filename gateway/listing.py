@@ -67,6 +67,7 @@ class CustomFilter:
 
 _CUSTOM_PARAM = re.compile(r"^cf\.([a-z][a-z0-9_]{0,62})(?:\[(eq|in|gt|gte|lt|lte)\])?$")
 _CUSTOM_MAX = 10  # `cf.` filters per list request
+_CUSTOM_SORT = re.compile(r"^cf\.[a-z][a-z0-9_]{0,62}$")
 
 
 class ListQuery(BaseModel):
@@ -131,6 +132,13 @@ def validate_sort(query: ListQuery) -> Order:
             f"this list is sorted ascending only (by {order.field})",
             [{"field": "sort", "message": f"sort by {order.field}, without -"}],
         )
+    if query.custom_fields and order.field.startswith("cf."):
+        if not _CUSTOM_SORT.match(order.field):
+            raise Validation(
+                f"cannot sort by {order.field!r}",
+                [{"field": "sort", "message": "a custom field sort is cf.<key> or -cf.<key>"}],
+            )
+        return order  # the service checks the key against the field's definition
     if order.field not in query.sort_fields:
         allowed = ", ".join(sorted(query.sort_fields))
         raise Validation(
@@ -316,10 +324,17 @@ def search_body(model: type[ListQuery]) -> type[SearchBody]:
     listed = sort_orders(model)
     orders: Any = Literal[tuple(listed)]
     default = model.model_fields["sort"].default
+    view: Any = (
+        (str | None, Field(default=None, pattern=digits_up_to(MAX_ID), description=(
+            f"a saved view of {model.view_object} (`/v1/auth/views`): its filters and "
+            "sort, under the ones this body gives")))
+        if model.view_object is not None else None
+    )  # fmt: skip
     searched: type[SearchBody] = create_model(
         f"{base}Search",
         __base__=SearchBody,
         __doc__=f"A search of the list that `{model.__name__}` reads, as a JSON body.",
+        **({"view": view} if view is not None else {}),
         filter=(filter_model, Field(default_factory=filter_model)),
         sort=(
             orders,
@@ -339,11 +354,17 @@ def _order_names(orders: list[str]) -> list[Any]:
     return [o.lstrip("-").upper() + ("_DESC" if o.startswith("-") else "") for o in orders]
 
 
-def search_query(body: SearchBody, model: type[Q]) -> Q:
+def search_query(body: SearchBody, model: type[Q], view: SavedQuery | None = None) -> Q:
     """The list query a search body asks for, checked as the query string would be
-    (errors name `filter.<parameter>`)."""
+    (errors name `filter.<parameter>`); with `view` (the saved view the body names),
+    the view's filters and sort under the body's own."""
     chosen = body.filter.model_dump(by_alias=True, exclude_none=True) if body.filter else {}
     params: list[tuple[str, Any]] = list(chosen.items())
+    if view is not None:
+        if "sort" in body.model_fields_set:
+            params.append(("sort", getattr(body, "sort")))  # noqa: B009
+        query = _list_query(with_view(params, view, model), model, where="filter.")
+        return query.model_copy(update={k: getattr(body, k) for k in ("limit", "cursor", "count")})
     query = _list_query(params, model, where="filter.")
     return query.model_copy(update={k: getattr(body, k) for k in PAGING})
 
@@ -384,7 +405,10 @@ def decode_cursor(query: ListQuery) -> Position | None:
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(data, dict) or data.get("s") != query.sort:
             raise bad
-        value = _cursor_value(query.sort_fields[order.field], data["v"])
+        # A custom field's sort value is text (numbers too, as decimals): the service
+        # reads it by the field's type (deployments/_kit/custom_fields.py).
+        kind = str if order.field.startswith("cf.") else query.sort_fields[order.field]
+        value = _cursor_value(kind, data["v"])
         row_id = data["i"]
         if type(row_id) is not int or not 0 < row_id <= BIGINT_MAX:
             raise bad
@@ -501,6 +525,11 @@ def query_parameters(model: type[ListQuery], without: Iterable[str] = ()) -> dic
             orders = sort_orders(model)
             value = {"type": "string", "enum": orders, "x-enum-varnames": _order_names(orders)}
             note = "the order (`-` first: descending)"
+            if model.custom_fields:
+                note += (
+                    "; also `cf.<key>` or `-cf.<key>`, a custom field of the records "
+                    "(defined at run time, so not in this list; no value sorts lowest)"
+                )
         else:
             value = _query_schema(properties[field], definitions)
             note = _NOTES.get(field, "")

@@ -37,9 +37,9 @@ from pydantic import (
 from deployments._kit.sql import Params
 from deployments._kit.types import Id
 from deployments._kit.versioned import Merge
-from gateway.errors import Validation
+from gateway.errors import BadRequest, Validation
 from gateway.inputs import Input, Patch
-from gateway.listing import CustomFilter, ListQuery
+from gateway.listing import CustomFilter, ListQuery, Order, Position
 from gateway.records import Record
 
 FieldObject = Literal["customers", "contacts", "deals", "leads", "tickets", "products"]
@@ -335,6 +335,12 @@ class ObjectFields:
         ]
         return result.model_copy(update={"results": kept})
 
+    async def sort(self, order: Order) -> CustomSort | None:
+        """The list's custom field sort (`sort=cf.<key>`), checked; None otherwise."""
+        if not order.field.startswith("cf."):
+            return None
+        return custom_sort(await self.definitions(), order.field)
+
     async def filters(self, custom: Iterable[CustomFilter]) -> list[TypedFilter]:
         custom = list(custom)
         if not custom:
@@ -355,6 +361,89 @@ def _shown(record: R, definitions: Mapping[str, FieldDefinition] | None) -> R:
     out = record.model_copy(update={"custom_fields": kept})
     out._read_after = record.read_after
     return out
+
+
+# -- sorting -----------------------------------------------------------------------
+# A record without a value sorts as the lowest: below every number, before every text.
+NO_NUMBER = Decimal("-1E+30")
+_SORTABLE = frozenset({
+    "text", "email", "url", "phone", "single_select", "date", "datetime", "boolean",
+    "number", "decimal",
+})  # fmt: skip
+_NUMERIC = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class CustomSort:
+    """A list ordered by a custom field (`sort=cf.<key>`): its SQL expression over the
+    record's `custom_fields`, and the same value for merging the servers' runs."""
+
+    key: str
+    numeric: bool
+
+    @property
+    def field(self) -> str:
+        return f"cf.{self.key}"
+
+    def sql(self, column: str = "custom_fields") -> str:
+        """The sort expression (the key is a checked `KEY_PATTERN`, safe inline)."""
+        text = f"({column} ->> '{self.key}')"
+        if self.numeric:
+            return (f"coalesce(CASE WHEN {text} ~ '{_NUMERIC}' THEN {text}::numeric END, "
+                    f"{NO_NUMBER})")  # fmt: skip
+        return f"coalesce({text}, '') COLLATE \"C\""
+
+    def value(self, stored: Any) -> Any:
+        """What `sql` computes for a stored value (Python's string order is PostgreSQL's
+        "C" order: code points)."""
+        if self.numeric:
+            if isinstance(stored, bool) or not isinstance(stored, int | float | str):
+                return NO_NUMBER
+            try:
+                number = Decimal(str(stored))
+            except InvalidOperation:
+                return NO_NUMBER
+            return number if number.is_finite() else NO_NUMBER
+        if stored is None:
+            return ""
+        if isinstance(stored, bool):
+            return "true" if stored else "false"
+        return stored if isinstance(stored, str) else str(stored)
+
+    def row_key(self, record: Any) -> tuple[Any, int]:
+        """The merge key of a record (`gateway.listing.merge_pages`)."""
+        return (self.value(getattr(record, "custom_fields", {}).get(self.key)), record.id)
+
+    def position(self, position: Position | None) -> Position | None:
+        """A cursor's position with its value read as this sort's (a 400 when it is
+        not one: the cursor is not from this list)."""
+        if position is None or not self.numeric:
+            return position
+        try:
+            number = Decimal(position.value)
+        except (InvalidOperation, TypeError):
+            raise BadRequest(
+                "invalid cursor", [{"field": "cursor", "message": "not a cursor from this list"}]
+            ) from None
+        return Position(number, position.id)
+
+
+def custom_sort(definitions: Mapping[str, FieldDefinition] | None, field: str) -> CustomSort | None:
+    """The custom field sort `field` (`cf.<key>`) names, checked against the live
+    definitions (422 on `sort`); None for a built-in sort."""
+    if not field.startswith("cf."):
+        return None
+    definition = (definitions or {}).get(field[3:])
+    if definition is None:
+        raise Validation(
+            f"cannot sort by {field!r}", [{"field": "sort", "message": "no such custom field"}]
+        )
+    if definition.type not in _SORTABLE:
+        raise Validation(
+            f"cannot sort by {field!r}",
+            [{"field": "sort", "message": f"a {definition.type} field is not sortable"}],
+        )
+    return CustomSort(definition.key, definition.type in ("number", "decimal"))
 
 
 # -- schema ------------------------------------------------------------------------
@@ -509,6 +598,8 @@ __all__ = [
     "FIELD_OBJECTS",
     "OPERATORS",
     "CustomFilter",
+    "CustomSort",
+    "custom_sort",
     "FieldCreate",
     "FieldDefinition",
     "FieldListQuery",

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from deployments._kit.custom_fields import TypedFilter, filter_sql
+from deployments._kit.custom_fields import CustomSort, TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -215,11 +215,13 @@ async def list_customers(
     position: Position | None,
     owners: frozenset[int] | None = None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[CustomerRead]:
     """Up to `limit + 1` customers on this server after `position` (the caller
-    merges), of the owners in `owners` (None: anyone's), matching the `cf.` filters."""
+    merges), of the owners in `owners` (None: anyone's), matching the `cf.` filters,
+    in the order of a custom field when `sort` says."""
     params = Params()
-    column = _SORT_COLUMNS[order.field]
+    column = sort.sql() if sort else _SORT_COLUMNS[order.field]
     where = _customer_filters(query, shards, owners, params, custom)
     sql = keyset_page("customers", _CUSTOMER, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
@@ -377,6 +379,7 @@ async def list_contacts(
     position: Position | None,
     owners: frozenset[int] | None = None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[ContactRead] | None:
     """None when the customer is absent (or its owner outside `owners`); else up to
     `limit + 1` contacts after `position` matching the `cf.` filters."""
@@ -387,7 +390,8 @@ async def list_contacts(
         f"customer_id = {params(customer_id)}", "deleted_at IS NULL",
         *filter_sql(params, "custom_fields", custom),
     ]  # fmt: skip
-    sql = keyset_page("contacts", _CONTACT, where, "created_at", order, position, limit, params)
+    column = sort.sql() if sort else "created_at"
+    sql = keyset_page("contacts", _CONTACT, where, column, order, position, limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ContactRead.model_validate(dict(r)) for r in rows]
 

@@ -37,9 +37,10 @@ from gateway.context import (
     list_params,
     no_content,
     record,
+    search_params,
     service,
 )
-from gateway.listing import Page, query_parameters, search_query
+from gateway.listing import Page, query_parameters
 
 router = APIRouter(tags=["customers"])
 Service = Annotated[CustomerService, Depends(service)]
@@ -105,12 +106,12 @@ async def list_customers(request: Request, principal: CurrentPrincipal, svc: Ser
 
 @router.post("/search", response_model=Page[CustomerRead])
 async def search_customers(
-    body: CustomerSearch, principal: CurrentPrincipal, svc: Service
+    body: CustomerSearch, request: Request, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     """The list's query as a JSON body, spelled as in the query string:
     `{"filter": {"name[prefix]": "Ac", "tag[in]": ["vip"]}, "sort": "name",
-    "limit": 100}`."""
-    return json(await svc.list(principal, search_query(body, CustomerListQuery)))
+    "limit": 100}`; `"view": "<id>"` applies a saved view under it."""
+    return json(await svc.list(principal, await search_params(request, body, CustomerListQuery)))
 
 
 @router.get("/schema", response_model=ObjectSchema)

@@ -229,10 +229,14 @@ class CustomerService(Activities):
         `cf.<key>[op]` filters checked against the custom field definitions."""
         principal.require("customer:read")
         order = validate_sort(query)
+        sort = await self.custom.sort(order)
         position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         owners = principal.owners("customer:read")
         custom = await self.custom.filters(query.custom)
-        runs_call = self.shards.gather(repo.list_customers, query, order, position, owners, custom)
+        runs_call = self.shards.gather(
+            repo.list_customers, query, order, position, owners, custom, sort
+        )
         if query.count:
             runs, counts = await asyncio.gather(
                 runs_call, self.shards.gather(repo.count_customers, query, owners, custom)
@@ -240,7 +244,8 @@ class CustomerService(Activities):
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        items, cursor = merge_pages(runs, row_key(order.field), order, query.limit)
+        key = sort.row_key if sort else row_key(order.field)
+        items, cursor = merge_pages(runs, key, order, query.limit)
         items = await self.custom.shown_all(principal.redact_all("customer", items))
         return Page[CustomerRead](data=items, next_cursor=cursor, total=total)
 
@@ -390,16 +395,19 @@ class CustomerService(Activities):
                 "count is not offered on contacts", [{"field": "count", "message": "not supported"}]
             )
         order = validate_sort(query)
+        sort = await self.contact_fields.sort(order)
         position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         shard = self._shard(customer_id, "customer")
         custom = await self.contact_fields.filters(query.custom)
         rows = await self.shards.read(
             shard, repo.list_contacts, customer_id, query.limit, order, position,
-            principal.owners("contact:read"), custom,
+            principal.owners("contact:read"), custom, sort,
         )  # fmt: skip
         if rows is None:
             raise NotFound(f"customer {customer_id} not found")
-        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        key = sort.row_key if sort else row_key(order.field)
+        items, cursor = merge_pages([rows], key, order, query.limit)
         items = await self.contact_fields.shown_all(principal.redact_all("contact", items))
         return Page[ContactRead](data=items, next_cursor=cursor)
 

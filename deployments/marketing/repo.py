@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from deployments._kit.custom_fields import TypedFilter, filter_sql
+from deployments._kit.custom_fields import CustomSort, TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -239,11 +239,12 @@ async def list_leads(
     position: Position | None,
     owners: frozenset[int] | None = None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[LeadRead]:
     """Up to `limit + 1` leads on this server after `position` (the caller merges), of
     the owners in `owners` (None: anyone's), matching the `cf.` filters."""
     params = Params()
-    column = _LEAD_SORT[order.field]
+    column = sort.sql() if sort else _LEAD_SORT[order.field]
     where = _lead_filters(query, shards, owners, params, custom)
     sql = keyset_page("leads", _LEAD, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)

@@ -222,10 +222,14 @@ class MarketingService:
             # A filter on a field the role may not see would tell it, lead by lead.
             raise Forbidden("your role may not filter leads by email")
         order = validate_sort(query)
+        sort = await self.lead_fields.sort(order)
         position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         owners = principal.owners("lead:read")
         custom = await self.lead_fields.filters(query.custom)
-        runs_call = self.shards.gather(repo.list_leads, query, order, position, owners, custom)
+        runs_call = self.shards.gather(
+            repo.list_leads, query, order, position, owners, custom, sort
+        )
         if query.count:
             runs, counts = await asyncio.gather(
                 runs_call, self.shards.gather(repo.count_leads, query, owners, custom)
@@ -233,7 +237,9 @@ class MarketingService:
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        key = _score_key if order.field == "score" else row_key(order.field)
+        key = (
+            sort.row_key if sort else _score_key if order.field == "score" else row_key(order.field)
+        )
         items, cursor = merge_pages(runs, key, order, query.limit)
         items = await self.lead_fields.shown_all(principal.redact_all("lead", items))
         return Page[LeadRead](data=items, next_cursor=cursor, total=total)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from deployments._kit.custom_fields import TypedFilter, filter_sql
+from deployments._kit.custom_fields import CustomSort, TypedFilter, filter_sql
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import Params, Stale, escape_like, keyset_page
 from deployments._kit.versioned import Merge
@@ -102,6 +102,7 @@ async def list_products(
     order: Order,
     position: Position | None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[ProductRead]:
     params = Params()
     where = ["deleted_at IS NULL", *filter_sql(params, "custom_fields", custom)]
@@ -113,7 +114,7 @@ async def list_products(
         where.append(f"family = {params(query.family)}")
     if query.is_active is not None:
         where.append(f"is_active = {params(query.is_active)}")
-    column = _PRODUCT_SORTS[order.field]
+    column = sort.sql() if sort else _PRODUCT_SORTS[order.field]
     sql = keyset_page("products", _PRODUCT, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)
     return [ProductRead.model_validate(dict(r)) for r in rows]

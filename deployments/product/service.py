@@ -119,9 +119,13 @@ class ProductService:
     ) -> Page[ProductRead]:
         principal.require("product:read")
         order = validate_sort(query)
+        sort = await self.product_fields.sort(order)
+        position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         custom = await self.product_fields.filters(query.custom)
-        rows = await self.db.read(repo.list_products, query, order, decode_cursor(query), custom)
-        items, cursor = merge_pages([rows], row_key(order.field), order, query.limit)
+        rows = await self.db.read(repo.list_products, query, order, position, custom, sort)
+        key = sort.row_key if sort else row_key(order.field)
+        items, cursor = merge_pages([rows], key, order, query.limit)
         items = await self.product_fields.shown_all(items)
         return Page[ProductRead](data=items, next_cursor=cursor)
 

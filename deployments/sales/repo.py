@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from deployments._kit.custom_fields import TypedFilter, filter_sql
+from deployments._kit.custom_fields import CustomSort, TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import diff, record_change
 from deployments._kit.sql import (
@@ -659,11 +659,12 @@ async def list_deals(
     position: Position | None,
     owners: frozenset[int] | None = None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[DealRead]:
     """Up to `limit + 1` deals of these shards after `position` (the caller merges),
     of the owners in `owners` (None: anyone's), matching the `cf.` filters."""
     params = Params()
-    column = _DEAL_SORT[order.field]
+    column = sort.sql() if sort else _DEAL_SORT[order.field]
     where = _deal_filters(query, shards, owners, params, custom)
     sql = keyset_page("deals", _DEAL, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)

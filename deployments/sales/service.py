@@ -463,7 +463,9 @@ class SalesService:
         of the owners the caller's `deal:read` scope reaches."""
         principal.require("deal:read")
         order = validate_sort(query)
+        sort = await self.deal_fields.sort(order)
         position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         owners = principal.owners("deal:read")
         custom = await self.deal_fields.filters(query.custom)
         if query.customer_id is not None:
@@ -473,7 +475,7 @@ class SalesService:
                 return Page[DealRead](data=[], total=0 if query.count else None)
             runs = [
                 await self.shards.read(
-                    shard, repo.list_deals, [shard], query, order, position, owners, custom
+                    shard, repo.list_deals, [shard], query, order, position, owners, custom, sort
                 )
             ]
             total = (
@@ -483,14 +485,17 @@ class SalesService:
             )
         elif query.count:
             runs, counts = await asyncio.gather(
-                self.shards.gather(repo.list_deals, query, order, position, owners, custom),
+                self.shards.gather(repo.list_deals, query, order, position, owners, custom, sort),
                 self.shards.gather(repo.count_deals, query, owners, custom),
             )
             total = sum(counts)
         else:
-            runs = await self.shards.gather(repo.list_deals, query, order, position, owners, custom)
+            runs = await self.shards.gather(
+                repo.list_deals, query, order, position, owners, custom, sort
+            )
             total = None
-        items, cursor = merge_pages(runs, repo.deal_sort_key(order.field), order, query.limit)
+        key = sort.row_key if sort else repo.deal_sort_key(order.field)
+        items, cursor = merge_pages(runs, key, order, query.limit)
         items = await self.deal_fields.shown_all(principal.redact_all("deal", items))
         return Page[DealRead](data=items, next_cursor=cursor, total=total)
 

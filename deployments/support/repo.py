@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from deployments._kit.custom_fields import TypedFilter, filter_sql
+from deployments._kit.custom_fields import CustomSort, TypedFilter, filter_sql
 from deployments._kit.events import emit, record_data
 from deployments._kit.history import ChangeRead, diff, list_changes, record_change
 from deployments._kit.sql import (
@@ -393,12 +393,13 @@ async def list_tickets(
     position: Position | None,
     owners: frozenset[int] | None = None,
     custom: Sequence[TypedFilter] = (),
+    sort: CustomSort | None = None,
 ) -> list[TicketRead]:
     """Up to `limit + 1` tickets on these shards after `position` (the caller
     merges), assigned to one of `owners` (None: anyone's, and unassigned ones),
     matching the `cf.` filters."""
     params = Params()
-    column = _SORT_COLUMNS[order.field]
+    column = sort.sql() if sort else _SORT_COLUMNS[order.field]
     where = _ticket_filters(query, shards, owners, params, custom)
     sql = keyset_page("tickets", _TICKET, where, column, order, position, query.limit, params)
     rows = await conn.fetch(sql, *params.values)

@@ -52,9 +52,10 @@ from gateway.context import (
     list_params,
     no_content,
     record,
+    search_params,
     service,
 )
-from gateway.listing import Page, query_parameters, search_query
+from gateway.listing import Page, query_parameters
 
 router = APIRouter()  # the application's routes: the two below
 _tickets = APIRouter(tags=["tickets"])
@@ -100,10 +101,13 @@ async def batch_tickets(
 
 
 @_tickets.post("/tickets/search", response_model=Page[TicketRead])
-async def search_tickets(body: TicketSearch, principal: CurrentPrincipal, svc: Service) -> Response:
+async def search_tickets(
+    body: TicketSearch, request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
     """The list's query as a JSON body, spelled as in the query string:
-    `{"filter": {"status[in]": ["open", "pending"], "queue_id": 7}, "sort": "priority"}`."""
-    return json(await svc.list(principal, search_query(body, TicketListQuery)))
+    `{"filter": {"status[in]": ["open", "pending"], "queue_id": 7}, "sort": "priority"}`;
+    `"view": "<id>"` applies a saved view under it."""
+    return json(await svc.list(principal, await search_params(request, body, TicketListQuery)))
 
 
 @_tickets.post("/tickets/sla/sweep", response_model=SweepResult)

@@ -359,7 +359,9 @@ class SupportService:
         names a customer), a page at a time; only those `ticket:read` reaches."""
         principal.require("ticket:read")
         order = validate_sort(query)
+        sort = await self.ticket_fields.sort(order)
         position = decode_cursor(query)
+        position = sort.position(position) if sort else position
         owners = principal.owners("ticket:read")
         custom = await self.ticket_fields.filters(query.custom)
         if query.customer_id is not None:
@@ -369,7 +371,7 @@ class SupportService:
                 return Page[TicketRead](data=[], total=0 if query.count else None)
             runs_call: Any = _one(
                 self.shards.read(
-                    shard, repo.list_tickets, [shard], query, order, position, owners, custom
+                    shard, repo.list_tickets, [shard], query, order, position, owners, custom, sort
                 )
             )
             count_call: Any = _one(
@@ -377,7 +379,7 @@ class SupportService:
             )
         else:
             runs_call = self.shards.gather(
-                repo.list_tickets, query, order, position, owners, custom
+                repo.list_tickets, query, order, position, owners, custom, sort
             )
             count_call = self.shards.gather(repo.count_tickets, query, owners, custom)
         if query.count:
@@ -385,7 +387,8 @@ class SupportService:
             total: int | None = sum(counts)
         else:
             runs, total = await runs_call, None
-        items, cursor = merge_pages(runs, _ticket_key(order.field), order, query.limit)
+        key = sort.row_key if sort else _ticket_key(order.field)
+        items, cursor = merge_pages(runs, key, order, query.limit)
         items = principal.redact_all("ticket", [self._live(t) for t in items])
         items = await self.ticket_fields.shown_all(items)
         return Page[TicketRead](data=items, next_cursor=cursor, total=total)

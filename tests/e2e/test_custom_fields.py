@@ -92,6 +92,17 @@ def test_custom_fields_are_defined_checked_filtered_and_described(
     counted = http.get("/v1/customers", headers=admin,
                        params={f"cf.{tier}[in]": "gold,silver", "count": "true"})  # fmt: skip
     assert counted.json()["total"] == 2
+    # Sorted by a custom field, paged exactly across the shards.
+    ranked = {f"cf.{seats}[gte]": "0", "sort": f"-cf.{seats}", "limit": "2"}
+    first = http.get("/v1/customers", headers=admin, params=ranked)
+    assert first.status_code == 200, first.text
+    rest = http.get("/v1/customers", headers=admin,
+                    params={**ranked, "cursor": first.json()["next_cursor"]})  # fmt: skip
+    order = [c["name"].split()[0] for c in first.json()["data"] + rest.json()["data"]]
+    assert order == ["Gold", "Silver", "Plain"]
+    assert names(**{"sort": f"cf.{tier}", f"cf.{tier}[in]": "gold,silver"}) == ["Gold", "Silver"]
+    unsortable = http.get("/v1/customers", headers=admin, params={"sort": "cf.nope"})
+    assert unsortable.status_code == 422 and unsortable.json()["errors"][0]["field"] == "sort"
     bad = http.get("/v1/customers", headers=admin, params={f"cf.{tier}[gt]": "gold"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == f"cf.{tier}[gt]"
     assert http.get("/v1/customers", headers=admin, params={"cf.nope": "1"}).status_code == 422

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from ray import serve
 from deployments.support.schemas import SweepResult, TicketRead
 from gateway.principal import Principal
 from shards import ids
-from tests.e2e.conftest import make_user
+from tests.e2e.conftest import make_user, until
 
 pytestmark = pytest.mark.e2e
 PROBLEM = "application/problem+json"
@@ -150,8 +151,15 @@ def test_support_cycle_sla_pause_comments_and_workflow(
     )
     swept = http.post("/v1/support/tickets/sla/sweep", headers=admin)
     assert swept.status_code == 200, swept.text
-    history = http.get(f"/v1/support/tickets/{late['id']}/history", headers=admin).json()["data"]
-    flagged = [h for h in history if h["action"] == "sla_breached"]
+
+    def flags() -> list[dict[str, Any]]:
+        # The periodic sweep may have stored it a moment before, as another writer:
+        # its write can reach the replica this read goes to a little later.
+        url = f"/v1/support/tickets/{late['id']}/history"
+        history = http.get(url, headers=admin).json()["data"]
+        return [h for h in history if h["action"] == "sla_breached"]
+
+    flagged = until(flags, timeout=10)
     assert flagged == [
         {**flagged[0], "changes": {"first_response_breached": [False, True]}}
     ]  # stored once, by this sweep or the periodic one, never twice

@@ -48,6 +48,16 @@ def test_a_view_filters_and_sorts_its_list_under_the_request(
     rest = {"view": view["id"], "limit": 3, "cursor": paged.json()["next_cursor"]}
     assert _names(http.get("/v1/customers", headers=admin, params=rest)) == ["Cherry"]
 
+    # A search body names a view as the query string does.
+    searched = http.post("/v1/customers/search", headers=admin,
+                         json={"view": view["id"], "filter": {"name[prefix]": "A"}})  # fmt: skip
+    assert _names(searched) == ["Apple", "Avocado"]
+    resorted = http.post("/v1/customers/search", headers=admin,
+                         json={"view": view["id"], "sort": "-name", "limit": 2})  # fmt: skip
+    assert _names(resorted) == ["Cherry", "Banana"]
+    elsewhere = http.post("/v1/support/tickets/search", headers=admin, json={"view": view["id"]})
+    assert elsewhere.status_code == 422 and "a view of customers" in elsewhere.text
+
     # Views are listed, changed with If-Match, and used on their own object only.
     mine = http.get("/v1/auth/views", headers=admin, params={"object": "customers"}).json()
     assert view["id"] in [v["id"] for v in mine["data"]]

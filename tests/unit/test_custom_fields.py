@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -11,8 +12,8 @@ import pytest
 from deployments._kit import custom_fields as cf
 from deployments._kit.sql import Params
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery
-from gateway.errors import Validation
-from gateway.listing import CustomFilter, parse_list_params
+from gateway.errors import BadRequest, Validation
+from gateway.listing import CustomFilter, Position, parse_list_params
 
 
 def definition(key: str, type: str, **more: Any) -> cf.FieldDefinition:
@@ -128,3 +129,23 @@ def test_the_schema_spells_out_the_custom_fields() -> None:
     assert custom["properties"]["tier"]["x-option-labels"] == {"gold": "Gold", "silver": "Silver"}
     assert custom["required"] == ["seats"] and "custom_fields" in schema["required"]
     assert custom["additionalProperties"] is False
+
+
+def test_a_custom_field_sort_orders_as_the_database_does() -> None:
+    assert cf.custom_sort(DEFS, "created_at") is None
+    for bad in ("cf.nope", "cf.tags"):  # unknown; a multi select is not sortable
+        with pytest.raises(Validation):
+            cf.custom_sort(DEFS, bad)
+    seats = cf.custom_sort(DEFS, "cf.seats")
+    assert seats is not None and seats.numeric
+    assert seats.sql().startswith("coalesce(CASE WHEN (custom_fields ->> 'seats') ~ ")
+    values = [seats.value(v) for v in (12, None, 1.5, "3", True)]
+    assert sorted(values) == [cf.NO_NUMBER, cf.NO_NUMBER, Decimal("1.5"), 3, 12]
+    tier = cf.custom_sort(DEFS, "cf.tier")
+    assert tier is not None and not tier.numeric
+    assert tier.sql() == "coalesce((custom_fields ->> 'tier'), '') COLLATE \"C\""
+    assert [tier.value(v) for v in ("gold", None, False)] == ["gold", "", "false"]
+    position = seats.position(Position("12.5", 7))
+    assert position == Position(Decimal("12.5"), 7)
+    with pytest.raises(BadRequest):
+        seats.position(Position("x", 7))

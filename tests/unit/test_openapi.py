@@ -235,7 +235,7 @@ def test_every_search_spells_its_filters_as_its_list_does(merged: dict[str, Any]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
         search = schemas[body["$ref"].rsplit("/", 1)[1]]
         names = set(search["properties"])
-        assert names == {"filter", "sort", "limit", "cursor", "count"}, path
+        assert names == {"filter", "sort", "limit", "cursor", "count", "view"}, path
         filter_ref = search["properties"]["filter"]["$ref"]
         filters = schemas[filter_ref.rsplit("/", 1)[1]]
         paging = {"limit", "cursor", "count", "sort", "view"}  # (a view: the GET's)
