@@ -24,6 +24,7 @@ from deployments.ai import routes as ai_routes
 from deployments.analytics import routes as analytics_routes
 from deployments.auth import routes as auth_routes
 from deployments.customer import routes as customer_routes
+from deployments.customer.activities.schemas import ActivityListQuery, ActivityRead
 from deployments.customer.schemas import ContactRead, CustomerRead
 from deployments.file import routes as file_routes
 from deployments.integration import routes as integration_routes
@@ -119,13 +120,14 @@ def merged_openapi(title: str = "NextFlow CRM API") -> dict[str, Any]:
 
 
 class CustomerOverview(BaseModel):
-    """A customer with the first of its contacts, deals and tickets (each list only
-    when the caller may read it)."""
+    """A customer with the first of its contacts, deals, tickets and activities (each
+    list only when the caller may read it; activities newest first)."""
 
     customer: CustomerRead
     contacts: list[ContactRead] | None = None
     deals: list[DealRead] | None = None
     tickets: list[TicketRead] | None = None
+    activities: list[ActivityRead] | None = None
 
 
 class Overviews:
@@ -139,7 +141,7 @@ class Overviews:
         )
         customer = await customers.get.remote(principal, customer_id)
         can = principal.can
-        contacts, deals, tickets = await asyncio.gather(
+        contacts, deals, tickets, activities = await asyncio.gather(
             _items(customers.list_contacts.remote(
                 principal, customer_id, ListQuery(limit=OVERVIEW_ITEMS))
                 if can("customer:read") else None),
@@ -149,8 +151,14 @@ class Overviews:
             _items(support.list_for_customer.remote(
                 principal, customer_id, TicketListQuery(limit=OVERVIEW_ITEMS))
                 if can("ticket:read") else None),
+            _items(customers.list_activities.remote(
+                principal, customer_id, ActivityListQuery(limit=OVERVIEW_ITEMS))
+                if can("activity:read") else None),
         )  # fmt: skip
-        return CustomerOverview(customer=customer, contacts=contacts, deals=deals, tickets=tickets)
+        return CustomerOverview(
+            customer=customer, contacts=contacts, deals=deals, tickets=tickets,
+            activities=activities,
+        )  # fmt: skip
 
 
 async def _items(call: Any) -> list[Any] | None:
@@ -168,8 +176,9 @@ router = APIRouter(tags=["overview"])
 async def customer_overview(
     customer_id: RecordId, principal: CurrentPrincipal, views: Overview
 ) -> Response:
-    """A customer with its first contacts, deals and tickets, composed from the
-    customer, sales and support applications (those the caller may read)."""
+    """A customer with its first contacts, deals, tickets and activities, composed from
+    the customer, sales and support applications (those the caller may read); its
+    whole history is `GET /v1/customers/{id}/timeline`."""
     return json(await views.customer(principal, customer_id))
 
 

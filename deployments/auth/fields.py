@@ -9,7 +9,14 @@ import time
 from typing import Any
 
 from deployments._kit.custom_fields import FieldDefinition, FieldListQuery
-from deployments._kit.sql import Params, Stale, keyset_page
+from deployments._kit.sql import Denied, Params, Stale, keyset_page
+from deployments._kit.versioned import (
+    Updated,
+    Versioned,
+    restore_row,
+    soft_delete_row,
+    update_row,
+)
 from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 from shards.client import Database
@@ -19,7 +26,6 @@ _FIELD = (
     "id, object, key, label, description, type, required, default_value AS default, options,"
     " deleted_at IS NOT NULL AS deleted, version, created_at, updated_at"
 )
-_COLUMNS = {"label", "description", "required", "default", "options"}
 
 
 def _read(row: Any) -> FieldDefinition:
@@ -73,53 +79,36 @@ async def live_fields(conn: ReadConn, object_name: str) -> list[FieldDefinition]
     return [_read(r) for r in rows]
 
 
+# Definitions as the shared versioned-row helper sees them (deployments/_kit/versioned.py):
+# nobody owns one (changing them is `field:write`, checked by the service).
+_FIELDS = Versioned(
+    "custom_fields", _FIELD,
+    frozenset({"label", "description", "required", "default_value", "options"}), owner=None,
+)  # fmt: skip
+
+
 async def update_field(
     conn: WriteConn, field_id: int, changes: dict[str, Any], if_version: int | None
 ) -> FieldDefinition | Stale | None:
-    """None when there is no such live definition."""
-    params = Params()
-    sets = [
-        f"{'default_value' if k == 'default' else k} = {params(v)}"
-        for k, v in changes.items()
-        if k in _COLUMNS
-    ]
-    sets += ["version = version + 1", "updated_at = now()"]
-    where = [f"id = {params(field_id)}", "deleted_at IS NULL"]
-    if if_version is not None:
-        where.append(f"version = {params(if_version)}")
-    row = await conn.fetchrow(
-        f"UPDATE custom_fields SET {', '.join(sets)} WHERE {' AND '.join(where)}"
-        f" RETURNING {_FIELD}",
-        *params.values,
-    )
-    if row is not None:
-        return _read(row)
-    version = await conn.fetchval(
-        "SELECT version FROM custom_fields WHERE id = $1 AND deleted_at IS NULL", field_id
-    )
-    return None if version is None else Stale(version)
+    """None when there is no such live definition (`changes` in API names)."""
+    columns = {("default_value" if k == "default" else k): v for k, v in changes.items()}
+    found = await update_row(conn, _FIELDS, field_id, columns, if_version)
+    if isinstance(found, Updated):
+        return _read(found.after)
+    return found if isinstance(found, Stale) else None  # (no owner: never Denied)
 
 
 async def set_deleted(
     conn: WriteConn, field_id: int, deleted: bool, if_version: int | None
 ) -> FieldDefinition | Stale | None:
     """Delete (hide) or restore a definition; None when it is not in the other state."""
-    row = await conn.fetchrow(
-        f"""UPDATE custom_fields
-            SET deleted_at = CASE WHEN $2 THEN now() END, version = version + 1,
-                updated_at = now()
-            WHERE id = $1 AND (deleted_at IS NULL) = $2
-              AND ($3::integer IS NULL OR version = $3)
-            RETURNING {_FIELD}""",
-        field_id, deleted, if_version,
-    )  # fmt: skip
-    if row is not None:
+    if deleted:
+        row = await soft_delete_row(conn, _FIELDS, field_id, if_version)
+        if row is None or isinstance(row, Stale | Denied):
+            return row if isinstance(row, Stale) else None  # (no owner: never Denied)
         return _read(row)
-    version = await conn.fetchval(
-        "SELECT version FROM custom_fields WHERE id = $1 AND (deleted_at IS NULL) = $2",
-        field_id, deleted,
-    )  # fmt: skip
-    return None if version is None else Stale(version)
+    restored = await restore_row(conn, _FIELDS, field_id)
+    return None if restored is None else _read(restored)
 
 
 class FieldCache:

@@ -256,7 +256,7 @@ async def create_contact(
 ) -> ContactRead | None:
     """None when the customer does not exist (or is deleted, or its owner is outside
     `owners`)."""
-    if not await _customer_alive(conn, customer_id, owners, lock=True):
+    if not await customer_alive(conn, customer_id, owners, lock=True):
         return None
     row = await conn.fetchrow(
         f"""INSERT INTO contacts
@@ -292,7 +292,7 @@ async def create_contact_from_source(
     )
     if existing is not None:
         return ContactRead.model_validate(dict(existing))
-    if not await _customer_alive(conn, customer_id, None, lock=True):
+    if not await customer_alive(conn, customer_id, None, lock=True):
         return None
     row = await conn.fetchrow(
         f"""INSERT INTO contacts
@@ -383,7 +383,7 @@ async def list_contacts(
 ) -> list[ContactRead] | None:
     """None when the customer is absent (or its owner outside `owners`); else up to
     `limit + 1` contacts after `position` matching the `cf.` filters."""
-    if not await _customer_alive(conn, customer_id, owners):
+    if not await customer_alive(conn, customer_id, owners):
         return None
     params = Params()
     where = [
@@ -396,7 +396,7 @@ async def list_contacts(
     return [ContactRead.model_validate(dict(r)) for r in rows]
 
 
-async def _customer_alive(
+async def customer_alive(
     conn: ReadConn | WriteConn, customer_id: int, owners: frozenset[int] | None, lock: bool = False
 ) -> bool:
     """Whether the customer is live and its owner in `owners` (None: anyone); `lock`

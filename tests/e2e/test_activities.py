@@ -230,6 +230,13 @@ def test_a_timeline_merges_every_service_newest_first_and_pages_exactly(
     assert [i["kind"] for i in only] == ["comment", "ticket"]
     assert http.get(url, headers=headers, params={"kind": "gossip"}).status_code == 422
     assert http.get("/v1/customers/4242/timeline", headers=admin).status_code == 404
+    # The overview composes the first of each, activities included.
+    overview = http.get(f"/v1/overview/customers/{cid}", headers=headers)
+    assert overview.status_code == 200, overview.text
+    body = overview.json()
+    assert [a["subject"] for a in body["activities"]] == ["Kick-off"]
+    assert [d["id"] for d in body["deals"]] == [deal.json()["id"]]
+    assert [t["id"] for t in body["tickets"]] == [ticket.json()["id"]]
 
 
 def test_my_tasks_span_shards_and_reminders_reach_the_assignee(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import httpx
@@ -10,10 +11,13 @@ import ray
 from ray import serve
 
 from deployments._kit.ingress import APPS
+from deployments._kit.timeline import TimelineQuery
+from deployments.customer.activities.schemas import ActivityCreate, ActivityRead
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerRead
-from gateway.errors import Forbidden, NotFound
+from gateway.errors import Forbidden, NotFound, Validation
 from gateway.principal import Principal
 from shards import ids
+from tests.e2e.conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +94,53 @@ def test_a_killed_shard_manager_comes_back_with_fresh_pools(
     after = ray.get(ray.get_actor(f"shard-manager:{server}", namespace="nextflow").stats.remote())
     assert after["pools"]  # rebuilt in the restarted actor
     assert http.get(url, headers=admin).json()["name"] == "After restart"
+
+
+def test_activities_timeline_and_custom_fields_through_handles(
+    ray_driver: None, http: httpx.Client, admin: dict[str, str]
+) -> None:
+    """What HTTP does with activities, timelines and custom fields, a Python caller
+    does through the customer application's handle, with the same checks."""
+    me = http.get("/v1/auth/me", headers=admin).json()
+    principal = Principal(
+        user_id=int(me["id"]), role="admin",
+        permissions=frozenset({"customer:read", "customer:write", "activity:read",
+                               "activity:write"}),
+    )  # fmt: skip
+    key = f"level_{os.urandom(3).hex()}"
+    defined = http.post("/v1/auth/fields", headers=admin, json={
+        "object": "customers", "key": key, "label": "Level", "type": "number"})  # fmt: skip
+    assert defined.status_code == 201, defined.text
+    handle = serve.get_app_handle("customer")
+
+    def made() -> CustomerRead | None:
+        try:
+            return handle.create.remote(
+                principal, CustomerCreate(name="Handle Fields", custom_fields={key: 3})
+            ).result()
+        except Validation:  # the definition has not reached this replica yet
+            return None
+
+    customer = until(made, timeout=15)
+    assert customer is not None and customer.custom_fields[key] == 3
+    with pytest.raises(Validation) as refused:
+        handle.create.remote(
+            principal, CustomerCreate(name="Bad", custom_fields={key: "three"})
+        ).result()
+    problem = getattr(refused.value, "cause", refused.value)  # (Ray wraps it)
+    assert problem.errors[0]["field"] == f"custom_fields.{key}"
+
+    after = principal.model_copy(update={"read_after": customer.read_after})
+    call = handle.create_activity.remote(
+        after, ActivityCreate(kind="call", customer_id=customer.id, subject="By handle")
+    ).result()
+    assert isinstance(call, ActivityRead) and call.customer_id == customer.id
+    after = after.model_copy(update={"read_after": call.read_after})
+    page = handle.timeline.remote(after, customer.id, TimelineQuery(limit=10)).result()
+    assert [i.kind for i in page.data][0] == "call"
+    assert {i.kind for i in page.data} >= {"call", "change"}
+    viewer = Principal(user_id=1, role="viewer", permissions=frozenset({"customer:read"}))
+    with pytest.raises(Forbidden):
+        handle.create_activity.remote(
+            viewer, ActivityCreate(kind="note", customer_id=customer.id, subject="No")
+        ).result()

@@ -20,6 +20,7 @@ from deployments._kit.versioned import (
     update_row,
 )
 from deployments.customer.activities.schemas import ActivityCreate, ActivityRead
+from deployments.customer.repo import customer_alive
 from gateway.listing import Order, Position
 from shards import ReadConn, WriteConn, single_statement
 
@@ -80,7 +81,7 @@ async def create_activity(
     """The new activity; Absent when its customer (reached by `customer_owners`) or
     its contact (one of that customer's) is not there."""
     if data.customer_id is not None:
-        if not await _customer_alive(conn, data.customer_id, customer_owners):
+        if not await customer_alive(conn, data.customer_id, customer_owners):
             return Absent("customer_id", f"customer {data.customer_id} not found")
         if data.contact_id is not None and not await _contact_of(
             conn, data.contact_id, data.customer_id
@@ -227,7 +228,7 @@ async def list_activities(
 ) -> list[ActivityRead] | None:
     """Up to `limit + 1` activities of a customer (`parent` "customer") or of a lead
     ("lead") after `position`; None when the customer is not there for the caller."""
-    if parent == "customer" and not await _customer_alive(conn, parent_id, customer_owners):
+    if parent == "customer" and not await customer_alive(conn, parent_id, customer_owners):
         return None
     params = Params()
     column = "customer_id" if parent == "customer" else "lead_id"
@@ -445,18 +446,6 @@ def _item(r: Mapping[str, Any]) -> TimelineItem:
 
 
 # -- shared --------------------------------------------------------------------------
-async def _customer_alive(
-    conn: ReadConn | WriteConn, customer_id: int, owners: frozenset[int] | None
-) -> bool:
-    params = Params()
-    where = [f"id = {params(customer_id)}", "deleted_at IS NULL"]
-    if scope := owned_by("owner_id", owners, params):
-        where.append(scope)
-    return bool(
-        await conn.fetchval(f"SELECT 1 FROM customers WHERE {' AND '.join(where)}", *params.values)
-    )
-
-
 async def _contact_of(conn: ReadConn | WriteConn, contact_id: int, customer_id: int) -> bool:
     return bool(
         await conn.fetchval(
