@@ -34,16 +34,26 @@ from pydantic import (
     model_validator,
 )
 
-from deployments._kit.sql import Params
+from deployments._kit.sql import Params, on_shards
 from deployments._kit.types import Id
 from deployments._kit.versioned import Merge
 from gateway.errors import BadRequest, Validation
 from gateway.inputs import Input, Patch
 from gateway.listing import CustomFilter, ListQuery, Order, Position
 from gateway.records import Record
+from shards import WriteConn
 
 FieldObject = Literal["customers", "contacts", "deals", "leads", "tickets", "products"]
 FIELD_OBJECTS: tuple[str, ...] = ("customers", "contacts", "deals", "leads", "tickets", "products")
+# Which application keeps each object's records, and in which table.
+HOLDERS: dict[str, tuple[str, str]] = {
+    "customers": ("customer", "customers"),
+    "contacts": ("customer", "contacts"),
+    "deals": ("sales", "deals"),
+    "leads": ("marketing", "leads"),
+    "tickets": ("support", "tickets"),
+    "products": ("product", "products"),
+}
 FieldType = Literal[
     "text", "long_text", "number", "decimal", "date", "datetime", "boolean",
     "single_select", "multi_select", "email", "url", "phone",
@@ -124,9 +134,20 @@ class FieldDefinition(Record):
     default: Any = Field(description="Stored form; null: none.")
     options: list[dict[str, str]]
     deleted: bool = Field(description="Deleted: hidden from reads and writes, values kept.")
+    purged_at: datetime | None = Field(
+        default=None, description="When a deleted field's values were purged from every record."
+    )
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class FieldPurged(Record):
+    """A purge's answer: the definition (deleted, `purged_at` set) and how many records
+    held a value of it."""
+
+    field: FieldDefinition
+    records: int
 
 
 class FieldListQuery(ListQuery):
@@ -361,6 +382,25 @@ def _shown(record: R, definitions: Mapping[str, FieldDefinition] | None) -> R:
     out = record.model_copy(update={"custom_fields": kept})
     out._read_after = record.read_after
     return out
+
+
+# -- purging a deleted field's values -------------------------------------------------
+async def purge(conn: WriteConn, shards: list[int] | None, table: str, key: str) -> int:
+    """Remove `key` from the custom fields of every record of `table` (of these logical
+    shards; None: an unsharded table), deleted records too, in this transaction; how
+    many records held it. One pass over the table: an operator's occasional cleanup."""
+    params = Params()
+    where = [f"custom_fields ? {params(key)}"]
+    if shards is not None:
+        where.append(on_shards(params, shards))
+    done = await conn.fetchval(
+        f"""WITH purged AS (
+                UPDATE {table} SET custom_fields = custom_fields - $1
+                WHERE {" AND ".join(where)} RETURNING 1)
+            SELECT count(*) FROM purged""",
+        *params.values,
+    )
+    return int(done or 0)
 
 
 # -- sorting -----------------------------------------------------------------------
@@ -603,8 +643,11 @@ __all__ = [
     "FieldCreate",
     "FieldDefinition",
     "FieldListQuery",
+    "FieldPurged",
     "FieldUpdate",
+    "HOLDERS",
     "Merge",
+    "purge",
     "ObjectFields",
     "ObjectSchema",
     "object_schema",

@@ -15,7 +15,8 @@ from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.ingress import ServiceIngress
+from deployments._kit.custom_fields import HOLDERS
+from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.auth import routes
 from deployments.auth.service import AuthService
 from shards.client import Database
@@ -27,7 +28,8 @@ class AuthApp(ServiceIngress):
     def __init__(self) -> None:
         settings = get_settings()
         redis = redis_client.connect(settings.redis_url)
-        self._svc = AuthService(Database("auth"), settings, redis)
+        holders = {app: app_handle(app) for app, _ in HOLDERS.values()}
+        self._svc = AuthService(Database("auth"), settings, redis, holders)
         self.open_ingress(self._svc, title="NextFlow auth", routers=routes.routers)
 
     async def check_health(self) -> None:

@@ -24,7 +24,7 @@ from shards.client import Database
 FIELD_CACHE_TTL_S = 5.0
 _FIELD = (
     "id, object, key, label, description, type, required, default_value AS default, options,"
-    " deleted_at IS NOT NULL AS deleted, version, created_at, updated_at"
+    " deleted_at IS NOT NULL AS deleted, purged_at, version, created_at, updated_at"
 )
 
 
@@ -109,6 +109,17 @@ async def set_deleted(
         return _read(row)
     restored = await restore_row(conn, _FIELDS, field_id)
     return None if restored is None else _read(restored)
+
+
+async def mark_purged(conn: WriteConn, field_id: int) -> FieldDefinition | None:
+    """Note that a deleted definition's values are gone (None: not deleted now)."""
+    row = await conn.fetchrow(
+        f"""UPDATE custom_fields SET purged_at = now(), version = version + 1,
+                   updated_at = now()
+            WHERE id = $1 AND deleted_at IS NOT NULL RETURNING {_FIELD}""",
+        field_id,
+    )
+    return None if row is None else _read(row)
 
 
 class FieldCache:

@@ -13,6 +13,7 @@ from deployments._kit.custom_fields import (
     FieldCreate,
     FieldDefinition,
     FieldListQuery,
+    FieldPurged,
     FieldUpdate,
 )
 from deployments.auth.schemas import (
@@ -317,6 +318,15 @@ async def delete_field(
     """Hide the field: reads leave its values out and writes refuse it; the values stay
     stored until the field is restored (`POST .../restore`)."""
     return no_content(await svc.delete_field(principal, field_id, version))
+
+
+@custom_fields.post("/{field_id}/purge", response_model=FieldPurged)
+async def purge_field(field_id: FieldId, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Remove a deleted field's values from every record of its object (409 for a live
+    field). The field stays deleted, its key reserved. One pass over the object's
+    table on each server: at millions of records it can outlast the request (504);
+    what it removed stays removed, and a repeat finishes the rest."""
+    return json(await svc.purge_field(principal, field_id))
 
 
 @custom_fields.post("/{field_id}/restore", response_model=FieldDefinition)

@@ -12,10 +12,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from cluster.settings import Settings
+from deployments._kit.boundary import remote
 from deployments._kit.custom_fields import (
+    HOLDERS,
     FieldCreate,
     FieldDefinition,
     FieldListQuery,
+    FieldPurged,
     FieldUpdate,
     stored,
 )
@@ -47,6 +50,7 @@ from gateway.errors import (
     NotFound,
     PreconditionFailed,
     Unauthenticated,
+    Unavailable,
     Validation,
 )
 from gateway.listing import (
@@ -65,8 +69,17 @@ log = logging.getLogger("nextflow.service")
 
 
 class AuthService:
-    def __init__(self, db: Database, settings: Settings, redis: Any = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        redis: Any = None,
+        holders: dict[str, Any] | None = None,
+    ) -> None:
+        """`holders`: deployment handles on the applications that keep records with
+        custom fields (customer, sales, marketing, support, product), for purges."""
         self.db = db
+        self.holders = holders or {}
         self._settings = settings
         self._redis = redis  # where access-token cutoffs go (tokens.cutoff_key)
         self.jwt = tokens.JwtConfig(
@@ -418,6 +431,29 @@ class AuthService:
         principal.require("field:write")
         outcome = await self.db.write(fields.set_deleted, field_id, True, if_version)
         return written(outcome, "custom field", field_id)
+
+    async def purge_field(self, principal: Principal, field_id: int) -> FieldPurged:
+        """Remove a deleted field's values from every record of its object (through the
+        application that keeps them; one pass over its table on each server). It
+        stays deleted, its key reserved; a repeat finds nothing left to remove."""
+        principal.require("field:write")
+        field = await self.get_field(principal, field_id)
+        if not field.deleted:
+            raise Conflict(
+                f"custom field {field_id} is live: delete it first (its values are hidden "
+                "from then on; a purge removes them)"
+            )
+        app, _ = HOLDERS[field.object]
+        holder = self.holders.get(app)
+        if holder is None:
+            raise Unavailable(f"the {app} service is not available")
+        records = await remote(
+            holder.purge_custom_field.remote(principal, field.object, field.key)
+        )
+        marked = await self.db.write(fields.mark_purged, field_id)
+        if marked is None:  # restored meanwhile: its values are gone all the same
+            raise Conflict(f"custom field {field_id} was restored during the purge")
+        return FieldPurged(field=marked, records=records)
 
     async def restore_field(self, principal: Principal, field_id: int) -> FieldDefinition:
         principal.require("field:write")

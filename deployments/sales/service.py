@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -147,6 +148,12 @@ class SalesService:
         self.products = products
         self.pipelines = PipelineCache(config)
         self.deal_fields = ObjectFields("deals", fields)
+
+    async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
+        """Remove a deleted custom field's values from every deal (the auth
+        service's purge, `field:write`); how many records held one."""
+        principal.require("field:write")
+        return sum(await self.shards.write_each_server(custom_fields.purge, "deals", key))
 
     async def deal_schema(self, principal: Principal) -> ObjectSchema:
         """The deal create body as JSON Schema with the live custom fields."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -86,6 +87,12 @@ class SupportService:
         self.customers = customers
         self.now = now
         self.ticket_fields = ObjectFields("tickets", fields)
+
+    async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
+        """Remove a deleted custom field's values from every ticket (the auth
+        service's purge, `field:write`); how many records held one."""
+        principal.require("field:write")
+        return sum(await self.shards.write_each_server(custom_fields.purge, "tickets", key))
 
     async def ticket_schema(self, principal: Principal) -> ObjectSchema:
         """The ticket create body as JSON Schema with the live custom fields."""

@@ -300,3 +300,44 @@ def test_every_object_checks_filters_and_describes_its_custom_fields(
         assert page.status_code == 200, page.text
         assert [r["id"] for r in page.json()["data"]] == [record.json()["id"]]
         assert http.get(listed, headers=admin, params={f"cf.{key}": "b"}).json()["data"] == []
+
+
+def test_a_deleted_fields_values_are_purged_from_every_record(
+    http: httpx.Client, admin: dict[str, str], agent: dict[str, str]
+) -> None:
+    key = f"memo_{os.urandom(3).hex()}"
+    field = _define(http, admin, key=key, label="Memo", type="text")
+    url = f"/v1/auth/fields/{field['id']}"
+    _in_effect(http, admin, key)
+    made = [
+        http.post(
+            "/v1/customers",
+            headers=admin,
+            json={"name": f"Memo {i}", "custom_fields": {key: f"m{i}"}},
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    assert [m.status_code for m in made] == [201, 201, 201], made[0].text
+    live = http.post(f"{url}/purge", headers=admin)
+    assert live.status_code == 409 and "delete it first" in live.text
+    assert http.delete(url, headers=admin).status_code == 204
+    assert http.post(f"{url}/purge", headers=agent).status_code == 403
+    purged = http.post(f"{url}/purge", headers=admin)
+    assert purged.status_code == 200, purged.text
+    assert purged.json()["records"] == 3 and purged.json()["field"]["purged_at"] is not None
+    assert http.post(f"{url}/purge", headers=admin).json()["records"] == 0
+    # Restored, the field is there again, its old values are not.
+    assert http.post(f"{url}/restore", headers=admin).status_code == 200
+    _in_effect(http, admin, key)
+
+    def gone() -> bool:
+        # (the purge wrote in the customer databases: a replica may show it a moment later)
+        return all(
+            key
+            not in http.get(f"/v1/customers/{m.json()['id']}", headers=admin).json()[
+                "custom_fields"
+            ]
+            for m in made
+        )
+
+    assert until(gone, timeout=15)
