@@ -362,6 +362,8 @@ def test_activities_follow_the_roles_scopes(http: httpx.Client, admin: dict[str,
     assert http.patch(one, headers=a2.headers, json={"subject": "Ours"}).status_code == 403
     assert http.get(one, headers=b.headers).status_code == 404
     assert http.patch(one, headers=b.headers, json={"subject": "Theirs"}).status_code == 404
+    # Not even what kind of activity it is: a task field on it is a 404 too, not a 422.
+    assert http.patch(one, headers=b.headers, json={"due_at": _at(5)}).status_code == 404
     # Another team's customer is not there to log on; a viewer logs nothing.
     body = {"kind": "note", "customer_id": mine["id"], "subject": "x"}
     assert (

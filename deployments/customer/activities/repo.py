@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deployments._kit.events import emit, record_data
-from deployments._kit.sql import Denied, Params, Stale, on_shards, owned_by
+from deployments._kit.sql import Denied, Params, Stale, denied, on_shards, owned_by
 from deployments._kit.timeline import TimelineItem, Window, sorted_run
 from deployments._kit.versioned import (
     Updated,
@@ -124,11 +124,14 @@ async def update_activity(
     task); Absent for a task field on another kind or a contact not the customer's."""
     table = _table(actor_id)
     current = await conn.fetchrow(
-        "SELECT kind, customer_id, done_at FROM activities WHERE id = $1 AND deleted_at IS NULL",
+        f"SELECT kind, customer_id, done_at, {table.owner} AS owned_by FROM activities"
+        " WHERE id = $1 AND deleted_at IS NULL",
         activity_id,
     )
     if current is None:
         return None
+    if refused := denied(owners, current["owned_by"]):  # before telling anything of it
+        return refused
     columns = dict(changes)
     if current["kind"] != "task":
         given = [f for f in ("due_at", "assignee_id", "priority", "remind_at", "done")
