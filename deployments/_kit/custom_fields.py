@@ -299,10 +299,6 @@ class Definitions(Protocol):
     async def of(self, object_name: str) -> dict[str, FieldDefinition]: ...
 
 
-class WithFields(Protocol):
-    custom_fields: Any
-
-
 R = TypeVar("R", bound=Record)
 C = TypeVar("C", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
