@@ -214,6 +214,12 @@ def run_job(http: httpx.Client, headers: dict[str, str], path: str) -> tuple[dic
     return job, time.perf_counter() - t0
 
 
+def percentiles(times: list[float]) -> tuple[float, float]:
+    """p50 and p99 of request times."""
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def machine() -> str:
     load = os.getloadavg()[0]
     return (f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; CPUs: {os.cpu_count()} (nproc); "

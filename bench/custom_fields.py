@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -90,11 +89,6 @@ async def drop_index(s: Settings) -> None:
             await conn.close()
 
 
-def percentiles(times: list[float]) -> tuple[float, float]:
-    ordered = sorted(times)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
 def timed(
     http: httpx.Client, headers: dict[str, str], queries: dict[str, dict[str, str]], rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
@@ -159,14 +153,14 @@ def main() -> None:
         console.rule("stopping the stack")
         stack.down(RichReporter(console))
         shutil.rmtree(root, ignore_errors=True)
-    floor = percentiles(with_index["tag=rare (built-in, GIN on tags)"])[0]
+    floor = an.percentiles(with_index["tag=rare (built-in, GIN on tags)"])[0]
     lines = []
     for label, times in with_index.items():
-        p50, p99 = percentiles(times)
+        p50, p99 = an.percentiles(times)
         lines.append(f"| {label} | {rows[label]} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
                      f"{p50 / floor:.2f}x |")  # fmt: skip
     for label, times in without.items():
-        p50, p99 = percentiles(times)
+        p50, p99 = an.percentiles(times)
         lines.append(f"| {label}, index dropped | {rows[label]} | {p50 * 1000:.1f} | "
                      f"{p99 * 1000:.1f} | {p50 / floor:.2f}x |")  # fmt: skip
     section = "\n".join([

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -123,11 +122,6 @@ async def seed(s: Settings, customers: int) -> float:
     return time.perf_counter() - started
 
 
-def percentiles(times: list[float]) -> tuple[float, float]:
-    ordered = sorted(times)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
 async def time_single(s: Settings, queries: list[str]) -> list[float]:
     cat = s.catalog_address()
     conn = await asyncpg.connect(s.dsn_for(cat.host, cat.port, "bench_search"))
@@ -190,11 +184,11 @@ def main() -> None:
         console.rule("stopping the stack")
         stack.down(RichReporter(console))
         shutil.rmtree(root, ignore_errors=True)
-    s50, s99 = percentiles(single)
+    s50, s99 = an.percentiles(single)
     rows = [f"| PostgreSQL full-text, one server, one table | {s50 * 1000:.1f} | {s99 * 1000:.1f} "
             "| 1.0x | |"]  # fmt: skip
     for m in ("lexical", "semantic", "hybrid"):
-        p50, p99 = percentiles(timed[m])
+        p50, p99 = an.percentiles(timed[m])
         rows.append(f"| GET /v1/ai/search mode={m} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
                     f"{p50 / s50:.1f}x | {found[m]}/{len(timed[m])} |")  # fmt: skip
     total = indexed

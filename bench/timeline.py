@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -121,11 +120,6 @@ async def seed(
     return n
 
 
-def percentiles(times: list[float]) -> tuple[float, float]:
-    ordered = sorted(times)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
@@ -183,10 +177,10 @@ def main() -> None:
         console.rule("stopping the stack")
         stack.down(RichReporter(console))
         shutil.rmtree(root, ignore_errors=True)
-    floor = percentiles(times["activities of the customer (one source)"])[0]
+    floor = an.percentiles(times["activities of the customer (one source)"])[0]
     rows = []
     for label, spent in times.items():
-        p50, p99 = percentiles(spent)
+        p50, p99 = an.percentiles(spent)
         rows.append(f"| {label} | {sizes[label]} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | "
                     f"{p50 / floor:.2f}x |")  # fmt: skip
     mix = ", ".join(f"{v:,} {k}" for k, v in counts.items())

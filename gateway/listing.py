@@ -360,13 +360,14 @@ def search_query(body: SearchBody, model: type[Q], view: SavedQuery | None = Non
     the view's filters and sort under the body's own."""
     chosen = body.filter.model_dump(by_alias=True, exclude_none=True) if body.filter else {}
     params: list[tuple[str, Any]] = list(chosen.items())
+    # A sort left out is the list's default (the body's default is the same), or the
+    # view's: only a sort the body gives goes in with its filters.
+    if "sort" in body.model_fields_set:
+        params.append(("sort", getattr(body, "sort")))  # noqa: B009
     if view is not None:
-        if "sort" in body.model_fields_set:
-            params.append(("sort", getattr(body, "sort")))  # noqa: B009
-        query = _list_query(with_view(params, view, model), model, where="filter.")
-        return query.model_copy(update={k: getattr(body, k) for k in ("limit", "cursor", "count")})
+        params = with_view(params, view, model)
     query = _list_query(params, model, where="filter.")
-    return query.model_copy(update={k: getattr(body, k) for k in PAGING})
+    return query.model_copy(update={k: getattr(body, k) for k in ("limit", "cursor", "count")})
 
 
 def field_errors(

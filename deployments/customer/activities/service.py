@@ -30,7 +30,6 @@ from gateway.idempotency import Once
 from gateway.listing import (
     Page,
     decode_cursor,
-    encode_cursor,
     merge_pages,
     row_key,
     validate_sort,
@@ -165,12 +164,7 @@ class Activities:
         runs = await self.shards.gather(
             repo.open_tasks, principal.user_id, query.due_before, position, query.limit
         )
-        merged = sorted((t for run in runs for t in run), key=repo.due_key)
-        page = merged[: query.limit]
-        cursor = None
-        if len(merged) > query.limit and page:
-            due, last = repo.due_key(page[-1])
-            cursor = encode_cursor(query.order, due, last)
+        page, cursor = merge_pages(runs, repo.due_key, query.order, query.limit)
         return Page[ActivityRead](data=page, next_cursor=cursor)
 
     async def send_reminders(self, batch: int = 500) -> int:
