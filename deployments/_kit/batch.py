@@ -37,6 +37,7 @@ from deployments._kit.boundary import storage_error
 from deployments._kit.once import Outcome, once
 from deployments._kit.sql import written
 from deployments._kit.types import Id
+from deployments._kit.unique_values import Claim
 from gateway.errors import PROBLEM_BASE, AppError, Unavailable
 from gateway.idempotency import KeyReused, Once
 from gateway.inputs import Input
@@ -175,6 +176,8 @@ class Plan(Generic[R, A]):
     replayed: int = 0  # items answered from their key (a retried batch)
     # The record as the single operation answers it (a ticket's breach state as of now).
     finish: Callable[[Any], Any] | None = None
+    # The unique custom field values an item claimed: kept when it is written.
+    claims: dict[int, Claim] = field(default_factory=dict)
 
     def item_key(self, index: int, item: BaseModel) -> Once | None:
         """Item `index`'s own key, from the batch's (None without one)."""
@@ -193,11 +196,15 @@ class Plan(Generic[R, A]):
         record_id: int | None = None,
         key: Once | None = None,
         explain: Callable[[Any], AppError | None] | None = None,
+        claim: Claim | None = None,
     ) -> None:
         """Item `index` is `effect(conn, *args)` on `shard`, once per its key.
         `explain`: the error an answer that is not the record means (else `written`'s:
-        404, 403, 412)."""
+        404, 403, 412). `claim`: its unique values (`ObjectFields.claim`), kept if
+        the item is written, else let go."""
         self.ops[index] = op
+        if claim is not None:
+            self.claims[index] = claim
         if record_id is not None:
             self.ids[index] = record_id
         if explain is not None:
@@ -213,16 +220,19 @@ class Plan(Generic[R, A]):
         permission: str,
         *values: Any,
         explain: Callable[[Any], AppError | None] | None = None,
+        claim: Claim | None = None,
     ) -> None:
         """An update or delete of `item.id`, by the single operation's rules: needs
         `permission`, runs `effect(conn, id, *values, if_match, actor, owners)` (the
         repo's guarded write: 404, 403, 412 as `written` says)."""
+        if claim is not None:
+            self.claims[index] = claim  # let go if the permission is refused
         self.principal.require(permission)
         op = "delete" if isinstance(item, BatchDelete) else "update"
         self.add(
             index, op, shard, effect, item.id, *values, item.if_match, self.principal.user_id,
             self.principal.owners(permission), record_id=item.id,
-            key=self.item_key(index, item), explain=explain,
+            key=self.item_key(index, item), explain=explain, claim=claim,
         )  # fmt: skip
 
     @property
@@ -277,7 +287,13 @@ async def run(
 
     for steps in plan.steps.values():  # the request's order (items planned at once)
         steps.sort(key=lambda step: step[0])
-    await asyncio.gather(*(on_shard(s, steps) for s, steps in plan.steps.items()))
+    try:
+        await asyncio.gather(*(on_shard(s, steps) for s, steps in plan.steps.items()))
+    finally:
+        await asyncio.gather(*(
+            claim.settle(kept=i in plan.results and plan.results[i].problem is None)
+            for i, claim in plan.claims.items()
+        ))  # fmt: skip
     if plan.key is not None and plan.replayed == len(items):
         plan.key.replayed = True  # the whole batch had run: `Idempotent-Replayed`
     results = [plan.results[i] for i in range(len(items))]

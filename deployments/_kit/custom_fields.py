@@ -36,8 +36,18 @@ from pydantic import (
 
 from deployments._kit.sql import Params, on_shards
 from deployments._kit.types import Id
+from deployments._kit.unique_values import (
+    NO_CLAIM,
+    UNIQUE_TYPES,
+    Claim,
+    ClaimStore,
+    Records,
+    claim,
+    token_of,
+)
 from deployments._kit.versioned import Merge
 from gateway.errors import BadRequest, Validation
+from gateway.idempotency import Once
 from gateway.inputs import Input, Patch
 from gateway.listing import CustomFilter, ListQuery, Order, Position
 from gateway.records import Record
@@ -96,6 +106,12 @@ class FieldCreate(Input):
     description: str | None = Field(default=None, max_length=2000)
     type: FieldType
     required: bool = False
+    unique: bool = Field(
+        default=False,
+        description="One record per value across all records (text, e-mail, URL, phone,"
+        " number and decimal fields; set when the field is made). A unique e-mail field"
+        " keeps its values in lower case.",
+    )
     default: Any = Field(default=None, description="A value of the field's type.")
     options: list[Option] = Field(default_factory=list, max_length=200)
 
@@ -109,6 +125,10 @@ class FieldCreate(Input):
         values = [o.value for o in self.options]
         if len(set(values)) != len(values):
             raise ValueError("option values are unique")
+        if self.unique and self.type not in UNIQUE_TYPES:
+            raise ValueError(f"a {self.type} field cannot be unique")
+        if self.unique and self.default is not None:
+            raise ValueError("a unique field has no default (every record would share it)")
         return self
 
 
@@ -131,6 +151,7 @@ class FieldDefinition(Record):
     description: str | None
     type: FieldType
     required: bool
+    unique: bool = Field(default=False, description="One record per value.")
     default: Any = Field(description="Stored form; null: none.")
     options: list[dict[str, str]]
     deleted: bool = Field(description="Deleted: hidden from reads and writes, values kept.")
@@ -176,9 +197,10 @@ def stored(definition: FieldDefinition, value: Any) -> Any:
             raise ValueError(f"at most {_TEXT_MAX[kind]} characters")
         if kind == "email":
             try:
-                return _EMAIL.validate_python(text)
+                address = _EMAIL.validate_python(text)
             except ValidationError:
                 raise ValueError("an e-mail address") from None
+            return address.lower() if definition.unique else address
         if kind == "url" and not re.match(r"^https?://[^\s/$.?#][^\s]*$", text, re.I):
             raise ValueError("an http(s) URL")
         if kind == "phone" and not _PHONE.match(text):
@@ -293,8 +315,9 @@ def merge(checked: Mapping[str, Any]) -> Merge:
 
 
 # -- one object's fields, as its service uses them -----------------------------------
-class Definitions(Protocol):
-    """Where a service reads definitions (deployments/auth/fields.py `FieldCache`)."""
+class Definitions(ClaimStore, Protocol):
+    """Where a service reads definitions and claims unique values
+    (deployments/auth/fields.py `FieldCache`)."""
 
     async def of(self, object_name: str) -> dict[str, FieldDefinition]: ...
 
@@ -306,12 +329,17 @@ B = TypeVar("B", bound=BaseModel)
 
 class ObjectFields:
     """The custom fields of one object (`customers`, ...) in its service: every write
-    checked, every read shown under the live definitions, `cf.` filters typed. Without
-    `source` (a service built for a test) values are kept and shown as given."""
+    checked, every read shown under the live definitions, `cf.` filters typed, the
+    values of unique fields claimed (`records`: where the object's records are, asked
+    who holds a value; deployments/_kit/unique_values.py). Without `source` (a service
+    built for a test) values are kept and shown as given."""
 
-    def __init__(self, object_name: str, source: Definitions | None) -> None:
+    def __init__(
+        self, object_name: str, source: Definitions | None, records: Records | None = None
+    ) -> None:
         self.object = object_name
         self.source = source
+        self.records = records
 
     async def definitions(self) -> dict[str, FieldDefinition] | None:
         return None if self.source is None else await self.source.of(self.object)
@@ -333,6 +361,39 @@ class ObjectFields:
             return changes
         values = check(definitions, changes["custom_fields"], creating=False, field=field)
         return {**changes, "custom_fields": merge(values)}
+
+    async def claim(
+        self,
+        values: Mapping[str, Any] | Merge | None,
+        *,
+        record: int | None = None,
+        key: Once | str | None = None,
+        field: str = "custom_fields",
+    ) -> Claim:
+        """Claim the unique fields' values a write stores (`values`: a create's checked
+        custom fields, or an update's `Merge`) for `record` (None: a new one); `key`:
+        the write's idempotency key or a stable row key (a retry owns its claim). Use
+        the answer as `async with` around the write. 409 naming each taken key."""
+        if isinstance(values, Merge):
+            values = values.set
+        if self.source is None or self.records is None or not values:
+            return NO_CLAIM
+        definitions = await self.source.of(self.object)
+        unique = {k: (d.id, d.type) for k, d in definitions.items() if d.unique}
+        if not unique or not unique.keys() & values.keys():
+            return NO_CLAIM
+        return await claim(
+            self.source, self.records, unique, values,
+            record=record, token=token_of(key), field=field,
+        )  # fmt: skip
+
+    async def claim_restore(self, record_id: int) -> Claim:
+        """A deleted record's unique values claimed again before it is restored (409
+        when another record took one meanwhile)."""
+        if self.source is None or self.records is None:
+            return NO_CLAIM
+        values = await self.records.deleted_values(record_id)
+        return await self.claim(values or {}, record=record_id)
 
     async def shown(self, record: R) -> R:
         """The record with only the values of live fields."""

@@ -14,6 +14,7 @@ from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSche
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import written
+from deployments._kit.unique_values import Records
 from deployments.customer import repo
 from deployments.customer.activities.service import Activities
 from deployments.customer.schemas import (
@@ -62,8 +63,8 @@ class CustomerService(Activities):
         (None: custom fields are kept as given, unchecked)."""
         self.shards = shards
         self.peers = peers or {}
-        self.custom = ObjectFields("customers", fields)
-        self.contact_fields = ObjectFields("contacts", fields)
+        self.custom = ObjectFields("customers", fields, Records(shards, "customers"))
+        self.contact_fields = ObjectFields("contacts", fields, Records(shards, "contacts"))
 
     async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
         """Remove a deleted custom field's values from every customer or contact (the auth
@@ -103,10 +104,11 @@ class CustomerService(Activities):
             principal.require("customer:assign")
         data = await self.custom.create(data)
         shard = self.shards.place(key=once.slot if once is not None else None)
-        created = await write_once(
-            self.shards, shard, once, CustomerRead,
-            repo.create_customer, shard, data, owner_id, principal.user_id,
-        )  # fmt: skip
+        async with await self.custom.claim(data.custom_fields, key=once):
+            created = await write_once(
+                self.shards, shard, once, CustomerRead,
+                repo.create_customer, shard, data, owner_id, principal.user_id,
+            )  # fmt: skip
         return await self._shown(principal, created)
 
     async def batch(
@@ -126,12 +128,14 @@ class CustomerService(Activities):
                 owner_id = owner_id if owner_id is not None else principal.user_id
                 if owner_id != principal.user_id:
                     principal.require("customer:assign")
-                data = await self.custom.create(item.data, f"items.{i}.data.custom_fields")
+                field = f"items.{i}.data.custom_fields"
+                data = await self.custom.create(item.data, field)
                 once = plan.item_key(i, item)
                 shard = self.shards.place(key=once.slot if once is not None else None)
+                claim = await self.custom.claim(data.custom_fields, key=once, field=field)
                 plan.add(
                     i, "create", shard, repo.create_customer, shard, data, owner_id,
-                    principal.user_id, key=once,
+                    principal.user_id, key=once, claim=claim,
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "customer")
@@ -139,8 +143,14 @@ class CustomerService(Activities):
                 changes = item.data.model_dump(exclude_unset=True)
                 if "owner_id" in changes and changes["owner_id"] != principal.user_id:
                     principal.require("customer:assign")
-                changes = await self.custom.changes(changes, f"items.{i}.data.custom_fields")
-                plan.change(i, item, shard, repo.update_customer, "customer:write", changes)
+                field = f"items.{i}.data.custom_fields"
+                changes = await self.custom.changes(changes, field)
+                claim = await self.custom.claim(
+                    changes.get("custom_fields"), record=item.id, field=field
+                )
+                plan.change(
+                    i, item, shard, repo.update_customer, "customer:write", changes, claim=claim
+                )
             else:
                 plan.change(i, item, shard, repo.delete_customer, "customer:delete")
 
@@ -166,10 +176,11 @@ class CustomerService(Activities):
             principal.require("customer:assign")
         shard = self.shards.place(key=source_key) if near is None else self._shard(near, "record")
         data = await self.custom.create(data)
-        created = await self.shards.write(
-            shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
-            principal.user_id,
-        )  # fmt: skip
+        async with await self.custom.claim(data.custom_fields, key=f"source:{source_key}"):
+            created = await self.shards.write(
+                shard, repo.create_customer_from_source, shard, source_key, data, owner_id,
+                principal.user_id,
+            )  # fmt: skip
         return await self._shown(principal, created)
 
     async def get(self, principal: Principal, customer_id: int) -> CustomerRead:
@@ -195,11 +206,13 @@ class CustomerService(Activities):
             principal.require("customer:assign")
         changes = await self.custom.changes(changes)
         shard = self._shard(customer_id, "customer")
-        outcome = await self.shards.write(
-            shard, repo.update_customer, customer_id, changes, if_version, principal.user_id,
-            principal.owners("customer:write"),
-        )  # fmt: skip
-        return await self._shown(principal, written(outcome, "customer", customer_id, principal))
+        async with await self.custom.claim(changes.get("custom_fields"), record=customer_id):
+            outcome = await self.shards.write(
+                shard, repo.update_customer, customer_id, changes, if_version,
+                principal.user_id, principal.owners("customer:write"),
+            )  # fmt: skip
+            updated = written(outcome, "customer", customer_id, principal)
+        return await self._shown(principal, updated)
 
     async def delete(
         self, principal: Principal, customer_id: int, if_version: int | None = None
@@ -216,12 +229,13 @@ class CustomerService(Activities):
     async def restore(self, principal: Principal, customer_id: int) -> CustomerRead:
         principal.require("customer:delete")
         shard = self._shard(customer_id, "customer")
-        restored = await self.shards.write(
-            shard, repo.restore_customer, customer_id, principal.user_id,
-            principal.owners("customer:delete"),
-        )  # fmt: skip
-        if restored is None:
-            raise NotFound(f"customer {customer_id} not found")
+        async with await self.custom.claim_restore(customer_id):
+            restored = await self.shards.write(
+                shard, repo.restore_customer, customer_id, principal.user_id,
+                principal.owners("customer:delete"),
+            )  # fmt: skip
+            if restored is None:
+                raise NotFound(f"customer {customer_id} not found")
         return await self._shown(principal, restored)
 
     async def history(
@@ -269,22 +283,23 @@ class CustomerService(Activities):
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         data = await self.contact_fields.create(data)
-        created = await write_once(
-            self.shards, shard, once, ContactRead,
-            repo.create_contact, shard, customer_id, data, principal.user_id,
-            principal.owners("contact:write"),
-        )  # fmt: skip
-        if created is None:
-            # Absent, or outside the caller's write scope: which one they may learn
-            # only if their read scope reaches the customer.
-            if principal.owners("contact:write") is not None and (
-                await self.shards.read(
-                    shard, repo.get_customer, customer_id, principal.owners("contact:read")
-                )
-                is not None
-            ):
-                raise Forbidden(f"your role may not add contacts to customer {customer_id}")
-            raise NotFound(f"customer {customer_id} not found")
+        async with await self.contact_fields.claim(data.custom_fields, key=once):
+            created = await write_once(
+                self.shards, shard, once, ContactRead,
+                repo.create_contact, shard, customer_id, data, principal.user_id,
+                principal.owners("contact:write"),
+            )  # fmt: skip
+            if created is None:
+                # Absent, or outside the caller's write scope: which one they may learn
+                # only if their read scope reaches the customer.
+                if principal.owners("contact:write") is not None and (
+                    await self.shards.read(
+                        shard, repo.get_customer, customer_id, principal.owners("contact:read")
+                    )
+                    is not None
+                ):
+                    raise Forbidden(f"your role may not add contacts to customer {customer_id}")
+                raise NotFound(f"customer {customer_id} not found")
         return await self._contact(principal, created)
 
     async def batch_contacts(
@@ -301,12 +316,14 @@ class CustomerService(Activities):
                 principal.require("contact:write")
                 shard = self._shard(item.customer_id, "customer")
                 absent = _absent_customer(item.customer_id)
-                data = await self.contact_fields.create(item.data, f"items.{i}.data.custom_fields")
+                field = f"items.{i}.data.custom_fields"
+                data = await self.contact_fields.create(item.data, field)
+                once = plan.item_key(i, item)
+                claim = await self.contact_fields.claim(data.custom_fields, key=once, field=field)
                 plan.add(
                     i, "create", shard, repo.create_contact, shard, item.customer_id,
                     data, principal.user_id, principal.owners("contact:write"),
-                    key=plan.item_key(i, item),
-                    explain=absent,
+                    key=once, explain=absent, claim=claim,
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "contact")
@@ -314,7 +331,12 @@ class CustomerService(Activities):
                 changes = item.data.model_dump(exclude_unset=True)
                 field = f"items.{i}.data.custom_fields"
                 changes = await self.contact_fields.changes(changes, field)
-                plan.change(i, item, shard, repo.update_contact, "contact:write", changes)
+                claim = await self.contact_fields.claim(
+                    changes.get("custom_fields"), record=item.id, field=field
+                )
+                plan.change(
+                    i, item, shard, repo.update_contact, "contact:write", changes, claim=claim
+                )
             else:
                 plan.change(i, item, shard, repo.delete_contact, "contact:delete")
 
@@ -329,12 +351,13 @@ class CustomerService(Activities):
         principal.require("contact:write")
         shard = self._shard(customer_id, "customer")
         data = await self.contact_fields.create(data)
-        created = await self.shards.write(
-            shard, repo.create_contact_from_source, shard, source_key, customer_id, data,
-            principal.user_id,
-        )  # fmt: skip
-        if created is None:
-            raise NotFound(f"customer {customer_id} not found")
+        async with await self.contact_fields.claim(data.custom_fields, key=f"source:{source_key}"):
+            created = await self.shards.write(
+                shard, repo.create_contact_from_source, shard, source_key, customer_id, data,
+                principal.user_id,
+            )  # fmt: skip
+            if created is None:
+                raise NotFound(f"customer {customer_id} not found")
         return await self._contact(principal, created)
 
     async def get_contact(self, principal: Principal, contact_id: int) -> ContactRead:
@@ -357,11 +380,13 @@ class CustomerService(Activities):
         principal.require("contact:write")
         shard = self._shard(contact_id, "contact")
         changes = await self.contact_fields.changes(data.model_dump(exclude_unset=True))
-        outcome = await self.shards.write(
-            shard, repo.update_contact, contact_id, changes, if_version, principal.user_id,
-            principal.owners("contact:write"),
-        )  # fmt: skip
-        return await self._contact(principal, written(outcome, "contact", contact_id, principal))
+        async with await self.contact_fields.claim(changes.get("custom_fields"), record=contact_id):
+            outcome = await self.shards.write(
+                shard, repo.update_contact, contact_id, changes, if_version, principal.user_id,
+                principal.owners("contact:write"),
+            )  # fmt: skip
+            updated = written(outcome, "contact", contact_id, principal)
+        return await self._contact(principal, updated)
 
     async def delete_contact(
         self, principal: Principal, contact_id: int, if_version: int | None = None
@@ -377,12 +402,13 @@ class CustomerService(Activities):
     async def restore_contact(self, principal: Principal, contact_id: int) -> ContactRead:
         principal.require("contact:delete")
         shard = self._shard(contact_id, "contact")
-        restored = await self.shards.write(
-            shard, repo.restore_contact, contact_id, principal.user_id,
-            principal.owners("contact:delete"),
-        )  # fmt: skip
-        if restored is None:
-            raise NotFound(f"contact {contact_id} not found")
+        async with await self.contact_fields.claim_restore(contact_id):
+            restored = await self.shards.write(
+                shard, repo.restore_contact, contact_id, principal.user_id,
+                principal.owners("contact:delete"),
+            )  # fmt: skip
+            if restored is None:
+                raise NotFound(f"contact {contact_id} not found")
         return await self._contact(principal, restored)
 
     async def contact_history(

@@ -210,6 +210,9 @@ class ImportRow:
     # What identifies the row across imports: "ext:" + its external id, else its
     # content key (`source_key`).
     key: str
+    # Its values of unique custom fields (key, stored value): claimed before it is
+    # written (deployments/_kit/unique_values.py).
+    unique: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,8 @@ def parse_row(
     # finds the customer it made (`source_key`, unique per shard).
     source_key = None if external_id else content_key((*fields, *((extra,) if values else ())))
     key = f"ext:{external_id}" if external_id else str(source_key)
-    return ImportRow(line, (*fields, extra, external_id, source_key), key)
+    unique = tuple((k, v) for k, v in values.items() if definitions and definitions[k].unique)
+    return ImportRow(line, (*fields, extra, external_id, source_key), key, unique)
 
 
 def _cell(definition: FieldDefinition, text: str) -> Any:
@@ -336,6 +340,8 @@ class ShardBatch:
     lines: list[int]  # each row's line in the file
     # The custom fields' defaults (JSON), for the customers the batch makes.
     defaults: str = "{}"
+    # Each row's values of unique custom fields (`ImportRow.unique`; empty: none has one).
+    unique: list[tuple[tuple[str, Any], ...]] = dataclasses.field(default_factory=list)
 
     def without(self, drop: set[int]) -> ShardBatch:
         """The batch less the rows at indexes `drop`."""
@@ -343,6 +349,7 @@ class ShardBatch:
         return ShardBatch(
             self.shard, [self.rows[i] for i in keep], [self.created[i] for i in keep],
             [self.keys[i] for i in keep], [self.lines[i] for i in keep], self.defaults,
+            [self.unique[i] for i in keep] if self.unique else [],
         )  # fmt: skip
 
 
@@ -424,7 +431,11 @@ def _encode(shard: int, rows: list[ImportRow]) -> ShardBatch:
         # The audited fields are the first of a row's values.
         changes = {c: [None, v] for c, v in zip(AUDITED, row.values, strict=False) if v is not None}
         created.append(_text(orjson.dumps(changes).decode()))
-    return ShardBatch(shard, records, created, [row.key for row in rows], [r.line for r in rows])
+    unique = [r.unique for r in rows] if any(r.unique for r in rows) else []
+    return ShardBatch(
+        shard, records, created, [row.key for row in rows], [r.line for r in rows],
+        unique=unique,
+    )  # fmt: skip
 
 
 def _text(value: str | None) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from deployments._kit.custom_fields import FieldDefinition
+from deployments._kit.unique_values import NO_CLAIM, Claim, Records, claim_rows, token_of
 from deployments.auth.fields import FieldCache
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
 from deployments.file.blobs import BlobStore
@@ -198,6 +199,8 @@ class IntegrationService:
         self.jobs = jobs
         self.customers = customers
         self.fields = fields  # the customers' custom fields (None: `cf.` columns refused)
+        # An import row names its customer by its external id, else by its content key.
+        self._records = Records(customers, "customers", identity=_IDENTITY)
         self.work_dir = work_dir
         self.store = store
         self._list_customers = list_customers
@@ -495,13 +498,14 @@ class IntegrationService:
                         break
                     future, lines, first = parsing.popleft()
                     chunk = _drop_repeats(await future, seen, lines, first)
+                    chunk, claim = await self._claim(chunk, definitions, lines, first)
                     if await self._cancelled(job_id):  # no chunk is written after a cancel
                         await land(0, report=False)
                         return "cancelled", None
                     for e in chunk.errors:
                         errors.writerow([e.line, e.message, *e.raw])
                     task = asyncio.create_task(
-                        self._write(chunk.batches, principal, job_id, writers)
+                        self._write(chunk.batches, principal, job_id, writers, claim)
                     )
                     in_flight.append((task, chunk.read, len(chunk.errors)))
                     if not await land(IN_FLIGHT):
@@ -526,9 +530,11 @@ class IntegrationService:
         principal: Principal,
         job_id: int,
         writers: asyncio.Semaphore,
+        claim: Claim = NO_CLAIM,
     ) -> tuple[int, int, int]:
         """(created, updated, refused) of one chunk; refused: rows naming a customer the
-        importer's write scope does not reach."""
+        importer's write scope does not reach. `claim`: the chunk's unique values, kept
+        once it is written."""
         reach = principal.owners("customer:write")
         owners = None if reach is None else sorted(reach)
 
@@ -538,8 +544,50 @@ class IntegrationService:
                     shard, repo.upsert_customers, batch, principal.user_id, job_id, owners
                 )
 
-        done = await asyncio.gather(*(write(shard, b) for shard, b in batches.items()))
+        async with claim:
+            done = await asyncio.gather(*(write(shard, b) for shard, b in batches.items()))
         return sum(c for c, _, _ in done), sum(u for _, u, _ in done), sum(r for _, _, r in done)
+
+    async def _claim(
+        self,
+        chunk: csvio.ParsedChunk,
+        definitions: dict[str, FieldDefinition] | None,
+        lines: list[str],
+        first_line: int,
+    ) -> tuple[csvio.ParsedChunk, Claim]:
+        """The chunk less the rows whose unique custom field values another customer
+        holds (each an error of its line), and the claims of the others' values (one
+        auth database call; a row claims with its key, so a re-import owns its claims)."""
+        unique = {k: (d.id, d.type) for k, d in (definitions or {}).items() if d.unique}
+        if not unique or self.fields is None:
+            return chunk, NO_CLAIM
+        rows: list[tuple[dict[str, Any], str, str]] = []
+        where: list[tuple[int, int]] = []
+        for shard, batch in chunk.batches.items():
+            for i, values in enumerate(batch.unique):
+                if values:
+                    key = batch.keys[i]
+                    rows.append((dict(values), token_of(f"import\x00{key}"), key))
+                    where.append((shard, i))
+        claim, refused = await claim_rows(self.fields, self._records, unique, rows, field="cf")
+        if not refused:
+            return chunk, claim
+        errors = list(chunk.errors)
+        drop: dict[int, set[int]] = {}
+        for r, problems in refused.items():
+            shard, i = where[r]
+            drop.setdefault(shard, set()).add(i)
+            line = chunk.batches[shard].lines[i]
+            cells = next(csv.reader(lines[line - first_line :]))
+            message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            errors.append(csvio.RowError(line, message, tuple(cells)))
+        batches = {s: b.without(drop[s]) if s in drop else b for s, b in chunk.batches.items()}
+        errors.sort(key=lambda e: e.line)
+        kept = {s: b for s, b in batches.items() if b.rows}
+        return csvio.ParsedChunk(chunk.read, errors, kept), claim
+
+
+_IDENTITY = "CASE WHEN external_id IS NOT NULL THEN 'ext:' || external_id ELSE source_key END"
 
 
 def _kept(lines: Iterator[str], into: list[str]) -> Iterator[str]:

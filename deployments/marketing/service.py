@@ -18,6 +18,7 @@ from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSche
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
+from deployments._kit.unique_values import Records
 from deployments.customer.schemas import ContactCreate, CustomerCreate
 from deployments.marketing import repo
 from deployments.marketing.capture import parse_capture
@@ -88,7 +89,7 @@ class MarketingService:
         self.customers = customers
         self.sales = sales
         self.faults = faults or ConversionFaults()
-        self.lead_fields = ObjectFields("leads", fields)
+        self.lead_fields = ObjectFields("leads", fields, Records(shards, "leads"))
 
     def _shard(self, record_id: int, kind: str) -> int:
         try:
@@ -109,12 +110,13 @@ class MarketingService:
         data = await self.lead_fields.create(data)
         placed_by = data.email.lower() if data.email else (once.slot if once else None)
         shard = self.shards.place(key=placed_by)
-        made = await write_once(
-            self.shards, shard, once, LeadRead,
-            repo.create_lead, shard, data, owner_id, principal.user_id,
-        )  # fmt: skip
-        if isinstance(made, repo.Duplicate):
-            raise _duplicate(principal, made)
+        async with await self.lead_fields.claim(data.custom_fields, key=once):
+            made = await write_once(
+                self.shards, shard, once, LeadRead,
+                repo.create_lead, shard, data, owner_id, principal.user_id,
+            )  # fmt: skip
+            if isinstance(made, repo.Duplicate):
+                raise _duplicate(principal, made)
         return await self._lead(principal, made)
 
     async def batch_leads(
@@ -131,15 +133,17 @@ class MarketingService:
         async def prepare(i: int, item: LeadBatchCreate | LeadBatchUpdate | BatchDelete) -> None:
             if isinstance(item, LeadBatchCreate):
                 principal.require("lead:write")
-                data = await self.lead_fields.create(item.data, f"items.{i}.data.custom_fields")
+                field = f"items.{i}.data.custom_fields"
+                data = await self.lead_fields.create(item.data, field)
                 owner_id = data.owner_id if data.owner_id is not None else principal.user_id
                 _may_give(principal, "lead", owner_id)
                 once = plan.item_key(i, item)
                 placed_by = data.email.lower() if data.email else (once.slot if once else None)
                 shard = self.shards.place(key=placed_by)
+                claim = await self.lead_fields.claim(data.custom_fields, key=once, field=field)
                 plan.add(
                     i, "create", shard, repo.create_lead, shard, data, owner_id,
-                    principal.user_id, key=once, explain=duplicate,
+                    principal.user_id, key=once, explain=duplicate, claim=claim,
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "lead")
@@ -149,7 +153,10 @@ class MarketingService:
                     _may_give(principal, "lead", changes["owner_id"])
                 field = f"items.{i}.data.custom_fields"
                 changes = await self.lead_fields.changes(changes, field)
-                plan.change(i, item, shard, repo.update_lead, "lead:write", changes)
+                claim = await self.lead_fields.claim(
+                    changes.get("custom_fields"), record=item.id, field=field
+                )
+                plan.change(i, item, shard, repo.update_lead, "lead:write", changes, claim=claim)
             else:
                 plan.change(i, item, shard, repo.delete_lead, "lead:delete")
 
@@ -194,11 +201,13 @@ class MarketingService:
             _may_give(principal, "lead", changes["owner_id"])
         changes = await self.lead_fields.changes(changes)
         shard = self._shard(lead_id, "lead")
-        outcome = await self.shards.write(
-            shard, repo.update_lead, lead_id, changes, if_version, principal.user_id,
-            principal.owners("lead:write"),
-        )  # fmt: skip
-        return await self._lead(principal, written(outcome, "lead", lead_id, principal))
+        async with await self.lead_fields.claim(changes.get("custom_fields"), record=lead_id):
+            outcome = await self.shards.write(
+                shard, repo.update_lead, lead_id, changes, if_version, principal.user_id,
+                principal.owners("lead:write"),
+            )  # fmt: skip
+            updated = written(outcome, "lead", lead_id, principal)
+        return await self._lead(principal, updated)
 
     async def delete_lead(
         self, principal: Principal, lead_id: int, if_version: int | None = None
@@ -214,11 +223,13 @@ class MarketingService:
     async def restore_lead(self, principal: Principal, lead_id: int) -> LeadRead:
         principal.require("lead:delete")
         shard = self._shard(lead_id, "lead")
-        restored = await self.shards.write(
-            shard, repo.restore_lead, lead_id, principal.user_id, principal.owners("lead:delete")
-        )
-        if restored is None:
-            raise NotFound(f"lead {lead_id} not found")
+        async with await self.lead_fields.claim_restore(lead_id):
+            restored = await self.shards.write(
+                shard, repo.restore_lead, lead_id, principal.user_id,
+                principal.owners("lead:delete"),
+            )  # fmt: skip
+            if restored is None:
+                raise NotFound(f"lead {lead_id} not found")
         return await self._lead(principal, restored)
 
     async def list_leads(self, principal: Principal, query: LeadListQuery) -> Page[LeadRead]:

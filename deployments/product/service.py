@@ -10,6 +10,7 @@ from deployments._kit import custom_fields
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import written
+from deployments._kit.unique_values import Records
 from deployments.product import repo
 from deployments.product.cache import CatalogCache
 from deployments.product.schemas import (
@@ -50,7 +51,7 @@ class ProductService:
         """`fields`: the custom field definitions (None: products' kept unchecked)."""
         self.db = db
         self.cache = cache
-        self.product_fields = ObjectFields("products", fields)
+        self.product_fields = ObjectFields("products", fields, Records(db, "products"))
 
     async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
         """Remove a deleted custom field's values from every product (the auth
@@ -75,7 +76,8 @@ class ProductService:
     async def create_product(self, principal: Principal, data: ProductCreate) -> ProductRead:
         principal.require("product:write")
         data = await self.product_fields.create(data)
-        made = await self._write(repo.create_product, data, principal.user_id)
+        async with await self.product_fields.claim(data.custom_fields):
+            made = await self._write(repo.create_product, data, principal.user_id)
         return await self.product_fields.shown(made)
 
     async def get_product(self, principal: Principal, product_id: int) -> ProductRead:
@@ -100,10 +102,12 @@ class ProductService:
     ) -> ProductRead:
         principal.require("product:write")
         changes = await self.product_fields.changes(data.model_dump(exclude_unset=True))
-        outcome = await self._write(
-            repo.update_product, product_id, changes, if_version, principal.user_id
-        )
-        return await self.product_fields.shown(written(outcome, "product", product_id))
+        async with await self.product_fields.claim(changes.get("custom_fields"), record=product_id):
+            outcome = await self._write(
+                repo.update_product, product_id, changes, if_version, principal.user_id
+            )
+            updated = written(outcome, "product", product_id)
+        return await self.product_fields.shown(updated)
 
     async def delete_product(
         self, principal: Principal, product_id: int, if_version: int | None = None
@@ -116,10 +120,12 @@ class ProductService:
 
     async def restore_product(self, principal: Principal, product_id: int) -> ProductRead:
         principal.require("product:delete")
-        outcome = await self._write(
-            repo.set_product_deleted, product_id, False, None, principal.user_id
-        )
-        return await self.product_fields.shown(written(outcome, "product", product_id))
+        async with await self.product_fields.claim_restore(product_id):
+            outcome = await self._write(
+                repo.set_product_deleted, product_id, False, None, principal.user_id
+            )
+            restored = written(outcome, "product", product_id)
+        return await self.product_fields.shown(restored)
 
     async def list_products(
         self, principal: Principal, query: ProductListQuery

@@ -17,6 +17,7 @@ from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.once import write_once
 from deployments._kit.sql import Denied, Stale, written
 from deployments._kit.timeline import TimelineItem, Window
+from deployments._kit.unique_values import Records
 from deployments.product.schemas import Quote
 from deployments.sales import repo, rules
 from deployments.sales.repo import Refused
@@ -147,7 +148,7 @@ class SalesService:
         self.customers = customers
         self.products = products
         self.pipelines = PipelineCache(config)
-        self.deal_fields = ObjectFields("deals", fields)
+        self.deal_fields = ObjectFields("deals", fields, Records(shards, "deals"))
 
     async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
         """Remove a deleted custom field's values from every deal (the auth
@@ -291,9 +292,12 @@ class SalesService:
                 return await self._shown(principal, earlier)
         values = await self._new_deal(principal, data)
         values["source_key"] = source_key
-        created = await write_once(
-            self.shards, shard, once, DealRead, repo.create_deal, shard, values, principal.user_id
-        )
+        key = once if source_key is None else f"source:{source_key}"
+        async with await self.deal_fields.claim(values["custom_fields"], key=key):
+            created = await write_once(
+                self.shards, shard, once, DealRead, repo.create_deal, shard, values,
+                principal.user_id,
+            )  # fmt: skip
         return await self._shown(principal, created)
 
     async def _new_deal(
@@ -345,10 +349,13 @@ class SalesService:
             if isinstance(item, DealBatchCreate):
                 principal.require("deal:write")
                 shard = self._customer_shard(item.data.customer_id)
-                values = await self._new_deal(principal, item.data, f"items.{i}.data.custom_fields")
+                field = f"items.{i}.data.custom_fields"
+                values = await self._new_deal(principal, item.data, field)
+                once = plan.item_key(i, item)
+                claim = await self.deal_fields.claim(values["custom_fields"], key=once, field=field)
                 plan.add(
                     i, "create", shard, repo.create_deal, shard, values, principal.user_id,
-                    key=plan.item_key(i, item), explain=_refused,
+                    key=once, explain=_refused, claim=claim,
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "deal")
@@ -356,9 +363,13 @@ class SalesService:
                 principal.require("deal:write")
                 field = f"items.{i}.data.custom_fields"
                 changes = await self._deal_changes(principal, item.id, item.data, field)
-                plan.change(
-                    i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused
+                claim = await self.deal_fields.claim(
+                    changes.get("custom_fields"), record=item.id, field=field
                 )
+                plan.change(
+                    i, item, shard, repo.update_deal, "deal:write", changes, explain=_refused,
+                    claim=claim,
+                )  # fmt: skip
             else:
                 plan.change(i, item, shard, repo.delete_deal, "deal:delete", explain=_refused)
 
@@ -418,11 +429,13 @@ class SalesService:
         principal.require("deal:write")
         shard = self._shard(deal_id, "deal")
         changes = await self._deal_changes(principal, deal_id, data)
-        outcome = await self.shards.write(
-            shard, repo.update_deal, deal_id, changes, if_version, principal.user_id,
-            principal.owners("deal:write"),
-        )  # fmt: skip
-        return await self._shown(principal, _written(outcome, "deal", deal_id, principal))
+        async with await self.deal_fields.claim(changes.get("custom_fields"), record=deal_id):
+            outcome = await self.shards.write(
+                shard, repo.update_deal, deal_id, changes, if_version, principal.user_id,
+                principal.owners("deal:write"),
+            )  # fmt: skip
+            updated = _written(outcome, "deal", deal_id, principal)
+        return await self._shown(principal, updated)
 
     async def _deal_changes(
         self,
@@ -457,12 +470,14 @@ class SalesService:
 
     async def restore_deal(self, principal: Principal, deal_id: int) -> DealRead:
         principal.require("deal:delete")
-        restored = await self.shards.write(
-            self._shard(deal_id, "deal"), repo.restore_deal, deal_id, principal.user_id,
-            principal.owners("deal:delete"),
-        )  # fmt: skip
-        if restored is None:
-            raise NotFound(f"deal {deal_id} not found")
+        shard = self._shard(deal_id, "deal")
+        async with await self.deal_fields.claim_restore(deal_id):
+            restored = await self.shards.write(
+                shard, repo.restore_deal, deal_id, principal.user_id,
+                principal.owners("deal:delete"),
+            )  # fmt: skip
+            if restored is None:
+                raise NotFound(f"deal {deal_id} not found")
         return await self._shown(principal, restored)
 
     async def list_deals(self, principal: Principal, query: DealListQuery) -> Page[DealRead]:

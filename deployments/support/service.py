@@ -25,6 +25,7 @@ from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSche
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import Denied, Stale, written
 from deployments._kit.timeline import TimelineItem, Window
+from deployments._kit.unique_values import Records
 from deployments.support import config_repo, repo, rules
 from deployments.support.schemas import (
     CommentCreate,
@@ -86,7 +87,7 @@ class SupportService:
         self.config = config
         self.customers = customers
         self.now = now
-        self.ticket_fields = ObjectFields("tickets", fields)
+        self.ticket_fields = ObjectFields("tickets", fields, Records(shards, "tickets"))
 
     async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
         """Remove a deleted custom field's values from every ticket (the auth
@@ -141,9 +142,10 @@ class SupportService:
     async def create(self, principal: Principal, data: TicketCreate) -> TicketRead:
         data = await self.ticket_fields.create(data)
         shard, placed = await self._new_ticket(principal, data)
-        created = await self.shards.write(
-            shard, repo.create_ticket, shard, data, *placed, principal.user_id
-        )
+        async with await self.ticket_fields.claim(data.custom_fields):
+            created = await self.shards.write(
+                shard, repo.create_ticket, shard, data, *placed, principal.user_id
+            )
         return await self._shown(principal, created)
 
     async def _new_ticket(
@@ -188,19 +190,24 @@ class SupportService:
             if isinstance(item, TicketBatchCreate):
                 data = await self.ticket_fields.create(item.data, field)
                 shard, placed = await self._new_ticket(principal, data)
+                once = plan.item_key(i, item)
+                claim = await self.ticket_fields.claim(data.custom_fields, key=once, field=field)
                 plan.add(
                     i, "create", shard, repo.create_ticket, shard, data, *placed,
-                    principal.user_id, key=plan.item_key(i, item),
+                    principal.user_id, key=once, claim=claim,
                 )  # fmt: skip
                 return
             shard = self._shard(item.id, "ticket")
             if isinstance(item, TicketBatchUpdate):
                 principal.require("ticket:write")
                 changes, policy = await self._ticket_changes(principal, item.id, item.data, field)
+                claim = await self.ticket_fields.claim(
+                    changes.get("custom_fields"), record=item.id, field=field
+                )
                 plan.add(
                     i, "update", shard, repo.update_ticket, item.id, changes, item.if_match,
                     policy, principal.user_id, principal.owners("ticket:write"),
-                    record_id=item.id, key=plan.item_key(i, item), explain=_refused,
+                    record_id=item.id, key=plan.item_key(i, item), explain=_refused, claim=claim,
                 )  # fmt: skip
             else:
                 plan.change(i, item, shard, repo.delete_ticket, "ticket:delete")
@@ -270,11 +277,12 @@ class SupportService:
         principal.require("ticket:write")
         shard = self._shard(ticket_id, "ticket")
         changes, policy = await self._ticket_changes(principal, ticket_id, data)
-        outcome = await self.shards.write(
-            shard, repo.update_ticket, ticket_id, changes, if_version, policy, principal.user_id,
-            principal.owners("ticket:write"),
-        )  # fmt: skip
-        return await self._record(principal, outcome, ticket_id)
+        async with await self.ticket_fields.claim(changes.get("custom_fields"), record=ticket_id):
+            outcome = await self.shards.write(
+                shard, repo.update_ticket, ticket_id, changes, if_version, policy,
+                principal.user_id, principal.owners("ticket:write"),
+            )  # fmt: skip
+            return await self._record(principal, outcome, ticket_id)
 
     async def set_status(
         self,
@@ -353,12 +361,13 @@ class SupportService:
     async def restore(self, principal: Principal, ticket_id: int) -> TicketRead:
         principal.require("ticket:delete")
         shard = self._shard(ticket_id, "ticket")
-        restored = await self.shards.write(
-            shard, repo.restore_ticket, ticket_id, principal.user_id,
-            principal.owners("ticket:delete"),
-        )  # fmt: skip
-        if restored is None:
-            raise NotFound(f"ticket {ticket_id} not found")
+        async with await self.ticket_fields.claim_restore(ticket_id):
+            restored = await self.shards.write(
+                shard, repo.restore_ticket, ticket_id, principal.user_id,
+                principal.owners("ticket:delete"),
+            )  # fmt: skip
+            if restored is None:
+                raise NotFound(f"ticket {ticket_id} not found")
         return await self._shown(principal, restored)
 
     async def list(self, principal: Principal, query: TicketListQuery) -> Page[TicketRead]:

@@ -149,3 +149,34 @@ def test_a_custom_field_sort_orders_as_the_database_does() -> None:
     assert position == Position(Decimal("12.5"), 7)
     with pytest.raises(BadRequest):
         seats.position(Position("x", 7))
+
+
+def test_unique_values_compare_in_stored_form() -> None:
+    from deployments._kit.unique_values import digest
+
+    mail = definition("billing", "email", unique=True)
+    assert cf.stored(mail, "Ann.Lee@Example.COM") == "ann.lee@example.com"
+    assert cf.stored(definition("cc", "email"), "Ann@Example.COM") == "Ann@example.com"
+    assert digest("number", 7) == digest("number", 7.0) == digest("number", 7.00)
+    assert digest("number", 70) != digest("number", 7)
+    assert digest("text", "ACME-1") != digest("text", "acme-1")
+    assert digest("text", "7") != digest("number", 7)  # one field has one type; still apart
+
+
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [
+        ({"type": "text"}, True),
+        ({"type": "number"}, True),
+        ({"type": "boolean"}, False),
+        ({"type": "multi_select", "options": [GOLD]}, False),
+        ({"type": "text", "default": "x"}, False),
+    ],
+)
+def test_which_fields_may_be_unique(body: dict[str, Any], ok: bool) -> None:
+    made = {"object": "customers", "key": "k", "label": "K", "unique": True, **body}
+    if ok:
+        assert cf.FieldCreate.model_validate(made).unique
+    else:
+        with pytest.raises(ValueError):
+            cf.FieldCreate.model_validate(made)
