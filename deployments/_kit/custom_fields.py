@@ -384,7 +384,7 @@ class ObjectFields:
             return NO_CLAIM
         return await claim(
             self.source, self.records, unique, values,
-            record=record, token=token_of(key), field=field,
+            record=record, token=token_of(key, self.object), field=field,
         )  # fmt: skip
 
     async def claim_restore(self, record_id: int) -> Claim:

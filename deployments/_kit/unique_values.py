@@ -12,10 +12,11 @@ and the record written after:
 How it holds:
 - **A claim is taken with a token** (random, or derived from the write's
   `Idempotency-Key`, batch item key or import row key, so a retried write finds its own
-  claim). A claim another token holds is only taken over when no live record other
-  than the writer's holds the value: the records are asked (a GIN containment lookup on
-  every server, deployments/_kit/custom_fields.py's index); a claim just taken and not
-  yet kept (`CLAIM_GRACE_S`) is a write in flight, and the value is taken.
+  claim), and kept once the record is written (off the write's path). A claim another
+  token holds is only taken over when no live record other than the writer's holds
+  the value: the records are asked (one lookup on each server, answered by the GIN
+  index on the table's `custom_fields`); a claim taken less than `CLAIM_GRACE_S` ago
+  and not kept yet is a write in flight, and the value is taken.
 - **The record is the truth, the claim a lock**: a value a record stops holding (an
   update, a delete) keeps its claim until somebody wants the value, who then finds no
   holder and takes it over. A crash between the claim and the write leaves a claim not
@@ -28,7 +29,9 @@ How it holds:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +47,9 @@ from gateway.idempotency import Once
 from shards import ReadConn, WriteConn
 from shards.client import Database, Shards
 
+log = logging.getLogger("nextflow.unique_values")
 CLAIM_GRACE_S = 120.0
+ASKING = 8  # lookups of a value's holders at once (each asks every server)
 UNIQUE_TYPES = frozenset({"text", "email", "url", "phone", "number", "decimal"})
 
 
@@ -81,13 +86,14 @@ def digest(kind: str, value: Any) -> bytes:
     return hashlib.sha256(f"{kind}:{text}".encode()).digest()
 
 
-def token_of(key: Once | str | None) -> str:
+def token_of(key: Once | str | None, scope: str = "") -> str:
     """The claim token of a write: its idempotency key's (so a retry owns the claim
-    it took), a stable row key's, or a fresh one."""
+    it took), a stable row key's, or a fresh one; `scope` (the object) keeps one key
+    used on two objects apart."""
     if key is None:
         return secrets.token_hex(16)
     text = key if isinstance(key, str) else f"{key.caller}\x00{key.key}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{scope}\x00{text}".encode()).hexdigest()[:32]
 
 
 # -- the records: who holds a value ------------------------------------------------------
@@ -158,10 +164,22 @@ class Claim:
     settled: bool = False
 
     async def settle(self, kept: bool) -> None:
+        """Keep the claims or let them go, off the write's path (measured: awaiting it
+        was a third of a create's time): the records are the truth, and a claim not
+        kept is checked against them before it is taken over, so a settle that never
+        lands only holds a value back for `CLAIM_GRACE_S`."""
         if self.store is None or not self.wanted or self.settled:
             return
         self.settled = True
-        await self.store.settle(self.wanted, kept)
+        task = asyncio.get_running_loop().create_task(self._settle(self.store, kept))
+        _SETTLING.add(task)
+        task.add_done_callback(_SETTLING.discard)
+
+    async def _settle(self, store: ClaimStore, kept: bool) -> None:
+        try:
+            await store.settle(self.wanted, kept)
+        except Exception as exc:  # noqa: BLE001 (logged: the claim stays as taken)
+            log.warning("unique values not %s: %s", "kept" if kept else "let go", exc)
 
     async def __aenter__(self) -> Claim:
         return self
@@ -173,6 +191,7 @@ class Claim:
 
 
 NO_CLAIM = Claim()
+_SETTLING: set[asyncio.Task[None]] = set()  # settles under way (kept referenced)
 
 
 async def claim(
@@ -216,20 +235,23 @@ async def claim_rows(
                 wants[(field_id, digest(kind, value), token)] = (i, key, value)
     if not wants:
         return NO_CLAIM, {}
+    ours = {token for _, _, token in wants}
     refused: dict[int, list[dict[str, str]]] = {}
     mine: set[Want] = set()  # values the record holds already: nothing to claim
-    ours = {token for _, _, token in wants}
-    for held in await store.claim(list(wants)):  # few (values in use): each asks every server
+    asking = asyncio.Semaphore(ASKING)
+
+    async def decide(held: Held) -> None:
         want = (held.field_id, held.digest, held.wanted_by)
         i, key, value = wants[want]
         record = rows[i][2]
         problem = None
         if held.token in ours:
-            problem = "an earlier row has this value"
+            problem = "another row of the file has this value"
         elif held.in_flight:
             problem = "another write is storing this value now"
         else:
-            holders = await records.holding(key, value)
+            async with asking:
+                holders = await records.holding(key, value)
             if any(record is None or record not in (h, name) for h, name in holders):
                 problem = "another record has this value"
             elif holders:
@@ -238,6 +260,8 @@ async def claim_rows(
                 problem = "another write is storing this value now"
         if problem is not None:
             refused.setdefault(i, []).append({"field": f"{field}.{key}", "message": problem})
+
+    await asyncio.gather(*(decide(held) for held in await store.claim(list(wants))))
     got = Claim(store, [w for w in wants if w not in mine and wants[w][0] not in refused])
     gone = [w for w in wants if w not in mine and wants[w][0] in refused]
     if gone:  # only these tokens' claims not kept yet go

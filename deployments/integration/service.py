@@ -498,10 +498,10 @@ class IntegrationService:
                         break
                     future, lines, first = parsing.popleft()
                     chunk = _drop_repeats(await future, seen, lines, first)
-                    chunk, claim = await self._claim(chunk, definitions, lines, first)
                     if await self._cancelled(job_id):  # no chunk is written after a cancel
                         await land(0, report=False)
                         return "cancelled", None
+                    chunk, claim = await self._claim(chunk, definitions, lines, first)
                     for e in chunk.errors:
                         errors.writerow([e.line, e.message, *e.raw])
                     task = asyncio.create_task(
@@ -567,7 +567,7 @@ class IntegrationService:
             for i, values in enumerate(batch.unique):
                 if values:
                     key = batch.keys[i]
-                    rows.append((dict(values), token_of(f"import\x00{key}"), key))
+                    rows.append((dict(values), token_of(f"import\x00{key}", "customers"), key))
                     where.append((shard, i))
         claim, refused = await claim_rows(self.fields, self._records, unique, rows, field="cf")
         if not refused:

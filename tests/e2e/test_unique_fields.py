@@ -170,7 +170,7 @@ def test_an_import_keeps_unique_values_unique(http: httpx.Client, admin: dict[st
     errors = http.get(f"/v1/integration/jobs/{job['id']}/errors", headers=admin)
     assert errors.status_code == 200, errors.text
     assert f"cf.{vat}: another record has this value" in errors.text, errors.text
-    assert f"cf.{vat}: an earlier row has this value" in errors.text, errors.text
+    assert f"cf.{vat}: another row of the file has this value" in errors.text, errors.text
     # Imported again: the rows own their values (the same customers), nothing refused twice.
     again = _import(http, admin, _csv(rows))
     assert again["result"]["unchanged"] == 2 and again["result"]["failed"] == 2, again["result"]
