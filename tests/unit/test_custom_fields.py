@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from deployments._kit import custom_fields as cf
 from deployments._kit.sql import Params
@@ -178,5 +179,5 @@ def test_which_fields_may_be_unique(body: dict[str, Any], ok: bool) -> None:
     if ok:
         assert cf.FieldCreate.model_validate(made).unique
     else:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValidationError, match="unique|options"):
             cf.FieldCreate.model_validate(made)
