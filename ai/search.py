@@ -5,13 +5,23 @@ three rankings. Pure functions; the Ray tasks in tasks.py call them.
   as it occurs), the words of its e-mail address and phone number kept apart (a role
   may hide those fields: they are matched only for callers who may see them), and
   the text a sentence embedding is made of (never the e-mail or phone).
+- **Words** (`tokens`): case-folded, accents off, and the letters Unicode does not
+  decompose folded too (`Đ` → `d`, `Ø` → `o`, `ß` → `ss`, `Æ` → `ae`), so "duc" finds
+  "Đức" and "orsted" finds "Ørsted"; letters of every script are kept, and Chinese,
+  Japanese and Korean text (no spaces between words) becomes its characters and
+  their pairs (`東京` → `東`, `京`, `東京`), as search engines index it.
 - **Lexical (BM25)**: each shard's task finds the documents holding any query word
-  (a GIN index on the stored words), and returns its corpus statistics (documents,
-  total length, document frequency of each query word) with its best
-  `CANDIDATE_FACTOR * limit` candidates and their term counts (`shard_candidates`);
-  `merge` adds the statistics up and scores every candidate again with the global
-  IDF and average length, so scores from different shards compare. A document can be
-  missed only when the global and local weights order it very differently.
+  (a GIN index on the stored words) or a word near one (a trigram index: a prefix,
+  one typo), and returns its corpus statistics (documents, total length, document
+  frequency of each query word) with its best `CANDIDATE_FACTOR * limit` candidates
+  and their term counts (`shard_candidates`: a prefix match counts `PREFIX`, a
+  one-edit match `TYPO`, an exact one 1); `merge` adds the statistics up and scores
+  every candidate again with the global IDF and average length, so scores from
+  different shards compare. A document can be missed only when the global and local
+  weights order it very differently.
+- **Exact first**: a record whose name, e-mail address or phone number is the whole
+  query (as words: "nguyen van duc", "ann@example.com", a phone's last 9 digits) is
+  ranked above every other, in lexical and in hybrid search.
 - **Semantic**: cosine similarity of the query's embedding with each stored one; a
   shard's top `limit` (`nearest`) are exact, and so is the merge (`merge_nearest`).
 - **Hybrid** (the default when embeddings are on): the two lists fused by reciprocal
@@ -35,15 +45,101 @@ K1 = 1.2
 B = 0.75
 CANDIDATE_FACTOR = 4
 RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al., 2009)
-_WORD = re.compile(r"[0-9a-z]+")
+PREFIX = 0.7  # what a word the query word begins counts, against 1 for the word itself
+TYPO = 0.5  # and a word one edit away (a letter more, less, changed or two swapped)
+TYPO_MIN = 4  # shorter query words are not matched with a typo (too many neighbours)
+_WORD = re.compile(r"[^\W_]+")
+# Letters NFKD does not decompose, as their readers spell them without the mark.
+_FOLD = str.maketrans({
+    "đ": "d", "ð": "d", "ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "þ": "th", "ı": "i",
+    "ħ": "h", "ŧ": "t", "ŋ": "ng", "ƒ": "f", "ĸ": "k", "ſ": "s",
+})  # fmt: skip
+# Scripts written without spaces between words: indexed by characters and pairs.
+_CJK = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]+"
+)
 KINDS = ("customer", "contact", "ticket")
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-case words without accents; e-mail addresses and URLs split into parts."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
-    return _WORD.findall(plain)
+    """The words of `text` as they are indexed and searched: case-folded, without
+    accents or marks (see the module), e-mail addresses and URLs split into parts,
+    CJK runs as their characters and each pair of neighbours."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(c for c in folded if not unicodedata.combining(c)).translate(_FOLD)
+    out: list[str] = []
+    for word in _WORD.findall(plain):
+        at = 0
+        for run in _CJK.finditer(word):
+            if run.start() > at:
+                out.append(word[at : run.start()])
+            chars = run.group()
+            out.extend(chars)
+            out.extend(chars[i : i + 2] for i in range(len(chars) - 1))
+            at = run.end()
+        if at < len(word):
+            out.append(word[at:])
+    return out
+
+
+def phone_keys(words: Sequence[str]) -> list[str]:
+    """A phone number's digits as one word, and its last 9 digits (a national and an
+    international spelling of one number share them: "0912 345 678", "+84 912 345
+    678"); none when the words are not all digits or make fewer than 7."""
+    digits = "".join(words)
+    if len(digits) < 7 or not digits.isdigit():
+        return []
+    return [digits, digits[-9:]] if len(digits) > 9 else [digits]
+
+
+def query_terms(words: Sequence[str]) -> list[str]:
+    """What a query's words look for: themselves, and a phone number's keys."""
+    return sorted({*words, *phone_keys(words)})
+
+
+def fuzzy_terms(terms: Iterable[str]) -> list[str]:
+    """The query words looked up by their neighbours too (prefixes, typos): those of
+    two or more ASCII letters or digits (the trigram index reads ASCII only: the
+    databases' locale is C)."""
+    return [t for t in terms if len(t) >= 2 and t.isascii() and t.isalnum()]
+
+
+def one_edit(a: str, b: str) -> bool:
+    """`a` and `b` differ by exactly one letter added, removed or changed, or two
+    neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :] or (a[i : i + 2] == b[i : i + 2][::-1]
+                                             and a[i + 2 :] == b[i + 2 :])  # fmt: skip
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer[i + 1 :] == shorter[i:]
+
+
+def match_weight(query_word: str, word: str) -> float:
+    """How much `word` of a document counts for `query_word`: 1 the same word,
+    `PREFIX` a word it begins, `TYPO` a word one edit away, else 0."""
+    if word == query_word:
+        return 1.0
+    if len(query_word) >= 2 and word.startswith(query_word):
+        return PREFIX
+    if len(query_word) >= TYPO_MIN and one_edit(query_word, word):
+        return TYPO
+    return 0.0
+
+
+def is_exact(query: Sequence[str], title: str, emails: Sequence[str],
+             phones: Sequence[str]) -> bool:  # fmt: skip
+    """The whole query is the record's name, e-mail address or phone number (its last
+    9 digits when both have that many: a national and an international spelling)."""
+    if not query:
+        return False
+    if tokens(title) == list(query) or (emails and list(emails) == list(query)):
+        return True
+    return bool(phones) and not set(phone_keys(query)).isdisjoint(phones)
 
 
 @dataclass(frozen=True)
@@ -87,13 +183,18 @@ def entry(kind: str, row: dict[str, Any]) -> Entry:
         title=title,
         terms=tokens(visible),
         email_terms=tokens(row.get("email") or ""),
-        phone_terms=tokens(row.get("phone") or ""),
+        phone_terms=_phone_terms(row.get("phone") or ""),
         text=text[:2000],  # the model reads 256 word pieces; more is only cost
     )
 
 
+def _phone_terms(phone: str) -> list[str]:
+    words = tokens(phone)
+    return words + [k for k in phone_keys(words) if k not in words]
+
+
 # -- lexical: BM25 --------------------------------------------------------------------
-def _bm25(counts: dict[str, int], length: int, idf: dict[str, float], avg_len: float) -> float:
+def _bm25(counts: dict[str, float], length: int, idf: dict[str, float], avg_len: float) -> float:
     score = 0.0
     for term, weight in idf.items():
         tf = counts.get(term, 0)
@@ -108,37 +209,51 @@ def _idf(n_docs: int, df: dict[str, int]) -> dict[str, float]:
 
 
 def shard_candidates(
-    terms: Sequence[str],
+    query: Sequence[str],
     docs: int,
     length: int,
-    matches: Iterable[tuple[str, int, str, list[str], int]],
+    matches: Iterable[tuple[str, int, str, list[str], list[str], list[str], int]],
     limit: int,
 ) -> dict[str, Any]:
-    """One shard's statistics and best `limit * CANDIDATE_FACTOR` matches. `docs`,
-    `length`: the shard's documents (of the searched kinds) and their total length;
-    `matches`: (kind, id, title, words the caller may match, length) of every
-    document holding a query term."""
-    wanted = set(terms)
+    """One shard's statistics and best `limit * CANDIDATE_FACTOR` matches. `query`:
+    the query's words in order; `docs`, `length`: the shard's documents (of the
+    searched kinds) and their total length; `matches`: (kind, id, title, words, e-mail
+    words, phone words, length) of every candidate document (the e-mail and phone
+    words only where the caller may match them, else empty)."""
+    wanted = query_terms(query)
     df: Counter[str] = Counter()
     found = []
-    for kind, record_id, title, words, doc_len in matches:
-        counts = Counter(w for w in words if w in wanted)
+    for kind, record_id, title, words, emails, phones, doc_len in matches:
+        counts = _counts(wanted, [*words, *emails, *phones])
         if counts:
             df.update(counts.keys())
-            found.append((kind, record_id, title, dict(counts), doc_len))
+            exact = is_exact(query, title, emails, phones)
+            found.append((kind, record_id, title, counts, doc_len, exact))
     idf = _idf(docs, {t: df[t] for t in wanted})
     avg = length / docs if docs else 0.0
-    found.sort(key=lambda m: (-_bm25(m[3], m[4], idf, avg), m[1]))
+    found.sort(key=lambda m: (not m[5], -_bm25(m[3], m[4], idf, avg), m[1]))
     return {
         "docs": docs,
         "length": length,
-        "df": {t: df[t] for t in sorted(wanted)},
+        "df": {t: df[t] for t in wanted},
         "candidates": found[: limit * CANDIDATE_FACTOR],
     }
 
 
+def _counts(wanted: Sequence[str], words: Sequence[str]) -> dict[str, float]:
+    """Each query word's weighted occurrences in a document's words (a word counts as
+    much as its best match: the word itself 1, a prefix `PREFIX`, a typo `TYPO`)."""
+    counts: dict[str, float] = {}
+    for q in wanted:
+        total = sum(match_weight(q, w) for w in words)
+        if total:
+            counts[q] = total
+    return counts
+
+
 def merge(partials: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """The global top `limit`: every candidate scored with the summed statistics."""
+    """The global top `limit`: the exact matches first, then every candidate scored
+    with the summed statistics."""
     n_docs = sum(p["docs"] for p in partials)
     total_len = sum(p["length"] for p in partials)
     df: Counter[str] = Counter()
@@ -147,16 +262,20 @@ def merge(partials: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     idf = _idf(n_docs, dict(df))
     avg = total_len / n_docs if n_docs else 0.0
     scored = [
-        (kind, record_id, title, _bm25(counts, length, idf, avg))
+        (kind, record_id, title, _bm25(counts, length, idf, avg), exact)
         for p in partials
-        for kind, record_id, title, counts, length in p["candidates"]
+        for kind, record_id, title, counts, length, exact in p["candidates"]
     ]
-    scored.sort(key=lambda c: (-c[3], c[1]))
-    return [hit(kind, record_id, title, score) for kind, record_id, title, score in scored[:limit]]
+    scored.sort(key=lambda c: (not c[4], -c[3], c[1]))
+    return [
+        hit(kind, record_id, title, score, exact)
+        for kind, record_id, title, score, exact in scored[:limit]
+    ]
 
 
-def hit(kind: str, record_id: int, title: str, score: float) -> dict[str, Any]:
-    return {"type": kind, "id": str(record_id), "title": title, "score": round(score, 6)}
+def hit(kind: str, record_id: int, title: str, score: float, exact: bool = False) -> dict[str, Any]:
+    return {"type": kind, "id": str(record_id), "title": title, "score": round(score, 6),
+            "exact": exact}  # fmt: skip
 
 
 # -- semantic: cosine similarity -------------------------------------------------------
@@ -179,13 +298,16 @@ def merge_nearest(partials: Iterable[list[dict[str, Any]]], limit: int) -> list[
 
 # -- hybrid: reciprocal rank fusion ----------------------------------------------------
 def fuse(rankings: Sequence[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
-    """One list from several rankings of the same records: each record scores
-    Σ 1 / (RRF_K + rank) over the lists it is in."""
+    """One list from several rankings of the same records: the exact matches first
+    (a record whose name is the query is what the caller looks for, whatever the
+    meaning ranking says), then each record by Σ 1 / (RRF_K + rank) over the lists it
+    is in."""
     fused: dict[str, float] = {}
     first: dict[str, dict[str, Any]] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
             fused[hit["id"]] = fused.get(hit["id"], 0.0) + 1.0 / (RRF_K + rank)
             first.setdefault(hit["id"], hit)
-    order = sorted(fused, key=lambda i: (-fused[i], int(i)))
-    return [{**first[i], "score": round(fused[i], 6)} for i in order[:limit]]
+    exact = {h["id"] for ranking in rankings for h in ranking if h.get("exact")}
+    order = sorted(fused, key=lambda i: (i not in exact, -fused[i], int(i)))
+    return [{**first[i], "score": round(fused[i], 6), "exact": i in exact} for i in order[:limit]]

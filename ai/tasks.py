@@ -126,11 +126,13 @@ def lexical_server(
     (`owners`, per kind), matching only the fields its role may see (`hidden`, per
     kind: a hidden e-mail is not found by searching for it), read where the caller's
     writes are (`min_lsn`, `read_on`)."""
-    terms = sorted(set(search.tokens(query)))
+    words = search.tokens(query)
+    terms = search.query_terms(words)
+    near = search.fuzzy_terms(terms)
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.lexical_matches,
          (kind, shards, terms, (owners or {}).get(kind),
-          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden)))
+          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden), near))
         for kind in kinds
     ]  # fmt: skip
     docs = length = 0
@@ -139,7 +141,7 @@ def lexical_server(
         docs += n_docs
         length += n_length
         matches += found
-    partial = search.shard_candidates(terms, docs, length, matches, limit)
+    partial = search.shard_candidates(words, docs, length, matches, limit)
     partial["runtime"] = runtime().model_dump()
     return partial
 

@@ -18,44 +18,27 @@ ratio, and each side's p50/p99 per call.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
+import sides  # noqa: E402
 
 from cluster.cli import RichReporter  # noqa: E402
-from cluster.procs import StackError, require_executable  # noqa: E402
+from cluster.procs import require_executable  # noqa: E402
 
 DOC_BEGIN = "<!-- BEGIN bench/batch.py: generated, rerun `make bench-batch` to update -->"
 DOC_END = "<!-- END bench/batch.py -->"
 CONNECTIONS = 8
 BATCH = 100
 console = base.console
-
-
-@dataclass(frozen=True)
-class Plan:
-    duration_s: int
-    rounds: int
-    write_doc: bool
-
-
-@dataclass(frozen=True)
-class Run:
-    side: str
-    items_per_s: float
-    p50_ms: float
-    p99_ms: float
 
 
 def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
@@ -80,53 +63,38 @@ def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
     )
 
 
-def run(plan: Plan) -> None:
+def run(plan: sides.Plan) -> None:
     require_executable("wrk", "install it: apt-get install wrk")
     root, settings, stack = base.tuned_stack("nfbb-")
     load_at_start = os.getloadavg()[0]
-    runs: list[Run] = []
+    runs: list[sides.Run] = []
     try:
         console.rule("starting a private stack")
         stack.up(RichReporter(console))
         url = settings.serve_url
         auth = f"Authorization: Bearer {base.admin_token(url)}"
         batch, single = _targets(url, auth)
-        with base._progress() as progress:
-            base.wrk(batch, CONNECTIONS, 3, progress)  # warm-up: replicas, pools, plans
-            base.wrk(single, CONNECTIONS, 3, progress)
-            for round_no in range(plan.rounds):
-                order = (batch, single) if round_no % 2 == 0 else (single, batch)
-                for target in order:
-                    got = base.wrk(target, CONNECTIONS, plan.duration_s, progress)
-                    per_call = BATCH if target is batch else 1
-                    runs.append(Run(target.label, got.rps * per_call, got.p50_ms, got.p99_ms))
-                time.sleep(2)  # let the relays and indexers drain between rounds
+        runs = sides.interleaved([(batch, BATCH), (single, 1)], CONNECTIONS, plan)
     finally:
         console.rule("stopping the stack")
         stack.down()
         shutil.rmtree(root, ignore_errors=True)
-    text = _markdown(runs, _median(runs, batch.label), _median(runs, single.label), plan,
-                     load_at_start)  # fmt: skip
+    text = _markdown(runs, sides.median(runs, batch.label), sides.median(runs, single.label),
+                     plan, load_at_start)  # fmt: skip
     console.print(text)
     if plan.write_doc:
         base.write_doc_section(DOC_BEGIN, DOC_END, text)
         console.print(f"wrote {base.DOC}")
 
 
-def _median(runs: Sequence[Run], side: str) -> Run:
-    mine = [r for r in runs if r.side == side]
-    return Run(
-        side,
-        statistics.median(r.items_per_s for r in mine),
-        statistics.median(r.p50_ms for r in mine),
-        max(r.p99_ms for r in mine),
-    )
-
-
 def _markdown(
-    runs: Sequence[Run], batch: Run, single: Run, plan: Plan, load_at_start: float
+    runs: Sequence[sides.Run],
+    batch: sides.Run,
+    single: sides.Run,
+    plan: sides.Plan,
+    load_at_start: float,
 ) -> str:
-    ratio = batch.items_per_s / single.items_per_s
+    ratio = batch.per_s / single.per_s
     lines = [
         DOC_BEGIN,
         "## Batch writes: `POST /v1/customers/batch` against single creates",
@@ -138,13 +106,12 @@ def _markdown(
         "",
         "| side | customers/s | p50 ms per call | p99 ms per call | vs single |",
         "|---|--:|--:|--:|--:|",
-        f"| {batch.side} | {batch.items_per_s:,.0f} | {batch.p50_ms:.1f} | "
+        f"| {batch.side} | {batch.per_s:,.0f} | {batch.p50_ms:.1f} | "
         f"{batch.p99_ms:.1f} | {ratio:.2f}x |",
-        f"| {single.side} | {single.items_per_s:,.0f} | {single.p50_ms:.1f} | "
-        f"{single.p99_ms:.1f} | |",
+        f"| {single.side} | {single.per_s:,.0f} | {single.p50_ms:.1f} | {single.p99_ms:.1f} | |",
         "",
         "Each round, customers/s: "
-        + "; ".join(f"{r.side.split(' (')[0]} {r.items_per_s:,.0f}" for r in runs),
+        + "; ".join(f"{r.side.split(' (')[0]} {r.per_s:,.0f}" for r in runs),
         "",
         f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"load average (1 min) {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
@@ -157,25 +124,5 @@ def _markdown(
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Plan:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="short, docs untouched")
-    args = parser.parse_args(argv)
-    if args.quick:
-        return Plan(duration_s=3, rounds=1, write_doc=False)
-    return Plan(duration_s=args.duration, rounds=args.rounds, write_doc=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except (StackError, base.BenchError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(sides.main(run, __doc__.splitlines()[0], None))

@@ -15,14 +15,11 @@ field on the other, interleaved round by round (alternating which goes first).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,9 +27,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
+import sides  # noqa: E402
 
 from cluster.cli import RichReporter  # noqa: E402
-from cluster.procs import StackError, require_executable  # noqa: E402
+from cluster.procs import require_executable  # noqa: E402
 
 DOC_BEGIN = (
     "<!-- BEGIN bench/unique_fields.py: generated, rerun `make bench-unique-fields` to update -->"
@@ -40,21 +38,6 @@ DOC_BEGIN = (
 DOC_END = "<!-- END bench/unique_fields.py -->"
 CONNECTIONS = 8
 console = base.console
-
-
-@dataclass(frozen=True)
-class Plan:
-    duration_s: int
-    rounds: int
-    write_doc: bool
-
-
-@dataclass(frozen=True)
-class Run:
-    side: str
-    rps: float
-    p50_ms: float
-    p99_ms: float
 
 
 def _define(url: str, token: str) -> None:
@@ -88,11 +71,11 @@ def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
     )  # fmt: skip
 
 
-def run(plan: Plan) -> None:
+def run(plan: sides.Plan) -> None:
     require_executable("wrk", "install it: apt-get install wrk")
     root, settings, stack = base.tuned_stack("nfbu-")
     load_at_start = os.getloadavg()[0]
-    runs: list[Run] = []
+    runs: list[sides.Run] = []
     try:
         console.rule("starting a private stack")
         stack.up(RichReporter(console))
@@ -100,20 +83,12 @@ def run(plan: Plan) -> None:
         token = base.admin_token(url)
         _define(url, token)
         unique, plain = _targets(url, f"Authorization: Bearer {token}")
-        with base._progress() as progress:
-            base.wrk(unique, CONNECTIONS, 3, progress)  # warm-up: replicas, pools, plans
-            base.wrk(plain, CONNECTIONS, 3, progress)
-            for round_no in range(plan.rounds):
-                order = (unique, plain) if round_no % 2 == 0 else (plain, unique)
-                for target in order:
-                    got = base.wrk(target, CONNECTIONS, plan.duration_s, progress)
-                    runs.append(Run(target.label, got.rps, got.p50_ms, got.p99_ms))
-                time.sleep(2)  # let the relays and indexers drain between rounds
+        runs = sides.interleaved([(unique, 1), (plain, 1)], CONNECTIONS, plan)
     finally:
         console.rule("stopping the stack")
         stack.down()
         shutil.rmtree(root, ignore_errors=True)
-    text = _markdown(runs, _median(runs, unique.label), _median(runs, plain.label), plan,
+    text = _markdown(runs, sides.median(runs, unique.label), sides.median(runs, plain.label), plan,
                      load_at_start)  # fmt: skip
     console.print(text)
     if plan.write_doc:
@@ -121,18 +96,12 @@ def run(plan: Plan) -> None:
         console.print(f"wrote {base.DOC}")
 
 
-def _median(runs: Sequence[Run], side: str) -> Run:
-    mine = [r for r in runs if r.side == side]
-    return Run(
-        side,
-        statistics.median(r.rps for r in mine),
-        statistics.median(r.p50_ms for r in mine),
-        max(r.p99_ms for r in mine),
-    )
-
-
 def _markdown(
-    runs: Sequence[Run], unique: Run, plain: Run, plan: Plan, load_at_start: float
+    runs: Sequence[sides.Run],
+    unique: sides.Run,
+    plain: sides.Run,
+    plan: sides.Plan,
+    load_at_start: float,
 ) -> str:
     lines = [
         DOC_BEGIN,
@@ -145,11 +114,11 @@ def _markdown(
         "",
         "| side | creates/s | p50 ms | p99 ms | vs plain |",
         "|---|--:|--:|--:|--:|",
-        f"| {unique.side} | {unique.rps:,.0f} | {unique.p50_ms:.1f} | {unique.p99_ms:.1f} | "
-        f"{unique.rps / plain.rps:.2f}x |",
-        f"| {plain.side} | {plain.rps:,.0f} | {plain.p50_ms:.1f} | {plain.p99_ms:.1f} | |",
+        f"| {unique.side} | {unique.per_s:,.0f} | {unique.p50_ms:.1f} | {unique.p99_ms:.1f} | "
+        f"{unique.per_s / plain.per_s:.2f}x |",
+        f"| {plain.side} | {plain.per_s:,.0f} | {plain.p50_ms:.1f} | {plain.p99_ms:.1f} | |",
         "",
-        "Each round, creates/s: " + "; ".join(f"{r.side} {r.rps:,.0f}" for r in runs),
+        "Each round, creates/s: " + "; ".join(f"{r.side} {r.per_s:,.0f}" for r in runs),
         "",
         f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"load average (1 min) {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
@@ -162,25 +131,5 @@ def _markdown(
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Plan:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="short, docs untouched")
-    args = parser.parse_args(argv)
-    if args.quick:
-        return Plan(duration_s=3, rounds=1, write_doc=False)
-    return Plan(duration_s=args.duration, rounds=args.rounds, write_doc=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except (StackError, base.BenchError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(sides.main(run, __doc__.splitlines()[0], None))

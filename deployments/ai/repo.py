@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from deployments._kit.sql import Params
 from deployments._kit.types import Id
 from shards import ReadConn, WriteConn
 from shards.ids import shard_sql
@@ -230,11 +231,21 @@ async def count_sources(conn: ReadConn, kind: str, shard: int) -> int:
 async def unembedded_ids(conn: ReadConn, kind: str, shard: int, limit: int) -> list[int]:
     """Up to `limit` documents of live records of `kind` on `shard` that have no
     embedding yet."""
+    return await _waiting(conn, kind, shard, limit, "d.embedding IS NULL")
+
+
+async def unfolded_ids(conn: ReadConn, kind: str, shard: int, limit: int) -> list[int]:
+    """Up to `limit` documents of live records of `kind` on `shard` made by an older
+    tokenizer (no `words`), to index again."""
+    return await _waiting(conn, kind, shard, limit, "d.words IS NULL")
+
+
+async def _waiting(conn: ReadConn, kind: str, shard: int, limit: int, condition: str) -> list[int]:
     table = SOURCES[kind][1]
     rows = await conn.fetch(
         f"""SELECT d.id FROM search_documents d
             JOIN {table} r ON r.id = d.id AND r.deleted_at IS NULL
-            WHERE d.embedding IS NULL AND d.record_type = $1 AND {shard_sql("d.id")} = $2
+            WHERE {condition} AND d.record_type = $1 AND {shard_sql("d.id")} = $2
             ORDER BY d.id LIMIT $3""",
         kind, shard, limit,
     )  # fmt: skip
@@ -262,9 +273,11 @@ async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> i
         return 0
     status = await conn.execute(
         """INSERT INTO search_documents AS d (id, record_type, title, terms, email_terms,
-               phone_terms, length, embedding, model, source_updated_at)
+               phone_terms, words, length, embedding, model, source_updated_at)
            SELECT u.id, $1, u.title, string_to_array(u.terms, ' '),
                   string_to_array(u.email, ' '), string_to_array(u.phone, ' '),
+                  concat_ws(' ', nullif(u.terms, ''), nullif(u.email, ''),
+                            nullif(u.phone, '')),
                   u.length, u.embedding, u.model, u.updated
            FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::int[], $8::bytea[], $9::text[], $10::timestamptz[])
@@ -272,7 +285,7 @@ async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> i
            ON CONFLICT (id) DO UPDATE SET
                title = EXCLUDED.title, terms = EXCLUDED.terms,
                email_terms = EXCLUDED.email_terms, phone_terms = EXCLUDED.phone_terms,
-               length = EXCLUDED.length, embedding = EXCLUDED.embedding,
+               words = EXCLUDED.words, length = EXCLUDED.length, embedding = EXCLUDED.embedding,
                model = EXCLUDED.model, source_updated_at = EXCLUDED.source_updated_at,
                indexed_at = now()
            WHERE d.source_updated_at <= EXCLUDED.source_updated_at""",
@@ -283,6 +296,11 @@ async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> i
         [d.updated_at for d in docs],
     )  # fmt: skip
     return int(status.split()[-1])
+
+
+NEAR_MAX = 8  # query words looked up by their neighbours (each one more index scan)
+# Low enough for one typo in a four-letter word ("jonh": 2 of "john"'s 5 trigrams).
+NEAR_SIMILARITY = 0.4
 
 
 def _scope(kind: str, owners: list[int] | None, param: int) -> tuple[str, str]:
@@ -298,34 +316,53 @@ async def lexical_matches(
     owners: list[int] | None,
     email: bool,
     phone: bool,
-) -> tuple[int, int, list[tuple[str, int, str, list[str], int]]]:
+    near: list[str] | None = None,
+) -> tuple[int, int, list[tuple[str, int, str, list[str], list[str], list[str], int]]]:
     """(documents of `kind` on these logical shards, their total length, every visible
-    document holding a query term: (kind, id, title, the words the caller may match,
-    length)). `email`, `phone`: the caller may see (and so match) those fields."""
+    document holding a query term, or with `near` (query words of ASCII letters and
+    digits, ai/search.py `fuzzy_terms`) a word near one of them: (kind, id, title,
+    words, e-mail words, phone words, length)). `email`, `phone`: the caller may see
+    (and so match) those fields; the words of one it may not are left out, empty."""
     shard_of = shard_sql("d.id")
     stats = await conn.fetchrow(
         f"""SELECT count(*) AS docs, coalesce(sum(length), 0) AS length
             FROM search_documents d WHERE {shard_of} = ANY($1::int[]) AND d.record_type = $2""",
         shards, kind,
     )  # fmt: skip
+    params = Params()
+    args = [params(shards), params(kind), params(terms)]
     join, scope = _scope(kind, owners, 4)
-    # One text per combination of shown fields, so every plan can use the GIN indexes.
-    matched = ["d.terms && $3::text[]"]
-    words = ["d.terms"]
+    if owners is not None:
+        params(owners)
+    # One condition per index, so the plan is a bitmap OR of index scans.
+    matched = [f"d.terms && {args[2]}::text[]"]
     for shown, column in ((email, "d.email_terms"), (phone, "d.phone_terms")):
         if shown:
-            matched.append(f"{column} && $3::text[]")
-            words.append(column)
-    args: list[Any] = [shards, kind, terms] + ([owners] if owners is not None else [])
+            matched.append(f"{column} && {args[2]}::text[]")
+    for word in (near or [])[:NEAR_MAX]:
+        # Word similarity: the share of the query word's trigrams in the best stretch of
+        # the words (`pg_trgm.word_similarity_threshold`); the candidates are checked
+        # word by word after (ai/search.py `match_weight`).
+        matched.append(f"{params(word)} <% d.words")
+    if near:
+        await conn.execute(
+            "SELECT set_config('pg_trgm.word_similarity_threshold', $1, true)", str(NEAR_SIMILARITY)
+        )
+    email_words = "d.email_terms" if email else "'{}'::text[]"
+    phone_words = "d.phone_terms" if phone else "'{}'::text[]"
     rows = await conn.fetch(
-        f"""SELECT d.id, d.title, {" || ".join(words)} AS words, d.length
+        f"""SELECT d.id, d.title, d.terms, {email_words} AS emails, {phone_words} AS phones,
+                   d.length
             FROM search_documents d {join}
-            WHERE {shard_of} = ANY($1::int[]) AND d.record_type = $2
+            WHERE {shard_of} = ANY({args[0]}::int[]) AND d.record_type = {args[1]}
               AND ({" OR ".join(matched)}) {scope}""",
-        *args,
+        *params.values,
     )
-    found = [(kind, int(r["id"]), str(r["title"]), list(r["words"]), int(r["length"]))
-             for r in rows]  # fmt: skip
+    found = [
+        (kind, int(r["id"]), str(r["title"]), list(r["terms"]), list(r["emails"]),
+         list(r["phones"]), int(r["length"]))
+        for r in rows
+    ]  # fmt: skip
     return int(stats["docs"]), int(stats["length"]), found
 
 

@@ -74,6 +74,11 @@ class SearchHit(BaseModel):
     id: Id
     title: str
     score: float
+    exact: bool = Field(
+        default=False,
+        description="The whole query is the record's name, e-mail address or phone number"
+        " (such records come first).",
+    )
 
 
 class SearchResult(BaseModel):

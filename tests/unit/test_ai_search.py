@@ -33,16 +33,14 @@ def test_tokens_fold_case_accents_and_addresses() -> None:
 def shard(query: str, records: list[tuple[str, int, dict[str, object]]], limit: int) -> dict:
     """What a shard's task computes from its stored documents: the statistics of all of
     them, and the documents holding a query word (the GIN lookup)."""
-    terms = sorted(set(search.tokens(query)))
     entries = [(kind, i, search.entry(kind, row)) for kind, i, row in records]
-    words = {i: e.terms + e.email_terms + e.phone_terms for _, i, e in entries}
+    # Every document is a candidate (the indexes give a superset of the matches).
     matches = [
-        (kind, i, e.title, words[i], e.length)
+        (kind, i, e.title, e.terms, e.email_terms, e.phone_terms, e.length)
         for kind, i, e in entries
-        if set(words[i]) & set(terms)
     ]
     return search.shard_candidates(
-        terms, len(entries), sum(e.length for _, _, e in entries), matches, limit
+        search.tokens(query), len(entries), sum(e.length for _, _, e in entries), matches, limit
     )
 
 
@@ -72,9 +70,10 @@ def test_an_entry_keeps_email_and_phone_apart_and_out_of_the_embedded_text() -> 
     assert e.title == "Ada Byron"
     assert e.terms == ["ada", "byron", "head", "baker"]
     assert e.email_terms == ["ada", "analytical", "example"]
-    assert e.phone_terms == ["44", "20", "7946", "0000"]
+    # its words, all its digits, and its last 9 (a national spelling of it shares them)
+    assert e.phone_terms == ["44", "20", "7946", "0000", "442079460000", "079460000"]
     assert "analytical" not in e.text and "7946" not in e.text
-    assert e.length == 4 + 3 + 4
+    assert e.length == 4 + 3 + 6
 
 
 def test_semantic_shards_merge_exactly_like_one_matrix() -> None:
@@ -93,13 +92,17 @@ def test_semantic_shards_merge_exactly_like_one_matrix() -> None:
 
 
 def test_fusion_rewards_what_both_rankings_agree_on() -> None:
-    def ranked(*ids: int) -> list[dict[str, object]]:
-        return [{"type": "customer", "id": str(i), "title": str(i), "score": 1.0} for i in ids]
+    def ranked(*ids: int, exact: int = 0) -> list[dict[str, object]]:
+        return [{"type": "customer", "id": str(i), "title": str(i), "score": 1.0,
+                 "exact": i == exact} for i in ids]  # fmt: skip
 
     fused = search.fuse([ranked(1, 2, 3), ranked(3, 4, 1)], 3)
     assert [h["id"] for h in fused] == ["1", "3", "2"]  # 1: ranks 1+3; 3: 3+1 (tie by id)
     assert fused[0]["score"] == round(1 / 61 + 1 / 63, 6)
     assert [h["id"] for h in search.fuse([ranked(9), []], 3)] == ["9"]
+    # An exact match comes first however the meaning ranking placed it.
+    fused = search.fuse([ranked(1, 2, 5, exact=5), ranked(1, 2, 3)], 3)
+    assert [h["id"] for h in fused] == ["5", "1", "2"] and fused[0]["exact"]
 
 
 def test_pipeline_reduce_is_exact() -> None:
@@ -139,3 +142,82 @@ def test_stored_vectors_round_trip_as_float32_bytes() -> None:
     assert all(len(b) == 4 * embed.DIMENSIONS for b in blobs)
     assert np.array_equal(embed.from_bytes(blobs), vectors)
     assert embed.from_bytes([]).shape == (0, embed.DIMENSIONS)
+
+
+PEOPLE = [
+    (
+        "contact",
+        11,
+        {
+            "first_name": "Nguyễn Văn",
+            "last_name": "Đức",
+            "email": "duc@ví-dụ.vn",
+            "phone": "+84 912 345 678",
+        },
+    ),
+    ("contact", 12, {"first_name": "Đào", "last_name": "Thị Hoa", "title": "Đức's manager"}),
+    ("customer", 13, {"name": "Ørsted Vind", "industry": "energy"}),
+    ("customer", 14, {"name": "Bäckerei Müller & Söhne", "industry": "food"}),
+    ("customer", 15, {"name": "東京 株式会社", "industry": "trading"}),
+    ("customer", 16, {"name": "Duc Duc Duc Trading", "industry": "duc"}),
+    ("contact", 17, {"first_name": "Åsa", "last_name": "Strøm", "email": "asa@strom.no"}),
+]
+
+
+def test_tokens_fold_every_script_users_write_names_in() -> None:
+    assert search.tokens("Nguyễn Văn Đức, Đào") == ["nguyen", "van", "duc", "dao"]
+    assert search.tokens("Ørsted Æble Straße Łódź Þór") == [
+        "orsted", "aeble", "strasse", "lodz", "thor"]  # fmt: skip
+    assert search.tokens("東京 株式会社") == [
+        "東", "京", "東京", "株", "式", "会", "社", "株式", "式会", "会社"]  # fmt: skip
+    assert search.tokens("Москва ΑΘΗΝΑ") == ["москва", "αθηνα"]  # other scripts kept
+
+
+def _found(query: str, limit: int = 3) -> list[str]:
+    return [h["id"] for h in search.merge([shard(query, PEOPLE, limit)], limit)]
+
+
+@pytest.mark.parametrize(
+    ("query", "wanted"),
+    [
+        ("duc", "11"),
+        ("Đức", "11"),
+        ("nguyen van", "11"),
+        ("Nguyễn Văn Đức", "11"),
+        ("nguyne van duc", "11"),  # two letters swapped
+        ("nguyn", "11"),  # a letter missing (and a prefix)
+        ("orsted", "13"),
+        ("Ørsted", "13"),
+        ("muller", "14"),
+        ("backerei", "14"),
+        ("strom", "17"),
+        ("asa@strom.no", "17"),
+        ("東京", "15"),
+        ("株式会社", "15"),
+        ("東", "15"),
+        ("nguy", "11"),  # as the user types
+        ("0912 345 678", "11"),  # a national spelling of an international number
+    ],
+)
+def test_names_are_found_as_their_users_type_them(query: str, wanted: str) -> None:
+    assert wanted in _found(query), (query, _found(query))
+
+
+def test_the_exact_name_email_or_phone_ranks_first() -> None:
+    # "Duc Duc Duc Trading" holds "duc" four times; the contact whose name is the query
+    # still comes first, and is marked so.
+    first = search.merge([shard("Nguyễn Văn Đức", PEOPLE, 3)], 3)[0]
+    assert first["id"] == "11" and first["exact"]
+    assert _found("duc trading")[0] == "16"
+    assert _found("duc@ví-dụ.vn")[0] == "11"
+    assert search.merge([shard("+84912345678", PEOPLE, 3)], 3)[0]["id"] == "11"
+
+
+def test_typos_and_prefixes_count_less_than_the_word() -> None:
+    assert search.match_weight("duc", "duc") == 1.0
+    assert search.match_weight("duc", "ducati") == search.PREFIX
+    assert search.match_weight("nguyne", "nguyen") == search.TYPO
+    assert search.match_weight("duc", "dux") == 0.0  # short words take no typo
+    assert search.match_weight("john", "joan") == search.TYPO
+    assert search.match_weight("john", "jane") == 0.0
+    assert search.fuzzy_terms(["duc", "d", "東京", "x1"]) == ["duc", "x1"]
