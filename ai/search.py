@@ -99,9 +99,9 @@ def query_terms(words: Sequence[str]) -> list[str]:
 
 def fuzzy_terms(terms: Iterable[str]) -> list[str]:
     """The query words looked up by their neighbours too (prefixes, typos): those of
-    two or more ASCII letters or digits (the trigram index reads ASCII only: the
-    databases' locale is C)."""
-    return [t for t in terms if len(t) >= 2 and t.isascii() and t.isalnum()]
+    three or more ASCII letters or digits (shorter ones begin too many words; the
+    trigram index reads ASCII only: the databases' locale is C)."""
+    return [t for t in terms if len(t) >= 3 and t.isascii() and t.isalnum()]
 
 
 def one_edit(a: str, b: str) -> bool:
@@ -121,23 +121,38 @@ def one_edit(a: str, b: str) -> bool:
 
 def match_weight(query_word: str, word: str) -> float:
     """How much `word` of a document counts for `query_word`: 1 the same word,
-    `PREFIX` a word it begins, `TYPO` a word one edit away, else 0."""
+    `PREFIX` a word it begins, `TYPO` a word one edit away (a word with a letter: a
+    number one digit off is another number), else 0."""
     if word == query_word:
         return 1.0
     if len(query_word) >= 2 and word.startswith(query_word):
         return PREFIX
-    if len(query_word) >= TYPO_MIN and one_edit(query_word, word):
+    if len(query_word) >= TYPO_MIN and not query_word.isdigit() and one_edit(query_word, word):
         return TYPO
     return 0.0
 
 
-def is_exact(query: Sequence[str], title: str, emails: Sequence[str],
-             phones: Sequence[str]) -> bool:  # fmt: skip
+def is_exact(
+    query: Sequence[str],
+    title: str,
+    emails: Sequence[str],
+    phones: Sequence[str],
+    words: Sequence[str] = (),
+    title_words: int | None = None,
+) -> bool:
     """The whole query is the record's name, e-mail address or phone number (its last
-    9 digits when both have that many: a national and an international spelling)."""
+    9 digits when both have that many: a national and an international spelling).
+    `title_words`: how many of the document's first `words` are its title's (None: not
+    known, the title is read again)."""
     if not query:
         return False
-    if tokens(title) == list(query) or (emails and list(emails) == list(query)):
+    n = len(query)
+    if title_words is not None:
+        if title_words == n and list(words[:n]) == list(query):
+            return True
+    elif tokens(title) == list(query):
+        return True
+    if emails and list(emails) == list(query):
         return True
     return bool(phones) and not set(phone_keys(query)).isdisjoint(phones)
 
@@ -147,10 +162,11 @@ class Entry:
     """One record as the index keeps it."""
 
     title: str
-    terms: list[str]
+    terms: list[str]  # the title's words first
     email_terms: list[str]
     phone_terms: list[str]
     text: str
+    title_words: int = 0  # how many of `terms` are the title's
 
     @property
     def length(self) -> int:
@@ -181,6 +197,7 @@ def entry(kind: str, row: dict[str, Any]) -> Entry:
         raise ValueError(f"not a searchable kind: {kind}")
     return Entry(
         title=title,
+        title_words=len(tokens(title)),
         terms=tokens(visible),
         email_terms=tokens(row.get("email") or ""),
         phone_terms=_phone_terms(row.get("phone") or ""),
@@ -212,22 +229,34 @@ def shard_candidates(
     query: Sequence[str],
     docs: int,
     length: int,
-    matches: Iterable[tuple[str, int, str, list[str], list[str], list[str], int]],
+    matches: Iterable[tuple[str, int, str, int | None, list[str], list[str], list[str], int]],
     limit: int,
 ) -> dict[str, Any]:
     """One shard's statistics and best `limit * CANDIDATE_FACTOR` matches. `query`:
     the query's words in order; `docs`, `length`: the shard's documents (of the
-    searched kinds) and their total length; `matches`: (kind, id, title, words, e-mail
-    words, phone words, length) of every candidate document (the e-mail and phone
-    words only where the caller may match them, else empty)."""
+    searched kinds) and their total length; `matches`: (kind, id, title, how many of
+    its words are the title's, words, e-mail words, phone words, length) of every
+    candidate document (the e-mail and phone words only where the caller may match
+    them, else empty)."""
     wanted = query_terms(query)
+    near: dict[str, list[tuple[str, float]]] = {}  # a word -> what it counts, per query word
+
+    def weights(word: str) -> list[tuple[str, float]]:
+        found = near.get(word)
+        if found is None:  # once per distinct word: documents share most of theirs
+            found = near[word] = [(q, x) for q in wanted if (x := match_weight(q, word))]
+        return found
+
     df: Counter[str] = Counter()
     found = []
-    for kind, record_id, title, words, emails, phones, doc_len in matches:
-        counts = _counts(wanted, [*words, *emails, *phones])
+    for kind, record_id, title, title_words, words, emails, phones, doc_len in matches:
+        counts: dict[str, float] = {}
+        for word in (*words, *emails, *phones):
+            for q, weight in weights(word):
+                counts[q] = counts.get(q, 0.0) + weight
         if counts:
             df.update(counts.keys())
-            exact = is_exact(query, title, emails, phones)
+            exact = is_exact(query, title, emails, phones, words, title_words)
             found.append((kind, record_id, title, counts, doc_len, exact))
     idf = _idf(docs, {t: df[t] for t in wanted})
     avg = length / docs if docs else 0.0
@@ -238,17 +267,6 @@ def shard_candidates(
         "df": {t: df[t] for t in wanted},
         "candidates": found[: limit * CANDIDATE_FACTOR],
     }
-
-
-def _counts(wanted: Sequence[str], words: Sequence[str]) -> dict[str, float]:
-    """Each query word's weighted occurrences in a document's words (a word counts as
-    much as its best match: the word itself 1, a prefix `PREFIX`, a typo `TYPO`)."""
-    counts: dict[str, float] = {}
-    for q in wanted:
-        total = sum(match_weight(q, w) for w in words)
-        if total:
-            counts[q] = total
-    return counts
 
 
 def merge(partials: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def index_records(
             log.warning("embedding %d %s records failed: %r", len(entries), kind, exc)
     docs = [
         repo.Document(
-            id=int(r["id"]), title=e.title, terms=" ".join(e.terms),
+            id=int(r["id"]), title=e.title, title_words=e.title_words, terms=" ".join(e.terms),
             email_terms=" ".join(e.email_terms), phone_terms=" ".join(e.phone_terms),
             length=e.length, updated_at=r["updated_at"],
             embedding=None if vectors is None else embed.to_bytes(vectors[n]),
@@ -132,7 +132,8 @@ def lexical_server(
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.lexical_matches,
          (kind, shards, terms, (owners or {}).get(kind),
-          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden), near))
+          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden), near,
+          search.TYPO_MIN))
         for kind in kinds
     ]  # fmt: skip
     docs = length = 0

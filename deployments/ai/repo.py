@@ -257,6 +257,7 @@ class Document(BaseModel):
 
     id: int
     title: str
+    title_words: int
     terms: str
     email_terms: str
     phone_terms: str
@@ -273,19 +274,21 @@ async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> i
         return 0
     status = await conn.execute(
         """INSERT INTO search_documents AS d (id, record_type, title, terms, email_terms,
-               phone_terms, words, length, embedding, model, source_updated_at)
+               phone_terms, words, title_words, length, embedding, model, source_updated_at)
            SELECT u.id, $1, u.title, string_to_array(u.terms, ' '),
                   string_to_array(u.email, ' '), string_to_array(u.phone, ' '),
                   concat_ws(' ', nullif(u.terms, ''), nullif(u.email, ''),
                             nullif(u.phone, '')),
-                  u.length, u.embedding, u.model, u.updated
+                  u.title_words, u.length, u.embedding, u.model, u.updated
            FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::int[], $8::bytea[], $9::text[], $10::timestamptz[])
-                AS u(id, title, terms, email, phone, length, embedding, model, updated)
+                       $7::int[], $8::bytea[], $9::text[], $10::timestamptz[], $11::int[])
+                AS u(id, title, terms, email, phone, length, embedding, model, updated,
+                     title_words)
            ON CONFLICT (id) DO UPDATE SET
                title = EXCLUDED.title, terms = EXCLUDED.terms,
                email_terms = EXCLUDED.email_terms, phone_terms = EXCLUDED.phone_terms,
-               words = EXCLUDED.words, length = EXCLUDED.length, embedding = EXCLUDED.embedding,
+               words = EXCLUDED.words, title_words = EXCLUDED.title_words,
+               length = EXCLUDED.length, embedding = EXCLUDED.embedding,
                model = EXCLUDED.model, source_updated_at = EXCLUDED.source_updated_at,
                indexed_at = now()
            WHERE d.source_updated_at <= EXCLUDED.source_updated_at""",
@@ -293,7 +296,7 @@ async def store_documents(conn: WriteConn, kind: str, docs: list[Document]) -> i
         [d.id for d in docs], [d.title for d in docs], [d.terms for d in docs],
         [d.email_terms for d in docs], [d.phone_terms for d in docs],
         [d.length for d in docs], [d.embedding for d in docs], [d.model for d in docs],
-        [d.updated_at for d in docs],
+        [d.updated_at for d in docs], [d.title_words for d in docs],
     )  # fmt: skip
     return int(status.split()[-1])
 
@@ -317,12 +320,15 @@ async def lexical_matches(
     email: bool,
     phone: bool,
     near: list[str] | None = None,
-) -> tuple[int, int, list[tuple[str, int, str, list[str], list[str], list[str], int]]]:
+    typo_min: int = 4,
+) -> tuple[int, int, list[tuple[str, int, str, int | None, list[str], list[str], list[str], int]]]:
     """(documents of `kind` on these logical shards, their total length, every visible
-    document holding a query term, or with `near` (query words of ASCII letters and
-    digits, ai/search.py `fuzzy_terms`) a word near one of them: (kind, id, title,
-    words, e-mail words, phone words, length)). `email`, `phone`: the caller may see
-    (and so match) those fields; the words of one it may not are left out, empty."""
+    document holding a query term or, with `near` (query words of ASCII letters and
+    digits, ai/search.py `fuzzy_terms`), a word near one of them (a word it begins, or
+    from `typo_min` letters on a word within two edits: ai/search.py keeps the one-edit
+    ones)), each as (kind, id, title, how many of its words are the title's, words,
+    e-mail words, phone words, length). `email`, `phone`: the caller may see (and so
+    match) those fields; the words of one it may not are left out, empty."""
     shard_of = shard_sql("d.id")
     stats = await conn.fetchrow(
         f"""SELECT count(*) AS docs, coalesce(sum(length), 0) AS length
@@ -336,31 +342,42 @@ async def lexical_matches(
         params(owners)
     # One condition per index, so the plan is a bitmap OR of index scans.
     matched = [f"d.terms && {args[2]}::text[]"]
+    columns = ["d.terms"]
     for shown, column in ((email, "d.email_terms"), (phone, "d.phone_terms")):
         if shown:
             matched.append(f"{column} && {args[2]}::text[]")
-    for word in (near or [])[:NEAR_MAX]:
-        # Word similarity: the share of the query word's trigrams in the best stretch of
-        # the words (`pg_trgm.word_similarity_threshold`); the candidates are checked
-        # word by word after (ai/search.py `match_weight`).
-        matched.append(f"{params(word)} <% d.words")
+            columns.append(column)
+    near = (near or [])[:NEAR_MAX]
     if near:
+        # The trigram index gives the documents with a stretch of words like a query
+        # word (word similarity, `pg_trgm.word_similarity_threshold`); of those, only
+        # the ones with a word the query word begins or a word within two edits of it
+        # leave the server (most trigram neighbours are neither: "billed" for
+        # "billing"), and ai/search.py `match_weight` keeps the one-edit ones.
+        alike = " OR ".join(f"{params(word)} <% d.words" for word in near)
+        wanted = params(near)
+        matched.append(
+            f"""(({alike}) AND EXISTS (
+                SELECT 1 FROM unnest({" || ".join(columns)}) w, unnest({wanted}::text[]) q
+                WHERE starts_with(w, q) OR (length(q) >= {int(typo_min)} AND q !~ '^[0-9]+$'
+                      AND levenshtein_less_equal(w, q, 2) <= 2)))"""
+        )
         await conn.execute(
             "SELECT set_config('pg_trgm.word_similarity_threshold', $1, true)", str(NEAR_SIMILARITY)
         )
     email_words = "d.email_terms" if email else "'{}'::text[]"
     phone_words = "d.phone_terms" if phone else "'{}'::text[]"
     rows = await conn.fetch(
-        f"""SELECT d.id, d.title, d.terms, {email_words} AS emails, {phone_words} AS phones,
-                   d.length
+        f"""SELECT d.id, d.title, d.title_words, d.terms, {email_words} AS emails,
+                   {phone_words} AS phones, d.length
             FROM search_documents d {join}
             WHERE {shard_of} = ANY({args[0]}::int[]) AND d.record_type = {args[1]}
               AND ({" OR ".join(matched)}) {scope}""",
         *params.values,
     )
     found = [
-        (kind, int(r["id"]), str(r["title"]), list(r["terms"]), list(r["emails"]),
-         list(r["phones"]), int(r["length"]))
+        (kind, int(r["id"]), str(r["title"]), r["title_words"], list(r["terms"]),
+         list(r["emails"]), list(r["phones"]), int(r["length"]))
         for r in rows
     ]  # fmt: skip
     return int(stats["docs"]), int(stats["length"]), found

@@ -36,7 +36,7 @@ def shard(query: str, records: list[tuple[str, int, dict[str, object]]], limit: 
     entries = [(kind, i, search.entry(kind, row)) for kind, i, row in records]
     # Every document is a candidate (the indexes give a superset of the matches).
     matches = [
-        (kind, i, e.title, e.terms, e.email_terms, e.phone_terms, e.length)
+        (kind, i, e.title, e.title_words, e.terms, e.email_terms, e.phone_terms, e.length)
         for kind, i, e in entries
     ]
     return search.shard_candidates(
@@ -220,4 +220,5 @@ def test_typos_and_prefixes_count_less_than_the_word() -> None:
     assert search.match_weight("duc", "dux") == 0.0  # short words take no typo
     assert search.match_weight("john", "joan") == search.TYPO
     assert search.match_weight("john", "jane") == 0.0
-    assert search.fuzzy_terms(["duc", "d", "東京", "x1"]) == ["duc", "x1"]
+    assert search.match_weight("1234", "1235") == 0.0  # another number
+    assert search.fuzzy_terms(["duc", "d", "東京", "x1", "x12"]) == ["duc", "x12"]
