@@ -240,11 +240,21 @@ def shard_candidates(
     them, else empty)."""
     wanted = query_terms(query)
     near: dict[str, list[tuple[str, float]]] = {}  # a word -> what it counts, per query word
+    # What a word must be to match a query word at all, tested in C before any
+    # `match_weight`: a word it begins (itself included), or a length one edit allows.
+    begun = tuple(wanted)
+    typo_lengths = {
+        len(q) + d for q in wanted if len(q) >= TYPO_MIN and not q.isdigit() for d in (-1, 0, 1)
+    }
 
     def weights(word: str) -> list[tuple[str, float]]:
         found = near.get(word)
         if found is None:  # once per distinct word: documents share most of theirs
-            found = near[word] = [(q, x) for q in wanted if (x := match_weight(q, word))]
+            if word.startswith(begun) or len(word) in typo_lengths:
+                found = [(q, x) for q in wanted if (x := match_weight(q, word))]
+            else:
+                found = []
+            near[word] = found
         return found
 
     df: Counter[str] = Counter()
