@@ -121,11 +121,11 @@ async def holding(
 
 
 async def deleted_values(conn: ReadConn | WriteConn, table: str, record_id: int) -> Any:
-    """The custom field values of a deleted record (None: no such deleted record)."""
-    raw = await conn.fetchval(
+    """The custom field values of a deleted record (None: no such deleted record; the
+    jsonb arrives decoded, shards/manager.py)."""
+    return await conn.fetchval(
         f"SELECT custom_fields FROM {table} WHERE id = $1 AND deleted_at IS NOT NULL", record_id
     )
-    return raw  # (jsonb arrives decoded: shards/manager.py)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class Claim:
 
     async def settle(self, kept: bool) -> None:
         """Keep the claims or let them go, off the write's path (measured: awaiting it
-        was a third of a create's time): the records are the truth, and a claim not
+        cost a quarter of a create's time): the records are the truth, and a claim not
         kept is checked against them before it is taken over, so a settle that never
         lands only holds a value back for `CLAIM_GRACE_S`."""
         if self.store is None or not self.wanted or self.settled:
