@@ -231,30 +231,37 @@ def shard_candidates(
     length: int,
     matches: Iterable[tuple[str, int, str, int | None, list[str], list[str], list[str], int]],
     limit: int,
+    near: bool = True,
 ) -> dict[str, Any]:
     """One shard's statistics and best `limit * CANDIDATE_FACTOR` matches. `query`:
     the query's words in order; `docs`, `length`: the shard's documents (of the
     searched kinds) and their total length; `matches`: (kind, id, title, how many of
     its words are the title's, words, e-mail words, phone words, length) of every
     candidate document (the e-mail and phone words only where the caller may match
-    them, else empty)."""
+    them, else empty). `near`: prefixes and typos count too (else whole words only)."""
     wanted = query_terms(query)
-    near: dict[str, list[tuple[str, float]]] = {}  # a word -> what it counts, per query word
+    known: dict[str, list[tuple[str, float]]] = {}  # a word -> what it counts, per query word
     # What a word must be to match a query word at all, tested in C before any
     # `match_weight`: a word it begins (itself included), or a length one edit allows.
-    begun = tuple(wanted)
+    begun = tuple(wanted) if near else ()
     typo_lengths = {
-        len(q) + d for q in wanted if len(q) >= TYPO_MIN and not q.isdigit() for d in (-1, 0, 1)
+        len(q) + d
+        for q in wanted
+        if near and len(q) >= TYPO_MIN and not q.isdigit()
+        for d in (-1, 0, 1)
     }
+    whole = set(wanted)
 
     def weights(word: str) -> list[tuple[str, float]]:
-        found = near.get(word)
+        found = known.get(word)
         if found is None:  # once per distinct word: documents share most of theirs
-            if word.startswith(begun) or len(word) in typo_lengths:
+            if not near:
+                found = [(word, 1.0)] if word in whole else []
+            elif word.startswith(begun) or len(word) in typo_lengths:
                 found = [(q, x) for q in wanted if (x := match_weight(q, word))]
             else:
                 found = []
-            near[word] = found
+            known[word] = found
         return found
 
     df: Counter[str] = Counter()

@@ -120,19 +120,21 @@ def lexical_server(
     owners: Mapping[str, list[int]] | None = None,
     hidden: Mapping[str, list[str]] | None = None,
     min_lsn: int | None = None,
+    near: bool = True,
 ) -> dict[str, Any]:
     """One server's BM25 statistics and best candidates from the stored index of its
     logical shards `shards`, over the records the caller's read scope reaches
     (`owners`, per kind), matching only the fields its role may see (`hidden`, per
     kind: a hidden e-mail is not found by searching for it), read where the caller's
-    writes are (`min_lsn`, `read_on`)."""
+    writes are (`min_lsn`, `read_on`). `near`: words a query word begins and words
+    one typo away match too (ai/search.py `match_weight`)."""
     words = search.tokens(query)
     terms = search.query_terms(words)
-    near = search.fuzzy_terms(terms)
+    near_words = search.fuzzy_terms(terms) if near else []
     calls: list[Any] = [
         (repo.SOURCES[kind][0], repo.lexical_matches,
          (kind, shards, terms, (owners or {}).get(kind),
-          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden), near,
+          "email" not in _hidden(kind, hidden), "phone" not in _hidden(kind, hidden), near_words,
           search.TYPO_MIN))
         for kind in kinds
     ]  # fmt: skip
@@ -142,7 +144,7 @@ def lexical_server(
         docs += n_docs
         length += n_length
         matches += found
-    partial = search.shard_candidates(words, docs, length, matches, limit)
+    partial = search.shard_candidates(words, docs, length, matches, limit, near)
     partial["runtime"] = runtime().model_dump()
     return partial
 

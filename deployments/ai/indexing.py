@@ -291,8 +291,10 @@ class SearchIndex:
         mode: str,
         owners: Mapping[str, list[int]],
         hidden: Mapping[str, list[str]],
+        near: bool = True,
     ) -> list[dict[str, Any]]:
-        """The best `limit` records for `query` by `mode` (hybrid, semantic, lexical)."""
+        """The best `limit` records for `query` by `mode` (hybrid, semantic, lexical);
+        `near`: words a query word begins and words one typo away match too."""
         # Fusing needs each list deeper than the answer.
         depth = limit * 2 if mode == "hybrid" else limit
         vector = embed.embedder().encode.remote([query]) if mode != "lexical" else None
@@ -306,7 +308,7 @@ class SearchIndex:
             lexical = [
                 lexical_server.options(**task_options()).remote(
                     server, seen.route(group), group, query, kinds, depth, owners, hidden,
-                    consistency.min_lsn_for(server.name),
+                    consistency.min_lsn_for(server.name), near,
                 )
                 for server, group in groups
                 if mode in ("hybrid", "lexical")

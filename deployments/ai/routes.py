@@ -80,6 +80,13 @@ async def search(
         Literal["hybrid", "semantic", "lexical"] | None,
         Query(description="hybrid (default with embeddings on), semantic, or lexical"),
     ] = None,
+    near: Annotated[
+        bool,
+        Query(
+            description="Also words a query word begins and words one typo away (the"
+            " default); false: whole words only, faster."
+        ),
+    ] = True,
 ) -> Response:
     """Records matching `q` best, across every shard, from the search index kept beside
     the records: by words (BM25 over names, e-mails, phones, titles, tags, ticket
@@ -87,7 +94,7 @@ async def search(
     is installed), or both fused. Only the types, records and fields the caller may
     read. A `q` with no letter or digit finds nothing."""
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
-    return json(await svc.search(principal, q, wanted, limit, mode))
+    return json(await svc.search(principal, q, wanted, limit, mode, near))
 
 
 @router.post("/search/reindex", status_code=202, response_model=JobAccepted)

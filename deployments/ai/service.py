@@ -399,12 +399,15 @@ class AIService:
         types: list[str] | None,
         limit: int,
         mode: str | None = None,
+        near: bool = True,
     ) -> SearchResult:
         """Customers, contacts and tickets matching `query` best, from the stored search
         index on every logical shard (deployments/ai/indexing.py). `mode`: hybrid
         (the default when embeddings are on), semantic, or lexical (the default when
-        they are off). Only the types the caller may read are searched, only the
-        records its scope reaches, only the fields its role shows."""
+        they are off). `near`: lexical matches also take the words a query word begins
+        and the words one typo away (ai/search.py). Only the types the caller may read
+        are searched, only the records its scope reaches, only the fields its role
+        shows."""
         wanted = list(types or SEARCH_KINDS)
         unknown = [t for t in wanted if t not in SEARCH_KINDS]
         if unknown:
@@ -435,12 +438,12 @@ class AIService:
         if not search_tokens(query):  # no word to look for (only punctuation, symbols)
             return SearchResult(query=query, types=allowed, mode=mode, data=[])
         try:
-            hits = await self.index.search(query, allowed, limit, mode, owners, hidden)
+            hits = await self.index.search(query, allowed, limit, mode, owners, hidden, near)
         except Exception as exc:
             if not isinstance(cause(exc), StaleShardMap):
                 raise
             await self.leads.reload()  # a shard moved meanwhile: plan once more
-            hits = await self.index.search(query, allowed, limit, mode, owners, hidden)
+            hits = await self.index.search(query, allowed, limit, mode, owners, hidden, near)
         return SearchResult(
             query=query, types=allowed, mode=mode,
             data=[SearchHit.model_validate(h) for h in hits],

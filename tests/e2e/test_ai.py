@@ -283,6 +283,12 @@ def test_search_understands_vietnamese_nordic_german_and_cjk_names(
     assert ids(f"nguyen van duc {tag}", mode="hybrid")[0] == duc
     assert ids(f"duc {tag} trading")[0] == trading
     assert ids(f"asa.{tag}@strom.no")[0] == asa
+    # Whole words only when the caller asks (`near=false`): no prefix, no typo.
+    for near in ("true", "false"):
+        params = {"q": "nguyne", "mode": "lexical", "near": near, "limit": 50}
+        got = [h["id"] for h in http.get("/v1/ai/search", headers=admin, params=params).json()[
+            "data"]]  # fmt: skip
+        assert (duc in got) == (near == "true"), (near, got)
     params = {"q": "0912 345 678", "mode": "lexical"}
     found = http.get("/v1/ai/search", headers=admin, params=params).json()["data"]
     assert duc in [h["id"] for h in found if h["exact"]]

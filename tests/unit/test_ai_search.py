@@ -222,3 +222,16 @@ def test_typos_and_prefixes_count_less_than_the_word() -> None:
     assert search.match_weight("john", "jane") == 0.0
     assert search.match_weight("1234", "1235") == 0.0  # another number
     assert search.fuzzy_terms(["duc", "d", "東京", "x1", "x12"]) == ["duc", "x12"]
+
+
+def test_whole_words_only_when_near_words_are_off() -> None:
+    def found(query: str) -> list[str]:
+        hits = search.merge([search.shard_candidates(
+            search.tokens(query), len(PEOPLE), 30,
+            [(k, i, e.title, e.title_words, e.terms, e.email_terms, e.phone_terms, e.length)
+             for k, i, e in ((k, i, search.entry(k, row)) for k, i, row in PEOPLE)],
+            3, near=False)], 3)  # fmt: skip
+        return [h["id"] for h in hits]
+
+    assert found("nguy") == [] and found("nguyne") == []
+    assert found("nguyen van duc")[0] == "11"
