@@ -52,6 +52,7 @@ from gateway.inputs import Input, Patch
 from gateway.listing import CustomFilter, ListQuery, Order, Position
 from gateway.records import Record
 from shards import WriteConn
+from shards.client import Database
 
 FieldObject = Literal["customers", "contacts", "deals", "leads", "tickets", "products"]
 FIELD_OBJECTS: tuple[str, ...] = ("customers", "contacts", "deals", "leads", "tickets", "products")
@@ -297,6 +298,12 @@ def check(
     return out
 
 
+def unique_fields(definitions: Mapping[str, FieldDefinition]) -> dict[str, tuple[int, str]]:
+    """The unique fields among `definitions`: key -> (field id, type), as claims want
+    them (deployments/_kit/unique_values.py)."""
+    return {k: (d.id, d.type) for k, d in definitions.items() if d.unique}
+
+
 def visible(
     definitions: Mapping[str, FieldDefinition], values: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -331,12 +338,10 @@ class ObjectFields:
     """The custom fields of one object (`customers`, ...) in its service: every write
     checked, every read shown under the live definitions, `cf.` filters typed, the
     values of unique fields claimed (`records`: where the object's records are, asked
-    who holds a value; deployments/_kit/unique_values.py). Without `source` (a service
-    built for a test) values are kept and shown as given."""
+    who holds a value, deployments/_kit/unique_values.py, and purged of a field's).
+    Without `source` (a service built for a test) values are kept and shown as given."""
 
-    def __init__(
-        self, object_name: str, source: Definitions | None, records: Records | None = None
-    ) -> None:
+    def __init__(self, object_name: str, source: Definitions | None, records: Records) -> None:
         self.object = object_name
         self.source = source
         self.records = records
@@ -376,10 +381,10 @@ class ObjectFields:
         the answer as `async with` around the write. 409 naming each taken key."""
         if isinstance(values, Merge):
             values = values.set
-        if self.source is None or self.records is None or not values:
+        if self.source is None or not values:
             return NO_CLAIM
         definitions = await self.source.of(self.object)
-        unique = {k: (d.id, d.type) for k, d in definitions.items() if d.unique}
+        unique = unique_fields(definitions)
         if not unique or not unique.keys() & values.keys():
             return NO_CLAIM
         return await claim(
@@ -390,10 +395,18 @@ class ObjectFields:
     async def claim_restore(self, record_id: int) -> Claim:
         """A deleted record's unique values claimed again before it is restored (409
         when another record took one meanwhile)."""
-        if self.source is None or self.records is None:
+        if self.source is None:
             return NO_CLAIM
         values = await self.records.deleted_values(record_id)
         return await self.claim(values or {}, record=record_id)
+
+    async def purge(self, key: str) -> int:
+        """Remove the deleted field `key`'s values from every record of the object, on
+        every server (`purge`); how many records held one."""
+        place, table = self.records.place, self.records.table
+        if isinstance(place, Database):
+            return await place.write(purge, None, table, key)
+        return sum(await place.write_each_server(purge, table, key))
 
     async def shown(self, record: R) -> R:
         """The record with only the values of live fields."""

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -70,8 +69,8 @@ class CustomerService(Activities):
         """Remove a deleted custom field's values from every customer or contact (the auth
         service's purge, `field:write`); how many records held one."""
         principal.require("field:write")
-        table = {"customers": "customers", "contacts": "contacts"}[object_name]
-        return sum(await self.shards.write_each_server(custom_fields.purge, table, key))
+        fields = {"customers": self.custom, "contacts": self.contact_fields}[object_name]
+        return await fields.purge(key)
 
     async def schema(self, principal: Principal) -> ObjectSchema:
         """The customer create body as JSON Schema with the live custom fields."""

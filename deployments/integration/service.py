@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from deployments._kit.custom_fields import FieldDefinition
+from deployments._kit.custom_fields import FieldDefinition, unique_fields
 from deployments._kit.unique_values import NO_CLAIM, Claim, Records, claim_rows, token_of
 from deployments.auth.fields import FieldCache
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
@@ -558,7 +558,7 @@ class IntegrationService:
         """The chunk less the rows whose unique custom field values another customer
         holds (each an error of its line), and the claims of the others' values (one
         auth database call; a row claims with its key, so a re-import owns its claims)."""
-        unique = {k: (d.id, d.type) for k, d in (definitions or {}).items() if d.unique}
+        unique = unique_fields(definitions or {})
         if not unique or self.fields is None:
             return chunk, NO_CLAIM
         rows: list[tuple[dict[str, Any], str, str]] = []

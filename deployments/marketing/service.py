@@ -10,7 +10,6 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.boundary import remote
@@ -167,7 +166,7 @@ class MarketingService:
         """Remove a deleted custom field's values from every lead (the auth
         service's purge, `field:write`); how many records held one."""
         principal.require("field:write")
-        return sum(await self.shards.write_each_server(custom_fields.purge, "leads", key))
+        return await self.lead_fields.purge(key)
 
     async def lead_schema(self, principal: Principal) -> ObjectSchema:
         """The lead create body as JSON Schema with the live custom fields."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deployments._kit import custom_fields
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes
 from deployments._kit.sql import written
@@ -57,7 +56,10 @@ class ProductService:
         """Remove a deleted custom field's values from every product (the auth
         service's purge, `field:write`); how many records held one."""
         principal.require("field:write")
-        return await self._write(custom_fields.purge, None, "products", key)
+        try:
+            return await self.product_fields.purge(key)
+        finally:  # products are cached with their custom fields (as `_write` does)
+            await self.cache.invalidate()
 
     async def product_schema(self, principal: Principal) -> ObjectSchema:
         """The product create body as JSON Schema with the live custom fields."""

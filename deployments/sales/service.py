@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -154,7 +153,7 @@ class SalesService:
         """Remove a deleted custom field's values from every deal (the auth
         service's purge, `field:write`); how many records held one."""
         principal.require("field:write")
-        return sum(await self.shards.write_each_server(custom_fields.purge, "deals", key))
+        return await self.deal_fields.purge(key)
 
     async def deal_schema(self, principal: Principal) -> ObjectSchema:
         """The deal create body as JSON Schema with the live custom fields."""

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from deployments._kit import custom_fields
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -93,7 +92,7 @@ class SupportService:
         """Remove a deleted custom field's values from every ticket (the auth
         service's purge, `field:write`); how many records held one."""
         principal.require("field:write")
-        return sum(await self.shards.write_each_server(custom_fields.purge, "tickets", key))
+        return await self.ticket_fields.purge(key)
 
     async def ticket_schema(self, principal: Principal) -> ObjectSchema:
         """The ticket create body as JSON Schema with the live custom fields."""
