@@ -358,7 +358,9 @@ class Settings(StackSettings):
     # makes sure they exist before it publishes, so an event written before a
     # service's first replica was up waits for it. Each service's consumer names its
     # group (deployments/_kit/events.py); a new consumer's group is added here.
-    event_consumer_groups: tuple[str, ...] = ("notification", "webhooks", "analytics", "ai")
+    event_consumer_groups: tuple[str, ...] = (
+        "notification", "webhooks", "analytics", "ai", "customer",
+    )  # fmt: skip
     outbox_poll_interval_s: float = Field(default=0.25, gt=0)
     outbox_idle_poll_s: float = Field(default=5.0, gt=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10000)

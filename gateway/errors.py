@@ -33,6 +33,11 @@ CATALOGUE: dict[str, tuple[int, str, str]] = {
     "conflict": (409, "Conflict",
                  "The write conflicts with the stored state: a unique value taken, a "
                  "transition not allowed from the record's state."),
+    "likely-duplicate": (409, "Likely a duplicate",
+                         "A create asked to refuse likely duplicates (`?duplicates=reject`) "
+                         "found records with the same normalised e-mail, phone or name; "
+                         "`errors` names each (`id`, the field matched). Merge into one of "
+                         "them, or create anyway with `?duplicates=warn`."),
     "idempotency-in-flight": (409, "Request with this key in progress",
                               "A request with the same Idempotency-Key is still running: "
                               "retry after `Retry-After`; it then answers as the first did."),
@@ -105,6 +110,10 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     status, slug, title = 409, "conflict", "Conflict"
+
+
+class LikelyDuplicate(AppError):
+    status, slug, title = 409, "likely-duplicate", "Likely a duplicate"
 
 
 class PreconditionFailed(AppError):

@@ -63,10 +63,17 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
         "errors": {
             "type": "array",
-            "description": "Each invalid field (422).",
+            "description": "Each invalid field (422), or each likely duplicate (409).",
             "items": {
                 "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                    "id": {
+                        "type": "string",
+                        "description": "The record the entry is about (a likely duplicate).",
+                    },
+                },
             },
         },
     },
@@ -267,4 +274,5 @@ def _success_headers(method: str, operation: dict[str, Any], schemas: dict[str, 
         if operation.get("security") is None:
             headers["RateLimit-Remaining"] = _RESPONSE_HEADERS["RateLimit-Remaining"]
         if headers:
-            response["headers"] = headers
+            # A route's own headers (declared in its `responses=`) stay.
+            response["headers"] = {**headers, **response.get("headers", {})}

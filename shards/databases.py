@@ -39,6 +39,8 @@ SHARDED_TABLES: dict[str, tuple[str, ...]] = {
         "outbox",
         "search_documents",
         "idempotency_keys",
+        "match_keys",
+        "duplicate_keys",
     ),
     "sales": (
         "deals",

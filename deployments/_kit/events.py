@@ -30,7 +30,9 @@ NOTIFICATION_GROUP = "notification"
 WEBHOOKS_GROUP = "webhooks"
 ANALYTICS_GROUP = "analytics"
 AI_GROUP = "ai"  # keeps the search index up to date (deployments/ai/indexing.py)
-CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP, AI_GROUP)
+# Keeps the match keys of likely duplicates (deployments/customer/duplicates/).
+CUSTOMER_GROUP = "customer"
+CONSUMER_GROUPS = (NOTIFICATION_GROUP, WEBHOOKS_GROUP, ANALYTICS_GROUP, AI_GROUP, CUSTOMER_GROUP)
 
 
 async def emit(

@@ -91,6 +91,15 @@ async def once(
     return Outcome(value)
 
 
+async def kept(conn: WriteConn, key: Once) -> bool:
+    """Whether `key` is kept: its create ran (or runs) and a repeat replays it. Run as a
+    write, on the primary: a replica may not have the key yet."""
+    found = await conn.fetchval(
+        "SELECT true FROM idempotency_keys WHERE caller = $1 AND key = $2", key.caller, key.key
+    )
+    return found is not None
+
+
 async def write_once(
     shards: Shards,
     shard: int,

@@ -8,12 +8,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
+from cluster import redis_client
 from cluster.settings import get_settings
+from deployments._kit.consumer import EventConsumer
+from deployments._kit.events import CUSTOMER_GROUP, Event
 from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.auth.fields import FieldCache
 from deployments.customer import routes
@@ -47,6 +52,31 @@ class CustomerApp(ServiceIngress, GrpcIngress):
             get_settings().activity_reminder_interval_s, self._svc.send_reminders,
             "the task reminder sweep",
         )  # fmt: skip
+        # The match keys of likely duplicates follow every customer and contact write
+        # (deployments/customer/duplicates/).
+        self._consumer = EventConsumer(
+            redis_client.connect(get_settings().redis_url, socket_timeout=5),
+            group=CUSTOMER_GROUP,
+            name=serve.get_replica_context().replica_id.unique_id,
+            batch_handler=self._on_events,
+        )
+        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+
+    async def _on_events(self, events: list[Event]) -> None:
+        await self._svc.keep_keys(events)
+
+    def __del__(self) -> None:
+        consumer = getattr(self, "_consumer", None)
+        if consumer is not None:
+            consumer.stop()
+        consuming = getattr(self, "_consuming", None)
+        if consuming is not None:
+            with contextlib.suppress(RuntimeError):
+                consuming.cancel()
+
+    async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's event consumer (operators, tests)."""
+        return self._consumer.stats()
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database

@@ -47,6 +47,8 @@ _CONTACT = (
     "id, customer_id, first_name, last_name, email, phone, title, custom_fields, version,"
     " created_at, updated_at"
 )
+# Each record type's columns, as its read model takes them.
+COLUMNS = {"customer": _CUSTOMER, "contact": _CONTACT}
 M = TypeVar("M", bound=BaseModel)
 _SORT_COLUMNS = {"created_at": "created_at", "name": "name"}
 _CUSTOMER_UPDATABLE = {
@@ -176,7 +178,9 @@ async def restore_customer(
     if row is None:
         return await get_customer(conn, customer_id, owners)
     await record_change(conn, "customer", customer_id, "restored", {}, actor_id)
-    return CustomerRead.model_validate(dict(row))
+    restored = CustomerRead.model_validate(dict(row))
+    await _emit(conn, "customer.restored", restored, actor_id)
+    return restored
 
 
 def _customer_filters(
@@ -368,7 +372,9 @@ async def restore_contact(
     if row is None:
         return await get_contact(conn, contact_id, owners)
     await record_change(conn, "contact", contact_id, "restored", {}, actor_id)
-    return ContactRead.model_validate(dict(row))
+    restored = ContactRead.model_validate(dict(row))
+    await _emit(conn, "contact.restored", restored, actor_id)
+    return restored
 
 
 async def list_contacts(
@@ -493,8 +499,7 @@ async def _soft_delete(
         return row
     await record_change(conn, table.record_type, record_id, "deleted", {}, actor_id)
     record = model.model_validate(dict(row))
-    if table.record_type == "customer":  # the event types docs/events.md defines
-        await _emit(conn, "customer.deleted", record, actor_id)
+    await _emit(conn, f"{table.record_type}.deleted", record, actor_id)
     return record
 
 

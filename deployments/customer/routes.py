@@ -12,6 +12,16 @@ from starlette.responses import Response
 from deployments._kit.custom_fields import ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery
 from deployments.customer.activities import routes as activities
+from deployments.customer.duplicates.schemas import (
+    HEADER,
+    HEADER_DOC,
+    ContactDuplicates,
+    ContactMatches,
+    CustomerDuplicates,
+    CustomerMatches,
+    DuplicateMode,
+    DuplicateQuery,
+)
 from deployments.customer.schemas import (
     ContactBatch,
     ContactBatchResult,
@@ -49,17 +59,34 @@ Service = Annotated[CustomerService, Depends(service)]
 routers = [router, activities.router]
 
 
-@router.post("/", status_code=201, response_model=CustomerRead)
+@router.post(
+    "/", status_code=201, response_model=CustomerRead, responses={201: {"headers": HEADER_DOC}}
+)
 @idempotency.in_effect
 async def create_customer(
-    body: CustomerCreate, request: Request, principal: CurrentPrincipal, svc: Service
+    body: CustomerCreate,
+    request: Request,
+    principal: CurrentPrincipal,
+    svc: Service,
+    duplicates: DuplicateMode = "warn",
 ) -> Response:
     """Create a customer. It is placed on a logical shard that its id carries. With an
     `Idempotency-Key`, the key is kept in the customer's own transaction: one customer
-    however often the create runs, and a repeat answers with it."""
+    however often the create runs, and a repeat answers with it.
+    Likely duplicates (same normalised e-mail, phone or name as a customer the caller
+    may read): `duplicates=warn` (default) creates it and names them in the
+    `NextFlow-Duplicates` header, `reject` refuses with 409 `likely-duplicate` naming
+    them, `ignore` does not look."""
     once = idempotency.effect_key(request)
-    customer = await svc.create(principal, body, once)
-    return idempotency.answered(record(customer, 201, f"/v1/customers/{customer.id}"), once)
+    customer, found = await svc.create_checked(principal, body, once, duplicates)
+    answer = record(customer, 201, f"/v1/customers/{customer.id}")
+    return idempotency.answered(_reported(answer, found), once)
+
+
+def _reported(answer: Response, found: list[int]) -> Response:
+    if found:
+        answer.headers[HEADER] = ",".join(str(i) for i in found)
+    return answer
 
 
 @router.post("/batch", response_model=CustomerBatchResult)
@@ -114,6 +141,37 @@ async def search_customers(
     return json(await svc.list(principal, await search_params(request, body, CustomerListQuery)))
 
 
+@router.get(
+    "/duplicates",
+    response_model=Page[CustomerDuplicates],
+    openapi_extra=query_parameters(DuplicateQuery),
+)
+async def list_customer_duplicates(
+    request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Groups of customers that are likely one: the same normalised e-mail address,
+    phone number (last 9 digits) or name (case, accents and legal form aside: "ACME
+    Inc." and "Acme"), across every shard, in the order of that value, cursor-paged.
+    Each group names only customers the caller may read, two or more. Kept a moment
+    behind the writes (an event consumer keeps the keys)."""
+    query = await list_params(request, DuplicateQuery)
+    return json(await svc.list_customer_duplicates(principal, query))
+
+
+@router.get(
+    "/contacts/duplicates",
+    response_model=Page[ContactDuplicates],
+    openapi_extra=query_parameters(DuplicateQuery),
+)
+async def list_contact_duplicates(
+    request: Request, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """Groups of contacts that are likely one person: the same normalised e-mail or
+    phone anywhere, or the same name within one customer; as the customers' list."""
+    query = await list_params(request, DuplicateQuery)
+    return json(await svc.list_contact_duplicates(principal, query))
+
+
 @router.get("/schema", response_model=ObjectSchema)
 async def customer_schema(principal: CurrentPrincipal, svc: Service) -> Response:
     """The customer create body as JSON Schema, with `custom_fields` spelled out from
@@ -156,6 +214,15 @@ async def restore_customer(
     return record(await svc.restore(principal, customer_id))
 
 
+@router.get("/{customer_id}/duplicates", response_model=CustomerMatches)
+async def customer_duplicates(
+    customer_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """The customers likely the same as this one (at most 20, oldest first), with what
+    matched."""
+    return json(await svc.customer_duplicates(principal, customer_id))
+
+
 @router.get(
     "/{customer_id}/history",
     response_model=Page[ChangeRead],
@@ -170,7 +237,12 @@ async def customer_history(
     return json(await svc.history(principal, customer_id, query))
 
 
-@router.post("/{customer_id}/contacts", status_code=201, response_model=ContactRead)
+@router.post(
+    "/{customer_id}/contacts",
+    status_code=201,
+    response_model=ContactRead,
+    responses={201: {"headers": HEADER_DOC}},
+)
 @idempotency.in_effect
 async def create_contact(
     customer_id: RecordId,
@@ -178,12 +250,18 @@ async def create_contact(
     request: Request,
     principal: CurrentPrincipal,
     svc: Service,
+    duplicates: DuplicateMode = "warn",
 ) -> Response:
     """Add a contact; it lives on its customer's shard. An `Idempotency-Key` is kept in
-    the contact's own transaction (one contact however often the create runs)."""
+    the contact's own transaction (one contact however often the create runs).
+    `duplicates` as for a customer: a contact with the e-mail or phone of another, or
+    the name of another of the same customer."""
     once = idempotency.effect_key(request)
-    contact = await svc.create_contact(principal, customer_id, body, once)
-    return idempotency.answered(record(contact, 201, f"/v1/customers/contacts/{contact.id}"), once)
+    contact, found = await svc.create_contact_checked(
+        principal, customer_id, body, once, duplicates
+    )
+    answer = record(contact, 201, f"/v1/customers/contacts/{contact.id}")
+    return idempotency.answered(_reported(answer, found), once)
 
 
 @router.get(
@@ -233,6 +311,14 @@ async def restore_contact(
     contact_id: RecordId, principal: CurrentPrincipal, svc: Service
 ) -> Response:
     return record(await svc.restore_contact(principal, contact_id))
+
+
+@router.get("/contacts/{contact_id}/duplicates", response_model=ContactMatches)
+async def contact_duplicates(
+    contact_id: RecordId, principal: CurrentPrincipal, svc: Service
+) -> Response:
+    """The contacts likely the same person as this one (at most 20, oldest first)."""
+    return json(await svc.contact_duplicates(principal, contact_id))
 
 
 @router.get(

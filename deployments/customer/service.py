@@ -11,11 +11,13 @@ from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
 from deployments._kit.history import ChangeRead, HistoryQuery, list_changes, redact_changes
-from deployments._kit.once import write_once
+from deployments._kit.once import kept, write_once
 from deployments._kit.sql import written
 from deployments._kit.unique_values import Records
 from deployments.customer import repo
 from deployments.customer.activities.service import Activities
+from deployments.customer.duplicates.schemas import DuplicateMode
+from deployments.customer.duplicates.service import Duplicates
 from deployments.customer.schemas import (
     ContactBatch,
     ContactBatchCreate,
@@ -46,9 +48,12 @@ from gateway.listing import (
 from gateway.principal import Principal
 from shards.client import Shards
 
+Ids = list[int]  # (`list` is a method's name inside the class)
 
-class CustomerService(Activities):
-    """Customers, their contacts and activities (deployments/customer/activities/)."""
+
+class CustomerService(Activities, Duplicates):
+    """Customers, their contacts and activities (deployments/customer/activities/), and
+    their likely duplicates (deployments/customer/duplicates/)."""
 
     def __init__(
         self,
@@ -109,6 +114,31 @@ class CustomerService(Activities):
                 repo.create_customer, shard, data, owner_id, principal.user_id,
             )  # fmt: skip
         return await self._shown(principal, created)
+
+    async def create_checked(
+        self,
+        principal: Principal,
+        data: CustomerCreate,
+        once: Once | None = None,
+        duplicates: DuplicateMode = "warn",
+    ) -> tuple[CustomerRead, Ids]:
+        """`create`, and the ids of the customers it likely duplicates (same normalised
+        e-mail, phone or name; deployments/customer/duplicates/): `warn` looks them up
+        while the customer is written, `reject` refuses with 409 before anything is
+        written, `ignore` does not look."""
+        if duplicates == "ignore":
+            return await self.create(principal, data, once), []
+        probe = data.model_dump()
+        if duplicates == "reject":
+            slot = self.shards.place(key=once.slot if once is not None else None)
+            # A repeat of a create that was made answers with it, not with a 409 naming it.
+            if once is None or not await self.shards.write(slot, kept, once):
+                await self.refuse_duplicates(principal, "customer", probe)
+            return await self.create(principal, data, once), []
+        created, found = await asyncio.gather(
+            self.create(principal, data, once), self.duplicates_of_new(principal, "customer", probe)
+        )
+        return created, [i for i in found if i != created.id]
 
     async def batch(
         self, principal: Principal, body: CustomerBatch, key: Once | None = None
@@ -300,6 +330,30 @@ class CustomerService(Activities):
                     raise Forbidden(f"your role may not add contacts to customer {customer_id}")
                 raise NotFound(f"customer {customer_id} not found")
         return await self._contact(principal, created)
+
+    async def create_contact_checked(
+        self,
+        principal: Principal,
+        customer_id: int,
+        data: ContactCreate,
+        once: Once | None = None,
+        duplicates: DuplicateMode = "warn",
+    ) -> tuple[ContactRead, Ids]:
+        """`create_contact` with its likely duplicates, as `create_checked` (by e-mail
+        or phone among every contact, by name among the customer's)."""
+        if duplicates == "ignore":
+            return await self.create_contact(principal, customer_id, data, once), []
+        probe = {**data.model_dump(), "customer_id": customer_id}
+        if duplicates == "reject":
+            shard = self._shard(customer_id, "customer")
+            if once is None or not await self.shards.write(shard, kept, once):
+                await self.refuse_duplicates(principal, "contact", probe)
+            return await self.create_contact(principal, customer_id, data, once), []
+        created, found = await asyncio.gather(
+            self.create_contact(principal, customer_id, data, once),
+            self.duplicates_of_new(principal, "contact", probe),
+        )
+        return created, [i for i in found if i != created.id]
 
     async def batch_contacts(
         self, principal: Principal, body: ContactBatch, key: Once | None = None
