@@ -278,6 +278,9 @@ class Settings(StackSettings):
     # Activities: how often each CustomerService replica sends the task reminders that
     # are due (0: never). A reminder goes out within about this long of its time.
     activity_reminder_interval_s: float = Field(default=15.0, ge=0)
+    # Likely duplicates: how often a CustomerService replica writes the match keys of
+    # the records an import (once it ended) or a rebuild queued (0: never).
+    duplicate_keys_backlog_interval_s: float = Field(default=2.0, ge=0)
 
     # Notification e-mail over SMTP: off while no host is set. `smtp_tls`: "none",
     # "starttls" (upgrade on the submission port) or "tls" (implicit TLS, port 465).

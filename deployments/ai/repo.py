@@ -160,18 +160,6 @@ async def heartbeat(conn: WriteConn, job_id: int, done: int, total: int | None) 
     return status is not None
 
 
-async def bulk_writes_running(conn: ReadConn, kinds: list[str], alive_s: float) -> bool:
-    """Whether a job of `kinds` is queued or running and was heard from within
-    `alive_s` seconds (a job its dead replica left `running` does not count)."""
-    running = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM jobs
-                          WHERE kind = ANY($1::text[]) AND status IN ('queued', 'running')
-                            AND updated_at > now() - make_interval(secs => $2))""",
-        kinds, alive_s,
-    )  # fmt: skip
-    return bool(running)
-
-
 # -- the search index (databases `customer` and `support`) ------------------------------
 # kind -> (database, table, columns indexed). A document is read only together with
 # its record (`_VISIBLE`): a deleted record, or one outside the caller's read scope

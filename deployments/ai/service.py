@@ -33,6 +33,7 @@ from ai.fanout import FanOut, cause
 from ai.runtime import shard_reads, task_options
 from ai.search import tokens as search_tokens
 from ai.tasks import score_batch, summarize, train_leads
+from deployments._kit import bulk
 from deployments._kit.types import Id
 from deployments.ai import repo
 from deployments.ai.chat import ChatModel, ChatUnavailable
@@ -41,7 +42,6 @@ from deployments.ai.repo import ModelRead
 from deployments.ai.runs import JobCancelled, JobRun
 from deployments.integration import repo as jobs_repo
 from deployments.integration.repo import JobAccepted
-from deployments.integration.service import KIND_CUSTOMER_IMPORT
 from gateway.errors import Conflict, Forbidden, NotFound, Validation
 from gateway.principal import Principal
 from shards import ShardNotFound
@@ -55,10 +55,6 @@ KIND_INDEX = "ai.search_index"
 MODEL_KEY = "nextflow:ai:lead_model_version"
 HEARTBEAT_S = 1.0
 ABANDONED_AFTER_S = 15.0
-# Bulk writes the search backlog waits for, and how long a running one may stay silent
-# before it counts as dead (an import reports progress after every chunk).
-BULK_WRITE_KINDS = [KIND_CUSTOMER_IMPORT]
-BULK_WRITE_ALIVE_S = 120.0
 
 
 SEARCH_KINDS = ("customer", "contact", "ticket")
@@ -147,7 +143,7 @@ class AIService:
     async def bulk_writes_running(self) -> bool:
         """Whether an import is under way (the search backlog waits for it)."""
         return await self.jobs.read_primary(
-            repo.bulk_writes_running, BULK_WRITE_KINDS, BULK_WRITE_ALIVE_S
+            bulk.bulk_writes_running, bulk.BULK_WRITE_KINDS, bulk.BULK_WRITE_ALIVE_S
         )
 
     # -- jobs -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from deployments._kit.events import CUSTOMER_GROUP, Event
 from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.auth.fields import FieldCache
 from deployments.customer import routes
+from deployments.customer.duplicates.service import KEYED_EVENTS
 from deployments.customer.schemas import CustomerCreate, CustomerListQuery, CustomerUpdate
 from deployments.customer.service import CustomerService
 from gateway.principal import Principal
@@ -46,26 +47,37 @@ class CustomerApp(ServiceIngress, GrpcIngress):
     async def __init__(self) -> None:  # type: ignore[misc]  # Serve awaits async inits
         peers = {app: app_handle(app) for app in ("sales", "support", "marketing", "file")}
         fields = FieldCache(Database("auth"))
-        self._svc = CustomerService(await Shards.connect("customer"), peers, fields)
+        settings = get_settings()
+        redis = redis_client.connect(settings.redis_url, socket_timeout=5)
+        self._svc = CustomerService(
+            await Shards.connect("customer"), peers, fields, redis, Database("integration")
+        )
         self.open_ingress(self._svc, title="NextFlow customers", routers=routes.routers)
         self.every(
-            get_settings().activity_reminder_interval_s, self._svc.send_reminders,
+            settings.activity_reminder_interval_s, self._svc.send_reminders,
             "the task reminder sweep",
         )  # fmt: skip
         # The match keys of likely duplicates follow every customer and contact write
         # (deployments/customer/duplicates/).
         self._consumer = EventConsumer(
-            redis_client.connect(get_settings().redis_url, socket_timeout=5),
+            redis,
             group=CUSTOMER_GROUP,
             name=serve.get_replica_context().replica_id.unique_id,
             batch_handler=self._on_events,
+            types=KEYED_EVENTS,
         )
         self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+        # An import's records (and a rebuild's), once no import runs.
+        self.every(
+            settings.duplicate_keys_backlog_interval_s, self._svc.keep_waiting_keys,
+            "the duplicate keys' backlog",
+        )  # fmt: skip
 
     async def _on_events(self, events: list[Event]) -> None:
         await self._svc.keep_keys(events)
 
     def __del__(self) -> None:
+        super().__del__()
         consumer = getattr(self, "_consumer", None)
         if consumer is not None:
             consumer.stop()

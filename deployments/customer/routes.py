@@ -21,6 +21,7 @@ from deployments.customer.duplicates.schemas import (
     CustomerMatches,
     DuplicateMode,
     DuplicateQuery,
+    KeysBacklog,
 )
 from deployments.customer.schemas import (
     ContactBatch,
@@ -156,6 +157,22 @@ async def list_customer_duplicates(
     behind the writes (an event consumer keeps the keys)."""
     query = await list_params(request, DuplicateQuery)
     return json(await svc.list_customer_duplicates(principal, query))
+
+
+@router.post("/duplicates/rebuild", status_code=202, response_model=KeysBacklog)
+async def rebuild_duplicate_keys(principal: CurrentPrincipal, svc: Service) -> Response:
+    """Queue every live customer and contact for its match keys to be written again
+    (records from before duplicates were kept, or after a change to how keys are made;
+    `customer:write` and `contact:write` on every record). Answers at once; the keys
+    are written in the background, `GET /v1/customers/duplicates/backlog` says how many
+    records still wait."""
+    return json(await svc.rebuild_keys(principal), 202)
+
+
+@router.get("/duplicates/backlog", response_model=KeysBacklog)
+async def duplicate_keys_backlog(principal: CurrentPrincipal, svc: Service) -> Response:
+    """How many records wait for their match keys: an import's wait for it to end."""
+    return json(await svc.keys_backlog(principal))
 
 
 @router.get(

@@ -7,6 +7,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from cluster import redis_client
+from cluster.settings import get_settings
+from deployments._kit import bulk
 from deployments._kit.batch import BatchDelete, Plan
 from deployments._kit.batch import run as run_batch
 from deployments._kit.custom_fields import Definitions, ObjectFields, ObjectSchema
@@ -46,7 +51,7 @@ from gateway.listing import (
     validate_sort,
 )
 from gateway.principal import Principal
-from shards.client import Shards
+from shards.client import Database, Shards
 
 Ids = list[int]  # (`list` is a method's name inside the class)
 
@@ -60,15 +65,31 @@ class CustomerService(Activities, Duplicates):
         shards: Shards,
         peers: dict[str, Any] | None = None,
         fields: Definitions | None = None,
+        redis: aioredis.Redis | None = None,
+        jobs: Database | None = None,
     ) -> None:
         """`peers`: deployment handles on the sales, support, marketing and file
         applications (activities check the deals, tickets and leads they name; a
         timeline asks each for its part). `fields`: the custom field definitions
-        (None: custom fields are kept as given, unchecked)."""
+        (None: custom fields are kept as given, unchecked). `redis`: where records
+        wait for their duplicate keys; `jobs`: the integration database, whose running
+        imports they wait for (None: never waits)."""
         self.shards = shards
         self.peers = peers or {}
+        self.redis = redis if redis is not None else redis_client.connect(
+            get_settings().redis_url, socket_timeout=5
+        )
+        self.jobs = jobs
         self.custom = ObjectFields("customers", fields, Records(shards, "customers"))
         self.contact_fields = ObjectFields("contacts", fields, Records(shards, "contacts"))
+
+    async def bulk_writes_running(self) -> bool:
+        """Whether a customers' import runs (the duplicate keys of its rows wait)."""
+        if self.jobs is None:
+            return False
+        return await self.jobs.read_primary(
+            bulk.bulk_writes_running, bulk.BULK_WRITE_KINDS, bulk.BULK_WRITE_ALIVE_S
+        )
 
     async def purge_custom_field(self, principal: Principal, object_name: str, key: str) -> int:
         """Remove a deleted custom field's values from every customer or contact (the auth

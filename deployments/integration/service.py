@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from deployments._kit import bulk
 from deployments._kit.custom_fields import FieldDefinition, unique_fields
 from deployments._kit.unique_values import NO_CLAIM, Claim, Records, claim_rows, token_of
 from deployments.auth.fields import FieldCache
@@ -44,7 +45,7 @@ ParseRemote = Callable[
 ]
 # A page of customers as the customer application answers it (a Serve handle call).
 ListCustomers = Callable[[Principal, CustomerListQuery], Awaitable[Page[CustomerRead]]]
-KIND_CUSTOMER_IMPORT = "customer_import"
+KIND_CUSTOMER_IMPORT = bulk.CUSTOMER_IMPORT
 KIND_CUSTOMER_EXPORT = "customer_export"
 EXPORT_PAGE = 200  # customers asked for at once (a list's largest page)
 KEEP_NOTE = "NEXTFLOW_EXPORT_KEEP_S after the export ended"

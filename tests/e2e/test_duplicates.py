@@ -5,15 +5,19 @@ shard, following updates, deletes and restores, within the caller's record scope
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from cluster.settings import Settings
 from shards import ids
 from tests.e2e.conftest import Member, until
+from tests.e2e.test_imports import _csv, _import
 
 pytestmark = pytest.mark.e2e
 
@@ -181,9 +185,54 @@ def test_duplicates_show_only_records_the_caller_may_read(
     mine_id, theirs_id = mine.json()["id"], theirs.json()["id"]
     assert until(lambda: _matches(http, admin, f"/v1/customers/{mine_id}/duplicates")
                  == {theirs_id: ["email"]})  # fmt: skip
+    assert until(lambda: _matches(http, admin, f"/v1/customers/{theirs_id}/duplicates")
+                 == {mine_id: ["email"]})  # fmt: skip
     assert _matches(http, agent.headers, f"/v1/customers/{mine_id}/duplicates") == {}
     again = _create(http, agent.headers, {"name": f"Again {tag}", "email": email}, "reject")
     assert again.status_code == 409  # its own customer is a match it may see
     assert {e["id"] for e in again.json()["errors"]} == {mine_id}
     groups = _groups(http, agent.headers, "/v1/customers/duplicates")
     assert not any(theirs_id in members for _, members in groups)
+
+
+def test_an_imports_duplicates_are_found_after_it_and_a_rebuild_finds_older_records(
+    http: httpx.Client, admin: dict[str, str], serve_app: Settings
+) -> None:
+    tag = os.urandom(3).hex()
+    phone = _digits()
+    rows = [["name", "email", "phone", "external_id"],
+            [f"Imported {tag} GmbH", f"imp.{tag}@example.com", "", f"{tag}-1"],
+            [f"imported {tag}", "", f"+49 {phone}", f"{tag}-2"],
+            [f"Else {tag}", "", f"0{phone}", f"{tag}-3"]]  # fmt: skip
+    job = _import(http, admin, _csv(rows))
+    assert job["status"] == "succeeded" and job["result"]["created"] == 3, job
+    listed = http.get("/v1/customers", headers=admin, params={"limit": 200}).json()["data"]
+    made = {c["external_id"]: c["id"] for c in listed if (c["external_id"] or "").startswith(tag)}
+    assert len(made) == 3, listed
+    # Written once the import ended (the backlog), like the search index.
+    one, two, three = made[f"{tag}-1"], made[f"{tag}-2"], made[f"{tag}-3"]
+    assert until(lambda: _matches(http, admin, f"/v1/customers/{one}/duplicates")
+                 == {two: ["name"]}, timeout=30)  # fmt: skip
+    assert _matches(http, admin, f"/v1/customers/{three}/duplicates") == {two: ["phone"]}
+
+    # Records whose keys are gone (written before duplicates were kept) come back
+    # with a rebuild.
+    async def forget() -> None:
+        for server in serve_app.shard_server_addresses():
+            conn = await asyncpg.connect(serve_app.dsn_for(server.host, server.port, "customer"))
+            try:
+                await conn.execute("DELETE FROM match_keys WHERE record_id = ANY($1::bigint[])",
+                                   [int(one), int(two), int(three)])  # fmt: skip
+            finally:
+                await conn.close()
+
+    asyncio.run(forget())
+    assert _matches(http, admin, f"/v1/customers/{one}/duplicates") == {}
+    agent = Member(http, admin, "agent", None)
+    assert http.post("/v1/customers/duplicates/rebuild", headers=agent.headers).status_code == 403
+    rebuilt = http.post("/v1/customers/duplicates/rebuild", headers=admin)
+    assert rebuilt.status_code == 202, rebuilt.text
+    assert rebuilt.json()["queued"] >= 3
+    assert until(lambda: http.get("/v1/customers/duplicates/backlog",
+                                  headers=admin).json()["waiting"] == 0, timeout=60)  # fmt: skip
+    assert _matches(http, admin, f"/v1/customers/{one}/duplicates") == {two: ["name"]}

@@ -155,3 +155,17 @@ async def shared_keys(
         *params.values,
     )
     return [(r["key"], list(r["ids"])) for r in rows]
+
+
+@single_statement
+async def live_ids(conn: ReadConn, object: str, shard: int, after: int, limit: int) -> list[int]:
+    """Up to `limit` ids of live records of logical shard `shard` after `after`."""
+    table = {"customer": "customers", "contact": "contacts"}[object]
+    params = Params()
+    rows = await conn.fetch(
+        f"""SELECT id FROM {table}
+            WHERE deleted_at IS NULL AND id > {params(after)} AND {on_shards(params, [shard])}
+            ORDER BY id LIMIT {params(limit)}""",
+        *params.values,
+    )
+    return [r["id"] for r in rows]

@@ -76,3 +76,11 @@ HEADER_DOC = {
         "schema": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"},
     }
 }
+
+
+class KeysBacklog(BaseModel):
+    """Records waiting for their match keys to be written (an import's, after it ends;
+    a rebuild's): until then the duplicates they have are not found."""
+
+    queued: int = Field(description="Records this rebuild queued (0 for a read).")
+    waiting: int = Field(description="Records waiting now, every entry counted.")

@@ -13,8 +13,11 @@ key not yet written or not yet removed never shows a wrong pair."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
 
 from deployments._kit.custom_fields import ObjectFields
 from deployments._kit.events import Event
@@ -28,9 +31,10 @@ from deployments.customer.duplicates.schemas import (
     CustomerMatch,
     CustomerMatches,
     DuplicateQuery,
+    KeysBacklog,
 )
 from deployments.customer.schemas import ContactRead, CustomerRead
-from gateway.errors import LikelyDuplicate
+from gateway.errors import Forbidden, LikelyDuplicate
 from gateway.listing import Page, decode_cursor, encode_cursor, validate_sort
 from gateway.principal import Principal
 from shards.client import Shards
@@ -53,6 +57,9 @@ KEYS_OF: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "contact": match.of_contact,
 }
 MATCHES_MAX = 20  # likely duplicates named for one record
+# Records whose keys wait for a bulk import to end, or for a rebuild: entries
+# {"object": ..., "ids": [...]}, oldest first.
+WAITING = "nextflow:customer:keys:waiting"
 _KEYING_BATCH = 2_000  # records whose keys one round of `keep_keys` writes
 _READ = {"customer": "customer:read", "contact": "contact:read"}
 
@@ -64,22 +71,79 @@ class Duplicates:
     shards: Shards
     custom: ObjectFields
     contact_fields: ObjectFields
+    redis: aioredis.Redis
+    bulk_writes_running: Callable[[], Awaitable[bool]]
 
     # -- keeping the keys (the consumer group `customer`) ------------------------------
     async def keep_keys(self, events: Sequence[Event]) -> int:
         """Write the match keys of every customer and contact these events name, from
         the records as they are now (a deleted one has none). Handled twice or out of
-        order, the keys end as the records are. Returns how many key rows changed."""
+        order, the keys end as the records are. A bulk import's records wait in
+        `WAITING` (pushed before the events are acknowledged: none is lost) for the
+        import to end (`keep_waiting_keys`). Returns how many key rows changed."""
         wanted: dict[str, set[int]] = defaultdict(set)
+        waiting = []
         for event in events:
             keyed = KEYED_EVENTS.get(event.type)
             if keyed is None:
                 continue
             if event.type == "customer.imported":
-                for part in ("created", "updated"):
-                    wanted[keyed].update(int(i) for i in event.data.get(part) or ())
+                ids = [int(i) for p in ("created", "updated") for i in event.data.get(p) or ()]
+                waiting.append(orjson.dumps({"object": keyed, "ids": ids}))
             else:
                 wanted[keyed].add(int(event.aggregate_id))
+        if waiting:
+            await self.redis.rpush(WAITING, *waiting)
+        return await self._keep(wanted)
+
+    async def keep_waiting_keys(self) -> int:
+        """Write the keys of the records waiting in `WAITING`, oldest first, unless an
+        import runs (checked between entries). Any replica may run it at any time (an
+        entry written twice is written alike); how many records it worked on."""
+        done = 0
+        while not await self.bulk_writes_running():
+            entry = await self.redis.lindex(WAITING, 0)
+            if entry is None:
+                break
+            item = orjson.loads(entry)
+            await self._keep({item["object"]: set(item["ids"])})
+            # That entry, not "the first": another replica's round may have taken it.
+            await self.redis.lrem(WAITING, 1, entry)  # type: ignore[arg-type]  # bytes work
+            done += len(item["ids"])
+        return done
+
+    async def rebuild_keys(self, principal: Principal) -> KeysBacklog:
+        """Queue every customer and contact (live ones; a deleted record has no keys)
+        for its keys to be written again: for records written before this index
+        existed, or after a change to how keys are made. Every logical shard is read
+        in id order, a page of ids at a time; the writing is `keep_waiting_keys`'s."""
+        principal.require("customer:write", "contact:write")
+        if principal.owners("customer:write") is not None:
+            raise Forbidden("rebuilding the duplicate keys needs customer:write on every record")
+        queued = 0
+        for kind in ("customer", "contact"):
+            for shard in range(self.shards.map.logical_shards):
+                after = 0
+                while True:
+                    page = await self.shards.read(shard, repo.live_ids, kind, shard, after,
+                                                  _KEYING_BATCH)  # fmt: skip
+                    if not page:
+                        break
+                    await self.redis.rpush(WAITING, orjson.dumps({"object": kind, "ids": page}))
+                    queued += len(page)
+                    after = page[-1]
+        return KeysBacklog(queued=queued, waiting=await self._waiting())
+
+    async def keys_backlog(self, principal: Principal) -> KeysBacklog:
+        """How many records wait for their keys (an import's, a rebuild's)."""
+        principal.require("customer:read")
+        return KeysBacklog(queued=0, waiting=await self._waiting())
+
+    async def _waiting(self) -> int:
+        entries = await self.redis.lrange(WAITING, 0, -1)
+        return sum(len(orjson.loads(e)["ids"]) for e in entries)
+
+    async def _keep(self, wanted: Mapping[str, set[int]]) -> int:
         changed = 0
         for object, ids in wanted.items():
             every = sorted(ids)
