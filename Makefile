@@ -1,4 +1,4 @@
-.PHONY: setup up down status test lint fuzz-api sdk proto bench bench-shards bench-domain bench-batch bench-custom-fields bench-unique-fields bench-timeline bench-import bench-suite bench-grpc bench-floor
+.PHONY: setup up down status test lint fuzz-api sdk proto bench bench-shards bench-domain bench-batch bench-custom-fields bench-unique-fields bench-duplicates bench-timeline bench-import bench-suite bench-grpc bench-floor
 
 VENV := .venv/bin
 
@@ -56,6 +56,9 @@ bench-custom-fields:
 
 bench-unique-fields:
 	$(VENV)/python bench/unique_fields.py
+
+bench-duplicates:
+	$(VENV)/python bench/duplicates.py
 
 bench-timeline:
 	$(VENV)/python bench/timeline.py

@@ -4,7 +4,7 @@ No SQL here (that is repo.py) and no Ray or FastAPI (that is app.py and routes.p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -151,15 +151,23 @@ class CustomerService(Activities, Duplicates):
             return await self.create(principal, data, once), []
         probe = data.model_dump()
         if duplicates == "reject":
-            slot = self.shards.place(key=once.slot if once is not None else None)
-            # A repeat of a create that was made answers with it, not with a 409 naming it.
-            if once is None or not await self.shards.write(slot, kept, once):
-                await self.refuse_duplicates(principal, "customer", probe)
+            # A repeat of a create that was made answers with it, not a 409 naming it.
+            await self.refuse_duplicates(principal, "customer", probe, self._kept(once))
             return await self.create(principal, data, once), []
         created, found = await asyncio.gather(
             self.create(principal, data, once), self.duplicates_of_new(principal, "customer", probe)
         )
         return created, [i for i in found if i != created.id]
+
+    def _kept(
+        self, once: Once | None, shard: int | None = None
+    ) -> Callable[[], Awaitable[bool]] | None:
+        """Whether the create keyed by `once` was made (on `shard`, else where its key
+        places it): asked of the primary."""
+        if once is None:
+            return None
+        where = shard if shard is not None else self.shards.place(key=once.slot)
+        return lambda: self.shards.write(where, kept, once)
 
     async def batch(
         self, principal: Principal, body: CustomerBatch, key: Once | None = None
@@ -367,8 +375,7 @@ class CustomerService(Activities, Duplicates):
         probe = {**data.model_dump(), "customer_id": customer_id}
         if duplicates == "reject":
             shard = self._shard(customer_id, "customer")
-            if once is None or not await self.shards.write(shard, kept, once):
-                await self.refuse_duplicates(principal, "contact", probe)
+            await self.refuse_duplicates(principal, "contact", probe, self._kept(once, shard))
             return await self.create_contact(principal, customer_id, data, once), []
         created, found = await asyncio.gather(
             self.create_contact(principal, customer_id, data, once),

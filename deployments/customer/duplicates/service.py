@@ -12,9 +12,10 @@ key not yet written or not yet removed never shows a wrong pair."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,6 +39,9 @@ from gateway.errors import Forbidden, LikelyDuplicate
 from gateway.listing import Page, decode_cursor, encode_cursor, validate_sort
 from gateway.principal import Principal
 from shards.client import Shards
+from shards.ids import shard_of
+
+T = TypeVar("T")
 
 Object = Literal["customer", "contact"]
 # Events whose record's keys may have changed, by the kind of record.
@@ -170,11 +174,37 @@ class Duplicates:
         if not ids:
             return {}
         owners = principal.owners(_READ[kind])
-        rows = [r for rows in await self.shards.gather(repo.sources, kind, ids) for r in rows]
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for record_id in ids:
+            by_shard[shard_of(record_id)].append(record_id)
+        rows = await self._on_servers(repo.sources, kind, by_shard)
         return {
             r["id"]: r for r in rows
             if not r["deleted"] and (owners is None or r["owner"] in owners)
         }  # fmt: skip
+
+    async def _on_servers(
+        self,
+        fn: Callable[..., Awaitable[list[T]]],
+        kind: str,
+        by_shard: Mapping[int, list[Any]],
+    ) -> list[T]:
+        """`fn(conn, shards, kind, values)` on each server holding one of these logical
+        shards, with its shards and their values, all at once; the results joined. (A
+        key or a record lives on one logical shard: asking only its server keeps a
+        create's lookup to the servers it needs, not every one.)"""
+        seen = self.shards.map
+        values: dict[str, list[Any]] = defaultdict(list)
+        shards: dict[str, list[int]] = defaultdict(list)
+        for shard, items in by_shard.items():
+            server = seen.server_for_shard(shard).name
+            values[server].extend(items)
+            shards[server].append(shard)
+        parts = await asyncio.gather(*(
+            self.shards.read(shards[server][0], fn, shards[server], kind, values[server])
+            for server in values
+        ))  # fmt: skip
+        return [item for part in parts for item in part]
 
     async def _matches(
         self, principal: Principal, kind: str, keys: list[str], exclude: int | None = None
@@ -183,8 +213,11 @@ class Duplicates:
         one of `keys` now, oldest first; at most MATCHES_MAX."""
         if not keys:
             return []
-        held = await self.shards.gather(repo.holders, kind, keys)
-        ids = {record_id for pairs in held for _, record_id in pairs if record_id != exclude}
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            by_shard[self.shards.map.shard_for_key(key)].append(key)
+        held = await self._on_servers(repo.holders, kind, by_shard)
+        ids = {record_id for _, record_id in held if record_id != exclude}
         records = await self._records(principal, kind, ids)
         out = []
         for record_id in sorted(records):
@@ -235,12 +268,17 @@ class Duplicates:
         return ContactMatches(data=found)
 
     async def refuse_duplicates(
-        self, principal: Principal, kind: str, data: Mapping[str, Any]
+        self,
+        principal: Principal,
+        kind: str,
+        data: Mapping[str, Any],
+        unless: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         """LikelyDuplicate (409) naming the records the caller may read that are likely
-        the one `data` describes; nothing when there are none."""
+        the one `data` describes; nothing when there are none, or when `unless()` says
+        (asked only when there are: a repeat of a create that was made)."""
         found = await self._matches(principal, kind, KEYS_OF[kind](data))
-        if found:
+        if found and (unless is None or not await unless()):
             raise LikelyDuplicate(
                 f"likely a duplicate of {kind} {', '.join(str(r['id']) for _, r in found)};"
                 " send ?duplicates=warn to create it anyway",
