@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import hashlib
-import importlib
 import io
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -17,14 +15,7 @@ from typing import Any
 
 import email_validator
 import orjson
-from email_validator import EmailSyntaxError
-from email_validator.rfc_constants import (
-    ATEXT,
-    CASE_INSENSITIVE_MAILBOX_NAMES,
-    LOCAL_PART_MAX_LENGTH,
-)
 from pydantic import ValidationError
-from pydantic import networks as pydantic_networks
 
 from cluster import heap
 from deployments._kit import custom_fields
@@ -55,117 +46,64 @@ EXPORT_COLUMNS = (
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def fast_split_email(
-    split: Callable[[str], tuple[str | None, str, str, bool, str]],
-) -> Callable[[str], tuple[str | None, str, str, bool, str]]:
-    """email-validator's `split_email` with a shortcut for the plain ASCII address.
-
-    The library finds the "@" one character at a time, NFC-normalising a 32-character
-    window at each (so that a combining mark never hides a special character): half of
-    a row's validation time. In an ASCII string without a quote or an angle bracket
-    nothing combines, nothing is quoted and there is no display name, so its result is
-    always `(None, local, local, False, domain)` split at the first "@"; anything else
-    (and an address without "@", for its error) goes to the library's own function.
-    `tests/unit/test_imports.py` checks both agree."""
-
-    def split_email(email: str) -> tuple[str | None, str, str, bool, str]:
-        if email.isascii() and '"' not in email and "<" not in email:
-            local, at, domain = email.partition("@")
-            if at:
-                return None, local, local, False, domain
-        return split(email)
-
-    split_email.original = split  # type: ignore[attr-defined]
-    return split_email
-
-
-_PLAIN_ADDRESS = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
-
-
-def fast_validate_email(
-    validate: Callable[[str], tuple[str, str]],
-) -> Callable[[str], tuple[str, str]]:
-    """pydantic's `validate_email` (what `EmailStr` calls: (name, normalized address))
-    with a shortcut for the plain address.
-
-    An ASCII dot-atom local part of at most 64 characters that is not one of the
-    mailbox names email-validator lower-cases, "@", and a domain its (remembered)
-    domain check accepts without IDNA conversion, the whole at most 200 characters:
-    email-validator would find no display name, quoting, Unicode or length problem,
-    and normalise it to the local part as written, "@", the checked domain; the name
-    is the local part. Anything else (and every error, for its message) goes to the
-    original. `tests/unit/test_imports.py` checks both agree."""
-
-    def validate_email(value: str) -> tuple[str, str]:
-        match = _PLAIN_ADDRESS.fullmatch(value) if len(value) <= 200 else None
-        if match is not None:
-            local, domain = match.groups()
-            if len(local) <= LOCAL_PART_MAX_LENGTH and local.lower() not in _CASELESS:
-                checked = _checked_domain(domain)
-                if checked is not None:
-                    return local, f"{local}@{checked}"
-        return validate(value)
-
-    validate_email.original = validate  # type: ignore[attr-defined]
-    return validate_email
-
-
-_CASELESS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+# A plain address: an ASCII dot-atom local part (RFC 5322's `atext`), "@", a domain of
+# ASCII letters, digits, dots and hyphens.
+_ATEXT = r"a-zA-Z0-9!#$%&'*+\-/=?^_`{|}~"
+_PLAIN_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([A-Za-z0-9.-]+)")
+_LOCAL_MAX = 64  # RFC 5321's local part
+# Mailbox names email-validator stores in lower case (RFC 2142's and a few more);
+# tests/unit/test_imports.py holds this to the library's own list.
+CASELESS_MAILBOXES = frozenset({
+    "abuse", "ftp", "hostmaster", "info", "marketing", "news", "noc", "postmaster", "sales",
+    "security", "support", "usenet", "uucp", "webmaster", "www",
+})  # fmt: skip
 # A domain's check (`_checked_domain`) by domain and the library's two switches.
 _DOMAINS: dict[tuple[str, bool, bool], str | None] = {}
 _DOMAINS_MAX = 65_536
 
 
+def plain_email(value: str) -> str | None:
+    """`value` as `EmailStr` stores it, found without the library's general path, or
+    None: the caller then validates it with the model, for its result or its error.
+
+    A plain address (`_PLAIN_ADDRESS`) of at most 200 characters, whose local part has
+    at most 64 and is not a mailbox name the library lower-cases, at a domain the
+    library accepts as it is (asked once per domain through its public
+    `validate_email`, then remembered: a file's addresses share few domains): the
+    library would find no display name, quoting, Unicode or length problem, and store
+    the local part as written, "@", the checked domain. Half of a row's validation
+    was the library's general path (it normalises a window around every character);
+    this is public API only, so a new release of pydantic or email-validator cannot
+    break it. `tests/unit/test_imports.py` checks both agree."""
+    match = _PLAIN_ADDRESS.fullmatch(value) if len(value) <= 200 else None
+    if match is None:
+        return None
+    local, domain = match.groups()
+    if len(local) > _LOCAL_MAX or local.lower() in CASELESS_MAILBOXES:
+        return None
+    checked = _checked_domain(domain)
+    return None if checked is None else f"{local}@{checked}"
+
+
 def _checked_domain(domain: str) -> str | None:
-    """The normalised domain when email-validator's domain check accepts `domain`
-    without IDNA conversion, else None (the caller then takes the library's general
-    path, for its result or its error). Remembered per domain (and the library's
-    `TEST_ENVIRONMENT` and `GLOBALLY_DELIVERABLE`, which the check reads): a file's
-    addresses share few domains, and the check is a pure function of these."""
+    """The normalised domain when email-validator accepts `domain` without IDNA
+    conversion, else None. Remembered per domain and the library's `TEST_ENVIRONMENT`
+    and `GLOBALLY_DELIVERABLE` (what its check reads besides the domain)."""
     key = (domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
     try:
         return _DOMAINS[key]
     except KeyError:
         pass
     try:
-        info = _domain_check()(domain, test_environment=key[1], globally_deliverable=key[2])
-    except EmailSyntaxError:
+        info = email_validator.validate_email(f"a@{domain}", check_deliverability=False)
+    except email_validator.EmailNotValidError:
         checked = None
     else:
-        checked = info["domain"] if info["domain"] == info["ascii_domain"] else None
+        checked = info.domain if info.domain == info.ascii_domain else None
     if len(_DOMAINS) >= _DOMAINS_MAX:
         _DOMAINS.clear()
     _DOMAINS[key] = checked
     return checked
-
-
-def _domain_check() -> Callable[..., dict[str, str]]:
-    # The module, not the package's `validate_email` function of the same name.
-    module = importlib.import_module("email_validator.validate_email")
-    return module.validate_email_domain_name  # type: ignore[no-any-return]
-
-
-def _speed_up_email_checks() -> None:
-    """Three shortcuts through email-validator, the bulk of a row's validation, with
-    the rules exactly `CustomerCreate`'s `EmailStr`:
-    - a file's addresses share few domains: remember the checks of domains seen before
-      (a pure function of its arguments; a refused domain raises and is not remembered);
-    - split plain ASCII addresses without the library's per-character scan
-      (`fast_split_email`);
-    - validate a plain address without the library's general path
-      (`fast_validate_email`)."""
-    module = importlib.import_module("email_validator.validate_email")
-    check = module.validate_email_domain_name
-    if not hasattr(check, "cache_info"):
-        setattr(module, "validate_email_domain_name", functools.lru_cache(65_536)(check))  # noqa: B010
-    if not hasattr(module.split_email, "original"):
-        setattr(module, "split_email", fast_split_email(module.split_email))  # noqa: B010
-    if not hasattr(pydantic_networks.validate_email, "original"):
-        fast = fast_validate_email(pydantic_networks.validate_email)
-        setattr(pydantic_networks, "validate_email", fast)  # noqa: B010
-
-
-_speed_up_email_checks()
 
 
 class BadHeader(ValueError):
@@ -256,10 +194,19 @@ def parse_row(
     if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
         message = f"external_id: at most {EXTERNAL_ID_MAX} characters"
         return RowError(line, message, tuple(cells))
+    # The address apart when it is plain (`plain_email`), else with the rest.
+    email = body.get("email")
+    stored = plain_email(email) if email is not None else None
+    if stored is not None:
+        del body["email"]
     try:
         data = CustomerCreate.model_validate(body)
     except ValidationError as exc:
         return RowError(line, _message(exc), tuple(cells))
+    if stored is not None:
+        email = stored
+    elif email is not None:
+        email = data.email
     owner_id = data.owner_id if data.owner_id is not None else caller_id
     if owner_id != caller_id and not may_assign:
         message = "owner_id: assigning another owner needs customer:assign"
@@ -278,7 +225,7 @@ def parse_row(
         except (ValueError, Validation) as exc:
             return RowError(line, _custom_message(exc), tuple(cells))
     fields = (
-        data.name, data.email, data.phone, data.website, data.industry, data.tags, owner_id,
+        data.name, email, data.phone, data.website, data.industry, data.tags, owner_id,
     )  # fmt: skip
     extra = orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode()
     # A row without an external id is known by its content: the same row imported again
