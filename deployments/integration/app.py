@@ -50,6 +50,7 @@ class IntegrationApp(ServiceIngress):
             store=blob_store(),
             list_customers=_list_customers,
             fields=FieldCache(Database("auth")),
+            apps=_Apps(),
         )
         self.open_ingress(self._svc, title="NextFlow integration", routers=[routes.router])
         abandoned = await self._svc.fail_abandoned()
@@ -70,6 +71,13 @@ class IntegrationApp(ServiceIngress):
         """Readiness: the jobs database and every customer database answer."""
         await self._svc.jobs.ping()
         await self._svc.customers.ping()
+
+
+class _Apps:
+    """The services' deployment handles, by application name (privacy exports)."""
+
+    def __getitem__(self, app: str) -> Any:
+        return app_handle(app)
 
 
 async def _list_customers(principal: Principal, query: CustomerListQuery) -> Page[CustomerRead]:

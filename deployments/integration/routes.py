@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from cluster.settings import get_settings
 from deployments.customer.schemas import CustomerListQuery
+from deployments.integration.privacy import PrivacyExport
 from deployments.integration.repo import JobAccepted, JobRead
 from deployments.integration.service import IntegrationService, upload_dir
 from gateway.context import CurrentPrincipal, json, list_params, service
@@ -112,21 +113,42 @@ async def export_customers(request: Request, principal: CurrentPrincipal, svc: S
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
+@router.post("/privacy/exports", status_code=202, response_model=JobAccepted)
+async def export_person(body: PrivacyExport, principal: CurrentPrincipal, svc: Service) -> Response:
+    """Export, as a job, everything NextFlow holds about one person (GDPR access and
+    portability): `{"type": "customer" | "contact" | "lead", "id": "..."}`. Needs
+    `privacy:export` (admins). Answers `202` with the job to poll (`Location`); once it
+    has succeeded its `result` has `bytes` and `file_url`, a ZIP: `manifest.json`
+    (who asked, when, what each part counts), one JSON document per part (the
+    record and its history; a customer's contacts, activities, deals, orders,
+    tickets with their histories, stage changes and comments; the notifications any
+    user received about the person) and `files/<id>-<name>` for every attached
+    file's content. Kept `NEXTFLOW_EXPORT_KEEP_S` (24 h). A person the caller may
+    not read, or that does not exist, is a 404 here."""
+    accepted = await svc.start_privacy_export(principal, body.type, body.id)
+    return json(accepted, 202, headers={"Location": accepted.status_url})
+
+
 @router.get(
     "/jobs/{job_id}/file",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {"schema": BINARY}}, "description": "The CSV."}},
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": BINARY}, "application/zip": {"schema": BINARY}},
+            "description": "The CSV of a customers' export, the ZIP of a privacy export.",
+        }
+    },  # fmt: skip
 )
 async def job_file(job_id: JobId, principal: CurrentPrincipal, svc: Service) -> Response:
-    """A succeeded export's CSV (`409` while it runs; `404` for another kind of job,
+    """A succeeded export's file (`409` while it runs; `404` for another kind of job,
     one that failed or was cancelled, or a file already removed)."""
-    key, size = await svc.export_file(principal, job_id)
+    key, size, media_type, name = await svc.export_file(principal, job_id)
     assert svc.store is not None
     return StreamingResponse(
         svc.store.open_range(key, 0, size - 1),
-        media_type="text/csv; charset=utf-8",
+        media_type=media_type,
         headers={
             "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="customers-{job_id}.csv"',
+            "Content-Disposition": f'attachment; filename="{name}"',
         },
     )

@@ -31,7 +31,7 @@ from deployments._kit.unique_values import NO_CLAIM, Claim, Records, claim_rows,
 from deployments.auth.fields import FieldCache
 from deployments.customer.schemas import CustomerListQuery, CustomerRead
 from deployments.file.blobs import BlobStore
-from deployments.integration import csvio, repo
+from deployments.integration import csvio, privacy, repo
 from deployments.integration.repo import JobAccepted, JobRead
 from gateway.errors import Conflict, NotFound, RateLimited, Validation
 from gateway.listing import Page
@@ -47,6 +47,7 @@ ParseRemote = Callable[
 ListCustomers = Callable[[Principal, CustomerListQuery], Awaitable[Page[CustomerRead]]]
 KIND_CUSTOMER_IMPORT = bulk.CUSTOMER_IMPORT
 KIND_CUSTOMER_EXPORT = "customer_export"
+KIND_PRIVACY_EXPORT = "privacy_export"
 EXPORT_PAGE = 200  # customers asked for at once (a list's largest page)
 KEEP_NOTE = "NEXTFLOW_EXPORT_KEEP_S after the export ended"
 CHUNK = 20_000  # rows parsed per step; written as one COPY batch per logical shard
@@ -91,10 +92,27 @@ class ExportCancelled(Exception):
     pass
 
 
-def export_key(job_id: int) -> str:
-    """Where an export's CSV is kept in the blob store (outside the File service's
+# An export job's file: (media type, file name) by the job's kind.
+EXPORT_FILES = {
+    KIND_CUSTOMER_EXPORT: ("text/csv; charset=utf-8", "customers-{id}.csv"),
+    KIND_PRIVACY_EXPORT: ("application/zip", "privacy-{id}.zip"),
+}
+PERSONS = {"customer": ("customer", "get"), "contact": ("customer", "get_contact"),
+           "lead": ("marketing", "get_lead")}  # fmt: skip
+
+
+def export_key(job_id: int, kind: str = KIND_CUSTOMER_EXPORT) -> str:
+    """Where an export's file is kept in the blob store (outside the File service's
     `<shard>/` keys, which its orphan sweep owns)."""
+    if kind == KIND_PRIVACY_EXPORT:
+        return f"exports/privacy-{job_id}.zip"
     return f"exports/customers-{job_id}.csv"
+
+
+async def _file_chunks(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, size):
+            yield chunk
 
 
 def text_lines(f: BinaryIO) -> Iterator[str]:
@@ -191,6 +209,7 @@ class IntegrationService:
         store: BlobStore | None = None,
         list_customers: ListCustomers | None = None,
         fields: FieldCache | None = None,
+        apps: privacy.Handles | None = None,
     ) -> None:
         """`parse_remote`: `csvio.parse_chunk` elsewhere (a Ray task,
         deployments/integration/tasks.py), used for files of more than one chunk,
@@ -205,6 +224,7 @@ class IntegrationService:
         self.work_dir = work_dir
         self.store = store
         self._list_customers = list_customers
+        self._apps = apps  # the services' handles, for privacy exports
         self._parse_remote = parse_remote
         self._parsers = parsers
         self._max_rows = max_rows
@@ -311,34 +331,92 @@ class IntegrationService:
                 principal, query.model_copy(update={"cursor": page.next_cursor})
             )
 
-    async def export_file(self, principal: Principal, job_id: int) -> tuple[str, int]:
-        """The blob key and size of a succeeded export's CSV."""
+    async def start_privacy_export(
+        self, principal: Principal, kind: privacy.Person, person_id: int
+    ) -> JobAccepted:
+        """Gather everything held about one person (privacy.py) into one archive, in
+        the background (`privacy:export`). The person is read here first, so one the
+        caller may not read (or that does not exist) is a 404 now, not a failed job."""
+        principal.require("privacy:export")
+        if self.store is None or self._apps is None:
+            raise NotFound("exports are not available here")
+        app, method = PERSONS[kind]
+        await getattr(self._apps[app], method).remote(principal, person_id)
+        job = await self._new_job(principal.user_id, KIND_PRIVACY_EXPORT, "exports")
+        return self._run(job, self.run_privacy_export(job.id, principal, kind, person_id))
+
+    async def run_privacy_export(
+        self, job_id: int, principal: Principal, kind: privacy.Person, person_id: int
+    ) -> None:
+        assert self.store is not None
+        assert self._apps is not None
+        store = self.store
+        parts = [0]
+        result: dict[str, Any] | None = None
+        error = None
+        status: repo.JobStatus
+
+        async def progress(done: int) -> None:
+            parts[0] = done
+            if not await self.jobs.write(repo.set_progress, job_id, done):
+                raise ExportCancelled
+
+        try:
+            if not await self.jobs.write(repo.start_job, job_id, None):
+                status = "cancelled"
+            else:
+                archive = await privacy.gather(
+                    self._apps, store, principal, kind, person_id, progress
+                )
+                try:
+                    size = await store.put_stream(
+                        export_key(job_id, KIND_PRIVACY_EXPORT), _file_chunks(archive)
+                    )
+                finally:
+                    archive.unlink(missing_ok=True)
+                status = "succeeded"
+                result = {
+                    "subject": {"type": kind, "id": str(person_id)}, "bytes": size,
+                    "file_url": f"/v1/integration/jobs/{job_id}/file",
+                }  # fmt: skip
+        except ExportCancelled:
+            status = "cancelled"
+        except Exception as exc:  # a service or the store away, a bug
+            log.exception("privacy export job %s failed", job_id)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        await self._record_end(job_id, status, parts[0], result or {}, error)
+
+    async def export_file(self, principal: Principal, job_id: int) -> tuple[str, int, str, str]:
+        """The blob key, size, media type and file name of a succeeded export's file."""
         job = await self.get_job(principal, job_id)
-        if job.kind != KIND_CUSTOMER_EXPORT:
+        if job.kind not in EXPORT_FILES:
             raise NotFound(f"job {job_id} is not an export")
         if job.status in ("queued", "running"):
             raise Conflict(f"export {job_id} is {job.status}: its file is ready once it succeeded")
         if job.status != "succeeded":
             raise NotFound(f"export {job_id} {job.status}: it has no file")
         size = None
+        key = export_key(job_id, job.kind)
         if (job.result or {}).get("file_url") and self.store is not None:
-            size = await self.store.size(export_key(job_id))
+            size = await self.store.size(key)
         if size is None:
             raise NotFound(f"export {job_id}'s file was removed (kept {KEEP_NOTE}); export again")
-        return export_key(job_id), size
+        media, name = EXPORT_FILES[job.kind]
+        return key, size, media, name.format(id=job_id)
 
     async def remove_old_exports(self, older_than_s: float) -> int:
         """Delete the files of exports that succeeded more than `older_than_s` ago; each
         job stays, its result without `file_url`. Returns how many were removed."""
         if self.store is None:
             return 0
-        expired = await self.jobs.read_primary(
-            repo.exports_to_remove, KIND_CUSTOMER_EXPORT, older_than_s
-        )
-        for job_id in expired:
-            await self.store.delete(export_key(job_id))
-            await self.jobs.write(repo.forget_file, job_id)
-        return len(expired)
+        removed = 0
+        for kind in EXPORT_FILES:
+            expired = await self.jobs.read_primary(repo.exports_to_remove, kind, older_than_s)
+            for job_id in expired:
+                await self.store.delete(export_key(job_id, kind))
+                await self.jobs.write(repo.forget_file, job_id)
+            removed += len(expired)
+        return removed
 
     # -- import ---------------------------------------------------------------------
     async def start_customer_import(self, principal: Principal, upload: str) -> JobAccepted:

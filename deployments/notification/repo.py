@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from deployments._kit.sql import Params, keyset_page
+from deployments._kit.sql import Params, keyset_page, on_shards
 from deployments.notification.rules import RULES, Recipient
 from deployments.notification.schemas import (
     ChannelPreferences,
@@ -142,6 +142,31 @@ async def list_notifications(
         where.append("read_at IS NOT NULL")
     sql = keyset_page("notifications", _NOTE, where, "created_at", order, position, query.limit, p)
     rows = await conn.fetch(sql, *p.values)
+    return [NotificationRead.model_validate(dict(r)) for r in rows]
+
+
+# Record references a notification's event data may carry (ids as strings, at any depth).
+ABOUT_FIELDS = frozenset({"customer_id", "contact_id", "lead_id"})
+
+
+@single_statement
+async def about(
+    conn: ReadConn, shards: list[int], field: str, record_id: int
+) -> list[NotificationRead]:
+    """Every user's notifications (deleted ones too) whose event data names the record
+    as `field` anywhere (a deal's `customer_id`, a task's `lead_id`): a scan of this
+    server's notifications, for a privacy export (a job), not a request path."""
+    if field not in ABOUT_FIELDS:
+        raise ValueError(f"not a record reference: {field}")
+    p = Params()
+    rows = await conn.fetch(
+        f"""SELECT {_NOTE} FROM notifications
+            WHERE {on_shards(p, shards)}
+              AND jsonb_path_exists(data, '$.** ? (@.{field} == $id)',
+                                    jsonb_build_object('id', {p(str(record_id))}::text))
+            ORDER BY created_at, id""",
+        *p.values,
+    )
     return [NotificationRead.model_validate(dict(r)) for r in rows]
 
 

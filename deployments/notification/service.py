@@ -87,6 +87,9 @@ class AuthDirectory:
         return email
 
 
+Notes = list[NotificationRead]  # (`list` is a method's name inside the class)
+
+
 class NotificationService:
     def __init__(self, shards: Shards, directory: Directory, mailer: Mailer | None) -> None:
         self.shards = shards
@@ -153,6 +156,16 @@ class NotificationService:
         )
         items, cursor = merge_pages([rows], lambda n: (n.created_at, n.id), order, query.limit)
         return Page[NotificationRead](data=items, next_cursor=cursor)
+
+    async def about(
+        self, principal: Principal, field: str, record_id: int
+    ) -> Notes:
+        """Every user's notifications about a record (`field`: `customer_id`,
+        `contact_id` or `lead_id` in their event data), oldest first: what a privacy
+        export of that person includes (`privacy:export`)."""
+        principal.require("privacy:export")
+        found = await self.shards.gather(repo.about, field, record_id)
+        return sorted((n for part in found for n in part), key=lambda n: (n.created_at, n.id))
 
     async def unread_count(self, principal: Principal) -> UnreadCount:
         uid = principal.user_id
