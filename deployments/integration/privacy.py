@@ -52,7 +52,7 @@ class PrivacyExport(Input):
     """Whose data to export: a customer, a contact or a lead."""
 
     type: Person
-    id: Id
+    record_id: Id
 
 
 Q = TypeVar("Q", bound=ListQuery)

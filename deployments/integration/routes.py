@@ -116,7 +116,7 @@ async def export_customers(request: Request, principal: CurrentPrincipal, svc: S
 @router.post("/privacy/exports", status_code=202, response_model=JobAccepted)
 async def export_person(body: PrivacyExport, principal: CurrentPrincipal, svc: Service) -> Response:
     """Export, as a job, everything NextFlow holds about one person (GDPR access and
-    portability): `{"type": "customer" | "contact" | "lead", "id": "..."}`. Needs
+    portability): `{"type": "customer" | "contact" | "lead", "record_id": "..."}`. Needs
     `privacy:export` (admins). Answers `202` with the job to poll (`Location`); once it
     has succeeded its `result` has `bytes` and `file_url`, a ZIP: `manifest.json`
     (who asked, when, what each part counts), one JSON document per part (the
@@ -125,7 +125,7 @@ async def export_person(body: PrivacyExport, principal: CurrentPrincipal, svc: S
     user received about the person) and `files/<id>-<name>` for every attached
     file's content. Kept `NEXTFLOW_EXPORT_KEEP_S` (24 h). A person the caller may
     not read, or that does not exist, is a 404 here."""
-    accepted = await svc.start_privacy_export(principal, body.type, body.id)
+    accepted = await svc.start_privacy_export(principal, body.type, body.record_id)
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 

@@ -29,7 +29,7 @@ def _ok(answer: httpx.Response, status: int = 200) -> Any:
 def _export(http: httpx.Client, who: dict[str, str], kind: str, person: str) -> zipfile.ZipFile:
     accepted = _ok(
         http.post(
-            "/v1/integration/privacy/exports", headers=who, json={"type": kind, "id": person}
+            "/v1/integration/privacy/exports", headers=who, json={"type": kind, "record_id": person}
         ),
         202,
     )
@@ -122,16 +122,20 @@ def test_everything_held_about_a_customer_in_one_archive(
     refused = http.post(
         "/v1/integration/privacy/exports",
         headers=viewer.headers,
-        json={"type": "customer", "id": cid},
+        json={"type": "customer", "record_id": cid},
     )
     assert refused.status_code == 403, refused.text
     missing = http.post(
-        "/v1/integration/privacy/exports", headers=admin, json={"type": "customer", "id": "123"}
+        "/v1/integration/privacy/exports",
+        headers=admin,
+        json={"type": "customer", "record_id": "123"},
     )
     assert missing.status_code == 404, missing.text
     assert (
         http.post(
-            "/v1/integration/privacy/exports", headers=admin, json={"type": "user", "id": cid}
+            "/v1/integration/privacy/exports",
+            headers=admin,
+            json={"type": "user", "record_id": cid},
         ).status_code
         == 422
     )
