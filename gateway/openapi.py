@@ -240,7 +240,8 @@ def _finish_operation(
     statuses = {"400", "422", "429", "503", "504"}  # 400: a malformed query or header
     if not public:
         statuses |= {"401", "403"}
-    if "{" in path:
+    # A record in the path, or one the route names in its body (it declares a 404).
+    if "{" in path or "404" in operation.get("responses", {}):
         statuses.add("404")
     if method != "get":
         statuses |= {"409", "413"}

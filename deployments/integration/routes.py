@@ -113,7 +113,12 @@ async def export_customers(request: Request, principal: CurrentPrincipal, svc: S
     return json(accepted, 202, headers={"Location": accepted.status_url})
 
 
-@router.post("/privacy/exports", status_code=202, response_model=JobAccepted)
+@router.post(
+    "/privacy/exports",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={404: {"description": "No such person (or one the caller may not read)"}},
+)
 async def export_person(body: PrivacyExport, principal: CurrentPrincipal, svc: Service) -> Response:
     """Export, as a job, everything NextFlow holds about one person (GDPR access and
     portability): `{"type": "customer" | "contact" | "lead", "record_id": "..."}`. Needs
