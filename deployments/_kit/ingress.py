@@ -33,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cluster.settings import get_settings
 from deployments._kit.boundary import bounded
+from deployments._kit.consumer import EventConsumer
 from deployments.auth.idempotency import IdempotencyKeys
 from deployments.auth.keys import ApiKeyCache
 from deployments.auth.saved import ViewCache
@@ -125,10 +126,34 @@ class ServiceIngress:
                     log.warning("%s failed; again in %.0f s", what, interval_s, exc_info=True)
                 await asyncio.sleep(interval_s)
 
+        self.background(forever())
+
+    def background(self, work: Awaitable[None]) -> None:
+        """Run `work` in this replica until it ends or the replica stops."""
         tasks: list[asyncio.Task[None]] = self.__dict__.setdefault("_periodic", [])
-        tasks.append(asyncio.get_running_loop().create_task(forever()))
+        tasks.append(asyncio.get_running_loop().create_task(_ran(work)))
+
+    def consume(self, redis: Any, group: str, **options: Any) -> None:
+        """Make this replica a member of the event stream's consumer group `group`
+        (`EventConsumer(redis, group=group, name=<the replica's id>, **options)`),
+        reading until the replica stops; `consumer_stats()` reports it."""
+        name = serve.get_replica_context().replica_id.unique_id
+        consumer = EventConsumer(redis, group=group, name=name, **options)
+        self.__dict__["_consumer"] = consumer
+        self.background(consumer.run())
+
+    async def consumer_stats(self) -> dict[str, Any]:
+        """This replica's event consumer (handled, failed, dead-lettered, claimed), for
+        operators and tests: it lives in the replica, not in the service."""
+        consumer: EventConsumer | None = self.__dict__.get("_consumer")
+        if consumer is None:
+            raise AttributeError("this replica consumes no events")
+        return consumer.stats()
 
     def __del__(self) -> None:
+        consumer: EventConsumer | None = self.__dict__.get("_consumer")
+        if consumer is not None:
+            consumer.stop()
         for task in self.__dict__.get("_periodic", []):
             with contextlib.suppress(RuntimeError):
                 task.cancel()
@@ -151,3 +176,7 @@ class ServiceIngress:
 
     async def ready(self) -> None:
         """Readiness: what this service needs answers (each application says what)."""
+
+
+async def _ran(work: Awaitable[None]) -> None:
+    await work

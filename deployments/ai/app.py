@@ -15,7 +15,6 @@ of the consumer group `ai` on the event stream and keeps the search index up to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -25,7 +24,6 @@ from ray.serve import Application
 from ai import embed
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.consumer import EventConsumer
 from deployments._kit.events import AI_GROUP
 from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.ai import routes
@@ -59,19 +57,13 @@ class AIApp(ServiceIngress):
         self.open_ingress(self._svc, title="NextFlow AI", routers=[routes.router])
         if embed.available():
             embed.embedder()  # created (or found) now: warm before the first write
-        self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
-        self._consumer = EventConsumer(
-            self._redis,
-            group=AI_GROUP,
-            name=serve.get_replica_context().replica_id.unique_id,
-            batch_handler=self._svc.index.handle,
-            types=INDEXED_EVENTS,
-            count=200,
-            linger_ms=settings.ai_index_linger_ms,
-        )
-        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+        self.background(self._sweep())
+        self.consume(
+            self._redis, AI_GROUP, batch_handler=self._svc.index.handle, types=INDEXED_EVENTS,
+            count=200, linger_ms=settings.ai_index_linger_ms,
+        )  # fmt: skip
         self._backlog_every = settings.ai_embed_backlog_interval_s
-        self._embedding = asyncio.get_running_loop().create_task(self._embed_backlog())
+        self.background(self._embed_backlog())
 
     async def _embed_backlog(self) -> None:
         """Work through the backlog (imported records, documents without an
@@ -100,16 +92,6 @@ class AIApp(ServiceIngress):
                 log.warning("abandoned-job sweep failed: %s", exc)
             await asyncio.sleep(ABANDONED_AFTER_S / 3)
 
-    def __del__(self) -> None:
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        for name in ("_sweeping", "_consuming", "_embedding"):
-            task = getattr(self, name, None)
-            if task is not None:
-                with contextlib.suppress(RuntimeError):
-                    task.cancel()
-
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database
         that is down is reported by `ready()`, not fixed by restarting this replica."""
@@ -119,11 +101,6 @@ class AIApp(ServiceIngress):
         """Readiness: the leads' shards and the model catalog answer `SELECT 1`."""
         await self._svc.leads.ping()
         await self._svc.models.ping()
-
-    async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's event consumer (operators, tests): it lives in the replica,
-        not in the service."""
-        return self._consumer.stats()
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

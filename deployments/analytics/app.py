@@ -11,8 +11,6 @@ same service methods:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from ray import serve
@@ -20,8 +18,7 @@ from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import ANALYTICS_GROUP, Event
+from deployments._kit.events import ANALYTICS_GROUP
 from deployments._kit.ingress import ServiceIngress
 from deployments.analytics import routes
 from deployments.analytics.service import AnalyticsService
@@ -42,25 +39,7 @@ class AnalyticsApp(ServiceIngress):
             replica_lag_s=settings.max_replica_lag_s,
         )
         self.open_ingress(self._svc, title="NextFlow analytics", routers=[routes.router])
-        self._consumer = EventConsumer(
-            self._redis,
-            group=ANALYTICS_GROUP,
-            name=serve.get_replica_context().replica_id.unique_id,
-            batch_handler=self._on_events,
-        )
-        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
-
-    async def _on_events(self, events: list[Event]) -> None:
-        await self._svc.handle_all(events)
-
-    def __del__(self) -> None:
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        consuming = getattr(self, "_consuming", None)
-        if consuming is not None:
-            with contextlib.suppress(RuntimeError):
-                consuming.cancel()
+        self.consume(self._redis, ANALYTICS_GROUP, batch_handler=self._svc.handle_all)
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database
@@ -70,11 +49,6 @@ class AnalyticsApp(ServiceIngress):
     async def ready(self) -> None:
         """Readiness: every database this service uses answers `SELECT 1`."""
         await self._svc.shards.ping()
-
-    async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's event consumer (operators, tests): it lives in the replica,
-        not in the service."""
-        return self._consumer.stats()
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

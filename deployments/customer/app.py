@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from ray import serve
@@ -17,8 +15,7 @@ from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import CUSTOMER_GROUP, Event
+from deployments._kit.events import CUSTOMER_GROUP
 from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.auth.fields import FieldCache
 from deployments.customer import routes
@@ -59,36 +56,12 @@ class CustomerApp(ServiceIngress, GrpcIngress):
         )  # fmt: skip
         # The match keys of likely duplicates follow every customer and contact write
         # (deployments/customer/duplicates/).
-        self._consumer = EventConsumer(
-            redis,
-            group=CUSTOMER_GROUP,
-            name=serve.get_replica_context().replica_id.unique_id,
-            batch_handler=self._on_events,
-            types=KEYED_EVENTS,
-        )
-        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
+        self.consume(redis, CUSTOMER_GROUP, batch_handler=self._svc.keep_keys, types=KEYED_EVENTS)
         # An import's records (and a rebuild's), once no import runs.
         self.every(
             settings.duplicate_keys_backlog_interval_s, self._svc.keep_waiting_keys,
             "the duplicate keys' backlog",
         )  # fmt: skip
-
-    async def _on_events(self, events: list[Event]) -> None:
-        await self._svc.keep_keys(events)
-
-    def __del__(self) -> None:
-        super().__del__()
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        consuming = getattr(self, "_consuming", None)
-        if consuming is not None:
-            with contextlib.suppress(RuntimeError):
-                consuming.cancel()
-
-    async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's event consumer (operators, tests)."""
-        return self._consumer.stats()
 
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the shard manager actors answer. A database

@@ -10,8 +10,6 @@ channel). `app_handle("notification")` reaches the same service methods:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from ray import serve
@@ -19,8 +17,7 @@ from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import NOTIFICATION_GROUP, Event
+from deployments._kit.events import NOTIFICATION_GROUP
 from deployments._kit.ingress import ServiceIngress, app_handle
 from deployments.notification import routes
 from deployments.notification.mailer import SmtpMailer
@@ -41,36 +38,13 @@ class NotificationApp(ServiceIngress):
         )
         self.open_ingress(self._svc, title="NextFlow notifications", routers=[routes.router])
         self._redis = redis_client.connect(settings.redis_url, socket_timeout=None)
-        self._consumer = EventConsumer(
-            self._redis,
-            group=NOTIFICATION_GROUP,
-            name=serve.get_replica_context().replica_id.unique_id,
-            handler=self._on_event,
-            types=RULES,
-        )
-        self._consuming = asyncio.get_running_loop().create_task(self._consumer.run())
-
-    async def _on_event(self, event: Event) -> None:
-        await self._svc.handle(event)
-
-    def __del__(self) -> None:
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        consuming = getattr(self, "_consuming", None)
-        if consuming is not None:
-            with contextlib.suppress(RuntimeError):
-                consuming.cancel()
+        self.consume(self._redis, NOTIFICATION_GROUP, handler=self._svc.handle, types=RULES)
 
     async def check_health(self) -> None:
         await self._svc.shards.alive()
 
     async def ready(self) -> None:
         await self._svc.shards.ping()
-
-    async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's stream consumer: handled, failed, dead-lettered, claimed."""
-        return self._consumer.stats()
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -12,7 +12,6 @@ reaches the same service methods:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -22,8 +21,7 @@ from ray.serve import Application
 
 from cluster import redis_client
 from cluster.settings import get_settings
-from deployments._kit.consumer import EventConsumer
-from deployments._kit.events import WEBHOOKS_GROUP, Event
+from deployments._kit.events import WEBHOOKS_GROUP
 from deployments._kit.ingress import ServiceIngress
 from deployments._kit.sealed import SecretBox
 from deployments.webhooks import guard, routes
@@ -60,18 +58,12 @@ class WebhookApp(ServiceIngress):
             ),
         )
         self.open_ingress(self._svc, title="NextFlow webhooks", routers=[routes.router])
-        loop = asyncio.get_running_loop()
-        self._resealing = loop.create_task(self._reseal())
+        self.background(self._reseal())
         interval = s.webhook_poll_interval_s
-        self._worker = loop.create_task(self._svc.run_forever(interval)) if interval > 0 else None
+        if interval > 0:
+            self.background(self._svc.run_forever(interval))
         self._redis = redis_client.connect(s.redis_url, socket_timeout=None)
-        self._consumer = EventConsumer(
-            self._redis,
-            group=WEBHOOKS_GROUP,
-            name=serve.get_replica_context().replica_id.unique_id,
-            batch_handler=self._on_events,
-        )
-        self._consuming = loop.create_task(self._consumer.run())
+        self.consume(self._redis, WEBHOOKS_GROUP, batch_handler=self._svc.handle_all)
 
     async def _reseal(self) -> None:
         """Signing secrets stored in plain text (before they were sealed) or under the
@@ -88,19 +80,6 @@ class WebhookApp(ServiceIngress):
                 log.info("sealed %d webhook signing secret(s) under the current key", done)
             return
 
-    async def _on_events(self, events: list[Event]) -> None:
-        await self._svc.handle_all(events)
-
-    def __del__(self) -> None:
-        consumer = getattr(self, "_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        for name in ("_worker", "_consuming", "_resealing"):
-            task = getattr(self, name, None)
-            if task is not None:
-                with contextlib.suppress(RuntimeError):
-                    task.cancel()
-
     async def check_health(self) -> None:
         """Serve's periodic liveness check: the integration database's pool answers."""
         await self._db.alive()
@@ -108,11 +87,6 @@ class WebhookApp(ServiceIngress):
     async def ready(self) -> None:
         """Readiness: the integration database answers `SELECT 1`."""
         await self._db.ping()
-
-    async def consumer_stats(self) -> dict[str, Any]:
-        """This replica's stream consumer (handled, failed, dead-lettered, claimed): it
-        lives in the replica, not in the service."""
-        return self._consumer.stats()
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
