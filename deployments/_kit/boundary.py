@@ -46,8 +46,12 @@ def _wrap(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             consistency.request_scope(principal.read_after if principal else {}) as written,
         ):
             result = await _translated(fn, *args, **kwargs)
-        if written and isinstance(result, Record):
-            result._read_after = dict(written)
+        if written:
+            # A record, or a record and what else the method answers (a create and the
+            # records it likely duplicates).
+            for item in result if isinstance(result, tuple) else (result,):
+                if isinstance(item, Record):
+                    item._read_after = dict(written)
         return result
 
     return wrapper

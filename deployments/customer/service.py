@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -54,6 +54,7 @@ from gateway.principal import Principal
 from shards.client import Database, Shards
 
 Ids = list[int]  # (`list` is a method's name inside the class)
+T = TypeVar("T")
 
 
 class CustomerService(Activities, Duplicates):
@@ -154,10 +155,18 @@ class CustomerService(Activities, Duplicates):
             # A repeat of a create that was made answers with it, not a 409 naming it.
             await self.refuse_duplicates(principal, "customer", probe, self._kept(once))
             return await self.create(principal, data, once), []
-        created, found = await asyncio.gather(
-            self.create(principal, data, once), self.duplicates_of_new(principal, "customer", probe)
-        )
-        return created, [i for i in found if i != created.id]
+        lookup = self._looking_up("customer", principal, probe)
+        created = await _unless_failed(self.create(principal, data, once), lookup)
+        return created, [i for i in await lookup if i != created.id]
+
+    def _looking_up(
+        self, kind: str, principal: Principal, probe: dict[str, Any]
+    ) -> asyncio.Task[Ids]:
+        """The lookup of a new record's likely duplicates, started beside its write. It
+        runs as a task of its own and only reads; the write stays in the request's own
+        task, whose context carries what the write records (its read-your-writes
+        position, its trace)."""
+        return asyncio.ensure_future(self.duplicates_of_new(principal, kind, probe))
 
     def _kept(
         self, once: Once | None, shard: int | None = None
@@ -377,11 +386,11 @@ class CustomerService(Activities, Duplicates):
             shard = self._shard(customer_id, "customer")
             await self.refuse_duplicates(principal, "contact", probe, self._kept(once, shard))
             return await self.create_contact(principal, customer_id, data, once), []
-        created, found = await asyncio.gather(
-            self.create_contact(principal, customer_id, data, once),
-            self.duplicates_of_new(principal, "contact", probe),
+        lookup = self._looking_up("contact", principal, probe)
+        created = await _unless_failed(
+            self.create_contact(principal, customer_id, data, once), lookup
         )
-        return created, [i for i in found if i != created.id]
+        return created, [i for i in await lookup if i != created.id]
 
     async def batch_contacts(
         self, principal: Principal, body: ContactBatch, key: Once | None = None
@@ -552,3 +561,12 @@ def _absent_customer(customer_id: int) -> Callable[[Any], AppError | None]:
         )
 
     return explain
+
+
+async def _unless_failed(write: Awaitable[T], lookup: asyncio.Task[Any]) -> T:
+    """`write`'s result; the lookup beside it is cancelled when the write fails."""
+    try:
+        return await write
+    except BaseException:
+        lookup.cancel()
+        raise

@@ -4,8 +4,8 @@ listed. Mixed into `CustomerService`; no SQL here (repo.py).
 How it holds at millions of records on many servers: every record's match keys
 (keys.py) are kept on the logical shard each key hashes to (`match_keys`), so the
 records sharing a key meet in one database, and the keys two records share are
-listed apart (`duplicate_keys`). Looking up a new record's keys is one call per
-server; a page of the list reads only shared keys. The keys are written by this
+listed apart (`duplicate_keys`). Looking up a new record's keys asks only the servers
+of its keys' shards; a page of the list reads only shared keys. The keys are written by this
 service's event consumer (`keep_keys`) from the records as they are when it runs, a
 moment after each write; whatever reads them checks the records themselves, so a
 key not yet written or not yet removed never shows a wrong pair."""
@@ -13,6 +13,7 @@ key not yet written or not yet removed never shows a wrong pair."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -42,6 +43,7 @@ from shards.client import Shards
 from shards.ids import shard_of
 
 T = TypeVar("T")
+log = logging.getLogger("nextflow.duplicates")
 
 Object = Literal["customer", "contact"]
 # Events whose record's keys may have changed, by the kind of record.
@@ -156,8 +158,7 @@ class Duplicates:
         return changed
 
     async def _keep_keys_of(self, kind: str, ids: list[int]) -> int:
-        found = {r["id"]: r for rows in await self.shards.gather(repo.sources, kind, ids)
-                 for r in rows}  # fmt: skip
+        found = {r["id"]: r for r in await self._on_servers(repo.sources, kind, _by_shard(ids))}
         records = []
         for record_id in ids:
             row = found.get(record_id)
@@ -174,10 +175,7 @@ class Duplicates:
         if not ids:
             return {}
         owners = principal.owners(_READ[kind])
-        by_shard: dict[int, list[int]] = defaultdict(list)
-        for record_id in ids:
-            by_shard[shard_of(record_id)].append(record_id)
-        rows = await self._on_servers(repo.sources, kind, by_shard)
+        rows = await self._on_servers(repo.sources, kind, _by_shard(ids))
         return {
             r["id"]: r for r in rows
             if not r["deleted"] and (owners is None or r["owner"] in owners)
@@ -297,10 +295,16 @@ class Duplicates:
         self, principal: Principal, kind: str, data: Mapping[str, Any]
     ) -> list[int]:
         """The ids of the records the caller may read that are likely the one `data`
-        describes (what a create reports)."""
+        describes (what a create reports). It runs beside the create: a lookup that
+        fails (a server away) reports none rather than fail a create that was made."""
         if not principal.can(_READ[kind]):
             return []
-        return [r["id"] for _, r in await self._matches(principal, kind, KEYS_OF[kind](data))]
+        try:
+            found = await self._matches(principal, kind, KEYS_OF[kind](data))
+        except Exception:
+            log.warning("looking up the duplicates of a new %s failed", kind, exc_info=True)
+            return []
+        return [r["id"] for _, r in found]
 
     # -- the lists ------------------------------------------------------------------------
     async def list_customer_duplicates(
@@ -356,6 +360,13 @@ class Duplicates:
             if len(rows) >= 2:
                 groups.append((key, rows))
         return groups, cursor
+
+
+def _by_shard(ids: Iterable[int]) -> dict[int, list[int]]:
+    by_shard: dict[int, list[int]] = defaultdict(list)
+    for record_id in ids:
+        by_shard[shard_of(record_id)].append(record_id)
+    return by_shard
 
 
 def _model(model: Any, row: Mapping[str, Any]) -> Any:
