@@ -19,7 +19,6 @@ ratio, and each side's p50/p99 per call.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -31,14 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 import sides  # noqa: E402
 
-from cluster.cli import RichReporter  # noqa: E402
-from cluster.procs import require_executable  # noqa: E402
-
 DOC_BEGIN = "<!-- BEGIN bench/batch.py: generated, rerun `make bench-batch` to update -->"
 DOC_END = "<!-- END bench/batch.py -->"
 CONNECTIONS = 8
 BATCH = 100
-console = base.console
 
 
 def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
@@ -64,27 +59,17 @@ def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
 
 
 def run(plan: sides.Plan) -> None:
-    require_executable("wrk", "install it: apt-get install wrk")
-    root, settings, stack = base.tuned_stack("nfbb-")
-    load_at_start = os.getloadavg()[0]
-    runs: list[sides.Run] = []
-    try:
-        console.rule("starting a private stack")
-        stack.up(RichReporter(console))
-        url = settings.serve_url
-        auth = f"Authorization: Bearer {base.admin_token(url)}"
-        batch, single = _targets(url, auth)
-        runs = sides.interleaved([(batch, BATCH), (single, 1)], CONNECTIONS, plan)
-    finally:
-        console.rule("stopping the stack")
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
-    text = _markdown(runs, sides.median(runs, batch.label), sides.median(runs, single.label),
-                     plan, load_at_start)  # fmt: skip
-    console.print(text)
-    if plan.write_doc:
-        base.write_doc_section(DOC_BEGIN, DOC_END, text)
-        console.print(f"wrote {base.DOC}")
+    targets: list[base.Target] = []
+
+    def measure(url: str, token: str) -> list[sides.Run]:
+        targets.extend(_targets(url, f"Authorization: Bearer {token}"))
+        batch, single = targets
+        return sides.interleaved([(batch, BATCH), (single, 1)], CONNECTIONS, plan)
+
+    runs, load_at_start = sides.on_a_private_stack("nfbb-", measure)
+    batch, single = (sides.median(runs, t.label) for t in targets)
+    text = _markdown(runs, batch, single, plan, load_at_start)
+    sides.publish(text, plan, DOC_BEGIN, DOC_END)
 
 
 def _markdown(

@@ -15,7 +15,6 @@ round (alternating which goes first).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,14 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 import sides  # noqa: E402
 
-from cluster.cli import RichReporter  # noqa: E402
-from cluster.procs import require_executable  # noqa: E402
-
 DOC_BEGIN = "<!-- BEGIN bench/duplicates.py: generated, rerun `make bench-duplicates` to update -->"
 DOC_END = "<!-- END bench/duplicates.py -->"
 CONNECTIONS = 8
 MODES = ("ignore", "warn", "reject")
-console = base.console
 
 
 def _targets(url: str, auth: str) -> list[base.Target]:
@@ -47,27 +42,15 @@ def _targets(url: str, auth: str) -> list[base.Target]:
 
 
 def run(plan: sides.Plan) -> None:
-    require_executable("wrk", "install it: apt-get install wrk")
-    root, settings, stack = base.tuned_stack("nfbd-")
-    load_at_start = os.getloadavg()[0]
-    runs: list[sides.Run] = []
-    try:
-        console.rule("starting a private stack")
-        stack.up(RichReporter(console))
-        url = settings.serve_url
-        token = base.admin_token(url)
-        targets = _targets(url, f"Authorization: Bearer {token}")
-        runs = sides.interleaved([(t, 1) for t in targets], CONNECTIONS, plan)
-    finally:
-        console.rule("stopping the stack")
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
+    targets: list[base.Target] = []
+
+    def measure(url: str, token: str) -> list[sides.Run]:
+        targets.extend(_targets(url, f"Authorization: Bearer {token}"))
+        return sides.interleaved([(t, 1) for t in targets], CONNECTIONS, plan)
+
+    runs, load_at_start = sides.on_a_private_stack("nfbd-", measure)
     medians = [sides.median(runs, t.label) for t in targets]
-    text = _markdown(runs, medians, plan, load_at_start)
-    console.print(text)
-    if plan.write_doc:
-        base.write_doc_section(DOC_BEGIN, DOC_END, text)
-        console.print(f"wrote {base.DOC}")
+    sides.publish(_markdown(runs, medians, plan, load_at_start), plan, DOC_BEGIN, DOC_END)
 
 
 def _markdown(

@@ -5,6 +5,8 @@ so both see the same machine; medians of the rounds, p99 the worst round's."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 
 import get_customer as base
 
-from cluster.procs import StackError
+from cluster.cli import RichReporter
+from cluster.procs import StackError, require_executable
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,34 @@ def interleaved(
                 runs.append(Run(target.label, got.rps * per_call, got.p50_ms, got.p99_ms))
             time.sleep(2)  # let the relays and indexers drain between rounds
     return runs
+
+
+def on_a_private_stack(
+    prefix: str,
+    measure: Callable[[str, str], list[Run]],
+) -> tuple[list[Run], float]:
+    """`measure(url, token)` on a throwaway tuned stack (bench/get_customer.py's),
+    started and stopped here; its runs and the load average when it started."""
+    require_executable("wrk", "install it: apt-get install wrk")
+    root, settings, stack = base.tuned_stack(prefix)
+    load_at_start = os.getloadavg()[0]
+    try:
+        base.console.rule("starting a private stack")
+        stack.up(RichReporter(base.console))
+        url = settings.serve_url
+        return measure(url, base.admin_token(url)), load_at_start
+    finally:
+        base.console.rule("stopping the stack")
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def publish(text: str, plan: Plan, begin: str, end: str) -> None:
+    """Print a bench's section, and write it into docs/benchmarks.md on a full run."""
+    base.console.print(text)
+    if plan.write_doc:
+        base.write_doc_section(begin, end, text)
+        base.console.print(f"wrote {base.DOC}")
 
 
 def median(runs: Sequence[Run], side: str) -> Run:

@@ -16,7 +16,6 @@ field on the other, interleaved round by round (alternating which goes first).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -29,15 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import get_customer as base  # noqa: E402  (bench/ is scripts, not a package)
 import sides  # noqa: E402
 
-from cluster.cli import RichReporter  # noqa: E402
-from cluster.procs import require_executable  # noqa: E402
-
 DOC_BEGIN = (
     "<!-- BEGIN bench/unique_fields.py: generated, rerun `make bench-unique-fields` to update -->"
 )
 DOC_END = "<!-- END bench/unique_fields.py -->"
 CONNECTIONS = 8
-console = base.console
 
 
 def _define(url: str, token: str) -> None:
@@ -72,28 +67,17 @@ def _targets(url: str, auth: str) -> tuple[base.Target, base.Target]:
 
 
 def run(plan: sides.Plan) -> None:
-    require_executable("wrk", "install it: apt-get install wrk")
-    root, settings, stack = base.tuned_stack("nfbu-")
-    load_at_start = os.getloadavg()[0]
-    runs: list[sides.Run] = []
-    try:
-        console.rule("starting a private stack")
-        stack.up(RichReporter(console))
-        url = settings.serve_url
-        token = base.admin_token(url)
+    targets: list[base.Target] = []
+
+    def measure(url: str, token: str) -> list[sides.Run]:
         _define(url, token)
-        unique, plain = _targets(url, f"Authorization: Bearer {token}")
-        runs = sides.interleaved([(unique, 1), (plain, 1)], CONNECTIONS, plan)
-    finally:
-        console.rule("stopping the stack")
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
-    text = _markdown(runs, sides.median(runs, unique.label), sides.median(runs, plain.label), plan,
-                     load_at_start)  # fmt: skip
-    console.print(text)
-    if plan.write_doc:
-        base.write_doc_section(DOC_BEGIN, DOC_END, text)
-        console.print(f"wrote {base.DOC}")
+        targets.extend(_targets(url, f"Authorization: Bearer {token}"))
+        return sides.interleaved([(t, 1) for t in targets], CONNECTIONS, plan)
+
+    runs, load_at_start = sides.on_a_private_stack("nfbu-", measure)
+    unique, plain = (sides.median(runs, t.label) for t in targets)
+    text = _markdown(runs, unique, plain, plan, load_at_start)
+    sides.publish(text, plan, DOC_BEGIN, DOC_END)
 
 
 def _markdown(
