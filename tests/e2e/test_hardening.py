@@ -101,9 +101,17 @@ def test_the_ingress_cuts_slow_request_heads_and_keeps_serving(serve_app: Settin
     page and exporter listen on loopback (cluster/haproxy_guard.py)."""
     limit = serve_app.ingress_header_timeout_s
     hap = serve_app.data_dir / "ray" / "hap"  # one folder per Ray node (and head restart)
-    configs = sorted(hap.rglob("haproxy.cfg"), key=lambda p: p.stat().st_mtime)
-    assert configs, "no HAProxy configuration under the stack's data folder"
-    text = configs[-1].read_text()
+    # Ray writes a new configuration when its routes or replicas change and starts the
+    # HAProxy that takes over, which rewrites it first (the guard): between the two the
+    # newest file is Ray's own for a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        configs = sorted(hap.rglob("haproxy.cfg"), key=lambda p: p.stat().st_mtime)
+        assert configs, "no HAProxy configuration under the stack's data folder"
+        text = configs[-1].read_text()
+        if f"timeout http-request {limit}s" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert f"timeout http-request {limit}s" in text
     assert f"timeout client {serve_app.ingress_client_timeout_s}s" in text
     admin = configs[-1].with_name("admin.sock")
