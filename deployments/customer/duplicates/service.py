@@ -231,9 +231,7 @@ class Duplicates:
         (a create's body, or an existing customer's values)."""
         principal.require("customer:read")
         found = await self._matches(principal, "customer", match.of_customer(data), exclude)
-        shown = await self.custom.shown_all(
-            principal.redact_all("customer", [_model(CustomerRead, r) for _, r in found])
-        )
+        shown = await self._as_shown(principal, "customer", [r for _, r in found])
         return [
             CustomerMatch(matched_on=kinds, customer=customer)
             for (kinds, _), customer in zip(found, shown, strict=True)
@@ -245,12 +243,11 @@ class Duplicates:
         """Contacts the caller may read that are likely the one `data` describes."""
         principal.require("contact:read")
         found = await self._matches(principal, "contact", match.of_contact(data), exclude)
-        out = []
-        for kinds, row in found:
-            contact = principal.redact("contact", _model(ContactRead, row))
-            shown = await self.contact_fields.shown(contact)
-            out.append(ContactMatch(matched_on=kinds, contact=shown))
-        return out
+        shown = await self._as_shown(principal, "contact", [r for _, r in found])
+        return [
+            ContactMatch(matched_on=kinds, contact=contact)
+            for (kinds, _), contact in zip(found, shown, strict=True)
+        ]
 
     async def customer_duplicates(self, principal: Principal, customer_id: int) -> CustomerMatches:
         """The likely duplicates of one customer."""
@@ -315,12 +312,13 @@ class Duplicates:
         needs two of them)."""
         principal.require("customer:read")
         groups, cursor = await self._groups(principal, "customer", query)
-        out = []
-        for key, rows in groups:
-            shown = await self.custom.shown_all(
-                principal.redact_all("customer", [_model(CustomerRead, r) for r in rows])
+        out = [
+            CustomerDuplicates(
+                matched_on=match.kind_of(key),
+                customers=await self._as_shown(principal, "customer", rows),
             )
-            out.append(CustomerDuplicates(matched_on=match.kind_of(key), customers=shown))
+            for key, rows in groups
+        ]
         return Page[CustomerDuplicates](data=out, next_cursor=cursor)
 
     async def list_contact_duplicates(
@@ -330,14 +328,26 @@ class Duplicates:
         customer, as the customers' list."""
         principal.require("contact:read")
         groups, cursor = await self._groups(principal, "contact", query)
-        out = []
-        for key, rows in groups:
-            contacts = [
-                await self.contact_fields.shown(principal.redact("contact", _model(ContactRead, r)))
-                for r in rows
-            ]
-            out.append(ContactDuplicates(matched_on=match.kind_of(key), contacts=contacts))
+        out = [
+            ContactDuplicates(
+                matched_on=match.kind_of(key),
+                contacts=await self._as_shown(principal, "contact", rows),
+            )
+            for key, rows in groups
+        ]
         return Page[ContactDuplicates](data=out, next_cursor=cursor)
+
+    async def _as_shown(
+        self, principal: Principal, kind: str, rows: Sequence[Mapping[str, Any]]
+    ) -> list[Any]:
+        """Rows as their read models, as the caller sees them: fields its role hides as
+        null, only the values of live custom fields (as every read of them answers)."""
+        model, fields = (
+            (CustomerRead, self.custom)
+            if kind == "customer"
+            else (ContactRead, self.contact_fields)
+        )
+        return await fields.shown_all(principal.redact_all(kind, [_model(model, r) for r in rows]))
 
     async def _groups(
         self, principal: Principal, kind: str, query: DuplicateQuery
