@@ -18,9 +18,7 @@ ratio, and each side's p50/p99 per call.
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,12 +96,7 @@ def _markdown(
         "Each round, customers/s: "
         + "; ".join(f"{r.side.split(' (')[0]} {r.per_s:,.0f}" for r in runs),
         "",
-        f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"load average (1 min) {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
-        "at the end (other work shares the cores).",
-        "",
-        "Rerun: `make bench-batch` (or `.venv/bin/python bench/batch.py`; `--quick` for a "
-        "smoke run that leaves this file alone).",
+        *sides.footer(load_at_start, "bench-batch", "batch.py"),
         DOC_END,
     ]
     return "\n".join(lines)

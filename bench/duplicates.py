@@ -14,9 +14,7 @@ round (alternating which goes first).
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,12 +74,7 @@ def _markdown(
         "",
         "Each round, creates/s: " + "; ".join(f"{r.side} {r.per_s:,.0f}" for r in runs),
         "",
-        f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"load average (1 min) {load:.2f} at the start, {os.getloadavg()[0]:.2f} "
-        "at the end (other work shares the cores).",
-        "",
-        "Rerun: `make bench-duplicates` (or `.venv/bin/python bench/duplicates.py`; "
-        "`--quick` for a smoke run that leaves this file alone).",
+        *sides.footer(load, "bench-duplicates", "duplicates.py"),
         DOC_END,
     ]
     return "\n".join(lines)

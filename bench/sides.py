@@ -78,6 +78,18 @@ def publish(text: str, plan: Plan, begin: str, end: str) -> None:
         base.console.print(f"wrote {base.DOC}")
 
 
+def footer(load_at_start: float, make_target: str, script: str) -> list[str]:
+    """The machine and load lines and how to rerun, as every two-sided section ends."""
+    return [
+        f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"load average (1 min) {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
+        "at the end (other work shares the cores).",
+        "",
+        f"Rerun: `make {make_target}` (or `.venv/bin/python bench/{script}`; `--quick` for a "
+        "smoke run that leaves this file alone).",
+    ]
+
+
 def median(runs: Sequence[Run], side: str) -> Run:
     mine = [r for r in runs if r.side == side]
     return Run(

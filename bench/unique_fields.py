@@ -15,7 +15,6 @@ field on the other, interleaved round by round (alternating which goes first).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -104,12 +103,7 @@ def _markdown(
         "",
         "Each round, creates/s: " + "; ".join(f"{r.side} {r.per_s:,.0f}" for r in runs),
         "",
-        f"Machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"load average (1 min) {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
-        "at the end (other work shares the cores).",
-        "",
-        "Rerun: `make bench-unique-fields` (or `.venv/bin/python bench/unique_fields.py`; "
-        "`--quick` for a smoke run that leaves this file alone).",
+        *sides.footer(load_at_start, "bench-unique-fields", "unique_fields.py"),
         DOC_END,
     ]
     return "\n".join(lines)
